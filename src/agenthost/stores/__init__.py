@@ -1,0 +1,59 @@
+"""Session store backends behind one Protocol; `open_store(url)` picks one by URL scheme.
+
+| URL | backend |
+|---|---|
+| `memory://` | in-process dicts (tests, single process) |
+| `sqlite:///path/to.db` | embedded default, one file, WAL |
+| `redis://host:port/db`, `rediss://...` | the fleet store |
+| `redis+cluster://host:port` | Redis Cluster |
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agenthost.stores.base import (
+    Busy,
+    Completed,
+    Lease,
+    Message,
+    SessionInfo,
+    SessionStore,
+    Started,
+    TurnError,
+    TurnRecord,
+)
+
+__all__ = [
+    "Busy",
+    "Completed",
+    "Lease",
+    "Message",
+    "SessionInfo",
+    "SessionStore",
+    "Started",
+    "TurnError",
+    "TurnRecord",
+    "create_store",
+]
+
+
+def create_store(url: str, **options: Any) -> SessionStore:
+    """Build (not open) the store named by `url`; raise ValueError for an unknown scheme."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme == "memory":
+        from agenthost.stores.memory import MemoryStore
+
+        return MemoryStore(url, **options)
+    if scheme == "sqlite":
+        from agenthost.stores.sqlite import SQLiteStore
+
+        return SQLiteStore(url, **options)
+    if scheme in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
+        from agenthost.stores.redis import RedisStore
+
+        return RedisStore(url, **options)
+    raise ValueError(
+        f"unknown store URL {url!r}: expected memory://, sqlite:///path, redis://host:port/db "
+        "or redis+cluster://host:port"
+    )
