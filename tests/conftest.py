@@ -1,0 +1,8 @@
+"""Shared fixtures: real servers (redis-server, Redis Cluster, llm-sim, agenthost) on free
+loopback ports, started and stopped by the tests themselves."""
+
+pytest_plugins = [
+    "tests.fixtures.redis",
+    "tests.fixtures.llm",
+    "tests.fixtures.agenthost",
+]

@@ -1,0 +1,31 @@
+"""The `store` fixture: one opened store per backend, so the conformance suite runs against
+every backend. A backend joins by adding its name to BACKENDS and a branch to `_url`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from agenthost.stores import SessionStore, create_store
+
+BACKENDS = ["memory", "sqlite"]
+
+
+def _url(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if name == "memory":
+        return "memory://"
+    if name == "sqlite":
+        return f"sqlite:///{tmp_path / 'sessions.db'}"
+    raise AssertionError(f"no URL for backend {name}")
+
+
+@pytest.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SessionStore]:
+    s = create_store(_url(request.param, request, tmp_path))
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
