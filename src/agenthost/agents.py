@@ -1,0 +1,157 @@
+"""The user's agent: what it is handed (`Turn`) and how each accepted shape is called.
+
+Accepted shapes, detected once at load time so a turn pays no inspection cost:
+* `async def agent(turn) -> str`
+* `async def agent(turn)` that is an async generator yielding text chunks
+* the reference design's `async def call_agent(messages, metadata) -> str`
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from agenthost.llm.base import ChatMessage, LLMClient
+from agenthost.stores.base import Message
+
+__all__ = ["AgentRunner", "ChunkSink", "Turn", "demo_agent", "load_agent", "wrap_agent"]
+
+ChunkSink = Callable[[str], None]
+"""Receives each chunk of a streamed answer as the agent produces it."""
+
+AgentRunner = Callable[["Turn", ChunkSink | None], Awaitable[str]]
+"""The uniform form every agent shape is wrapped into: returns the whole answer."""
+
+
+class Turn:
+    """One turn as the agent sees it.
+
+    `history` is the window of the newest messages (oldest first) before this turn;
+    `metadata` is the session's metadata: changes made to it are saved with the turn.
+    """
+
+    __slots__ = ("history", "llm", "message", "metadata", "session_id", "turn_id")
+
+    def __init__(
+        self,
+        session_id: str,
+        turn_id: str,
+        message: str,
+        history: list[Message],
+        metadata: dict[str, Any],
+        llm: LLMClient,
+    ) -> None:
+        self.session_id = session_id
+        self.turn_id = turn_id
+        self.message = message
+        self.history = history
+        self.metadata = metadata
+        self.llm = llm
+
+    def messages(self) -> list[ChatMessage]:
+        """History plus the new user message, as OpenAI-style chat messages."""
+        out: list[ChatMessage] = [{"role": m.role, "content": m.content} for m in self.history]
+        out.append({"role": "user", "content": self.message})
+        return out
+
+    def __repr__(self) -> str:
+        return f"Turn(session_id={self.session_id!r}, turn_id={self.turn_id!r})"
+
+
+async def demo_agent(turn: Turn) -> str:
+    """The built-in agent: answers through the configured LLM with the history window."""
+    return await turn.llm.complete(turn.messages())
+
+
+def load_agent(spec: str | None) -> AgentRunner:
+    """Import `module:attr` (None: the demo agent) and wrap it; ValueError explains misuse."""
+    if spec is None:
+        return wrap_agent(demo_agent)
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"agent {spec!r} must be given as module:attribute, e.g. mypkg.bot:agent")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"cannot import agent module {module_name!r}: {exc}") from exc
+    target: Any = module
+    for part in attr.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise ValueError(f"module {module_name!r} has no attribute {attr!r}") from None
+    return wrap_agent(target)
+
+
+def _positional_names(fn: Callable[..., Any]) -> list[str]:
+    params = inspect.signature(fn).parameters.values()
+    return [
+        p.name
+        for p in params
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"
+    ]
+
+
+def wrap_agent(fn: Callable[..., Any]) -> AgentRunner:
+    """Wrap one of the accepted agent shapes into an `AgentRunner`; TypeError otherwise."""
+    if not callable(fn):
+        raise TypeError(f"agent {fn!r} is not callable")
+    call = fn.__call__ if not inspect.isroutine(fn) and not inspect.isclass(fn) else fn
+    names = _positional_names(call)
+
+    if inspect.isasyncgenfunction(call):
+        if len(names) != 1:
+            raise TypeError("an async generator agent takes one argument: turn")
+        gen_fn: Callable[[Turn], AsyncIterator[str]] = fn
+
+        async def run_generator(turn: Turn, sink: ChunkSink | None) -> str:
+            parts: list[str] = []
+            async for chunk in gen_fn(turn):
+                if not isinstance(chunk, str):
+                    raise TypeError(f"agent yielded {type(chunk).__name__}, expected str")
+                parts.append(chunk)
+                if sink is not None:
+                    sink(chunk)
+            return "".join(parts)
+
+        return run_generator
+
+    if not inspect.iscoroutinefunction(call):
+        raise TypeError(
+            "agent must be an async function: async def agent(turn) -> str, an async "
+            "generator yielding str, or async def call_agent(messages, metadata) -> str"
+        )
+
+    if len(names) == 2:
+        legacy: Callable[[list[ChatMessage], dict[str, Any]], Awaitable[str]] = fn
+
+        async def run_legacy(turn: Turn, sink: ChunkSink | None) -> str:
+            answer = _check_answer(await legacy(turn.messages(), turn.metadata))
+            if sink is not None:
+                sink(answer)
+            return answer
+
+        return run_legacy
+
+    if len(names) == 1:
+        simple: Callable[[Turn], Awaitable[str]] = fn
+
+        async def run_simple(turn: Turn, sink: ChunkSink | None) -> str:
+            answer = _check_answer(await simple(turn))
+            if sink is not None:
+                sink(answer)
+            return answer
+
+        return run_simple
+
+    raise TypeError(
+        f"agent takes {len(names)} positional arguments; expected (turn) or (messages, metadata)"
+    )
+
+
+def _check_answer(answer: object) -> str:
+    if not isinstance(answer, str):
+        raise TypeError(f"agent returned {type(answer).__name__}, expected str")
+    return answer

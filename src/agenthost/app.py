@@ -1,0 +1,422 @@
+"""The HTTP API (DESIGN.md, "HTTP / WebSocket contract") as a Starlette app over the engine.
+
+Handlers are thin: validate the path, decode the body with its msgspec type, call the store
+or the turn engine, encode the answer. Every error leaves as `{"error": {"code", "message"}}`
+with its status; nothing a client sends can produce a 500 or stop the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from agenthost import __version__
+from agenthost.agents import AgentRunner, load_agent
+from agenthost.engine import TurnEngine
+from agenthost.errors import (
+    AgentHostError,
+    BadRequest,
+    InvalidJSON,
+    PayloadTooLarge,
+    SessionNotFound,
+    TurnNotFound,
+    ValidationFailed,
+)
+from agenthost.ids import check_session_id, check_turn_id, new_session_id
+from agenthost.llm import create_llm
+from agenthost.llm.base import LLMClient
+from agenthost.openapi import Endpoint, Param, docs_html, openapi_document
+from agenthost.settings import Settings
+from agenthost.stores import SessionStore, create_store
+from agenthost.stores.base import TurnRecord
+from agenthost.wire import (
+    ChatRequest,
+    ChatResponse,
+    CreateSession,
+    ErrorBody,
+    ErrorDetail,
+    Health,
+    MessageOut,
+    MessagesOut,
+    SessionOut,
+    TurnErrorOut,
+    TurnOut,
+    TurnRequest,
+    TurnStatusOut,
+)
+
+__all__ = ["build_app"]
+
+log = logging.getLogger("agenthost.app")
+
+T = TypeVar("T")
+JSON = "application/json"
+_encode = msgspec.json.Encoder().encode
+
+
+def _json(body: msgspec.Struct, status: int = 200) -> Response:
+    return Response(_encode(body), status_code=status, media_type=JSON)
+
+
+def error_response(exc: AgentHostError) -> Response:
+    """The JSON error response for `exc`, with Retry-After where it has one."""
+    headers = None
+    if exc.retry_after is not None:
+        headers = {"Retry-After": str(max(1, round(exc.retry_after)))}
+    body = ErrorBody(ErrorDetail(exc.code, exc.message))
+    return Response(_encode(body), status_code=exc.status, media_type=JSON, headers=headers)
+
+
+class _Decoder:
+    """A cached msgspec decoder that maps failures to 400 (bad JSON) or 422 (bad field)."""
+
+    def __init__(self, typ: type[T]) -> None:
+        self._decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(typ)
+
+    def __call__(self, body: bytes) -> Any:
+        try:
+            return self._decoder.decode(body)
+        except msgspec.ValidationError as exc:
+            raise ValidationFailed(str(exc)) from None
+        except msgspec.DecodeError as exc:
+            raise InvalidJSON(f"the body is not valid JSON: {exc}") from None
+
+
+class API:
+    """The handlers, bound to one engine and store (built in the app's lifespan)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine: TurnEngine | None = None
+        self._turn_decoder = _Decoder(TurnRequest)
+        self._create_decoder = _Decoder(CreateSession)
+        self._chat_decoder = _Decoder(ChatRequest)
+
+    @property
+    def store(self) -> SessionStore:
+        assert self.engine is not None, "the app's lifespan has not started"
+        return self.engine.store
+
+    # -- request plumbing -------------------------------------------------------------------
+
+    async def _body(self, request: Request) -> bytes:
+        limit = self.settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                raise BadRequest("Content-Length is not a number") from None
+            if size > limit:
+                raise PayloadTooLarge(f"the body is {size} bytes; the limit is {limit}")
+            return await request.body()
+        chunks: list[bytes] = []
+        total = 0
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit:
+                raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    @staticmethod
+    def _session_id(request: Request) -> str:
+        return check_session_id(request.path_params["session_id"])
+
+    @staticmethod
+    def _idempotency_key(request: Request) -> str | None:
+        key = request.headers.get("idempotency-key")
+        return None if key is None else check_turn_id(key)
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    async def create_session(self, request: Request) -> Response:
+        body = await self._body(request)
+        req = self._create_decoder(body) if body.strip() else CreateSession()
+        session_id = req.session_id or new_session_id()
+        info = await self.store.create_session(session_id, req.metadata, self.settings.session_ttl)
+        return _json(msgspec.convert(info, SessionOut, from_attributes=True), 201)
+
+    async def get_session(self, request: Request) -> Response:
+        session_id = self._session_id(request)
+        info = await self.store.get_session(session_id)
+        if info is None:
+            raise SessionNotFound(f"no session {session_id}")
+        return _json(msgspec.convert(info, SessionOut, from_attributes=True))
+
+    async def delete_session(self, request: Request) -> Response:
+        session_id = self._session_id(request)
+        if not await self.store.delete_session(session_id):
+            raise SessionNotFound(f"no session {session_id}")
+        return Response(status_code=204)
+
+    async def list_messages(self, request: Request) -> Response:
+        session_id = self._session_id(request)
+        limit = _int_query(request, "limit", 100, 1, 1000)
+        before = _int_query(request, "before", None, 0, 2**62)
+        messages = await self.store.list_messages(session_id, limit, before)
+        if messages is None:
+            raise SessionNotFound(f"no session {session_id}")
+        out = [MessageOut(m.role, m.content, m.turn_id, m.created_at, m.seq) for m in messages]
+        return _json(MessagesOut(out))
+
+    # -- turns ------------------------------------------------------------------------------
+
+    @property
+    def _engine(self) -> TurnEngine:
+        assert self.engine is not None, "the app's lifespan has not started"
+        return self.engine
+
+    async def post_turn(self, request: Request) -> Response:
+        session_id = self._session_id(request)
+        turn_id = self._idempotency_key(request)
+        req: TurnRequest = self._turn_decoder(await self._body(request))
+        if req.stream or "text/event-stream" in request.headers.get("accept", ""):
+            return self._stream_turn(session_id, turn_id, req)
+        record = await self._engine.run_turn(
+            session_id,
+            req.message,
+            turn_id=turn_id,
+            metadata=req.metadata,
+            on_busy=req.on_busy,
+        )
+        return _json(_turn_out(record))
+
+    def _stream_turn(self, session_id: str, turn_id: str | None, req: TurnRequest) -> Response:
+        """SSE for one turn: `chunk` events as the agent produces text, then `done` or `error`.
+
+        The turn runs in its own task, so it finishes and commits even if the client leaves.
+        """
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        seq = 0
+
+        def event(name: str, data: bytes) -> bytes:
+            nonlocal seq
+            seq += 1
+            return b"id: %d\nevent: %s\ndata: %s\n\n" % (seq, name.encode(), data)
+
+        def on_chunk(text: str) -> None:
+            queue.put_nowait(event("chunk", _encode({"text": text})))
+
+        async def run() -> None:
+            try:
+                record = await self._engine.run_turn(
+                    session_id,
+                    req.message,
+                    turn_id=turn_id,
+                    metadata=req.metadata,
+                    on_busy=req.on_busy,
+                    on_chunk=on_chunk,
+                )
+                queue.put_nowait(event("done", _encode(_turn_out(record))))
+            except AgentHostError as exc:
+                queue.put_nowait(event("error", _encode(ErrorDetail(exc.code, exc.message))))
+            finally:
+                queue.put_nowait(None)
+
+        task = asyncio.create_task(run())
+
+        async def events() -> AsyncIterator[bytes]:
+            try:
+                while (item := await queue.get()) is not None:
+                    yield item
+            finally:
+                # on_disconnect=continue: the turn goes on; keep a reference until it ends.
+                _background.add(task)
+                task.add_done_callback(_background.discard)
+
+        return StreamingResponse(
+            events(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    async def get_turn(self, request: Request) -> Response:
+        session_id = self._session_id(request)
+        turn_id = check_turn_id(request.path_params["turn_id"])
+        record = await self.store.get_turn(session_id, turn_id)
+        if record is None:
+            raise TurnNotFound(f"no turn {turn_id} in session {session_id}")
+        error = None if record.error is None else TurnErrorOut(*record.error)
+        return _json(TurnStatusOut(turn_id, record.status, record.response, error))
+
+    async def chat(self, request: Request) -> Response:
+        session_id = self._session_id(request)
+        req: ChatRequest = self._chat_decoder(await self._body(request))
+        record = await self._engine.run_turn(
+            session_id, req.message, turn_id=self._idempotency_key(request)
+        )
+        return _json(ChatResponse(record.response or ""))
+
+    # -- health -----------------------------------------------------------------------------
+
+    async def healthz(self, request: Request) -> Response:
+        return _json(Health("ok"))
+
+    async def readyz(self, request: Request) -> Response:
+        engine = self._engine
+        if engine.draining:
+            return _json(Health("draining"), 503)
+        try:
+            await engine.store.ping()
+        except AgentHostError:
+            return _json(Health("store_unavailable"), 503)
+        return _json(Health("ready"))
+
+
+_background: set[asyncio.Task[None]] = set()
+
+
+def _turn_out(record: TurnRecord) -> TurnOut:
+    return TurnOut(record.session_id, record.turn_id, record.response or "")
+
+
+def _int_query(request: Request, name: str, default: T, low: int, high: int) -> int | T:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValidationFailed(f"query parameter {name} must be an integer") from None
+    if not low <= value <= high:
+        raise ValidationFailed(f"query parameter {name} must be between {low} and {high}")
+    return value
+
+
+def endpoints(api: API) -> list[Endpoint]:
+    """The routes of the API with what each takes and returns (also the OpenAPI source)."""
+    sid_errors = (400, 404, 503)
+    turn_errors = (400, 404, 409, 413, 422, 502, 503)
+    key = Param(
+        "Idempotency-Key",
+        "header",
+        {"type": "string", "pattern": r"^[A-Za-z0-9._:-]{1,128}$"},
+        "The turn id: a retry with the same key returns the same answer, with no second "
+        "agent call. Generated when absent.",
+    )
+    return [
+        Endpoint("POST", "/v1/sessions", api.create_session, "Create a session",
+                 CreateSession, SessionOut, 201, (400, 409, 413, 422, 503)),
+        Endpoint("GET", "/v1/sessions/{session_id}", api.get_session, "Get a session",
+                 None, SessionOut, 200, sid_errors),
+        Endpoint("DELETE", "/v1/sessions/{session_id}", api.delete_session,
+                 "Delete a session with all its messages and turns", None, None, 204,
+                 sid_errors),
+        Endpoint("GET", "/v1/sessions/{session_id}/messages", api.list_messages,
+                 "Messages, oldest first: the newest `limit` with seq < `before`",
+                 None, MessagesOut, 200, (*sid_errors, 422),
+                 params=(
+                     Param("limit", "query", {"type": "integer", "minimum": 1,
+                                              "maximum": 1000, "default": 100}),
+                     Param("before", "query", {"type": "integer", "minimum": 0},
+                           "Only messages with seq below this."),
+                 )),
+        Endpoint("POST", "/v1/sessions/{session_id}/turns", api.post_turn,
+                 "Run a turn (creates the session if unknown); SSE with stream:true",
+                 TurnRequest, TurnOut, 200, turn_errors, params=(key,), streams=True),
+        Endpoint("GET", "/v1/sessions/{session_id}/turns/{turn_id}", api.get_turn,
+                 "A turn's status", None, TurnStatusOut, 200, sid_errors),
+        Endpoint("POST", "/chat/{session_id}", api.chat,
+                 "The reference design's chat endpoint", ChatRequest, ChatResponse, 200,
+                 turn_errors, params=(key,), tags=("compat",)),
+        Endpoint("GET", "/healthz", api.healthz, "Liveness", None, Health, 200, (),
+                 tags=("health",)),
+        Endpoint("GET", "/readyz", api.readyz, "Readiness: 503 while draining or when the "
+                 "store is unreachable", None, Health, 200, (503,), tags=("health",)),
+    ]  # fmt: skip
+
+
+def build_app(
+    settings: Settings,
+    *,
+    store: SessionStore | None = None,
+    agent: AgentRunner | None = None,
+    llm: LLMClient | None = None,
+) -> Starlette:
+    """The ASGI app for `settings`; `store`, `agent` and `llm` override the configured ones
+    (tests and embedding). The app's lifespan opens the store and closes store and LLM."""
+    api = API(settings)
+    eps = endpoints(api)
+    openapi = openapi_document(eps, title="agenthost", version=__version__)
+    docs = docs_html(eps, title="agenthost API")
+
+    async def openapi_json(request: Request) -> Response:
+        return Response(openapi, media_type=JSON)
+
+    async def docs_page(request: Request) -> Response:
+        return Response(docs, media_type="text/html")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        the_store = store or create_store(settings.store)
+        the_llm = llm or create_llm(
+            settings.llm, model=settings.llm_model, api_key=settings.llm_api_key
+        )
+        the_agent = agent or load_agent(settings.app)
+        await the_store.open()
+        engine = TurnEngine(
+            the_store,
+            the_agent,
+            the_llm,
+            session_ttl=settings.session_ttl,
+            history_window=settings.history_window,
+            lease_ttl=settings.lease_ttl,
+            enqueue_timeout=settings.enqueue_timeout,
+            turn_timeout=settings.turn_timeout,
+            max_inflight_turns=settings.max_inflight_turns,
+        )
+        engine.start()
+        api.engine = engine
+        app.state.engine = engine
+        try:
+            yield
+        finally:
+            await engine.stop()
+            await the_store.close()
+            await the_llm.close()
+
+    routes = [Route(ep.path, ep.handler, methods=[ep.method]) for ep in eps]
+    routes += [
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+        Route("/docs", docs_page, methods=["GET"]),
+    ]
+    handlers: dict[Any, Callable[..., Any]] = {
+        AgentHostError: _agenthost_error,
+        HTTPException: _http_error,
+        Exception: _unexpected_error,
+    }
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
+
+
+async def _agenthost_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AgentHostError)
+    return error_response(exc)
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    body = ErrorBody(ErrorDetail(code, str(exc.detail)))
+    return Response(
+        _encode(body), status_code=exc.status_code, media_type=JSON, headers=exc.headers
+    )
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    body = ErrorBody(ErrorDetail("internal_error", "an unexpected error; it has been logged"))
+    return Response(_encode(body), status_code=500, media_type=JSON)

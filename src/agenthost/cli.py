@@ -1,0 +1,116 @@
+"""The `agenthost` command: `serve` runs the server; other verbs are registered from their
+own modules (`llm-sim`, `loadtest`).
+
+Every `serve` flag is also an `AGENTHOST_*` environment variable (flag wins); `--help` shows
+both with the default.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from agenthost.settings import SETTINGS_HELP, Settings, env_name
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="agenthost",
+    help="Host an AI agent for thousands of concurrent chat sessions.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_D = Settings()
+
+
+def _opt(field: str) -> Any:
+    """The Typer option of a settings field: same name as a flag and as an env var."""
+    return typer.Option(
+        "--" + field.replace("_", "-"),
+        envvar=env_name(field),
+        help=SETTINGS_HELP[field],
+        show_envvar=True,
+    )
+
+
+@app.command()
+def serve(
+    app_spec: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[APP]",
+            envvar=env_name("app"),
+            help=SETTINGS_HELP["app"],
+            show_envvar=True,
+        ),
+    ] = None,
+    host: Annotated[str, _opt("host")] = _D.host,
+    port: Annotated[int, _opt("port")] = _D.port,
+    store: Annotated[str, _opt("store")] = _D.store,
+    llm: Annotated[str, _opt("llm")] = _D.llm,
+    llm_model: Annotated[str | None, _opt("llm_model")] = _D.llm_model,
+    llm_api_key: Annotated[str | None, _opt("llm_api_key")] = _D.llm_api_key,
+    session_ttl: Annotated[float, _opt("session_ttl")] = _D.session_ttl,
+    history_window: Annotated[int, _opt("history_window")] = _D.history_window,
+    max_body_bytes: Annotated[int, _opt("max_body_bytes")] = _D.max_body_bytes,
+    admin_token: Annotated[str | None, _opt("admin_token")] = _D.admin_token,
+    lease_ttl: Annotated[float, _opt("lease_ttl")] = _D.lease_ttl,
+    enqueue_timeout: Annotated[float, _opt("enqueue_timeout")] = _D.enqueue_timeout,
+    turn_timeout: Annotated[float, _opt("turn_timeout")] = _D.turn_timeout,
+    max_inflight_turns: Annotated[int, _opt("max_inflight_turns")] = _D.max_inflight_turns,
+    log_level: Annotated[str, _opt("log_level")] = _D.log_level,
+) -> None:
+    """Run the agenthost server (uvicorn, uvloop, httptools) for the agent APP."""
+    from agenthost.server import run
+
+    try:
+        settings = Settings(
+            app=app_spec,
+            host=host,
+            port=port,
+            store=store,
+            llm=llm,
+            llm_model=llm_model,
+            llm_api_key=llm_api_key,
+            session_ttl=session_ttl,
+            history_window=history_window,
+            max_body_bytes=max_body_bytes,
+            admin_token=admin_token,
+            lease_ttl=lease_ttl,
+            enqueue_timeout=enqueue_timeout,
+            turn_timeout=turn_timeout,
+            max_inflight_turns=max_inflight_turns,
+            log_level=log_level,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    run(settings)
+
+
+def _register_optional_commands() -> None:
+    """Verbs that live in their own modules; each registers if its module is present."""
+    try:
+        from agenthost.llm.cli import llm_sim
+    except ImportError:
+        pass
+    else:
+        app.command("llm-sim", help="Run an OpenAI-compatible simulated LLM server.")(llm_sim)
+    try:
+        from agenthost.loadtest.cli import loadtest
+    except ImportError:
+        pass
+    else:
+        app.command("loadtest", help="Drive load at a server and verify nothing was lost.")(
+            loadtest
+        )
+
+
+_register_optional_commands()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,103 @@
+"""Server settings: one typed object, every field an `AGENTHOST_*` environment variable and an
+`agenthost serve` flag of the same name (twelve-factor).
+
+`Settings.from_env()` reads the environment; the CLI passes flags over it. Defaults are the
+embedded deployment: SQLite file store, in-process simulated LLM, no external service.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import msgspec
+
+__all__ = ["ENV_PREFIX", "SETTINGS_HELP", "Settings", "env_name"]
+
+ENV_PREFIX = "AGENTHOST_"
+
+
+class Settings(msgspec.Struct, kw_only=True):
+    """Everything `agenthost serve` can be told; see SETTINGS_HELP for each field."""
+
+    app: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    store: str = "sqlite:///./agenthost.db"
+    llm: str = "sim://"
+    llm_model: str | None = None
+    llm_api_key: str | None = None
+    session_ttl: float = 3600.0
+    history_window: int = 50
+    max_body_bytes: int = 1024 * 1024
+    admin_token: str | None = None
+    lease_ttl: float = 10.0
+    enqueue_timeout: float = 30.0
+    turn_timeout: float = 300.0
+    max_inflight_turns: int = 0
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not 0 < self.port < 65536:
+            problems.append("port must be 1-65535")
+        if self.session_ttl <= 0:
+            problems.append("session_ttl must be > 0 seconds")
+        if self.history_window < 0:
+            problems.append("history_window must be >= 0")
+        if self.max_body_bytes < 1024:
+            problems.append("max_body_bytes must be >= 1024")
+        if self.lease_ttl < 0.2:
+            problems.append("lease_ttl must be >= 0.2 seconds")
+        if self.enqueue_timeout < 0:
+            problems.append("enqueue_timeout must be >= 0")
+        if self.turn_timeout <= 0:
+            problems.append("turn_timeout must be > 0")
+        if self.max_inflight_turns < 0:
+            problems.append("max_inflight_turns must be >= 0 (0 = no limit)")
+        if problems:
+            raise ValueError("invalid settings: " + "; ".join(problems))
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from `AGENTHOST_*` variables, then `overrides` (None values ignored)."""
+        env = os.environ if environ is None else environ
+        raw: dict[str, Any] = {}
+        for name in cls.__struct_fields__:
+            value = env.get(env_name(name))
+            if value is not None and value != "":
+                raw[name] = value
+        raw.update({k: v for k, v in overrides.items() if v is not None})
+        # str_values=True parses "8000" as int and "1.5" as float, as env vars are text.
+        return msgspec.convert(raw, cls, strict=False)
+
+
+def env_name(field: str) -> str:
+    """`session_ttl` -> `AGENTHOST_SESSION_TTL`."""
+    return ENV_PREFIX + field.upper()
+
+
+SETTINGS_HELP: dict[str, str] = {
+    "app": "The agent, as module:attribute (e.g. mypkg.myagent:agent). "
+    "Default: a built-in demo agent that answers through the configured LLM.",
+    "host": "Address to listen on (0.0.0.0 in a container).",
+    "port": "TCP port to listen on.",
+    "store": "Session store URL: sqlite:///path.db (embedded default), memory://, "
+    "redis://host:port/db, rediss://..., redis+cluster://host:port.",
+    "llm": "LLM URL: sim:// (in-process simulator; sim://?latency_ms=2000&tokens_per_s=50 "
+    "sets its speed) or an OpenAI-compatible base URL like https://host/v1.",
+    "llm_model": "Model name sent to an OpenAI-compatible LLM.",
+    "llm_api_key": "API key for an OpenAI-compatible LLM.",
+    "session_ttl": "Seconds a session lives after its last turn (applies to all its data).",
+    "history_window": "How many of the newest messages are handed to the agent each turn.",
+    "max_body_bytes": "Largest request body accepted; larger gets 413.",
+    "admin_token": "Token for /admin routes (Authorization: Bearer TOKEN). Unset: disabled.",
+    "lease_ttl": "Seconds a session lease lives without renewal; a turn whose process died "
+    "can be retried after this. Renewed every third of it while the agent runs.",
+    "enqueue_timeout": "Longest wait, in seconds, for a busy session under on_busy=enqueue "
+    "before answering 409 session_busy.",
+    "turn_timeout": "Longest an agent may run for one turn, in seconds; then the turn fails.",
+    "max_inflight_turns": "Turns one process runs at once; past it 503 + Retry-After "
+    "(0 = no limit).",
+    "log_level": "Log level: debug, info, warning, error.",
+}
