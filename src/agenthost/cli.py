@@ -26,6 +26,11 @@ app = typer.Typer(
 _D = Settings()
 
 
+@app.callback()
+def _root() -> None:
+    """Host an AI agent for thousands of concurrent chat sessions."""
+
+
 def _opt(field: str) -> Any:
     """The Typer option of a settings field: same name as a flag and as an env var."""
     return typer.Option(
