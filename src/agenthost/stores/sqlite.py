@@ -1,0 +1,451 @@
+"""`sqlite:///path.db`: the embedded default store — one file, WAL, no service to run.
+
+Each store operation is one synchronous function run in one transaction on a single
+dedicated thread that owns the connection, so a turn step costs one thread hop. (aiosqlite
+would hop once per statement.) The history window is read with `ORDER BY seq DESC LIMIT n`
+on the primary key, never the whole history. One process per file: release notifications
+are in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+
+from agenthost.errors import LeaseLost, SessionExists, StoreUnavailable
+from agenthost.stores.base import (
+    Busy,
+    Completed,
+    Lease,
+    Message,
+    SessionInfo,
+    Started,
+    TurnError,
+    TurnRecord,
+)
+from agenthost.stores.notify import ReleaseWaiters
+
+__all__ = ["SQLiteStore"]
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id TEXT PRIMARY KEY,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    turns INTEGER NOT NULL DEFAULT 0,
+    message_count INTEGER NOT NULL DEFAULT 0,
+    fence INTEGER NOT NULL DEFAULT 0,
+    metadata BLOB NOT NULL,
+    lease_turn_id TEXT,
+    lease_fence INTEGER NOT NULL DEFAULT 0,
+    lease_expires_at REAL NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions (expires_at);
+CREATE TABLE IF NOT EXISTS messages (
+    session_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    role TEXT NOT NULL,
+    content TEXT NOT NULL,
+    turn_id TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (session_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS turns (
+    session_id TEXT NOT NULL,
+    turn_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    message TEXT NOT NULL,
+    response TEXT,
+    error_code TEXT,
+    error_message TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (session_id, turn_id)
+) WITHOUT ROWID;
+"""
+
+_SESSION = (
+    "SELECT created_at, updated_at, turns, message_count, fence, metadata, lease_turn_id,"
+    " lease_fence, lease_expires_at FROM sessions WHERE session_id = ? AND expires_at > ?"
+)
+_TURN = (
+    "SELECT status, message, response, error_code, error_message, created_at, updated_at"
+    " FROM turns WHERE session_id = ? AND turn_id = ?"
+)
+_WINDOW = (
+    "SELECT role, content, turn_id, created_at, seq FROM messages"
+    " WHERE session_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?"
+)
+_HELD = (
+    "SELECT message_count FROM sessions WHERE session_id = ? AND expires_at > ?"
+    " AND lease_turn_id = ? AND lease_fence = ? AND lease_expires_at > ?"
+)
+_DROP_LEASE = "UPDATE sessions SET lease_turn_id = NULL, lease_expires_at = 0 WHERE session_id = ?"
+
+_encode = msgspec.json.encode
+_decode_meta = msgspec.json.Decoder(dict[str, Any]).decode
+_INTERVAL = 60.0
+
+
+def _path_of(url: str) -> str:
+    """`sqlite:///rel.db` → `rel.db`; `sqlite:////abs.db` → `/abs.db`; `:memory:` kept."""
+    if not url.startswith("sqlite://"):
+        raise ValueError(f"not a sqlite URL: {url!r}")
+    path = url[len("sqlite://") :]
+    if path.startswith("/"):
+        path = path[1:]
+    if not path:
+        raise ValueError("sqlite URL needs a path: sqlite:///path/to/agenthost.db")
+    return path
+
+
+class SQLiteStore:
+    """The embedded store; see the module docstring for its threading model."""
+
+    def __init__(self, url: str, *, purge_interval: float = _INTERVAL) -> None:
+        self.url = url
+        self.path = _path_of(url)
+        self.purge_interval = purge_interval
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._waiters = ReleaseWaiters()
+        self._interrupt_callbacks: list[Callable[[str, str], None]] = []
+        self._purger: asyncio.Task[None] | None = None
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.executescript(_SCHEMA)
+        self._conn = conn
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` in one transaction on the store's thread."""
+        executor = self._executor
+        if executor is None:
+            raise StoreUnavailable("the sqlite store is not open")
+
+        def transaction() -> T:
+            conn = self._conn
+            assert conn is not None
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(executor, transaction)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"sqlite: {exc}") from exc
+
+    async def open(self) -> None:
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sqlite")
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._connect)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
+        self._purger = asyncio.create_task(self._purge_forever(), name="sqlite-purge")
+
+    async def close(self) -> None:
+        if self._purger is not None:
+            self._purger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._purger
+            self._purger = None
+        self._waiters.wake_all()
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            conn = self._conn
+            if conn is not None:
+                await asyncio.get_running_loop().run_in_executor(executor, conn.close)
+            executor.shutdown(wait=True)
+            self._conn = None
+
+    async def _purge_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.purge_interval)
+            with contextlib.suppress(StoreUnavailable):
+                await self.purge_expired()
+
+    async def ping(self) -> None:
+        await self._run(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    async def create_session(
+        self, session_id: str, metadata: dict[str, Any], ttl_s: float
+    ) -> SessionInfo:
+        meta = _encode(metadata)
+
+        def create(conn: sqlite3.Connection) -> SessionInfo | None:
+            now = time.time()
+            if conn.execute(_SESSION, (session_id, now)).fetchone() is not None:
+                return None
+            _delete(conn, session_id)  # an expired one is replaced
+            conn.execute(
+                "INSERT INTO sessions (session_id, created_at, updated_at, expires_at, metadata)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (session_id, now, now, now + ttl_s, meta),
+            )
+            return SessionInfo(session_id, now, now, 0, _decode_meta(meta))
+
+        info = await self._run(create)
+        if info is None:
+            raise SessionExists(f"session {session_id} exists")
+        return info
+
+    async def get_session(self, session_id: str) -> SessionInfo | None:
+        def get(conn: sqlite3.Connection) -> SessionInfo | None:
+            row = conn.execute(_SESSION, (session_id, time.time())).fetchone()
+            if row is None:
+                return None
+            return SessionInfo(session_id, row[0], row[1], row[2], _decode_meta(row[5]))
+
+        return await self._run(get)
+
+    async def delete_session(self, session_id: str) -> bool:
+        def delete(conn: sqlite3.Connection) -> bool:
+            live = conn.execute(_SESSION, (session_id, time.time())).fetchone() is not None
+            _delete(conn, session_id)
+            return live
+
+        deleted = await self._run(delete)
+        if deleted:
+            self._waiters.wake(session_id)
+        return deleted
+
+    async def list_messages(
+        self, session_id: str, limit: int, before: int | None = None
+    ) -> list[Message] | None:
+        upper = 2**62 if before is None else before
+
+        def page(conn: sqlite3.Connection) -> list[Message] | None:
+            if conn.execute(_SESSION, (session_id, time.time())).fetchone() is None:
+                return None
+            rows = conn.execute(_WINDOW, (session_id, upper, limit)).fetchall()
+            return [Message(*row) for row in reversed(rows)]
+
+        return await self._run(page)
+
+    # -- turns ------------------------------------------------------------------------------
+
+    async def begin_turn(
+        self,
+        session_id: str,
+        turn_id: str,
+        message: str,
+        *,
+        metadata_patch: dict[str, Any] | None,
+        lease_ms: int,
+        window: int,
+        ttl_s: float,
+    ) -> Started | Completed | Busy:
+        def begin(conn: sqlite3.Connection) -> Started | Completed | Busy:
+            now = time.time()
+            row = conn.execute(_SESSION, (session_id, now)).fetchone()
+            created = row is None
+            if row is None:
+                _delete(conn, session_id)
+                conn.execute(
+                    "INSERT INTO sessions (session_id, created_at, updated_at, expires_at,"
+                    " metadata) VALUES (?, ?, ?, ?, ?)",
+                    (session_id, now, now, now + ttl_s, b"{}"),
+                )
+                count, fence, meta = 0, 0, b"{}"
+            else:
+                turn = conn.execute(_TURN, (session_id, turn_id)).fetchone()
+                if turn is not None and turn[0] == "completed":
+                    return Completed(_record(session_id, turn_id, turn))
+                if row[6] is not None and row[8] > now:
+                    return Busy(row[6])
+                count, fence, meta = row[3], row[4], row[5]
+            fence += 1
+            conn.execute(
+                "UPDATE sessions SET fence = ?, lease_turn_id = ?, lease_fence = ?,"
+                " lease_expires_at = ?, expires_at = ? WHERE session_id = ?",
+                (fence, turn_id, fence, now + lease_ms / 1000, now + ttl_s, session_id),
+            )
+            conn.execute(
+                "INSERT OR REPLACE INTO turns (session_id, turn_id, status, message,"
+                " created_at, updated_at) VALUES (?, ?, 'running', ?, ?, ?)",
+                (session_id, turn_id, message, now, now),
+            )
+            history: list[Message] = []
+            if window > 0 and count:
+                rows = conn.execute(_WINDOW, (session_id, count, window)).fetchall()
+                history = [Message(*r) for r in reversed(rows)]
+            metadata = _decode_meta(meta)
+            if metadata_patch:
+                metadata.update(metadata_patch)
+            return Started(Lease(session_id, turn_id, fence), history, metadata, count, created)
+
+        return await self._run(begin)
+
+    async def commit_turn(
+        self,
+        lease: Lease,
+        *,
+        user: Message,
+        assistant: Message,
+        metadata: dict[str, Any],
+        ttl_s: float,
+    ) -> TurnRecord:
+        meta = _encode(metadata)
+        sid, tid = lease.session_id, lease.turn_id
+
+        def commit(conn: sqlite3.Connection) -> TurnRecord | None:
+            now = time.time()
+            held = conn.execute(_HELD, (sid, now, tid, lease.fence, now)).fetchone()
+            if held is None:
+                return None
+            conn.executemany(
+                "INSERT INTO messages (session_id, seq, role, content, turn_id, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (sid, m.seq, m.role, m.content, m.turn_id, m.created_at)
+                    for m in (user, assistant)
+                ],
+            )
+            conn.execute(
+                "UPDATE sessions SET turns = turns + 1, message_count = ?, metadata = ?,"
+                " updated_at = ?, expires_at = ?, lease_turn_id = NULL, lease_expires_at = 0"
+                " WHERE session_id = ?",
+                (assistant.seq + 1, meta, now, now + ttl_s, sid),
+            )
+            conn.execute(
+                "UPDATE turns SET status = 'completed', response = ?, error_code = NULL,"
+                " error_message = NULL, updated_at = ? WHERE session_id = ? AND turn_id = ?",
+                (assistant.content, now, sid, tid),
+            )
+            return _record(sid, tid, conn.execute(_TURN, (sid, tid)).fetchone())
+
+        record = await self._run(commit)
+        if record is None:
+            raise LeaseLost(f"turn {tid} no longer holds session {sid}")
+        self._waiters.wake(sid)
+        return record
+
+    async def fail_turn(self, lease: Lease, error: TurnError, ttl_s: float) -> TurnRecord | None:
+        sid, tid = lease.session_id, lease.turn_id
+
+        def fail(conn: sqlite3.Connection) -> TurnRecord | None:
+            now = time.time()
+            if conn.execute(_HELD, (sid, now, tid, lease.fence, now)).fetchone() is None:
+                return None
+            conn.execute(
+                "UPDATE turns SET status = 'failed', error_code = ?, error_message = ?,"
+                " updated_at = ? WHERE session_id = ? AND turn_id = ?",
+                (error.code, error.message, now, sid, tid),
+            )
+            conn.execute(
+                "UPDATE sessions SET lease_turn_id = NULL, lease_expires_at = 0, expires_at = ?"
+                " WHERE session_id = ?",
+                (now + ttl_s, sid),
+            )
+            return _record(sid, tid, conn.execute(_TURN, (sid, tid)).fetchone())
+
+        record = await self._run(fail)
+        if record is not None:
+            self._waiters.wake(sid)
+        return record
+
+    async def renew_lease(self, lease: Lease, lease_ms: int) -> bool:
+        def renew(conn: sqlite3.Connection) -> bool:
+            now = time.time()
+            cur = conn.execute(
+                "UPDATE sessions SET lease_expires_at = ? WHERE session_id = ? AND"
+                " expires_at > ? AND lease_turn_id = ? AND lease_fence = ? AND"
+                " lease_expires_at > ?",
+                (now + lease_ms / 1000, lease.session_id, now, lease.turn_id, lease.fence, now),
+            )
+            return cur.rowcount == 1
+
+        return await self._run(renew)
+
+    async def release_lease(self, lease: Lease) -> bool:
+        def release(conn: sqlite3.Connection) -> bool:
+            now = time.time()
+            held = conn.execute(
+                _HELD, (lease.session_id, now, lease.turn_id, lease.fence, now)
+            ).fetchone()
+            if held is None:
+                return False
+            conn.execute(_DROP_LEASE, (lease.session_id,))
+            return True
+
+        released = await self._run(release)
+        if released:
+            self._waiters.wake(lease.session_id)
+        return released
+
+    async def get_turn(self, session_id: str, turn_id: str) -> TurnRecord | None:
+        def get(conn: sqlite3.Connection) -> TurnRecord | None:
+            now = time.time()
+            row = conn.execute(_SESSION, (session_id, now)).fetchone()
+            if row is None:
+                return None
+            turn = conn.execute(_TURN, (session_id, turn_id)).fetchone()
+            if turn is None:
+                return None
+            record = _record(session_id, turn_id, turn)
+            if record.status == "running" and not (row[6] == turn_id and row[8] > now):
+                record.status = "pending"
+            return record
+
+        return await self._run(get)
+
+    async def wait_for_release(self, session_id: str, timeout: float) -> None:
+        await self._waiters.wait(session_id, timeout)
+
+    async def request_interrupt(self, session_id: str, turn_id: str) -> None:
+        for callback in self._interrupt_callbacks:
+            callback(session_id, turn_id)
+
+    def on_interrupt(self, callback: Callable[[str, str], None]) -> None:
+        self._interrupt_callbacks.append(callback)
+
+    async def purge_expired(self) -> int:
+        def purge(conn: sqlite3.Connection) -> int:
+            now = time.time()
+            expired = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT session_id FROM sessions WHERE expires_at <= ?", (now,)
+                )
+            ]
+            for sid in expired:
+                _delete(conn, sid)
+            return len(expired)
+
+        return await self._run(purge)
+
+
+def _delete(conn: sqlite3.Connection, session_id: str) -> None:
+    for table in ("messages", "turns", "sessions"):
+        conn.execute(f"DELETE FROM {table} WHERE session_id = ?", (session_id,))
+
+
+def _record(session_id: str, turn_id: str, row: tuple[Any, ...]) -> TurnRecord:
+    status, message, response, error_code, error_message, created_at, updated_at = row
+    error = None if error_code is None else TurnError(error_code, error_message or "")
+    return TurnRecord(turn_id, session_id, status, message, created_at, updated_at, response, error)
