@@ -6,8 +6,8 @@ The user-facing API: `Turn` (what an agent is handed), `Settings` (what a server
 
 __version__ = "0.1.0"
 
-from agenthost.agents import Turn  # noqa: E402
-from agenthost.errors import AgentHostError  # noqa: E402
-from agenthost.settings import Settings  # noqa: E402
+from agenthost.agents import Turn
+from agenthost.errors import AgentHostError
+from agenthost.settings import Settings
 
 __all__ = ["AgentHostError", "Settings", "Turn", "__version__"]

@@ -247,7 +247,9 @@ class API:
         record = await self.store.get_turn(session_id, turn_id)
         if record is None:
             raise TurnNotFound(f"no turn {turn_id} in session {session_id}")
-        error = None if record.error is None else TurnErrorOut(*record.error)
+        error = (
+            None if record.error is None else TurnErrorOut(record.error.code, record.error.message)
+        )
         return _json(TurnStatusOut(turn_id, record.status, record.response, error))
 
     async def chat(self, request: Request) -> Response:
