@@ -2,7 +2,7 @@
 loopback ports, started and stopped by the tests themselves."""
 
 pytest_plugins = [
+    "tests.fixtures.agenthost",
     "tests.fixtures.redis",
     "tests.fixtures.llm",
-    "tests.fixtures.agenthost",
 ]

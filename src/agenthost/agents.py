@@ -94,11 +94,14 @@ def _positional_names(fn: Callable[..., Any]) -> list[str]:
     ]
 
 
-def wrap_agent(fn: Callable[..., Any]) -> AgentRunner:
-    """Wrap one of the accepted agent shapes into an `AgentRunner`; TypeError otherwise."""
+def wrap_agent(fn: Any) -> AgentRunner:
+    """Wrap one of the accepted agent shapes into an `AgentRunner`; TypeError otherwise.
+
+    An object with an async `__call__` is accepted like the function it wraps.
+    """
     if not callable(fn):
         raise TypeError(f"agent {fn!r} is not callable")
-    call = fn.__call__ if not inspect.isroutine(fn) and not inspect.isclass(fn) else fn
+    call: Callable[..., Any] = fn if inspect.isroutine(fn) else fn.__call__
     names = _positional_names(call)
 
     if inspect.isasyncgenfunction(call):

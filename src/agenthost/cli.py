@@ -7,6 +7,7 @@ both with the default.
 
 from __future__ import annotations
 
+import importlib
 from typing import Annotated, Any
 
 import typer
@@ -95,22 +96,20 @@ def serve(
     run(settings)
 
 
+_OPTIONAL_COMMANDS = (
+    ("agenthost.llm.cli", "llm_sim", "llm-sim", "Run an OpenAI-compatible simulated LLM server."),
+    ("agenthost.loadtest.cli", "loadtest", "loadtest", "Drive load and verify nothing was lost."),
+)
+
+
 def _register_optional_commands() -> None:
-    """Verbs that live in their own modules; each registers if its module is present."""
-    try:
-        from agenthost.llm.cli import llm_sim
-    except ImportError:
-        pass
-    else:
-        app.command("llm-sim", help="Run an OpenAI-compatible simulated LLM server.")(llm_sim)
-    try:
-        from agenthost.loadtest.cli import loadtest
-    except ImportError:
-        pass
-    else:
-        app.command("loadtest", help="Drive load at a server and verify nothing was lost.")(
-            loadtest
-        )
+    """Verbs that live in their own modules, registered when their module is installed."""
+    for module_name, attr, name, text in _OPTIONAL_COMMANDS:
+        try:
+            command = getattr(importlib.import_module(module_name), attr)
+        except ImportError:
+            continue
+        app.command(name, help=text)(command)
 
 
 _register_optional_commands()

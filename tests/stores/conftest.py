@@ -10,7 +10,7 @@ import pytest
 
 from agenthost.stores import SessionStore, create_store
 
-BACKENDS = ["memory", "sqlite"]
+BACKENDS = ["memory", "sqlite", "redis", "redis-cluster"]
 
 
 def _url(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
@@ -18,6 +18,12 @@ def _url(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return "memory://"
     if name == "sqlite":
         return f"sqlite:///{tmp_path / 'sessions.db'}"
+    if name == "redis":
+        url: str = request.getfixturevalue("redis_url")
+        return url
+    if name == "redis-cluster":
+        cluster_url: str = request.getfixturevalue("redis_cluster_url")
+        return cluster_url
     raise AssertionError(f"no URL for backend {name}")
 
 

@@ -1,0 +1,44 @@
+-- begin_turn: the first step of a turn, atomically, in one round trip.
+-- KEYS: meta, msgs, turns, lease
+-- ARGV: turn_id, running_record_json, now, lease_ms, window, ttl_ms
+-- Returns {'done', record} | {'busy', holder} | {'started', fence, count, metadata, created, history}
+local meta, msgs, turns, lease = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local turn_id, now = ARGV[1], ARGV[3]
+local lease_ms, window, ttl_ms = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+
+local fence, count, metadata, created
+if redis.call('EXISTS', meta) == 1 then
+  local record = redis.call('HGET', turns, turn_id)
+  -- Records are msgspec JSON: a quote inside a string value is escaped, so this literal
+  -- can only match the status field itself.
+  if record and string.find(record, '"status":"completed"', 1, true) then
+    return {'done', record}
+  end
+  local holder = redis.call('GET', lease)
+  if holder then
+    return {'busy', holder}
+  end
+  fence = redis.call('HINCRBY', meta, 'fence', 1)
+  local fields = redis.call('HMGET', meta, 'count', 'metadata')
+  count = tonumber(fields[1]) or 0
+  metadata = fields[2] or '{}'
+  created = 0
+else
+  -- Unknown or expired: start clean (the other keys expire with meta, but be sure).
+  redis.call('DEL', msgs, turns, lease)
+  redis.call('HSET', meta, 'created_at', now, 'updated_at', now, 'turns', 0, 'count', 0,
+             'fence', 1, 'metadata', '{}')
+  fence, count, metadata, created = 1, 0, '{}', 1
+end
+redis.call('SET', lease, fence .. ':' .. turn_id, 'PX', lease_ms)
+redis.call('HSET', turns, turn_id, ARGV[2])
+redis.call('PEXPIRE', meta, ttl_ms)
+redis.call('PEXPIRE', turns, ttl_ms)
+local history = {}
+if count > 0 then
+  redis.call('PEXPIRE', msgs, ttl_ms)
+  if window > 0 then
+    history = redis.call('LRANGE', msgs, -window, -1)
+  end
+end
+return {'started', fence, count, metadata, created, history}

@@ -1,0 +1,441 @@
+"""`redis://` and `redis+cluster://`: the fleet store, shared by every server process.
+
+Every key of a session carries the hash tag `{session_id}`, so each step is one Lua script on
+one slot — one round trip, atomic, Cluster-safe:
+
+    ah:{sid}:meta    hash: created_at, updated_at, turns, count, fence, metadata (JSON)
+    ah:{sid}:msgs    list of messages (msgspec JSON); append = RPUSH, window = LRANGE tail
+    ah:{sid}:turns   hash: turn_id -> turn record (JSON), the idempotency records
+    ah:{sid}:lease   string "fence:turn_id" with PX expiry (SET semantics)
+
+Every step refreshes the TTL of every key it keeps. Commits are fenced: a process that lost
+the lease cannot write. Releases are announced on the sharded channel `ah:{sid}:released`
+(SPUBLISH, Redis >= 7) for `enqueue` waiters; interrupts on the fleet-wide `ah:interrupts`.
+Any connection failure or timeout surfaces as `StoreUnavailable` (503 + Retry-After).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import msgspec
+import redis.asyncio as aioredis
+import redis.exceptions as rexc
+from redis.asyncio.cluster import RedisCluster
+from redis.backoff import ConstantBackoff
+from redis.retry import Retry
+
+from agenthost.errors import LeaseLost, SessionExists, StoreUnavailable
+from agenthost.stores.base import (
+    Busy,
+    Completed,
+    Lease,
+    Message,
+    SessionInfo,
+    Started,
+    TurnError,
+    TurnRecord,
+)
+from agenthost.stores.notify import ReleaseWaiters, wait_event
+
+__all__ = ["RedisStore"]
+
+log = logging.getLogger("agenthost.stores.redis")
+
+T = TypeVar("T")
+
+INTERRUPTS = "ah:interrupts"
+
+_encode = msgspec.json.encode
+_decode_message = msgspec.json.Decoder(Message).decode
+_decode_record = msgspec.json.Decoder(TurnRecord).decode
+_decode_meta = msgspec.json.Decoder(dict[str, Any]).decode
+_decode_interrupt = msgspec.json.Decoder(tuple[str, str]).decode
+
+_FAILURES = (
+    rexc.ConnectionError,
+    rexc.TimeoutError,
+    rexc.ClusterDownError,
+    rexc.TryAgainError,
+    rexc.BusyLoadingError,
+    OSError,
+)
+
+
+def _script(name: str) -> str:
+    return resources.files("agenthost.stores").joinpath("lua", f"{name}.lua").read_text()
+
+
+def _keys(session_id: str) -> tuple[str, str, str, str]:
+    tag = f"ah:{{{session_id}}}"
+    return f"{tag}:meta", f"{tag}:msgs", f"{tag}:turns", f"{tag}:lease"
+
+
+def _channel(session_id: str) -> str:
+    return f"ah:{{{session_id}}}:released"
+
+
+def _options(url: str) -> tuple[str, bool, dict[str, Any]]:
+    """Split our own options out of the URL: (redis-py URL, is_cluster, options)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    cluster = scheme.endswith("+cluster")
+    if cluster:
+        scheme = scheme.removesuffix("+cluster")
+    ours: dict[str, Any] = {}
+    rest = []
+    for key, value in parse_qsl(parts.query):
+        if key in ("max_connections", "socket_timeout", "connect_timeout"):
+            ours[key] = float(value) if "timeout" in key else int(value)
+        else:
+            rest.append((key, value))
+    clean = urlunsplit((scheme, parts.netloc, parts.path, urlencode(rest), parts.fragment))
+    return clean, cluster, ours
+
+
+class RedisStore:
+    """The Redis / Redis Cluster backend of `SessionStore`."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_connections: int = 100,
+        socket_timeout: float = 2.0,
+        connect_timeout: float = 1.0,
+    ) -> None:
+        self.url = url
+        self._redis_url, self.cluster, opts = _options(url)
+        self.max_connections = int(opts.get("max_connections", max_connections))
+        self.socket_timeout = float(opts.get("socket_timeout", socket_timeout))
+        self.connect_timeout = float(opts.get("connect_timeout", connect_timeout))
+        self._client: Any = None
+        self._scripts: dict[str, Any] = {}
+        self._waiters = ReleaseWaiters()
+        self._subscribed: set[str] = set()
+        self._interrupt_callbacks: list[Callable[[str, str], None]] = []
+        self._pubsub: Any = None
+        self._reader: asyncio.Task[None] | None = None
+        self._sub_lock = asyncio.Lock()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        common: dict[str, Any] = {
+            "socket_timeout": self.socket_timeout,
+            "socket_connect_timeout": self.connect_timeout,
+            "max_connections": self.max_connections,
+            # One quick retry covers a pooled connection that died with a restarted server.
+            "retry": Retry(ConstantBackoff(0.05), 1),
+            "health_check_interval": 30,
+        }
+        if self.cluster:
+            self._client = RedisCluster.from_url(self._redis_url, **common)
+        else:
+            self._client = aioredis.Redis.from_url(self._redis_url, **common)
+        for name in ("begin_turn", "commit_turn", "fail_turn", "lease", "session"):
+            self._scripts[name] = self._client.register_script(_script(name))
+        # Listen for interrupts before the first turn; if Redis is down now, the reader
+        # subscribes once it is back (the server must start and report not-ready).
+        with contextlib.suppress(StoreUnavailable):
+            async with self._sub_lock:
+                await self._ensure_pubsub()
+        self._reader = asyncio.create_task(self._read_notifications(), name="redis-pubsub")
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+            self._reader = None
+        self._waiters.wake_all()
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self._pubsub.aclose()
+            self._pubsub = None
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                await self._client.aclose()
+            self._client = None
+
+    async def _call(self, awaitable: Awaitable[T]) -> T:
+        try:
+            return await awaitable
+        except _FAILURES as exc:
+            raise StoreUnavailable(f"redis: {exc.__class__.__name__}: {exc}") from None
+
+    async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        if self._client is None:
+            raise StoreUnavailable("the redis store is not open")
+        return await self._call(self._scripts[name](keys=keys, args=args))
+
+    async def ping(self) -> None:
+        if self._client is None:
+            raise StoreUnavailable("the redis store is not open")
+        await self._call(self._client.ping())
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    async def create_session(
+        self, session_id: str, metadata: dict[str, Any], ttl_s: float
+    ) -> SessionInfo:
+        now = time.time()
+        meta = _encode(metadata)
+        created = await self._run(
+            "session", list(_keys(session_id)), ["create", meta, repr(now), int(ttl_s * 1000)]
+        )
+        if not created:
+            raise SessionExists(f"session {session_id} exists")
+        return SessionInfo(session_id, now, now, 0, _decode_meta(meta))
+
+    async def get_session(self, session_id: str) -> SessionInfo | None:
+        if self._client is None:
+            raise StoreUnavailable("the redis store is not open")
+        meta_key = _keys(session_id)[0]
+        fields = await self._call(
+            self._client.hmget(meta_key, "created_at", "updated_at", "turns", "metadata")
+        )
+        if fields[0] is None:
+            return None
+        return SessionInfo(
+            session_id,
+            float(fields[0]),
+            float(fields[1]),
+            int(fields[2]),
+            _decode_meta(fields[3] or b"{}"),
+        )
+
+    async def delete_session(self, session_id: str) -> bool:
+        deleted = await self._run(
+            "session", list(_keys(session_id)), ["delete", _channel(session_id)]
+        )
+        return bool(deleted)
+
+    async def list_messages(
+        self, session_id: str, limit: int, before: int | None = None
+    ) -> list[Message] | None:
+        raw = await self._run(
+            "session",
+            list(_keys(session_id)),
+            ["page", limit, -1 if before is None else before],
+        )
+        if raw is None:
+            return None
+        return [_decode_message(m) for m in raw]
+
+    # -- turns ------------------------------------------------------------------------------
+
+    async def begin_turn(
+        self,
+        session_id: str,
+        turn_id: str,
+        message: str,
+        *,
+        metadata_patch: dict[str, Any] | None,
+        lease_ms: int,
+        window: int,
+        ttl_s: float,
+    ) -> Started | Completed | Busy:
+        now = time.time()
+        running = _encode(TurnRecord(turn_id, session_id, "running", message, now, now))
+        reply = await self._run(
+            "begin_turn",
+            list(_keys(session_id)),
+            [turn_id, running, repr(now), lease_ms, window, int(ttl_s * 1000)],
+        )
+        kind = reply[0]
+        if kind == b"started":
+            _, fence, count, meta, created, history = reply
+            metadata = _decode_meta(meta)
+            if metadata_patch:
+                metadata.update(metadata_patch)
+            return Started(
+                Lease(session_id, turn_id, int(fence)),
+                [_decode_message(m) for m in history],
+                metadata,
+                int(count),
+                bool(created),
+            )
+        if kind == b"busy":
+            return Busy(reply[1].decode().split(":", 1)[1])
+        return Completed(_decode_record(reply[1]))
+
+    async def commit_turn(
+        self,
+        lease: Lease,
+        *,
+        user: Message,
+        assistant: Message,
+        metadata: dict[str, Any],
+        ttl_s: float,
+    ) -> TurnRecord:
+        now = time.time()
+        sid, tid = lease.session_id, lease.turn_id
+        record = TurnRecord(
+            tid, sid, "completed", user.content, user.created_at, now, assistant.content
+        )
+        ok = await self._run(
+            "commit_turn",
+            list(_keys(sid)),
+            [
+                tid,
+                lease.fence,
+                _encode(user),
+                _encode(assistant),
+                _encode(metadata),
+                _encode(record),
+                repr(now),
+                int(ttl_s * 1000),
+                _channel(sid),
+                assistant.seq + 1,
+            ],
+        )
+        if not ok:
+            raise LeaseLost(f"turn {tid} no longer holds session {sid}")
+        return record
+
+    async def fail_turn(self, lease: Lease, error: TurnError, ttl_s: float) -> TurnRecord | None:
+        meta, _, turns, lease_key = _keys(lease.session_id)
+        raw = await self._run(
+            "fail_turn",
+            [meta, turns, lease_key],
+            [
+                lease.turn_id,
+                lease.fence,
+                error.code,
+                error.message,
+                repr(time.time()),
+                int(ttl_s * 1000),
+                _channel(lease.session_id),
+            ],
+        )
+        return None if raw is None else _decode_record(raw)
+
+    async def renew_lease(self, lease: Lease, lease_ms: int) -> bool:
+        key = _keys(lease.session_id)[3]
+        value = f"{lease.fence}:{lease.turn_id}"
+        return bool(await self._run("lease", [key], [value, "renew", lease_ms, ""]))
+
+    async def release_lease(self, lease: Lease) -> bool:
+        key = _keys(lease.session_id)[3]
+        value = f"{lease.fence}:{lease.turn_id}"
+        channel = _channel(lease.session_id)
+        return bool(await self._run("lease", [key], [value, "release", 0, channel]))
+
+    async def get_turn(self, session_id: str, turn_id: str) -> TurnRecord | None:
+        reply = await self._run("session", list(_keys(session_id)), ["turn", turn_id])
+        if reply is None:
+            return None
+        record = _decode_record(reply[0])
+        holder = reply[1]
+        if record.status == "running" and (
+            holder is None or holder.decode().split(":", 1)[1] != turn_id
+        ):
+            record.status = "pending"
+        return record
+
+    async def purge_expired(self) -> int:
+        return 0  # Redis expires keys itself
+
+    # -- notifications ----------------------------------------------------------------------
+
+    async def wait_for_release(self, session_id: str, timeout: float) -> None:
+        event, first = self._waiters.register(session_id)
+        try:
+            if first:
+                await self._subscribe(_channel(session_id))
+            # Subscribed now: if the lease went while we subscribed, there is nothing to
+            # wait for (the release message may have been sent before we listened).
+            lease_key = _keys(session_id)[3]
+            if not await self._call(self._client.exists(lease_key)):
+                return
+            await wait_event(event, timeout)
+        except StoreUnavailable:
+            # Without pub/sub the caller's re-check after the timeout still works; keep
+            # the wait short so an outage does not stall the turn longer than needed.
+            await wait_event(event, min(timeout, 0.5))
+        finally:
+            if self._waiters.unregister(session_id, event):
+                await self._unsubscribe(_channel(session_id))
+
+    async def _ensure_pubsub(self) -> Any:
+        if self._pubsub is None:
+            if self.cluster:
+                # Cluster pub/sub picks its node from the slot map, which commands load
+                # lazily: load it first.
+                await self._call(self._client.initialize())
+            pubsub = self._client.pubsub()
+            await self._call(pubsub.subscribe(INTERRUPTS))
+            self._pubsub = pubsub
+        return self._pubsub
+
+    async def _subscribe(self, channel: str) -> None:
+        async with self._sub_lock:
+            pubsub = await self._ensure_pubsub()
+            if channel not in self._subscribed:
+                await self._call(pubsub.ssubscribe(channel))
+                self._subscribed.add(channel)
+
+    async def _unsubscribe(self, channel: str) -> None:
+        async with self._sub_lock:
+            if channel in self._subscribed and self._pubsub is not None:
+                self._subscribed.discard(channel)
+                with contextlib.suppress(*_FAILURES, StoreUnavailable):
+                    await self._call(self._pubsub.sunsubscribe(channel))
+
+    async def _read_notifications(self) -> None:
+        """Deliver release wake-ups and interrupt requests; survives Redis restarts."""
+        while True:
+            try:
+                async with self._sub_lock:
+                    pubsub = await self._ensure_pubsub()
+                if self.cluster:
+                    message = await pubsub.get_sharded_message(
+                        ignore_subscribe_messages=True, timeout=0.05
+                    )
+                    if message is None:
+                        message = await pubsub.get_message(
+                            ignore_subscribe_messages=True, timeout=0.05
+                        )
+                else:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # connection trouble: back off, then resubscribe
+                log.debug("redis pub/sub reader: %s", exc)
+                await asyncio.sleep(0.2)
+                continue
+            if message is not None:
+                self._dispatch(message)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        channel = message.get("channel")
+        if isinstance(channel, bytes):
+            channel = channel.decode()
+        if not isinstance(channel, str):
+            return
+        if channel == INTERRUPTS:
+            try:
+                session_id, turn_id = _decode_interrupt(message["data"])
+            except (msgspec.DecodeError, KeyError, TypeError):
+                return
+            for callback in self._interrupt_callbacks:
+                callback(session_id, turn_id)
+            return
+        if channel.startswith("ah:{") and channel.endswith("}:released"):
+            self._waiters.wake(channel[4:-10])
+
+    async def request_interrupt(self, session_id: str, turn_id: str) -> None:
+        if self._client is None:
+            raise StoreUnavailable("the redis store is not open")
+        await self._call(self._client.publish(INTERRUPTS, _encode((session_id, turn_id))))
+
+    def on_interrupt(self, callback: Callable[[str, str], None]) -> None:
+        self._interrupt_callbacks.append(callback)
