@@ -139,7 +139,12 @@ class RedisStore:
         if self.cluster:
             self._client = RedisCluster.from_url(self._redis_url, **common)
         else:
-            self._client = aioredis.Redis.from_url(self._redis_url, **common)
+            # A blocking pool makes a burst past max_connections wait for a free connection
+            # (bounded by the socket timeout) instead of failing the turn.
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self._redis_url, timeout=self.socket_timeout, **common
+            )
+            self._client = aioredis.Redis(connection_pool=pool)
         for name in ("begin_turn", "commit_turn", "fail_turn", "lease", "session"):
             self._scripts[name] = self._client.register_script(_script(name))
         # Listen for interrupts before the first turn; if Redis is down now, the reader
