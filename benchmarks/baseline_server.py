@@ -1,0 +1,76 @@
+"""The reference design's sample server, rebuilt for comparison (our code, its design).
+
+FastAPI; one module-level *synchronous* redis-py client used inside `async def` handlers;
+the whole history is one JSON blob under one key, read, appended and rewritten (SETEX, 1 h)
+on every turn. Run: `python benchmarks/baseline_server.py --port 8001 --redis URL`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+
+import redis
+import uvicorn
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+REDIS_URL = os.environ.get("BASELINE_REDIS_URL", "redis://127.0.0.1:6379/0")
+LLM_LATENCY_S = float(os.environ.get("BASELINE_LLM_LATENCY_MS", "0")) / 1000
+
+app = FastAPI()
+r = redis.Redis.from_url(REDIS_URL)
+
+
+class ChatRequest(BaseModel):
+    message: str
+
+
+async def call_agent(messages: list[dict[str, str]], metadata: dict[str, object]) -> str:
+    if LLM_LATENCY_S:
+        await asyncio.sleep(LLM_LATENCY_S)
+    return "sim: " + messages[-1]["content"]
+
+
+@app.post("/chat/{session_id}")
+async def chat(session_id: str, req: ChatRequest) -> dict[str, str]:
+    key = f"session:{session_id}"
+    raw = r.get(key)
+    history: list[dict[str, str]] = json.loads(raw) if raw else []
+    history.append({"role": "user", "content": req.message})
+    response = await call_agent(history, {})
+    history.append({"role": "assistant", "content": response})
+    r.setex(key, 3600, json.dumps(history))
+    return {"response": response}
+
+
+@app.get("/chat/{session_id}/history")
+async def get_history(session_id: str) -> dict[str, list[dict[str, str]]]:
+    raw = r.get(f"session:{session_id}")
+    return {"messages": json.loads(raw) if raw else []}
+
+
+@app.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=8001)
+    args = parser.parse_args()
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""`make bench`: runs every benchmark, stores its JSON in benchmarks/results/, and regenerates
+docs/benchmarks.md from it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+
+BENCHMARKS = [
+    ["benchmarks/turn_cpu.py", "--targets", "baseline,sqlite,redis", "--turns", "3000",
+     "--json", str(RESULTS / "turn_cpu.json")],
+]  # fmt: skip
+
+
+def main() -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for args in BENCHMARKS:
+        print("running", " ".join(args), flush=True)
+        subprocess.run([sys.executable, *args], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "benchmarks/render_docs.py"], check=True, cwd=ROOT)
+
+
+if __name__ == "__main__":
+    main()
