@@ -166,7 +166,10 @@ def target_server(target: str, workdir: Path) -> Iterator[tuple[str, str, list[i
         else:
             store, extra = stack.enter_context(redis_cluster(workdir))
         env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTHOST_")}
-        args = [AGENTHOST, "serve", "--port", str(port), "--store", store, "--llm", "sim://",
+        # words=0: the simulator echoes the message, as the baseline's agent does, so both
+        # sides do the same agent work and the figure compares the servers.
+        args = [AGENTHOST, "serve", "--port", str(port), "--store", store,
+                "--llm", "sim://?words=0",
                 "--log-level", "warning"]  # fmt: skip
         proc = stack.enter_context(process(args, env))
         wait_http(f"http://127.0.0.1:{port}/readyz")

@@ -78,12 +78,9 @@ def answer_for(messages: Sequence[Mapping[str, str]], words: int = 8, seed: int 
     last = _last_user(messages)
     if words == 0:
         return f"sim: {last}"
-    digest = hashlib.blake2b(digest_size=32, key=seed.to_bytes(8, "little"))
-    for message in messages:
-        digest.update(message.get("role", "").encode())
-        digest.update(b"\x00")
-        digest.update(message.get("content", "").encode())
-        digest.update(b"\x01")
+    # One update over the joined prompt: the hash is over roles and contents, in order.
+    joined = "\x01".join(f"{m.get('role', '')}\x00{m.get('content', '')}" for m in messages)
+    digest = hashlib.blake2b(joined.encode(), digest_size=32, key=seed.to_bytes(8, "little"))
     raw = digest.digest()
     tail = " ".join(_WORDS[raw[i % len(raw)] % len(_WORDS)] for i in range(words))
     return f"sim: {last} | {tail}"

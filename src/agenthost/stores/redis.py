@@ -3,7 +3,7 @@
 Every key of a session carries the hash tag `{session_id}`, so each step is one Lua script on
 one slot — one round trip, atomic, Cluster-safe:
 
-    ah:{sid}:meta    hash: created_at, updated_at, turns, count, fence, metadata (JSON)
+    ah:{sid}:meta    hash: created_at, updated_at, count, fence, metadata (JSON)
     ah:{sid}:msgs    list of messages (msgspec JSON); append = RPUSH, window = LRANGE tail
     ah:{sid}:turns   hash: turn_id -> turn record (JSON), the idempotency records
     ah:{sid}:lease   string "fence:turn_id" with PX expiry (SET semantics)
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -44,6 +45,7 @@ from agenthost.stores.base import (
     TurnRecord,
 )
 from agenthost.stores.notify import ReleaseWaiters, wait_event
+from agenthost.stores.redis_wire import RedisWire
 
 __all__ = ["RedisStore"]
 
@@ -55,6 +57,7 @@ INTERRUPTS = "ah:interrupts"
 
 _encode = msgspec.json.encode
 _decode_message = msgspec.json.Decoder(Message).decode
+_decode_messages = msgspec.json.Decoder(list[Message]).decode
 _decode_record = msgspec.json.Decoder(TurnRecord).decode
 _decode_meta = msgspec.json.Decoder(dict[str, Any]).decode
 _decode_interrupt = msgspec.json.Decoder(tuple[str, str]).decode
@@ -117,7 +120,9 @@ class RedisStore:
         self.socket_timeout = float(opts.get("socket_timeout", socket_timeout))
         self.connect_timeout = float(opts.get("connect_timeout", connect_timeout))
         self._client: Any = None
+        self._wire: RedisWire | None = None
         self._scripts: dict[str, Any] = {}
+        self._sources: dict[str, tuple[str, str]] = {}
         self._waiters = ReleaseWaiters()
         self._subscribed: set[str] = set()
         self._interrupt_callbacks: list[Callable[[str, str], None]] = []
@@ -146,7 +151,14 @@ class RedisStore:
             )
             self._client = aioredis.Redis(connection_pool=pool)
         for name in ("begin_turn", "commit_turn", "fail_turn", "lease", "session"):
-            self._scripts[name] = self._client.register_script(_script(name))
+            source = _script(name)
+            self._scripts[name] = self._client.register_script(source)
+            self._sources[name] = (hashlib.sha1(source.encode()).hexdigest(), source)
+        if not self.cluster:
+            # The hot path goes through the pipelining client; redis-py keeps pub/sub.
+            self._wire = RedisWire(
+                self._redis_url, timeout=self.socket_timeout, connect_timeout=self.connect_timeout
+            )
         # Listen for interrupts before the first turn; if Redis is down now, the reader
         # subscribes once it is back (the server must start and report not-ready).
         with contextlib.suppress(StoreUnavailable):
@@ -165,6 +177,9 @@ class RedisStore:
             with contextlib.suppress(Exception):
                 await self._pubsub.aclose()
             self._pubsub = None
+        if self._wire is not None:
+            await self._wire.close()
+            self._wire = None
         if self._client is not None:
             with contextlib.suppress(Exception):
                 await self._client.aclose()
@@ -177,14 +192,22 @@ class RedisStore:
             raise StoreUnavailable(f"redis: {exc.__class__.__name__}: {exc}") from None
 
     async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        if self._wire is not None:
+            sha, source = self._sources[name]
+            return await self._wire.evalsha(sha, source, keys, args)
         if self._client is None:
             raise StoreUnavailable("the redis store is not open")
         return await self._call(self._scripts[name](keys=keys, args=args))
 
-    async def ping(self) -> None:
+    async def _command(self, *args: Any) -> Any:
+        if self._wire is not None:
+            return await self._wire.call(*args)
         if self._client is None:
             raise StoreUnavailable("the redis store is not open")
-        await self._call(self._client.ping())
+        return await self._call(self._client.execute_command(*args))
+
+    async def ping(self) -> None:
+        await self._command("PING")
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -201,11 +224,9 @@ class RedisStore:
         return SessionInfo(session_id, now, now, 0, _decode_meta(meta))
 
     async def get_session(self, session_id: str) -> SessionInfo | None:
-        if self._client is None:
-            raise StoreUnavailable("the redis store is not open")
         meta_key = _keys(session_id)[0]
-        fields = await self._call(
-            self._client.hmget(meta_key, "created_at", "updated_at", "turns", "metadata")
+        fields = await self._command(
+            "HMGET", meta_key, "created_at", "updated_at", "count", "metadata"
         )
         if fields[0] is None:
             return None
@@ -213,7 +234,7 @@ class RedisStore:
             session_id,
             float(fields[0]),
             float(fields[1]),
-            int(fields[2]),
+            int(fields[2]) // 2,  # each committed turn added two messages
             _decode_meta(fields[3] or b"{}"),
         )
 
@@ -263,7 +284,7 @@ class RedisStore:
                 metadata.update(metadata_patch)
             return Started(
                 Lease(session_id, turn_id, int(fence)),
-                [_decode_message(m) for m in history],
+                _decode_messages(history),
                 metadata,
                 int(count),
                 bool(created),
@@ -359,7 +380,7 @@ class RedisStore:
             # Subscribed now: if the lease went while we subscribed, there is nothing to
             # wait for (the release message may have been sent before we listened).
             lease_key = _keys(session_id)[3]
-            if not await self._call(self._client.exists(lease_key)):
+            if not await self._command("EXISTS", lease_key):
                 return
             await wait_event(event, timeout)
         except StoreUnavailable:
@@ -438,9 +459,7 @@ class RedisStore:
             self._waiters.wake(channel[4:-10])
 
     async def request_interrupt(self, session_id: str, turn_id: str) -> None:
-        if self._client is None:
-            raise StoreUnavailable("the redis store is not open")
-        await self._call(self._client.publish(INTERRUPTS, _encode((session_id, turn_id))))
+        await self._command("PUBLISH", INTERRUPTS, _encode((session_id, turn_id)))
 
     def on_interrupt(self, callback: Callable[[str, str], None]) -> None:
         self._interrupt_callbacks.append(callback)

@@ -1,7 +1,8 @@
 -- begin_turn: the first step of a turn, atomically, in one round trip.
 -- KEYS: meta, msgs, turns, lease
 -- ARGV: turn_id, running_record_json, now, lease_ms, window, ttl_ms
--- Returns {'done', record} | {'busy', holder} | {'started', fence, count, metadata, created, history}
+-- Returns {'done', record} | {'busy', holder} |
+--         {'started', fence, count, metadata, created, history as one JSON array}
 local meta, msgs, turns, lease = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local turn_id, now = ARGV[1], ARGV[3]
 local lease_ms, window, ttl_ms = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -26,7 +27,7 @@ if redis.call('EXISTS', meta) == 1 then
 else
   -- Unknown or expired: start clean (the other keys expire with meta, but be sure).
   redis.call('DEL', msgs, turns, lease)
-  redis.call('HSET', meta, 'created_at', now, 'updated_at', now, 'turns', 0, 'count', 0,
+  redis.call('HSET', meta, 'created_at', now, 'updated_at', now, 'count', 0,
              'fence', 1, 'metadata', '{}')
   fence, count, metadata, created = 1, 0, '{}', 1
 end
@@ -34,11 +35,12 @@ redis.call('SET', lease, fence .. ':' .. turn_id, 'PX', lease_ms)
 redis.call('HSET', turns, turn_id, ARGV[2])
 redis.call('PEXPIRE', meta, ttl_ms)
 redis.call('PEXPIRE', turns, ttl_ms)
-local history = {}
+local history = '[]'
 if count > 0 then
   redis.call('PEXPIRE', msgs, ttl_ms)
   if window > 0 then
-    history = redis.call('LRANGE', msgs, -window, -1)
+    -- One JSON array: Python decodes the window in one call, not one per message.
+    history = '[' .. table.concat(redis.call('LRANGE', msgs, -window, -1), ',') .. ']'
   end
 end
 return {'started', fence, count, metadata, created, history}

@@ -12,7 +12,7 @@ if op == 'create' then
     return 0
   end
   redis.call('DEL', msgs, turns, lease)
-  redis.call('HSET', meta, 'created_at', ARGV[3], 'updated_at', ARGV[3], 'turns', 0,
+  redis.call('HSET', meta, 'created_at', ARGV[3], 'updated_at', ARGV[3],
              'count', 0, 'fence', 0, 'metadata', ARGV[2])
   redis.call('PEXPIRE', meta, tonumber(ARGV[4]))
   return 1

@@ -1,0 +1,210 @@
+"""A lean pipelining RESP client for the turn hot path on a single Redis server.
+
+Commands issued during one event-loop iteration leave in one socket write and their replies
+are parsed by hiredis and matched in order, so under load many turns share each system
+call on both sides. Per command it costs one future: no task, no pool lock, no per-call
+timer. Timeouts are enforced by one watchdog per connection that aborts the connection
+when its oldest reply is overdue; every failure surfaces as `StoreUnavailable`, and the next
+call reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import ssl
+import time
+from typing import Any, cast
+from urllib.parse import unquote, urlsplit
+
+import hiredis
+
+from agenthost.errors import StoreUnavailable
+
+__all__ = ["RedisWire", "ReplyError"]
+
+ReplyError = hiredis.ReplyError
+
+_TRANSIENT_PREFIXES = ("LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "OOM")
+
+
+def _pack(args: tuple[Any, ...]) -> bytes:
+    packed: bytes = hiredis.pack_command(args)
+    return packed
+
+
+class _Connection(asyncio.Protocol):
+    """One socket: buffers commands until the loop turns, then writes them together."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        self.loop = loop
+        self.timeout = timeout
+        self.reader = hiredis.Reader()
+        self.pending: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
+        self.outgoing: list[bytes] = []
+        self.flush_scheduled = False
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.error: str = "connection closed"
+        self.watchdog: asyncio.TimerHandle | None = None
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
+        self.transport = cast(asyncio.Transport, transport)
+        self.watchdog = self.loop.call_later(self.timeout / 4, self._watch)
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        pending = self.pending
+        while True:
+            reply = self.reader.gets()
+            if reply is False:
+                return
+            if not pending:  # a reply nobody asked for: the stream is out of step
+                self._fail("unexpected reply from redis")
+                return
+            future, _ = pending.popleft()
+            if not future.done():
+                future.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(f"connection lost: {exc}" if exc else "connection closed by redis")
+
+    # -- use --------------------------------------------------------------------------------
+
+    def send(self, packed: bytes) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = self.loop.create_future()
+        if self.closed:
+            future.set_exception(StoreUnavailable(f"redis: {self.error}"))
+            return future
+        self.pending.append((future, time.monotonic() + self.timeout))
+        self.outgoing.append(packed)
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        self.flush_scheduled = False
+        if self.outgoing and self.transport is not None and not self.closed:
+            data = b"".join(self.outgoing) if len(self.outgoing) > 1 else self.outgoing[0]
+            self.outgoing.clear()
+            self.transport.write(data)
+
+    def _watch(self) -> None:
+        if self.closed:
+            return
+        if self.pending and self.pending[0][1] < time.monotonic():
+            self._fail(f"no reply within {self.timeout:g} s")
+            return
+        self.watchdog = self.loop.call_later(self.timeout / 4, self._watch)
+
+    def _fail(self, why: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.error = why
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+        if self.transport is not None:
+            self.transport.abort()
+        error = StoreUnavailable(f"redis: {why}")
+        while self.pending:
+            future, _ = self.pending.popleft()
+            if not future.done():
+                future.set_exception(error)
+        self.outgoing.clear()
+
+    def close(self) -> None:
+        self._fail("client closed")
+
+
+class RedisWire:
+    """Pipelined calls to one Redis server named by a `redis://` or `rediss://` URL."""
+
+    def __init__(self, url: str, *, timeout: float = 2.0, connect_timeout: float = 1.0) -> None:
+        parts = urlsplit(url)
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 6379
+        self.username = unquote(parts.username) if parts.username else None
+        self.password = unquote(parts.password) if parts.password else None
+        path = parts.path.strip("/")
+        self.db = int(path) if path else 0
+        self.tls = parts.scheme == "rediss"
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self._conn: _Connection | None = None
+        self._connecting: asyncio.Future[_Connection] | None = None
+
+    async def _connection(self) -> _Connection:
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            return conn
+        if self._connecting is None:
+            self._connecting = asyncio.ensure_future(self._connect())
+        connecting = self._connecting
+        try:
+            return await asyncio.shield(connecting)
+        finally:
+            if connecting.done():
+                self._connecting = None
+
+    async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        context = ssl.create_default_context() if self.tls else None
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(loop, self.timeout), self.host, self.port, ssl=context
+                )
+                if self.password is not None:
+                    auth = (self.username, self.password) if self.username else (self.password,)
+                    self._check(await conn.send(_pack(("AUTH", *auth))))
+                if self.db:
+                    self._check(await conn.send(_pack(("SELECT", self.db))))
+        except (OSError, TimeoutError) as exc:
+            raise StoreUnavailable(
+                f"redis: cannot connect to {self.host}:{self.port}: {exc}"
+            ) from None
+        self._conn = conn
+        return conn
+
+    @staticmethod
+    def _check(reply: Any) -> Any:
+        if isinstance(reply, ReplyError):
+            text = str(reply)
+            if text.startswith(_TRANSIENT_PREFIXES):
+                raise StoreUnavailable(f"redis: {text}")
+            raise RuntimeError(f"redis error: {text}")
+        return reply
+
+    async def call(self, *args: Any) -> Any:
+        """Send one command; its reply, with error replies raised."""
+        conn = self._conn
+        if conn is None or conn.closed:
+            conn = await self._connection()
+        return self._check(await conn.send(_pack(args)))
+
+    async def evalsha(self, sha: str, script: str, keys: list[str], args: list[Any]) -> Any:
+        """EVALSHA, loading the script on NOSCRIPT (after a restart or a SCRIPT FLUSH)."""
+        conn = self._conn
+        if conn is None or conn.closed:
+            conn = await self._connection()
+        reply = await conn.send(_pack(("EVALSHA", sha, len(keys), *keys, *args)))
+        if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
+            await self.call("SCRIPT", "LOAD", script)
+            return await self.call("EVALSHA", sha, len(keys), *keys, *args)
+        return self._check(reply)
+
+    async def close(self) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()
+            with contextlib.suppress(BaseException):
+                await self._connecting
+            self._connecting = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
