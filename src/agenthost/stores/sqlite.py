@@ -1,18 +1,21 @@
 """`sqlite:///path.db`: the embedded default store — one file, WAL, no service to run.
 
-Each store operation is one synchronous function run in one transaction on a single
-dedicated thread that owns the connection, so a turn step costs one thread hop. (aiosqlite
-would hop once per statement.) The history window is read with `ORDER BY seq DESC LIMIT n`
-on the primary key, never the whole history. One process per file: release notifications
-are in-process.
+Each store operation is one synchronous function run on a single dedicated thread that owns
+the connection (aiosqlite would hop threads once per statement). Operations that queue up
+while the thread is busy run together in one transaction, each inside its own savepoint,
+and are answered with one wake-up of the event loop: group commit, so the cost of a commit
+and of a thread hop is shared by every turn in the batch. The history window is read with
+`ORDER BY seq DESC LIMIT n` on the primary key, never the whole history. One process per
+file: release notifications are in-process.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
+import queue
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -117,15 +120,14 @@ class SQLiteStore:
         self.url = url
         self.path = _path_of(url)
         self.purge_interval = purge_interval
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None
+        self._worker: _Worker | None = None
         self._waiters = ReleaseWaiters()
         self._interrupt_callbacks: list[Callable[[str, str], None]] = []
         self._purger: asyncio.Task[None] | None = None
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _connect(self) -> None:
+    def _connect(self) -> sqlite3.Connection:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -133,37 +135,26 @@ class SQLiteStore:
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=5000")
         conn.executescript(_SCHEMA)
-        self._conn = conn
+        return conn
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn` in one transaction on the store's thread."""
-        executor = self._executor
-        if executor is None:
+        """Run `fn` on the store's thread, in a transaction shared with whatever else is
+        queued; its own changes are rolled back if it raises."""
+        worker = self._worker
+        if worker is None:
             raise StoreUnavailable("the sqlite store is not open")
-
-        def transaction() -> T:
-            conn = self._conn
-            assert conn is not None
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return result
-
         try:
-            return await asyncio.get_running_loop().run_in_executor(executor, transaction)
+            return await worker.submit(fn)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"sqlite: {exc}") from exc
 
     async def open(self) -> None:
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sqlite")
+        worker = _Worker(self._connect)
         try:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._connect)
+            await worker.start_and_connect()
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
+        self._worker = worker
         self._purger = asyncio.create_task(self._purge_forever(), name="sqlite-purge")
 
     async def close(self) -> None:
@@ -173,13 +164,9 @@ class SQLiteStore:
                 await self._purger
             self._purger = None
         self._waiters.wake_all()
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            conn = self._conn
-            if conn is not None:
-                await asyncio.get_running_loop().run_in_executor(executor, conn.close)
-            executor.shutdown(wait=True)
-            self._conn = None
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            await worker.stop()
 
     async def _purge_forever(self) -> None:
         while True:
@@ -438,6 +425,105 @@ class SQLiteStore:
             return len(expired)
 
         return await self._run(purge)
+
+
+class _Worker:
+    """The thread that owns the connection and runs queued operations in group commits."""
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
+        self._connect = connect
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="sqlite-store", daemon=True)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready: asyncio.Future[None] | None = None
+
+    async def start_and_connect(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._ready = self._loop.create_future()
+        self._thread.start()
+        await self._ready
+
+    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        assert self._loop is not None
+        future: asyncio.Future[T] = self._loop.create_future()
+        self._queue.put((fn, future))
+        return future
+
+    async def stop(self) -> None:
+        self._queue.put(None)
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+
+    def _serve(self) -> None:
+        loop, ready = self._loop, self._ready
+        assert loop is not None and ready is not None
+        try:
+            conn = self._connect()
+        except BaseException as exc:
+            loop.call_soon_threadsafe(_settle, ready, None, exc)
+            return
+        loop.call_soon_threadsafe(_settle, ready, None, None)
+        try:
+            while True:
+                first = self._queue.get()
+                if first is None:
+                    return
+                batch = [first]
+                stopping = False
+                while True:
+                    try:
+                        job = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if job is None:
+                        stopping = True
+                        break
+                    batch.append(job)
+                loop.call_soon_threadsafe(_settle_all, self._transaction(conn, batch))
+                if stopping:
+                    return
+        finally:
+            conn.close()
+
+    @staticmethod
+    def _transaction(conn: sqlite3.Connection, batch: list[_Job]) -> list[_Outcome]:
+        outcomes: list[_Outcome] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for fn, future in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    result = fn(conn)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO op")
+                    outcomes.append((future, None, exc))
+                else:
+                    outcomes.append((future, result, None))
+                conn.execute("RELEASE op")
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            # The transaction failed as a whole (disk full, I/O error): nothing was kept.
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            return [(future, None, exc) for _, future in batch]
+        return outcomes
+
+
+_Job = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
+_Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def _settle_all(outcomes: list[_Outcome]) -> None:
+    for future, result, error in outcomes:
+        _settle(future, result, error)
 
 
 def _delete(conn: sqlite3.Connection, session_id: str) -> None:
