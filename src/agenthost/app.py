@@ -10,15 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from agenthost import __version__
 from agenthost.agents import AgentRunner, load_agent
@@ -110,24 +111,9 @@ class API:
     # -- request plumbing -------------------------------------------------------------------
 
     async def _body(self, request: Request) -> bytes:
-        limit = self.settings.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None:
-            try:
-                size = int(declared)
-            except ValueError:
-                raise BadRequest("Content-Length is not a number") from None
-            if size > limit:
-                raise PayloadTooLarge(f"the body is {size} bytes; the limit is {limit}")
-            return await request.body()
-        chunks: list[bytes] = []
-        total = 0
-        async for chunk in request.stream():
-            total += len(chunk)
-            if total > limit:
-                raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await read_body(
+            request.receive, request.headers.get("content-length"), self.settings.max_body_bytes
+        )
 
     @staticmethod
     def _session_id(request: Request) -> str:
@@ -177,12 +163,24 @@ class API:
         assert self.engine is not None, "the app's lifespan has not started"
         return self.engine
 
-    async def post_turn(self, request: Request) -> Response:
-        session_id = self._session_id(request)
-        turn_id = self._idempotency_key(request)
-        req: TurnRequest = self._turn_decoder(await self._body(request))
-        if req.stream or "text/event-stream" in request.headers.get("accept", ""):
-            return self._stream_turn(session_id, turn_id, req)
+    async def post_turn(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """POST /v1/sessions/{session_id}/turns as a plain ASGI endpoint: the turn is the hot
+        path, so it skips building a Request and a Response object."""
+        session_id = check_session_id(scope["path_params"]["session_id"])
+        turn_id = declared = None
+        accept = b""
+        for name, value in scope["headers"]:
+            if name == b"idempotency-key":
+                turn_id = check_turn_id(value.decode("latin-1"))
+            elif name == b"content-length":
+                declared = value.decode("latin-1")
+            elif name == b"accept":
+                accept = value
+        body = await read_body(receive, declared, self.settings.max_body_bytes)
+        req: TurnRequest = self._turn_decoder(body)
+        if req.stream or b"text/event-stream" in accept:
+            await self._stream_turn(session_id, turn_id, req)(scope, receive, send)
+            return
         record = await self._engine.run_turn(
             session_id,
             req.message,
@@ -190,7 +188,18 @@ class API:
             metadata=req.metadata,
             on_busy=req.on_busy,
         )
-        return _json(_turn_out(record))
+        payload = _encode(_turn_out(record))
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", b"%d" % len(payload)),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
 
     def _stream_turn(self, session_id: str, turn_id: str | None, req: TurnRequest) -> Response:
         """SSE for one turn: `chunk` events as the agent produces text, then `done` or `error`.
@@ -279,6 +288,43 @@ class API:
 _background: set[asyncio.Task[None]] = set()
 
 
+async def read_body(receive: Receive, declared: str | None, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed `limit` bytes."""
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise BadRequest("Content-Length is not a number") from None
+        if size > limit:
+            raise PayloadTooLarge(f"the body is {size} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        if chunk:
+            total += len(chunk)
+            if total > limit:
+                raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+class ASGIEndpoint:
+    """Marks a handler that speaks ASGI itself, so the router does not wrap it in a Request."""
+
+    def __init__(self, handler: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+        self.handler = handler
+        self.__name__ = handler.__name__
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.handler(scope, receive, send)
+
+
 def _turn_out(record: TurnRecord) -> TurnOut:
     return TurnOut(record.session_id, record.turn_id, record.response or "")
 
@@ -324,7 +370,7 @@ def endpoints(api: API) -> list[Endpoint]:
                      Param("before", "query", {"type": "integer", "minimum": 0},
                            "Only messages with seq below this."),
                  )),
-        Endpoint("POST", "/v1/sessions/{session_id}/turns", api.post_turn,
+        Endpoint("POST", "/v1/sessions/{session_id}/turns", ASGIEndpoint(api.post_turn),
                  "Run a turn (creates the session if unknown); SSE with stream:true",
                  TurnRequest, TurnOut, 200, turn_errors, params=(key,), streams=True),
         Endpoint("GET", "/v1/sessions/{session_id}/turns/{turn_id}", api.get_turn,
@@ -396,6 +442,7 @@ def build_app(
     handlers: dict[Any, Callable[..., Any]] = {
         AgentHostError: _agenthost_error,
         HTTPException: _http_error,
+        ClientDisconnect: _client_gone,
         Exception: _unexpected_error,
     }
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
@@ -404,6 +451,11 @@ def build_app(
 async def _agenthost_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AgentHostError)
     return error_response(exc)
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    # The client left mid-request: nobody reads this answer, and it is not a server error.
+    return Response(status_code=400)
 
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}

@@ -46,6 +46,8 @@ log = logging.getLogger("agenthost.engine")
 
 OnBusy = Literal["reject", "enqueue", "interrupt"]
 
+_TIMEOUT = "timeout"  # cancel reason of a turn that ran past turn_timeout
+
 
 class _Running:
     """A turn this process is running: its lease, its task, and why it was cancelled."""
@@ -221,11 +223,15 @@ class TurnEngine:
         self._running[key] = running
         user_at = time.time()
         turn = Turn(session_id, lease.turn_id, message, started.history, started.metadata, self.llm)
+        # One timer handle instead of an asyncio.timeout context: the same bound, cheaper on
+        # the hot path.
+        timer = asyncio.get_running_loop().call_later(
+            self.turn_timeout, self.cancel_turn, session_id, lease.turn_id, _TIMEOUT
+        )
         try:
             try:
                 self.agent_calls += 1
-                async with asyncio.timeout(self.turn_timeout):
-                    answer = await self.agent(turn, on_chunk)
+                answer = await self.agent(turn, on_chunk)
             except asyncio.CancelledError:
                 reason = running.cancel_reason
                 task = running.task
@@ -236,13 +242,12 @@ class TurnEngine:
                 task.uncancel()
                 if reason == "lease_lost":
                     raise LeaseLost("the session lease was lost while the agent ran") from None
+                if reason is _TIMEOUT:
+                    text = f"the agent ran longer than {self.turn_timeout:g} s"
+                    await self._fail_quietly(lease, "timeout", text)
+                    raise AgentError(text) from None
                 await self._fail_quietly(lease, "interrupted", reason)
                 raise TurnInterrupted(reason) from None
-            except TimeoutError:
-                await self._fail_quietly(
-                    lease, "timeout", f"the agent ran longer than {self.turn_timeout:g} s"
-                )
-                raise AgentError(f"the agent ran longer than {self.turn_timeout:g} s") from None
             except AgentHostError as exc:
                 await self._fail_quietly(lease, exc.code, exc.message)
                 raise
@@ -251,6 +256,8 @@ class TurnEngine:
                 text = f"{type(exc).__name__}: {exc}"
                 await self._fail_quietly(lease, "agent_error", text)
                 raise AgentError(f"the agent failed: {text}") from exc
+            finally:
+                timer.cancel()
             # Past this point the answer exists: an interrupt must not cancel the commit.
             running.task = None
             count = started.message_count

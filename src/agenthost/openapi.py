@@ -19,7 +19,8 @@ from agenthost.wire import ErrorBody
 
 __all__ = ["Endpoint", "Param", "docs_html", "openapi_document"]
 
-Handler = Callable[[Request], Awaitable[Response]]
+Handler = Callable[[Request], Awaitable[Response]] | Callable[..., Awaitable[None]]
+"""A Starlette request handler, or an ASGI endpoint (scope, receive, send)."""
 
 _STATUS_TEXT = {
     200: "OK",

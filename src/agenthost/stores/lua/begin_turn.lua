@@ -8,7 +8,8 @@ local turn_id, now = ARGV[1], ARGV[3]
 local lease_ms, window, ttl_ms = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 
 local fence, count, metadata, created
-if redis.call('EXISTS', meta) == 1 then
+local fields = redis.call('HMGET', meta, 'fence', 'count', 'metadata')
+if fields[1] then
   local record = redis.call('HGET', turns, turn_id)
   -- Records are msgspec JSON: a quote inside a string value is escaped, so this literal
   -- can only match the status field itself.
@@ -19,11 +20,11 @@ if redis.call('EXISTS', meta) == 1 then
   if holder then
     return {'busy', holder}
   end
-  fence = redis.call('HINCRBY', meta, 'fence', 1)
-  local fields = redis.call('HMGET', meta, 'count', 'metadata')
-  count = tonumber(fields[1]) or 0
-  metadata = fields[2] or '{}'
+  fence = tonumber(fields[1]) + 1
+  count = tonumber(fields[2]) or 0
+  metadata = fields[3] or '{}'
   created = 0
+  redis.call('HSET', meta, 'fence', fence)
 else
   -- Unknown or expired: start clean (the other keys expire with meta, but be sure).
   redis.call('DEL', msgs, turns, lease)
