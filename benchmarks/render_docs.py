@@ -36,7 +36,8 @@ def turn_cpu(result: dict[str, Any]) -> str:
         f"{_machine(result['machine'])}. History = messages in the session before each "
         f"measured turn; {result['params']['turns']} measured turns per row over "
         f"{result['params']['sessions']} sessions, {result['params']['concurrency']} "
-        "concurrent clients.",
+        "concurrent clients; agenthost hands the agent the newest "
+        f"{result['params'].get('history_window', 50)} messages (`--history-window`).",
         "",
         "| target | history | server CPU ms/turn | redis CPU ms/turn | total ms/turn "
         "| turns/s | errors |",

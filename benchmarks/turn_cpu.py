@@ -144,7 +144,9 @@ def redis_cluster(workdir: Path) -> Iterator[tuple[str, list[int]]]:
 
 
 @contextlib.contextmanager
-def target_server(target: str, workdir: Path) -> Iterator[tuple[str, str, list[int]]]:
+def target_server(
+    target: str, workdir: Path, history_window: int
+) -> Iterator[tuple[str, str, list[int]]]:
     """Start `target`; yield (base URL, loadgen kind, pids whose CPU counts)."""
     port = free_port()
     with contextlib.ExitStack() as stack:
@@ -169,7 +171,7 @@ def target_server(target: str, workdir: Path) -> Iterator[tuple[str, str, list[i
         # words=0: the simulator echoes the message, as the baseline's agent does, so both
         # sides do the same agent work and the figure compares the servers.
         args = [AGENTHOST, "serve", "--port", str(port), "--store", store,
-                "--llm", "sim://?words=0",
+                "--llm", "sim://?words=0", "--history-window", str(history_window),
                 "--log-level", "warning"]  # fmt: skip
         proc = stack.enter_context(process(args, env))
         wait_http(f"http://127.0.0.1:{port}/readyz")
@@ -191,7 +193,7 @@ def measure(target: str, histories: list[int], args: argparse.Namespace) -> list
     rows = []
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix=f"bench-{target}-"))
-        url, kind, pids = stack.enter_context(target_server(target, Path(tmp)))
+        url, kind, pids = stack.enter_context(target_server(target, Path(tmp), args.history_window))
         loadgen(url, kind, "warm", sessions=50, turns=args.warmup, concurrency=16)
         for history in histories:
             prefix = f"h{history}"
@@ -272,6 +274,13 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=500, help="sessions per history point")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--warmup", type=int, default=500)
+    parser.add_argument(
+        "--history-window",
+        type=int,
+        default=50,
+        help="messages agenthost hands the agent per turn (its --history-window); the "
+        "baseline always reads the whole history",
+    )
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args()
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
@@ -296,6 +305,7 @@ def main() -> None:
             "sessions": args.sessions,
             "concurrency": args.concurrency,
             "histories": histories,
+            "history_window": args.history_window,
         },
         "results": rows,
         "summary": summarize(rows, histories),
