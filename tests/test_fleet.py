@@ -215,3 +215,27 @@ async def test_redis_outage_gives_only_503_and_service_resumes_within_two_second
         assert outage and set(outage) <= {503}, set(outage)
         for sid, turns in acked.items():
             assert_history_is(await messages_of(http, server.url, sid), turns)
+
+
+async def test_interrupt_cancels_the_turn_running_on_another_process(
+    agenthost_factory: Callable[..., AgentHostProcess], redis_url: str
+) -> None:
+    a = agenthost_factory(store=redis_url, llm="sim://?latency_ms=20000")
+    b = agenthost_factory(store=redis_url, llm="sim://")
+    async with aiohttp.ClientSession() as http:
+        slow = asyncio.create_task(post_turn(http, a.url, "intr", "slow-turn", "slow"))
+        deadline = time.monotonic() + 10
+        while True:
+            async with http.get(f"{b.url}/v1/sessions/intr/turns/slow-turn") as resp:
+                if resp.status == 200 and (await resp.json())["status"] == "running":
+                    break
+            assert time.monotonic() < deadline, "the slow turn never started"
+            await asyncio.sleep(0.02)
+        status, body, _ = await post_turn(http, b.url, "intr", "fast-turn", "fast", "interrupt")
+        assert status == 200, body
+        slow_status, slow_body, _ = await asyncio.wait_for(slow, 10)
+        assert slow_status == 409 and slow_body["error"]["code"] == "interrupted"
+        async with http.get(f"{b.url}/v1/sessions/intr/turns/slow-turn") as resp:
+            record = await resp.json()
+        assert record["status"] == "failed" and record["error"]["code"] == "interrupted"
+        assert_history_is(await messages_of(http, b.url, "intr"), {"fast-turn": body["response"]})
