@@ -19,8 +19,11 @@ from pydantic import BaseModel
 
 REDIS_URL = os.environ.get("BASELINE_REDIS_URL", "redis://127.0.0.1:6379/0")
 LLM_LATENCY_S = float(os.environ.get("BASELINE_LLM_LATENCY_MS", "0")) / 1000
+SESSION_TTL_S = 3600
 
 app = FastAPI()
+# Module-level and synchronous on purpose: that is the design being measured. Every call
+# blocks the event loop for a full Redis round trip.
 r = redis.Redis.from_url(REDIS_URL)
 
 
@@ -29,6 +32,7 @@ class ChatRequest(BaseModel):
 
 
 async def call_agent(messages: list[dict[str, str]], metadata: dict[str, object]) -> str:
+    """The agent: instant and deterministic, the same work as agenthost's `sim://?words=0`."""
     if LLM_LATENCY_S:
         await asyncio.sleep(LLM_LATENCY_S)
     return "sim: " + messages[-1]["content"]
@@ -42,7 +46,7 @@ async def chat(session_id: str, req: ChatRequest) -> dict[str, str]:
     history.append({"role": "user", "content": req.message})
     response = await call_agent(history, {})
     history.append({"role": "assistant", "content": response})
-    r.setex(key, 3600, json.dumps(history))
+    r.setex(key, SESSION_TTL_S, json.dumps(history))
     return {"response": response}
 
 
@@ -58,9 +62,19 @@ async def healthz() -> dict[str, str]:
 
 
 def main() -> None:
+    global r, LLM_LATENCY_S
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--port", type=int, default=int(os.environ.get("BASELINE_PORT", "8001")))
+    parser.add_argument("--redis", default=REDIS_URL, help="env BASELINE_REDIS_URL")
+    parser.add_argument(
+        "--llm-latency-ms",
+        type=float,
+        default=LLM_LATENCY_S * 1000,
+        help="the agent awaits this long, as if calling an LLM (env BASELINE_LLM_LATENCY_MS)",
+    )
     args = parser.parse_args()
+    r = redis.Redis.from_url(args.redis)
+    LLM_LATENCY_S = args.llm_latency_ms / 1000
     uvicorn.run(
         app,
         host="127.0.0.1",

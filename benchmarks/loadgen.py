@@ -9,73 +9,90 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import itertools
 import json
+import math
 import time
 import uuid
+from typing import Any
 
 import aiohttp
 
 
 async def turn(
     http: aiohttp.ClientSession, url: str, kind: str, session_id: str, message: str
-) -> bool:
+) -> int:
+    """Send one turn; return the HTTP status (0 when the request itself failed)."""
     if kind == "agenthost":
         target = f"{url}/v1/sessions/{session_id}/turns"
         headers = {"Idempotency-Key": uuid.uuid4().hex}
     else:
         target = f"{url}/chat/{session_id}"
         headers = {}
-    async with http.post(target, json={"message": message}, headers=headers) as resp:
-        await resp.read()
-        return resp.status == 200
+    try:
+        async with http.post(target, json={"message": message}, headers=headers) as resp:
+            await resp.read()
+            return resp.status
+    except (aiohttp.ClientError, TimeoutError):
+        return 0
 
 
-async def drive(args: argparse.Namespace) -> dict[str, object]:
+async def drive(args: argparse.Namespace) -> dict[str, Any]:
     sessions = [f"{args.prefix}-{i}" for i in range(args.sessions)]
+    # Each worker owns distinct sessions, so no two turns of one session ever overlap: the
+    # baseline would silently lose one of them, and agenthost would queue it.
+    per_worker = [sessions[w :: args.concurrency] for w in range(args.concurrency)]
     connector = aiohttp.TCPConnector(limit=args.concurrency, force_close=False)
-    async with aiohttp.ClientSession(connector=connector) as http:
+    timeout = aiohttp.ClientTimeout(total=args.request_timeout)
+    deadline = time.monotonic() + args.max_seconds
+    statuses: collections.Counter[int] = collections.Counter()
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
         if args.prefill:
-            # Turns of one session must not overlap (the baseline would lose them).
-            async def prefill(sid: str) -> None:
-                for i in range(args.prefill // 2):
-                    await turn(http, args.url, args.kind, sid, f"prefill {i} of {sid}")
+            # A turn adds two messages; round up so every session holds at least H.
+            prefill_turns = math.ceil(args.prefill / 2)
 
-            sem = asyncio.Semaphore(args.concurrency)
+            async def prefill(own: list[str]) -> None:
+                for sid in own:
+                    for i in range(prefill_turns):
+                        if time.monotonic() > deadline:
+                            return
+                        status = await turn(http, args.url, args.kind, sid, f"prefill {i} {sid}")
+                        statuses[status] += 1
 
-            async def bounded(sid: str) -> None:
-                async with sem:
-                    await prefill(sid)
-
-            await asyncio.gather(*(bounded(s) for s in sessions))
+            await asyncio.gather(*(prefill(own) for own in per_worker))
+            prefill_errors = sum(n for s, n in statuses.items() if s != 200)
             if args.prefill_only:
-                return {"prefilled": len(sessions)}
+                return {
+                    "prefilled_sessions": len(sessions),
+                    "history_messages": 2 * prefill_turns,
+                    "answered": statuses[200],
+                    "errors": prefill_errors,
+                    "statuses": {str(s): n for s, n in statuses.items()},
+                    "timed_out": time.monotonic() > deadline,
+                }
 
-        answered = errors = 0
         budget = iter(range(args.turns))
-        # Each worker owns distinct sessions in turn, so no two turns of a session overlap.
-        per_worker = [sessions[w :: args.concurrency] for w in range(args.concurrency)]
 
         async def worker(own: list[str]) -> None:
-            nonlocal answered, errors
             if not own:
                 return
             for sid in itertools.cycle(own):
-                if next(budget, None) is None:
+                if next(budget, None) is None or time.monotonic() > deadline:
                     return
-                try:
-                    ok = await turn(http, args.url, args.kind, sid, f"hello from {sid}")
-                except aiohttp.ClientError:
-                    ok = False
-                if ok:
-                    answered += 1
-                else:
-                    errors += 1
+                statuses[await turn(http, args.url, args.kind, sid, f"hello from {sid}")] += 1
 
+        statuses.clear()
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(own) for own in per_worker))
         elapsed = time.perf_counter() - t0
-    return {"answered": answered, "errors": errors, "seconds": round(elapsed, 3)}
+    return {
+        "answered": statuses[200],
+        "errors": sum(n for s, n in statuses.items() if s != 200),
+        "statuses": {str(s): n for s, n in statuses.items()},
+        "seconds": round(elapsed, 3),
+        "timed_out": time.monotonic() > deadline,
+    }
 
 
 def main() -> None:
@@ -85,9 +102,11 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument("--turns", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--prefill", type=int, default=0)
+    parser.add_argument("--prefill", type=int, default=0, help="messages per session first")
     parser.add_argument("--prefill-only", action="store_true")
     parser.add_argument("--prefix", default="bench")
+    parser.add_argument("--max-seconds", type=float, default=300, help="stop after this long")
+    parser.add_argument("--request-timeout", type=float, default=30)
     args = parser.parse_args()
     try:
         import uvloop
