@@ -110,13 +110,16 @@ class RedisStore:
         self,
         url: str,
         *,
-        max_connections: int = 100,
+        max_connections: int | None = None,
         socket_timeout: float = 2.0,
         connect_timeout: float = 1.0,
     ) -> None:
         self.url = url
         self._redis_url, self.cluster, opts = _options(url)
-        self.max_connections = int(opts.get("max_connections", max_connections))
+        # Cluster: per node, and redis-py's cluster client fails (rather than waits) past it,
+        # so its default is sized for a burst of turns; single server: the pub/sub pool.
+        default = 1000 if self.cluster else 100
+        self.max_connections = int(opts.get("max_connections", max_connections or default))
         self.socket_timeout = float(opts.get("socket_timeout", socket_timeout))
         self.connect_timeout = float(opts.get("connect_timeout", connect_timeout))
         self._client: Any = None
