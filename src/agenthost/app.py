@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -23,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from agenthost import __version__
 from agenthost.agents import AgentRunner, load_agent
+from agenthost.drain import Drain
 from agenthost.engine import TurnEngine
 from agenthost.errors import (
     AgentHostError,
@@ -31,11 +33,13 @@ from agenthost.errors import (
     PayloadTooLarge,
     SessionNotFound,
     TurnNotFound,
+    Unauthorized,
     ValidationFailed,
 )
 from agenthost.ids import check_session_id, check_turn_id, new_session_id
 from agenthost.llm import create_llm
 from agenthost.llm.base import LLMClient
+from agenthost.metrics import Metrics
 from agenthost.openapi import Endpoint, Param, docs_html, openapi_document
 from agenthost.settings import Settings
 from agenthost.stores import SessionStore, create_store
@@ -99,6 +103,7 @@ class API:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.engine: TurnEngine | None = None
+        self.drain: Drain | None = None
         self._turn_decoder = _Decoder(TurnRequest)
         self._create_decoder = _Decoder(CreateSession)
         self._chat_decoder = _Decoder(ChatRequest)
@@ -235,11 +240,15 @@ class API:
 
         task = asyncio.create_task(run())
 
+        metrics = self._engine.metrics
+
         async def events() -> AsyncIterator[bytes]:
+            metrics.open_streams += 1
             try:
                 while (item := await queue.get()) is not None:
                     yield item
             finally:
+                metrics.open_streams -= 1
                 # on_disconnect=continue: the turn goes on; keep a reference until it ends.
                 _background.add(task)
                 task.add_done_callback(_background.discard)
@@ -270,6 +279,26 @@ class API:
         return _json(ChatResponse(record.response or ""))
 
     # -- health -----------------------------------------------------------------------------
+
+    async def admin_drain(self, request: Request) -> Response:
+        self._check_admin(request)
+        assert self.drain is not None, "the app's lifespan has not started"
+        self.drain.start("POST /admin/drain")
+        return _json(Health("draining"), 202)
+
+    async def metrics(self, request: Request) -> Response:
+        return Response(
+            self._engine.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
+
+    def _check_admin(self, request: Request) -> None:
+        token = self.settings.admin_token
+        if not token:
+            raise Unauthorized("admin routes are disabled: start the server with --admin-token")
+        given = request.headers.get("authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.encode(), token.encode()):
+            raise Unauthorized("admin routes need Authorization: Bearer <admin token>")
 
     async def healthz(self, request: Request) -> Response:
         return _json(Health("ok"))
@@ -382,6 +411,11 @@ def endpoints(api: API) -> list[Endpoint]:
                  tags=("health",)),
         Endpoint("GET", "/readyz", api.readyz, "Readiness: 503 while draining or when the "
                  "store is unreachable", None, Health, 200, (503,), tags=("health",)),
+        Endpoint("POST", "/admin/drain", api.admin_drain, "Drain: refuse new turns, finish "
+                 "in-flight ones, then exit (Authorization: Bearer <admin token>)", None,
+                 Health, 202, (401,), tags=("admin",)),
+        Endpoint("GET", "/metrics", api.metrics, "Prometheus metrics (text format)", None,
+                 None, 200, (), tags=("health",)),
     ]  # fmt: skip
 
 
@@ -423,13 +457,21 @@ def build_app(
             enqueue_timeout=settings.enqueue_timeout,
             turn_timeout=settings.turn_timeout,
             max_inflight_turns=settings.max_inflight_turns,
+            metrics=Metrics(),
         )
         engine.start()
         api.engine = engine
+        api.drain = Drain(engine, settings.drain_timeout)
         app.state.engine = engine
+        exit_process = getattr(app.state, "exit_process", None)
+        if exit_process is not None:
+            exit_process(api.drain)
         try:
             yield
         finally:
+            # Whatever stops the server, in-flight turns get the drain's chance to commit.
+            api.drain.start("shutdown")
+            await api.drain.wait()
             await engine.stop()
             await the_store.close()
             await the_llm.close()

@@ -67,6 +67,7 @@ def serve(
     enqueue_timeout: Annotated[float, _opt("enqueue_timeout")] = _D.enqueue_timeout,
     turn_timeout: Annotated[float, _opt("turn_timeout")] = _D.turn_timeout,
     max_inflight_turns: Annotated[int, _opt("max_inflight_turns")] = _D.max_inflight_turns,
+    drain_timeout: Annotated[float, _opt("drain_timeout")] = _D.drain_timeout,
     log_level: Annotated[str, _opt("log_level")] = _D.log_level,
 ) -> None:
     """Run the agenthost server (uvicorn, uvloop, httptools) for the agent APP."""
@@ -89,6 +90,7 @@ def serve(
             enqueue_timeout=enqueue_timeout,
             turn_timeout=turn_timeout,
             max_inflight_turns=max_inflight_turns,
+            drain_timeout=drain_timeout,
             log_level=log_level,
         )
     except ValueError as exc:

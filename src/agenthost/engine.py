@@ -29,6 +29,7 @@ from agenthost.errors import (
 )
 from agenthost.ids import new_turn_id
 from agenthost.llm.base import LLMClient
+from agenthost.metrics import Metrics
 from agenthost.stores.base import (
     Busy,
     Completed,
@@ -47,6 +48,16 @@ log = logging.getLogger("agenthost.engine")
 OnBusy = Literal["reject", "enqueue", "interrupt"]
 
 _TIMEOUT = "timeout"  # cancel reason of a turn that ran past turn_timeout
+
+# Error code -> the `outcome` label of agenthost_turns_total.
+_OUTCOMES = {
+    "session_busy": "rejected",
+    "draining": "refused",
+    "overloaded": "refused",
+    "interrupted": "interrupted",
+    "lease_lost": "unavailable",
+    "store_unavailable": "unavailable",
+}
 
 
 class _Running:
@@ -76,6 +87,7 @@ class TurnEngine:
         enqueue_timeout: float = 30.0,
         turn_timeout: float = 300.0,
         max_inflight_turns: int = 0,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.agent = agent
@@ -89,6 +101,9 @@ class TurnEngine:
         self.max_inflight_turns = max_inflight_turns
         self.draining = False
         self.agent_calls = 0
+        self.metrics = metrics or Metrics()
+        self.metrics.inflight = lambda: self._admitted
+        self.metrics.draining = lambda: self.draining
         self._running: dict[tuple[str, str], _Running] = {}
         self._admitted = 0
         self._renewer: asyncio.Task[None] | None = None
@@ -142,23 +157,35 @@ class TurnEngine:
         Raises SessionBusy (409), TurnInterrupted (409), AgentError (502), LeaseLost,
         StoreUnavailable, Draining or Overloaded (503).
         """
-        if self.draining:
-            raise Draining("this process is draining; retry on another")
-        if self.max_inflight_turns and self._admitted >= self.max_inflight_turns:
-            raise Overloaded(f"{self._admitted} turns in flight; retry shortly")
-        self._admitted += 1
-        self._idle.clear()
+        started_at = time.monotonic()
+        outcome = "completed"
         try:
-            started = await self._lease(
-                session_id, turn_id or new_turn_id(), message, on_busy, metadata
-            )
-            if isinstance(started, TurnRecord):
-                return started
-            return await self._run_leased(session_id, message, started, on_chunk)
+            if self.draining:
+                raise Draining("this process is draining; retry on another")
+            if self.max_inflight_turns and self._admitted >= self.max_inflight_turns:
+                raise Overloaded(f"{self._admitted} turns in flight; retry shortly")
+            self._admitted += 1
+            self._idle.clear()
+            try:
+                started = await self._lease(
+                    session_id, turn_id or new_turn_id(), message, on_busy, metadata
+                )
+                if isinstance(started, TurnRecord):
+                    outcome = "replayed"
+                    return started
+                return await self._run_leased(session_id, message, started, on_chunk)
+            finally:
+                self._admitted -= 1
+                if self._admitted == 0:
+                    self._idle.set()
+        except AgentHostError as exc:
+            outcome = _OUTCOMES.get(exc.code, "failed")
+            raise
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
         finally:
-            self._admitted -= 1
-            if self._admitted == 0:
-                self._idle.set()
+            self.metrics.turn_finished(outcome, time.monotonic() - started_at)
 
     async def _lease(
         self,

@@ -3,14 +3,17 @@ work (store URL, LLM URL, agent import) so a mistake fails at start with a clear
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import sys
+from types import FrameType
 
 import uvicorn
 
 from agenthost.agents import load_agent
 from agenthost.app import build_app
+from agenthost.drain import Drain
 from agenthost.llm import create_llm
 from agenthost.settings import Settings
 from agenthost.stores import create_store
@@ -49,6 +52,9 @@ def run(settings: Settings) -> None:
         log_level=settings.log_level,
         timeout_graceful_shutdown=math.ceil(settings.turn_timeout),
     )
+    server = DrainingServer(config)
+    # A drain started by POST /admin/drain ends the process the same way as one from SIGTERM.
+    app.state.exit_process = server.exit_when_drained
     log.info(
         "agenthost serving on http://%s:%d (store %s, llm %s)",
         settings.host,
@@ -56,4 +62,28 @@ def run(settings: Settings) -> None:
         store.url,
         settings.llm,
     )
-    uvicorn.Server(config).run()
+    server.run()
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, except that the first SIGTERM/SIGINT drains before exiting (in-flight turns
+    finish and commit) and a second one exits at once."""
+
+    drain: Drain | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        drain = self.drain
+        if drain is None or drain.started:
+            self.should_exit = True
+            self.force_exit = drain is not None
+            return
+        # Signal handlers run between bytecodes of the loop's thread: hand over to the loop.
+        asyncio.get_running_loop().call_soon_threadsafe(drain.start, f"signal {sig}")
+
+    def exit_when_drained(self, drain: Drain) -> None:
+        """Called by the app's lifespan with its drain: when it completes, exit."""
+        self.drain = drain
+        drain.on_drained = self._drained
+
+    def _drained(self) -> None:
+        self.should_exit = True

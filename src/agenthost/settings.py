@@ -35,6 +35,7 @@ class Settings(msgspec.Struct, kw_only=True):
     enqueue_timeout: float = 30.0
     turn_timeout: float = 300.0
     max_inflight_turns: int = 0
+    drain_timeout: float = 90.0
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -53,6 +54,8 @@ class Settings(msgspec.Struct, kw_only=True):
             problems.append("enqueue_timeout must be >= 0")
         if self.turn_timeout <= 0:
             problems.append("turn_timeout must be > 0")
+        if self.drain_timeout < 0:
+            problems.append("drain_timeout must be >= 0")
         if self.max_inflight_turns < 0:
             problems.append("max_inflight_turns must be >= 0 (0 = no limit)")
         if problems:
@@ -99,5 +102,7 @@ SETTINGS_HELP: dict[str, str] = {
     "turn_timeout": "Longest an agent may run for one turn, in seconds; then the turn fails.",
     "max_inflight_turns": "Turns one process runs at once; past it 503 + Retry-After "
     "(0 = no limit).",
+    "drain_timeout": "On SIGTERM or POST /admin/drain: seconds to let in-flight turns finish "
+    "before cancelling them (their user message is kept; a retry elsewhere completes them).",
     "log_level": "Log level: debug, info, warning, error.",
 }
