@@ -117,6 +117,15 @@ def _register_optional_commands() -> None:
 _register_optional_commands()
 
 
+def _register_cluster() -> None:
+    from agenthost.cluster.cli import cluster_app
+
+    app.add_typer(cluster_app, name="cluster")
+
+
+_register_cluster()
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

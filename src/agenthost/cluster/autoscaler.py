@@ -1,0 +1,78 @@
+"""The local fleet's autoscaler: the HPA algorithm of `agenthost.autoscale` fed with each
+replica's own metric, applied through `scale`, every decision logged with its inputs."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections.abc import Callable
+
+from agenthost.autoscale import REFERENCE_BEHAVIOR, Autoscaler
+from agenthost.cluster.fleet import scale
+from agenthost.cluster.state import load
+
+__all__ = ["parse_spec", "read_metric", "run_autoscaler"]
+
+
+def parse_spec(spec: str) -> tuple[int, int, float]:
+    """`min=1,max=8,target=100` -> (1, 8, 100.0); ValueError names what is wrong."""
+    values: dict[str, str] = {}
+    for part in spec.split(","):
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise ValueError(f"autoscale spec part {part!r} is not key=value")
+        values[key.strip()] = value.strip()
+    unknown = set(values) - {"min", "max", "target"}
+    if unknown or {"min", "max", "target"} - set(values):
+        raise ValueError("autoscale spec must be min=N,max=N,target=VALUE")
+    low, high, target = int(values["min"]), int(values["max"]), float(values["target"])
+    if not 1 <= low <= high or target <= 0:
+        raise ValueError("autoscale needs 1 <= min <= max and target > 0")
+    return low, high, target
+
+
+def read_metric(port: int, metric: str) -> float | None:
+    """The replica's value of `metric`, or None if it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name == metric:
+            return float(value)
+    return None
+
+
+def run_autoscaler(
+    directory: str,
+    spec: str,
+    *,
+    metric: str = "agenthost_active_connections",
+    period: float = 15.0,
+    log: Callable[[str], None] = print,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> None:
+    """Evaluate every `period` seconds until `should_stop()`; scale when the HPA says so."""
+    low, high, target = parse_spec(spec)
+    scaler = Autoscaler(min_replicas=low, max_replicas=high, target=target,
+                        behavior=REFERENCE_BEHAVIOR)  # fmt: skip
+    while not should_stop():
+        state = load(directory)
+        values = {f"r{r.slot}": read_metric(r.port, metric) for r in state.replicas}
+        now = time.monotonic()
+        current = len(state.replicas)
+        decision = scaler.decide(now, current, values)
+        log(json.dumps({"autoscale": decision.reason, "current": current,
+                        "desired": decision.desired, "metric": metric, "values": values,
+                        "average": decision.average, "target": target,
+                        "recommended": decision.metric_replicas,
+                        "stabilized": decision.stabilized}))  # fmt: skip
+        if decision.desired != current:
+            scale(directory, decision.desired, log=log)
+            scaler.record_scale(now, current, decision.desired)
+        deadline = time.monotonic() + period
+        while time.monotonic() < deadline and not should_stop():
+            time.sleep(min(0.5, period))

@@ -1,0 +1,235 @@
+"""Fleet operations on real processes: up, scale, rollout, status, down.
+
+A replica is replaced with maxSurge 1 / maxUnavailable 0: the new one starts and turns
+ready before the old one is drained (HAProxy stops sending it new connections, then
+`POST /admin/drain` lets its in-flight turns commit and it exits).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from agenthost.cluster.haproxy import HAProxyAPI, render_config
+from agenthost.cluster.state import ClusterState, Replica, alive, load, save
+
+__all__ = ["ReplicaStatus", "down", "rollout", "scale", "status", "up"]
+
+AGENTHOST = str(Path(sys.executable).with_name("agenthost"))
+Log = Callable[[str], None]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    delay = 0.02
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.25)
+
+
+def _http(url: str, method: str = "GET", token: str | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, method=method)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=3) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except OSError:
+        return 0, b""
+
+
+def _spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> int:
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    return proc.pid
+
+
+def up(
+    directory: str,
+    *,
+    replicas: int,
+    port: int,
+    store: str | None,
+    serve_env: dict[str, str],
+    drain_timeout: float = 30.0,
+    slots: int = 16,
+    log: Log = print,
+) -> ClusterState:
+    """Start redis-server (unless `store` names one), HAProxy and the replicas."""
+    path = Path(directory).resolve()
+    if (path / "cluster.json").exists():
+        state = load(path)
+        if alive(state.haproxy_pid):
+            raise RuntimeError(f"a cluster already runs from {path}: `agenthost cluster down`")
+    path.mkdir(parents=True, exist_ok=True)
+    redis_pid = None
+    if store is None:
+        if shutil.which("redis-server") is None:
+            raise RuntimeError("redis-server is not installed; install it or pass --store")
+        redis_port = _free_port()
+        redis_pid = _spawn(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(redis_port), "--save", "",
+             "--appendonly", "no", "--dir", str(path)],
+            path / "redis.log",
+        )  # fmt: skip
+        store = f"redis://127.0.0.1:{redis_port}/0"
+        log(f"started redis-server on 127.0.0.1:{redis_port} (pid {redis_pid})")
+    if shutil.which("haproxy") is None:
+        raise RuntimeError("haproxy is not installed (Debian package haproxy)")
+    socket_path = str(path / "haproxy.sock")
+    config = path / "haproxy.cfg"
+    config.write_text(render_config(port=port, socket_path=socket_path, slots=slots))
+    check = subprocess.run(["haproxy", "-c", "-q", "-f", str(config)], capture_output=True)
+    if check.returncode != 0:
+        raise RuntimeError(f"haproxy rejected its config: {check.stderr.decode()}")
+    haproxy_pid = _spawn(["haproxy", "-db", "-f", str(config)], path / "haproxy.log")
+    _wait(lambda: Path(socket_path).exists(), 10, "haproxy's admin socket")
+    log(f"started haproxy on 127.0.0.1:{port} (pid {haproxy_pid})")
+    state = ClusterState(
+        dir=str(path),
+        port=port,
+        store=store,
+        admin_token=secrets.token_urlsafe(24),
+        haproxy_pid=haproxy_pid,
+        slots=slots,
+        serve_env=serve_env,
+        drain_timeout=drain_timeout,
+        redis_pid=redis_pid,
+    )
+    save(state)
+    for _ in range(replicas):
+        _start_replica(state, log)
+    return state
+
+
+def _start_replica(state: ClusterState, log: Log) -> Replica:
+    slot = state.free_slot()
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTHOST_")}
+    env.update(state.serve_env)
+    env.update(
+        {
+            "AGENTHOST_HOST": "127.0.0.1",
+            "AGENTHOST_PORT": str(port),
+            "AGENTHOST_STORE": state.store,
+            "AGENTHOST_ADMIN_TOKEN": state.admin_token,
+            "AGENTHOST_DRAIN_TIMEOUT": str(state.drain_timeout),
+        }
+    )
+    pid = _spawn([AGENTHOST, "serve"], Path(state.dir) / f"replica-{slot}-{port}.log", env)
+    replica = Replica(slot, pid, port, state.generation)
+
+    def ready() -> bool:
+        if not alive(pid):
+            raise RuntimeError(f"replica on port {port} exited; see its log in {state.dir}")
+        return _http(f"http://127.0.0.1:{port}/readyz")[0] == 200
+
+    _wait(ready, 30, f"replica on port {port} to be ready")
+    api = HAProxyAPI(state.socket)
+    api.enable(slot, port)
+    _wait(lambda: api.statuses().get(slot, ("",))[0] == "UP", 10, f"haproxy to see r{slot} up")
+    state.replicas.append(replica)
+    save(state)
+    log(f"replica r{slot} ready on port {port} (pid {pid})")
+    return replica
+
+
+def _drain_replica(state: ClusterState, replica: Replica, log: Log) -> None:
+    api = HAProxyAPI(state.socket)
+    api.drain(replica.slot)
+    code, _ = _http(
+        f"http://127.0.0.1:{replica.port}/admin/drain", method="POST", token=state.admin_token
+    )
+    if code != 202 and alive(replica.pid):
+        os.kill(replica.pid, signal.SIGTERM)  # the same drain, by signal
+    _wait(lambda: not alive(replica.pid), state.drain_timeout + 15, f"r{replica.slot} to exit")
+    api.disable(replica.slot)
+    state.replicas = [r for r in state.replicas if r.slot != replica.slot]
+    save(state)
+    log(f"replica r{replica.slot} drained and stopped")
+
+
+def scale(directory: str, replicas: int, log: Log = print) -> ClusterState:
+    """Add replicas, or drain the newest ones, until there are `replicas`."""
+    if replicas < 1:
+        raise ValueError("a cluster keeps at least one replica")
+    state = load(directory)
+    while len(state.replicas) < replicas:
+        _start_replica(state, log)
+    while len(state.replicas) > replicas:
+        _drain_replica(state, max(state.replicas, key=lambda r: (r.generation, r.slot)), log)
+    return state
+
+
+def rollout(directory: str, log: Log = print) -> ClusterState:
+    """Replace every replica, one at a time: start the new one, wait ready, drain the old."""
+    state = load(directory)
+    old = list(state.replicas)
+    state.generation += 1
+    save(state)
+    for replica in old:
+        _start_replica(state, log)
+        _drain_replica(state, replica, log)
+    return state
+
+
+class ReplicaStatus:
+    """A row of `agenthost cluster status`."""
+
+    def __init__(self, replica: Replica, lb_status: str, lb_sessions: int) -> None:
+        self.replica = replica
+        self.alive = alive(replica.pid)
+        code, _ = _http(f"http://127.0.0.1:{replica.port}/readyz")
+        self.ready = code == 200
+        metrics = _http(f"http://127.0.0.1:{replica.port}/metrics")[1].decode(errors="replace")
+        values = dict(
+            line.rsplit(" ", 1) for line in metrics.splitlines() if line and line[0] != "#"
+        )
+        self.connections = int(float(values.get("agenthost_active_connections", "0")))
+        self.inflight = int(float(values.get("agenthost_inflight_turns", "0")))
+        self.lb_status = lb_status
+        self.lb_sessions = lb_sessions
+
+
+def status(directory: str) -> tuple[ClusterState, list[ReplicaStatus]]:
+    state = load(directory)
+    lb = HAProxyAPI(state.socket).statuses() if alive(state.haproxy_pid) else {}
+    rows = [ReplicaStatus(r, *lb.get(r.slot, ("gone", 0))) for r in state.replicas]
+    return state, rows
+
+
+def down(directory: str, log: Log = print) -> None:
+    """Drain every replica, then stop HAProxy and the redis-server it started."""
+    state = load(directory)
+    for replica in list(state.replicas):
+        if alive(replica.pid):
+            _drain_replica(state, replica, log)
+    for pid, name in ((state.haproxy_pid, "haproxy"), (state.redis_pid, "redis-server")):
+        if pid is not None and alive(pid):
+            os.kill(pid, signal.SIGTERM)
+            _wait(lambda pid=pid: not alive(pid), 10, f"{name} to stop")  # type: ignore[misc]
+            log(f"stopped {name}")
+    Path(state.dir, "cluster.json").unlink(missing_ok=True)
