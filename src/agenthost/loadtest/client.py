@@ -1,0 +1,156 @@
+"""Sending one turn over HTTP, SSE or WebSocket, as a well-written client does.
+
+Each sender returns a `Attempt`: the status, the answer or the kind of failure, and the
+time to the first chunk for streams. Retrying is the runner's business; senders never raise
+for network trouble.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import aiohttp
+import msgspec
+
+__all__ = ["Attempt", "send_turn"]
+
+_decode = msgspec.json.decode
+
+
+class Attempt(msgspec.Struct):
+    """One try of a turn. `status` is the HTTP status (0: no answer at all)."""
+
+    status: int
+    response: str | None = None
+    error: str | None = None  # a kind, e.g. connection, timeout, http_503, session_busy
+    retry_after: float | None = None
+    first_chunk_s: float | None = None
+
+
+def _retry_after(headers: Any) -> float | None:
+    value = headers.get("Retry-After")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+async def _error_attempt(resp: aiohttp.ClientResponse) -> Attempt:
+    code = f"http_{resp.status}"
+    try:
+        body = await resp.json(content_type=None)
+        code = str(body["error"]["code"])
+    except (ValueError, KeyError, TypeError, aiohttp.ContentTypeError):
+        pass
+    return Attempt(resp.status, error=code, retry_after=_retry_after(resp.headers))
+
+
+async def send_http(
+    http: aiohttp.ClientSession, base: str, sid: str, tid: str, body: dict[str, Any]
+) -> Attempt:
+    async with http.post(
+        f"{base}/v1/sessions/{sid}/turns", json=body, headers={"Idempotency-Key": tid}
+    ) as resp:
+        if resp.status != 200:
+            return await _error_attempt(resp)
+        data = await resp.json(content_type=None)
+        return Attempt(200, response=str(data.get("response", "")))
+
+
+async def _read_events(
+    resp: aiohttp.ClientResponse, started: float, state: dict[str, Any]
+) -> Attempt | None:
+    """Consume SSE events; the Attempt at `done`/`error`, None if the stream broke off."""
+    event, data = "message", b""
+    async for raw in resp.content:
+        line = raw.rstrip(b"\r\n")
+        if not line:
+            if event == "chunk":
+                if state["first"] is None:
+                    state["first"] = time.monotonic() - started
+                state["text"].append(_decode(data).get("text", ""))
+            elif event == "done":
+                done = _decode(data)
+                return Attempt(200, response=str(done.get("response", "")),
+                               first_chunk_s=state["first"])  # fmt: skip
+            elif event == "error":
+                err = _decode(data)
+                return Attempt(200, error=str(err.get("code", "stream_error")))
+            event, data = "message", b""
+        elif line.startswith(b"id:"):
+            state["last_id"] = line[3:].strip().decode()
+        elif line.startswith(b"event:"):
+            event = line[6:].strip().decode()
+        elif line.startswith(b"data:"):
+            data = line[5:].strip()
+    return None
+
+
+async def send_sse(
+    http: aiohttp.ClientSession, base: str, sid: str, tid: str, body: dict[str, Any]
+) -> Attempt:
+    started = time.monotonic()
+    state: dict[str, Any] = {"first": None, "text": [], "last_id": None}
+    headers = {"Idempotency-Key": tid, "Accept": "text/event-stream"}
+    async with http.post(
+        f"{base}/v1/sessions/{sid}/turns", json={**body, "stream": True}, headers=headers
+    ) as resp:
+        if resp.status != 200:
+            return await _error_attempt(resp)
+        result = await _read_events(resp, started, state)
+    if result is not None:
+        return result
+    # The stream broke off: resume after the last event we saw, on any process.
+    resume_headers = {"Last-Event-ID": state["last_id"]} if state["last_id"] else {}
+    async with http.get(
+        f"{base}/v1/sessions/{sid}/turns/{tid}/stream", headers=resume_headers
+    ) as resp:
+        if resp.status != 200:
+            return await _error_attempt(resp)
+        result = await _read_events(resp, started, state)
+    return result or Attempt(0, error="stream_cut")
+
+
+async def send_ws(
+    http: aiohttp.ClientSession, base: str, sid: str, tid: str, body: dict[str, Any]
+) -> Attempt:
+    started = time.monotonic()
+    first: float | None = None
+    last_seq = -1
+    ws_url = base.replace("http", "ws", 1) + f"/v1/sessions/{sid}/ws"
+    frame: dict[str, Any] = {"type": "turn", "message": body["message"], "turn_id": tid}
+    async with http.ws_connect(ws_url, heartbeat=30) as ws:
+        await ws.send_json(frame)
+        async for msg in ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                break
+            data = _decode(msg.data)
+            kind = data.get("type")
+            if kind == "chunk" and data.get("turn_id") == tid:
+                last_seq = int(data.get("seq", last_seq))
+                if first is None:
+                    first = time.monotonic() - started
+            elif kind == "done":
+                return Attempt(200, response=str(data.get("response", "")), first_chunk_s=first)
+            elif kind == "error":
+                return Attempt(200, error=str(data.get("code", "ws_error")))
+        close = ws.close_code
+    # Closed (1012 while draining, or dropped): the runner retries; resume is by turn id.
+    del last_seq
+    return Attempt(0, error=f"ws_closed_{close}" if close else "ws_closed")
+
+
+_SENDERS = {"http": send_http, "sse": send_sse, "ws": send_ws}
+
+
+async def send_turn(
+    mode: str, http: aiohttp.ClientSession, base: str, sid: str, tid: str, body: dict[str, Any]
+) -> Attempt:
+    """One attempt over `mode`; network failures come back as an Attempt, never raised."""
+    try:
+        return await _SENDERS[mode](http, base, sid, tid, body)
+    except TimeoutError:
+        return Attempt(0, error="timeout")
+    except (aiohttp.ClientError, ConnectionError, msgspec.DecodeError) as exc:
+        return Attempt(0, error=type(exc).__name__)

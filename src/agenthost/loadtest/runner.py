@@ -1,0 +1,162 @@
+"""Runs the sessions: ramp, think time with jitter, a fixed number of turns or a duration,
+and retries of transient failures with the same Idempotency-Key after Retry-After or a
+jittered backoff — then verifies."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import random
+import secrets
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import aiohttp
+
+from agenthost.loadtest.client import Attempt, send_turn
+from agenthost.loadtest.config import LoadConfig
+from agenthost.loadtest.report import LoadReport, percentiles, timeline
+from agenthost.loadtest.verify import Acked, verify
+
+__all__ = ["Progress", "run_load"]
+
+# Failures a retry with the same key can fix: nothing was committed twice, by design.
+_TRANSIENT_STATUS = {0, 409, 429, 502, 503, 504}
+_PERMANENT_CODES = {"interrupted", "agent_error", "validation_error", "invalid_json"}
+
+
+class Progress:
+    """Live counters, read by the display while the run goes on."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.sent = 0
+        self.answered = 0
+        self.failed = 0
+        self.retries = 0
+        self.inflight = 0
+        self.latencies: list[float] = []
+
+    def recent_percentiles(self) -> tuple[float, float]:
+        window = sorted(self.latencies[-2000:])
+        if not window:
+            return 0.0, 0.0
+        return window[len(window) // 2], window[min(len(window) - 1, int(len(window) * 0.99))]
+
+
+def _backoff(attempt: int, rng: random.Random) -> float:
+    delay: float = min(5.0, 0.05 * 2**attempt) * rng.uniform(0.5, 1.5)
+    return delay
+
+
+async def run_load(
+    config: LoadConfig, progress: Progress | None = None, on_tick: Callable[[], None] | None = None
+) -> LoadReport:
+    """Run `config` against its server and return the verified report."""
+    progress = progress or Progress()
+    rng = random.Random(config.seed)
+    run_id = secrets.token_hex(3)
+    acked: dict[str, list[Acked]] = {}
+    done: list[tuple[float, float]] = []  # (offset s, latency ms)
+    first_chunks: list[float] = []
+    failed_by: Counter[str] = Counter()
+    retried_by: Counter[str] = Counter()
+    padding = "x" * config.payload_bytes
+    headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
+    cpu0, wall0 = time.process_time(), time.monotonic()
+    end = wall0 + config.duration if config.duration else None
+    started_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=config.request_timeout)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers) as http:
+
+        async def one_turn(sid: str, n: int) -> None:
+            tid = f"{sid}-t{n}"
+            message = f"{sid} turn {n} {padding}".rstrip()
+            body = {"message": message, "on_busy": config.on_busy}
+            t0 = time.monotonic()
+            progress.sent += 1
+            progress.inflight += 1
+            try:
+                for attempt in range(config.max_retries + 1):
+                    result: Attempt = await send_turn(config.mode, http, config.url, sid, tid, body)
+                    if result.status == 200 and result.error is None:
+                        latency = (time.monotonic() - t0) * 1000
+                        acked.setdefault(sid, []).append(Acked(tid, message, result.response or ""))
+                        done.append((t0 - wall0, latency))
+                        progress.latencies.append(latency)
+                        progress.answered += 1
+                        if result.first_chunk_s is not None:
+                            first_chunks.append(result.first_chunk_s * 1000)
+                        return
+                    kind = result.error or f"http_{result.status}"
+                    transient = (
+                        result.status in _TRANSIENT_STATUS and kind not in _PERMANENT_CODES
+                    ) or kind.startswith(("ws_closed", "stream_cut"))
+                    if not transient or attempt == config.max_retries:
+                        failed_by[kind] += 1
+                        progress.failed += 1
+                        return
+                    retried_by[kind] += 1
+                    progress.retries += 1
+                    wait = result.retry_after if result.retry_after is not None else None
+                    await asyncio.sleep(wait if wait is not None else _backoff(attempt, rng))
+            finally:
+                progress.inflight -= 1
+
+        async def session(i: int) -> None:
+            if config.ramp:
+                await asyncio.sleep(config.ramp * i / config.sessions)
+            sid = f"{config.session_prefix}-{run_id}-{i}"
+            n = 0
+            while (n < config.turns) if end is None else (time.monotonic() < end):
+                await one_turn(sid, n)
+                n += 1
+                if config.think:
+                    await asyncio.sleep(config.think * rng.uniform(0.5, 1.5))
+
+        async def ticker() -> None:
+            while True:
+                await asyncio.sleep(0.5)
+                if on_tick is not None:
+                    on_tick()
+
+        tick = asyncio.create_task(ticker())
+        try:
+            await asyncio.gather(*(session(i) for i in range(config.sessions)))
+        finally:
+            tick.cancel()
+        wall = time.monotonic() - wall0
+        cpu = time.process_time() - cpu0
+        verification = await verify(http, config.url, acked) if config.verify else None
+
+    cpu_pct = 100 * cpu / wall if wall > 0 else 0.0
+    warnings = []
+    saturated = cpu_pct > 80
+    if saturated:
+        warnings.append(
+            f"the load generator used {cpu_pct:.0f}% of a core: it may be the bottleneck; "
+            "split the load over several processes or machines"
+        )
+    return LoadReport(
+        config=config,
+        started_at=started_at,
+        wall_s=round(wall, 3),
+        sent=progress.sent,
+        answered=progress.answered,
+        failed=progress.failed,
+        retries=progress.retries,
+        failed_by_kind=dict(failed_by),
+        retried_by_kind=dict(retried_by),
+        turns_per_s=round(progress.answered / wall, 2) if wall > 0 else 0.0,
+        latency_ms=percentiles([latency for _, latency in done]),
+        first_chunk_ms=percentiles(first_chunks),
+        verification=verification,
+        client_cpu_s=round(cpu, 3),
+        client_cpu_pct=round(cpu_pct, 1),
+        saturated=saturated,
+        warnings=warnings,
+        timeline=timeline(done),
+    )

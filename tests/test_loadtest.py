@@ -1,0 +1,99 @@
+"""The load tester and its verifier: it must catch a broken server, retry politely with the
+same Idempotency-Key, and report in the shapes it promises."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from agenthost.loadtest import LoadConfig, run_load
+from agenthost.loadtest.verify import Acked, Verification, check_session
+from tests.fixtures.agenthost import AgentHostProcess
+from tests.loadtest_servers import serving
+
+AGENTHOST = str(Path(sys.executable).with_name("agenthost"))
+
+
+@pytest.mark.parametrize(
+    ("fault", "counter"),
+    [("drop", "lost"), ("duplicate", "duplicated"), ("reorder", "out_of_order"),
+     ("mismatch", "mismatched")],
+)  # fmt: skip
+async def test_the_verifier_catches_a_broken_server(fault: str, counter: str) -> None:
+    with serving(fault) as (url, _):
+        report = await run_load(LoadConfig(url=url, sessions=1, turns=6))
+    assert report.verification is not None
+    assert getattr(report.verification, counter) >= 1, report.verification
+    assert not report.ok
+
+
+async def test_a_correct_server_passes_clean() -> None:
+    with serving() as (url, stats):
+        report = await run_load(LoadConfig(url=url, sessions=20, turns=4))
+    assert report.ok and report.answered == 80 and report.failed == 0
+    assert report.verification is not None and report.verification.acknowledged == 80
+    assert stats["turns"] == 80
+
+
+async def test_503_is_retried_after_retry_after_with_the_same_key() -> None:
+    with serving("flaky") as (url, stats):
+        report = await run_load(LoadConfig(url=url, sessions=5, turns=2))
+    assert report.ok and report.retries == 10
+    assert report.retried_by_kind == {"unavailable": 10}
+    assert set(stats["keys"].values()) == {2}  # every key sent exactly twice
+
+
+def test_check_session_counts_each_kind_of_damage() -> None:
+    acked = [Acked("t1", "a", "A"), Acked("t2", "b", "B"), Acked("t3", "c", "C")]
+
+    def msg(role: str, content: str, tid: str) -> dict[str, str]:
+        return {"role": role, "content": content, "turn_id": tid}
+
+    history = [
+        msg("user", "b", "t2"), msg("assistant", "B", "t2"),
+        msg("user", "a", "t1"), msg("assistant", "wrong", "t1"),
+        msg("user", "b", "t2"), msg("assistant", "B", "t2"),
+        msg("user", "z", "t9"), msg("assistant", "Z", "t9"),
+    ]  # fmt: skip
+    v = Verification()
+    check_session(acked, history, v)
+    assert (v.lost, v.duplicated, v.out_of_order, v.mismatched, v.unacknowledged_present) == (
+        1, 1, 1, 1, 1,
+    )  # fmt: skip
+
+
+def test_cli_against_the_real_server_writes_json_and_plot(
+    agenthost_factory: Callable[..., AgentHostProcess], tmp_path: Path
+) -> None:
+    server = agenthost_factory(llm="sim://?latency_ms=50")
+    out, png = tmp_path / "report.json", tmp_path / "plot.png"
+    proc = subprocess.run(
+        [AGENTHOST, "loadtest", "--url", server.url, "--sessions", "50", "--turns", "3",
+         "--mode", "sse", "--quiet", "--json", str(out), "--plot", str(png),
+         "--api-key", "secret-key"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(out.read_text())
+    assert report["answered"] == 150 and report["failed"] == 0
+    assert report["verification"]["lost"] == 0 and report["verification"]["acknowledged"] == 150
+    assert report["latency_ms"]["p99"] >= report["latency_ms"]["p50"] > 0
+    assert report["first_chunk_ms"] is not None
+    assert report["config"]["api_key"] == "***"
+    assert set(report) >= {"client_cpu_s", "client_cpu_pct", "saturated", "timeline"}
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_exits_1_when_the_server_loses_a_turn() -> None:
+    with serving("drop") as (url, _):
+        proc = subprocess.run(
+            [AGENTHOST, "loadtest", "--url", url, "--sessions", "1", "--turns", "5", "--quiet"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert proc.returncode == 1
+    assert "lost" in proc.stdout
