@@ -4,6 +4,7 @@ work (store URL, LLM URL, agent import) so a mistake fails at start with a clear
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import math
 import sys
@@ -52,6 +53,9 @@ def run(settings: Settings) -> None:
         log_level=settings.log_level,
         timeout_graceful_shutdown=math.ceil(settings.turn_timeout),
     )
+    # Everything loaded so far lives as long as the process: keep it out of the garbage
+    # collector's full passes, whose pauses would otherwise land on some turn's latency.
+    gc.freeze()
     server = DrainingServer(config)
     # A drain started by POST /admin/drain ends the process the same way as one from SIGTERM.
     app.state.exit_process = server.exit_when_drained

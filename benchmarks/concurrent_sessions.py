@@ -1,0 +1,135 @@
+"""Concurrent sessions against one server process with a slow LLM: how much latency does
+the server add on top of the model's, and is every turn kept?
+
+Starts `agenthost serve` on the embedded default (SQLite, `--llm sim://?latency_ms=2000`),
+then runs `agenthost loadtest` from a separate process: N sessions x T turns, every history
+read back and verified. Prints one JSON object (also to `--json FILE`).
+
+    python benchmarks/concurrent_sessions.py --sessions 2000 --turns 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+AGENTHOST = str(Path(sys.executable).with_name("agenthost"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_ready(url: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/readyz", timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} not ready")
+
+
+def measure(sessions: int, turns: int, latency_ms: int, ramp: float, tmp: Path) -> dict[str, Any]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTHOST_")}
+    server = subprocess.Popen(
+        [AGENTHOST, "serve", "--port", str(port), "--store", f"sqlite:///{tmp / 's.db'}",
+         "--llm", f"sim://?latency_ms={latency_ms}", "--log-level", "warning"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_ready(url)
+        out = tmp / f"load-{sessions}.json"
+        subprocess.run(
+            [AGENTHOST, "loadtest", "--url", url, "--sessions", str(sessions), "--turns",
+             str(turns), "--ramp", str(ramp), "--quiet", "--json", str(out)],
+            check=False, stdout=subprocess.DEVNULL, timeout=900,
+        )  # fmt: skip
+        report = json.loads(out.read_text())
+    finally:
+        server.terminate()
+        server.wait(30)
+    v = report["verification"] or {}
+    lat = report["latency_ms"] or {}
+    return {
+        "sessions": sessions,
+        "turns_per_session": turns,
+        "llm_latency_ms": latency_ms,
+        "answered": report["answered"],
+        "failed": report["failed"],
+        "lost": v.get("lost"),
+        "duplicated": v.get("duplicated"),
+        "out_of_order": v.get("out_of_order"),
+        "mismatched": v.get("mismatched"),
+        "p50_ms": lat.get("p50"),
+        "p99_ms": lat.get("p99"),
+        "p99_added_ms": round(lat["p99"] - latency_ms, 1) if lat else None,
+        "ramp_s": ramp,
+        "turns_per_s": report["turns_per_s"],
+        "client_cpu_pct": report["client_cpu_pct"],
+        "client_saturated": report["saturated"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sessions", default="2000", help="comma-separated session counts")
+    parser.add_argument("--turns", type=int, default=3)
+    parser.add_argument("--llm-latency-ms", type=int, default=2000)
+    parser.add_argument(
+        "--ramp",
+        type=float,
+        default=2.0,
+        help="seconds over which sessions start (default: one LLM latency, so arrivals are "
+        "spread as real users' are rather than all at one instant)",
+    )
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit it
+    rows = []
+    for count in [int(s) for s in args.sessions.split(",")]:
+        with tempfile.TemporaryDirectory(prefix="bench-sessions-") as tmp:
+            rows.append(measure(count, args.turns, args.llm_latency_ms, args.ramp, Path(tmp)))
+        print(json.dumps(rows[-1]), file=sys.stderr)
+    result = {
+        "benchmark": "concurrent_sessions",
+        "command": "python benchmarks/concurrent_sessions.py " + " ".join(sys.argv[1:]),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "git_commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip(),
+        "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
+        "results": rows,
+    }
+    text = json.dumps(result, indent=2)
+    if args.json:
+        args.json.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
