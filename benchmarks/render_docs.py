@@ -23,7 +23,14 @@ stable on a noisy 2-core machine. Each run measures the reference design's sampl
 (`benchmarks/baseline_server.py`: FastAPI, a synchronous redis-py client inside async
 handlers, the whole history as one JSON blob rewritten every turn, on its own redis-server)
 in the same run, with the same instant agent (it echoes the message, as agenthost's
-`sim://?words=0` does), so the comparison is between the servers.
+`sim://?words=0` does), so the comparison is between the servers. Each row is the median of
+`--repeats` measured runs; CPU is read from each process's own CPU clock (nanoseconds).
+
+agenthost reads a bounded window of the newest messages, never the whole history, so the cost
+of a turn depends on the window, not on the history length. With the default window of 50 a
+session at history 5 hands the agent its 6 to 12 messages and one at history 100 hands it 50,
+so the window-50 table measures both effects together; the window-5 table holds the agent's
+input constant, which leaves history length alone.
 """
 
 
@@ -58,7 +65,7 @@ def turn_cpu(result: dict[str, Any]) -> str:
         + ". "
         f"{params['turns']} measured turns per row over {params['sessions']} sessions, "
         f"{params['concurrency']} concurrent clients, after {params.get('warmup', 'some')} "
-        "warm-up turns; agenthost hands the agent the newest {window} messages "
+        f"warm-up turns; agenthost hands the agent the newest {window} messages "
         "(`--history-window`), the baseline always loads the whole history. "
         "History = messages a session holds before its first measured turn; each measured "
         "turn adds two, so the column *history during run* gives the range really seen.",

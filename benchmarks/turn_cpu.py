@@ -291,31 +291,32 @@ def measure(target: str, histories: list[int], args: argparse.Namespace) -> list
             max_seconds=args.max_seconds,
         )
         for history in histories:
-            prefix = f"h{history}"
             prefill_turns = math.ceil(history / 2)
             prefill_errors = 0
-            if history:
-                pre = loadgen(
-                    url,
-                    kind,
-                    prefix,
-                    prefill=history,
-                    prefill_only=True,
-                    sessions=args.sessions,
-                    concurrency=args.concurrency,
-                    max_seconds=args.max_seconds,
-                )
-                prefill_errors = int(pre["errors"]) + (1 if pre["timed_out"] else 0)
             runs = []
             for i in range(args.repeats):
+                # Every run gets its own freshly prefilled sessions, so that each run measures
+                # the same history range instead of starting where the last one stopped.
+                prefix = f"h{history}-r{i}"
+                if history:
+                    pre = loadgen(
+                        url,
+                        kind,
+                        prefix,
+                        prefill=history,
+                        prefill_only=True,
+                        sessions=args.sessions,
+                        concurrency=args.concurrency,
+                        max_seconds=args.max_seconds,
+                    )
+                    prefill_errors += int(pre["errors"]) + (1 if pre["timed_out"] else 0)
                 runs.append(measure_point(url, kind, pids, prefix, args))
-                # Later repeats start where earlier ones left the sessions: longer histories.
                 print(
                     json.dumps({"target": target, "history": history, "run": i, **runs[-1]}),
                     file=sys.stderr,
                 )
             best = sorted(runs, key=lambda r: r["cpu_ms_per_turn"])[len(runs) // 2]
-            turns_per_session = args.turns * args.repeats / args.sessions
+            turns_per_session = args.turns / args.sessions
             row = {
                 "target": target,
                 "history": history,
@@ -368,7 +369,7 @@ def summarize(rows: list[dict[str, Any]], histories: list[int]) -> dict[str, Any
 def git_state() -> dict[str, Any]:
     def git(*args: str) -> str:
         out = subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT)
-        return out.stdout.strip()
+        return out.stdout.rstrip()  # not strip(): porcelain lines start with a space
 
     # Others may be editing the tree: a figure measured on uncommitted code says so.
     dirty = [line[3:] for line in git("status", "--porcelain", "--", "src").splitlines()]
@@ -420,7 +421,9 @@ def main() -> None:
         help="messages agenthost hands the agent per turn (its --history-window); the "
         "baseline always reads the whole history",
     )
-    parser.add_argument("--repeats", type=int, default=1, help="runs per point; the median")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="measured runs per point; the median is reported"
+    )
     parser.add_argument(
         "--max-seconds", type=float, default=300, help="time bound of each load-generator run"
     )

@@ -67,3 +67,4 @@ def test_turn_cpu_runs_and_reports_each_target_against_the_baseline(tmp_path: Pa
     render_docs = load_script("render_docs")
     rendered = render_docs.turn_cpu(result)
     assert "| redis | 5 |" in rendered and result["command"] in rendered
+    assert "{" not in rendered  # every placeholder was filled
