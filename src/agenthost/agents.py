@@ -32,7 +32,7 @@ class Turn:
     `metadata` is the session's metadata: changes made to it are saved with the turn.
     """
 
-    __slots__ = ("history", "llm", "message", "metadata", "session_id", "turn_id")
+    __slots__ = ("history", "llm", "message", "metadata", "session_id", "streaming", "turn_id")
 
     def __init__(
         self,
@@ -42,6 +42,7 @@ class Turn:
         history: list[Message],
         metadata: dict[str, Any],
         llm: LLMClient,
+        streaming: bool = False,
     ) -> None:
         self.session_id = session_id
         self.turn_id = turn_id
@@ -49,6 +50,7 @@ class Turn:
         self.history = history
         self.metadata = metadata
         self.llm = llm
+        self.streaming = streaming  # a client watches the answer arrive: yield chunks
 
     def messages(self) -> list[ChatMessage]:
         """History plus the new user message, as OpenAI-style chat messages."""
@@ -60,9 +62,14 @@ class Turn:
         return f"Turn(session_id={self.session_id!r}, turn_id={self.turn_id!r})"
 
 
-async def demo_agent(turn: Turn) -> str:
-    """The built-in agent: answers through the configured LLM with the history window."""
-    return await turn.llm.complete(turn.messages())
+async def demo_agent(turn: Turn) -> AsyncIterator[str]:
+    """The built-in agent: answers through the configured LLM with the history window,
+    token by token when the client streams, in one call otherwise."""
+    if turn.streaming:
+        async for chunk in turn.llm.stream(turn.messages()):
+            yield chunk
+    else:
+        yield await turn.llm.complete(turn.messages())
 
 
 def load_agent(spec: str | None) -> AgentRunner:

@@ -24,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from agenthost import __version__
 from agenthost.agents import AgentRunner, load_agent
+from agenthost.brokers import StreamBroker, StreamEvent, create_broker
 from agenthost.drain import Drain
 from agenthost.engine import TurnEngine
 from agenthost.errors import (
@@ -36,14 +37,15 @@ from agenthost.errors import (
     Unauthorized,
     ValidationFailed,
 )
-from agenthost.ids import check_session_id, check_turn_id, new_session_id
+from agenthost.ids import check_session_id, check_turn_id, new_session_id, new_turn_id
 from agenthost.llm import create_llm
 from agenthost.llm.base import LLMClient
 from agenthost.metrics import Metrics
 from agenthost.openapi import Endpoint, Param, docs_html, openapi_document
-from agenthost.settings import Settings
+from agenthost.settings import Settings, broker_url
 from agenthost.stores import SessionStore, create_store
-from agenthost.stores.base import TurnRecord
+from agenthost.stores.base import TurnError, TurnRecord
+from agenthost.streaming import TurnStream
 from agenthost.wire import (
     ChatRequest,
     ChatResponse,
@@ -104,9 +106,15 @@ class API:
         self.settings = settings
         self.engine: TurnEngine | None = None
         self.drain: Drain | None = None
+        self._broker: StreamBroker | None = None
         self._turn_decoder = _Decoder(TurnRequest)
         self._create_decoder = _Decoder(CreateSession)
         self._chat_decoder = _Decoder(ChatRequest)
+
+    @property
+    def broker(self) -> StreamBroker:
+        assert self._broker is not None, "the app's lifespan has not started"
+        return self._broker
 
     @property
     def store(self) -> SessionStore:
@@ -207,20 +215,14 @@ class API:
         await send({"type": "http.response.body", "body": payload})
 
     def _stream_turn(self, session_id: str, turn_id: str | None, req: TurnRequest) -> Response:
-        """SSE for one turn: `chunk` events as the agent produces text, then `done` or `error`.
-
-        The turn runs in its own task, so it finishes and commits even if the client leaves.
-        """
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-        seq = 0
-
-        def event(name: str, data: bytes) -> bytes:
-            nonlocal seq
-            seq += 1
-            return b"id: %d\nevent: %s\ndata: %s\n\n" % (seq, name.encode(), data)
-
-        def on_chunk(text: str) -> None:
-            queue.put_nowait(event("chunk", _encode({"text": text})))
+        """SSE for one turn: numbered `chunk` events as the agent writes, then `done` or
+        `error`. The turn runs in its own task and publishes to the stream broker, so it
+        finishes and commits even if the client leaves, and the client can resume with
+        GET .../turns/{turn_id}/stream on any process."""
+        turn_id = turn_id or new_turn_id()
+        stream = TurnStream(
+            self.broker, session_id, turn_id, self.settings.chunk_coalesce_ms / 1000
+        )
 
         async def run() -> None:
             try:
@@ -230,34 +232,62 @@ class API:
                     turn_id=turn_id,
                     metadata=req.metadata,
                     on_busy=req.on_busy,
-                    on_chunk=on_chunk,
+                    on_chunk=stream.sink,
                 )
-                queue.put_nowait(event("done", _encode(_turn_out(record))))
+                await stream.finish("done", _encode(_turn_out(record)))
             except AgentHostError as exc:
-                queue.put_nowait(event("error", _encode(ErrorDetail(exc.code, exc.message))))
-            finally:
-                queue.put_nowait(None)
+                await stream.finish("error", _encode(ErrorDetail(exc.code, exc.message)))
 
         task = asyncio.create_task(run())
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+        return self._sse(self.broker.read(session_id, turn_id, 0, self._stream_wait))
 
+    @property
+    def _stream_wait(self) -> float:
+        # A reader waits for the next event at most as long as a turn may run.
+        return self.settings.turn_timeout + self.settings.lease_ttl
+
+    def _sse(self, events: AsyncIterator[StreamEvent]) -> Response:
         metrics = self._engine.metrics
 
-        async def events() -> AsyncIterator[bytes]:
+        async def body() -> AsyncIterator[bytes]:
             metrics.open_streams += 1
             try:
-                while (item := await queue.get()) is not None:
-                    yield item
+                async for event in events:
+                    yield b"id: %d\nevent: %s\ndata: %s\n\n" % (
+                        event.seq,
+                        event.kind.encode(),
+                        event.data,
+                    )
             finally:
                 metrics.open_streams -= 1
-                # on_disconnect=continue: the turn goes on; keep a reference until it ends.
-                _background.add(task)
-                task.add_done_callback(_background.discard)
 
         return StreamingResponse(
-            events(),
+            body(),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
+
+    async def resume_stream(self, request: Request) -> Response:
+        """GET .../turns/{turn_id}/stream: the turn's events after `Last-Event-ID` (or
+        `?after=`), from whichever process runs it; a finished turn whose stream expired
+        gets its final event from the turn record."""
+        session_id = self._session_id(request)
+        turn_id = check_turn_id(request.path_params["turn_id"])
+        raw_after = request.headers.get("last-event-id") or request.query_params.get("after")
+        try:
+            after = int(raw_after) if raw_after else 0
+        except ValueError:
+            raise ValidationFailed("Last-Event-ID must be an event number") from None
+        record = await self.store.get_turn(session_id, turn_id)
+        if record is None:
+            raise TurnNotFound(f"no turn {turn_id} in session {session_id}")
+        if record.status in ("completed", "failed") and not await self.broker.exists(
+            session_id, turn_id
+        ):
+            return self._sse(_final_from_record(record, after))
+        return self._sse(self.broker.read(session_id, turn_id, after, self._stream_wait))
 
     async def get_turn(self, request: Request) -> Response:
         session_id = self._session_id(request)
@@ -315,6 +345,14 @@ class API:
 
 
 _background: set[asyncio.Task[None]] = set()
+
+
+async def _final_from_record(record: TurnRecord, after: int) -> AsyncIterator[StreamEvent]:
+    if record.status == "completed":
+        yield StreamEvent(after + 1, "done", _encode(_turn_out(record)))
+    else:
+        error = record.error or TurnError("failed", "the turn failed")
+        yield StreamEvent(after + 1, "error", _encode(ErrorDetail(error.code, error.message)))
 
 
 async def read_body(receive: Receive, declared: str | None, limit: int) -> bytes:
@@ -404,6 +442,11 @@ def endpoints(api: API) -> list[Endpoint]:
                  TurnRequest, TurnOut, 200, turn_errors, params=(key,), streams=True),
         Endpoint("GET", "/v1/sessions/{session_id}/turns/{turn_id}", api.get_turn,
                  "A turn's status", None, TurnStatusOut, 200, sid_errors),
+        Endpoint("GET", "/v1/sessions/{session_id}/turns/{turn_id}/stream", api.resume_stream,
+                 "The turn's events as SSE after Last-Event-ID, on any process", None, None,
+                 200, (*sid_errors, 422),
+                 params=(Param("Last-Event-ID", "header", {"type": "string"},
+                               "Resume after this event number."),)),
         Endpoint("POST", "/chat/{session_id}", api.chat,
                  "The reference design's chat endpoint", ChatRequest, ChatResponse, 200,
                  turn_errors, params=(key,), tags=("compat",)),
@@ -447,6 +490,9 @@ def build_app(
         )
         the_agent = agent or load_agent(settings.app)
         await the_store.open()
+        broker = create_broker(broker_url(settings), stream_ttl=settings.stream_ttl)
+        await broker.open()
+        api._broker = broker
         engine = TurnEngine(
             the_store,
             the_agent,
@@ -473,6 +519,7 @@ def build_app(
             api.drain.start("shutdown")
             await api.drain.wait()
             await engine.stop()
+            await broker.close()
             await the_store.close()
             await the_llm.close()
 

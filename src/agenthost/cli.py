@@ -68,6 +68,9 @@ def serve(
     turn_timeout: Annotated[float, _opt("turn_timeout")] = _D.turn_timeout,
     max_inflight_turns: Annotated[int, _opt("max_inflight_turns")] = _D.max_inflight_turns,
     drain_timeout: Annotated[float, _opt("drain_timeout")] = _D.drain_timeout,
+    broker: Annotated[str | None, _opt("broker")] = _D.broker,
+    stream_ttl: Annotated[float, _opt("stream_ttl")] = _D.stream_ttl,
+    chunk_coalesce_ms: Annotated[float, _opt("chunk_coalesce_ms")] = _D.chunk_coalesce_ms,
     log_level: Annotated[str, _opt("log_level")] = _D.log_level,
 ) -> None:
     """Run the agenthost server (uvicorn, uvloop, httptools) for the agent APP."""
@@ -91,6 +94,9 @@ def serve(
             turn_timeout=turn_timeout,
             max_inflight_turns=max_inflight_turns,
             drain_timeout=drain_timeout,
+            broker=broker,
+            stream_ttl=stream_ttl,
+            chunk_coalesce_ms=chunk_coalesce_ms,
             log_level=log_level,
         )
     except ValueError as exc:

@@ -249,7 +249,15 @@ class TurnEngine:
         running = _Running(lease, asyncio.current_task())
         self._running[key] = running
         user_at = time.time()
-        turn = Turn(session_id, lease.turn_id, message, started.history, started.metadata, self.llm)
+        turn = Turn(
+            session_id,
+            lease.turn_id,
+            message,
+            started.history,
+            started.metadata,
+            self.llm,
+            on_chunk is not None,
+        )
         # One timer handle instead of an asyncio.timeout context: the same bound, cheaper on
         # the hot path.
         timer = asyncio.get_running_loop().call_later(

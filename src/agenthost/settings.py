@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["ENV_PREFIX", "SETTINGS_HELP", "Settings", "env_name"]
+__all__ = ["ENV_PREFIX", "SETTINGS_HELP", "Settings", "broker_url", "env_name"]
 
 ENV_PREFIX = "AGENTHOST_"
 
@@ -36,6 +36,9 @@ class Settings(msgspec.Struct, kw_only=True):
     turn_timeout: float = 300.0
     max_inflight_turns: int = 0
     drain_timeout: float = 90.0
+    broker: str | None = None
+    stream_ttl: float = 300.0
+    chunk_coalesce_ms: float = 20.0
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -54,6 +57,10 @@ class Settings(msgspec.Struct, kw_only=True):
             problems.append("enqueue_timeout must be >= 0")
         if self.turn_timeout <= 0:
             problems.append("turn_timeout must be > 0")
+        if self.stream_ttl <= 0:
+            problems.append("stream_ttl must be > 0")
+        if self.chunk_coalesce_ms < 0:
+            problems.append("chunk_coalesce_ms must be >= 0")
         if self.drain_timeout < 0:
             problems.append("drain_timeout must be >= 0")
         if self.max_inflight_turns < 0:
@@ -73,6 +80,15 @@ class Settings(msgspec.Struct, kw_only=True):
         raw.update({k: v for k, v in overrides.items() if v is not None})
         # str_values=True parses "8000" as int and "1.5" as float, as env vars are text.
         return msgspec.convert(raw, cls, strict=False)
+
+
+def broker_url(settings: Settings) -> str:
+    """The broker to use: the configured one, else the store's Redis, else in-process."""
+    if settings.broker:
+        return settings.broker
+    if settings.store.split("://", 1)[0].lower().startswith("redis"):
+        return settings.store
+    return "memory://"
 
 
 def env_name(field: str) -> str:
@@ -104,5 +120,9 @@ SETTINGS_HELP: dict[str, str] = {
     "(0 = no limit).",
     "drain_timeout": "On SIGTERM or POST /admin/drain: seconds to let in-flight turns finish "
     "before cancelling them (their user message is kept; a retry elsewhere completes them).",
+    "broker": "Stream broker URL for streamed turns: memory:// (this process) or "
+    "redis://... (resumable on any process). Default: the store's Redis, else memory://.",
+    "stream_ttl": "Seconds a turn's stream stays readable after the turn ends.",
+    "chunk_coalesce_ms": "Chunks arriving within this many milliseconds leave as one event.",
     "log_level": "Log level: debug, info, warning, error.",
 }

@@ -1,0 +1,27 @@
+"""Stream brokers: the numbered chunks of in-flight turns, readable from any process.
+
+| URL | backend |
+|---|---|
+| `memory://` | this process only (embedded default) |
+| `redis://...`, `redis+cluster://...` | Redis Streams: a client resumes on any process |
+"""
+
+from __future__ import annotations
+
+from agenthost.brokers.base import StreamBroker, StreamEvent
+
+__all__ = ["StreamBroker", "StreamEvent", "create_broker"]
+
+
+def create_broker(url: str, *, stream_ttl: float = 300.0) -> StreamBroker:
+    """Build (not open) the broker named by `url`; ValueError for an unknown scheme."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme == "memory":
+        from agenthost.brokers.memory import MemoryBroker
+
+        return MemoryBroker(stream_ttl=stream_ttl)
+    if scheme in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
+        from agenthost.brokers.redis import RedisBroker
+
+        return RedisBroker(url, stream_ttl=stream_ttl)
+    raise ValueError(f"unknown broker URL {url!r}: expected memory:// or redis://host:port/db")

@@ -1,0 +1,52 @@
+"""The stream broker contract: a turn's events, numbered from 1, kept `stream_ttl` seconds
+after the turn ends, read from any sequence number onwards."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Literal, Protocol, runtime_checkable
+
+import msgspec
+
+__all__ = ["EventKind", "StreamBroker", "StreamEvent"]
+
+EventKind = Literal["chunk", "done", "error"]
+
+
+class StreamEvent(msgspec.Struct, frozen=True):
+    """One event of a turn's stream; `data` is its JSON payload. `done` and `error` end it."""
+
+    seq: int
+    kind: EventKind
+    data: bytes
+
+    @property
+    def final(self) -> bool:
+        return self.kind != "chunk"
+
+
+@runtime_checkable
+class StreamBroker(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def start(self, session_id: str, turn_id: str) -> None:
+        """Announce a stream this process is about to publish (readers may come first)."""
+        ...
+
+    async def exists(self, session_id: str, turn_id: str) -> bool:
+        """Whether the stream is known here or (for shared brokers) anywhere."""
+        ...
+
+    async def publish(self, session_id: str, turn_id: str, event: StreamEvent) -> None:
+        """Append `event` (the publisher numbers events 1, 2, ... in order)."""
+        ...
+
+    def read(
+        self, session_id: str, turn_id: str, after: int, wait: float
+    ) -> AsyncIterator[StreamEvent]:
+        """Events with seq > `after`, waiting for new ones, until a final event. Ends
+        without a final event if nothing new arrives for `wait` seconds (the publisher died
+        or the stream is unknown)."""
+        ...

@@ -1,0 +1,142 @@
+"""Streams that survive a lost connection: numbered events in a broker (in-process and Redis
+Streams), coalesced chunks, and resuming with Last-Event-ID on another process."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgspec
+import pytest
+
+from agenthost.brokers import StreamBroker, StreamEvent, create_broker
+from agenthost.streaming import TurnStream
+from tests.fixtures.agenthost import AgentHostProcess
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def broker(request: pytest.FixtureRequest) -> AsyncIterator[StreamBroker]:
+    url = "memory://" if request.param == "memory" else request.getfixturevalue("redis_url")
+    b = create_broker(url, stream_ttl=60)
+    await b.open()
+    yield b
+    await b.close()
+
+
+async def collect(
+    broker: StreamBroker, sid: str, tid: str, after: int, wait: float = 2.0
+) -> list[StreamEvent]:
+    return [e async for e in broker.read(sid, tid, after, wait)]
+
+
+async def test_events_are_read_in_order_from_any_point_until_the_final_one(
+    broker: StreamBroker,
+) -> None:
+    sid, tid = f"s-{uuid.uuid4().hex[:8]}", "t1"
+    broker.start(sid, tid)
+    reader = asyncio.create_task(collect(broker, sid, tid, 0))
+    for seq in range(1, 4):
+        await broker.publish(sid, tid, StreamEvent(seq, "chunk", b'{"text":"%d"}' % seq))
+    await broker.publish(sid, tid, StreamEvent(4, "done", b"{}"))
+    assert [e.seq for e in await reader] == [1, 2, 3, 4]
+    assert [e.seq for e in await collect(broker, sid, tid, 2)] == [3, 4]
+    assert (await collect(broker, sid, tid, 3))[0].kind == "done"
+    assert await broker.exists(sid, tid)
+
+
+async def test_a_stream_nobody_publishes_ends_after_the_wait(broker: StreamBroker) -> None:
+    t0 = time.monotonic()
+    assert await collect(broker, "nobody", "t", 0, wait=0.3) == []
+    assert time.monotonic() - t0 < 3
+    assert not await broker.exists("nobody", "t")
+
+
+async def test_a_redis_stream_is_readable_from_another_broker(redis_url: str) -> None:
+    writer, reader = create_broker(redis_url), create_broker(redis_url)
+    await writer.open()
+    await reader.open()
+    try:
+        sid, tid = f"s-{uuid.uuid4().hex[:8]}", "t1"
+        stream = TurnStream(writer, sid, tid, coalesce_s=0.0)
+        remote = asyncio.create_task(collect(reader, sid, tid, 0))
+        for word in ("a", "b", "c"):
+            stream.sink(word)
+            await asyncio.sleep(0.01)  # separate windows: three events
+        await stream.finish("done", b'{"response":"abc"}')
+        events = await remote
+        assert [e.kind for e in events] == ["chunk", "chunk", "chunk", "done"]
+        texts = [msgspec.json.decode(e.data)["text"] for e in events[:-1]]
+        assert "".join(texts) == "abc"
+    finally:
+        await writer.close()
+        await reader.close()
+
+
+async def test_chunks_within_the_window_leave_as_one_event() -> None:
+    broker = create_broker("memory://")
+    stream = TurnStream(broker, "s", "t", coalesce_s=0.05)
+    for token in ["to", "ken", "s ", "fast"]:
+        stream.sink(token)
+    await stream.finish("done", b"{}")
+    events = await collect(broker, "s", "t", 0)
+    assert [e.kind for e in events] == ["chunk", "done"]
+    assert msgspec.json.decode(events[0].data) == {"text": "tokens fast"}
+
+
+def parse_sse(text: str) -> list[tuple[int, str, dict[str, Any]]]:
+    events = []
+    for block in text.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.strip().splitlines() if ": " in line)
+        if "event" in fields:
+            events.append((int(fields["id"]), fields["event"], msgspec.json.decode(fields["data"])))
+    return events
+
+
+async def test_a_client_that_lost_its_stream_resumes_on_another_process(
+    agenthost_factory: Callable[..., AgentHostProcess], redis_url: str, tmp_path: Path
+) -> None:
+    llm = "sim://?ttft_ms=50&tokens_per_s=40&words=30"
+    a = agenthost_factory(store=redis_url, llm=llm, chunk_coalesce_ms=0)
+    b = agenthost_factory(store=redis_url, llm=llm, chunk_coalesce_ms=0)
+    async with aiohttp.ClientSession() as http:
+        received: list[tuple[int, str, dict[str, Any]]] = []
+        async with http.post(
+            f"{a.url}/v1/sessions/res/turns",
+            json={"message": "tell me a long story", "stream": True},
+            headers={"Idempotency-Key": "res-1"},
+        ) as resp:
+            buffer = ""
+            async for raw in resp.content:
+                buffer += raw.decode()
+                if buffer.endswith("\n\n"):
+                    received += parse_sse(buffer)
+                    buffer = ""
+                if len(received) >= 5:
+                    break  # the connection drops mid-answer
+        assert all(kind == "chunk" for _, kind, _ in received)
+        last_id = received[-1][0]
+        async with http.get(
+            f"{b.url}/v1/sessions/res/turns/res-1/stream", headers={"Last-Event-ID": str(last_id)}
+        ) as resp:
+            assert resp.status == 200
+            rest = parse_sse(await resp.text())
+        events = received + rest
+        assert [seq for seq, _, _ in events] == list(range(1, len(events) + 1))
+        assert events[-1][1] == "done"
+        text = "".join(data["text"] for _, kind, data in events if kind == "chunk")
+        async with http.get(f"{b.url}/v1/sessions/res/turns/res-1") as resp:
+            committed = (await resp.json())["response"]
+        assert text == committed == events[-1][2]["response"]
+        # A finished turn still answers a late resume, from the broker or its record.
+        async with http.get(
+            f"{b.url}/v1/sessions/res/turns/res-1/stream", headers={"Last-Event-ID": "1"}
+        ) as resp:
+            late = parse_sse(await resp.text())
+        assert late[-1][1] == "done" and late[0][0] == 2
+        async with http.get(f"{b.url}/v1/sessions/res/turns/nope/stream") as resp:
+            assert resp.status == 404
