@@ -14,7 +14,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import resource
 import socket
 import subprocess
@@ -24,6 +23,8 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from turn_cpu import machine  # the same machine description as the CPU benchmark
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENTHOST = str(Path(sys.executable).with_name("agenthost"))
@@ -122,7 +123,7 @@ def main() -> None:
         "git_commit": subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
         ).stdout.strip(),
-        "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
+        "machine": machine(),
         "results": rows,
     }
     text = json.dumps(result, indent=2)

@@ -17,6 +17,9 @@ BENCHMARKS = [
     # A fixed window of 5: history length alone, the claim that a turn's cost is flat in it.
     ["benchmarks/turn_cpu.py", "--targets", "baseline,sqlite,redis", "--turns", "3000",
      "--history-window", "5", "--json", "benchmarks/results/turn_cpu_window5.json"],
+    # Sessions held by one process at a 2 s LLM, verified by agenthost loadtest.
+    ["benchmarks/concurrent_sessions.py", "--sessions", "2000,10000", "--turns", "3",
+     "--json", "benchmarks/results/concurrent_sessions.json"],
 ]  # fmt: skip
 
 
