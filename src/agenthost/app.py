@@ -19,8 +19,9 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from agenthost import __version__
 from agenthost.agents import AgentRunner, load_agent
@@ -46,6 +47,7 @@ from agenthost.settings import Settings, broker_url
 from agenthost.stores import SessionStore, create_store
 from agenthost.stores.base import TurnError, TurnRecord
 from agenthost.streaming import TurnStream
+from agenthost.websocket import CLOSE_SERVICE_RESTART, WebSocketSession, websocket_endpoint
 from agenthost.wire import (
     ChatRequest,
     ChatResponse,
@@ -107,6 +109,7 @@ class API:
         self.engine: TurnEngine | None = None
         self.drain: Drain | None = None
         self._broker: StreamBroker | None = None
+        self.websockets: set[WebSocketSession] = set()
         self._turn_decoder = _Decoder(TurnRequest)
         self._create_decoder = _Decoder(CreateSession)
         self._chat_decoder = _Decoder(ChatRequest)
@@ -238,9 +241,7 @@ class API:
             except AgentHostError as exc:
                 await stream.finish("error", _encode(ErrorDetail(exc.code, exc.message)))
 
-        task = asyncio.create_task(run())
-        _background.add(task)
-        task.add_done_callback(_background.discard)
+        self.keep(asyncio.create_task(run()))
         return self._sse(self.broker.read(session_id, turn_id, 0, self._stream_wait))
 
     @property
@@ -271,8 +272,7 @@ class API:
 
     async def resume_stream(self, request: Request) -> Response:
         """GET .../turns/{turn_id}/stream: the turn's events after `Last-Event-ID` (or
-        `?after=`), from whichever process runs it; a finished turn whose stream expired
-        gets its final event from the turn record."""
+        `?after=`), from whichever process runs it."""
         session_id = self._session_id(request)
         turn_id = check_turn_id(request.path_params["turn_id"])
         raw_after = request.headers.get("last-event-id") or request.query_params.get("after")
@@ -280,14 +280,39 @@ class API:
             after = int(raw_after) if raw_after else 0
         except ValueError:
             raise ValidationFailed("Last-Event-ID must be an event number") from None
+        return self._sse(await self.turn_events(session_id, turn_id, after))
+
+    async def turn_events(
+        self, session_id: str, turn_id: str, after: int
+    ) -> AsyncIterator[StreamEvent]:
+        """A turn's events after `after`: from the broker while it has them, else (a
+        finished turn whose stream expired) its final event from the turn record."""
         record = await self.store.get_turn(session_id, turn_id)
         if record is None:
             raise TurnNotFound(f"no turn {turn_id} in session {session_id}")
         if record.status in ("completed", "failed") and not await self.broker.exists(
             session_id, turn_id
         ):
-            return self._sse(_final_from_record(record, after))
-        return self._sse(self.broker.read(session_id, turn_id, after, self._stream_wait))
+            return _final_from_record(record, after)
+        return self.broker.read(session_id, turn_id, after, self._stream_wait)
+
+    def keep(self, task: asyncio.Task[None]) -> None:
+        """Hold a reference to a background task until it ends."""
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+
+    def close_idle_websockets(self) -> None:
+        """At drain: close connections with no turn running (1012); the others close when
+        their turns end."""
+        for connection in list(self.websockets):
+            if not connection.tasks:
+                connection.close(CLOSE_SERVICE_RESTART)
+
+    async def websocket(self, ws: WebSocket) -> None:
+        def counted(delta: int) -> None:
+            self._engine.metrics.open_websockets += delta
+
+        await websocket_endpoint(self, ws, counted)
 
     async def get_turn(self, request: Request) -> Response:
         session_id = self._session_id(request)
@@ -508,6 +533,7 @@ def build_app(
         engine.start()
         api.engine = engine
         api.drain = Drain(engine, settings.drain_timeout)
+        api.drain.on_start.append(api.close_idle_websockets)
         app.state.engine = engine
         exit_process = getattr(app.state, "exit_process", None)
         if exit_process is not None:
@@ -523,8 +549,9 @@ def build_app(
             await the_store.close()
             await the_llm.close()
 
-    routes = [Route(ep.path, ep.handler, methods=[ep.method]) for ep in eps]
+    routes: list[BaseRoute] = [Route(ep.path, ep.handler, methods=[ep.method]) for ep in eps]
     routes += [
+        WebSocketRoute("/v1/sessions/{session_id}/ws", api.websocket),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/docs", docs_page, methods=["GET"]),
     ]

@@ -71,6 +71,8 @@ def serve(
     broker: Annotated[str | None, _opt("broker")] = _D.broker,
     stream_ttl: Annotated[float, _opt("stream_ttl")] = _D.stream_ttl,
     chunk_coalesce_ms: Annotated[float, _opt("chunk_coalesce_ms")] = _D.chunk_coalesce_ms,
+    ws_send_buffer: Annotated[int, _opt("ws_send_buffer")] = _D.ws_send_buffer,
+    ws_idle_timeout: Annotated[float, _opt("ws_idle_timeout")] = _D.ws_idle_timeout,
     log_level: Annotated[str, _opt("log_level")] = _D.log_level,
 ) -> None:
     """Run the agenthost server (uvicorn, uvloop, httptools) for the agent APP."""
@@ -97,6 +99,8 @@ def serve(
             broker=broker,
             stream_ttl=stream_ttl,
             chunk_coalesce_ms=chunk_coalesce_ms,
+            ws_send_buffer=ws_send_buffer,
+            ws_idle_timeout=ws_idle_timeout,
             log_level=log_level,
         )
     except ValueError as exc:

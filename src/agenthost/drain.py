@@ -27,6 +27,7 @@ class Drain:
         self.engine = engine
         self.timeout = timeout
         self.on_drained: Callable[[], None] | None = None
+        self.on_start: list[Callable[[], None]] = []
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -37,6 +38,8 @@ class Drain:
         if self._task is None:
             log.info("draining (%s): %d turns in flight", reason, self.engine.inflight)
             self.engine.draining = True
+            for callback in self.on_start:
+                callback()
             self._task = asyncio.create_task(self._run(), name="drain")
 
     async def wait(self) -> None:

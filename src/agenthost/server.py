@@ -44,7 +44,10 @@ def run(settings: Settings) -> None:
         port=settings.port,
         loop="uvloop",
         http="httptools",
-        ws="none",
+        ws="websockets",
+        ws_max_size=settings.max_body_bytes,
+        ws_ping_interval=20.0,  # heartbeats: a dead peer is noticed within 40 s
+        ws_ping_timeout=20.0,
         lifespan="on",
         access_log=False,
         # Nothing here reads the client address; skipping the proxy-header rewrite saves

@@ -39,6 +39,8 @@ class Settings(msgspec.Struct, kw_only=True):
     broker: str | None = None
     stream_ttl: float = 300.0
     chunk_coalesce_ms: float = 20.0
+    ws_send_buffer: int = 256
+    ws_idle_timeout: float = 300.0
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -61,6 +63,10 @@ class Settings(msgspec.Struct, kw_only=True):
             problems.append("stream_ttl must be > 0")
         if self.chunk_coalesce_ms < 0:
             problems.append("chunk_coalesce_ms must be >= 0")
+        if self.ws_send_buffer < 1:
+            problems.append("ws_send_buffer must be >= 1")
+        if self.ws_idle_timeout <= 0:
+            problems.append("ws_idle_timeout must be > 0")
         if self.drain_timeout < 0:
             problems.append("drain_timeout must be >= 0")
         if self.max_inflight_turns < 0:
@@ -124,5 +130,8 @@ SETTINGS_HELP: dict[str, str] = {
     "redis://... (resumable on any process). Default: the store's Redis, else memory://.",
     "stream_ttl": "Seconds a turn's stream stays readable after the turn ends.",
     "chunk_coalesce_ms": "Chunks arriving within this many milliseconds leave as one event.",
+    "ws_send_buffer": "Frames queued for one WebSocket client; past it the client is too "
+    "slow and is closed with 4001.",
+    "ws_idle_timeout": "Seconds a WebSocket may stay silent with no turn running; then 1000.",
     "log_level": "Log level: debug, info, warning, error.",
 }

@@ -1,0 +1,209 @@
+"""`WS /v1/sessions/{session_id}/ws`: turns and resumes over one WebSocket per client.
+
+Client frames: `{"type": "turn", "message", "turn_id"?, "metadata"?, "on_busy"?}` and
+`{"type": "resume", "turn_id", "after"}`. Server frames: `{"type": "chunk", "turn_id", "seq",
+"text"}`, `{"type": "done", "turn_id", "seq", "session_id", "response"}` and `{"type": "error",
+"code", "message", "turn_id"?}`. Turns publish through the stream broker, so a client whose
+connection dropped resumes on any process with the last `seq` it saw.
+
+Each connection has a bounded send buffer: a client that cannot keep up is closed with
+4001 (`slow_consumer`) instead of growing the server's memory. A connection idle for
+`--ws-idle-timeout` is closed with 1000. While the process drains, new connections are
+refused and open ones are closed with 1012 once their turns are done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, Literal
+
+import msgspec
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from agenthost.brokers.base import StreamEvent
+from agenthost.errors import AgentHostError, BadRequest
+from agenthost.ids import check_session_id, check_turn_id, new_turn_id
+from agenthost.streaming import TurnStream
+
+if TYPE_CHECKING:
+    from agenthost.app import API
+
+__all__ = ["CLOSE_SLOW_CONSUMER", "WebSocketSession"]
+
+CLOSE_SLOW_CONSUMER = 4001
+CLOSE_BAD_SESSION = 4004
+CLOSE_SERVICE_RESTART = 1012
+
+
+class TurnFrame(msgspec.Struct, tag="turn", forbid_unknown_fields=True):
+    message: str
+    turn_id: str | None = None
+    metadata: dict[str, Any] | None = None
+    on_busy: Literal["reject", "enqueue", "interrupt"] = "enqueue"
+
+
+class ResumeFrame(msgspec.Struct, tag="resume", forbid_unknown_fields=True):
+    turn_id: str
+    after: int = 0
+
+
+_decode_frame = msgspec.json.Decoder(TurnFrame | ResumeFrame).decode
+_encode = msgspec.json.encode
+_decode = msgspec.json.decode
+
+
+class WebSocketSession:
+    """One accepted connection: a receive loop, a bounded sender, its running turns."""
+
+    def __init__(self, api: API, ws: WebSocket, session_id: str) -> None:
+        self.api = api
+        self.ws = ws
+        self.session_id = session_id
+        settings = api.settings
+        self.outgoing: asyncio.Queue[bytes | None] = asyncio.Queue(settings.ws_send_buffer)
+        self.idle_timeout = settings.ws_idle_timeout
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.closing: int | None = None
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def send(self, frame: dict[str, Any]) -> None:
+        if self.closing is not None:
+            return
+        try:
+            self.outgoing.put_nowait(_encode(frame))
+        except asyncio.QueueFull:
+            self.close(CLOSE_SLOW_CONSUMER)
+
+    def close(self, code: int) -> None:
+        if self.closing is None:
+            self.closing = code
+            # Unblock the sender whatever the buffer holds: the close goes out next.
+            while not self.outgoing.empty():
+                self.outgoing.get_nowait()
+            self.outgoing.put_nowait(None)
+
+    async def _sender(self) -> None:
+        while (data := await self.outgoing.get()) is not None:
+            await self.ws.send_text(data.decode())
+        with contextlib.suppress(Exception):
+            await self.ws.close(self.closing or 1000)
+
+    # -- turns ------------------------------------------------------------------------------
+
+    async def _forward(self, turn_id: str, events: AsyncIterator[StreamEvent]) -> None:
+        async for event in events:
+            payload = _decode(event.data)
+            if event.kind == "chunk":
+                self.send({"type": "chunk", "turn_id": turn_id, "seq": event.seq, **payload})
+            elif event.kind == "done":
+                self.send({"type": "done", "turn_id": turn_id, "seq": event.seq, **payload})
+            else:
+                self.send({"type": "error", "turn_id": turn_id, "seq": event.seq, **payload})
+
+    def _start(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self._turn_ended)
+
+    def _turn_ended(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if self.api.engine is not None and self.api.engine.draining and not self.tasks:
+            self.close(CLOSE_SERVICE_RESTART)
+
+    def _turn(self, frame: TurnFrame) -> None:
+        turn_id = check_turn_id(frame.turn_id) if frame.turn_id else new_turn_id()
+        if not frame.message:
+            raise BadRequest("message must not be empty")
+        stream = TurnStream(
+            self.api.broker, self.session_id, turn_id, self.api.settings.chunk_coalesce_ms / 1000
+        )
+        engine = self.api._engine
+
+        async def run() -> None:
+            try:
+                record = await engine.run_turn(
+                    self.session_id,
+                    frame.message,
+                    turn_id=turn_id,
+                    metadata=frame.metadata,
+                    on_busy=frame.on_busy,
+                    on_chunk=stream.sink,
+                )
+                done = {"session_id": record.session_id, "turn_id": turn_id,
+                        "response": record.response or ""}  # fmt: skip
+                await stream.finish("done", _encode(done))
+            except AgentHostError as exc:
+                error = {"code": exc.code, "message": exc.message}
+                await stream.finish("error", _encode(error))
+
+        # The turn runs on even if this connection goes: it commits, and can be resumed.
+        turn = asyncio.ensure_future(run())
+        self.api.keep(turn)
+        events = self.api.broker.read(self.session_id, turn_id, 0, self.api._stream_wait)
+        self._start(self._forward(turn_id, events))
+
+    def _resume(self, frame: ResumeFrame) -> None:
+        turn_id = check_turn_id(frame.turn_id)
+
+        async def resume() -> None:
+            events = await self.api.turn_events(self.session_id, turn_id, frame.after)
+            await self._forward(turn_id, events)
+
+        self._start(resume())
+
+    # -- the connection ---------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        sender = asyncio.ensure_future(self._sender())
+        try:
+            while self.closing is None:
+                try:
+                    async with asyncio.timeout(self.idle_timeout):
+                        text = await self.ws.receive_text()
+                except TimeoutError:
+                    if not self.tasks:
+                        self.close(1000)
+                    continue
+                except (WebSocketDisconnect, RuntimeError, KeyError):
+                    break
+                try:
+                    frame = _decode_frame(text)
+                    if isinstance(frame, TurnFrame):
+                        self._turn(frame)
+                    else:
+                        self._resume(frame)
+                except msgspec.DecodeError as exc:
+                    self.send({"type": "error", "code": "bad_frame", "message": str(exc)})
+                except AgentHostError as exc:
+                    self.send({"type": "error", "code": exc.code, "message": exc.message})
+        finally:
+            for task in list(self.tasks):
+                task.cancel()
+            self.close(1000)
+            with contextlib.suppress(Exception):
+                await sender
+
+
+async def websocket_endpoint(api: API, ws: WebSocket, on_open: Callable[[int], None]) -> None:
+    """Validate, accept and serve one connection."""
+    try:
+        session_id = check_session_id(ws.path_params["session_id"])
+    except AgentHostError:
+        await ws.close(CLOSE_BAD_SESSION)
+        return
+    engine = api.engine
+    if engine is None or engine.draining:
+        await ws.close(CLOSE_SERVICE_RESTART)
+        return
+    await ws.accept()
+    connection = WebSocketSession(api, ws, session_id)
+    api.websockets.add(connection)
+    on_open(1)
+    try:
+        await connection.serve()
+    finally:
+        on_open(-1)
+        api.websockets.discard(connection)

@@ -1,0 +1,93 @@
+"""The WebSocket endpoint: turns streamed as numbered frames, bad frames answered without
+dropping the connection, resume on another process, 1012 on drain."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+from agenthost.app import build_app
+from agenthost.settings import Settings
+from tests.fixtures.agenthost import AgentHostProcess
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    settings = Settings(
+        store=f"sqlite:///{tmp_path / 'ws.db'}",
+        llm="sim://?tokens_per_s=500&words=12",
+        chunk_coalesce_ms=0,
+    )
+    with TestClient(build_app(settings)) as c:
+        yield c
+
+
+def test_a_turn_streams_numbered_chunks_then_done(client: TestClient) -> None:
+    with client.websocket_connect("/v1/sessions/w1/ws") as ws:
+        ws.send_json({"type": "turn", "message": "hello there", "turn_id": "w1-t1"})
+        frames: list[dict[str, Any]] = []
+        while not frames or frames[-1]["type"] == "chunk":
+            frames.append(ws.receive_json())
+    assert frames[-1]["type"] == "done" and len(frames) > 2
+    assert [f["seq"] for f in frames] == list(range(1, len(frames) + 1))
+    text = "".join(f["text"] for f in frames if f["type"] == "chunk")
+    assert text == frames[-1]["response"] and "hello there" in text
+    status = client.get("/v1/sessions/w1/turns/w1-t1").json()
+    assert status["status"] == "completed" and status["response"] == text
+
+
+def test_bad_frames_get_an_error_frame_and_the_connection_stays(client: TestClient) -> None:
+    with client.websocket_connect("/v1/sessions/w2/ws") as ws:
+        for bad in ("not json", '{"type": "dance"}', '{"type": "turn"}', "[]"):
+            ws.send_text(bad)
+            frame = ws.receive_json()
+            assert frame["type"] == "error" and frame["code"] == "bad_frame", bad
+        ws.send_json({"type": "turn", "message": "still here"})
+        while (frame := ws.receive_json())["type"] == "chunk":
+            pass
+        assert frame["type"] == "done"
+
+
+def test_a_bad_session_id_is_refused(client: TestClient) -> None:
+    with (
+        pytest.raises(WebSocketDisconnect) as refused,
+        client.websocket_connect("/v1/sessions/bad$id/ws") as ws,
+    ):
+        ws.receive_json()
+    assert refused.value.code == 4004
+
+
+async def test_resume_on_another_process_and_1012_on_drain(
+    agenthost_factory: Callable[..., AgentHostProcess], redis_url: str
+) -> None:
+    llm = "sim://?ttft_ms=50&tokens_per_s=40&words=30"
+    a = agenthost_factory(store=redis_url, llm=llm, chunk_coalesce_ms=0)
+    b = agenthost_factory(store=redis_url, llm=llm, chunk_coalesce_ms=0)
+    async with aiohttp.ClientSession() as http:
+        seen: list[dict[str, Any]] = []
+        async with http.ws_connect(f"{a.url.replace('http', 'ws')}/v1/sessions/wr/ws") as ws:
+            await ws.send_json({"type": "turn", "message": "a long one", "turn_id": "wr-1"})
+            while len(seen) < 5:
+                seen.append(await ws.receive_json())
+        # Dropped mid-answer: resume elsewhere after the last frame seen.
+        async with http.ws_connect(f"{b.url.replace('http', 'ws')}/v1/sessions/wr/ws") as ws:
+            await ws.send_json({"type": "resume", "turn_id": "wr-1", "after": seen[-1]["seq"]})
+            while seen[-1]["type"] == "chunk":
+                seen.append(await ws.receive_json())
+            assert [f["seq"] for f in seen] == list(range(1, len(seen) + 1))
+            text = "".join(f["text"] for f in seen if f["type"] == "chunk")
+            assert text == seen[-1]["response"]
+            # Idle connection, process drains: closed with 1012 (service restart).
+            assert b.proc is not None
+            b.proc.send_signal(signal.SIGTERM)
+            message = await asyncio.wait_for(ws.receive(), 10)
+            assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+            assert ws.close_code == 1012
