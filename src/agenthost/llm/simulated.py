@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 
-__all__ = ["SimSettings", "SimulatedModel", "answer_for", "settings_from_url"]
+__all__ = ["SimSettings", "SimulatedModel", "answer_for", "settings_from_url", "split_tokens"]
 
 _WORDS = [
     *("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india"),
@@ -114,7 +114,7 @@ class SimulatedModel:
         if self.should_fail():
             raise SimulatedError("simulated upstream error")
         text = answer_for(messages, s.words, s.seed)
-        tokens = _tokens(text)
+        tokens = split_tokens(text)
         start = time.monotonic()
         if s.ttft_ms > 0:
             await asyncio.sleep(s.ttft_ms / 1000)
@@ -128,7 +128,7 @@ class SimulatedModel:
             yield token
 
 
-def _tokens(text: str) -> list[str]:
+def split_tokens(text: str) -> list[str]:
     """Split into word-ish tokens that join back to `text` exactly."""
     out: list[str] = []
     for i, word in enumerate(text.split(" ")):
