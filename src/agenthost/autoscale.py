@@ -139,6 +139,25 @@ def _changed_within(events: Sequence[tuple[float, int]], period: int, now: float
     return sum(change for at, change in events if at > cutoff)
 
 
+def _period_starts(
+    rules: ScalingRules,
+    current: int,
+    up_events: Sequence[tuple[float, int]],
+    down_events: Sequence[tuple[float, int]],
+    now: float,
+) -> list[tuple[ScalingPolicy, int]]:
+    """Each policy with the replicas there were at the start of its period."""
+    return [
+        (
+            p,
+            current
+            - _changed_within(up_events, p.period_seconds, now)
+            + _changed_within(down_events, p.period_seconds, now),
+        )
+        for p in rules.policies
+    ]
+
+
 def limit_by_policies(
     current: int,
     desired: int,
@@ -158,17 +177,10 @@ def limit_by_policies(
         if rules.select_policy == "Disabled":
             limit = current
         else:
-            proposals = []
-            for p in rules.policies:
-                start = (
-                    current
-                    - _changed_within(up_events, p.period_seconds, now)
-                    + _changed_within(down_events, p.period_seconds, now)
-                )
-                if p.type == "Pods":
-                    proposals.append(start + p.value)
-                else:
-                    proposals.append(math.ceil(start * (1 + p.value / 100)))
+            proposals = [
+                start + p.value if p.type == "Pods" else math.ceil(start * (1 + p.value / 100))
+                for p, start in _period_starts(rules, current, up_events, down_events, now)
+            ]
             limit = max(proposals) if rules.select_policy == "Max" else min(proposals)
             limit = max(limit, current)
         return min(desired, limit, max_replicas)
@@ -177,17 +189,10 @@ def limit_by_policies(
         if rules.select_policy == "Disabled":
             limit = current
         else:
-            proposals = []
-            for p in rules.policies:
-                start = (
-                    current
-                    - _changed_within(up_events, p.period_seconds, now)
-                    + _changed_within(down_events, p.period_seconds, now)
-                )
-                if p.type == "Pods":
-                    proposals.append(start - p.value)
-                else:
-                    proposals.append(int(start * (1 - p.value / 100)))
+            proposals = [
+                start - p.value if p.type == "Pods" else int(start * (1 - p.value / 100))
+                for p, start in _period_starts(rules, current, up_events, down_events, now)
+            ]
             # "Max" means the policy allowing the most change: the lowest limit.
             limit = min(proposals) if rules.select_policy == "Max" else max(proposals)
             limit = min(limit, current)

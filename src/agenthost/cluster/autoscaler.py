@@ -8,7 +8,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 
-from agenthost.autoscale import REFERENCE_BEHAVIOR, Autoscaler
+from agenthost.autoscale import REFERENCE_BEHAVIOR, Autoscaler, Behavior
 from agenthost.cluster.fleet import scale
 from agenthost.cluster.state import load
 
@@ -54,11 +54,11 @@ def run_autoscaler(
     period: float = 15.0,
     log: Callable[[str], None] = print,
     should_stop: Callable[[], bool] = lambda: False,
+    behavior: Behavior = REFERENCE_BEHAVIOR,
 ) -> None:
     """Evaluate every `period` seconds until `should_stop()`; scale when the HPA says so."""
     low, high, target = parse_spec(spec)
-    scaler = Autoscaler(min_replicas=low, max_replicas=high, target=target,
-                        behavior=REFERENCE_BEHAVIOR)  # fmt: skip
+    scaler = Autoscaler(min_replicas=low, max_replicas=high, target=target, behavior=behavior)
     while not should_stop():
         state = load(directory)
         values = {f"r{r.slot}": read_metric(r.port, metric) for r in state.replicas}
