@@ -15,7 +15,6 @@ import datetime
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,17 +23,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from turn_cpu import machine  # the same machine description as the CPU benchmark
+from turn_cpu import free_port, machine  # shared with the CPU benchmark
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENTHOST = str(Path(sys.executable).with_name("agenthost"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def wait_ready(url: str, timeout: float = 20) -> None:

@@ -144,7 +144,35 @@ def concurrent_sessions(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-RENDERERS = {"turn_cpu": turn_cpu, "concurrent_sessions": concurrent_sessions}
+def rollout(result: dict[str, Any]) -> str:
+    lines = [
+        "## A rolling replacement under load (`benchmarks/rollout.py`)",
+        "",
+        f"Command: `{result['command']}` — {result['date']}, commit `{result['git_commit']}`, "
+        f"{result['machine'].get('cpu', 'CPU unknown')}, {result['machine'].get('cores')} "
+        "cores. `agenthost cluster up --replicas 3` (HAProxy, redis-server, 3 processes, "
+        f"`--llm {result['llm']}`), driven by `agenthost loadtest` while "
+        "`agenthost cluster rollout` replaces every replica (maxSurge 1, maxUnavailable 0).",
+        "",
+        "| mode | sessions | answered | failed | lost | dup | reordered | mismatched "
+        "| retries | p50 ms | p99 ms | p99 during rollout ms | rollout s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["results"]:
+        lines.append(
+            f"| {r['mode']} | {r['sessions']} | {r['answered']} | {r['failed']} | {r['lost']} "
+            f"| {r['duplicated']} | {r['out_of_order']} | {r['mismatched']} | {r['retries']} "
+            f"| {r['p50_ms']} | {r['p99_ms']} | {r['p99_during_rollout_ms']} "
+            f"| {r['rollout_s']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+RENDERERS = {
+    "turn_cpu": turn_cpu,
+    "concurrent_sessions": concurrent_sessions,
+    "rollout": rollout,
+}
 
 
 def render(results_dir: Path = RESULTS) -> str:

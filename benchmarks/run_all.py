@@ -20,6 +20,9 @@ BENCHMARKS = [
     # Sessions held by one process at a 2 s LLM, verified by agenthost loadtest.
     ["benchmarks/concurrent_sessions.py", "--sessions", "2000,10000", "--turns", "3",
      "--json", "benchmarks/results/concurrent_sessions.json"],
+    # A rollout of a 3-replica fleet under SSE and WebSocket load.
+    ["benchmarks/rollout.py", "--sessions", "500", "--duration", "40",
+     "--json", "benchmarks/results/rollout.json"],
 ]  # fmt: skip
 
 

@@ -8,6 +8,8 @@ its 503s elsewhere, and the replica's in-flight turns commit before it exits.
 from __future__ import annotations
 
 import asyncio
+import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,10 +18,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from agenthost.autoscale import Autoscaler
+from agenthost.autoscale import Autoscaler, Behavior, ScalingPolicy, ScalingRules
 from agenthost.cluster import fleet
-from agenthost.cluster.autoscaler import parse_spec, read_metric
+from agenthost.cluster.autoscaler import parse_spec, read_metric, run_autoscaler
 from agenthost.cluster.state import alive, load
+from agenthost.loadtest import LoadConfig, run_load
+from agenthost.loadtest.runner import Progress
 from tests.fixtures.agenthost import free_port
 from tests.test_fleet import assert_history_is, messages_of
 
@@ -165,3 +169,70 @@ async def test_the_autoscaler_reads_each_replicas_metric(cluster_dir: str) -> No
             (await task).release()
     with pytest.raises(ValueError):
         parse_spec("min=3,max=2,target=1")
+
+
+@pytest.mark.parametrize("mode", ["sse", "ws"])
+async def test_loadtest_through_haproxy_during_a_rollout_is_clean(
+    cluster_dir: str, mode: str
+) -> None:
+    port = free_port()
+    fleet.up(cluster_dir, replicas=3, port=port, store=None,
+             serve_env={"AGENTHOST_LLM": "sim://?ttft_ms=50&tokens_per_s=100&words=10"},
+             drain_timeout=20, log=lambda _: None)  # fmt: skip
+    config = LoadConfig(url=f"http://127.0.0.1:{port}", mode=mode,  # type: ignore[arg-type]
+                        sessions=150, duration=14.0, think=0.3, ramp=1.0)  # fmt: skip
+    progress = Progress()
+    load_task = asyncio.create_task(run_load(config, progress))
+    deadline = time.monotonic() + 10
+    while progress.answered < 300:  # the load is flowing before the fleet is replaced
+        assert time.monotonic() < deadline, "the load never got going"
+        await asyncio.sleep(0.05)
+    await asyncio.to_thread(fleet.rollout, cluster_dir, log=lambda _: None)
+    report = await load_task
+    assert report.failed == 0, report.failed_by_kind
+    assert report.verification is not None and report.verification.clean, report.verification
+    assert report.answered > 500
+
+
+async def test_the_autoscaler_follows_load_up_and_back_down(cluster_dir: str) -> None:
+    port = free_port()
+    fleet.up(cluster_dir, replicas=1, port=port, store=None,
+             serve_env={"AGENTHOST_LLM": "sim://?latency_ms=1000"}, drain_timeout=10,
+             log=lambda _: None)  # fmt: skip
+    quick = Behavior(
+        ScalingRules(0, (ScalingPolicy("Pods", 3, 1),)),
+        ScalingRules(2, (ScalingPolicy("Pods", 3, 1),)),
+    )
+    decisions: list[dict[str, Any]] = []
+    stop = threading.Event()
+
+    def log(line: str) -> None:
+        if line.startswith("{"):
+            decisions.append(json.loads(line))
+
+    scaler = threading.Thread(
+        target=run_autoscaler,
+        args=(cluster_dir, "min=1,max=4,target=10"),
+        kwargs={"metric": "agenthost_inflight_turns", "period": 0.5, "log": log,
+                "should_stop": stop.is_set, "behavior": quick},
+    )  # fmt: skip
+    scaler.start()
+    try:
+        # 40 sessions of back-to-back 1 s turns: 40 in flight, 4 replicas at target 10.
+        config = LoadConfig(url=f"http://127.0.0.1:{port}", sessions=40, duration=8.0)
+        report = await run_load(config)
+        peak = max(d["desired"] for d in decisions)
+        deadline = time.monotonic() + 30
+        while len(load(cluster_dir).replicas) > 1:
+            assert time.monotonic() < deadline, "the fleet did not scale back down"
+            await asyncio.sleep(0.2)
+    finally:
+        stop.set()
+        await asyncio.to_thread(scaler.join, 30)
+    assert peak == 4
+    assert report.failed == 0 and report.verification is not None
+    assert report.verification.clean
+    ups = [d for d in decisions if d["autoscale"] == "scale up"]
+    downs = [d for d in decisions if d["autoscale"] == "scale down"]
+    assert ups and downs
+    assert all({"values", "average", "target", "current"} <= set(d) for d in decisions)

@@ -222,6 +222,7 @@ class API:
         `error`. The turn runs in its own task and publishes to the stream broker, so it
         finishes and commits even if the client leaves, and the client can resume with
         GET .../turns/{turn_id}/stream on any process."""
+        self._engine.check_admission()
         turn_id = turn_id or new_turn_id()
         stream = TurnStream(
             self.broker, session_id, turn_id, self.settings.chunk_coalesce_ms / 1000

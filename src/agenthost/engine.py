@@ -160,10 +160,7 @@ class TurnEngine:
         started_at = time.monotonic()
         outcome = "completed"
         try:
-            if self.draining:
-                raise Draining("this process is draining; retry on another")
-            if self.max_inflight_turns and self._admitted >= self.max_inflight_turns:
-                raise Overloaded(f"{self._admitted} turns in flight; retry shortly")
+            self.check_admission()
             self._admitted += 1
             self._idle.clear()
             try:
@@ -186,6 +183,14 @@ class TurnEngine:
             raise
         finally:
             self.metrics.turn_finished(outcome, time.monotonic() - started_at)
+
+    def check_admission(self) -> None:
+        """Raise Draining or Overloaded (503) if a new turn would be refused now; streaming
+        adapters call it before they answer 200, so a balancer can still retry elsewhere."""
+        if self.draining:
+            raise Draining("this process is draining; retry on another")
+        if self.max_inflight_turns and self._admitted >= self.max_inflight_turns:
+            raise Overloaded(f"{self._admitted} turns in flight; retry shortly")
 
     async def _lease(
         self,

@@ -114,6 +114,12 @@ class WebSocketSession:
             self.close(CLOSE_SERVICE_RESTART)
 
     def _turn(self, frame: TurnFrame) -> None:
+        if self.api._engine.draining:
+            # Refused before it starts; the client reconnects elsewhere and sends it again.
+            self.send({"type": "error", "code": "draining", "turn_id": frame.turn_id,
+                       "message": "this process is draining; reconnect"})  # fmt: skip
+            self.close(CLOSE_SERVICE_RESTART)
+            return
         turn_id = check_turn_id(frame.turn_id) if frame.turn_id else new_turn_id()
         if not frame.message:
             raise BadRequest("message must not be empty")

@@ -17,6 +17,24 @@ __all__ = ["Attempt", "send_turn"]
 
 _decode = msgspec.json.decode
 
+# Error codes a stream or socket reports after its HTTP answer, as the status they mean: the
+# runner retries these with the same key, as it would a 503 or 409 response.
+_RETRYABLE_CODES = {
+    "draining": 503,
+    "overloaded": 503,
+    "store_unavailable": 503,
+    "lease_lost": 503,
+    "unavailable": 503,
+    "session_busy": 409,
+}
+
+
+def _error_frame(code: str) -> Attempt:
+    return Attempt(_RETRYABLE_CODES.get(code, 200), error=code)
+
+
+WS_RECEIVE_TIMEOUT_S = 30.0
+
 
 class Attempt(msgspec.Struct):
     """One try of a turn. `status` is the HTTP status (0: no answer at all)."""
@@ -75,8 +93,7 @@ async def _read_events(
                 return Attempt(200, response=str(done.get("response", "")),
                                first_chunk_s=state["first"])  # fmt: skip
             elif event == "error":
-                err = _decode(data)
-                return Attempt(200, error=str(err.get("code", "stream_error")))
+                return _error_frame(str(_decode(data).get("code", "stream_error")))
             event, data = "message", b""
         elif line.startswith(b"id:"):
             state["last_id"] = line[3:].strip().decode()
@@ -120,7 +137,10 @@ async def send_ws(
     last_seq = -1
     ws_url = base.replace("http", "ws", 1) + f"/v1/sessions/{sid}/ws"
     frame: dict[str, Any] = {"type": "turn", "message": body["message"], "turn_id": tid}
-    async with http.ws_connect(ws_url, heartbeat=30) as ws:
+    # A server that goes silent must not hold the client forever: the heartbeat notices a
+    # dead peer, the receive timeout a live one that never answers.
+    timeout = aiohttp.ClientWSTimeout(ws_receive=WS_RECEIVE_TIMEOUT_S, ws_close=5.0)
+    async with http.ws_connect(ws_url, heartbeat=10, timeout=timeout) as ws:
         await ws.send_json(frame)
         async for msg in ws:
             if msg.type != aiohttp.WSMsgType.TEXT:
@@ -134,7 +154,7 @@ async def send_ws(
             elif kind == "done":
                 return Attempt(200, response=str(data.get("response", "")), first_chunk_s=first)
             elif kind == "error":
-                return Attempt(200, error=str(data.get("code", "ws_error")))
+                return _error_frame(str(data.get("code", "ws_error")))
         close = ws.close_code
     # Closed (1012 while draining, or dropped): the runner retries; resume is by turn id.
     del last_seq
