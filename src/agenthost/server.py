@@ -44,7 +44,7 @@ def run(settings: Settings) -> None:
         port=settings.port,
         loop="uvloop",
         http="httptools",
-        ws="websockets",
+        ws="websockets-sansio",
         ws_max_size=settings.max_body_bytes,
         ws_ping_interval=20.0,  # heartbeats: a dead peer is noticed within 40 s
         ws_ping_timeout=20.0,

@@ -70,7 +70,14 @@ async def run_load(
 
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, force_close=False)
     timeout = aiohttp.ClientTimeout(total=config.request_timeout)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers) as http:
+    # No shared cookie jar: each simulated session is its own client, so a balancer's
+    # affinity cookie set for one must not pin all of them to one server.
+    async with aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeout,
+        headers=headers,
+        cookie_jar=aiohttp.DummyCookieJar(),
+    ) as http:
 
         async def one_turn(sid: str, n: int) -> None:
             tid = f"{sid}-t{n}"
