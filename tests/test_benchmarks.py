@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -14,10 +13,6 @@ from types import ModuleType
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-
-pytestmark = pytest.mark.skipif(
-    shutil.which("redis-server") is None, reason="the baseline needs redis-server"
-)
 
 
 def load_script(name: str) -> ModuleType:
