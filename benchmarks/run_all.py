@@ -20,9 +20,8 @@ BENCHMARKS = [
     # Sessions held by one process at a 2 s LLM, verified by agenthost loadtest.
     ["benchmarks/concurrent_sessions.py", "--sessions", "2000,10000", "--turns", "3",
      "--json", "benchmarks/results/concurrent_sessions.json"],
-    # A rollout of a 3-replica fleet under SSE load. (WebSocket load at 500 sessions does
-    # not finish yet: some sockets through HAProxy stall during the rollout; see the notes.)
-    ["benchmarks/rollout.py", "--sessions", "500", "--duration", "40", "--modes", "sse",
+    # A rollout of a 3-replica fleet under SSE, then WebSocket, load.
+    ["benchmarks/rollout.py", "--sessions", "500", "--duration", "40", "--modes", "sse,ws",
      "--json", "benchmarks/results/rollout.json"],
 ]  # fmt: skip
 

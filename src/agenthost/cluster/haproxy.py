@@ -18,7 +18,13 @@ BACKENDS = ("agents", "agents_ws")
 def render_config(*, port: int, socket_path: str, slots: int) -> str:
     backends = []
     for name in BACKENDS:
-        cookie = "    cookie AHWS insert indirect nocache\n" if name == "agents_ws" else ""
+        # WebSocket upgrades: affinity by cookie, and never on a reused server connection,
+        # which may belong to a replica that is shutting down.
+        cookie = (
+            "    cookie AHWS insert indirect nocache\n    http-reuse never\n"
+            if name == "agents_ws"
+            else ""
+        )
         backends.append(
             f"backend {name}\n"
             "    balance leastconn\n"

@@ -7,6 +7,7 @@ for network trouble.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -34,6 +35,7 @@ def _error_frame(code: str) -> Attempt:
 
 
 WS_RECEIVE_TIMEOUT_S = 30.0
+WS_HANDSHAKE_TIMEOUT_S = 10.0
 
 
 class Attempt(msgspec.Struct):
@@ -140,7 +142,11 @@ async def send_ws(
     # A server that goes silent must not hold the client forever: the heartbeat notices a
     # dead peer, the receive timeout a live one that never answers.
     timeout = aiohttp.ClientWSTimeout(ws_receive=WS_RECEIVE_TIMEOUT_S, ws_close=5.0)
-    async with http.ws_connect(ws_url, heartbeat=10, timeout=timeout) as ws:
+    # A handshake that gets no answer (say, sent to a server on its way out) is retried
+    # elsewhere instead of waiting out the whole request timeout.
+    async with asyncio.timeout(WS_HANDSHAKE_TIMEOUT_S):
+        connection = await http.ws_connect(ws_url, heartbeat=10, timeout=timeout)
+    async with connection as ws:
         await ws.send_json(frame)
         async for msg in ws:
             if msg.type != aiohttp.WSMsgType.TEXT:
