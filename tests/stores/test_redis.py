@@ -3,23 +3,30 @@ and behaviour while the server is down."""
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
-from agenthost.errors import StoreUnavailable
-from agenthost.stores import Message, Started, create_store
+from agenthost.errors import LeaseLost, StoreUnavailable
+from agenthost.stores import Message, SessionStore, Started, TurnError, create_store
 from agenthost.stores.redis import RedisStore
-from tests.fixtures.redis import RedisCluster, RedisServer
+from tests.fixtures.agenthost import free_port
+from tests.fixtures.redis import REDIS_SERVER, RedisCluster, RedisServer
 
 
 def sid() -> str:
     return f"r-{uuid.uuid4().hex[:12]}"
+
+
+def text(key: bytes | str) -> str:
+    return key.decode() if isinstance(key, bytes) else key
 
 
 @pytest.fixture
@@ -38,7 +45,20 @@ async def raw(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     await client.aclose()
 
 
-async def one_turn(store: RedisStore, session_id: str, turn_id: str, ttl_s: float = 60) -> None:
+async def eventually(check: Callable[[], Awaitable[bool]], within: float, what: str) -> float:
+    """Poll `check` until it is true; the seconds it took. Fails after `within` seconds."""
+    start = time.monotonic()
+    while True:
+        try:
+            if await check():
+                return time.monotonic() - start
+        except StoreUnavailable:
+            pass
+        assert time.monotonic() - start < within, f"not {what} within {within} s"
+        await asyncio.sleep(0.02)
+
+
+async def one_turn(store: SessionStore, session_id: str, turn_id: str, ttl_s: float = 60) -> None:
     st = await store.begin_turn(
         session_id, turn_id, "q", metadata_patch=None, lease_ms=5000, window=10, ttl_s=ttl_s
     )
@@ -62,7 +82,7 @@ async def test_every_key_of_a_session_shares_the_ttl_and_the_hash_tag(
         s, "t2", "q", metadata_patch=None, lease_ms=5000, window=10, ttl_s=100
     )
     assert isinstance(running, Started)
-    keys = sorted(k.decode() for k in await raw.keys(f"ah:{{{s}}}:*"))
+    keys = sorted(text(k) for k in await raw.keys(f"ah:{{{s}}}:*"))
     assert keys == [f"ah:{{{s}}}:{name}" for name in ("lease", "meta", "msgs", "turns")]
     for key in keys:
         ttl_ms = await raw.pttl(key)
@@ -158,25 +178,219 @@ async def test_unreachable_redis_fails_fast_and_recovers_within_two_seconds(
         await store.close()
 
 
-async def test_cluster_keeps_a_session_on_one_slot(redis_cluster_server: RedisCluster) -> None:
-    store = create_store(redis_cluster_server.url)
-    await store.open()
-    client = AsyncRedisCluster(host="127.0.0.1", port=redis_cluster_server.nodes[0].port)
+async def test_commit_is_refused_when_the_session_expired_under_a_live_lease(
+    store: RedisStore, raw: aioredis.Redis
+) -> None:
+    s = sid()
+    st = await store.begin_turn(
+        s, "t1", "q", metadata_patch=None, lease_ms=10_000, window=10, ttl_s=0.2
+    )
+    assert isinstance(st, Started)
+
+    async def expired() -> bool:
+        return await store.get_session(s) is None
+
+    await eventually(expired, 5, "expired")
+    with pytest.raises(LeaseLost):
+        await store.commit_turn(
+            st.lease,
+            user=Message("user", "q", "t1", time.time(), 0),
+            assistant=Message("assistant", "a", "t1", time.time(), 1),
+            metadata={},
+            ttl_s=60,
+        )
+    assert await store.fail_turn(st.lease, TurnError("agent_error", "x"), 60) is None
+    # Only the lease is left, and it expires by itself: nothing was written.
+    assert [text(k) for k in await raw.keys(f"ah:{{{s}}}:*")] == [f"ah:{{{s}}}:lease"]
+
+
+async def test_a_failed_record_keeps_its_stored_fields_exactly(
+    store: RedisStore, raw: aioredis.Redis
+) -> None:
+    s = sid()
+    st = await store.begin_turn(
+        s, "t1", 'a "quoted", \\ "status":"completed" message', metadata_patch=None,
+        lease_ms=5000, window=10, ttl_s=60,
+    )  # fmt: skip
+    assert isinstance(st, Started)
+    before = await store.get_turn(s, "t1")
+    assert before is not None and before.status == "running"
+    failed = await store.fail_turn(st.lease, TurnError("interrupted", 'cut "short"'), 60)
+    assert failed is not None
+    after = await store.get_turn(s, "t1")
+    assert after == failed
+    assert after.status == "failed" and after.response is None
+    assert after.error == TurnError("interrupted", 'cut "short"')
+    assert (after.message, after.created_at) == (before.message, before.created_at)
+    assert after.updated_at >= before.updated_at
+    # A failed turn is retried, not answered from the record.
+    again = await store.begin_turn(
+        s, "t1", "q", metadata_patch=None, lease_ms=5000, window=10, ttl_s=60
+    )
+    assert isinstance(again, Started) and again.lease.fence == st.lease.fence + 1
+
+
+async def test_pubsub_survives_a_redis_restart(durable_redis: RedisServer) -> None:
+    """Interrupts and release wake-ups reach other processes again after Redis restarts."""
+    listener, other = RedisStore(durable_redis.url), RedisStore(durable_redis.url)
+    await listener.open()
+    await other.open()
+    heard: list[tuple[str, str]] = []
+    listener.on_interrupt(lambda s, t: heard.append((s, t)))
     try:
-        await client.initialize()
+        s = sid()
+        st = await other.begin_turn(
+            s, "t1", "q", metadata_patch=None, lease_ms=30_000, window=10, ttl_s=60
+        )
+        assert isinstance(st, Started)
+        waiter = asyncio.create_task(listener.wait_for_release(s, 30))
+
+        async def listening() -> bool:
+            reply = await other._command("PUBSUB", "SHARDNUMSUB", f"ah:{{{s}}}:released")
+            return bool(reply[1])
+
+        await eventually(listening, 5, "subscribed")
+        durable_redis.stop()
+        durable_redis.start()
+        restarted = time.monotonic()
+
+        async def interrupted() -> bool:
+            await other.request_interrupt(s, "t1")
+            # The callback runs on the listener's reader task: give it a moment per try.
+            await asyncio.sleep(0.05)
+            return (s, "t1") in heard
+
+        await eventually(interrupted, 2, "interrupts heard again")
+        assert time.monotonic() - restarted < 2.0
+        # The waiter may wake early (a wake-up on reconnect is allowed); once the lease is
+        # released it must have returned, well before its 30 s timeout.
+        if not waiter.done():
+            await eventually(listening, 2, "resubscribed")
+        assert await other.release_lease(st.lease)
+        await asyncio.wait_for(waiter, 2)
+        assert waiter.done() and waiter.exception() is None
+    finally:
+        await listener.close()
+        await other.close()
+
+
+async def test_cluster_keeps_a_session_on_one_slot(redis_cluster: RedisCluster) -> None:
+    store = create_store(redis_cluster.url)
+    await store.open()
+    nodes = [aioredis.Redis(host="127.0.0.1", port=n.port) for n in redis_cluster.nodes]
+    try:
         sessions = [sid() for _ in range(20)]
         for s in sessions:
-            await one_turn(store, s, "t1")  # type: ignore[arg-type]
-        slots = set()
+            await one_turn(store, s, "t1")
+            running = await store.begin_turn(
+                s, "t2", "q", metadata_patch=None, lease_ms=5000, window=10, ttl_s=60
+            )
+            assert isinstance(running, Started)
+        owners: set[int] = set()
         for s in sessions:
-            session_slots = {client.keyslot(f"ah:{{{s}}}:{n}") for n in ("meta", "msgs", "turns")}
-            assert len(session_slots) == 1
-            slots |= session_slots
-            nodes = {client.get_node_from_key(f"ah:{{{s}}}:meta").name}
-            assert len(nodes) == 1
+            holders = {}
+            for i, node in enumerate(nodes):
+                found = await node.keys(f"ah:{{{s}}}:*")
+                if found:
+                    holders[i] = len(found)
+            # All four keys (meta, msgs, turns, lease) live on one master.
+            assert list(holders.values()) == [4], holders
+            owners |= holders.keys()
         # Twenty sessions spread over the masters rather than piling on one.
-        owners = {client.get_node_from_key(f"ah:{{{s}}}:meta").name for s in sessions}
         assert len(owners) > 1
     finally:
-        await client.aclose()
+        for node in nodes:
+            await node.aclose()
+        await store.close()
+
+
+async def test_cluster_down_fails_fast_and_recovers(redis_cluster: RedisCluster) -> None:
+    store = create_store(redis_cluster.url)
+    await store.open()
+    try:
+        s = sid()
+        await one_turn(store, s, "t1")
+        redis_cluster.stop()
+        t0 = time.monotonic()
+        for call in (
+            store.ping(),
+            store.get_session(s),
+            store.begin_turn(s, "t2", "q", metadata_patch=None, lease_ms=5000, window=10,
+                             ttl_s=60),
+        ):  # fmt: skip
+            with pytest.raises(StoreUnavailable):
+                await call
+        assert time.monotonic() - t0 < 3.0
+        redis_cluster.restart()  # returns once every node reports cluster_state:ok
+
+        async def serving() -> bool:
+            await store.ping()
+            return await store.get_session(s) is None  # no persistence: the data is gone
+
+        took = await eventually(serving, 2, "serving again")
+        assert took < 2.0
+        await one_turn(store, s, "t3")
+        assert (info := await store.get_session(s)) is not None and info.turns == 1
+    finally:
+        redis_cluster.restart()
+        await store.close()
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """A redis-server of this test alone that speaks only TLS and wants a password:
+    (port, CA file). Its certificate is self-signed for 127.0.0.1."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    port = free_port()
+    proc = subprocess.Popen(
+        [REDIS_SERVER, "--bind", "127.0.0.1", "--port", "0", "--tls-port", str(port),
+         "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+         "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no",
+         "--requirepass", "s3cret/pw", "--save", "", "--appendonly", "no",
+         "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    yield port, cert
+    proc.terminate()
+    proc.wait(10)
+
+
+async def test_rediss_with_a_password_in_the_url(tls_redis: tuple[int, Path]) -> None:
+    port, ca = tls_redis
+    # The password has a '/', so it is percent-encoded in the URL.
+    url = f"rediss://:s3cret%2Fpw@127.0.0.1:{port}/0?ssl_ca_certs={ca}"
+    store = create_store(url)
+    await store.open()
+    wrong = create_store(f"rediss://:nope@127.0.0.1:{port}/0?ssl_ca_certs={ca}")
+    await wrong.open()
+    try:
+
+        async def up() -> bool:
+            await store.ping()
+            return True
+
+        await eventually(up, 10, "the TLS server answering")
+        heard: list[tuple[str, str]] = []
+        store.on_interrupt(lambda s, t: heard.append((s, t)))
+        s = sid()
+        await one_turn(store, s, "t1")
+        info = await store.get_session(s)
+        assert info is not None and info.turns == 1
+
+        async def interrupted() -> bool:  # pub/sub runs over TLS with the password too
+            await store.request_interrupt(s, "t1")
+            await asyncio.sleep(0.05)
+            return (s, "t1") in heard
+
+        await eventually(interrupted, 5, "the interrupt heard")
+        with pytest.raises(StoreUnavailable):
+            await wrong.ping()
+    finally:
+        await wrong.close()
         await store.close()

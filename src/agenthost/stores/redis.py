@@ -65,7 +65,10 @@ _decode_interrupt = msgspec.json.Decoder(tuple[str, str]).decode
 _FAILURES = (
     rexc.ConnectionError,
     rexc.TimeoutError,
-    rexc.ClusterDownError,
+    # ClusterError covers ClusterDownError / MasterDownError; RedisClusterException is what
+    # the cluster client raises when no node answers (its slot map cannot be loaded).
+    rexc.ClusterError,
+    rexc.RedisClusterException,
     rexc.TryAgainError,
     rexc.BusyLoadingError,
     OSError,
@@ -323,7 +326,6 @@ class RedisStore:
                 repr(now),
                 int(ttl_s * 1000),
                 _channel(sid),
-                assistant.seq + 1,
             ],
         )
         if not ok:
@@ -332,18 +334,15 @@ class RedisStore:
 
     async def fail_turn(self, lease: Lease, error: TurnError, ttl_s: float) -> TurnRecord | None:
         meta, _, turns, lease_key = _keys(lease.session_id)
+        # The record's new tail, in msgspec's field order; the script splices it in.
+        tail = b',"updated_at":%b,"response":null,"error":%b}' % (
+            _encode(time.time()),
+            _encode(error),
+        )
         raw = await self._run(
             "fail_turn",
             [meta, turns, lease_key],
-            [
-                lease.turn_id,
-                lease.fence,
-                error.code,
-                error.message,
-                repr(time.time()),
-                int(ttl_s * 1000),
-                _channel(lease.session_id),
-            ],
+            [lease.turn_id, lease.fence, tail, int(ttl_s * 1000), _channel(lease.session_id)],
         )
         return None if raw is None else _decode_record(raw)
 
@@ -395,15 +394,41 @@ class RedisStore:
                 await self._unsubscribe(_channel(session_id))
 
     async def _ensure_pubsub(self) -> Any:
+        """The shared pub/sub connection, built (again) with every channel it must hear.
+
+        Called with `_sub_lock` held.
+        """
         if self._pubsub is None:
             if self.cluster:
                 # Cluster pub/sub picks its node from the slot map, which commands load
                 # lazily: load it first.
                 await self._call(self._client.initialize())
             pubsub = self._client.pubsub()
-            await self._call(pubsub.subscribe(INTERRUPTS))
+            try:
+                await self._call(pubsub.subscribe(INTERRUPTS))
+                if self._subscribed:
+                    await self._call(pubsub.ssubscribe(*self._subscribed))
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+                raise
             self._pubsub = pubsub
+            # A release published while nobody listened is lost; waiters re-check instead.
+            self._waiters.wake_all()
         return self._pubsub
+
+    async def _drop_pubsub(self) -> None:
+        """Forget a broken pub/sub connection, so the reader builds a fresh one.
+
+        redis-py's pub/sub does not reliably redial a connection the server closed (it
+        keeps reading the dead socket), so a failure means a new connection, not a retry.
+        Called with `_sub_lock` held.
+        """
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+            self._waiters.wake_all()
 
     async def _subscribe(self, channel: str) -> None:
         async with self._sub_lock:
@@ -437,8 +462,10 @@ class RedisStore:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # connection trouble: back off, then resubscribe
+            except Exception as exc:  # connection trouble: rebuild after a short back-off
                 log.debug("redis pub/sub reader: %s", exc)
+                async with self._sub_lock:
+                    await self._drop_pubsub()
                 await asyncio.sleep(0.2)
                 continue
             if message is not None:

@@ -16,7 +16,7 @@ import contextlib
 import ssl
 import time
 from typing import Any, cast
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import hiredis
 
@@ -122,6 +122,19 @@ class _Connection(asyncio.Protocol):
         self._fail("client closed")
 
 
+def _ssl_context(query: dict[str, str]) -> ssl.SSLContext:
+    """TLS settings from the URL query, with redis-py's names: `ssl_ca_certs` (a CA file)
+    and `ssl_cert_reqs` (`required`, the default; `optional`; `none`)."""
+    context = ssl.create_default_context(cafile=query.get("ssl_ca_certs"))
+    reqs = query.get("ssl_cert_reqs", "required").lower()
+    if reqs in ("none", "optional"):
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE if reqs == "none" else ssl.CERT_OPTIONAL
+    elif reqs != "required":
+        raise ValueError(f"ssl_cert_reqs must be none, optional or required, not {reqs!r}")
+    return context
+
+
 class RedisWire:
     """Pipelined calls to one Redis server named by a `redis://` or `rediss://` URL."""
 
@@ -134,6 +147,7 @@ class RedisWire:
         path = parts.path.strip("/")
         self.db = int(path) if path else 0
         self.tls = parts.scheme == "rediss"
+        self.ssl_context = _ssl_context(dict(parse_qsl(parts.query))) if self.tls else None
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self._conn: _Connection | None = None
@@ -154,7 +168,8 @@ class RedisWire:
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
-        context = ssl.create_default_context() if self.tls else None
+        context = self.ssl_context
+        conn: _Connection | None = None
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, conn = await loop.create_connection(
@@ -162,15 +177,26 @@ class RedisWire:
                 )
                 if self.password is not None:
                     auth = (self.username, self.password) if self.username else (self.password,)
-                    self._check(await conn.send(_pack(("AUTH", *auth))))
+                    self._check_setup(await conn.send(_pack(("AUTH", *auth))))
                 if self.db:
-                    self._check(await conn.send(_pack(("SELECT", self.db))))
-        except (OSError, TimeoutError) as exc:
-            raise StoreUnavailable(
-                f"redis: cannot connect to {self.host}:{self.port}: {exc}"
-            ) from None
+                    self._check_setup(await conn.send(_pack(("SELECT", self.db))))
+        except BaseException as exc:
+            if conn is not None:
+                conn.close()
+            if isinstance(exc, OSError | TimeoutError):
+                raise StoreUnavailable(
+                    f"redis: cannot connect to {self.host}:{self.port}: {exc}"
+                ) from None
+            raise
         self._conn = conn
         return conn
+
+    @staticmethod
+    def _check_setup(reply: Any) -> None:
+        # A refused AUTH or SELECT (wrong password, no such db) leaves the store unusable,
+        # which clients must see as a 503, like any unreachable store.
+        if isinstance(reply, ReplyError):
+            raise StoreUnavailable(f"redis: connection set-up refused: {reply}")
 
     @staticmethod
     def _check(reply: Any) -> Any:

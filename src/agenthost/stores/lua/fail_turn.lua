@@ -1,24 +1,30 @@
 -- fail_turn: fenced; mark the turn failed (its user message stays in the record), release.
 -- KEYS: meta, turns, lease
--- ARGV: turn_id, fence, error_code, error_message, now, ttl_ms, channel
--- Returns the updated record JSON, or false when the lease is not ours.
+-- ARGV: turn_id, fence, tail_json, ttl_ms, channel
+--   tail_json = ',"updated_at":...,"response":null,"error":{...}}', encoded by Python
+-- Returns the updated record JSON, or false when the session or the lease is not ours.
 local meta, turns, lease = KEYS[1], KEYS[2], KEYS[3]
-if redis.call('GET', lease) ~= (ARGV[2] .. ':' .. ARGV[1]) then
+if redis.call('GET', lease) ~= (ARGV[2] .. ':' .. ARGV[1])
+    or redis.call('HGET', meta, 'fence') ~= ARGV[2] then
   return false
 end
 local raw = redis.call('HGET', turns, ARGV[1])
 if not raw then
   return false
 end
-local record = cjson.decode(raw)
-record['status'] = 'failed'
-record['error'] = {code = ARGV[3], message = ARGV[4]}
-record['updated_at'] = tonumber(ARGV[5])
-local encoded = cjson.encode(record)
-local ttl_ms = tonumber(ARGV[6])
+-- Records are msgspec JSON in field order (..., updated_at, response, error), and a quote
+-- inside a string value is escaped, so these literals only match the fields themselves.
+-- Splicing keeps every other byte as stored (cjson would round the floats to 14 digits).
+local cut = string.find(raw, ',"updated_at":', 1, true)
+if not cut then
+  return false
+end
+local encoded = string.gsub(string.sub(raw, 1, cut - 1), '"status":"%a+"',
+                            '"status":"failed"', 1) .. ARGV[3]
+local ttl_ms = tonumber(ARGV[4])
 redis.call('HSET', turns, ARGV[1], encoded)
 redis.call('DEL', lease)
 redis.call('PEXPIRE', meta, ttl_ms)
 redis.call('PEXPIRE', turns, ttl_ms)
-redis.call('SPUBLISH', ARGV[7], '1')
+redis.call('SPUBLISH', ARGV[5], '1')
 return encoded
