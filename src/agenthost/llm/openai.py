@@ -1,39 +1,110 @@
-"""Any OpenAI-compatible server through the official `openai` SDK (AsyncOpenAI).
+"""Any OpenAI-compatible server through the official `openai` SDK (`AsyncOpenAI`).
 
-Retries of 429, 5xx, connection errors and timeouts are the SDK's own: exponential backoff
-with jitter that honours `Retry-After`, bounded by `max_retries`. What still fails is raised
-as an `LLMError` with a clear code, which ends the turn as failed.
+Retries are ours, not the SDK's (it runs with `max_retries=0`): 429, 5xx, unreachable servers
+and timeouts are retried with jittered exponential backoff that waits at least what the
+server's `Retry-After` asks, at most `RetryPolicy.max_retries` times. A stream is retried only
+before its first text chunk: after that a retry would repeat text the caller already has.
+What still fails is raised as an `LLMError` subclass with a clear code.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import contextmanager
+import asyncio
+import email.utils
+import random
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, cast
 
+import msgspec
 import openai
 from openai.types.chat import ChatCompletionMessageParam
 
 from agenthost.llm.base import ChatMessage
-from agenthost.llm.errors import LLMError, LLMRateLimited, LLMTimeout, LLMUpstreamError
+from agenthost.llm.errors import (
+    LLMError,
+    LLMRateLimited,
+    LLMRejected,
+    LLMTimeout,
+    LLMUpstreamError,
+)
 
-__all__ = ["OpenAILLM"]
+__all__ = ["OpenAILLM", "RetryPolicy", "map_openai_error", "retry_after_s"]
 
 
-@contextmanager
-def _mapped_errors() -> Iterator[None]:
-    try:
-        yield
-    except openai.RateLimitError as exc:
-        raise LLMRateLimited(f"the LLM kept rate-limiting: {exc.message}") from exc
-    except openai.APITimeoutError as exc:
-        raise LLMTimeout("the LLM did not answer in time") from exc
-    except openai.APIConnectionError as exc:
-        raise LLMUpstreamError(f"cannot reach the LLM: {exc}") from exc
-    except openai.APIStatusError as exc:
-        if exc.status_code >= 500:
-            raise LLMUpstreamError(f"the LLM failed ({exc.status_code}): {exc.message}") from exc
-        raise LLMError(f"the LLM refused the request ({exc.status_code}): {exc.message}") from exc
+class RetryPolicy(msgspec.Struct, kw_only=True, frozen=True):
+    """How an `OpenAILLM` retries a failed call; times in seconds.
+
+    The n-th retry waits a random time between half and all of
+    `min(max_backoff_s, initial_backoff_s * 2**n)`, or the server's Retry-After if that is
+    longer. A Retry-After above `max_retry_after_s` is not waited for: the call fails at once.
+    """
+
+    max_retries: int = 3
+    initial_backoff_s: float = 0.5
+    max_backoff_s: float = 8.0
+    max_retry_after_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+        if min(self.initial_backoff_s, self.max_backoff_s, self.max_retry_after_s) < 0:
+            raise ValueError("backoff times must be >= 0")
+
+    def backoff_s(self, retry: int, retry_after_s: float | None = None) -> float:
+        """The wait before retry number `retry` (0-based)."""
+        ceiling = min(self.max_backoff_s, self.initial_backoff_s * 2.0 ** min(retry, 32))
+        # Jitter spreads the retries of many sessions hit by the same outage.
+        delay = ceiling * (0.5 + random.random() / 2)
+        return max(delay, retry_after_s or 0.0)
+
+
+def retry_after_s(headers: Mapping[str, str]) -> float | None:
+    """The wait a response asks for: `retry-after-ms`, or `retry-after` in seconds or as an
+    HTTP date; None when absent or unreadable."""
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) / scale
+        except ValueError:
+            if scale == 1000.0:
+                continue
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                return None
+            seconds = when.timestamp() - time.time()
+        if seconds == seconds and seconds != float("inf"):  # not NaN, not inf
+            return max(0.0, seconds)
+    return None
+
+
+def map_openai_error(exc: openai.OpenAIError) -> LLMError:
+    """The `LLMError` for an SDK error, with the SDK error as its cause."""
+    error: LLMError
+    if isinstance(exc, openai.APITimeoutError):
+        error = LLMTimeout("the LLM did not answer in time")
+    elif isinstance(exc, openai.APIConnectionError):
+        error = LLMUpstreamError(f"cannot reach the LLM: {exc.message}")
+    elif isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        retry_after = retry_after_s(exc.response.headers)
+        text = f"the LLM answered {status}: {exc.message}"
+        if status == 429:
+            error = LLMRateLimited(text, upstream_status=status, upstream_retry_after=retry_after)
+        elif status >= 500 or status == 408:
+            error = LLMUpstreamError(text, upstream_status=status, upstream_retry_after=retry_after)
+        else:
+            error = LLMRejected(text, upstream_status=status)
+    elif isinstance(exc, openai.APIError):
+        # An error event inside a stream, or a body the SDK could not read.
+        error = LLMUpstreamError(f"the LLM failed: {exc.message}")
+    else:
+        error = LLMError(f"the LLM call failed: {exc}")
+    error.__cause__ = exc
+    return error
 
 
 def _params(messages: Sequence[ChatMessage]) -> list[ChatCompletionMessageParam]:
@@ -41,7 +112,11 @@ def _params(messages: Sequence[ChatMessage]) -> list[ChatCompletionMessageParam]
 
 
 class OpenAILLM:
-    """An `LLMClient` for `base_url` (e.g. `https://api.openai.com/v1`)."""
+    """An `LLMClient` for an OpenAI-compatible `base_url` (e.g. `https://api.openai.com/v1`).
+
+    `timeout` bounds each attempt; `options` of `complete`/`stream` (temperature, max_tokens,
+    ...) go to `chat.completions.create` as they are. `retries` counts retries made so far.
+    """
 
     def __init__(
         self,
@@ -50,37 +125,78 @@ class OpenAILLM:
         model: str,
         api_key: str | None = None,
         timeout: float = 60.0,
-        max_retries: int = 3,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.model = model
         self.base_url = base_url
+        self.retry = retry or RetryPolicy()
+        self.retries = 0
         self._client = openai.AsyncOpenAI(
             base_url=base_url,
-            api_key=api_key or "not-needed",
+            # A local server needs no key, but the SDK refuses to start without one.
+            api_key=api_key or "unused",
             timeout=timeout,
-            max_retries=max_retries,
+            max_retries=0,
         )
 
+    async def _wait_or_raise(self, exc: openai.OpenAIError, attempt: int) -> None:
+        """Sleep before the next attempt, or raise the mapped error if none is due."""
+        error = map_openai_error(exc)
+        policy = self.retry
+        retry_after = error.upstream_retry_after
+        if (
+            not error.retryable
+            or attempt >= policy.max_retries
+            or (retry_after is not None and retry_after > policy.max_retry_after_s)
+        ):
+            if attempt:
+                error.args = (f"{error.message} (after {attempt} retries)",)
+            raise error
+        self.retries += 1
+        await asyncio.sleep(policy.backoff_s(attempt, retry_after))
+
     async def complete(self, messages: Sequence[ChatMessage], **options: Any) -> str:
-        with _mapped_errors():
-            response = await self._client.chat.completions.create(
-                model=self.model, messages=_params(messages), stream=False, **options
-            )
+        params = _params(messages)
+        attempt = 0
+        while True:
+            try:
+                response = await self._client.chat.completions.create(
+                    model=self.model, messages=params, stream=False, **options
+                )
+                break
+            except openai.OpenAIError as exc:
+                await self._wait_or_raise(exc, attempt)
+                attempt += 1
         if not response.choices:
-            raise LLMError("the LLM answered with no choices")
+            raise LLMUpstreamError("the LLM answered with no choices")
         return response.choices[0].message.content or ""
 
     async def stream(self, messages: Sequence[ChatMessage], **options: Any) -> AsyncIterator[str]:
-        with _mapped_errors():
-            chunks = await self._client.chat.completions.create(
-                model=self.model,
-                messages=_params(messages),
-                stream=True,
-                **options,
-            )
-            async for chunk in chunks:
-                if chunk.choices and chunk.choices[0].delta.content:
-                    yield chunk.choices[0].delta.content
+        params = _params(messages)
+        attempt = 0
+        while True:
+            started = False
+            try:
+                chunks = await self._client.chat.completions.create(
+                    model=self.model, messages=params, stream=True, **options
+                )
+                # The context closes the HTTP response even when the caller stops early.
+                async with chunks:
+                    async for chunk in chunks:
+                        if chunk.choices:
+                            text = chunk.choices[0].delta.content
+                            if text:
+                                started = True
+                                yield text
+                return
+            except openai.OpenAIError as exc:
+                if started:
+                    raise map_openai_error(exc) from exc
+                await self._wait_or_raise(exc, attempt)
+                attempt += 1
 
     async def close(self) -> None:
         await self._client.close()
+
+    def __repr__(self) -> str:
+        return f"OpenAILLM({self.base_url!r}, model={self.model!r})"
