@@ -8,6 +8,8 @@ both with the default.
 from __future__ import annotations
 
 import importlib
+import inspect
+import typing
 from typing import Annotated, Any
 
 import typer
@@ -42,70 +44,54 @@ def _opt(field: str) -> Any:
     )
 
 
-@app.command()
-def serve(
-    app_spec: Annotated[
-        str | None,
-        typer.Argument(
-            metavar="[APP]",
-            envvar=env_name("app"),
-            help=SETTINGS_HELP["app"],
-            show_envvar=True,
-        ),
-    ] = None,
-    host: Annotated[str, _opt("host")] = _D.host,
-    port: Annotated[int, _opt("port")] = _D.port,
-    store: Annotated[str, _opt("store")] = _D.store,
-    llm: Annotated[str, _opt("llm")] = _D.llm,
-    llm_model: Annotated[str | None, _opt("llm_model")] = _D.llm_model,
-    llm_api_key: Annotated[str | None, _opt("llm_api_key")] = _D.llm_api_key,
-    session_ttl: Annotated[float, _opt("session_ttl")] = _D.session_ttl,
-    history_window: Annotated[int, _opt("history_window")] = _D.history_window,
-    max_body_bytes: Annotated[int, _opt("max_body_bytes")] = _D.max_body_bytes,
-    admin_token: Annotated[str | None, _opt("admin_token")] = _D.admin_token,
-    lease_ttl: Annotated[float, _opt("lease_ttl")] = _D.lease_ttl,
-    enqueue_timeout: Annotated[float, _opt("enqueue_timeout")] = _D.enqueue_timeout,
-    turn_timeout: Annotated[float, _opt("turn_timeout")] = _D.turn_timeout,
-    max_inflight_turns: Annotated[int, _opt("max_inflight_turns")] = _D.max_inflight_turns,
-    drain_timeout: Annotated[float, _opt("drain_timeout")] = _D.drain_timeout,
-    broker: Annotated[str | None, _opt("broker")] = _D.broker,
-    stream_ttl: Annotated[float, _opt("stream_ttl")] = _D.stream_ttl,
-    chunk_coalesce_ms: Annotated[float, _opt("chunk_coalesce_ms")] = _D.chunk_coalesce_ms,
-    ws_send_buffer: Annotated[int, _opt("ws_send_buffer")] = _D.ws_send_buffer,
-    ws_idle_timeout: Annotated[float, _opt("ws_idle_timeout")] = _D.ws_idle_timeout,
-    log_level: Annotated[str, _opt("log_level")] = _D.log_level,
-) -> None:
+def _serve(**values: Any) -> None:
     """Run the agenthost server (uvicorn, uvloop, httptools) for the agent APP."""
     from agenthost.server import run
 
     try:
-        settings = Settings(
-            app=app_spec,
-            host=host,
-            port=port,
-            store=store,
-            llm=llm,
-            llm_model=llm_model,
-            llm_api_key=llm_api_key,
-            session_ttl=session_ttl,
-            history_window=history_window,
-            max_body_bytes=max_body_bytes,
-            admin_token=admin_token,
-            lease_ttl=lease_ttl,
-            enqueue_timeout=enqueue_timeout,
-            turn_timeout=turn_timeout,
-            max_inflight_turns=max_inflight_turns,
-            drain_timeout=drain_timeout,
-            broker=broker,
-            stream_ttl=stream_ttl,
-            chunk_coalesce_ms=chunk_coalesce_ms,
-            ws_send_buffer=ws_send_buffer,
-            ws_idle_timeout=ws_idle_timeout,
-            log_level=log_level,
-        )
+        settings = Settings(**values)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     run(settings)
+
+
+def _serve_parameters() -> list[inspect.Parameter]:
+    """One option per Settings field (the agent spec is the positional APP): adding a field
+    to Settings adds its flag and env var here."""
+    hints = typing.get_type_hints(Settings)
+    params = [
+        inspect.Parameter(
+            "app",
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            annotation=Annotated[
+                hints["app"],
+                typer.Argument(
+                    metavar="[APP]",
+                    envvar=env_name("app"),
+                    help=SETTINGS_HELP["app"],
+                    show_envvar=True,
+                ),
+            ],
+            default=_D.app,
+        )
+    ]
+    for field in Settings.__struct_fields__:
+        if field == "app":
+            continue
+        params.append(
+            inspect.Parameter(
+                field,
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=Annotated[hints[field], _opt(field)],
+                default=getattr(_D, field),
+            )
+        )
+    return params
+
+
+_serve.__signature__ = inspect.Signature(_serve_parameters())  # type: ignore[attr-defined]
+_serve.__annotations__ = {p.name: p.annotation for p in _serve_parameters()}
+serve = app.command("serve")(_serve)
 
 
 _OPTIONAL_COMMANDS = (
