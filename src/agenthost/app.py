@@ -32,6 +32,7 @@ from agenthost.errors import (
     AgentHostError,
     BadRequest,
     InvalidJSON,
+    JSONTooDeep,
     PayloadTooLarge,
     SessionNotFound,
     TurnNotFound,
@@ -39,6 +40,7 @@ from agenthost.errors import (
     ValidationFailed,
 )
 from agenthost.ids import check_session_id, check_turn_id, new_session_id, new_turn_id
+from agenthost.limits import InputLimits
 from agenthost.llm import create_llm
 from agenthost.llm.base import LLMClient
 from agenthost.metrics import Metrics
@@ -99,6 +101,8 @@ class _Decoder:
             raise ValidationFailed(str(exc)) from None
         except msgspec.DecodeError as exc:
             raise InvalidJSON(f"the body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise JSONTooDeep("the body's JSON nests too deeply") from None
 
 
 class API:
@@ -106,6 +110,7 @@ class API:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.limits = InputLimits.from_settings(settings)
         self.engine: TurnEngine | None = None
         self.drain: Drain | None = None
         self._broker: StreamBroker | None = None
@@ -145,6 +150,7 @@ class API:
     async def create_session(self, request: Request) -> Response:
         body = await self._body(request)
         req = self._create_decoder(body) if body.strip() else CreateSession()
+        self.limits.check_metadata(req.metadata)
         session_id = req.session_id or new_session_id()
         info = await self.store.create_session(session_id, req.metadata, self.settings.session_ttl)
         return _json(msgspec.convert(info, SessionOut, from_attributes=True), 201)
@@ -194,6 +200,7 @@ class API:
                 accept = value
         body = await read_body(receive, declared, self.settings.max_body_bytes)
         req: TurnRequest = self._turn_decoder(body)
+        self.limits.check_turn(req.message, req.metadata)
         if req.stream or b"text/event-stream" in accept:
             await self._stream_turn(session_id, turn_id, req)(scope, receive, send)
             return
@@ -329,6 +336,7 @@ class API:
     async def chat(self, request: Request) -> Response:
         session_id = self._session_id(request)
         req: ChatRequest = self._chat_decoder(await self._body(request))
+        self.limits.check_message(req.message)
         record = await self._engine.run_turn(
             session_id, req.message, turn_id=self._idempotency_key(request)
         )

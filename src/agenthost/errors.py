@@ -9,11 +9,19 @@ from __future__ import annotations
 __all__ = [
     "AgentError",
     "AgentHostError",
+    "BadFrame",
     "BadRequest",
+    "BinaryFrame",
     "Draining",
+    "FrameRateExceeded",
+    "FrameTooLarge",
     "InvalidJSON",
     "InvalidSessionId",
+    "JSONTooDeep",
     "LeaseLost",
+    "MessageTooLong",
+    "MetadataTooDeep",
+    "MetadataTooLarge",
     "NotFound",
     "Overloaded",
     "PayloadTooLarge",
@@ -65,6 +73,18 @@ class InvalidSessionId(BadRequest):
     code = "invalid_session_id"
 
 
+class JSONTooDeep(BadRequest):
+    """The JSON nests deeper than the decoder follows (about a thousand levels)."""
+
+    code = "json_too_deep"
+
+
+class BadFrame(BadRequest):
+    """A WebSocket frame is not a JSON client frame (`turn` or `resume`) of the right shape."""
+
+    code = "bad_frame"
+
+
 class Unauthorized(AgentHostError):
     """Missing or wrong credentials."""
 
@@ -114,11 +134,52 @@ class PayloadTooLarge(AgentHostError):
     code = "payload_too_large"
 
 
+class MessageTooLong(PayloadTooLarge):
+    """The message is longer than the configured limit (--max-message-chars)."""
+
+    code = "message_too_long"
+
+
+class MetadataTooLarge(PayloadTooLarge):
+    """The metadata, encoded as JSON, is larger than the limit (--max-metadata-bytes)."""
+
+    code = "metadata_too_large"
+
+
+class FrameTooLarge(PayloadTooLarge):
+    """A WebSocket frame is larger than the limit (--ws-max-frame-bytes); the connection is
+    closed with 1009."""
+
+    code = "frame_too_large"
+
+
 class ValidationFailed(AgentHostError):
     """The JSON is well formed but a field is missing, of the wrong type or out of range."""
 
     status = 422
     code = "validation_error"
+
+
+class MetadataTooDeep(ValidationFailed):
+    """The metadata nests deeper than the limit (--max-metadata-depth)."""
+
+    code = "metadata_too_deep"
+
+
+class BinaryFrame(AgentHostError):
+    """A binary WebSocket frame: client frames are JSON text; the connection is closed with
+    1003."""
+
+    status = 415
+    code = "binary_frame"
+
+
+class FrameRateExceeded(AgentHostError):
+    """A WebSocket client sent frames faster than the limit (--ws-max-frames-per-s); the
+    connection is closed with 1008."""
+
+    status = 429
+    code = "frame_rate_exceeded"
 
 
 class AgentError(AgentHostError):

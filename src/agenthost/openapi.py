@@ -26,12 +26,15 @@ _STATUS_TEXT = {
     200: "OK",
     201: "Created",
     204: "No Content",
-    400: "Bad request: malformed JSON, bad id",
+    400: "Bad request: malformed JSON (invalid_json), JSON nested too deeply (json_too_deep), "
+    "bad id (invalid_session_id, bad_request)",
     401: "Missing or wrong credentials",
     404: "Not found",
     409: "Conflict: session busy, exists, or turn interrupted",
-    413: "Body larger than the limit",
-    422: "A field is missing, of the wrong type or out of range",
+    413: "Over a size limit: the body (payload_too_large), the message (message_too_long) or "
+    "the metadata encoded as JSON (metadata_too_large)",
+    422: "A field is missing, of the wrong type or out of range (validation_error), or the "
+    "metadata nests too deeply (metadata_too_deep)",
     429: "Rate limited (see Retry-After)",
     502: "The agent or its LLM failed; the turn is recorded as failed",
     503: "Unavailable: store down, draining or overloaded (see Retry-After)",

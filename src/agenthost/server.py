@@ -45,7 +45,7 @@ def run(settings: Settings) -> None:
         loop="uvloop",
         http="httptools",
         ws="websockets-sansio",
-        ws_max_size=settings.max_body_bytes,
+        ws_max_size=settings.ws_max_frame_bytes,  # larger frames: closed with 1009
         ws_ping_interval=20.0,  # heartbeats: a dead peer is noticed within 40 s
         ws_ping_timeout=20.0,
         lifespan="on",

@@ -30,6 +30,11 @@ class Settings(msgspec.Struct, kw_only=True):
     session_ttl: float = 3600.0
     history_window: int = 50
     max_body_bytes: int = 1024 * 1024
+    max_message_chars: int = 32_000
+    max_metadata_bytes: int = 16 * 1024
+    max_metadata_depth: int = 8
+    ws_max_frame_bytes: int = 256 * 1024
+    ws_max_frames_per_s: float = 20.0
     admin_token: str | None = None
     lease_ttl: float = 10.0
     enqueue_timeout: float = 30.0
@@ -53,6 +58,16 @@ class Settings(msgspec.Struct, kw_only=True):
             problems.append("history_window must be >= 0")
         if self.max_body_bytes < 1024:
             problems.append("max_body_bytes must be >= 1024")
+        if self.max_message_chars < 1:
+            problems.append("max_message_chars must be >= 1")
+        if self.max_metadata_bytes < 2:
+            problems.append("max_metadata_bytes must be >= 2 (room for {})")
+        if self.max_metadata_depth < 1:
+            problems.append("max_metadata_depth must be >= 1")
+        if self.ws_max_frame_bytes < 1024:
+            problems.append("ws_max_frame_bytes must be >= 1024")
+        if not self.ws_max_frames_per_s > 0:
+            problems.append("ws_max_frames_per_s must be > 0")
         if self.lease_ttl < 0.2:
             problems.append("lease_ttl must be >= 0.2 seconds")
         if self.enqueue_timeout < 0:
@@ -116,6 +131,16 @@ SETTINGS_HELP: dict[str, str] = {
     "session_ttl": "Seconds a session lives after its last turn (applies to all its data).",
     "history_window": "How many of the newest messages are handed to the agent each turn.",
     "max_body_bytes": "Largest request body accepted; larger gets 413.",
+    "max_message_chars": "Longest message (in characters) a turn may carry; longer gets "
+    "413 message_too_long (a WebSocket turn: an error frame).",
+    "max_metadata_bytes": "Largest metadata object, encoded as JSON, a session or turn may "
+    "carry; larger gets 413 metadata_too_large.",
+    "max_metadata_depth": "Deepest nesting of objects and arrays in metadata (the metadata "
+    "object itself is level 1); deeper gets 422 metadata_too_deep.",
+    "ws_max_frame_bytes": "Largest WebSocket frame a client may send; a larger one closes the "
+    "connection with 1009 (message too big).",
+    "ws_max_frames_per_s": "Frames per second a WebSocket client may send (a token bucket "
+    "holding one second's worth); faster closes the connection with 1008.",
     "admin_token": "Token for /admin routes (Authorization: Bearer TOKEN). Unset: disabled.",
     "lease_ttl": "Seconds a session lease lives without renewal; a turn whose process died "
     "can be retried after this. Renewed every third of it while the agent runs.",

@@ -10,6 +10,20 @@ Each connection has a bounded send buffer: a client that cannot keep up is close
 4001 (`slow_consumer`) instead of growing the server's memory. A connection idle for
 `--ws-idle-timeout` is closed with 1000. While the process drains, new connections are
 refused and open ones are closed with 1012 once their turns are done.
+
+A frame that is not a usable client frame (bad JSON, wrong shape, unknown type, bad id, a
+message or metadata over its limit) gets an error frame and the connection stays. A client
+that breaks the transport's rules gets an error frame, then the connection is closed:
+
+| close code | reason | when |
+|---|---|---|
+| 1000 | normal | the client closed, or the connection idled for --ws-idle-timeout |
+| 1003 | `binary_frame` | a binary frame: client frames are JSON text |
+| 1008 | `frame_rate_exceeded` | more frames than --ws-max-frames-per-s (token bucket) |
+| 1009 | `frame_too_large` | a frame over --ws-max-frame-bytes (under uvicorn, its own reason) |
+| 1012 | service restart | the process drains: reconnect, to another process |
+| 4001 | `slow_consumer` | the client read too slowly: its send buffer filled |
+| 4004 | `invalid_session_id` | the session id in the URL is not valid |
 """
 
 from __future__ import annotations
@@ -17,28 +31,46 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from agenthost.brokers.base import StreamEvent
-from agenthost.errors import AgentHostError, BadRequest
+from agenthost.errors import (
+    AgentHostError,
+    BadFrame,
+    BinaryFrame,
+    FrameRateExceeded,
+    FrameTooLarge,
+    JSONTooDeep,
+)
 from agenthost.ids import check_session_id, check_turn_id, new_turn_id
+from agenthost.limits import FrameRateLimiter, InputLimits
 from agenthost.streaming import TurnStream
 
 if TYPE_CHECKING:
     from agenthost.app import API
 
-__all__ = ["CLOSE_SLOW_CONSUMER", "WebSocketSession"]
+__all__ = ["CLOSE_SLOW_CONSUMER", "ClientFrame", "WebSocketSession", "parse_frame"]
 
+CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_MESSAGE_TOO_BIG = 1009
+CLOSE_SERVICE_RESTART = 1012
 CLOSE_SLOW_CONSUMER = 4001
 CLOSE_BAD_SESSION = 4004
-CLOSE_SERVICE_RESTART = 1012
+
+# Errors that end the connection (after their error frame), with the close code each gets.
+CLOSING_ERRORS: dict[type[AgentHostError], int] = {
+    BinaryFrame: CLOSE_UNSUPPORTED_DATA,
+    FrameRateExceeded: CLOSE_POLICY_VIOLATION,
+    FrameTooLarge: CLOSE_MESSAGE_TOO_BIG,
+}
 
 
 class TurnFrame(msgspec.Struct, tag="turn", forbid_unknown_fields=True):
-    message: str
+    message: Annotated[str, msgspec.Meta(min_length=1)]
     turn_id: str | None = None
     metadata: dict[str, Any] | None = None
     on_busy: Literal["reject", "enqueue", "interrupt"] = "enqueue"
@@ -46,10 +78,38 @@ class TurnFrame(msgspec.Struct, tag="turn", forbid_unknown_fields=True):
 
 class ResumeFrame(msgspec.Struct, tag="resume", forbid_unknown_fields=True):
     turn_id: str
-    after: int = 0
+    after: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
-_decode_frame = msgspec.json.Decoder(TurnFrame | ResumeFrame).decode
+ClientFrame = TurnFrame | ResumeFrame
+_decode_frame = msgspec.json.Decoder(ClientFrame).decode
+
+
+def parse_frame(data: str | bytes, limits: InputLimits, max_frame_bytes: int) -> ClientFrame:
+    """A received frame as a typed client frame with valid ids, within the input limits.
+
+    Raises only AgentHostError: BinaryFrame, FrameTooLarge, BadFrame (not JSON, wrong shape,
+    unknown type), JSONTooDeep, BadRequest (a bad turn id), MessageTooLong,
+    MetadataTooLarge or MetadataTooDeep.
+    """
+    if not isinstance(data, str):
+        raise BinaryFrame("binary frames are not accepted: send JSON as text frames")
+    size = len(data) if data.isascii() else len(data.encode("utf-8", "surrogatepass"))
+    if size > max_frame_bytes:
+        raise FrameTooLarge(f"the frame is {size} bytes; the limit is {max_frame_bytes}")
+    try:
+        frame: ClientFrame = _decode_frame(data)
+    except (msgspec.DecodeError, UnicodeEncodeError) as exc:
+        raise BadFrame(str(exc)) from None
+    except RecursionError:
+        raise JSONTooDeep("the frame's JSON nests too deeply") from None
+    if frame.turn_id is not None:
+        check_turn_id(frame.turn_id)
+    if isinstance(frame, TurnFrame):
+        limits.check_turn(frame.message, frame.metadata)
+    return frame
+
+
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
 
@@ -66,6 +126,11 @@ class WebSocketSession:
         self.idle_timeout = settings.ws_idle_timeout
         self.tasks: set[asyncio.Task[None]] = set()
         self.closing: int | None = None
+        self.close_reason = ""
+        self.last_frame: bytes | None = None
+        self.limits = api.limits
+        self.max_frame_bytes = settings.ws_max_frame_bytes
+        self.frame_rate = FrameRateLimiter(settings.ws_max_frames_per_s)
 
     # -- sending ----------------------------------------------------------------------------
 
@@ -75,11 +140,15 @@ class WebSocketSession:
         try:
             self.outgoing.put_nowait(_encode(frame))
         except asyncio.QueueFull:
-            self.close(CLOSE_SLOW_CONSUMER)
+            self.close(CLOSE_SLOW_CONSUMER, "slow_consumer")
 
-    def close(self, code: int) -> None:
+    def close(self, code: int, reason: str = "", last_frame: bytes | None = None) -> None:
+        """Close with `code` once the sender gets to it, dropping what is queued; the sender
+        sends `last_frame` (an error frame saying why) first."""
         if self.closing is None:
             self.closing = code
+            self.close_reason = reason
+            self.last_frame = last_frame
             # Unblock the sender whatever the buffer holds: the close goes out next.
             while not self.outgoing.empty():
                 self.outgoing.get_nowait()
@@ -89,7 +158,19 @@ class WebSocketSession:
         while (data := await self.outgoing.get()) is not None:
             await self.ws.send_text(data.decode())
         with contextlib.suppress(Exception):
-            await self.ws.close(self.closing or 1000)
+            if self.last_frame is not None:
+                await self.ws.send_text(self.last_frame.decode())
+            await self.ws.close(self.closing or 1000, self.close_reason)
+
+    def refuse(self, exc: AgentHostError) -> None:
+        """Answer a frame that failed: an error frame, and for a transport-rule breach
+        (CLOSING_ERRORS) the close that follows it."""
+        error = {"type": "error", "code": exc.code, "message": exc.message}
+        close_code = CLOSING_ERRORS.get(type(exc))
+        if close_code is None:
+            self.send(error)
+        else:
+            self.close(close_code, exc.code, _encode(error))
 
     # -- turns ------------------------------------------------------------------------------
 
@@ -120,9 +201,7 @@ class WebSocketSession:
                        "message": "this process is draining; reconnect"})  # fmt: skip
             self.close(CLOSE_SERVICE_RESTART)
             return
-        turn_id = check_turn_id(frame.turn_id) if frame.turn_id else new_turn_id()
-        if not frame.message:
-            raise BadRequest("message must not be empty")
+        turn_id = frame.turn_id or new_turn_id()
         stream = TurnStream(
             self.api.broker, self.session_id, turn_id, self.api.settings.chunk_coalesce_ms / 1000
         )
@@ -152,10 +231,16 @@ class WebSocketSession:
         self._start(self._forward(turn_id, events))
 
     def _resume(self, frame: ResumeFrame) -> None:
-        turn_id = check_turn_id(frame.turn_id)
+        turn_id = frame.turn_id
 
         async def resume() -> None:
-            events = await self.api.turn_events(self.session_id, turn_id, frame.after)
+            try:
+                events = await self.api.turn_events(self.session_id, turn_id, frame.after)
+            except AgentHostError as exc:
+                # e.g. a resume of a turn never started: say so rather than stay silent.
+                self.send({"type": "error", "code": exc.code, "message": exc.message,
+                           "turn_id": turn_id})  # fmt: skip
+                return
             await self._forward(turn_id, events)
 
         self._start(resume())
@@ -168,23 +253,26 @@ class WebSocketSession:
             while self.closing is None:
                 try:
                     async with asyncio.timeout(self.idle_timeout):
-                        text = await self.ws.receive_text()
+                        message = await self.ws.receive()
                 except TimeoutError:
                     if not self.tasks:
                         self.close(1000)
                     continue
-                except (WebSocketDisconnect, RuntimeError, KeyError):
+                except (WebSocketDisconnect, RuntimeError):
+                    break
+                if message["type"] == "websocket.disconnect":
                     break
                 try:
-                    frame = _decode_frame(text)
+                    self.frame_rate.take()
+                    text = message.get("text")
+                    data = message.get("bytes", b"") if text is None else text
+                    frame = parse_frame(data, self.limits, self.max_frame_bytes)
                     if isinstance(frame, TurnFrame):
                         self._turn(frame)
                     else:
                         self._resume(frame)
-                except msgspec.DecodeError as exc:
-                    self.send({"type": "error", "code": "bad_frame", "message": str(exc)})
                 except AgentHostError as exc:
-                    self.send({"type": "error", "code": exc.code, "message": exc.message})
+                    self.refuse(exc)
         finally:
             for task in list(self.tasks):
                 task.cancel()
@@ -198,7 +286,7 @@ async def websocket_endpoint(api: API, ws: WebSocket, on_open: Callable[[int], N
     try:
         session_id = check_session_id(ws.path_params["session_id"])
     except AgentHostError:
-        await ws.close(CLOSE_BAD_SESSION)
+        await ws.close(CLOSE_BAD_SESSION, "invalid_session_id")
         return
     engine = api.engine
     if engine is None or engine.draining:
