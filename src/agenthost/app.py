@@ -43,6 +43,7 @@ from agenthost.ids import check_session_id, check_turn_id, new_session_id, new_t
 from agenthost.limits import InputLimits
 from agenthost.llm import create_llm
 from agenthost.llm.base import LLMClient
+from agenthost.llm.cache import cached_llm
 from agenthost.metrics import Metrics
 from agenthost.openapi import Endpoint, Param, docs_html, openapi_document
 from agenthost.settings import Settings, broker_url
@@ -522,6 +523,14 @@ def build_app(
         the_llm = llm or create_llm(
             settings.llm, model=settings.llm_model, api_key=settings.llm_api_key
         )
+        if settings.llm_cache:
+            the_llm = cached_llm(
+                the_llm,
+                settings.llm_cache,
+                ttl_s=settings.llm_cache_ttl,
+                upstream=settings.llm,
+                store_url=settings.store,
+            )
         the_agent = agent or load_agent(settings.app)
         await the_store.open()
         broker = create_broker(broker_url(settings), stream_ttl=settings.stream_ttl)

@@ -27,6 +27,8 @@ class Settings(msgspec.Struct, kw_only=True):
     llm: str = "sim://"
     llm_model: str | None = None
     llm_api_key: str | None = None
+    llm_cache: str | None = None
+    llm_cache_ttl: float = 300.0
     session_ttl: float = 3600.0
     history_window: int = 50
     max_body_bytes: int = 1024 * 1024
@@ -74,6 +76,15 @@ class Settings(msgspec.Struct, kw_only=True):
             problems.append("enqueue_timeout must be >= 0")
         if self.turn_timeout <= 0:
             problems.append("turn_timeout must be > 0")
+        if self.llm_cache_ttl <= 0:
+            problems.append("llm_cache_ttl must be > 0 seconds")
+        if self.llm_cache is not None:
+            cache_scheme = self.llm_cache.split("://", 1)[0].lower()
+            if cache_scheme == "redis" and "://" not in self.llm_cache:
+                if not self.store.lower().startswith("redis"):
+                    problems.append("llm_cache=redis (the store's Redis) needs a Redis store")
+            elif cache_scheme not in ("memory", "redis", "rediss", "redis+cluster"):
+                problems.append("llm_cache must be memory://, redis://... or redis")
         if self.stream_ttl <= 0:
             problems.append("stream_ttl must be > 0")
         if self.chunk_coalesce_ms < 0:
@@ -128,6 +139,10 @@ SETTINGS_HELP: dict[str, str] = {
     "sets its speed) or an OpenAI-compatible base URL like https://host/v1.",
     "llm_model": "Model name sent to an OpenAI-compatible LLM.",
     "llm_api_key": "API key for an OpenAI-compatible LLM.",
+    "llm_cache": "Cache of deterministic LLM answers (temperature 0), with one upstream call "
+    "for identical requests in flight: memory:// (this process), redis://host:port/db "
+    "(shared by the fleet) or redis (the store's Redis). Unset: off.",
+    "llm_cache_ttl": "Seconds a cached LLM answer is served.",
     "session_ttl": "Seconds a session lives after its last turn (applies to all its data).",
     "history_window": "How many of the newest messages are handed to the agent each turn.",
     "max_body_bytes": "Largest request body accepted; larger gets 413.",
