@@ -49,7 +49,7 @@ from agenthost.openapi import Endpoint, Param, docs_html, openapi_document
 from agenthost.settings import Settings, broker_url
 from agenthost.stores import SessionStore, create_store
 from agenthost.stores.base import TurnError, TurnRecord
-from agenthost.streaming import TurnStream
+from agenthost.streamed_turns import start_streamed_turn
 from agenthost.websocket import CLOSE_SERVICE_RESTART, WebSocketSession, websocket_endpoint
 from agenthost.wire import (
     ChatRequest,
@@ -190,7 +190,7 @@ class API:
         """POST /v1/sessions/{session_id}/turns as a plain ASGI endpoint: the turn is the hot
         path, so it skips building a Request and a Response object."""
         session_id = check_session_id(scope["path_params"]["session_id"])
-        turn_id = declared = None
+        turn_id = declared = last_event_id = None
         accept = b""
         for name, value in scope["headers"]:
             if name == b"idempotency-key":
@@ -199,19 +199,28 @@ class API:
                 declared = value.decode("latin-1")
             elif name == b"accept":
                 accept = value
+            elif name == b"last-event-id":
+                last_event_id = value.decode("latin-1")
         body = await read_body(receive, declared, self.settings.max_body_bytes)
         req: TurnRequest = self._turn_decoder(body)
         self.limits.check_turn(req.message, req.metadata)
         if req.stream or b"text/event-stream" in accept:
-            await self._stream_turn(session_id, turn_id, req)(scope, receive, send)
+            after = _event_number(last_event_id)
+            response = await self._stream_turn(session_id, turn_id, req, after)
+            await response(scope, receive, send)
             return
-        record = await self._engine.run_turn(
-            session_id,
-            req.message,
-            turn_id=turn_id,
-            metadata=req.metadata,
-            on_busy=req.on_busy,
-        )
+        if req.on_disconnect == "cancel":
+            record = await self._run_until_disconnect(session_id, turn_id, req, receive)
+            if record is None:
+                return  # the client left; nobody to answer
+        else:
+            record = await self._engine.run_turn(
+                session_id,
+                req.message,
+                turn_id=turn_id,
+                metadata=req.metadata,
+                on_busy=req.on_busy,
+            )
         payload = _encode(_turn_out(record))
         await send(
             {
@@ -225,44 +234,75 @@ class API:
         )
         await send({"type": "http.response.body", "body": payload})
 
-    def _stream_turn(self, session_id: str, turn_id: str | None, req: TurnRequest) -> Response:
+    async def _run_until_disconnect(
+        self, session_id: str, turn_id: str | None, req: TurnRequest, receive: Receive
+    ) -> TurnRecord | None:
+        """A non-streamed turn with `on_disconnect=cancel`: stopped if the client leaves."""
+        engine = self._engine
+        turn_id = turn_id or new_turn_id()
+        task = asyncio.ensure_future(
+            engine.run_turn(
+                session_id,
+                req.message,
+                turn_id=turn_id,
+                metadata=req.metadata,
+                on_busy=req.on_busy,
+            )
+        )
+        gone = False
+
+        async def watch() -> None:
+            nonlocal gone
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone = True
+            if not engine.cancel_turn(session_id, turn_id, "the client disconnected"):
+                task.cancel()
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            return await task
+        except (asyncio.CancelledError, AgentHostError):
+            if gone:
+                return None
+            raise
+        finally:
+            watcher.cancel()
+
+    async def _stream_turn(
+        self, session_id: str, turn_id: str | None, req: TurnRequest, after: int
+    ) -> Response:
         """SSE for one turn: numbered `chunk` events as the agent writes, then `done` or
         `error`. The turn runs in its own task and publishes to the stream broker, so it
-        finishes and commits even if the client leaves, and the client can resume with
-        GET .../turns/{turn_id}/stream on any process."""
-        self._engine.check_admission()
-        turn_id = turn_id or new_turn_id()
-        stream = TurnStream(
-            self.broker, session_id, turn_id, self.settings.chunk_coalesce_ms / 1000
+        finishes and commits even if the client leaves (unless `on_disconnect=cancel`); the
+        client resumes on any process by sending the same request again with its
+        `Idempotency-Key` and `Last-Event-ID`, or with GET .../turns/{turn_id}/stream."""
+        streamed = await start_streamed_turn(
+            self,
+            session_id,
+            turn_id,
+            req.message,
+            metadata=req.metadata,
+            on_busy=req.on_busy,
+            after=after,
         )
-
-        async def run() -> None:
-            try:
-                record = await self._engine.run_turn(
-                    session_id,
-                    req.message,
-                    turn_id=turn_id,
-                    metadata=req.metadata,
-                    on_busy=req.on_busy,
-                    on_chunk=stream.sink,
-                )
-                await stream.finish("done", _encode(_turn_out(record)))
-            except AgentHostError as exc:
-                await stream.finish("error", _encode(ErrorDetail(exc.code, exc.message)))
-
-        self.keep(asyncio.create_task(run()))
-        return self._sse(self.broker.read(session_id, turn_id, 0, self._stream_wait))
+        on_gone = streamed.cancel if req.on_disconnect == "cancel" else None
+        return self._sse(streamed.events, on_gone)
 
     @property
     def _stream_wait(self) -> float:
         # A reader waits for the next event at most as long as a turn may run.
         return self.settings.turn_timeout + self.settings.lease_ttl
 
-    def _sse(self, events: AsyncIterator[StreamEvent]) -> Response:
+    def _sse(
+        self, events: AsyncIterator[StreamEvent], on_gone: Callable[[], None] | None = None
+    ) -> Response:
+        """The events as SSE; `on_gone` is called if the client leaves before the end."""
         metrics = self._engine.metrics
 
         async def body() -> AsyncIterator[bytes]:
             metrics.open_streams += 1
+            ended = False
             try:
                 async for event in events:
                     yield b"id: %d\nevent: %s\ndata: %s\n\n" % (
@@ -270,8 +310,11 @@ class API:
                         event.kind.encode(),
                         event.data,
                     )
+                ended = True
             finally:
                 metrics.open_streams -= 1
+                if not ended and on_gone is not None:
+                    on_gone()
 
         return StreamingResponse(
             body(),
@@ -284,11 +327,9 @@ class API:
         `?after=`), from whichever process runs it."""
         session_id = self._session_id(request)
         turn_id = check_turn_id(request.path_params["turn_id"])
-        raw_after = request.headers.get("last-event-id") or request.query_params.get("after")
-        try:
-            after = int(raw_after) if raw_after else 0
-        except ValueError:
-            raise ValidationFailed("Last-Event-ID must be an event number") from None
+        after = _event_number(
+            request.headers.get("last-event-id") or request.query_params.get("after")
+        )
         return self._sse(await self.turn_events(session_id, turn_id, after))
 
     async def turn_events(
@@ -425,6 +466,19 @@ class ASGIEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.handler(scope, receive, send)
+
+
+def _event_number(raw: str | None) -> int:
+    """`Last-Event-ID` (or `?after=`): the last event number the client has, 0 for none."""
+    if not raw:
+        return 0
+    try:
+        after = int(raw)
+    except ValueError:
+        raise ValidationFailed("Last-Event-ID must be an event number") from None
+    if after < 0:
+        raise ValidationFailed("Last-Event-ID must be >= 0")
+    return after
 
 
 def _turn_out(record: TurnRecord) -> TurnOut:

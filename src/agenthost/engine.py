@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 from agenthost.agents import AgentRunner, ChunkSink, Turn
@@ -151,8 +152,15 @@ class TurnEngine:
         metadata: dict[str, Any] | None = None,
         on_busy: OnBusy = "enqueue",
         on_chunk: ChunkSink | None = None,
+        on_start: Callable[[], None] | None = None,
+        attach: bool = False,
     ) -> TurnRecord:
         """Run one turn to its end and return its committed record.
+
+        `on_start` is called once this process holds the lease and is about to run the agent
+        (not for a replayed turn). With `attach`, a request for the turn id that is running
+        right now waits for its answer whatever `on_busy` says (a resumed stream), and runs it
+        again if its process died (the lease expires).
 
         Raises SessionBusy (409), TurnInterrupted (409), AgentError (502), LeaseLost,
         StoreUnavailable, Draining or Overloaded (503).
@@ -165,11 +173,13 @@ class TurnEngine:
             self._idle.clear()
             try:
                 started = await self._lease(
-                    session_id, turn_id or new_turn_id(), message, on_busy, metadata
+                    session_id, turn_id or new_turn_id(), message, on_busy, metadata, attach
                 )
                 if isinstance(started, TurnRecord):
                     outcome = "replayed"
                     return started
+                if on_start is not None:
+                    on_start()
                 return await self._run_leased(session_id, message, started, on_chunk)
             finally:
                 self._admitted -= 1
@@ -199,6 +209,7 @@ class TurnEngine:
         message: str,
         on_busy: OnBusy,
         metadata: dict[str, Any] | None,
+        attach: bool = False,
     ) -> Started | TurnRecord:
         """Take the session's lease for `turn_id`, following the busy policy.
 
@@ -222,7 +233,12 @@ class TurnEngine:
                 return result.record
             assert type(result) is Busy
             same_turn = result.running_turn_id == turn_id
-            if on_busy == "reject":
+            if same_turn and attach:
+                # Its answer is coming (or its lease expires and we run it): wait as long as
+                # a turn may run.
+                if deadline is None:
+                    deadline = time.monotonic() + self.turn_timeout + self.lease_ttl
+            elif on_busy == "reject":
                 raise SessionBusy(
                     "this turn is already running"
                     if same_turn

@@ -1,10 +1,13 @@
 """`WS /v1/sessions/{session_id}/ws`: turns and resumes over one WebSocket per client.
 
-Client frames: `{"type": "turn", "message", "turn_id"?, "metadata"?, "on_busy"?}` and
-`{"type": "resume", "turn_id", "after"}`. Server frames: `{"type": "chunk", "turn_id", "seq",
-"text"}`, `{"type": "done", "turn_id", "seq", "session_id", "response"}` and `{"type": "error",
-"code", "message", "turn_id"?}`. Turns publish through the stream broker, so a client whose
-connection dropped resumes on any process with the last `seq` it saw.
+Client frames: `{"type": "turn", "message", "turn_id"?, "metadata"?, "on_busy"?, "after"?,
+"on_disconnect"?}` and `{"type": "resume", "turn_id", "after"}`. Server frames: `{"type":
+"chunk", "turn_id", "seq", "text"}`, `{"type": "reset", "turn_id", "seq", "reason"}` (the turn
+runs again after its process died: drop its text so far), `{"type": "done", "turn_id", "seq",
+"session_id", "response"}` and `{"type": "error", "code", "message", "turn_id"?}`. Turns publish
+through the stream broker, so a client whose connection dropped resumes on any process with
+the last `seq` it saw: `resume` only reads; a `turn` frame with the same `turn_id` and `after`
+also runs the turn again if the process running it died.
 
 Each connection has a bounded send buffer: a client that cannot keep up is closed with
 4001 (`slow_consumer`) instead of growing the server's memory. A connection idle for
@@ -45,9 +48,9 @@ from agenthost.errors import (
     FrameTooLarge,
     JSONTooDeep,
 )
-from agenthost.ids import check_session_id, check_turn_id, new_turn_id
+from agenthost.ids import check_session_id, check_turn_id
 from agenthost.limits import FrameRateLimiter, InputLimits
-from agenthost.streaming import TurnStream
+from agenthost.streamed_turns import StreamedTurn, start_streamed_turn
 
 if TYPE_CHECKING:
     from agenthost.app import API
@@ -74,6 +77,8 @@ class TurnFrame(msgspec.Struct, tag="turn", forbid_unknown_fields=True):
     turn_id: str | None = None
     metadata: dict[str, Any] | None = None
     on_busy: Literal["reject", "enqueue", "interrupt"] = "enqueue"
+    after: Annotated[int, msgspec.Meta(ge=0)] = 0
+    on_disconnect: Literal["continue", "cancel"] = "continue"
 
 
 class ResumeFrame(msgspec.Struct, tag="resume", forbid_unknown_fields=True):
@@ -125,6 +130,7 @@ class WebSocketSession:
         self.outgoing: asyncio.Queue[bytes | None] = asyncio.Queue(settings.ws_send_buffer)
         self.idle_timeout = settings.ws_idle_timeout
         self.tasks: set[asyncio.Task[None]] = set()
+        self.cancel_on_close: list[StreamedTurn] = []
         self.closing: int | None = None
         self.close_reason = ""
         self.last_frame: bytes | None = None
@@ -179,6 +185,8 @@ class WebSocketSession:
             payload = _decode(event.data)
             if event.kind == "chunk":
                 self.send({"type": "chunk", "turn_id": turn_id, "seq": event.seq, **payload})
+            elif event.kind == "reset":
+                self.send({"type": "reset", "turn_id": turn_id, "seq": event.seq, **payload})
             elif event.kind == "done":
                 self.send({"type": "done", "turn_id": turn_id, "seq": event.seq, **payload})
             else:
@@ -201,34 +209,29 @@ class WebSocketSession:
                        "message": "this process is draining; reconnect"})  # fmt: skip
             self.close(CLOSE_SERVICE_RESTART)
             return
-        turn_id = frame.turn_id or new_turn_id()
-        stream = TurnStream(
-            self.api.broker, self.session_id, turn_id, self.api.settings.chunk_coalesce_ms / 1000
-        )
-        engine = self.api._engine
 
-        async def run() -> None:
+        # The turn runs on even if this connection goes (unless on_disconnect=cancel): it
+        # commits and can be resumed. A turn id seen before rejoins that turn (resume).
+        async def turn() -> None:
             try:
-                record = await engine.run_turn(
+                streamed = await start_streamed_turn(
+                    self.api,
                     self.session_id,
+                    frame.turn_id,
                     frame.message,
-                    turn_id=turn_id,
                     metadata=frame.metadata,
                     on_busy=frame.on_busy,
-                    on_chunk=stream.sink,
+                    after=frame.after,
                 )
-                done = {"session_id": record.session_id, "turn_id": turn_id,
-                        "response": record.response or ""}  # fmt: skip
-                await stream.finish("done", _encode(done))
             except AgentHostError as exc:
-                error = {"code": exc.code, "message": exc.message}
-                await stream.finish("error", _encode(error))
+                self.send({"type": "error", "code": exc.code, "message": exc.message,
+                           "turn_id": frame.turn_id})  # fmt: skip
+                return
+            if frame.on_disconnect == "cancel":
+                self.cancel_on_close.append(streamed)
+            await self._forward(streamed.turn_id, streamed.events)
 
-        # The turn runs on even if this connection goes: it commits, and can be resumed.
-        turn = asyncio.ensure_future(run())
-        self.api.keep(turn)
-        events = self.api.broker.read(self.session_id, turn_id, 0, self.api._stream_wait)
-        self._start(self._forward(turn_id, events))
+        self._start(turn())
 
     def _resume(self, frame: ResumeFrame) -> None:
         turn_id = frame.turn_id
@@ -274,6 +277,8 @@ class WebSocketSession:
                 except AgentHostError as exc:
                     self.refuse(exc)
         finally:
+            for streamed in self.cancel_on_close:
+                streamed.cancel()
             for task in list(self.tasks):
                 task.cancel()
             self.close(1000)

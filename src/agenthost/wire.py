@@ -69,13 +69,16 @@ class TurnRequest(msgspec.Struct, forbid_unknown_fields=True):
 
     `metadata` is merged into the session's metadata for this turn. `on_busy` says what to do
     when another turn of the session is running: `reject` (409), `enqueue` (wait, bounded, then
-    run) or `interrupt` (cancel the running turn, then run).
+    run) or `interrupt` (cancel the running turn, then run). `on_disconnect` says what happens
+    to the turn if the client leaves before the answer: `continue` (it finishes and commits;
+    read or resume it later) or `cancel` (it stops and ends as failed/interrupted).
     """
 
     message: Text
     metadata: dict[str, Any] | None = None
     on_busy: Literal["reject", "enqueue", "interrupt"] = "enqueue"
     stream: bool = False
+    on_disconnect: Literal["continue", "cancel"] = "continue"
 
 
 class TurnOut(msgspec.Struct):

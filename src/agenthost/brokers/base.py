@@ -1,5 +1,8 @@
 """The stream broker contract: a turn's events, numbered from 1, kept `stream_ttl` seconds
-after the turn ends, read from any sequence number onwards."""
+after the turn ends, read from any sequence number onwards.
+
+A turn run again after its process died goes on in the same stream: a `reset` event (the
+text so far is void), then the new attempt's chunks, numbers still rising."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import msgspec
 
 __all__ = ["EventKind", "StreamBroker", "StreamEvent"]
 
-EventKind = Literal["chunk", "done", "error"]
+EventKind = Literal["chunk", "reset", "done", "error"]
 
 
 class StreamEvent(msgspec.Struct, frozen=True):
@@ -22,7 +25,7 @@ class StreamEvent(msgspec.Struct, frozen=True):
 
     @property
     def final(self) -> bool:
-        return self.kind != "chunk"
+        return self.kind == "done" or self.kind == "error"
 
 
 @runtime_checkable
@@ -37,6 +40,10 @@ class StreamBroker(Protocol):
 
     async def exists(self, session_id: str, turn_id: str) -> bool:
         """Whether the stream is known here or (for shared brokers) anywhere."""
+        ...
+
+    async def last(self, session_id: str, turn_id: str) -> StreamEvent | None:
+        """The newest event of the stream, here or (for shared brokers) anywhere."""
         ...
 
     async def publish(self, session_id: str, turn_id: str, event: StreamEvent) -> None:

@@ -52,6 +52,13 @@ class MemoryBroker:
     async def exists(self, session_id: str, turn_id: str) -> bool:
         return self.local(session_id, turn_id)
 
+    async def last(self, session_id: str, turn_id: str) -> StreamEvent | None:
+        return self.last_local(session_id, turn_id)
+
+    def last_local(self, session_id: str, turn_id: str) -> StreamEvent | None:
+        stream = self._streams.get((session_id, turn_id))
+        return stream.events[-1] if stream is not None and stream.events else None
+
     async def publish(self, session_id: str, turn_id: str, event: StreamEvent) -> None:
         self.publish_local(session_id, turn_id, event)
 

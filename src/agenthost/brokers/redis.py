@@ -30,6 +30,12 @@ def _key(session_id: str, turn_id: str) -> str:
     return f"ah:{{{session_id}}}:stream:{turn_id}"
 
 
+def _event(entry_id: bytes | str, fields: dict[bytes, bytes]) -> StreamEvent:
+    raw = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    kind: Any = fields[b"k"].decode()
+    return StreamEvent(int(raw.split("-", 1)[1]), kind, fields[b"d"])
+
+
 class RedisBroker(MemoryBroker):
     def __init__(self, url: str, *, stream_ttl: float = 300.0) -> None:
         super().__init__(stream_ttl=stream_ttl)
@@ -64,6 +70,16 @@ class RedisBroker(MemoryBroker):
         except _FAILURES as exc:
             raise StoreUnavailable(f"redis broker: {exc}") from None
 
+    async def last(self, session_id: str, turn_id: str) -> StreamEvent | None:
+        local = self.last_local(session_id, turn_id)
+        if local is not None:
+            return local
+        try:
+            reply = await self._client.xrevrange(_key(session_id, turn_id), count=1)
+        except _FAILURES as exc:
+            raise StoreUnavailable(f"redis broker: {exc}") from None
+        return _event(*reply[0]) if reply else None
+
     async def publish(self, session_id: str, turn_id: str, event: StreamEvent) -> None:
         self.publish_local(session_id, turn_id, event)
         key = _key(session_id, turn_id)
@@ -72,7 +88,7 @@ class RedisBroker(MemoryBroker):
             async with self._client.pipeline(transaction=False) as pipe:
                 pipe.xadd(key, {"k": event.kind, "d": event.data}, id=f"0-{event.seq}",
                           maxlen=MAX_EVENTS, approximate=True)  # fmt: skip
-                if event.seq == 1 or event.final:
+                if event.seq == 1 or event.kind != "chunk":
                     pipe.expire(key, ttl)
                 await pipe.execute()
         except _FAILURES as exc:
@@ -97,10 +113,8 @@ class RedisBroker(MemoryBroker):
                 return
             for _, entries in reply:
                 for entry_id, fields in entries:
-                    last = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-                    seq = int(last.split("-", 1)[1])
-                    kind = fields[b"k"].decode()
-                    event = StreamEvent(seq, kind, fields[b"d"])
+                    event = _event(entry_id, fields)
+                    last = f"0-{event.seq}"
                     yield event
                     if event.final:
                         return

@@ -1,0 +1,258 @@
+"""Resuming a streamed turn by sending it again (same Idempotency-Key or turn_id, with the
+last event number seen): it follows a turn running elsewhere, replays a finished one, and runs
+it again after a `reset` event when the process running it was killed. And `on_disconnect`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import msgspec
+
+from agenthost.brokers import StreamEvent, create_broker
+from agenthost.streaming import TurnStream
+from tests.fixtures.agenthost import AgentHostProcess
+from tests.test_streaming import collect, parse_sse
+
+SLOW_LLM = "sim://?ttft_ms=50&tokens_per_s=40&words=40"
+
+Event = tuple[int, str, dict[str, Any]]
+
+
+def sid() -> str:
+    return f"s-{uuid.uuid4().hex[:10]}"
+
+
+async def read_events(resp: aiohttp.ClientResponse, stop_after: int | None = None) -> list[Event]:
+    """SSE events of a response, up to `stop_after` of them (then the connection is dropped)."""
+    events: list[Event] = []
+    buffer = ""
+    async for raw in resp.content:
+        buffer += raw.decode()
+        while "\n\n" in buffer:
+            block, buffer = buffer.split("\n\n", 1)
+            events += parse_sse(block + "\n\n")
+            if stop_after is not None and len(events) >= stop_after:
+                return events
+    return events
+
+
+def text_after_last_reset(events: list[Event]) -> str:
+    start = max((i for i, (_, kind, _) in enumerate(events) if kind == "reset"), default=-1)
+    return "".join(d["text"] for _, kind, d in events[start + 1 :] if kind == "chunk")
+
+
+async def committed(http: aiohttp.ClientSession, url: str, s: str, tid: str) -> dict[str, Any]:
+    async with http.get(f"{url}/v1/sessions/{s}/turns/{tid}") as resp:
+        body: dict[str, Any] = await resp.json()
+        return body
+
+
+# -- the publisher's numbering ------------------------------------------------------------
+
+
+async def test_a_rerun_numbers_on_after_the_dead_attempt_and_starts_with_reset() -> None:
+    broker = create_broker("memory://")
+    first = TurnStream(broker, "s", "t", coalesce_s=0.0)
+    first.sink("half an ans")
+    first._flush()
+    assert first._last is not None
+    await first._last  # the first attempt's process dies here: no final event
+    again = TurnStream(broker, "s", "t", coalesce_s=0.0, resume=True)
+    again.started()
+    again.sink("whole answer")
+    await again.finish("done", b'{"response":"whole answer"}')
+    events = await collect(broker, "s", "t", 0)
+    assert [(e.seq, e.kind) for e in events] == [(1, "chunk"), (2, "reset"), (3, "chunk"),
+                                                 (4, "done")]  # fmt: skip
+
+
+async def test_a_replay_does_not_end_a_stream_twice() -> None:
+    broker = create_broker("memory://")
+    first = TurnStream(broker, "s", "t", coalesce_s=0.0)
+    await first.finish("done", b'{"response":"x"}')
+    replay = TurnStream(broker, "s", "t", coalesce_s=0.0, resume=True)
+    await replay.finish("done", b'{"response":"x"}')
+    assert [e.seq for e in await collect(broker, "s", "t", 0)] == [1]
+
+
+async def test_a_replay_of_an_expired_stream_ends_after_the_clients_position() -> None:
+    broker = create_broker("memory://")
+    replay = TurnStream(broker, "s", "t", coalesce_s=0.0, resume=True, after=7)
+    await replay.finish("done", b'{"response":"x"}')
+    assert await collect(broker, "s", "t", 7) == [StreamEvent(8, "done", b'{"response":"x"}')]
+
+
+# -- over HTTP, two processes on one Redis -------------------------------------------------
+
+
+async def test_a_killed_process_turn_reruns_on_the_other_with_a_reset(
+    agenthost_factory: Callable[..., AgentHostProcess], redis_url: str
+) -> None:
+    common = {"store": redis_url, "llm": SLOW_LLM, "chunk_coalesce_ms": 0, "lease_ttl": 1}
+    a = agenthost_factory(**common)
+    b = agenthost_factory(**common)
+    s, tid = sid(), "kill-1"
+    body = {"message": "tell me a long story", "stream": True}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{a.url}/v1/sessions/{s}/turns", json=body, headers={"Idempotency-Key": tid}
+        ) as resp:
+            first = await read_events(resp, stop_after=4)
+            a.kill()  # mid-answer: the turn's process is gone
+        last_seen = first[-1][0]
+        async with http.post(
+            f"{b.url}/v1/sessions/{s}/turns",
+            json=body,
+            headers={"Idempotency-Key": tid, "Last-Event-ID": str(last_seen)},
+        ) as resp:
+            assert resp.status == 200
+            rest = await read_events(resp)
+        events = first + rest
+        seqs = [seq for seq, _, _ in events]
+        assert seqs == sorted(set(seqs)), "no event missing order or repeated"
+        assert rest[0][1] == "reset" and rest[0][0] > last_seen
+        assert rest[-1][1] == "done"
+        record = await committed(http, b.url, s, tid)
+        assert record["status"] == "completed"
+        assert text_after_last_reset(events) == record["response"] == rest[-1][2]["response"]
+        async with http.get(f"{b.url}/v1/sessions/{s}/messages") as resp:
+            messages = (await resp.json())["messages"]
+        assert [m["role"] for m in messages] == ["user", "assistant"]
+
+
+async def test_sending_a_running_turn_again_elsewhere_follows_it_without_running_it_twice(
+    agenthost_factory: Callable[..., AgentHostProcess], redis_url: str
+) -> None:
+    common = {"store": redis_url, "llm": SLOW_LLM, "chunk_coalesce_ms": 0}
+    a = agenthost_factory(**common)
+    b = agenthost_factory(**common)
+    s, tid = sid(), "follow-1"
+    body = {"message": "tell me a long story", "stream": True, "on_busy": "reject"}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{a.url}/v1/sessions/{s}/turns", json=body, headers={"Idempotency-Key": tid}
+        ) as resp:
+            first = await read_events(resp, stop_after=3)
+        async with http.post(
+            f"{b.url}/v1/sessions/{s}/turns",
+            json=body,
+            headers={"Idempotency-Key": tid, "Last-Event-ID": str(first[-1][0])},
+        ) as resp:
+            rest = await read_events(resp)
+        events = first + rest
+        assert [seq for seq, _, _ in events] == list(range(1, len(events) + 1))
+        assert "reset" not in [kind for _, kind, _ in events]
+        record = await committed(http, b.url, s, tid)
+        assert text_after_last_reset(events) == record["response"]
+        # Sent again once finished: the events after the given number, from the broker.
+        async with http.post(
+            f"{a.url}/v1/sessions/{s}/turns",
+            json=body,
+            headers={"Idempotency-Key": tid, "Last-Event-ID": "2"},
+        ) as resp:
+            replayed = await read_events(resp)
+        assert replayed == events[2:]
+        async with http.get(f"{a.url}/v1/sessions/{s}/messages") as resp:
+            assert len((await resp.json())["messages"]) == 2
+
+
+async def test_a_websocket_turn_frame_sent_again_reruns_a_killed_turn(
+    agenthost_factory: Callable[..., AgentHostProcess], redis_url: str
+) -> None:
+    common = {"store": redis_url, "llm": SLOW_LLM, "chunk_coalesce_ms": 0, "lease_ttl": 1}
+    a = agenthost_factory(**common)
+    b = agenthost_factory(**common)
+    s, tid = sid(), "ws-kill-1"
+    frame = {"type": "turn", "message": "tell me a long story", "turn_id": tid}
+    frames: list[dict[str, Any]] = []
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{a.url}/v1/sessions/{s}/ws") as ws:
+            await ws.send_json(frame)
+            while len(frames) < 3:
+                frames.append(json.loads((await ws.receive(timeout=10)).data))
+            a.kill()
+        async with http.ws_connect(f"{b.url}/v1/sessions/{s}/ws") as ws:
+            await ws.send_json({**frame, "after": frames[-1]["seq"]})
+            while frames[-1]["type"] not in ("done", "error"):
+                frames.append(json.loads((await ws.receive(timeout=15)).data))
+        kinds = [f["type"] for f in frames]
+        assert kinds[3] == "reset" and kinds[-1] == "done", kinds
+        seqs = [f["seq"] for f in frames]
+        assert seqs == sorted(set(seqs))
+        text = "".join(f["text"] for f in frames[4:] if f["type"] == "chunk")
+        record = await committed(http, b.url, s, tid)
+        assert text == record["response"] == frames[-1]["response"]
+
+
+# -- on_disconnect ----------------------------------------------------------------------------
+
+
+async def wait_for_status(
+    http: aiohttp.ClientSession, url: str, s: str, tid: str, statuses: set[str]
+) -> dict[str, Any]:
+    deadline = time.monotonic() + 15
+    while True:
+        record = await committed(http, url, s, tid)
+        if record.get("status") in statuses:
+            return record
+        assert time.monotonic() < deadline, f"turn {tid} stayed {record}"
+        await asyncio.sleep(0.05)
+
+
+async def test_on_disconnect_cancel_stops_a_streamed_turn_and_continue_finishes_it(
+    agenthost_factory: Callable[..., AgentHostProcess],
+) -> None:
+    server = agenthost_factory(llm=SLOW_LLM, chunk_coalesce_ms=0)
+    async with aiohttp.ClientSession() as http:
+        for policy, expected in (("cancel", "failed"), ("continue", "completed")):
+            s, tid = sid(), f"leave-{policy}"
+            body = {"message": "a long story", "stream": True, "on_disconnect": policy}
+            async with http.post(
+                f"{server.url}/v1/sessions/{s}/turns", json=body, headers={"Idempotency-Key": tid}
+            ) as resp:
+                await read_events(resp, stop_after=2)  # then the client goes
+            record = await wait_for_status(http, server.url, s, tid, {"completed", "failed"})
+            assert record["status"] == expected, record
+            if expected == "failed":
+                assert record["error"]["code"] == "interrupted"
+
+
+async def test_on_disconnect_cancel_stops_a_plain_turn_when_the_client_leaves(
+    agenthost_factory: Callable[..., AgentHostProcess],
+) -> None:
+    server = agenthost_factory(llm="sim://?latency_ms=3000")
+    s, tid = sid(), "leave-plain"
+    async with aiohttp.ClientSession() as http:
+        request = asyncio.ensure_future(
+            http.post(
+                f"{server.url}/v1/sessions/{s}/turns",
+                json={"message": "hi", "on_disconnect": "cancel"},
+                headers={"Idempotency-Key": tid},
+            )
+        )
+        await wait_for_status(http, server.url, s, tid, {"running", "pending"})
+        request.cancel()  # the client hangs up
+        record = await wait_for_status(http, server.url, s, tid, {"completed", "failed"})
+        assert record["status"] == "failed" and record["error"]["code"] == "interrupted"
+
+
+async def test_a_websocket_turn_with_on_disconnect_cancel_stops_when_the_socket_closes(
+    agenthost_factory: Callable[..., AgentHostProcess],
+) -> None:
+    server = agenthost_factory(llm=SLOW_LLM, chunk_coalesce_ms=0)
+    s, tid = sid(), "ws-leave"
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{server.url}/v1/sessions/{s}/ws") as ws:
+            await ws.send_json(
+                {"type": "turn", "message": "a story", "turn_id": tid, "on_disconnect": "cancel"}
+            )
+            first = msgspec.json.decode((await ws.receive(timeout=10)).data)
+            assert first["type"] == "chunk"
+        record = await wait_for_status(http, server.url, s, tid, {"completed", "failed"})
+        assert record["status"] == "failed" and record["error"]["code"] == "interrupted"
