@@ -83,7 +83,7 @@ class Settings(msgspec.Struct, kw_only=True):
             if cache_scheme == "redis" and "://" not in self.llm_cache:
                 if not self.store.lower().startswith("redis"):
                     problems.append("llm_cache=redis (the store's Redis) needs a Redis store")
-            elif cache_scheme not in ("memory", "redis", "rediss", "redis+cluster"):
+            elif cache_scheme != "memory" and not cache_scheme.startswith("redis"):
                 problems.append("llm_cache must be memory://, redis://... or redis")
         if self.stream_ttl <= 0:
             problems.append("stream_ttl must be > 0")
