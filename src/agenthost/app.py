@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route, WebSocketRoute
@@ -26,6 +27,7 @@ from starlette.websockets import WebSocket
 from agenthost import __version__
 from agenthost.agents import AgentRunner, load_agent
 from agenthost.brokers import StreamBroker, StreamEvent, create_broker
+from agenthost.brokers.instrumented import InstrumentedBroker
 from agenthost.drain import Drain
 from agenthost.engine import TurnEngine
 from agenthost.errors import (
@@ -44,10 +46,13 @@ from agenthost.limits import InputLimits
 from agenthost.llm import create_llm
 from agenthost.llm.base import LLMClient
 from agenthost.llm.cache import cached_llm
+from agenthost.llm.instrumented import InstrumentedLLM
+from agenthost.logs import RequestContext, bind_turn
 from agenthost.metrics import Metrics
 from agenthost.openapi import Endpoint, Param, docs_html, openapi_document
 from agenthost.settings import Settings, broker_url
 from agenthost.stores import SessionStore, create_store
+from agenthost.stores.instrumented import InstrumentedStore
 from agenthost.stores.base import TurnError, TurnRecord
 from agenthost.streamed_turns import start_streamed_turn
 from agenthost.websocket import CLOSE_SERVICE_RESTART, WebSocketSession, websocket_endpoint
@@ -240,6 +245,7 @@ class API:
         """A non-streamed turn with `on_disconnect=cancel`: stopped if the client leaves."""
         engine = self._engine
         turn_id = turn_id or new_turn_id()
+        bind_turn(session_id, turn_id)
         task = asyncio.ensure_future(
             engine.run_turn(
                 session_id,
@@ -535,7 +541,7 @@ def endpoints(api: API) -> list[Endpoint]:
                  "The turn's events as SSE after Last-Event-ID, on any process", None, None,
                  200, (*sid_errors, 422),
                  params=(Param("Last-Event-ID", "header", {"type": "string"},
-                               "Resume after this event number."),)),
+                               "Resume after this event number."),), streams=True),
         Endpoint("POST", "/chat/{session_id}", api.chat,
                  "The reference design's chat endpoint", ChatRequest, ChatResponse, 200,
                  turn_errors, params=(key,), tags=("compat",)),
@@ -557,10 +563,13 @@ def build_app(
     store: SessionStore | None = None,
     agent: AgentRunner | None = None,
     llm: LLMClient | None = None,
+    tracing: Tracing | None = None,
 ) -> Starlette:
-    """The ASGI app for `settings`; `store`, `agent` and `llm` override the configured ones
-    (tests and embedding). The app's lifespan opens the store and closes store and LLM."""
+    """The ASGI app for `settings`; `store`, `agent`, `llm` and `tracing` override the
+    configured ones (tests and embedding). The app's lifespan opens the store and closes store
+    and LLM."""
     api = API(settings)
+    tracing = tracing or create_tracing(settings.otel)
     eps = endpoints(api)
     openapi = openapi_document(eps, title="agenthost", version=__version__)
     docs = docs_html(eps, title="agenthost API")
@@ -587,20 +596,25 @@ def build_app(
             )
         the_agent = agent or load_agent(settings.app)
         await the_store.open()
+        metrics = Metrics()
+        measured_llm = InstrumentedLLM(the_llm, metrics, tracing)
+        metrics.llm_cache = measured_llm.cache_counts
         broker = create_broker(broker_url(settings), stream_ttl=settings.stream_ttl)
+        broker = InstrumentedBroker(broker, metrics, tracing)
         await broker.open()
         api._broker = broker
         engine = TurnEngine(
-            the_store,
+            InstrumentedStore(the_store, metrics, tracing),
             the_agent,
-            the_llm,
+            measured_llm,
             session_ttl=settings.session_ttl,
             history_window=settings.history_window,
             lease_ttl=settings.lease_ttl,
             enqueue_timeout=settings.enqueue_timeout,
             turn_timeout=settings.turn_timeout,
             max_inflight_turns=settings.max_inflight_turns,
-            metrics=Metrics(),
+            metrics=metrics,
+            tracing=tracing,
         )
         engine.start()
         api.engine = engine
@@ -633,12 +647,24 @@ def build_app(
         ClientDisconnect: _client_gone,
         Exception: _unexpected_error,
     }
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers=handlers,
+        middleware=[Middleware(RequestContext, tracing=tracing)],
+    )
 
 
 async def _agenthost_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AgentHostError)
+    _count_rejection(request, exc.status, exc.code)
     return error_response(exc)
+
+
+def _count_rejection(request: Request, status: int, code: str) -> None:
+    engine = getattr(request.app.state, "engine", None)
+    if engine is not None:
+        engine.metrics.error_answered(status, code)
 
 
 async def _client_gone(request: Request, exc: Exception) -> Response:
@@ -652,6 +678,7 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
+    _count_rejection(request, exc.status_code, code)
     body = ErrorBody(ErrorDetail(code, str(exc.detail)))
     return Response(
         _encode(body), status_code=exc.status_code, media_type=JSON, headers=exc.headers

@@ -22,6 +22,21 @@ __all__ = ["Endpoint", "Param", "docs_html", "openapi_document"]
 Handler = Callable[[Request], Awaitable[Response]] | Callable[..., Awaitable[None]]
 """A Starlette request handler, or an ASGI endpoint (scope, receive, send)."""
 
+# Open API 3.1 has an event stream's `schema` describe each event (as 3.2's `itemSchema`).
+SSE_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "pattern": "^[0-9]+$", "description": "The event number."},
+        "event": {"type": "string", "description": "chunk, done, error (or reset)."},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "description": "chunk: {text}; done: the turn; error: {code, message}.",
+        },
+    },
+    "required": ["data"],
+}
+
 _STATUS_TEXT = {
     200: "OK",
     201: "Created",
@@ -122,13 +137,12 @@ def openapi_document(endpoints: Sequence[Endpoint], *, title: str, version: str)
                 "content": {"application/json": {"schema": ref[ep.body]}},
             }
         ok: dict[str, Any] = {"description": _STATUS_TEXT.get(ep.status, "OK")}
+        content: dict[str, Any] = {}
         if ep.response is not None:
-            content: dict[str, Any] = {"application/json": {"schema": ref[ep.response]}}
-            if ep.streams:
-                content["text/event-stream"] = {
-                    "schema": {"type": "string"},
-                    "description": "Server-sent events: chunk {text}, done (the turn), error.",
-                }
+            content["application/json"] = {"schema": ref[ep.response]}
+        if ep.streams:
+            content["text/event-stream"] = {"schema": SSE_EVENT_SCHEMA}
+        if content:
             ok["content"] = content
         responses: dict[str, Any] = {str(ep.status): ok}
         for status in ep.errors:

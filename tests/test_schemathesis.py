@@ -1,0 +1,68 @@
+"""schemathesis against a running server's /openapi.json: on every route, generated requests
+(valid and invalid) get no 5xx, only documented statuses, and bodies that match the schema.
+
+The schema is built at import, from the same endpoint table the server serves (a test checks
+the running server's /openapi.json is that document), because schemathesis parametrizes
+tests at collection time, before any server runs.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
+from schemathesis.generation.case import Case
+
+from agenthost import __version__
+from agenthost.app import API, endpoints
+from agenthost.openapi import openapi_document
+from agenthost.settings import Settings
+from tests.fixtures.agenthost import AgentHostProcess
+
+DOCUMENT = openapi_document(endpoints(API(Settings())), title="agenthost", version=__version__)
+schema = schemathesis.openapi.from_dict(json.loads(DOCUMENT))
+
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentHostProcess]:
+    logs = Path(tmp_path_factory.mktemp("schemathesis"))
+    # The defaults of an embedded server (no auth, no admin token), on the in-memory store.
+    proc = AgentHostProcess({"store": "memory://", "llm": "sim://"}, logs / "agenthost.log")
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+def test_the_server_serves_this_document(server: AgentHostProcess) -> None:
+    with urllib.request.urlopen(server.url + "/openapi.json", timeout=5) as resp:
+        assert json.loads(resp.read()) == json.loads(DOCUMENT)
+
+
+@schema.parametrize()
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=list(HealthCheck),
+)
+def test_every_route_conforms(case: Case[Any], server: AgentHostProcess) -> None:
+    case.call_and_validate(base_url=server.url, checks=CHECKS, timeout=10)
