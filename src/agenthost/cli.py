@@ -122,6 +122,15 @@ def _register_cluster() -> None:
 _register_cluster()
 
 
+def _register_k8s() -> None:
+    from agenthost.k8s.cli import k8s_app
+
+    app.add_typer(k8s_app, name="k8s")
+
+
+_register_k8s()
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
