@@ -1,0 +1,90 @@
+"""A turn's events over server-sent events: `POST .../turns` with `stream: true` (which
+runs, attaches to or re-runs the turn) or `GET .../turns/{turn_id}/stream` (read only), both
+with `Last-Event-ID` when resuming."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Mapping
+from typing import Any
+
+import aiohttp
+import msgspec
+
+from agenthost.client.errors import StreamProtocolError
+from agenthost.client.http import HttpTransport, failure_for_exception, failure_for_response
+from agenthost.client.sse import ServerSentEvent, SSEParser
+from agenthost.client.stream import WireEvent
+
+__all__ = ["SSESource"]
+
+_decode = msgspec.json.decode
+
+
+def wire_event(event: ServerSentEvent) -> WireEvent:
+    """An SSE event of the agenthost contract (`id: <seq>`, JSON data) as a wire event."""
+    try:
+        seq = int(event.id or "")
+    except ValueError:
+        raise StreamProtocolError(f"an event without a numeric id: {event!r}") from None
+    try:
+        data = _decode(event.data)
+    except msgspec.DecodeError:
+        raise StreamProtocolError(f"an event whose data is not JSON: {event!r}") from None
+    if not isinstance(data, dict):
+        raise StreamProtocolError(f"an event whose data is not an object: {event!r}")
+    return WireEvent(seq, event.event, data)
+
+
+class SSESource:
+    """Reads one turn's events with `method` on `path` (JSON `body` for a POST)."""
+
+    def __init__(
+        self,
+        http: HttpTransport,
+        method: str,
+        path: str,
+        *,
+        body: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        idle_timeout: float,
+    ) -> None:
+        self._http = http
+        self._method = method
+        self._path = path
+        self._body = None if body is None else msgspec.json.encode(body)
+        self._headers = dict(headers or {})
+        self._idle_timeout = idle_timeout
+
+    async def events(
+        self, base_url: str, after: int, resuming: bool
+    ) -> AsyncGenerator[WireEvent, None]:
+        headers = {**self._headers, "Accept": "text/event-stream"}
+        if self._body is not None:
+            headers["Content-Type"] = "application/json"
+        if after > 0:
+            headers["Last-Event-ID"] = str(after)
+        url = base_url + self._path
+        connect = self._http.connect_timeout
+        timeout = aiohttp.ClientTimeout(total=None, connect=connect, sock_connect=connect)
+        try:
+            async with self._http.session.request(
+                self._method, url, data=self._body, headers=headers, timeout=timeout
+            ) as resp:
+                if resp.status != 200:
+                    raise failure_for_response(resp.status, resp.headers, await resp.read())
+                parser = SSEParser()
+                while True:
+                    async with asyncio.timeout(self._idle_timeout):
+                        piece = await resp.content.readany()
+                    if not piece:
+                        for event in parser.finish():
+                            yield wire_event(event)
+                        return
+                    for event in parser.feed(piece):
+                        yield wire_event(event)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            failure = failure_for_exception(exc, url)
+            if failure is None:
+                raise
+            raise failure from exc
