@@ -52,9 +52,10 @@ from agenthost.metrics import Metrics
 from agenthost.openapi import Endpoint, Param, docs_html, openapi_document
 from agenthost.settings import Settings, broker_url
 from agenthost.stores import SessionStore, create_store
-from agenthost.stores.instrumented import InstrumentedStore
 from agenthost.stores.base import TurnError, TurnRecord
+from agenthost.stores.instrumented import InstrumentedStore
 from agenthost.streamed_turns import start_streamed_turn
+from agenthost.tracing import Tracing, create_tracing
 from agenthost.websocket import CLOSE_SERVICE_RESTART, WebSocketSession, websocket_endpoint
 from agenthost.wire import (
     ChatRequest,

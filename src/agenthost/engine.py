@@ -16,7 +16,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from agenthost.agents import AgentRunner, ChunkSink, Turn
 from agenthost.errors import (
@@ -30,6 +30,7 @@ from agenthost.errors import (
 )
 from agenthost.ids import new_turn_id
 from agenthost.llm.base import LLMClient
+from agenthost.logs import bind_turn, current_tenant, turn_log
 from agenthost.metrics import Metrics
 from agenthost.stores.base import (
     Busy,
@@ -41,6 +42,9 @@ from agenthost.stores.base import (
     TurnError,
     TurnRecord,
 )
+
+if TYPE_CHECKING:
+    from agenthost.tracing import Tracing
 
 __all__ = ["OnBusy", "TurnEngine"]
 
@@ -89,6 +93,7 @@ class TurnEngine:
         turn_timeout: float = 300.0,
         max_inflight_turns: int = 0,
         metrics: Metrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.store = store
         self.agent = agent
@@ -105,6 +110,7 @@ class TurnEngine:
         self.metrics = metrics or Metrics()
         self.metrics.inflight = lambda: self._admitted
         self.metrics.draining = lambda: self.draining
+        self.tracing = tracing
         self._running: dict[tuple[str, str], _Running] = {}
         self._admitted = 0
         self._renewer: asyncio.Task[None] | None = None
@@ -167,20 +173,26 @@ class TurnEngine:
         """
         started_at = time.monotonic()
         outcome = "completed"
+        turn_id = turn_id or new_turn_id()
+        bind_turn(session_id, turn_id)
+        span = None
+        if self.tracing is not None:
+            span = self.tracing.start_turn(session_id, turn_id, current_tenant())
+        record: TurnRecord | None = None
         try:
             self.check_admission()
             self._admitted += 1
             self._idle.clear()
             try:
-                started = await self._lease(
-                    session_id, turn_id or new_turn_id(), message, on_busy, metadata, attach
-                )
+                started = await self._lease(session_id, turn_id, message, on_busy, metadata, attach)
                 if isinstance(started, TurnRecord):
                     outcome = "replayed"
+                    record = started
                     return started
                 if on_start is not None:
                     on_start()
-                return await self._run_leased(session_id, message, started, on_chunk)
+                record = await self._run_leased(session_id, message, started, on_chunk)
+                return record
             finally:
                 self._admitted -= 1
                 if self._admitted == 0:
@@ -192,7 +204,12 @@ class TurnEngine:
             outcome = "cancelled"
             raise
         finally:
-            self.metrics.turn_finished(outcome, time.monotonic() - started_at)
+            seconds = time.monotonic() - started_at
+            self.metrics.turn_finished(outcome, seconds)
+            if span is not None:
+                span.end_turn(outcome)
+            if turn_log.enabled:
+                turn_log.finished(outcome, seconds, message, record)
 
     def check_admission(self) -> None:
         """Raise Draining or Overloaded (503) if a new turn would be refused now; streaming

@@ -49,6 +49,10 @@ class Settings(msgspec.Struct, kw_only=True):
     ws_send_buffer: int = 256
     ws_idle_timeout: float = 300.0
     log_level: str = "info"
+    log_format: str = "auto"
+    log_content: bool = False
+    access_log: bool = True
+    otel: str = "none"
 
     def __post_init__(self) -> None:
         problems = []
@@ -97,6 +101,12 @@ class Settings(msgspec.Struct, kw_only=True):
             problems.append("drain_timeout must be >= 0")
         if self.max_inflight_turns < 0:
             problems.append("max_inflight_turns must be >= 0 (0 = no limit)")
+        if self.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
+            problems.append("log_level must be debug, info, warning, error or critical")
+        if self.log_format not in ("auto", "json", "console"):
+            problems.append("log_format must be auto, json or console")
+        if self.otel not in ("none", "console", "otlp"):
+            problems.append("otel must be none, console or otlp")
         if problems:
             raise ValueError("invalid settings: " + "; ".join(problems))
 
@@ -174,4 +184,13 @@ SETTINGS_HELP: dict[str, str] = {
     "slow and is closed with 4001.",
     "ws_idle_timeout": "Seconds a WebSocket may stay silent with no turn running; then 1000.",
     "log_level": "Log level: debug, info, warning, error.",
+    "log_format": "Log lines as json (one object per line) or console (for people); auto: "
+    "console when stderr is a terminal, else json.",
+    "log_content": "Also log message content (each turn's message and answer at debug "
+    "level). Off: content never reaches a log line. Keys and tokens are redacted either way.",
+    "access_log": "One log line per HTTP request at info level (method, path, status, "
+    "duration, request_id, session_id, turn_id, tenant).",
+    "otel": "OpenTelemetry traces: none, console (spans printed to stdout) or otlp (the "
+    "OTEL_EXPORTER_OTLP_* variables say where; needs opentelemetry-exporter-otlp). Needs "
+    "the otel extra: pip install 'agenthost[otel]'.",
 }

@@ -1,0 +1,75 @@
+"""`InstrumentedBroker`: any `StreamBroker` with its calls timed into
+`agenthost_broker_operation_duration_seconds{operation}` and, when tracing is on, a span per
+call (`broker.publish`, ...), so no backend carries metrics code of its own.
+
+`read` is handed through untimed: it lasts as long as the turn it follows, which the turn
+histogram already measures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Coroutine
+from time import perf_counter
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from agenthost.brokers.base import StreamBroker, StreamEvent
+from agenthost.metrics import Histogram, Metrics
+
+if TYPE_CHECKING:
+    from agenthost.tracing import Tracing
+
+__all__ = ["InstrumentedBroker"]
+
+T = TypeVar("T")
+
+
+class InstrumentedBroker:
+    """A `StreamBroker` that times and traces every call to `inner`; other attributes of
+    the backend read through."""
+
+    def __init__(
+        self, inner: StreamBroker, metrics: Metrics, tracing: Tracing | None = None
+    ) -> None:
+        self.inner = inner
+        self._tracing = tracing
+        self._publish = metrics.broker_histogram("publish")
+        self._exists = metrics.broker_histogram("exists")
+        self._last = metrics.broker_histogram("last")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def _timed(self, name: str, call: Coroutine[Any, Any, T], histogram: Histogram) -> T:
+        if self._tracing is not None:
+            call = self._tracing.traced(call, "broker." + name)
+        started = perf_counter()
+        try:
+            return await call
+        finally:
+            histogram.observe(perf_counter() - started)
+
+    async def open(self) -> None:
+        await self.inner.open()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    def start(self, session_id: str, turn_id: str) -> None:
+        self.inner.start(session_id, turn_id)
+
+    async def exists(self, session_id: str, turn_id: str) -> bool:
+        return await self._timed("exists", self.inner.exists(session_id, turn_id), self._exists)
+
+    async def last(self, session_id: str, turn_id: str) -> StreamEvent | None:
+        return await self._timed("last", self.inner.last(session_id, turn_id), self._last)
+
+    async def publish(self, session_id: str, turn_id: str, event: StreamEvent) -> None:
+        await self._timed("publish", self.inner.publish(session_id, turn_id, event), self._publish)
+
+    def read(
+        self, session_id: str, turn_id: str, after: int, wait: float
+    ) -> AsyncIterator[StreamEvent]:
+        return self.inner.read(session_id, turn_id, after, wait)
+
+    def __repr__(self) -> str:
+        return f"InstrumentedBroker({self.inner!r})"
