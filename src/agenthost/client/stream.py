@@ -27,11 +27,14 @@ __all__ = ["EventSource", "ResponseStream", "WireEvent"]
 
 class WireEvent(msgspec.Struct, frozen=True):
     """An event as a transport received it: its `seq`, its kind (`chunk`, `reset`, `done`,
-    `error`, or a kind this client does not know) and its JSON payload."""
+    `error`, or a kind this client does not know) and its JSON payload. `process_gone`: the
+    transport saw the process go away right after this error (the turn was cancelled by a
+    drain, not failed), so the turn is resumed elsewhere."""
 
     seq: int
     kind: str
     data: dict[str, Any]
+    process_gone: bool = False
 
 
 class EventSource(Protocol):
@@ -144,10 +147,9 @@ class ResponseStream:
             self.last_seq = max(self.last_seq, wire.seq)
             code = str(data.get("code", "error"))
             message = str(data.get("message", ""))
-            if code in RETRYABLE_CODES:
-                raise RetryableFailure(
-                    f"turn {self.turn_id}: {code}: {message}", failover=code in FAILOVER_CODES
-                )
+            if code in RETRYABLE_CODES or wire.process_gone:
+                failover = code in FAILOVER_CODES or wire.process_gone
+                raise RetryableFailure(f"turn {self.turn_id}: {code}: {message}", failover=failover)
             raise TurnFailed(self.turn_id, code, message)
         if wire.seq <= self.last_seq:
             self.duplicates_dropped += 1

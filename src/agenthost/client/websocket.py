@@ -111,14 +111,9 @@ class WebSocketSource:
                     continue
                 kind = str(message.get("type", ""))
                 interrupted = kind == "error" and message.get("code") == "interrupted"
-                if interrupted and await self._process_going_away(ws):
-                    raise RetryableFailure(
-                        f"{url} reported {message.get('code')} and closed with "
-                        f"{ws.close_code}: its process is going away",
-                        failover=True,
-                    )
+                gone = interrupted and await self._process_going_away(ws)
                 seq = message.get("seq", 0)
-                yield WireEvent(seq if isinstance(seq, int) else 0, kind, message)
+                yield WireEvent(seq if isinstance(seq, int) else 0, kind, message, gone)
         except ConnectionClosed as exc:
             code = _close_code(exc)
             raise RetryableFailure(
