@@ -14,7 +14,15 @@ from typing import Any, Literal
 import aiohttp
 import pytest
 
-from agenthost.client import AgentHostClient, Chunk, Done, Reset, ResponseStream, StreamEvent
+from agenthost.client import (
+    AgentHostClient,
+    Chunk,
+    Done,
+    Reset,
+    ResponseStream,
+    StreamEvent,
+    TurnFailed,
+)
 from tests.fixtures.agenthost import AgentHostProcess
 
 # About 2 s of answer at 20 tokens/s: time to act after the first chunks.
@@ -88,13 +96,16 @@ async def test_a_killed_process_stream_resumes_on_the_other(
         await check_exactly_once(client, sid, stream, events)
 
 
-async def test_a_draining_process_closes_the_websocket_1012_and_the_stream_resumes(
-    agenthost_factory: Factory, redis_url: str
+@pytest.mark.parametrize("transport", ["sse", "ws"])
+async def test_a_turn_cancelled_by_a_drain_resumes_on_the_other_process(
+    agenthost_factory: Factory, redis_url: str, transport: Transport
 ) -> None:
+    """The drain outlasts its timeout and cancels the turn (`interrupted`); over WebSocket
+    the process then closes with 1012, over SSE its /readyz says it drains."""
     a, b = fleet(agenthost_factory, redis_url, admin_token=ADMIN_TOKEN, drain_timeout=0.3)
     async with AgentHostClient([a.url, b.url]) as client:
-        sid = "resume-drain-ws"
-        stream = client.stream(sid, "survive a drain", transport="ws")
+        sid = f"resume-drain-{transport}"
+        stream = client.stream(sid, "survive a drain", transport=transport)
 
         async def drain_a() -> None:
             auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -173,3 +184,24 @@ async def test_a_cut_connection_resumes_on_the_same_live_process(
         assert stream.reconnects == 1 and stream.resets == 0  # the turn ran once
         assert proxy.connections >= 2
         await check_exactly_once(client, sid, stream, events)
+
+
+@pytest.mark.parametrize("transport", ["sse", "ws"])
+async def test_a_turn_interrupted_by_a_newer_one_fails_and_is_not_resumed(
+    proxied: tuple[CuttingProxy, str], transport: Transport
+) -> None:
+    """`interrupted` from a process that stays up is the turn's outcome, not a reason to
+    run it again."""
+    _, url = proxied
+    async with AgentHostClient(url) as client:
+        sid = f"resume-interrupted-{transport}"
+        stream = client.stream(sid, "first", transport=transport)
+
+        async def interrupt() -> None:
+            await client.turn(sid, "second", on_busy="interrupt")
+
+        with pytest.raises(TurnFailed) as exc:
+            await read_all(stream, 2, interrupt)
+        assert exc.value.code == "interrupted" and stream.reconnects == 0
+        status = await client.turn_status(sid, stream.turn_id)
+        assert status.status == "failed"

@@ -36,6 +36,17 @@ def wire_event(event: ServerSentEvent) -> WireEvent:
     return WireEvent(seq, event.event, data)
 
 
+async def process_ready(http: HttpTransport, base_url: str) -> bool:
+    """Whether the process at `base_url` answers GET /readyz with 200 (not draining, not
+    gone)."""
+    timeout = aiohttp.ClientTimeout(total=http.connect_timeout)
+    try:
+        async with http.session.get(base_url + "/readyz", timeout=timeout) as resp:
+            return resp.status == 200
+    except (aiohttp.ClientError, OSError, TimeoutError):
+        return False
+
+
 class SSESource:
     """Reads one turn's events with `method` on `path` (JSON `body` for a POST)."""
 
@@ -55,6 +66,15 @@ class SSESource:
         self._body = None if body is None else msgspec.json.encode(body)
         self._headers = dict(headers or {})
         self._idle_timeout = idle_timeout
+
+    async def _wire_event(self, event: ServerSentEvent, base_url: str) -> WireEvent:
+        wire = wire_event(event)
+        # A drain cancels its turns with `interrupted`; an SSE stream has no close code to say
+        # so, so ask the process: if it is no longer ready, resume elsewhere.
+        interrupted = wire.kind == "error" and wire.data.get("code") == "interrupted"
+        if interrupted and not await process_ready(self._http, base_url):
+            return WireEvent(wire.seq, wire.kind, wire.data, process_gone=True)
+        return wire
 
     async def events(
         self, base_url: str, after: int, resuming: bool
@@ -79,10 +99,10 @@ class SSESource:
                         piece = await resp.content.readany()
                     if not piece:
                         for event in parser.finish():
-                            yield wire_event(event)
+                            yield await self._wire_event(event, base_url)
                         return
                     for event in parser.feed(piece):
-                        yield wire_event(event)
+                        yield await self._wire_event(event, base_url)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             failure = failure_for_exception(exc, url)
             if failure is None:
