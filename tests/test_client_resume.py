@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
 import aiohttp
@@ -18,6 +18,7 @@ from agenthost.client import (
     AgentHostClient,
     Chunk,
     Done,
+    NotFound,
     Reset,
     ResponseStream,
     StreamEvent,
@@ -58,6 +59,15 @@ async def read_all(
     return events
 
 
+async def poll(condition: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+    """Await `condition()` until true; fail after `timeout` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
 async def check_exactly_once(
     client: AgentHostClient, session_id: str, stream: ResponseStream, events: list[StreamEvent]
 ) -> None:
@@ -94,6 +104,29 @@ async def test_a_killed_process_stream_resumes_on_the_other(
         assert a.proc is not None and a.proc.poll() is not None
         assert any(isinstance(e, Reset) for e in events)  # the turn ran again on b
         await check_exactly_once(client, sid, stream, events)
+
+
+async def test_a_plain_turn_whose_process_is_killed_completes_on_the_other_once(
+    agenthost_factory: Factory, redis_url: str
+) -> None:
+    a, b = fleet(agenthost_factory, redis_url)
+    async with AgentHostClient([a.url, b.url]) as client, AgentHostClient(b.url) as observer:
+        sid = "resume-kill-plain"
+        turn = asyncio.create_task(client.turn(sid, "survive a crash", turn_id="plain-1"))
+
+        async def running() -> bool:
+            with contextlib.suppress(NotFound):
+                return (await observer.turn_status(sid, "plain-1")).status == "running"
+            return False
+
+        await poll(running, 10, "the turn to run on a")
+        a.kill()
+        result = await turn
+        assert "survive a crash" in result.response and client.base_url == b.url
+        status = await observer.turn_status(sid, "plain-1")
+        assert status.status == "completed" and status.response == result.response
+        history = await observer.messages(sid)
+        assert [m.role for m in history if m.turn_id == "plain-1"] == ["user", "assistant"]
 
 
 @pytest.mark.parametrize("transport", ["sse", "ws"])
