@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -52,9 +53,14 @@ def server_container(objects: list[Obj]) -> tuple[Obj, Obj]:
     return found[0]
 
 
-def scrape_metric_names(url: str) -> set[str]:
+def metrics_text(url: str) -> str:
     with urllib.request.urlopen(url + "/metrics", timeout=5) as resp:
-        text = resp.read().decode()
+        text: str = resp.read().decode()
+        return text
+
+
+def scrape_metric_names(url: str) -> set[str]:
+    text = metrics_text(url)
     return {m.group(1) for m in re.finditer(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)[{ ]", text, re.M)}
 
 
@@ -345,6 +351,35 @@ def test_prestop_drains_the_server_and_returns_once_it_has_exited(
     assert server.proc is not None
     wait_until(lambda: server.proc is not None and server.proc.poll() is not None, 10, "exit")
     assert server.proc.returncode == 0
+
+
+def test_prestop_waits_for_the_turn_in_flight_to_commit(
+    agenthost_factory: Callable[..., AgentHostProcess],
+) -> None:
+    server = agenthost_factory(
+        admin_token="k8s-token", drain_timeout=20, llm="sim://?latency_ms=1500"
+    )
+    answers: list[int] = []
+
+    def post_turn() -> None:
+        request = urllib.request.Request(
+            server.url + "/v1/sessions/k8s/turns",
+            data=b'{"message": "in flight"}',
+            headers={"content-type": "application/json", "Idempotency-Key": "k8s-1"},
+        )
+        with urllib.request.urlopen(request, timeout=15) as resp:
+            answers.append(resp.status)
+
+    turn = threading.Thread(target=post_turn)
+    turn.start()
+    wait_until(
+        lambda: "agenthost_inflight_turns 1" in metrics_text(server.url), 10, "a turn in flight"
+    )
+    result = run_prestop(server, admin_token="k8s-token")
+    turn.join(15)
+    assert result.returncode == 0, result.stderr
+    assert answers == [200]  # the drain let the turn finish and commit
+    assert http_status(server.url + "/healthz") is None
 
 
 def test_prestop_without_a_token_leaves_the_drain_to_sigterm(

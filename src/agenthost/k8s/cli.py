@@ -43,9 +43,12 @@ def check(
         ),
     ] = None,
 ) -> None:
-    """Render each overlay with `kubectl kustomize`, validate every object (Kubernetes API
-    schemas; the project's schemas for KEDA and prometheus-operator resources) and check the
-    manifests against the code: settings, probes, ports, drain timing, metric names."""
+    """Validate the overlays and check them against the code; exit 1 on any problem.
+
+    Renders each overlay with `kubectl kustomize`, validates every object (Kubernetes API
+    schemas; the project's schemas for KEDA and prometheus-operator resources) and checks
+    settings, probes, ports, drain timing, references and metric names.
+    """
     try:
         import kubernetes_validate  # type: ignore[import-untyped]  # noqa: F401
         import yaml  # noqa: F401
@@ -81,8 +84,11 @@ def prestop(
                             "removal reaches the Ingress.")
     ] = DEFAULT_DELAY,
 ) -> None:  # fmt: skip
-    """The preStop hook: wait DELAY, start the drain (POST /admin/drain with the admin
-    token), return once the server has exited. Reads the server's AGENTHOST_* variables."""
+    """The pods' preStop hook: wait, drain the server, return once it has exited.
+
+    Waits DELAY seconds, starts the drain with POST /admin/drain and the admin token, and
+    returns when the server stops listening. Reads the server's AGENTHOST_* variables.
+    """
     from agenthost.k8s.prestop import prestop as run_prestop
     from agenthost.settings import Settings
 
