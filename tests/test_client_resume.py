@@ -16,6 +16,7 @@ import pytest
 
 from agenthost.client import (
     AgentHostClient,
+    APIError,
     Chunk,
     Done,
     NotFound,
@@ -238,3 +239,25 @@ async def test_a_turn_interrupted_by_a_newer_one_fails_and_is_not_resumed(
         assert exc.value.code == "interrupted" and stream.reconnects == 0
         status = await client.turn_status(sid, stream.turn_id)
         assert status.status == "failed"
+
+
+@pytest.mark.parametrize("transport", ["sse", "ws"])
+async def test_on_busy_reject_is_answered_at_once_not_retried(
+    proxied: tuple[CuttingProxy, str], transport: Transport
+) -> None:
+    _, url = proxied
+    async with AgentHostClient(url) as client:
+        sid = f"resume-reject-{transport}"
+        first = client.stream(sid, "first", transport=transport)
+
+        async def rejected() -> None:
+            second = client.stream(sid, "second", transport=transport, on_busy="reject")
+            with pytest.raises(APIError) as exc:
+                await second.collect()
+            assert exc.value.status == 409 and exc.value.code == "session_busy"
+            assert second.reconnects == 0
+            with pytest.raises(APIError):
+                await client.turn(sid, "third", on_busy="reject")
+
+        events = await read_all(first, 1, rejected)
+        assert isinstance(events[-1], Done) and first.reconnects == 0

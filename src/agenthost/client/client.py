@@ -200,6 +200,7 @@ class AgentHostClient:
                 body={**body, "stream": True},
                 headers={"Idempotency-Key": tid},
                 idle_timeout=self.stream_idle_timeout,
+                retry_busy=on_busy != "reject",
             )
         elif transport == "ws":
             source = WebSocketSource(
@@ -207,7 +208,7 @@ class AgentHostClient:
             )
         else:
             raise ValueError(f"transport is 'sse' or 'ws', not {transport!r}")
-        return ResponseStream(self._http, sid, tid, source)
+        return ResponseStream(self._http, sid, tid, source, retry_busy=on_busy != "reject")
 
     def resume(self, session_id: str, turn_id: str, after: int = 0) -> ResponseStream:
         """Read a turn's events after seq `after` (read only: it never runs the turn), from

@@ -59,8 +59,10 @@ class SSESource:
         body: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         idle_timeout: float,
+        retry_busy: bool = True,
     ) -> None:
         self._http = http
+        self._retry_busy = retry_busy
         self._method = method
         self._path = path
         self._body = None if body is None else msgspec.json.encode(body)
@@ -92,7 +94,9 @@ class SSESource:
                 self._method, url, data=self._body, headers=headers, timeout=timeout
             ) as resp:
                 if resp.status != 200:
-                    raise failure_for_response(resp.status, resp.headers, await resp.read())
+                    raise failure_for_response(
+                        resp.status, resp.headers, await resp.read(), retry_busy=self._retry_busy
+                    )
                 parser = SSEParser()
                 while True:
                     async with asyncio.timeout(self._idle_timeout):

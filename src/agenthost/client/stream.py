@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from agenthost.client.errors import RetryableFailure, StreamProtocolError, TurnFailed
+from agenthost.client.errors import APIError, RetryableFailure, StreamProtocolError, TurnFailed
 from agenthost.client.http import FAILOVER_CODES, RETRYABLE_CODES, HttpTransport
 from agenthost.client.models import Chunk, Done, Reset, StreamEvent, TurnResult
 
@@ -58,10 +58,17 @@ class ResponseStream:
     """
 
     def __init__(
-        self, http: HttpTransport, session_id: str, turn_id: str, source: EventSource
+        self,
+        http: HttpTransport,
+        session_id: str,
+        turn_id: str,
+        source: EventSource,
+        *,
+        retry_busy: bool = True,
     ) -> None:
         self._http = http
         self._source = source
+        self._retry_busy = retry_busy
         self.session_id = session_id
         self.turn_id = turn_id
         self.last_seq = 0
@@ -147,6 +154,8 @@ class ResponseStream:
             self.last_seq = max(self.last_seq, wire.seq)
             code = str(data.get("code", "error"))
             message = str(data.get("message", ""))
+            if code == "session_busy" and not self._retry_busy:
+                raise APIError(409, code, message)
             if code in RETRYABLE_CODES or wire.process_gone:
                 failover = code in FAILOVER_CODES or wire.process_gone
                 raise RetryableFailure(f"turn {self.turn_id}: {code}: {message}", failover=failover)
