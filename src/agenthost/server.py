@@ -16,8 +16,10 @@ from agenthost.agents import load_agent
 from agenthost.app import build_app
 from agenthost.drain import Drain
 from agenthost.llm import create_llm
+from agenthost.logs import configure_logging
 from agenthost.settings import Settings
 from agenthost.stores import create_store
+from agenthost.tracing import create_tracing
 
 __all__ = ["run"]
 
@@ -26,18 +28,16 @@ log = logging.getLogger("agenthost")
 
 def run(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM. Exits with status 2 on a configuration error."""
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings)
     try:
         agent = load_agent(settings.app)
         store = create_store(settings.store)
         llm = create_llm(settings.llm, model=settings.llm_model, api_key=settings.llm_api_key)
+        tracing = create_tracing(settings.otel)
     except (ValueError, TypeError) as exc:
         print(f"agenthost: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    app = build_app(settings, store=store, agent=agent, llm=llm)
+    app = build_app(settings, store=store, agent=agent, llm=llm, tracing=tracing)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -49,7 +49,8 @@ def run(settings: Settings) -> None:
         ws_ping_interval=20.0,  # heartbeats: a dead peer is noticed within 40 s
         ws_ping_timeout=20.0,
         lifespan="on",
-        access_log=False,
+        access_log=False,  # agenthost.logs writes the access lines, with the request ids
+        log_config=None,  # uvicorn's own lines go through agenthost.logs too
         # Nothing here reads the client address; skipping the proxy-header rewrite saves
         # work on every request.
         proxy_headers=False,

@@ -192,5 +192,5 @@ SETTINGS_HELP: dict[str, str] = {
     "duration, request_id, session_id, turn_id, tenant).",
     "otel": "OpenTelemetry traces: none, console (spans printed to stdout) or otlp (the "
     "OTEL_EXPORTER_OTLP_* variables say where; needs opentelemetry-exporter-otlp). Needs "
-    "the otel extra: pip install 'agenthost[otel]'.",
+    "the otel extra (opentelemetry-api and opentelemetry-sdk).",
 }

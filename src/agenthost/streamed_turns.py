@@ -19,6 +19,7 @@ import msgspec
 from agenthost.brokers.base import EventKind, StreamEvent
 from agenthost.errors import AgentHostError
 from agenthost.ids import new_turn_id
+from agenthost.logs import bind_turn
 from agenthost.streaming import TurnStream
 from agenthost.wire import ErrorDetail, TurnOut
 
@@ -93,6 +94,7 @@ async def start_streamed_turn(
         resume = True
         # Where another process already streams it, read its stream rather than a local one.
         claim = record is None or not await broker.exists(session_id, turn_id)
+    bind_turn(session_id, turn_id)  # this request's log lines name the turn
     stream = TurnStream(
         broker,
         session_id,

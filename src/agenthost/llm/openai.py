@@ -28,6 +28,7 @@ from agenthost.llm.errors import (
     LLMTimeout,
     LLMUpstreamError,
 )
+from agenthost.tracing import with_trace_headers
 
 __all__ = ["OpenAILLM", "RetryPolicy", "map_openai_error", "retry_after_s"]
 
@@ -157,6 +158,7 @@ class OpenAILLM:
 
     async def complete(self, messages: Sequence[ChatMessage], **options: Any) -> str:
         params = _params(messages)
+        options = with_trace_headers(options)  # traceparent, when tracing is on
         attempt = 0
         while True:
             try:
@@ -173,6 +175,7 @@ class OpenAILLM:
 
     async def stream(self, messages: Sequence[ChatMessage], **options: Any) -> AsyncIterator[str]:
         params = _params(messages)
+        options = with_trace_headers(options)  # traceparent, when tracing is on
         attempt = 0
         while True:
             started = False
