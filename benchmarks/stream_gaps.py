@@ -1,0 +1,576 @@
+"""Streamed turns at a model's pace: does the server deliver every chunk on time when it
+streams to thousands of clients at once?
+
+Starts one `agenthost serve` process (`--store memory://`, the simulated model at
+`--tokens-per-s`, answers about `--answer-s` long), then opens `--streams` streamed turns
+(SSE: POST .../turns with `{"stream": true}`; or WebSocket `turn` frames) over `--ramp`
+seconds from `--clients` load-client processes, and records the arrival time of every chunk.
+Reports the gap between consecutive chunks of a stream (p50/p99/max; the time to the first
+chunk is reported on its own), chunks/s, server CPU per stream-second, the clients' own CPU
+and event-loop lag (a lagging client would inflate the gaps), and errors. One row per
+transport and `--chunk-coalesce-ms` value. Prints one JSON object (also to `--json FILE`).
+
+    python benchmarks/stream_gaps.py --streams 2000 --transport sse,ws --coalesce-ms 0,20
+
+The clients speak HTTP/1.1 and WebSocket through bare asyncio protocols rather than a client
+library, so that reading 60,000 chunks/s costs them a fraction of a core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import datetime
+import itertools
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import psutil
+
+from turn_cpu import cpu_seconds, free_port, git_state, machine, process, wait_http
+
+ROOT = Path(__file__).resolve().parent.parent
+AGENTHOST = str(Path(sys.executable).with_name("agenthost"))
+# The issue's bar: at 2,000 streams and 30 tokens/s, p99 gap between chunks <= 100 ms.
+TARGET_P99_GAP_MS = 100.0
+# Words the simulator adds after echoing the message: 4 tokens of echo, then one per word.
+ECHO_TOKENS = 4
+
+
+def raise_open_files_limit() -> int:
+    """Up to the hard limit; processes started afterwards inherit it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of already sorted values (0 for none)."""
+    if not sorted_values:
+        return 0.0
+    rank = max(0, min(len(sorted_values) - 1, round(q / 100 * len(sorted_values) + 0.5) - 1))
+    return sorted_values[rank]
+
+
+# -- the load client's protocols --------------------------------------------------------------
+
+
+@dataclass
+class StreamRecord:
+    """What one client saw of one streamed turn (times from time.monotonic())."""
+
+    sent: float = 0.0
+    arrivals: list[float] = field(default_factory=list)
+    done: bool = False
+    error: str | None = None
+    close_code: int | None = None
+
+
+class StreamClient(asyncio.Protocol):
+    """The part every transport shares: connection, header block, completion."""
+
+    def __init__(self, record: StreamRecord, request: bytes) -> None:
+        self.record = record
+        self.request = request
+        self.transport: asyncio.Transport | None = None
+        self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.headers_done = False
+        self.buffer = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without inheriting from it.
+        self.transport = cast(asyncio.Transport, transport)
+        self.record.sent = time.monotonic()
+        self.transport.write(self.request)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.record.done and self.record.error is None:
+            self.record.error = f"connection lost: {exc}" if exc else "closed before done"
+        self.finish()
+
+    def finish(self) -> None:
+        if not self.finished.done():
+            self.finished.set_result(None)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def fail(self, reason: str) -> None:
+        if self.record.error is None:
+            self.record.error = reason
+        self.finish()
+
+    def data_received(self, data: bytes) -> None:
+        now = time.monotonic()
+        if not self.headers_done:
+            self.buffer += data
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head, data = self.buffer[:end], self.buffer[end + 4 :]
+            self.buffer = b""
+            self.headers_done = True
+            status = head.split(b" ", 2)[1] if head.count(b" ") >= 2 else b"?"
+            if status != self.expected_status:
+                self.fail(f"status {status.decode(errors='replace')}")
+                return
+            if not data:
+                return
+        self.body_received(data, now)
+
+    expected_status = b"200"
+
+    def body_received(self, data: bytes, now: float) -> None:
+        raise NotImplementedError
+
+
+class SSEClient(StreamClient):
+    """POST .../turns with stream:true; counts `chunk` events in the raw (chunked) body. An
+    event is written in one piece, so its `event:` line is never split by the framing."""
+
+    CHUNK = b"event: chunk\n"
+    DONE = b"event: done\n"
+    ERROR = b"event: error\n"
+    KEEP = len(CHUNK) - 1  # a marker cut by a read boundary is found in the next one
+
+    def __init__(self, record: StreamRecord, host: str, port: int, session_id: str) -> None:
+        body = json.dumps({"message": f"stream {session_id}", "stream": True}).encode()
+        request = (
+            f"POST /v1/sessions/{session_id}/turns HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            "Content-Type: application/json\r\nAccept: text/event-stream\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode() + body
+        super().__init__(record, request)
+        self.tail = b""
+
+    def body_received(self, data: bytes, now: float) -> None:
+        window = self.tail + data
+        chunks = window.count(self.CHUNK)
+        self.record.arrivals.extend([now] * chunks)
+        if self.DONE in window:
+            self.record.done = True
+            self.finish()
+        elif self.ERROR in window:
+            self.fail("error event")
+        self.tail = window[-self.KEEP :]
+
+
+def masked_frame(opcode: int, payload: bytes) -> bytes:
+    """A client-to-server WebSocket frame (clients must mask)."""
+    key = os.urandom(4)
+    size = len(payload)
+    if size < 126:
+        head = bytes([0x80 | opcode, 0x80 | size])
+    elif size < 65536:
+        head = bytes([0x80 | opcode, 0x80 | 126]) + size.to_bytes(2, "big")
+    else:
+        head = bytes([0x80 | opcode, 0x80 | 127]) + size.to_bytes(8, "big")
+    mask = int.from_bytes((key * (size // 4 + 1))[:size], "big") if size else 0
+    body = (int.from_bytes(payload, "big") ^ mask).to_bytes(size, "big") if size else b""
+    return head + key + body
+
+
+def websocket_upgrade(host: str, port: int, session_id: str) -> bytes:
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (
+        f"GET /v1/sessions/{session_id}/ws HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+
+
+class WebSocketClient(StreamClient):
+    """One WebSocket to /v1/sessions/{sid}/ws. With `message` it sends one turn and records
+    its chunk frames; without, it stays idle (answering pings) until told to send one."""
+
+    expected_status = b"101"
+
+    def __init__(
+        self, record: StreamRecord, host: str, port: int, session_id: str, message: str | None
+    ) -> None:
+        super().__init__(record, websocket_upgrade(host, port, session_id))
+        self.message = message
+        loop = asyncio.get_running_loop()
+        self.open: asyncio.Future[None] = loop.create_future()
+        self.turn_done: asyncio.Future[None] = loop.create_future()
+        self.frames = b""
+
+    def send_turn(self, message: str) -> None:
+        assert self.transport is not None
+        self.record.sent = time.monotonic()
+        self.record.done = False
+        frame = json.dumps({"type": "turn", "message": message}).encode()
+        self.transport.write(masked_frame(0x1, frame))
+
+    def data_received(self, data: bytes) -> None:
+        was_open = self.headers_done
+        super().data_received(data)
+        if self.headers_done and not was_open and self.record.error is None:
+            if not self.open.done():
+                self.open.set_result(None)
+            if self.message is not None:
+                self.send_turn(self.message)
+
+    def turn_ended(self) -> None:
+        if not self.turn_done.done():
+            self.turn_done.set_result(None)
+
+    def finish(self) -> None:
+        if not self.open.done():
+            self.open.set_result(None)
+        self.turn_ended()
+        super().finish()
+
+    def body_received(self, data: bytes, now: float) -> None:
+        self.frames += data
+        buf = self.frames
+        pos = 0
+        while len(buf) - pos >= 2:
+            opcode = buf[pos] & 0x0F
+            size = buf[pos + 1] & 0x7F
+            start = pos + 2
+            if size == 126:
+                if len(buf) - pos < 4:
+                    break
+                size, start = int.from_bytes(buf[pos + 2 : pos + 4], "big"), pos + 4
+            elif size == 127:
+                if len(buf) - pos < 10:
+                    break
+                size, start = int.from_bytes(buf[pos + 2 : pos + 10], "big"), pos + 10
+            if len(buf) < start + size:
+                break
+            payload = buf[start : start + size]
+            pos = start + size
+            self.frame_received(opcode, payload, now)
+        self.frames = buf[pos:]
+
+    def frame_received(self, opcode: int, payload: bytes, now: float) -> None:
+        if opcode == 0x1:
+            if b'"type":"chunk"' in payload:
+                self.record.arrivals.append(now)
+            elif b'"type":"done"' in payload:
+                self.record.done = True
+                self.turn_ended()
+                if self.message is not None:
+                    self.finish()
+            elif b'"type":"error"' in payload:
+                self.fail("error frame: " + payload[:200].decode(errors="replace"))
+        elif opcode == 0x9 and self.transport is not None:  # ping: answer, or be dropped
+            self.transport.write(masked_frame(0xA, payload))
+        elif opcode == 0x8:
+            self.record.close_code = int.from_bytes(payload[:2], "big") if payload else None
+            if not self.record.done:
+                self.fail(f"closed with {self.record.close_code}")
+            self.finish()
+
+
+# -- one load-client process ------------------------------------------------------------------
+
+
+async def loop_lag_probe(stop: asyncio.Event, lags: list[float], period: float = 0.05) -> None:
+    """How late the client's event loop wakes: a busy client delays every timestamp."""
+    while not stop.is_set():
+        due = time.monotonic() + period
+        await asyncio.sleep(period)
+        lags.append(max(0.0, time.monotonic() - due))
+
+
+async def run_client(args: argparse.Namespace) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    total = int(args.streams)  # a single count in a client process
+    mine = list(range(args.worker, total, args.workers))
+    records = [StreamRecord() for _ in mine]
+    stop = asyncio.Event()
+    lags: list[float] = []
+    probe = asyncio.create_task(loop_lag_probe(stop, lags))
+    cpu_before = time.process_time()
+    wall_before = time.monotonic()
+
+    async def one(index: int, record: StreamRecord) -> None:
+        delay = args.start_at + args.ramp * index / total - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        session_id = f"{args.prefix}-{index}"
+        client: StreamClient
+        try:
+            if args.transport == "sse":
+                client = SSEClient(record, args.host, args.port, session_id)
+            else:
+                client = WebSocketClient(
+                    record, args.host, args.port, session_id, f"stream {session_id}"
+                )
+            await loop.create_connection(lambda: client, args.host, args.port)
+            await asyncio.wait_for(client.finished, args.stream_timeout)
+        except (OSError, TimeoutError) as exc:
+            record.error = record.error or f"{type(exc).__name__}: {exc}"
+
+    await asyncio.gather(*(one(i, r) for i, r in zip(mine, records, strict=True)))
+    stop.set()
+    await probe
+    cpu = time.process_time() - cpu_before
+    wall = time.monotonic() - wall_before
+    gaps: list[float] = []
+    first_chunk: list[float] = []
+    durations: list[float] = []
+    lengths: list[float] = []
+    errors: dict[str, int] = {}
+    for r in records:
+        if r.error is not None or not r.done:
+            reason = (r.error or "no done").split(":")[0]
+            errors[reason] = errors.get(reason, 0) + 1
+        if r.arrivals:
+            first_chunk.append(round((r.arrivals[0] - r.sent) * 1000, 2))
+            durations.append(r.arrivals[-1] - r.sent)
+            lengths.append(round(r.arrivals[-1] - r.sent, 3))
+            gaps.extend(round((b - a) * 1000, 2) for a, b in itertools.pairwise(r.arrivals))
+    return {
+        "streams": len(records),
+        "completed": sum(1 for r in records if r.done and r.error is None),
+        "chunks": sum(len(r.arrivals) for r in records),
+        "errors": errors,
+        "gaps_ms": gaps,
+        "first_chunk_ms": first_chunk,
+        "stream_seconds": round(sum(durations), 3),
+        "stream_s": lengths,
+        "first_sent": min((r.sent for r in records if r.sent), default=0.0),
+        "last_arrival": max((r.arrivals[-1] for r in records if r.arrivals), default=0.0),
+        "cpu_s": round(cpu, 3),
+        "wall_s": round(wall, 3),
+        "loop_lag_ms": {
+            "p99": round(percentile(sorted(lags), 99) * 1000, 2),
+            "max": round(max(lags, default=0.0) * 1000, 2),
+        },
+    }
+
+
+def client_main(args: argparse.Namespace) -> None:
+    raise_open_files_limit()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    print(json.dumps(asyncio.run(run_client(args))))
+
+
+# -- the measurement --------------------------------------------------------------------------
+
+
+def llm_url(tokens_per_s: float, answer_s: float) -> str:
+    words = max(1, round(tokens_per_s * answer_s) - ECHO_TOKENS)
+    return f"sim://?tokens_per_s={tokens_per_s:g}&words={words}"
+
+
+def start_client(
+    port: int,
+    transport: str,
+    streams: int,
+    worker: int,
+    start_at: float,
+    prefix: str,
+    args: argparse.Namespace,
+) -> subprocess.Popen[bytes]:
+    """One load-client process: every `--clients`-th stream, from stream `worker` on."""
+    flags = {
+        "--host": "127.0.0.1",
+        "--port": str(port),
+        "--transport": transport,
+        "--streams": str(streams),
+        "--workers": str(args.clients),
+        "--worker": str(worker),
+        "--ramp": str(args.ramp),
+        "--start-at": repr(start_at),
+        "--prefix": prefix,
+        "--stream-timeout": str(args.answer_s * 3 + 30),
+    }
+    argv = [sys.executable, __file__, "--client-worker"]
+    for flag, value in flags.items():
+        argv += [flag, value]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, cwd=ROOT)
+
+
+def measure(
+    streams: int, transport: str, coalesce_ms: float, args: argparse.Namespace, tmp: Path
+) -> dict[str, Any]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    llm = llm_url(args.tokens_per_s, args.answer_s)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTHOST_")}
+    server_args = [AGENTHOST, "serve", "--port", str(port), "--store", args.store,
+                   "--llm", llm, "--chunk-coalesce-ms", f"{coalesce_ms:g}",
+                   "--log-level", "warning"]  # fmt: skip
+    log = tmp / f"server-{transport}-{coalesce_ms:g}.log"
+    with process(server_args, log, env) as server:
+        wait_http(url + "/readyz", server, log)
+        load_before = os.getloadavg()[0]
+        cpu_before = cpu_seconds(server.pid)
+        start_at = time.monotonic() + 1.0  # every client is up before the first stream
+        workers = [
+            start_client(port, transport, streams, w, start_at, f"{transport}{coalesce_ms:g}", args)
+            for w in range(args.clients)
+        ]
+        parts = []
+        for worker in workers:
+            out, _ = worker.communicate(timeout=args.answer_s * 4 + args.ramp + 120)
+            parts.append(json.loads(out.decode().strip().splitlines()[-1]))
+        cpu_after = cpu_seconds(server.pid)
+        rss_mb = psutil.Process(server.pid).memory_info().rss / 2**20
+        load_after = os.getloadavg()[0]
+        alive = server.poll() is None
+    gaps = sorted(g for p in parts for g in p["gaps_ms"])
+    first = sorted(f for p in parts for f in p["first_chunk_ms"])
+    lengths = sorted(s for p in parts for s in p["stream_s"])
+    errors: dict[str, int] = {}
+    for p in parts:
+        for reason, n in p["errors"].items():
+            errors[reason] = errors.get(reason, 0) + n
+    chunks = sum(p["chunks"] for p in parts)
+    sent = [p["first_sent"] for p in parts if p["first_sent"]]
+    window = max(p["last_arrival"] for p in parts) - min(sent) if sent else 0.0
+    stream_seconds = sum(p["stream_seconds"] for p in parts)
+    server_cpu = cpu_after - cpu_before
+    client_cpu = sum(p["cpu_s"] for p in parts)
+    client_wall = max(p["wall_s"] for p in parts)
+    p99 = percentile(gaps, 99)
+    return {
+        "transport": transport,
+        "chunk_coalesce_ms": coalesce_ms,
+        "streams": streams,
+        "completed": sum(p["completed"] for p in parts),
+        "errors": sum(errors.values()),
+        "error_kinds": errors,
+        "server_alive": alive,
+        "chunks": chunks,
+        "chunks_per_stream": round(chunks / max(1, streams), 1),
+        "chunks_per_s": round(chunks / max(window, 1e-9)),
+        "expected_gap_ms": round(1000 / args.tokens_per_s, 1),
+        "gap_ms": {
+            "p50": percentile(gaps, 50),
+            "p90": percentile(gaps, 90),
+            "p99": p99,
+            "p999": percentile(gaps, 99.9),
+            "max": gaps[-1] if gaps else 0.0,
+            "mean": round(statistics.fmean(gaps), 2) if gaps else 0.0,
+        },
+        "first_chunk_ms": {
+            "p50": percentile(first, 50),
+            "p99": percentile(first, 99),
+            "max": first[-1] if first else 0.0,
+        },
+        # Sent to last chunk: the model alone takes answer_s; more means the server fell
+        # behind (a gap figure alone hides a server that delivers late but evenly).
+        "answer_s": args.answer_s,
+        "stream_s": {
+            "p50": percentile(lengths, 50),
+            "p99": percentile(lengths, 99),
+            "max": lengths[-1] if lengths else 0.0,
+        },
+        "meets_p99_gap_target": bool(gaps) and p99 <= TARGET_P99_GAP_MS,
+        "window_s": round(window, 2),
+        "stream_seconds": round(stream_seconds, 1),
+        "server_cpu_s": round(server_cpu, 3),
+        "server_cpu_pct": round(100 * server_cpu / max(window, 1e-9), 1),
+        "server_cpu_ms_per_stream_s": round(1000 * server_cpu / max(stream_seconds, 1e-9), 3),
+        "server_rss_mb_after": round(rss_mb, 1),
+        "client_processes": args.clients,
+        "client_cpu_pct": round(100 * client_cpu / max(client_wall, 1e-9), 1),
+        "client_cpu_pct_max_process": round(
+            max(100 * p["cpu_s"] / max(p["wall_s"], 1e-9) for p in parts), 1
+        ),
+        "client_loop_lag_ms": {
+            "p99": max(p["loop_lag_ms"]["p99"] for p in parts),
+            "max": max(p["loop_lag_ms"]["max"] for p in parts),
+        },
+        "load_average_1m": {"before": round(load_before, 2), "after": round(load_after, 2)},
+        "llm": llm,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--streams", default="2000", help="comma-separated counts of concurrent streamed turns"
+    )
+    parser.add_argument("--transport", default="sse", help="comma-separated: sse, ws")
+    parser.add_argument(
+        "--coalesce-ms",
+        default="0,20",
+        help="comma-separated --chunk-coalesce-ms values to run (20 is the default setting)",
+    )
+    parser.add_argument("--tokens-per-s", type=float, default=30.0)
+    parser.add_argument("--answer-s", type=float, default=10.0, help="seconds of tokens")
+    parser.add_argument("--ramp", type=float, default=2.0, help="seconds to open all streams")
+    parser.add_argument("--clients", type=int, default=2, help="load-client processes")
+    parser.add_argument("--store", default="memory://")
+    parser.add_argument("--json", type=Path, help="also write the result here")
+    # A load-client process (started by this script, not by hand).
+    parser.add_argument("--client-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--host", default="127.0.0.1", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--start-at", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument("--prefix", default="gaps", help=argparse.SUPPRESS)
+    parser.add_argument("--stream-timeout", type=float, default=60.0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.client_worker:
+        client_main(args)
+        return
+    transports = [t.strip() for t in args.transport.split(",") if t.strip()]
+    for t in transports:
+        if t not in ("sse", "ws"):
+            parser.error(f"unknown transport {t!r}")
+    coalesce = [float(c) for c in args.coalesce_ms.split(",")]
+    counts = [int(n) for n in args.streams.split(",")]
+    raise_open_files_limit()
+    started = time.monotonic()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-gaps-") as tmp:
+        for transport in transports:
+            for c in coalesce:
+                for n in counts:
+                    rows.append(measure(n, transport, c, args, Path(tmp)))
+                    print(json.dumps(rows[-1]), file=sys.stderr)
+    git = git_state()
+    result = {
+        "benchmark": "stream_gaps",
+        "command": "python benchmarks/stream_gaps.py " + " ".join(sys.argv[1:]),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "git_commit": git["commit"],
+        "git": git,
+        "machine": machine(),
+        "seconds": round(time.monotonic() - started, 1),
+        "params": {
+            "streams": counts,
+            "tokens_per_s": args.tokens_per_s,
+            "answer_s": args.answer_s,
+            "ramp_s": args.ramp,
+            "clients": args.clients,
+            "store": args.store,
+        },
+        "target_p99_gap_ms": TARGET_P99_GAP_MS,
+        "errors_total": sum(r["errors"] for r in rows),
+        "results": rows,
+    }
+    text = json.dumps(result, indent=2)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
