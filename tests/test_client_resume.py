@@ -261,3 +261,25 @@ async def test_on_busy_reject_is_answered_at_once_not_retried(
 
         events = await read_all(first, 1, rejected)
         assert isinstance(events[-1], Done) and first.reconnects == 0
+
+
+async def test_leaving_a_stream_early_closes_it_and_on_disconnect_decides_the_turn(
+    proxied: tuple[CuttingProxy, str],
+) -> None:
+    _, url = proxied
+    async with AgentHostClient(url) as client:
+        kept = client.stream("resume-leave-1", "keep going", transport="ws")
+        async with kept:
+            async for _ in kept:
+                break
+        dropped = client.stream("resume-leave-2", "stop there", on_disconnect="cancel")
+        async with dropped:
+            async for _ in dropped:
+                break
+
+        async def ended(sid: str, turn_id: str, status: str) -> bool:
+            return (await client.turn_status(sid, turn_id)).status == status
+
+        await poll(lambda: ended("resume-leave-1", kept.turn_id, "completed"), 10, "kept")
+        await poll(lambda: ended("resume-leave-2", dropped.turn_id, "failed"), 10, "dropped")
+        assert kept.result is None and kept.reconnects == 0

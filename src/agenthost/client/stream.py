@@ -78,7 +78,7 @@ class ResponseStream:
         self.resets = 0
         self.duplicates_dropped = 0
         self._parts: list[str] = []
-        self._iterator: AsyncIterator[StreamEvent] | None = None
+        self._iterator: AsyncGenerator[StreamEvent, None] | None = None
 
     @property
     def text(self) -> str:
@@ -103,9 +103,8 @@ class ResponseStream:
 
     async def aclose(self) -> None:
         """Stop reading and close the connection."""
-        iterator = self._iterator
-        if iterator is not None and hasattr(iterator, "aclose"):
-            await iterator.aclose()
+        if self._iterator is not None:
+            await self._iterator.aclose()
 
     async def __aenter__(self) -> ResponseStream:
         return self
@@ -118,7 +117,7 @@ class ResponseStream:
     ) -> None:
         await self.aclose()
 
-    async def _run(self) -> AsyncIterator[StreamEvent]:
+    async def _run(self) -> AsyncGenerator[StreamEvent, None]:
         budget = self._http.budget()
         endpoints = self._http.endpoints
         while True:
