@@ -221,7 +221,7 @@ def target_server(
         env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTHOST_")}
         args = [AGENTHOST, "serve", "--port", str(port), "--store", store,
                 "--llm", LLM_URL, "--history-window", str(history_window),
-                "--log-level", "warning"]  # fmt: skip
+                "--log-level", "warning", "--allow-no-auth"]  # fmt: skip
         proc = stack.enter_context(process(args, log, env))
         wait_http(f"http://127.0.0.1:{port}/readyz", proc, log)
         shown_store = store.replace(str(workdir), "TMP").split("://")[0] + "://…"

@@ -433,7 +433,8 @@ def test_settings_accept_cache_urls_and_refuse_others() -> None:
     assert Settings().llm_cache is None and Settings().llm_cache_ttl == 300
     for url in ("memory://", "redis://127.0.0.1:6390/0", "redis+cluster://h:7000"):
         assert Settings(llm_cache=url).llm_cache == url
-    assert Settings(llm_cache="redis", store="redis://127.0.0.1:6390/0").llm_cache == "redis"
+    redis_store = {"store": "redis://127.0.0.1:6390/0", "allow_no_auth": True}
+    assert Settings(llm_cache="redis", **redis_store).llm_cache == "redis"
     for bad in ({"llm_cache": "memcached://x"}, {"llm_cache": "redis"}, {"llm_cache_ttl": 0}):
         with pytest.raises(ValueError, match="llm_cache"):
             Settings(**bad)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -26,6 +27,8 @@ from starlette.websockets import WebSocket
 
 from agenthost import __version__
 from agenthost.agents import AgentRunner, load_agent
+from agenthost.auth.authenticators import Authenticator, create_authenticator
+from agenthost.auth.principal import Principal, public_session_id, scoped_session_id
 from agenthost.brokers import StreamBroker, StreamEvent, create_broker
 from agenthost.brokers.instrumented import InstrumentedBroker
 from agenthost.drain import Drain
@@ -50,11 +53,13 @@ from agenthost.llm.instrumented import InstrumentedLLM
 from agenthost.logs import RequestContext, bind_turn
 from agenthost.metrics import Metrics
 from agenthost.openapi import Endpoint, Param, docs_html, openapi_document
-from agenthost.settings import Settings, broker_url
+from agenthost.ratelimit import create_limiter
+from agenthost.ratelimit.gate import TurnGate
+from agenthost.settings import Settings, broker_url, limiter_url
 from agenthost.stores import SessionStore, create_store
-from agenthost.stores.base import TurnError, TurnRecord
+from agenthost.stores.base import SessionInfo, TurnError, TurnRecord
 from agenthost.stores.instrumented import InstrumentedStore
-from agenthost.streamed_turns import start_streamed_turn
+from agenthost.streamed_turns import StreamedTurn, start_streamed_turn
 from agenthost.tracing import Tracing, create_tracing
 from agenthost.websocket import CLOSE_SERVICE_RESTART, WebSocketSession, websocket_endpoint
 from agenthost.wire import (
@@ -88,9 +93,10 @@ def _json(body: msgspec.Struct, status: int = 200) -> Response:
 
 def error_response(exc: AgentHostError) -> Response:
     """The JSON error response for `exc`, with Retry-After where it has one."""
-    headers = None
+    headers = dict(exc.headers) if exc.headers else None
     if exc.retry_after is not None:
-        headers = {"Retry-After": str(max(1, round(exc.retry_after)))}
+        headers = headers or {}
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     body = ErrorBody(ErrorDetail(exc.code, exc.message))
     return Response(_encode(body), status_code=exc.status, media_type=JSON, headers=headers)
 
@@ -125,6 +131,18 @@ class API:
         self._turn_decoder = _Decoder(TurnRequest)
         self._create_decoder = _Decoder(CreateSession)
         self._chat_decoder = _Decoder(ChatRequest)
+        self._auth: Authenticator | None = None
+        self._gate: TurnGate | None = None
+
+    @property
+    def auth(self) -> Authenticator:
+        assert self._auth is not None, "the app's lifespan has not started"
+        return self._auth
+
+    @property
+    def gate(self) -> TurnGate:
+        assert self._gate is not None, "the app's lifespan has not started"
+        return self._gate
 
     @property
     def broker(self) -> StreamBroker:
@@ -143,9 +161,14 @@ class API:
             request.receive, request.headers.get("content-length"), self.settings.max_body_bytes
         )
 
-    @staticmethod
-    def _session_id(request: Request) -> str:
-        return check_session_id(request.path_params["session_id"])
+    async def _principal(self, request: Request) -> Principal:
+        return await self.auth.authenticate(request.headers.get("authorization"))
+
+    async def _session_id(self, request: Request) -> str:
+        """The caller's session named in the path, as the store knows it (tenant-scoped)."""
+        session_id = check_session_id(request.path_params["session_id"])
+        principal = await self._principal(request)
+        return scoped_session_id(principal.tenant, session_id)
 
     @staticmethod
     def _idempotency_key(request: Request) -> str | None:
@@ -155,33 +178,35 @@ class API:
     # -- sessions ---------------------------------------------------------------------------
 
     async def create_session(self, request: Request) -> Response:
+        principal = await self._principal(request)
         body = await self._body(request)
         req = self._create_decoder(body) if body.strip() else CreateSession()
         self.limits.check_metadata(req.metadata)
-        session_id = req.session_id or new_session_id()
+        chosen = check_session_id(req.session_id) if req.session_id else new_session_id()
+        session_id = scoped_session_id(principal.tenant, chosen)
         info = await self.store.create_session(session_id, req.metadata, self.settings.session_ttl)
-        return _json(msgspec.convert(info, SessionOut, from_attributes=True), 201)
+        return _json(_session_out(info), 201)
 
     async def get_session(self, request: Request) -> Response:
-        session_id = self._session_id(request)
+        session_id = await self._session_id(request)
         info = await self.store.get_session(session_id)
         if info is None:
-            raise SessionNotFound(f"no session {session_id}")
-        return _json(msgspec.convert(info, SessionOut, from_attributes=True))
+            raise SessionNotFound(f"no session {public_session_id(session_id)}")
+        return _json(_session_out(info))
 
     async def delete_session(self, request: Request) -> Response:
-        session_id = self._session_id(request)
+        session_id = await self._session_id(request)
         if not await self.store.delete_session(session_id):
-            raise SessionNotFound(f"no session {session_id}")
+            raise SessionNotFound(f"no session {public_session_id(session_id)}")
         return Response(status_code=204)
 
     async def list_messages(self, request: Request) -> Response:
-        session_id = self._session_id(request)
+        session_id = await self._session_id(request)
         limit = _int_query(request, "limit", 100, 1, 1000)
         before = _int_query(request, "before", None, 0, 2**62)
         messages = await self.store.list_messages(session_id, limit, before)
         if messages is None:
-            raise SessionNotFound(f"no session {session_id}")
+            raise SessionNotFound(f"no session {public_session_id(session_id)}")
         out = [MessageOut(m.role, m.content, m.turn_id, m.created_at, m.seq) for m in messages]
         return _json(MessagesOut(out))
 
@@ -196,10 +221,12 @@ class API:
         """POST /v1/sessions/{session_id}/turns as a plain ASGI endpoint: the turn is the hot
         path, so it skips building a Request and a Response object."""
         session_id = check_session_id(scope["path_params"]["session_id"])
-        turn_id = declared = last_event_id = None
+        turn_id = declared = last_event_id = authorization = None
         accept = b""
         for name, value in scope["headers"]:
-            if name == b"idempotency-key":
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+            elif name == b"idempotency-key":
                 turn_id = check_turn_id(value.decode("latin-1"))
             elif name == b"content-length":
                 declared = value.decode("latin-1")
@@ -207,26 +234,41 @@ class API:
                 accept = value
             elif name == b"last-event-id":
                 last_event_id = value.decode("latin-1")
+        principal = await self.auth.authenticate(authorization)
+        session_id = scoped_session_id(principal.tenant, session_id)
         body = await read_body(receive, declared, self.settings.max_body_bytes)
         req: TurnRequest = self._turn_decoder(body)
         self.limits.check_turn(req.message, req.metadata)
+        limited = not principal.limits.unlimited
+        if limited:
+            turn_id = turn_id or new_turn_id()
+            await self.gate.enter(principal, turn_id)
         if req.stream or b"text/event-stream" in accept:
-            after = _event_number(last_event_id)
-            response = await self._stream_turn(session_id, turn_id, req, after)
+            try:
+                after = _event_number(last_event_id)
+                response = await self._stream_turn(session_id, turn_id, req, after, principal)
+            except BaseException:
+                if limited:
+                    self.gate.leave(principal, turn_id or "")
+                raise
             await response(scope, receive, send)
             return
-        if req.on_disconnect == "cancel":
-            record = await self._run_until_disconnect(session_id, turn_id, req, receive)
-            if record is None:
-                return  # the client left; nobody to answer
-        else:
-            record = await self._engine.run_turn(
-                session_id,
-                req.message,
-                turn_id=turn_id,
-                metadata=req.metadata,
-                on_busy=req.on_busy,
-            )
+        try:
+            if req.on_disconnect == "cancel":
+                record = await self._run_until_disconnect(session_id, turn_id, req, receive)
+                if record is None:
+                    return  # the client left; nobody to answer
+            else:
+                record = await self._engine.run_turn(
+                    session_id,
+                    req.message,
+                    turn_id=turn_id,
+                    metadata=req.metadata,
+                    on_busy=req.on_busy,
+                )
+        finally:
+            if limited:
+                self.gate.leave(principal, turn_id or "")
         payload = _encode(_turn_out(record))
         await send(
             {
@@ -277,7 +319,12 @@ class API:
             watcher.cancel()
 
     async def _stream_turn(
-        self, session_id: str, turn_id: str | None, req: TurnRequest, after: int
+        self,
+        session_id: str,
+        turn_id: str | None,
+        req: TurnRequest,
+        after: int,
+        principal: Principal,
     ) -> Response:
         """SSE for one turn: numbered `chunk` events as the agent writes, then `done` or
         `error`. The turn runs in its own task and publishes to the stream broker, so it
@@ -293,6 +340,7 @@ class API:
             on_busy=req.on_busy,
             after=after,
         )
+        self.leave_when_done(principal, streamed)
         on_gone = streamed.cancel if req.on_disconnect == "cancel" else None
         return self._sse(streamed.events, on_gone)
 
@@ -332,7 +380,7 @@ class API:
     async def resume_stream(self, request: Request) -> Response:
         """GET .../turns/{turn_id}/stream: the turn's events after `Last-Event-ID` (or
         `?after=`), from whichever process runs it."""
-        session_id = self._session_id(request)
+        session_id = await self._session_id(request)
         turn_id = check_turn_id(request.path_params["turn_id"])
         after = _event_number(
             request.headers.get("last-event-id") or request.query_params.get("after")
@@ -346,12 +394,22 @@ class API:
         finished turn whose stream expired) its final event from the turn record."""
         record = await self.store.get_turn(session_id, turn_id)
         if record is None:
-            raise TurnNotFound(f"no turn {turn_id} in session {session_id}")
+            raise TurnNotFound(f"no turn {turn_id} in session {public_session_id(session_id)}")
         if record.status in ("completed", "failed") and not await self.broker.exists(
             session_id, turn_id
         ):
             return _final_from_record(record, after)
         return self.broker.read(session_id, turn_id, after, self._stream_wait)
+
+    def leave_when_done(self, principal: Principal, streamed: StreamedTurn) -> None:
+        """Free the turn's in-flight slot when its task ends (now, for a replay)."""
+        if principal.limits.max_inflight <= 0:
+            return
+        task = streamed.task
+        if task is None or task.done():
+            self.gate.leave(principal, streamed.turn_id)
+        else:
+            task.add_done_callback(lambda _: self.gate.leave(principal, streamed.turn_id))
 
     def keep(self, task: asyncio.Task[None]) -> None:
         """Hold a reference to a background task until it ends."""
@@ -372,23 +430,27 @@ class API:
         await websocket_endpoint(self, ws, counted)
 
     async def get_turn(self, request: Request) -> Response:
-        session_id = self._session_id(request)
+        session_id = await self._session_id(request)
         turn_id = check_turn_id(request.path_params["turn_id"])
         record = await self.store.get_turn(session_id, turn_id)
         if record is None:
-            raise TurnNotFound(f"no turn {turn_id} in session {session_id}")
+            raise TurnNotFound(f"no turn {turn_id} in session {public_session_id(session_id)}")
         error = (
             None if record.error is None else TurnErrorOut(record.error.code, record.error.message)
         )
         return _json(TurnStatusOut(turn_id, record.status, record.response, error))
 
     async def chat(self, request: Request) -> Response:
-        session_id = self._session_id(request)
+        session_id = await self._session_id(request)
         req: ChatRequest = self._chat_decoder(await self._body(request))
         self.limits.check_message(req.message)
-        record = await self._engine.run_turn(
-            session_id, req.message, turn_id=self._idempotency_key(request)
-        )
+        principal = await self._principal(request)
+        turn_id = self._idempotency_key(request) or new_turn_id()
+        await self.gate.enter(principal, turn_id)
+        try:
+            record = await self._engine.run_turn(session_id, req.message, turn_id=turn_id)
+        finally:
+            self.gate.leave(principal, turn_id)
         return _json(ChatResponse(record.response or ""))
 
     # -- health -----------------------------------------------------------------------------
@@ -400,6 +462,8 @@ class API:
         return _json(Health("draining"), 202)
 
     async def metrics(self, request: Request) -> Response:
+        if self.settings.metrics_require_admin:
+            self._check_admin(request)
         return Response(
             self._engine.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
         )
@@ -488,8 +552,13 @@ def _event_number(raw: str | None) -> int:
     return after
 
 
+def _session_out(info: SessionInfo) -> SessionOut:
+    out: SessionOut = msgspec.convert(info, SessionOut, from_attributes=True)
+    return msgspec.structs.replace(out, session_id=public_session_id(out.session_id))
+
+
 def _turn_out(record: TurnRecord) -> TurnOut:
-    return TurnOut(record.session_id, record.turn_id, record.response or "")
+    return TurnOut(public_session_id(record.session_id), record.turn_id, record.response or "")
 
 
 def _int_query(request: Request, name: str, default: T, low: int, high: int) -> int | T:
@@ -598,6 +667,14 @@ def build_app(
         the_agent = agent or load_agent(settings.app)
         await the_store.open()
         metrics = Metrics()
+        auth = create_authenticator(settings)
+        await auth.open()
+        api._auth = auth
+        # An in-flight slot of a process that died frees itself after the longest turn.
+        hold_s = settings.turn_timeout + settings.lease_ttl
+        limiter = create_limiter(limiter_url(settings), hold_s=hold_s)
+        await limiter.open()
+        api._gate = TurnGate(limiter, metrics)
         measured_llm = InstrumentedLLM(the_llm, metrics, tracing)
         metrics.llm_cache = measured_llm.cache_counts
         broker = create_broker(broker_url(settings), stream_ttl=settings.stream_ttl)
@@ -633,6 +710,8 @@ def build_app(
             await api.drain.wait()
             await engine.stop()
             await broker.close()
+            await limiter.close()
+            await auth.close()
             await the_store.close()
             await the_llm.close()
 

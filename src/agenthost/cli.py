@@ -131,6 +131,15 @@ def _register_k8s() -> None:
 _register_k8s()
 
 
+def _register_keys() -> None:
+    from agenthost.auth.cli import keys_app
+
+    app.add_typer(keys_app, name="keys")
+
+
+_register_keys()
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -12,6 +12,7 @@ __all__ = [
     "BadFrame",
     "BadRequest",
     "BinaryFrame",
+    "ConcurrencyLimited",
     "Draining",
     "FrameRateExceeded",
     "FrameTooLarge",
@@ -25,6 +26,7 @@ __all__ = [
     "NotFound",
     "Overloaded",
     "PayloadTooLarge",
+    "RateLimited",
     "SessionBusy",
     "SessionExists",
     "SessionNotFound",
@@ -43,6 +45,7 @@ class AgentHostError(Exception):
     status: int = 500
     code: str = "internal_error"
     retry_after: float | None = None
+    headers: dict[str, str] | None = None  # extra response headers (WWW-Authenticate, ...)
 
     def __init__(self, message: str | None = None, *, retry_after: float | None = None) -> None:
         super().__init__(message or self.__class__.__doc__ or self.code)
@@ -90,6 +93,20 @@ class Unauthorized(AgentHostError):
 
     status = 401
     code = "unauthorized"
+    headers = {"WWW-Authenticate": 'Bearer realm="agenthost"'}
+
+
+class RateLimited(AgentHostError):
+    """The tenant's turn rate (turns per minute) is used up for now."""
+
+    status = 429
+    code = "rate_limited"
+
+
+class ConcurrencyLimited(RateLimited):
+    """The tenant already runs as many turns at once as it may."""
+
+    code = "concurrency_limited"
 
 
 class NotFound(AgentHostError):

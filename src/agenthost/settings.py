@@ -12,7 +12,15 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["ENV_PREFIX", "SETTINGS_HELP", "Settings", "broker_url", "env_name"]
+__all__ = [
+    "ENV_PREFIX",
+    "SETTINGS_HELP",
+    "Settings",
+    "broker_url",
+    "env_name",
+    "limiter_url",
+    "shared_store",
+]
 
 ENV_PREFIX = "AGENTHOST_"
 
@@ -38,6 +46,19 @@ class Settings(msgspec.Struct, kw_only=True):
     ws_max_frame_bytes: int = 256 * 1024
     ws_max_frames_per_s: float = 20.0
     admin_token: str | None = None
+    metrics_require_admin: bool = False
+    auth: str = "none"
+    allow_no_auth: bool = False
+    auth_cache_ttl: float = 5.0
+    jwt_secret: str | None = None
+    jwt_public_key: str | None = None
+    jwt_tenant_claim: str = "tenant"
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    rate_limit_turns_per_minute: int = 0
+    rate_limit_burst: int = 1
+    rate_limit_max_inflight: int = 0
+    rate_limiter: str | None = None
     lease_ttl: float = 10.0
     enqueue_timeout: float = 30.0
     turn_timeout: float = 300.0
@@ -107,8 +128,29 @@ class Settings(msgspec.Struct, kw_only=True):
             problems.append("log_format must be auto, json or console")
         if self.otel not in ("none", "console", "otlp"):
             problems.append("otel must be none, console or otlp")
+        problems += self._auth_problems()
         if problems:
             raise ValueError("invalid settings: " + "; ".join(problems))
+
+    def _auth_problems(self) -> list[str]:
+        problems = []
+        if self.auth not in ("none", "keys", "jwt"):
+            problems.append("auth must be none, keys or jwt")
+        elif self.auth == "none" and shared_store(self.store) and not self.allow_no_auth:
+            problems.append(
+                "auth none is only for the embedded default (sqlite:// or memory:// store): "
+                "use --auth keys or --auth jwt with a shared store, or --allow-no-auth for a "
+                "private test fleet"
+            )
+        elif self.auth == "jwt" and not (self.jwt_secret or self.jwt_public_key):
+            problems.append("auth jwt needs jwt_secret (HS256) or jwt_public_key (RS256)")
+        if self.auth_cache_ttl < 0:
+            problems.append("auth_cache_ttl must be >= 0")
+        if self.rate_limit_turns_per_minute < 0 or self.rate_limit_max_inflight < 0:
+            problems.append("rate limits must be >= 0 (0 = no limit)")
+        if self.rate_limit_burst < 1:
+            problems.append("rate_limit_burst must be >= 1")
+        return problems
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -128,6 +170,20 @@ def broker_url(settings: Settings) -> str:
     """The broker to use: the configured one, else the store's Redis, else in-process."""
     if settings.broker:
         return settings.broker
+    if settings.store.split("://", 1)[0].lower().startswith("redis"):
+        return settings.store
+    return "memory://"
+
+
+def shared_store(store: str) -> bool:
+    """Whether the store is shared by a fleet (Redis, PostgreSQL), not this process's own."""
+    return store.split("://", 1)[0].lower().startswith(("redis", "rediss", "postgres"))
+
+
+def limiter_url(settings: Settings) -> str:
+    """Where rate limits are counted: the configured URL, else the store's Redis, else here."""
+    if settings.rate_limiter:
+        return settings.rate_limiter
     if settings.store.split("://", 1)[0].lower().startswith("redis"):
         return settings.store
     return "memory://"
@@ -166,6 +222,25 @@ SETTINGS_HELP: dict[str, str] = {
     "connection with 1009 (message too big).",
     "ws_max_frames_per_s": "Frames per second a WebSocket client may send (a token bucket "
     "holding one second's worth); faster closes the connection with 1008.",
+    "metrics_require_admin": "Serve /metrics only with the admin token (Authorization: Bearer).",
+    "auth": "Who may call: none (anyone; only with the embedded sqlite/memory store), keys (API "
+    "keys from `agenthost keys create`, kept in the store) or jwt (bearer JWTs).",
+    "allow_no_auth": "Allow --auth none with a shared (Redis) store: a private test fleet only.",
+    "auth_cache_ttl": "Seconds an API key lookup is cached in each process; a revoked key stops "
+    "working within this time.",
+    "jwt_secret": "HS256 secret for --auth jwt.",
+    "jwt_public_key": "RS256 public key (PEM, or @path to a PEM file) for --auth jwt.",
+    "jwt_tenant_claim": "The JWT claim that names the tenant.",
+    "jwt_audience": "Required JWT audience (aud), if set.",
+    "jwt_issuer": "Required JWT issuer (iss), if set.",
+    "rate_limit_turns_per_minute": "Turns per minute per tenant for JWT and --auth none "
+    "callers (API keys carry their own); 0 = no limit. Past it: 429 + Retry-After.",
+    "rate_limit_burst": "Turns a tenant may send back to back within its rate (1 = evenly "
+    "spaced: any minute admits at most the rate).",
+    "rate_limit_max_inflight": "Turns one tenant may run at once, fleet-wide, for JWT and "
+    "--auth none callers; 0 = no limit.",
+    "rate_limiter": "Where limits are counted: memory:// (this process) or redis://... "
+    "(fleet-wide, atomic). Default: the store's Redis, else memory://.",
     "admin_token": "Token for /admin routes (Authorization: Bearer TOKEN). Unset: disabled.",
     "lease_ttl": "Seconds a session lease lives without renewal; a turn whose process died "
     "can be retried after this. Renewed every third of it while the agent runs.",

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
+from agenthost.auth.principal import public_session_id
 from agenthost.brokers.base import EventKind, StreamEvent
 from agenthost.errors import AgentHostError
 from agenthost.ids import new_turn_id
@@ -119,7 +120,8 @@ async def start_streamed_turn(
                 on_start=stream.started,
                 attach=resume,
             )
-            kind, data = "done", _encode(TurnOut(record.session_id, tid, record.response or ""))
+            public = public_session_id(record.session_id)
+            kind, data = "done", _encode(TurnOut(public, tid, record.response or ""))
         except AgentHostError as exc:
             kind, data = "error", _encode(ErrorDetail(exc.code, exc.message))
         try:

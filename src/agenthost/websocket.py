@@ -27,6 +27,7 @@ that breaks the transport's rules gets an error frame, then the connection is cl
 | 1012 | service restart | the process drains: reconnect, to another process |
 | 4001 | `slow_consumer` | the client read too slowly: its send buffer filled |
 | 4004 | `invalid_session_id` | the session id in the URL is not valid |
+| 4401 | `unauthorized` | no valid API key or token in the handshake's Authorization header |
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from agenthost.auth.principal import ANONYMOUS, Principal, scoped_session_id
 from agenthost.brokers.base import StreamEvent
 from agenthost.errors import (
     AgentHostError,
@@ -48,7 +50,7 @@ from agenthost.errors import (
     FrameTooLarge,
     JSONTooDeep,
 )
-from agenthost.ids import check_session_id, check_turn_id
+from agenthost.ids import check_session_id, check_turn_id, new_turn_id
 from agenthost.limits import FrameRateLimiter, InputLimits
 from agenthost.streamed_turns import StreamedTurn, start_streamed_turn
 
@@ -62,6 +64,7 @@ CLOSE_POLICY_VIOLATION = 1008
 CLOSE_MESSAGE_TOO_BIG = 1009
 CLOSE_SERVICE_RESTART = 1012
 CLOSE_SLOW_CONSUMER = 4001
+CLOSE_UNAUTHORIZED = 4401
 CLOSE_BAD_SESSION = 4004
 
 # Errors that end the connection (after their error frame), with the close code each gets.
@@ -122,10 +125,13 @@ _decode = msgspec.json.decode
 class WebSocketSession:
     """One accepted connection: a receive loop, a bounded sender, its running turns."""
 
-    def __init__(self, api: API, ws: WebSocket, session_id: str) -> None:
+    def __init__(
+        self, api: API, ws: WebSocket, session_id: str, principal: Principal = ANONYMOUS
+    ) -> None:
         self.api = api
         self.ws = ws
         self.session_id = session_id
+        self.principal = principal
         settings = api.settings
         self.outgoing: asyncio.Queue[bytes | None] = asyncio.Queue(settings.ws_send_buffer)
         self.idle_timeout = settings.ws_idle_timeout
@@ -213,20 +219,32 @@ class WebSocketSession:
         # The turn runs on even if this connection goes (unless on_disconnect=cancel): it
         # commits and can be resumed. A turn id seen before rejoins that turn (resume).
         async def turn() -> None:
+            principal = self.principal
+            turn_id = frame.turn_id
+            limited = not principal.limits.unlimited
             try:
-                streamed = await start_streamed_turn(
-                    self.api,
-                    self.session_id,
-                    frame.turn_id,
-                    frame.message,
-                    metadata=frame.metadata,
-                    on_busy=frame.on_busy,
-                    after=frame.after,
-                )
+                if limited:
+                    turn_id = turn_id or new_turn_id()
+                    await self.api.gate.enter(principal, turn_id)
+                try:
+                    streamed = await start_streamed_turn(
+                        self.api,
+                        self.session_id,
+                        turn_id,
+                        frame.message,
+                        metadata=frame.metadata,
+                        on_busy=frame.on_busy,
+                        after=frame.after,
+                    )
+                except BaseException:
+                    if limited:
+                        self.api.gate.leave(principal, turn_id or "")
+                    raise
             except AgentHostError as exc:
                 self.send({"type": "error", "code": exc.code, "message": exc.message,
-                           "turn_id": frame.turn_id})  # fmt: skip
+                           "turn_id": turn_id})  # fmt: skip
                 return
+            self.api.leave_when_done(principal, streamed)
             if frame.on_disconnect == "cancel":
                 self.cancel_on_close.append(streamed)
             await self._forward(streamed.turn_id, streamed.events)
@@ -297,8 +315,19 @@ async def websocket_endpoint(api: API, ws: WebSocket, on_open: Callable[[int], N
     if engine is None or engine.draining:
         await ws.close(CLOSE_SERVICE_RESTART)
         return
+    try:
+        principal = await api.auth.authenticate(ws.headers.get("authorization"))
+    except AgentHostError as exc:
+        # Accepted only to say why: a refused handshake would tell the client nothing.
+        await ws.accept()
+        await ws.send_text(
+            _encode({"type": "error", "code": exc.code, "message": exc.message}).decode()
+        )
+        await ws.close(CLOSE_UNAUTHORIZED, exc.code)
+        return
     await ws.accept()
-    connection = WebSocketSession(api, ws, session_id)
+    session_id = scoped_session_id(principal.tenant, session_id)
+    connection = WebSocketSession(api, ws, session_id, principal)
     api.websockets.add(connection)
     on_open(1)
     try:

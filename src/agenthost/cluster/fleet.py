@@ -129,6 +129,8 @@ def _start_replica(state: ClusterState, log: Log) -> Replica:
     slot = state.free_slot()
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTHOST_")}
+    # A loopback fleet for development and tests: no authentication unless asked for.
+    env["AGENTHOST_ALLOW_NO_AUTH"] = "true"
     env.update(state.serve_env)
     env.update(
         {

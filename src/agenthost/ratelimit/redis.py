@@ -1,0 +1,108 @@
+"""The fleet's turn limiter: one Lua script decides rate (GCRA on Redis's clock) and turns in
+flight atomically, in one round trip. A tenant's two keys share a hash tag (one slot)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import redis.asyncio as aioredis
+import redis.exceptions as rexc
+from redis.asyncio.cluster import RedisCluster
+
+from agenthost.auth.principal import Limits
+from agenthost.errors import StoreUnavailable
+from agenthost.ratelimit.base import Admission
+
+__all__ = ["RedisLimiter"]
+
+_FAILURES = (rexc.ConnectionError, rexc.TimeoutError, rexc.ClusterDownError, OSError)
+
+# KEYS: tat, inflight. ARGV: interval_ms, burst, max_inflight, hold_ms, turn_id.
+# Returns {code, retry_ms, remaining, reset_ms}; code 0 admitted, 1 rate, 2 inflight.
+_ADMIT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local max_inflight = tonumber(ARGV[3])
+local hold = tonumber(ARGV[4])
+local new_tat = nil
+local remaining = 0
+local reset = 0
+if interval > 0 then
+  local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+  if tat < now then tat = now end
+  local allow_at = tat - interval * (burst - 1)
+  if allow_at > now then
+    return {1, allow_at - now, 0, tat - now}
+  end
+  new_tat = tat + interval
+  remaining = math.floor((now + interval * burst - new_tat) / interval)
+  reset = new_tat - now
+end
+if max_inflight > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  if redis.call('ZSCORE', KEYS[2], ARGV[5]) == false
+     and redis.call('ZCARD', KEYS[2]) >= max_inflight then
+    return {2, 1000, remaining, reset}
+  end
+  redis.call('ZADD', KEYS[2], now + hold, ARGV[5])
+  redis.call('PEXPIRE', KEYS[2], hold)
+end
+if new_tat ~= nil then
+  redis.call('SET', KEYS[1], new_tat, 'PX', math.max(new_tat - now, 1))
+end
+return {0, 0, remaining, reset}
+"""
+
+_REASONS: dict[int, Any] = {1: "rate", 2: "inflight"}
+
+
+def _keys(tenant: str) -> list[str]:
+    tag = "{rl:" + tenant + "}"
+    return [f"ah:{tag}:tat", f"ah:{tag}:inflight"]
+
+
+class RedisLimiter:
+    def __init__(self, url: str, *, hold_s: float) -> None:
+        from agenthost.stores.redis import _options
+
+        self._url, self.cluster, _ = _options(url)
+        self.hold_ms = int(hold_s * 1000)
+        self._client: Any = None
+        self._admit: Any = None
+
+    async def open(self) -> None:
+        options: dict[str, Any] = {"socket_connect_timeout": 1.0, "socket_timeout": 2.0}
+        if self.cluster:
+            self._client = RedisCluster.from_url(self._url, **options)
+        else:
+            self._client = aioredis.Redis.from_url(self._url, **options)
+        self._admit = self._client.register_script(_ADMIT)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                await self._client.aclose()
+            self._client = None
+
+    async def admit(self, tenant: str, limits: Limits, turn_id: str) -> Admission:
+        # Whole milliseconds: Lua keeps numbers as doubles and prints them with 14 digits.
+        interval_ms = round(60_000 / limits.turns_per_minute) if limits.turns_per_minute else 0
+        try:
+            code, retry_ms, remaining, reset_ms = await self._admit(
+                keys=_keys(tenant),
+                args=[interval_ms, limits.burst, limits.max_inflight, self.hold_ms, turn_id],
+            )
+        except _FAILURES as exc:
+            raise StoreUnavailable(f"redis rate limiter: {exc}") from None
+        if code:
+            return Admission(False, _REASONS[int(code)], int(retry_ms) / 1000, 0, reset_ms / 1000)
+        return Admission(True, "", 0.0, int(remaining), int(reset_ms) / 1000)
+
+    async def release(self, tenant: str, limits: Limits, turn_id: str) -> None:
+        if limits.max_inflight <= 0:
+            return
+        with contextlib.suppress(*_FAILURES):  # else the slot frees itself after hold_s
+            await self._client.zrem(_keys(tenant)[1], turn_id)
