@@ -3,6 +3,14 @@
 # from Debian's packages when they are missing. Fails loudly here rather than in a test.
 set -euo pipefail
 
+# The Kubernetes tests render the manifests with `kubectl kustomize`; kubectl is not a Debian
+# package, so it is checked rather than installed.
+if ! command -v kubectl >/dev/null 2>&1; then
+  echo "error: kubectl is missing (the Kubernetes manifest tests run 'kubectl kustomize');" \
+    "install it: https://kubernetes.io/docs/tasks/tools/" >&2
+  exit 1
+fi
+
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)

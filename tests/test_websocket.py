@@ -91,3 +91,26 @@ async def test_resume_on_another_process_and_1012_on_drain(
             message = await asyncio.wait_for(ws.receive(), 10)
             assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
             assert ws.close_code == 1012
+
+
+async def test_a_new_connection_to_a_draining_process_is_closed_with_1012(
+    agenthost_factory: Callable[..., AgentHostProcess],
+) -> None:
+    server = agenthost_factory(llm="sim://?latency_ms=5000", drain_timeout=30)
+    ws_url = f"{server.url.replace('http', 'ws')}/v1/sessions/dr/ws"
+    async with aiohttp.ClientSession() as http, http.ws_connect(ws_url) as busy:
+        # A turn in flight keeps the process draining (not gone) while we connect again.
+        await busy.send_json({"type": "turn", "message": "slow", "turn_id": "dr-1"})
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGTERM)
+        deadline = asyncio.get_running_loop().time() + 10
+        while True:
+            async with http.get(f"{server.url}/readyz") as resp:
+                if resp.status == 503:
+                    break
+            assert asyncio.get_running_loop().time() < deadline, "never started draining"
+            await asyncio.sleep(0.02)
+        async with http.ws_connect(ws_url) as late:
+            message = await asyncio.wait_for(late.receive(), 10)
+            assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+            assert late.close_code == 1012

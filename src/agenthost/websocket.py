@@ -174,10 +174,17 @@ class WebSocketSession:
                 await self.ws.send_text(self.last_frame.decode())
             await self.ws.close(self.closing or 1000, self.close_reason)
 
+    def count_refusal(self, exc: AgentHostError) -> None:
+        """Count a refused frame or turn in agenthost_rejections_total, as HTTP answers are."""
+        engine = self.api.engine
+        if engine is not None:
+            engine.metrics.error_answered(exc.status, exc.code)
+
     def refuse(self, exc: AgentHostError) -> None:
         """Answer a frame that failed: an error frame, and for a transport-rule breach
         (CLOSING_ERRORS) the close that follows it."""
         error = {"type": "error", "code": exc.code, "message": exc.message}
+        self.count_refusal(exc)
         close_code = CLOSING_ERRORS.get(type(exc))
         if close_code is None:
             self.send(error)
@@ -241,6 +248,7 @@ class WebSocketSession:
                         self.api.gate.leave(principal, turn_id or "")
                     raise
             except AgentHostError as exc:
+                self.count_refusal(exc)
                 self.send({"type": "error", "code": exc.code, "message": exc.message,
                            "turn_id": turn_id})  # fmt: skip
                 return
@@ -313,7 +321,9 @@ async def websocket_endpoint(api: API, ws: WebSocket, on_open: Callable[[int], N
         return
     engine = api.engine
     if engine is None or engine.draining:
-        await ws.close(CLOSE_SERVICE_RESTART)
+        # Accepted only to close with 1012 (a refused handshake would read as a 403).
+        await ws.accept()
+        await ws.close(CLOSE_SERVICE_RESTART, "draining")
         return
     try:
         principal = await api.auth.authenticate(ws.headers.get("authorization"))
