@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -180,12 +181,19 @@ def masked_frame(opcode: int, payload: bytes) -> bytes:
     return head + key + body
 
 
-def websocket_upgrade(host: str, port: int, session_id: str) -> bytes:
+def websocket_upgrade(host: str, port: int, session_id: str, deflate: bool = False) -> bytes:
     key = base64.b64encode(os.urandom(16)).decode()
+    # Browsers ask for permessage-deflate on every connection; the server then keeps a
+    # compressor and a decompressor per connection.
+    extensions = (
+        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+        if deflate
+        else ""
+    )
     return (
         f"GET /v1/sessions/{session_id}/ws HTTP/1.1\r\nHost: {host}:{port}\r\n"
         "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extensions}\r\n"
     ).encode()
 
 
@@ -196,9 +204,17 @@ class WebSocketClient(StreamClient):
     expected_status = b"101"
 
     def __init__(
-        self, record: StreamRecord, host: str, port: int, session_id: str, message: str | None
+        self,
+        record: StreamRecord,
+        host: str,
+        port: int,
+        session_id: str,
+        message: str | None,
+        deflate: bool = False,
     ) -> None:
-        super().__init__(record, websocket_upgrade(host, port, session_id))
+        super().__init__(record, websocket_upgrade(host, port, session_id, deflate))
+        # Compressed frames (RSV1) are inflated with one context for the connection.
+        self.inflater = zlib.decompressobj(-15) if deflate else None
         self.message = message
         loop = asyncio.get_running_loop()
         self.open: asyncio.Future[None] = loop.create_future()
@@ -250,6 +266,8 @@ class WebSocketClient(StreamClient):
             if len(buf) < start + size:
                 break
             payload = buf[start : start + size]
+            if buf[pos] & 0x40 and self.inflater is not None:
+                payload = self.inflater.decompress(payload + b"\x00\x00\xff\xff")
             pos = start + size
             self.frame_received(opcode, payload, now)
         self.frames = buf[pos:]
