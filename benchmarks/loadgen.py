@@ -19,6 +19,8 @@ from typing import Any
 
 import aiohttp
 
+BEARER: dict[str, str] = {}  # Authorization header for every request, if --bearer is given
+
 
 async def turn(
     http: aiohttp.ClientSession, url: str, kind: str, session_id: str, message: str
@@ -26,7 +28,7 @@ async def turn(
     """Send one turn; return the HTTP status (0 when the request itself failed)."""
     if kind == "agenthost":
         target = f"{url}/v1/sessions/{session_id}/turns"
-        headers = {"Idempotency-Key": uuid.uuid4().hex}
+        headers = {"Idempotency-Key": uuid.uuid4().hex, **BEARER}
     else:
         target = f"{url}/chat/{session_id}"
         headers = {}
@@ -107,7 +109,10 @@ def main() -> None:
     parser.add_argument("--prefix", default="bench")
     parser.add_argument("--max-seconds", type=float, default=300, help="stop after this long")
     parser.add_argument("--request-timeout", type=float, default=30)
+    parser.add_argument("--bearer", help="API key or token sent as Authorization: Bearer")
     args = parser.parse_args()
+    if args.bearer:
+        BEARER["Authorization"] = f"Bearer {args.bearer}"
     try:
         import uvloop
 

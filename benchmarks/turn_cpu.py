@@ -34,7 +34,12 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 AGENTHOST = str(Path(PYTHON).with_name("agenthost"))
-TARGETS = ("baseline", "sqlite", "memory", "redis", "redis-cluster")
+TARGETS = ("baseline", "sqlite", "memory", "redis", "redis-tenant", "redis-cluster")
+# redis-tenant: the Redis store with --auth keys and a key whose limits never bite (a rate of
+# 10 million turns a minute, 100,000 in flight): what authentication and both limit checks
+# add to a turn.
+TENANT_LIMITS = ["--turns-per-minute", "10000000", "--max-inflight", "100000"]
+BEARER: dict[str, str] = {}  # base URL -> the API key loadgen sends
 # words=0: the simulator echoes the message, as the baseline's agent does, so both sides do
 # the same agent work and the figure compares the servers, not the fake models.
 LLM_URL = "sim://?words=0"
@@ -213,7 +218,7 @@ def target_server(
             store = f"sqlite:///{workdir / 'bench.db'}"
         elif target == "memory":
             store = "memory://"
-        elif target == "redis":
+        elif target in ("redis", "redis-tenant"):
             store, extra = stack.enter_context(redis_server(workdir))
         else:
             store, extra = stack.enter_context(redis_cluster(workdir))
@@ -222,12 +227,24 @@ def target_server(
         args = [AGENTHOST, "serve", "--port", str(port), "--store", store,
                 "--llm", LLM_URL, "--history-window", str(history_window),
                 "--log-level", "warning", "--allow-no-auth"]  # fmt: skip
+        if target == "redis-tenant":
+            created = subprocess.run(
+                [AGENTHOST, "keys", "create", "--tenant", "bench", "--store", store,
+                 *TENANT_LIMITS], capture_output=True, text=True, check=True, env=env,
+            )  # fmt: skip
+            BEARER[f"http://127.0.0.1:{port}"] = created.stdout.strip()
+            args += ["--auth", "keys"]
         proc = stack.enter_context(process(args, log, env))
         wait_http(f"http://127.0.0.1:{port}/readyz", proc, log)
         shown_store = store.replace(str(workdir), "TMP").split("://")[0] + "://…"
         command = (
             f"agenthost serve --store {shown_store} --llm {LLM_URL} "
             f"--history-window {history_window}"
+            + (
+                " --auth keys (key: " + " ".join(TENANT_LIMITS) + ")"
+                if target == "redis-tenant"
+                else ""
+            )
         )
         yield f"http://127.0.0.1:{port}", "agenthost", [proc.pid, *extra], command
 
@@ -235,6 +252,8 @@ def target_server(
 def loadgen(url: str, kind: str, prefix: str, **options: Any) -> dict[str, Any]:
     args = [PYTHON, str(ROOT / "benchmarks" / "loadgen.py"), "--url", url, "--kind", kind,
             "--prefix", prefix]  # fmt: skip
+    if url in BEARER:
+        args += ["--bearer", BEARER[url]]
     for key, value in options.items():
         flag = "--" + key.replace("_", "-")
         args += [flag] if value is True else [flag, str(value)]

@@ -39,6 +39,10 @@ class TurnLimiter(Protocol):
 
     async def release(self, tenant: str, limits: Limits, turn_id: str) -> None: ...
 
+    def release_nowait(self, tenant: str, limits: Limits, turn_id: str) -> bool:
+        """Free the slot without waiting, if the backend can; False means call `release`."""
+        ...
+
 
 def create_limiter(url: str, *, hold_s: float) -> TurnLimiter:
     """`memory://` (this process) or a Redis URL (shared by the fleet)."""

@@ -62,6 +62,8 @@ class TurnGate:
         limits = principal.limits
         if limits.max_inflight <= 0:
             return
+        if self.limiter.release_nowait(principal.tenant, limits, turn_id):
+            return
         task = asyncio.ensure_future(self.limiter.release(principal.tenant, limits, turn_id))
         self._releases.add(task)
         task.add_done_callback(self._released)

@@ -57,5 +57,9 @@ class MemoryLimiter:
         return admission
 
     async def release(self, tenant: str, limits: Limits, turn_id: str) -> None:
+        self.release_nowait(tenant, limits, turn_id)
+
+    def release_nowait(self, tenant: str, limits: Limits, turn_id: str) -> bool:
         if limits.max_inflight > 0:
             self._inflight.get(tenant, {}).pop(turn_id, None)
+        return True

@@ -1,18 +1,22 @@
 """The fleet's turn limiter: one Lua script decides rate (GCRA on Redis's clock) and turns in
-flight atomically, in one round trip. A tenant's two keys share a hash tag (one slot)."""
+flight atomically, in one round trip. A tenant's two keys share a hash tag (one slot).
+
+On a single Redis server the calls go through the store's pipelining client (many turns share
+each socket write); on Redis Cluster through redis-py's cluster client."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from typing import Any
 
-import redis.asyncio as aioredis
 import redis.exceptions as rexc
 from redis.asyncio.cluster import RedisCluster
 
 from agenthost.auth.principal import Limits
 from agenthost.errors import StoreUnavailable
 from agenthost.ratelimit.base import Admission
+from agenthost.stores.redis_wire import RedisWire
 
 __all__ = ["RedisLimiter"]
 
@@ -56,6 +60,8 @@ end
 return {0, 0, remaining, reset}
 """
 
+_ADMIT_SHA = hashlib.sha1(_ADMIT.encode()).hexdigest()
+
 _REASONS: dict[int, Any] = {1: "rate", 2: "inflight"}
 
 
@@ -72,16 +78,20 @@ class RedisLimiter:
         self.hold_ms = int(hold_s * 1000)
         self._client: Any = None
         self._admit: Any = None
+        self._wire: RedisWire | None = None
 
     async def open(self) -> None:
+        if not self.cluster:
+            self._wire = RedisWire(self._url)
+            return
         options: dict[str, Any] = {"socket_connect_timeout": 1.0, "socket_timeout": 2.0}
-        if self.cluster:
-            self._client = RedisCluster.from_url(self._url, **options)
-        else:
-            self._client = aioredis.Redis.from_url(self._url, **options)
+        self._client = RedisCluster.from_url(self._url, **options)
         self._admit = self._client.register_script(_ADMIT)
 
     async def close(self) -> None:
+        if self._wire is not None:
+            await self._wire.close()
+            self._wire = None
         if self._client is not None:
             with contextlib.suppress(Exception):
                 await self._client.aclose()
@@ -90,19 +100,32 @@ class RedisLimiter:
     async def admit(self, tenant: str, limits: Limits, turn_id: str) -> Admission:
         # Whole milliseconds: Lua keeps numbers as doubles and prints them with 14 digits.
         interval_ms = round(60_000 / limits.turns_per_minute) if limits.turns_per_minute else 0
+        args = [interval_ms, limits.burst, limits.max_inflight, self.hold_ms, turn_id]
         try:
-            code, retry_ms, remaining, reset_ms = await self._admit(
-                keys=_keys(tenant),
-                args=[interval_ms, limits.burst, limits.max_inflight, self.hold_ms, turn_id],
-            )
+            if self._wire is not None:
+                reply = await self._wire.evalsha(_ADMIT_SHA, _ADMIT, _keys(tenant), args)
+            else:
+                reply = await self._admit(keys=_keys(tenant), args=args)
+            code, retry_ms, remaining, reset_ms = reply
         except _FAILURES as exc:
             raise StoreUnavailable(f"redis rate limiter: {exc}") from None
         if code:
             return Admission(False, _REASONS[int(code)], int(retry_ms) / 1000, 0, reset_ms / 1000)
         return Admission(True, "", 0.0, int(remaining), int(reset_ms) / 1000)
 
+    def release_nowait(self, tenant: str, limits: Limits, turn_id: str) -> bool:
+        if limits.max_inflight <= 0:
+            return True
+        return self._wire is not None and self._wire.call_nowait(
+            "ZREM", _keys(tenant)[1], turn_id
+        )
+
     async def release(self, tenant: str, limits: Limits, turn_id: str) -> None:
         if limits.max_inflight <= 0:
             return
-        with contextlib.suppress(*_FAILURES):  # else the slot frees itself after hold_s
-            await self._client.zrem(_keys(tenant)[1], turn_id)
+        # If this fails the slot frees itself after hold_s.
+        with contextlib.suppress(*_FAILURES, StoreUnavailable):
+            if self._wire is not None:
+                await self._wire.call("ZREM", _keys(tenant)[1], turn_id)
+            else:
+                await self._client.zrem(_keys(tenant)[1], turn_id)

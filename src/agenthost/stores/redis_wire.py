@@ -29,6 +29,11 @@ ReplyError = hiredis.ReplyError
 _TRANSIENT_PREFIXES = ("LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "OOM")
 
 
+def _drop_reply(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved, so asyncio does not log it
+
+
 def _pack(args: tuple[Any, ...]) -> bytes:
     packed: bytes = hiredis.pack_command(args)
     return packed
@@ -213,6 +218,15 @@ class RedisWire:
         if conn is None or conn.closed:
             conn = await self._connection()
         return self._check(await conn.send(_pack(args)))
+
+    def call_nowait(self, *args: Any) -> bool:
+        """Send one command and do not wait for its reply (an error reply is dropped): for
+        clean-ups that may fail. False if no connection is open to send it on."""
+        conn = self._conn
+        if conn is None or conn.closed:
+            return False
+        conn.send(_pack(args)).add_done_callback(_drop_reply)
+        return True
 
     async def evalsha(self, sha: str, script: str, keys: list[str], args: list[Any]) -> Any:
         """EVALSHA, loading the script on NOSCRIPT (after a restart or a SCRIPT FLUSH)."""
