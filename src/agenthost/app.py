@@ -654,7 +654,10 @@ def build_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         the_store = store or create_store(settings.store)
         the_llm = llm or create_llm(
-            settings.llm, model=settings.llm_model, api_key=settings.llm_api_key
+            settings.llm,
+            model=settings.llm_model,
+            api_key=settings.llm_api_key,
+            transport=settings.llm_transport,
         )
         if settings.llm_cache:
             the_llm = cached_llm(

@@ -32,7 +32,12 @@ def run(settings: Settings) -> None:
     try:
         agent = load_agent(settings.app)
         store = create_store(settings.store)
-        llm = create_llm(settings.llm, model=settings.llm_model, api_key=settings.llm_api_key)
+        llm = create_llm(
+            settings.llm,
+            model=settings.llm_model,
+            api_key=settings.llm_api_key,
+            transport=settings.llm_transport,
+        )
         tracing = create_tracing(settings.otel)
     except (ValueError, TypeError) as exc:
         print(f"agenthost: {exc}", file=sys.stderr)

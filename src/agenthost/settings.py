@@ -35,6 +35,7 @@ class Settings(msgspec.Struct, kw_only=True):
     llm: str = "sim://"
     llm_model: str | None = None
     llm_api_key: str | None = None
+    llm_transport: str = "aiohttp"
     llm_cache: str | None = None
     llm_cache_ttl: float = 300.0
     session_ttl: float = 3600.0
@@ -101,6 +102,8 @@ class Settings(msgspec.Struct, kw_only=True):
             problems.append("enqueue_timeout must be >= 0")
         if self.turn_timeout <= 0:
             problems.append("turn_timeout must be > 0")
+        if self.llm_transport not in ("aiohttp", "httpx"):
+            problems.append("llm_transport must be aiohttp or httpx")
         if self.llm_cache_ttl <= 0:
             problems.append("llm_cache_ttl must be > 0 seconds")
         if self.llm_cache is not None:
@@ -205,6 +208,9 @@ SETTINGS_HELP: dict[str, str] = {
     "sets its speed) or an OpenAI-compatible base URL like https://host/v1.",
     "llm_model": "Model name sent to an OpenAI-compatible LLM.",
     "llm_api_key": "API key for an OpenAI-compatible LLM.",
+    "llm_transport": "HTTP transport of the openai SDK for an OpenAI-compatible LLM: aiohttp "
+    "(the SDK's DefaultAioHttpClient; measured cheaper, docs/benchmarks.md) or httpx (the "
+    "SDK's default).",
     "llm_cache": "Cache of deterministic LLM answers (temperature 0), with one upstream call "
     "for identical requests in flight: memory:// (this process), redis://host:port/db "
     "(shared by the fleet) or redis (the store's Redis). Unset: off.",

@@ -5,6 +5,9 @@ and timeouts are retried with jittered exponential backoff that waits at least w
 server's `Retry-After` asks, at most `RetryPolicy.max_retries` times. A stream is retried only
 before its first text chunk: after that a retry would repeat text the caller already has.
 What still fails is raised as an `LLMError` subclass with a clear code.
+
+The SDK's HTTP transport is chosen by `transport`: `aiohttp` (the SDK's `DefaultAioHttpClient`)
+or `httpx` (its default); `benchmarks/llm_transport.py` measures what each costs per request.
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ import email.utils
 import random
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any, cast
+from typing import Any, Literal, cast, get_args
 
+import aiohttp
+import httpx2
 import msgspec
 import openai
 from openai.types.chat import ChatCompletionMessageParam
@@ -30,7 +35,20 @@ from agenthost.llm.errors import (
 )
 from agenthost.tracing import with_trace_headers
 
-__all__ = ["OpenAILLM", "RetryPolicy", "map_openai_error", "retry_after_s"]
+__all__ = [
+    "DEFAULT_LLM_TRANSPORT",
+    "LLM_TRANSPORTS",
+    "LLMTransport",
+    "OpenAILLM",
+    "RetryPolicy",
+    "map_openai_error",
+    "retry_after_s",
+]
+
+LLMTransport = Literal["aiohttp", "httpx"]
+LLM_TRANSPORTS: tuple[LLMTransport, ...] = get_args(LLMTransport)
+DEFAULT_LLM_TRANSPORT: LLMTransport = "aiohttp"
+"""The transport that measured cheaper in client CPU per request (docs/benchmarks.md)."""
 
 
 class RetryPolicy(msgspec.Struct, kw_only=True, frozen=True):
@@ -85,7 +103,10 @@ def retry_after_s(headers: Mapping[str, str]) -> float | None:
 def map_openai_error(exc: openai.OpenAIError) -> LLMError:
     """The `LLMError` for an SDK error, with the SDK error as its cause."""
     error: LLMError
-    if isinstance(exc, openai.APITimeoutError):
+    refused = _connection_failure(exc)
+    if refused is not None:
+        error = LLMUpstreamError(f"cannot reach the LLM: {refused}")
+    elif isinstance(exc, openai.APITimeoutError):
         error = LLMTimeout("the LLM did not answer in time")
     elif isinstance(exc, openai.APIConnectionError):
         error = LLMUpstreamError(f"cannot reach the LLM: {exc.message}")
@@ -108,6 +129,31 @@ def map_openai_error(exc: openai.OpenAIError) -> LLMError:
     return error
 
 
+def _connection_failure(exc: openai.OpenAIError) -> aiohttp.ClientError | None:
+    """The aiohttp error behind an SDK timeout that was no timeout, else None.
+
+    The SDK's aiohttp adapter turns every aiohttp connection error (refused, reset, closed
+    by the server) into a connect *timeout*; the root cause tells them apart.
+    """
+    if not isinstance(exc, openai.APITimeoutError):
+        return None
+    cause: BaseException | None = exc.__cause__
+    while cause is not None and not isinstance(cause, aiohttp.ClientError):
+        cause = cause.__cause__
+    if cause is None or isinstance(cause, TimeoutError):
+        return None
+    return cause
+
+
+def http_client_for(transport: LLMTransport) -> httpx2.AsyncClient | None:
+    """The `http_client` AsyncOpenAI gets for `transport` (None: the SDK's own httpx client)."""
+    if transport == "aiohttp":
+        return openai.DefaultAioHttpClient()
+    if transport == "httpx":
+        return None
+    raise ValueError(f"unknown LLM transport {transport!r}: expected one of {LLM_TRANSPORTS}")
+
+
 def _params(messages: Sequence[ChatMessage]) -> list[ChatCompletionMessageParam]:
     return [cast("ChatCompletionMessageParam", dict(m)) for m in messages]
 
@@ -117,6 +163,8 @@ class OpenAILLM:
 
     `timeout` bounds each attempt; `options` of `complete`/`stream` (temperature, max_tokens,
     ...) go to `chat.completions.create` as they are. `retries` counts retries made so far.
+    `transport` is the SDK's HTTP transport, `aiohttp` or `httpx`; `close()` releases its
+    connections.
     """
 
     def __init__(
@@ -127,9 +175,11 @@ class OpenAILLM:
         api_key: str | None = None,
         timeout: float = 60.0,
         retry: RetryPolicy | None = None,
+        transport: LLMTransport = DEFAULT_LLM_TRANSPORT,
     ) -> None:
         self.model = model
         self.base_url = base_url
+        self.transport = transport
         self.retry = retry or RetryPolicy()
         self.retries = 0
         self._client = openai.AsyncOpenAI(
@@ -138,6 +188,7 @@ class OpenAILLM:
             api_key=api_key or "unused",
             timeout=timeout,
             max_retries=0,
+            http_client=http_client_for(transport),
         )
 
     async def _wait_or_raise(self, exc: openai.OpenAIError, attempt: int) -> None:
@@ -199,7 +250,12 @@ class OpenAILLM:
                 attempt += 1
 
     async def close(self) -> None:
+        """Close the HTTP client and its connections (aiohttp's session too)."""
         await self._client.close()
 
+    @property
+    def closed(self) -> bool:
+        return self._client.is_closed()
+
     def __repr__(self) -> str:
-        return f"OpenAILLM({self.base_url!r}, model={self.model!r})"
+        return f"OpenAILLM({self.base_url!r}, model={self.model!r}, transport={self.transport!r})"
