@@ -32,7 +32,13 @@ from typing import Any
 import uvloop
 
 from agenthost.llm import LLMError
-from agenthost.llm.openai import LLM_TRANSPORTS, LLMTransport, OpenAILLM, RetryPolicy
+from agenthost.llm.openai import (
+    DEFAULT_LLM_TRANSPORT,
+    LLM_TRANSPORTS,
+    LLMTransport,
+    OpenAILLM,
+    RetryPolicy,
+)
 from agenthost.llm.simulated import answer_for, split_tokens
 from turn_cpu import cpu_seconds, free_port, git_state, machine, process, wait_http
 
@@ -232,6 +238,8 @@ def main() -> None:
             "llm_sim": "agenthost llm-sim " + " ".join(sim_flags),
             "loop": "uvloop",
         },
+        # What `--llm-transport` defaults to in the code measured, next to what measured cheaper.
+        "default_transport": DEFAULT_LLM_TRANSPORT,
         "errors_total": sum(r["errors"] for r in rows),
         "results": rows,
         "summary": summarize(rows),

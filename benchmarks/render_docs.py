@@ -168,10 +168,57 @@ def rollout(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def llm_transport(result: dict[str, Any]) -> str:
+    params, versions = result["params"], result["versions"]
+    git = result["git"]
+    dirty = " plus uncommitted changes under src/" if git.get("dirty_src") else ""
+    lines = [
+        "## The openai SDK's HTTP transports (`benchmarks/llm_transport.py`)",
+        "",
+        f"Command: `{result['command']}` — {result['date']}, commit `{git['commit']}`{dirty}, "
+        f"{_machine(result['machine'])}; openai {versions['openai']}, aiohttp "
+        f"{versions['aiohttp']}, httpx2 {versions['httpx2']}. One client process (uvloop) "
+        f"sends {params['requests']} non-streaming and {params['requests']} streaming "
+        f"({params['tokens_per_stream']} tokens) chat completions through `OpenAILLM` at "
+        f"concurrency {params['concurrency']}, after {params['warmup']} unmeasured ones, to "
+        f"`{params['llm_sim']}` on loopback; every answer is checked. Client CPU = this "
+        "process's own CPU clock over the measured requests, per request; the median of "
+        f"{params['repeats']} runs, the transports interleaved in each run in alternating "
+        "order. The simulator's CPU per request is shown for reference.",
+        "",
+        "| transport | mode | **client CPU ms/request** | runs min to max | requests/s "
+        "| llm-sim CPU ms/request | errors |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["results"]:
+        lines.append(
+            f"| {r['transport']} | {r['mode']} | **{r['cpu_ms_per_request']:.3f}** "
+            f"| {r['cpu_ms_per_request_min']:.3f} to {r['cpu_ms_per_request_max']:.3f} "
+            f"| {r['requests_per_s']:.0f} | {r['sim_cpu_ms_per_request']:.3f} | {r['errors']} |"
+        )
+    lines.append("")
+    for mode, s in result["summary"].items():
+        noise = (
+            "beyond the noise (the runs' ranges do not overlap)"
+            if s["beyond_noise"]
+            else "within the noise (the runs' ranges overlap)"
+        )
+        lines.append(
+            f"- {mode}: **{s['cheaper']}** is cheaper, the other costs {s['ratio']}x "
+            f"({s['saved_ms_per_request']:.3f} ms more per request), {noise}."
+        )
+    lines += [
+        "",
+        f"`--llm-transport` defaults to `{result['default_transport']}` in the code measured.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 RENDERERS = {
     "turn_cpu": turn_cpu,
     "concurrent_sessions": concurrent_sessions,
     "rollout": rollout,
+    "llm_transport": llm_transport,
 }
 
 

@@ -23,6 +23,9 @@ BENCHMARKS = [
     # A rollout of a 3-replica fleet under SSE, then WebSocket, load.
     ["benchmarks/rollout.py", "--sessions", "500", "--duration", "40", "--modes", "sse,ws",
      "--json", "benchmarks/results/rollout.json"],
+    # Client CPU per LLM request through the openai SDK, aiohttp against httpx transport.
+    ["benchmarks/llm_transport.py", "--requests", "2000", "--concurrency", "50",
+     "--json", "benchmarks/results/llm_transport.json"],
 ]  # fmt: skip
 
 

@@ -63,3 +63,30 @@ def test_turn_cpu_runs_and_reports_each_target_against_the_baseline(tmp_path: Pa
     rendered = render_docs.turn_cpu(result)
     assert "| redis | 5 |" in rendered and result["command"] in rendered
     assert "{" not in rendered  # every placeholder was filled
+
+
+def test_llm_transport_runs_and_compares_both_transports(tmp_path: Path) -> None:
+    out = tmp_path / "llm_transport.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/llm_transport.py", "--requests", "40", "--warmup", "10",
+         "--concurrency", "8", "--repeats", "1", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert json.loads(proc.stdout) == result
+    assert result["benchmark"] == "llm_transport" and result["errors_total"] == 0
+    rows = {(r["transport"], r["mode"]): r for r in result["results"]}
+    assert set(rows) == {(t, m) for t in ("aiohttp", "httpx") for m in ("complete", "stream")}
+    for row in rows.values():
+        assert row["errors"] == 0 and len(row["runs"]) == 1
+        assert row["cpu_ms_per_request"] > 0 and row["requests_per_s"] > 0
+        assert row["cpu_ms_per_request_min"] <= row["cpu_ms_per_request"]
+    assert result["params"]["tokens_per_stream"] == 50
+    assert set(result["summary"]) == {"complete", "stream"}
+    for summary in result["summary"].values():
+        assert summary["cheaper"] in ("aiohttp", "httpx") and summary["ratio"] >= 1
+        assert isinstance(summary["beyond_noise"], bool)
+    rendered = load_script("render_docs").llm_transport(result)
+    assert "| aiohttp | stream |" in rendered and result["command"] in rendered
+    assert "{" not in rendered
