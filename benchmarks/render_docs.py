@@ -34,6 +34,34 @@ input constant, which leaves history length alone.
 """
 
 
+# What the tables below mean, in words; the figures themselves come from the JSON.
+STREAM_GAPS_NOTES = """\
+What the table shows: over WebSocket one process delivers 2,000 streams on time (each
+ends about when the model does, the first chunk within a few hundred ms) but with a p99 gap
+above 100 ms, and fewer chunks per stream than tokens: tokens 33 ms apart meet in one flush,
+so the server's event loop stalls for tens of ms at times while its average CPU is below one
+core. Over SSE the same load falls behind from 1,000 streams: the first chunk waits seconds
+and streams take up to twice the model's time; SSE costs more server CPU per chunk than
+WebSocket in the 1,000-stream rows. Chunk coalescing at 20 ms hardly merges tokens 33 ms
+apart; under load it merges more, which lowers CPU but widens the gaps. The load clients use
+about a tenth of a core each and their event-loop lag stays far below the gaps, so the gaps
+are the server's. One process does not meet the bar (p99 gap <= 100 ms at 2,000 streams)
+over either transport."""
+
+IDLE_WEBSOCKETS_NOTES = """\
+An idle connection costs about 30 KB of RSS, over the 20 KB bar, and tracemalloc finds
+about as much in Python objects, so the cost is Python state, not socket buffers: uvicorn's
+sans-I/O protocol object (~6 KB), four `asyncio.Queue`s (~1.3 KB each: three deques apiece;
+one is agenthost's send buffer, one uvicorn's receive queue), the handshake's headers kept by
+`websockets` and Starlette's scope (~5 KB), futures and tasks waiting (the sender task, the
+receive with its `asyncio.timeout`). What would bring it under 20 KB: start agenthost's
+sender task and its queue on the first frame to send rather than per connection, use a
+deque plus one future instead of `asyncio.Queue`, and one idle timer per connection
+(`loop.call_later`) instead of an `asyncio.timeout` around every receive. Clients that
+negotiate permessage-deflate (browsers do) cost no more while idle or after a short turn
+(`--deflate`)."""
+
+
 def _machine(m: dict[str, Any]) -> str:
     return f"{m['cpu']}, {m['cores']} cores, Python {m['python']}"
 
@@ -168,6 +196,103 @@ def rollout(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def stream_gaps(result: dict[str, Any]) -> str:
+    params = result["params"]
+    git = result["git"]
+    dirty = (
+        f" plus uncommitted changes to {len(git['dirty_src'])} files under src/"
+        if git.get("dirty_src")
+        else ""
+    )
+    lines = [
+        "## Concurrent streamed turns at 30 tokens/s (`benchmarks/stream_gaps.py`)",
+        "",
+        f"Command: `{result['command']}` — {result['date']}, commit `{git['commit']}`{dirty}, "
+        f"{_machine(result['machine'])}. One `agenthost serve` process "
+        f"(`--store {params['store']}`, `--llm {result['results'][0]['llm']}`: answers of "
+        f"about {params['answer_s']:g} s at {params['tokens_per_s']:g} tokens/s), streams "
+        f"opened over a {params['ramp_s']:g} s ramp by {params['clients']} load-client "
+        "processes (bare asyncio protocols, so reading costs them little; their CPU and "
+        "event-loop lag are in the table). *Gap* = time between consecutive chunks of one "
+        "stream as the client saw them (the model paces a token every "
+        f"{1000 / params['tokens_per_s']:.1f} ms); *first chunk* = request sent to first "
+        "chunk; *stream s* = request sent to last chunk (the model alone takes "
+        f"{params['answer_s']:g} s, more means the server fell behind). Server CPU is its "
+        "process CPU over the run, per second of stream. The issue's bar: 2,000 streams at "
+        f"p99 gap <= {result['target_p99_gap_ms']:g} ms.",
+        "",
+        "| transport | coalesce ms | streams | errors | chunks/stream | chunks/s | gap p50 ms "
+        "| **gap p99 ms** | gap max ms | first chunk p50 / p99 ms | stream s p50 / p99 "
+        "| server CPU % | server CPU ms per stream-s | client CPU % (max process) "
+        "| client loop lag p99 ms | p99 <= target |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in result["results"]:
+        gap, first, length = r["gap_ms"], r["first_chunk_ms"], r["stream_s"]
+        lines.append(
+            f"| {r['transport']} | {r['chunk_coalesce_ms']:g} | {r['streams']} | {r['errors']} "
+            f"| {r['chunks_per_stream']} | {r['chunks_per_s']} | {gap['p50']} "
+            f"| **{gap['p99']}** | {gap['max']} | {first['p50']} / {first['p99']} "
+            f"| {length['p50']} / {length['p99']} | {r['server_cpu_pct']} "
+            f"| {r['server_cpu_ms_per_stream_s']} "
+            f"| {r['client_cpu_pct']} ({r['client_cpu_pct_max_process']}) "
+            f"| {r['client_loop_lag_ms']['p99']} | {_verdict(r['meets_p99_gap_target'])} |"
+        )
+    lines += ["", result.get("notes") or STREAM_GAPS_NOTES]
+    return "\n".join(lines) + "\n"
+
+
+def idle_websockets(result: dict[str, Any]) -> str:
+    git = result["git"]
+    dirty = (
+        f" plus uncommitted changes to {len(git['dirty_src'])} files under src/"
+        if git.get("dirty_src")
+        else ""
+    )
+    lines = [
+        "## Idle WebSockets on one process (`benchmarks/idle_websockets.py`)",
+        "",
+        f"Command: `{result['command']}` — {result['date']}, commit `{git['commit']}`{dirty}, "
+        f"{_machine(result['machine'])}. One `agenthost serve` process (SQLite store, "
+        "`sim://`); after 100 warm-up connections are opened, used and closed, its memory is "
+        "read, then the connections (one session each) are opened from separate load-client "
+        "processes and held idle, and its memory is read again once it counts them all and "
+        "its RSS is steady; then one turn on every connection, and again. USS = pages only "
+        "this process holds. The issue's bar: 10,000 idle connections at <= "
+        f"{result['target_kb_per_connection']:g} KB each.",
+        "",
+        "| connections | opened | failed | ws implementation | permessage-deflate "
+        "| RSS before MB | RSS idle MB | **idle KB/conn (RSS)** | idle KB/conn (USS) "
+        "| after a turn each KB/conn (RSS) | turns answered | <= target |",
+        "|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in result["results"]:
+        mb, idle, turn = r["server_mb"], r["idle"], r["after_one_turn_each"]
+        lines.append(
+            f"| {r['connections']} | {r['opened']} | {r['failed_to_open']} | {r['ws_impl']} "
+            f"| {'yes' if r.get('permessage_deflate') else 'no'} | {mb['rss_before']} "
+            f"| {mb['rss_idle']} | **{idle['rss_kb_per_connection']}** "
+            f"| {idle['uss_kb_per_connection']} | {turn['rss_kb_per_connection']} "
+            f"| {turn['turns_answered']} | {_verdict(r['meets_target'])} |"
+        )
+        traced = r.get("tracemalloc_idle")
+        if traced:
+            lines += [
+                "",
+                "Where an idle connection's Python memory goes (tracemalloc in the server, "
+                "bytes per connection; tracing itself inflates RSS, so read the shares):",
+                "",
+                "| allocated at | bytes/conn |",
+                "|---|---:|",
+            ]
+            for row in traced:
+                where = row.get("where") or f"{row['file']} (whole file)"
+                lines.append(f"| `{where}` | {row['bytes_per_connection']} |")
+    if not any(r.get("tracemalloc_idle") for r in result["results"]):
+        lines += ["", result.get("notes") or IDLE_WEBSOCKETS_NOTES]
+    return "\n".join(lines) + "\n"
+
+
 def llm_transport(result: dict[str, Any]) -> str:
     params, versions = result["params"], result["versions"]
     git = result["git"]
@@ -219,6 +344,8 @@ RENDERERS = {
     "concurrent_sessions": concurrent_sessions,
     "rollout": rollout,
     "llm_transport": llm_transport,
+    "stream_gaps": stream_gaps,
+    "idle_websockets": idle_websockets,
 }
 
 

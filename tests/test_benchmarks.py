@@ -65,6 +65,58 @@ def test_turn_cpu_runs_and_reports_each_target_against_the_baseline(tmp_path: Pa
     assert "{" not in rendered  # every placeholder was filled
 
 
+def test_stream_gaps_runs_both_transports_and_reports_gaps(tmp_path: Path) -> None:
+    out = tmp_path / "stream_gaps.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/stream_gaps.py", "--streams", "20", "--transport",
+         "sse,ws", "--coalesce-ms", "0", "--answer-s", "1", "--ramp", "0.2",
+         "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert json.loads(proc.stdout) == result
+    assert result["benchmark"] == "stream_gaps" and result["errors_total"] == 0
+    assert [(r["transport"], r["streams"]) for r in result["results"]] == [
+        ("sse", 20),
+        ("ws", 20),
+    ]
+    for row in result["results"]:
+        assert row["completed"] == 20 and row["server_alive"]
+        # About 30 tokens in 1 s at 30 tokens/s, a few merged when they meet in one flush.
+        assert 20 <= row["chunks_per_stream"] <= 30
+        gap = row["gap_ms"]
+        assert 0 <= gap["p50"] <= gap["p99"] <= gap["max"]
+        assert 20 < gap["p50"] < 60  # the model's pace: a token every 33 ms
+        assert row["first_chunk_ms"]["p50"] < row["stream_s"]["p50"] * 1000
+        assert row["server_cpu_ms_per_stream_s"] > 0 and row["client_cpu_pct"] > 0
+        assert isinstance(row["meets_p99_gap_target"], bool)
+    rendered = load_script("render_docs").stream_gaps(result)
+    assert "| sse | 0 | 20 | 0 |" in rendered and result["command"] in rendered
+    assert "{" not in rendered
+
+
+def test_idle_websockets_runs_and_reports_memory_per_connection(tmp_path: Path) -> None:
+    out = tmp_path / "idle_websockets.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/idle_websockets.py", "--connections", "200",
+         "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["benchmark"] == "idle_websockets"
+    (row,) = result["results"]
+    assert row["opened"] == 200 and row["failed_to_open"] == 0
+    assert row["still_open_at_end"] == 200 and row["server_alive"]
+    assert row["after_one_turn_each"]["turns_answered"] == 200
+    assert row["server_mb"]["rss_idle"] > row["server_mb"]["rss_before"] > 0
+    assert 0 < row["idle"]["rss_kb_per_connection"] < 1000
+    assert isinstance(row["meets_target"], bool)
+    rendered = load_script("render_docs").idle_websockets(result)
+    assert "| 200 | 200 | 0 |" in rendered and "{" not in rendered
+
+
 def test_llm_transport_runs_and_compares_both_transports(tmp_path: Path) -> None:
     out = tmp_path / "llm_transport.json"
     proc = subprocess.run(
