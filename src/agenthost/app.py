@@ -61,7 +61,12 @@ from agenthost.stores.base import SessionInfo, TurnError, TurnRecord
 from agenthost.stores.instrumented import InstrumentedStore
 from agenthost.streamed_turns import StreamedTurn, start_streamed_turn
 from agenthost.tracing import Tracing, create_tracing
-from agenthost.websocket import CLOSE_SERVICE_RESTART, WebSocketSession, websocket_endpoint
+from agenthost.websocket import (
+    CLOSE_SERVICE_RESTART,
+    WebSocketSession,
+    WebSocketShortcut,
+    websocket_endpoint,
+)
 from agenthost.wire import (
     ChatRequest,
     ChatResponse,
@@ -734,7 +739,10 @@ def build_app(
         routes=routes,
         lifespan=lifespan,
         exception_handlers=handlers,
-        middleware=[Middleware(RequestContext, tracing=tracing)],
+        middleware=[
+            Middleware(RequestContext, tracing=tracing),
+            Middleware(WebSocketShortcut, api=api),
+        ],
     )
 
 

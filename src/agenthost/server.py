@@ -20,6 +20,7 @@ from agenthost.logs import configure_logging
 from agenthost.settings import Settings
 from agenthost.stores import create_store
 from agenthost.tracing import create_tracing
+from agenthost.ws_protocol import LeanWebSocketProtocol
 
 __all__ = ["run"]
 
@@ -49,7 +50,8 @@ def run(settings: Settings) -> None:
         port=settings.port,
         loop="uvloop",
         http="httptools",
-        ws="websockets-sansio",
+        # uvicorn's sans-I/O protocol, minus the handshake it would keep per connection.
+        ws=LeanWebSocketProtocol,
         ws_max_size=settings.ws_max_frame_bytes,  # larger frames: closed with 1009
         ws_ping_interval=20.0,  # heartbeats: a dead peer is noticed within 40 s
         ws_ping_timeout=20.0,

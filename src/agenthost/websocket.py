@@ -33,11 +33,15 @@ that breaks the transport's rules gets an error frame, then the connection is cl
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import re
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from agenthost.auth.principal import ANONYMOUS, Principal, scoped_session_id
@@ -57,13 +61,20 @@ from agenthost.streamed_turns import StreamedTurn, start_streamed_turn
 if TYPE_CHECKING:
     from agenthost.app import API
 
-__all__ = ["CLOSE_SLOW_CONSUMER", "ClientFrame", "WebSocketSession", "parse_frame"]
+__all__ = [
+    "CLOSE_SLOW_CONSUMER",
+    "ClientFrame",
+    "WebSocketSession",
+    "WebSocketShortcut",
+    "parse_frame",
+]
 
 CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_MESSAGE_TOO_BIG = 1009
 CLOSE_SERVICE_RESTART = 1012
 CLOSE_SLOW_CONSUMER = 4001
+_CLOSE_ANSWER_WAIT_S = 10.0  # after our close frame, how long the client has to answer
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_BAD_SESSION = 4004
 
@@ -123,7 +134,35 @@ _decode = msgspec.json.decode
 
 
 class WebSocketSession:
-    """One accepted connection: a receive loop, a bounded sender, its running turns."""
+    """One accepted connection: a receive loop, a bounded send buffer, its running turns.
+
+    An idle connection holds no task, queue or timeout of its own (10,000 of them must fit in
+    a few hundred MB): the sender task exists only while frames wait to go out, and one timer
+    per connection checks for idleness.
+    """
+
+    __slots__ = (
+        "api",
+        "cancel_on_close",
+        "close_reason",
+        "closing",
+        "frame_rate",
+        "idle_timeout",
+        "idle_timer",
+        "last_active",
+        "last_frame",
+        "limits",
+        "max_frame_bytes",
+        "outgoing",
+        "principal",
+        "send_buffer",
+        "sender",
+        "sender_wakeup",
+        "serving",
+        "session_id",
+        "tasks",
+        "ws",
+    )
 
     def __init__(
         self, api: API, ws: WebSocket, session_id: str, principal: Principal = ANONYMOUS
@@ -133,8 +172,14 @@ class WebSocketSession:
         self.session_id = session_id
         self.principal = principal
         settings = api.settings
-        self.outgoing: asyncio.Queue[bytes | None] = asyncio.Queue(settings.ws_send_buffer)
+        self.send_buffer = settings.ws_send_buffer
+        self.outgoing: collections.deque[bytes] | None = None  # made on the first frame
+        self.sender: asyncio.Task[None] | None = None
+        self.sender_wakeup: asyncio.Future[None] | None = None
+        self.serving: asyncio.Task[Any] | None = None
         self.idle_timeout = settings.ws_idle_timeout
+        self.idle_timer: asyncio.TimerHandle | None = None
+        self.last_active = 0.0
         self.tasks: set[asyncio.Task[None]] = set()
         self.cancel_on_close: list[StreamedTurn] = []
         self.closing: int | None = None
@@ -149,10 +194,20 @@ class WebSocketSession:
     def send(self, frame: dict[str, Any]) -> None:
         if self.closing is not None:
             return
-        try:
-            self.outgoing.put_nowait(_encode(frame))
-        except asyncio.QueueFull:
+        outgoing = self.outgoing
+        if outgoing is None:
+            outgoing = self.outgoing = collections.deque()
+        elif len(outgoing) >= self.send_buffer:
             self.close(CLOSE_SLOW_CONSUMER, "slow_consumer")
+            return
+        outgoing.append(_encode(frame))
+        self._wake_sender()
+
+    def _wake_sender(self) -> None:
+        if self.sender is None:
+            self.sender = asyncio.ensure_future(self._send_queued())
+        elif (wakeup := self.sender_wakeup) is not None and not wakeup.done():
+            wakeup.set_result(None)
 
     def close(self, code: int, reason: str = "", last_frame: bytes | None = None) -> None:
         """Close with `code` once the sender gets to it, dropping what is queued; the sender
@@ -161,18 +216,66 @@ class WebSocketSession:
             self.closing = code
             self.close_reason = reason
             self.last_frame = last_frame
-            # Unblock the sender whatever the buffer holds: the close goes out next.
-            while not self.outgoing.empty():
-                self.outgoing.get_nowait()
-            self.outgoing.put_nowait(None)
+            self.outgoing = None  # the close goes out next, whatever the buffer held
+            self._wake_sender()
 
-    async def _sender(self) -> None:
-        while (data := await self.outgoing.get()) is not None:
-            await self.ws.send_text(data.decode())
-        with contextlib.suppress(Exception):
-            if self.last_frame is not None:
-                await self.ws.send_text(self.last_frame.decode())
-            await self.ws.close(self.closing or 1000, self.close_reason)
+    async def _send_queued(self) -> None:
+        """Send what is queued, then (once closing) the last frame and the close. While a
+        turn runs the task waits for its next frame; once none runs it ends, and the next
+        frame starts a new one (an idle connection holds no task)."""
+        try:
+            while True:
+                while self.outgoing:
+                    await self.ws.send_text(self.outgoing.popleft().decode())
+                if self.closing is not None or not self.tasks:
+                    break
+                self.sender_wakeup = asyncio.get_running_loop().create_future()
+                await self.sender_wakeup
+                self.sender_wakeup = None
+            self.outgoing = None
+            if self.closing is not None:
+                with contextlib.suppress(Exception):
+                    if self.last_frame is not None:
+                        await self.ws.send_text(self.last_frame.decode())
+                    await self.ws.close(self.closing, self.close_reason)
+        except Exception:
+            self.outgoing = None  # the connection is gone; its receive loop ends too
+        finally:
+            self.sender = None
+
+    def _wake_sender_to_end(self) -> None:
+        """No turn runs any more: a sender waiting for frames finishes what is queued, ends."""
+        if (wakeup := self.sender_wakeup) is not None and not wakeup.done():
+            wakeup.set_result(None)
+
+    # -- idleness ---------------------------------------------------------------------------
+
+    def _gave_up_on_close(self) -> bool:
+        """Whether a cancellation of the receive loop is ours (the client never answered our
+        close); if so it is absorbed."""
+        task = self.serving
+        if self.closing is None or task is None:
+            return False
+        task.uncancel()
+        return True
+
+    def _arm_idle_timer(self, delay: float) -> None:
+        self.idle_timer = asyncio.get_running_loop().call_later(delay, self._idle_check)
+
+    def _idle_check(self) -> None:
+        """One timer per connection: close one that stayed silent with no turn running; stop
+        waiting for a client that never answered our close."""
+        self.idle_timer = None
+        if self.closing is not None:
+            if self.serving is not None and self.sender is None:
+                self.serving.cancel()  # our close went out long ago; no answer came
+            return
+        quiet = time.monotonic() - self.last_active
+        if quiet >= self.idle_timeout and not self.tasks:
+            self.close(1000, "idle")
+            self._arm_idle_timer(_CLOSE_ANSWER_WAIT_S)
+        else:
+            self._arm_idle_timer(max(self.idle_timeout - quiet, 1.0))
 
     def count_refusal(self, exc: AgentHostError) -> None:
         """Count a refused frame or turn in agenthost_rejections_total, as HTTP answers are."""
@@ -212,6 +315,8 @@ class WebSocketSession:
 
     def _turn_ended(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
+        if not self.tasks:
+            self._wake_sender_to_end()
         if self.api.engine is not None and self.api.engine.draining and not self.tasks:
             self.close(CLOSE_SERVICE_RESTART)
 
@@ -277,20 +382,22 @@ class WebSocketSession:
     # -- the connection ---------------------------------------------------------------------
 
     async def serve(self) -> None:
-        sender = asyncio.ensure_future(self._sender())
+        self.serving = asyncio.current_task()
+        self.last_active = time.monotonic()
+        self._arm_idle_timer(self.idle_timeout)
         try:
             while self.closing is None:
                 try:
-                    async with asyncio.timeout(self.idle_timeout):
-                        message = await self.ws.receive()
-                except TimeoutError:
-                    if not self.tasks:
-                        self.close(1000)
-                    continue
+                    message = await self.ws.receive()
                 except (WebSocketDisconnect, RuntimeError):
+                    break
+                except asyncio.CancelledError:
+                    if not self._gave_up_on_close():
+                        raise
                     break
                 if message["type"] == "websocket.disconnect":
                     break
+                self.last_active = time.monotonic()
                 try:
                     self.frame_rate.take()
                     text = message.get("text")
@@ -303,13 +410,19 @@ class WebSocketSession:
                 except AgentHostError as exc:
                     self.refuse(exc)
         finally:
+            self.serving = None
+            if self.idle_timer is not None:
+                self.idle_timer.cancel()
+                self.idle_timer = None
             for streamed in self.cancel_on_close:
                 streamed.cancel()
             for task in list(self.tasks):
                 task.cancel()
             self.close(1000)
-            with contextlib.suppress(Exception):
-                await sender
+            sender = self.sender
+            if sender is not None:
+                with contextlib.suppress(Exception):
+                    await sender
 
 
 async def websocket_endpoint(api: API, ws: WebSocket, on_open: Callable[[int], None]) -> None:
@@ -325,8 +438,14 @@ async def websocket_endpoint(api: API, ws: WebSocket, on_open: Callable[[int], N
         await ws.accept()
         await ws.close(CLOSE_SERVICE_RESTART, "draining")
         return
+    authorization = None
+    for name, value in ws.scope["headers"]:
+        if name == b"authorization":
+            authorization = value.decode("latin-1")
+    # Nothing reads the handshake's headers again: do not hold them while the socket lives.
+    ws.scope["headers"] = []
     try:
-        principal = await api.auth.authenticate(ws.headers.get("authorization"))
+        principal = await api.auth.authenticate(authorization)
     except AgentHostError as exc:
         # Accepted only to say why: a refused handshake would tell the client nothing.
         await ws.accept()
@@ -345,3 +464,25 @@ async def websocket_endpoint(api: API, ws: WebSocket, on_open: Callable[[int], N
     finally:
         on_open(-1)
         api.websockets.discard(connection)
+
+
+_WS_PATH = re.compile(r"/v1/sessions/([^/]+)/ws")
+
+
+class WebSocketShortcut:
+    """ASGI middleware: `/v1/sessions/{id}/ws` served directly, past Starlette's exception
+    middleware and router, whose frames an open connection would otherwise hold (a few KB
+    each, for 10,000 idle connections)."""
+
+    def __init__(self, app: ASGIApp, *, api: API) -> None:
+        self.app = app
+        self.api = api
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            match = _WS_PATH.fullmatch(scope["path"])
+            if match is not None:
+                scope["path_params"] = {"session_id": match[1]}
+                await self.api.websocket(WebSocket(scope, receive, send))
+                return
+        await self.app(scope, receive, send)
