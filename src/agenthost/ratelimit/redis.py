@@ -116,9 +116,7 @@ class RedisLimiter:
     def release_nowait(self, tenant: str, limits: Limits, turn_id: str) -> bool:
         if limits.max_inflight <= 0:
             return True
-        return self._wire is not None and self._wire.call_nowait(
-            "ZREM", _keys(tenant)[1], turn_id
-        )
+        return self._wire is not None and self._wire.call_nowait("ZREM", _keys(tenant)[1], turn_id)
 
     async def release(self, tenant: str, limits: Limits, turn_id: str) -> None:
         if limits.max_inflight <= 0:
