@@ -20,7 +20,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -56,6 +56,7 @@ from agenthost.openapi import Endpoint, Param, docs_html, openapi_document
 from agenthost.ratelimit import create_limiter
 from agenthost.ratelimit.gate import TurnGate
 from agenthost.settings import Settings, broker_url, limiter_url
+from agenthost.sse import SSEResponse
 from agenthost.stores import SessionStore, create_store
 from agenthost.stores.base import SessionInfo, TurnError, TurnRecord
 from agenthost.stores.instrumented import InstrumentedStore
@@ -358,29 +359,7 @@ class API:
         self, events: AsyncIterator[StreamEvent], on_gone: Callable[[], None] | None = None
     ) -> Response:
         """The events as SSE; `on_gone` is called if the client leaves before the end."""
-        metrics = self._engine.metrics
-
-        async def body() -> AsyncIterator[bytes]:
-            metrics.open_streams += 1
-            ended = False
-            try:
-                async for event in events:
-                    yield b"id: %d\nevent: %s\ndata: %s\n\n" % (
-                        event.seq,
-                        event.kind.encode(),
-                        event.data,
-                    )
-                ended = True
-            finally:
-                metrics.open_streams -= 1
-                if not ended and on_gone is not None:
-                    on_gone()
-
-        return StreamingResponse(
-            body(),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        return SSEResponse(events, self._engine.metrics, on_gone)
 
     async def resume_stream(self, request: Request) -> Response:
         """GET .../turns/{turn_id}/stream: the turn's events after `Last-Event-ID` (or

@@ -78,6 +78,18 @@ class TurnStream:
             self._enqueue("chunk", _encode({"text": text}))
 
     def _enqueue(self, kind: EventKind, data: bytes) -> None:
+        last = self._last
+        if last is None or last.done():
+            # Nothing before it is still on its way: an in-process broker takes the event
+            # now, with no task (this runs for every chunk of every stream).
+            event = StreamEvent(self.seq + 1, kind, data)
+            if self.broker.publish_nowait(self.session_id, self.turn_id, event):
+                self.seq += 1
+                if last is not None:
+                    self._last = None
+                    if not last.cancelled():
+                        last.exception()  # an earlier step's failure was already suffered
+                return
         self._chain(self._publish(kind, data))
 
     def _chain(self, step: Coroutine[Any, Any, bool]) -> None:
@@ -120,5 +132,5 @@ class TurnStream:
             self._chain(replay_final())
         else:
             self._enqueue(kind, data)
-        assert self._last is not None
-        await self._last
+        if self._last is not None:
+            await self._last

@@ -192,6 +192,10 @@ class WebSocketSession:
     # -- sending ----------------------------------------------------------------------------
 
     def send(self, frame: dict[str, Any]) -> None:
+        self.send_encoded(_encode(frame))
+
+    def send_encoded(self, frame: bytes) -> None:
+        """Queue a frame already encoded as JSON."""
         if self.closing is not None:
             return
         outgoing = self.outgoing
@@ -200,7 +204,7 @@ class WebSocketSession:
         elif len(outgoing) >= self.send_buffer:
             self.close(CLOSE_SLOW_CONSUMER, "slow_consumer")
             return
-        outgoing.append(_encode(frame))
+        outgoing.append(frame)
         self._wake_sender()
 
     def _wake_sender(self) -> None:
@@ -297,11 +301,15 @@ class WebSocketSession:
     # -- turns ------------------------------------------------------------------------------
 
     async def _forward(self, turn_id: str, events: AsyncIterator[StreamEvent]) -> None:
+        # A chunk's frame is spliced from bytes (its data is `{"text": ...}`), not decoded and
+        # encoded again: this runs for every chunk of every stream.
+        chunk_head = b'{"type":"chunk","turn_id":' + _encode(turn_id) + b',"seq":'
         async for event in events:
-            payload = _decode(event.data)
             if event.kind == "chunk":
-                self.send({"type": "chunk", "turn_id": turn_id, "seq": event.seq, **payload})
-            elif event.kind == "reset":
+                self.send_encoded(b"%s%d,%s" % (chunk_head, event.seq, event.data[1:]))
+                continue
+            payload = _decode(event.data)
+            if event.kind == "reset":
                 self.send({"type": "reset", "turn_id": turn_id, "seq": event.seq, **payload})
             elif event.kind == "done":
                 self.send({"type": "done", "turn_id": turn_id, "seq": event.seq, **payload})

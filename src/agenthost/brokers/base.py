@@ -46,6 +46,11 @@ class StreamBroker(Protocol):
         """The newest event of the stream, here or (for shared brokers) anywhere."""
         ...
 
+    def publish_nowait(self, session_id: str, turn_id: str, event: StreamEvent) -> bool:
+        """Publish `event` at once if this backend can do it without waiting (in-process);
+        False (and nothing done) means: call `publish`."""
+        ...
+
     async def publish(self, session_id: str, turn_id: str, event: StreamEvent) -> None:
         """Append `event` (the publisher numbers events 1, 2, ... in order)."""
         ...

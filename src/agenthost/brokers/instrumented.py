@@ -66,6 +66,15 @@ class InstrumentedBroker:
     async def publish(self, session_id: str, turn_id: str, event: StreamEvent) -> None:
         await self._timed("publish", self.inner.publish(session_id, turn_id, event), self._publish)
 
+    def publish_nowait(self, session_id: str, turn_id: str, event: StreamEvent) -> bool:
+        if self._tracing is not None:
+            return False  # traced: every publish gets its span, through `publish`
+        started = perf_counter()
+        if not self.inner.publish_nowait(session_id, turn_id, event):
+            return False
+        self._publish.observe(perf_counter() - started)
+        return True
+
     def read(
         self, session_id: str, turn_id: str, after: int, wait: float
     ) -> AsyncIterator[StreamEvent]:

@@ -14,12 +14,23 @@ __all__ = ["MemoryBroker"]
 
 
 class _Stream:
-    __slots__ = ("changed", "ended_at", "events")
+    __slots__ = ("ended_at", "events", "waiters")
 
     def __init__(self) -> None:
         self.events: list[StreamEvent] = []
-        self.changed = asyncio.Event()
+        self.waiters: list[asyncio.Future[None]] = []
         self.ended_at: float | None = None
+
+    def wake(self) -> None:
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+def _expire_waiter(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
 
 
 class MemoryBroker:
@@ -32,7 +43,7 @@ class MemoryBroker:
 
     async def close(self) -> None:
         for stream in self._streams.values():
-            stream.changed.set()
+            stream.wake()
 
     def _expire(self) -> None:
         cutoff = time.monotonic() - self.stream_ttl
@@ -62,14 +73,18 @@ class MemoryBroker:
     async def publish(self, session_id: str, turn_id: str, event: StreamEvent) -> None:
         self.publish_local(session_id, turn_id, event)
 
+    def publish_nowait(self, session_id: str, turn_id: str, event: StreamEvent) -> bool:
+        self.publish_local(session_id, turn_id, event)
+        return True
+
     def publish_local(self, session_id: str, turn_id: str, event: StreamEvent) -> None:
         self.start(session_id, turn_id)
         stream = self._streams[(session_id, turn_id)]
         stream.events.append(event)
         if event.final:
             stream.ended_at = time.monotonic()
-        stream.changed.set()
-        stream.changed = asyncio.Event()
+        if stream.waiters:
+            stream.wake()
 
     async def read(
         self, session_id: str, turn_id: str, after: int, wait: float
@@ -87,9 +102,15 @@ class MemoryBroker:
                     yield event
                     if event.final:
                         return
-            changed = stream.changed
+            # A future and a timer handle per wait: cheaper than an Event and a timeout
+            # context, and this runs once per event of every stream.
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[None] = loop.create_future()
+            stream.waiters.append(waiter)
+            timer = loop.call_later(wait, _expire_waiter, waiter)
             try:
-                async with asyncio.timeout(wait):
-                    await changed.wait()
+                await waiter
             except TimeoutError:
                 return
+            finally:
+                timer.cancel()

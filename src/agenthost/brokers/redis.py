@@ -80,6 +80,9 @@ class RedisBroker(MemoryBroker):
             raise StoreUnavailable(f"redis broker: {exc}") from None
         return _event(*reply[0]) if reply else None
 
+    def publish_nowait(self, session_id: str, turn_id: str, event: StreamEvent) -> bool:
+        return False  # Redis must have it too: `publish` waits for the XADD
+
     async def publish(self, session_id: str, turn_id: str, event: StreamEvent) -> None:
         self.publish_local(session_id, turn_id, event)
         key = _key(session_id, turn_id)
