@@ -1,6 +1,7 @@
 # agenthost server image: `docker build -t agenthost .`, then
 #   docker run -p 8000:8000 agenthost                       # demo agent, SQLite, simulated LLM
-#   docker run -p 8000:8000 -e AGENTHOST_STORE=redis://redis:6379/0 agenthost serve mypkg.bot:agent
+#   docker run -p 8000:8000 -e AGENTHOST_STORE=redis://redis:6379/0 -e AGENTHOST_AUTH=keys \
+#     agenthost serve mypkg.bot:agent                       # keys: agenthost keys create
 # Your agent: build FROM this image and `pip install` your package into /opt/venv.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm

@@ -44,6 +44,7 @@ from agenthost.errors import (
     Unauthorized,
     ValidationFailed,
 )
+from agenthost.hot_routes import HotRoutes
 from agenthost.ids import check_session_id, check_turn_id, new_session_id, new_turn_id
 from agenthost.limits import InputLimits
 from agenthost.llm import create_llm
@@ -62,12 +63,7 @@ from agenthost.stores.base import SessionInfo, TurnError, TurnRecord
 from agenthost.stores.instrumented import InstrumentedStore
 from agenthost.streamed_turns import StreamedTurn, start_streamed_turn
 from agenthost.tracing import Tracing, create_tracing
-from agenthost.websocket import (
-    CLOSE_SERVICE_RESTART,
-    WebSocketSession,
-    WebSocketShortcut,
-    websocket_endpoint,
-)
+from agenthost.websocket import CLOSE_SERVICE_RESTART, WebSocketSession, websocket_endpoint
 from agenthost.wire import (
     ChatRequest,
     ChatResponse,
@@ -720,7 +716,7 @@ def build_app(
         exception_handlers=handlers,
         middleware=[
             Middleware(RequestContext, tracing=tracing),
-            Middleware(WebSocketShortcut, api=api),
+            Middleware(HotRoutes, api=api, handlers=handlers),
         ],
     )
 

@@ -35,13 +35,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import re
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
-from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from agenthost.auth.principal import ANONYMOUS, Principal, scoped_session_id
@@ -65,7 +63,6 @@ __all__ = [
     "CLOSE_SLOW_CONSUMER",
     "ClientFrame",
     "WebSocketSession",
-    "WebSocketShortcut",
     "parse_frame",
 ]
 
@@ -472,25 +469,3 @@ async def websocket_endpoint(api: API, ws: WebSocket, on_open: Callable[[int], N
     finally:
         on_open(-1)
         api.websockets.discard(connection)
-
-
-_WS_PATH = re.compile(r"/v1/sessions/([^/]+)/ws")
-
-
-class WebSocketShortcut:
-    """ASGI middleware: `/v1/sessions/{id}/ws` served directly, past Starlette's exception
-    middleware and router, whose frames an open connection would otherwise hold (a few KB
-    each, for 10,000 idle connections)."""
-
-    def __init__(self, app: ASGIApp, *, api: API) -> None:
-        self.app = app
-        self.api = api
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":
-            match = _WS_PATH.fullmatch(scope["path"])
-            if match is not None:
-                scope["path_params"] = {"session_id": match[1]}
-                await self.api.websocket(WebSocket(scope, receive, send))
-                return
-        await self.app(scope, receive, send)
