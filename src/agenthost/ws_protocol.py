@@ -9,6 +9,8 @@ about 4 KB per connection, which counts at 10,000 idle WebSockets on one process
 
 from __future__ import annotations
 
+import contextlib
+
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.protocol import OPEN, Protocol
 
@@ -21,9 +23,12 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         self.__dict__.pop("request", None)
         self.__dict__.pop("response", None)
         conn = self.conn
-        if conn.state is OPEN and not conn.reader.buffer:
-            # No frame byte has arrived yet (a client waits for the 101), so a fresh frame
-            # parser starts exactly where the handshake's would go on, without its request.
-            conn.parser = Protocol.parse(conn)
-            next(conn.parser)
+        # Internals of `websockets`: if a release renames them, keep its parser as it is.
+        with contextlib.suppress(AttributeError):
+            if conn.state is OPEN and not conn.reader.buffer:
+                # No frame byte has arrived yet (a client waits for the 101), so a fresh
+                # frame parser starts exactly where the handshake's would go on, without
+                # its request.
+                conn.parser = Protocol.parse(conn)
+                next(conn.parser)
         super().start_keepalive()
