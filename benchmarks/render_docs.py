@@ -36,30 +36,31 @@ input constant, which leaves history length alone.
 
 # What the tables below mean, in words; the figures themselves come from the JSON.
 STREAM_GAPS_NOTES = """\
-What the table shows: over WebSocket one process delivers 2,000 streams on time (each
-ends about when the model does, the first chunk within a few hundred ms) but with a p99 gap
-above 100 ms, and fewer chunks per stream than tokens: tokens 33 ms apart meet in one flush,
-so the server's event loop stalls for tens of ms at times while its average CPU is below one
-core. Over SSE the same load falls behind from 1,000 streams: the first chunk waits seconds
-and streams take up to twice the model's time; SSE costs more server CPU per chunk than
-WebSocket in the 1,000-stream rows. Chunk coalescing at 20 ms hardly merges tokens 33 ms
-apart; under load it merges more, which lowers CPU but widens the gaps. The load clients use
+What the table shows: one process delivers 2,000 streams at 30 tokens/s with a p99 gap
+between chunks under 100 ms over both transports, with coalescing off and at its 20 ms
+default, at about 80-90% of one core. Over WebSocket every stream ends about when the model
+does and the first chunk comes within about 150 ms. Over SSE each stream is a new HTTP
+connection, and while the loop is this busy uvloop accepts new connections slowly: the
+listening socket's accept queue held about 1,000 connections during the 2 s ramp and drained
+at 40-65 a second (`ss -ltn`; the same load on asyncio's loop kept it empty, at a higher p99
+gap), so SSE streams opened in the ramp wait seconds for their first chunk, then stream at
+the model's pace. More processes (the fleet) or a slower ramp avoid it; the gap figure is
+not affected. Chunk coalescing at 20 ms hardly merges tokens 33 ms apart. The load clients use
 about a tenth of a core each and their event-loop lag stays far below the gaps, so the gaps
-are the server's. One process does not meet the bar (p99 gap <= 100 ms at 2,000 streams)
-over either transport."""
+are the server's."""
 
 IDLE_WEBSOCKETS_NOTES = """\
-An idle connection costs about 30 KB of RSS, over the 20 KB bar, and tracemalloc finds
-about as much in Python objects, so the cost is Python state, not socket buffers: uvicorn's
-sans-I/O protocol object (~6 KB), four `asyncio.Queue`s (~1.3 KB each: three deques apiece;
-one is agenthost's send buffer, one uvicorn's receive queue), the handshake's headers kept by
-`websockets` and Starlette's scope (~5 KB), futures and tasks waiting (the sender task, the
-receive with its `asyncio.timeout`). What would bring it under 20 KB: start agenthost's
-sender task and its queue on the first frame to send rather than per connection, use a
-deque plus one future instead of `asyncio.Queue`, and one idle timer per connection
-(`loop.call_later`) instead of an `asyncio.timeout` around every receive. Clients that
-negotiate permessage-deflate (browsers do) cost no more while idle or after a short turn
-(`--deflate`)."""
+An idle connection costs about 18 KB of RSS, under the 20 KB bar (it was 32 KB before the
+changes below), and tracemalloc finds about as much in Python objects: the cost is Python
+state, not socket buffers. An idle connection holds no task, queue or timeout of agenthost's
+own: the send buffer (a deque) and its sender task are made on the first frame and kept only
+while a turn runs, one timer per connection checks for idleness, the WebSocket route is
+served past Starlette's exception middleware and router (whose frames every open connection
+would hold), the handshake's headers are dropped from the scope, and a subclass of uvicorn's
+sans-I/O protocol drops the upgrade request and response, and the `websockets` parser's copy
+of the request, once the handshake is over. What is left is mostly uvicorn's protocol object
+and its receive queue. Clients that negotiate permessage-deflate (browsers do) cost no more
+while idle (`--deflate`)."""
 
 
 def _machine(m: dict[str, Any]) -> str:

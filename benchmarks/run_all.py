@@ -12,7 +12,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 BENCHMARKS = [
     # The default window (50 messages): at history 100 the agent is handed 50 messages.
-    ["benchmarks/turn_cpu.py", "--targets", "baseline,sqlite,redis,redis-cluster",
+    # redis-tenant: the same with --auth keys and both per-tenant limits checked each turn.
+    ["benchmarks/turn_cpu.py", "--targets", "baseline,sqlite,redis,redis-tenant,redis-cluster",
      "--turns", "3000", "--json", "benchmarks/results/turn_cpu.json"],
     # A fixed window of 5: history length alone, the claim that a turn's cost is flat in it.
     ["benchmarks/turn_cpu.py", "--targets", "baseline,sqlite,redis", "--turns", "3000",
