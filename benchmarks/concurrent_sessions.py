@@ -11,7 +11,6 @@ read back and verified. Prints one JSON object (also to `--json FILE`).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import resource
@@ -23,7 +22,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from turn_cpu import free_port, machine  # shared with the CPU benchmark
+from turn_cpu import free_port, result_header  # shared with the CPU benchmark
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENTHOST = str(Path(sys.executable).with_name("agenthost"))
@@ -109,13 +108,7 @@ def main() -> None:
             rows.append(measure(count, args.turns, args.llm_latency_ms, args.ramp, Path(tmp)))
         print(json.dumps(rows[-1]), file=sys.stderr)
     result = {
-        "benchmark": "concurrent_sessions",
-        "command": "python benchmarks/concurrent_sessions.py " + " ".join(sys.argv[1:]),
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "git_commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip(),
-        "machine": machine(),
+        **result_header("concurrent_sessions"),
         "results": rows,
     }
     text = json.dumps(result, indent=2)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import json
 import os
 import signal
@@ -35,7 +34,7 @@ from typing import IO, Any
 import psutil
 
 from stream_gaps import StreamRecord, WebSocketClient, raise_open_files_limit
-from turn_cpu import free_port, git_state, machine, process, wait_http
+from turn_cpu import free_port, process, result_header, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENTHOST = str(Path(sys.executable).with_name("agenthost"))
@@ -169,12 +168,14 @@ def serve_main(args: argparse.Namespace) -> None:
     from agenthost import server
     from agenthost.settings import Settings
 
-    class ChosenWebSockets(uvicorn.Config):
-        def __init__(self, *a: Any, **kw: Any) -> None:
-            kw["ws"] = args.ws_impl
-            super().__init__(*a, **kw)
+    if args.ws_impl != "default":  # else agenthost's own choice, as `agenthost serve` runs
 
-    server.uvicorn.Config = ChosenWebSockets  # type: ignore[misc]
+        class ChosenWebSockets(uvicorn.Config):
+            def __init__(self, *a: Any, **kw: Any) -> None:
+                kw["ws"] = args.ws_impl
+                super().__init__(*a, **kw)
+
+        setattr(uvicorn, "Config", ChosenWebSockets)  # noqa: B010  (server.py reads it there)
     settings = Settings.from_env(
         port=args.port, store=args.store, llm=LLM, ws_idle_timeout=3600, log_level="warning"
     )
@@ -258,7 +259,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     trace_dir = tmp / "trace"
     if args.profile or args.ws_impl != "default":
         trace_dir.mkdir()
-        impl = "websockets-sansio" if args.ws_impl == "default" else args.ws_impl
+        impl = args.ws_impl
         server_args = [sys.executable, __file__, "--serve", "--port", str(port),
                        "--store", store, "--ws-impl", impl]  # fmt: skip
         if args.profile:
@@ -315,7 +316,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "still_open_at_end": sum(c["open_until_close"] for c in closed),
         "open_s": round(open_s, 2),
         "server_alive": alive,
-        "ws_impl": "websockets-sansio (agenthost's)" if args.ws_impl == "default" else args.ws_impl,
+        "ws_impl": "agenthost's (lean sans-I/O)" if args.ws_impl == "default" else args.ws_impl,
         "store": "sqlite",
         "permessage_deflate": args.deflate,
         "server_mb": {
@@ -385,14 +386,8 @@ def main() -> None:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-idle-ws-") as tmp:
         row = measure(args, Path(tmp))
-    git = git_state()
     result = {
-        "benchmark": "idle_websockets",
-        "command": "python benchmarks/idle_websockets.py " + " ".join(sys.argv[1:]),
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "git_commit": git["commit"],
-        "git": git,
-        "machine": machine(),
+        **result_header("idle_websockets"),
         "seconds": round(time.monotonic() - started, 1),
         "target_kb_per_connection": TARGET_KB_PER_CONNECTION,
         "results": [row],

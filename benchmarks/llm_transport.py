@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import gc
 import importlib.metadata
 import itertools
@@ -40,7 +39,7 @@ from agenthost.llm.openai import (
     RetryPolicy,
 )
 from agenthost.llm.simulated import answer_for, split_tokens
-from turn_cpu import cpu_seconds, free_port, git_state, machine, process, wait_http
+from turn_cpu import cpu_seconds, free_port, process, result_header, wait_http
 
 AGENTHOST = str(Path(sys.executable).with_name("agenthost"))
 MODES = ("complete", "stream")
@@ -214,15 +213,9 @@ def main() -> None:
             # The client runs on uvloop, as `agenthost serve` does.
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
                 rows = runner.run(run_all(transports, base_url, sim.pid, args))
-    git = git_state()
     tokens = len(split_tokens(answer_for(prompts(1)[0], args.words)))
     result = {
-        "benchmark": "llm_transport",
-        "command": "python benchmarks/llm_transport.py " + " ".join(sys.argv[1:]),
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "git_commit": git["commit"],
-        "git": git,
-        "machine": machine(),
+        **result_header("llm_transport"),
         "versions": versions(),
         "load_average_1m": {
             "before": round(load_before[0], 2),

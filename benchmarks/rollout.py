@@ -11,7 +11,6 @@ middle, and reads the load test's verified report. Prints one JSON object.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from turn_cpu import free_port, git_state, machine
+from turn_cpu import free_port, result_header
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENTHOST = str(Path(sys.executable).with_name("agenthost"))
@@ -91,12 +90,7 @@ def main() -> None:
             rows.append(run_mode(mode, args, Path(tmp)))
             print(json.dumps(rows[-1]), file=sys.stderr)
     result = {
-        "benchmark": "rollout",
-        "command": "python benchmarks/rollout.py " + " ".join(sys.argv[1:]),
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "git_commit": git_state()["commit"],
-        "git": git_state(),
-        "machine": machine(),
+        **result_header("rollout"),
         "llm": LLM,
         "results": rows,
     }

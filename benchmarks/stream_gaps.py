@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import datetime
 import itertools
 import json
 import os
@@ -38,7 +37,7 @@ from typing import Any, cast
 
 import psutil
 
-from turn_cpu import cpu_seconds, free_port, git_state, machine, process, wait_http
+from turn_cpu import cpu_seconds, free_port, process, result_header, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENTHOST = str(Path(sys.executable).with_name("agenthost"))
@@ -562,14 +561,8 @@ def main() -> None:
                 for n in counts:
                     rows.append(measure(n, transport, c, args, Path(tmp)))
                     print(json.dumps(rows[-1]), file=sys.stderr)
-    git = git_state()
     result = {
-        "benchmark": "stream_gaps",
-        "command": "python benchmarks/stream_gaps.py " + " ".join(sys.argv[1:]),
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "git_commit": git["commit"],
-        "git": git,
-        "machine": machine(),
+        **result_header("stream_gaps"),
         "seconds": round(time.monotonic() - started, 1),
         "params": {
             "streams": counts,

@@ -416,6 +416,20 @@ def machine() -> dict[str, Any]:
     }
 
 
+def result_header(benchmark: str) -> dict[str, Any]:
+    """What every benchmark's JSON starts with: which benchmark, the command that made it,
+    when, on which commit (and whether the tree was clean) and on what machine."""
+    git = git_state()
+    return {
+        "benchmark": benchmark,
+        "command": f"python benchmarks/{benchmark}.py " + " ".join(sys.argv[1:]),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "git_commit": git["commit"],  # the key older results and their readers use
+        "git": git,
+        "machine": machine(),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -461,14 +475,8 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     for target in targets:
         rows += measure(target, histories, args)
-    git = git_state()
     result = {
-        "benchmark": "turn_cpu",
-        "command": "python benchmarks/turn_cpu.py " + " ".join(sys.argv[1:]),
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "git_commit": git["commit"],  # the key older results and their readers use
-        "git": git,
-        "machine": machine(),
+        **result_header("turn_cpu"),
         # Other work on the machine changes how requests batch, so the load is on record.
         "load_average_1m": {
             "before": round(load_before[0], 2),
