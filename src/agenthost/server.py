@@ -7,11 +7,13 @@ import asyncio
 import gc
 import logging
 import math
+import socket
 import sys
 from types import FrameType
 
 import uvicorn
 
+from agenthost.accept import BatchAcceptor
 from agenthost.agents import load_agent
 from agenthost.app import build_app
 from agenthost.drain import Drain
@@ -23,6 +25,8 @@ from agenthost.tracing import create_tracing
 from agenthost.ws_protocol import LeanWebSocketProtocol
 
 __all__ = ["run"]
+
+_STARTUP_FAILURE = 3  # uvicorn's exit status when the app's start-up fails
 
 log = logging.getLogger("agenthost")
 
@@ -88,6 +92,30 @@ class DrainingServer(uvicorn.Server):
     finish and commit) and a second one exits at once."""
 
     drain: Drain | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's start-up, except that the listening socket's connections are accepted in
+        batches (`agenthost.accept`): uvloop's own server fell 1,000 connections behind
+        under a load of streams."""
+        if sockets is not None:  # handed in by a process manager: uvicorn's own way
+            await super().startup(sockets)
+            return
+        await self.lifespan.startup()
+        if self.lifespan.should_exit:
+            sys.exit(_STARTUP_FAILURE)
+        config = self.config
+        sock = config.bind_socket()
+        sock.listen(config.backlog)
+        state = self.lifespan.state
+
+        def protocol() -> asyncio.Protocol:
+            made: asyncio.Protocol = config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=state
+            )
+            return made
+
+        self.servers = [BatchAcceptor(asyncio.get_running_loop(), sock, protocol)]  # type: ignore[list-item]
+        self.started = True
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         drain = self.drain
