@@ -36,16 +36,18 @@ input constant, which leaves history length alone.
 
 # What the tables below mean, in words; the figures themselves come from the JSON.
 STREAM_GAPS_NOTES = """\
-What the table shows: one process delivers 2,000 streams at 30 tokens/s with a p99 gap
-between chunks under 100 ms over both transports, with coalescing off and at its 20 ms
-default, at about 80-90% of one core. Over WebSocket every stream ends about when the model
-does and the first chunk comes within about 150 ms. Over SSE each stream is a new HTTP
-connection, and while the loop is this busy uvloop accepts new connections slowly: the
-listening socket's accept queue held about 1,000 connections during the 2 s ramp and drained
-at 40-65 a second (`ss -ltn`; the same load on asyncio's loop kept it empty, at a higher p99
-gap), so SSE streams opened in the ramp wait seconds for their first chunk, then stream at
-the model's pace. More processes (the fleet) or a slower ramp avoid it; the gap figure is
-not affected. Chunk coalescing at 20 ms hardly merges tokens 33 ms apart. The load clients use
+What the table shows: one process on this 2-core machine keeps the p99 gap between chunks
+under 100 ms at 1,000 concurrent streams at 30 tokens/s (50-77 ms, either transport,
+coalescing off or on), with every stream ending when the model does and the first chunk
+within about 0.15 s. At 2,000 it is CPU-bound (95% of a core) and the p99 gap is 109-165 ms,
+over the bar: the server coalesces more tokens per chunk (about 120-150 chunks for 296
+tokens) and its loop stalls for longer between them. The in-process simulated model, its
+timers and the demo agent are part of that CPU. An earlier run of this benchmark showed the
+2,000-stream rows under 100 ms only because uvloop's server accepted new connections at
+40-65 a second under this load, so about 1,000 streams waited in the listen queue and the
+streams did not all overlap; the server now accepts waiting connections in batches
+(`agenthost.accept`) and every stream starts within the ramp. Chunk coalescing at 20 ms
+hardly merges tokens 33 ms apart, and under load it adds to the gaps. The load clients use
 about a tenth of a core each and their event-loop lag stays far below the gaps, so the gaps
 are the server's."""
 
