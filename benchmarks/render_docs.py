@@ -52,20 +52,19 @@ about a tenth of a core each and their event-loop lag stays far below the gaps, 
 are the server's."""
 
 IDLE_WEBSOCKETS_NOTES = """\
-An idle connection costs about 22 KB of RSS, just over the 20 KB bar (32 KB at the start of
-this work; 18 KB before the server began accepting connections in batches), and tracemalloc
-finds about as much in Python objects: the cost is Python state, not socket buffers. An idle
-connection holds no task, queue or timeout of agenthost's own: the send buffer (a deque) and
-its sender task are made on the first frame and kept only while a turn runs, one timer per
-connection checks for idleness, the WebSocket route is served past Starlette's exception
-middleware and router (whose frames every open connection would hold), the handshake's
-headers are dropped from the scope, and a subclass of uvicorn's sans-I/O protocol drops the
-upgrade request and response, and the `websockets` parser's copy of the request, once the
-handshake is over. Since connections are accepted in batches (`agenthost.accept`, through
-the loop's `connect_accepted_socket`), uvicorn's HTTP protocol object that served the upgrade
-stays alive with the connection (about 2.7 KB in `httptools_impl.py` in the profile below,
-absent from the profile before); finding what holds it is the next step. Clients that
-negotiate permessage-deflate (browsers do) cost no more while idle (`--deflate`)."""
+An idle connection costs about 18 KB of RSS, under the 20 KB bar (32 KB at the start of this
+work), and tracemalloc finds about as much in Python objects: the cost is Python state, not
+socket buffers. An idle connection holds no task, queue or timeout of agenthost's own: the
+send buffer (a deque) and its sender task are made on the first frame and kept only while a
+turn runs, one timer per connection checks for idleness, the WebSocket route is served past
+Starlette's exception middleware and router (whose frames every open connection would hold),
+the handshake's headers are dropped from the scope, a subclass of uvicorn's sans-I/O protocol
+drops the upgrade request and response, and the `websockets` parser's copy of the request,
+once the handshake is over, and a subclass of uvicorn's httptools protocol drops its parser
+when it hands the connection over, which frees it at once: it and its parser point at each
+other, and with the server's tuned collector thresholds such pairs (about 4 KB with the
+request's scope) waited for a rare full collection. Clients that negotiate permessage-deflate
+(browsers do) cost no more while idle (`--deflate`)."""
 
 
 def _machine(m: dict[str, Any]) -> str:

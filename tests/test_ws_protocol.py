@@ -4,6 +4,7 @@ the connection still works (frames both ways, pings, close)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import aiohttp
@@ -11,8 +12,9 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from agenthost.ws_protocol import LeanWebSocketProtocol
+from agenthost.ws_protocol import LeanHttpToolsProtocol, LeanWebSocketProtocol
 from tests.fixtures.agenthost import free_port
 
 
@@ -31,6 +33,7 @@ async def test_an_open_connection_holds_no_handshake_and_still_talks() -> None:
         Starlette(routes=[WebSocketRoute("/ws", echo)]),
         host="127.0.0.1",
         port=port,
+        http=LeanHttpToolsProtocol,
         ws=LeanWebSocketProtocol,
         lifespan="off",
         log_level="warning",
@@ -57,6 +60,17 @@ async def test_an_open_connection_holds_no_handshake_and_still_talks() -> None:
             parser: Any = protocol.conn.parser  # a generator: its frame holds its locals
             assert parser.gi_frame is not None
             assert "request" not in parser.gi_frame.f_locals, "the parser still holds it"
+            # The HTTP protocol that served the upgrade is gone without a collection.
+            gc.collect()
+            gc.disable()
+            try:
+                async with http.ws_connect(f"http://127.0.0.1:{port}/ws") as second:
+                    await second.send_str("x")
+                    assert (await second.receive(timeout=5)).data == "echo: x"
+                    alive = [o for o in gc.get_objects() if isinstance(o, HttpToolsProtocol)]
+                    assert alive == [], "the upgraded HTTP protocol waits for the collector"
+            finally:
+                gc.enable()
             await ws.send_str("two")
             assert (await ws.receive(timeout=5)).data == "echo: two"
     finally:

@@ -22,7 +22,7 @@ from agenthost.logs import configure_logging
 from agenthost.settings import Settings
 from agenthost.stores import create_store
 from agenthost.tracing import create_tracing
-from agenthost.ws_protocol import LeanWebSocketProtocol
+from agenthost.ws_protocol import LeanHttpToolsProtocol, LeanWebSocketProtocol
 
 __all__ = ["run"]
 
@@ -53,7 +53,8 @@ def run(settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        # uvicorn's httptools protocol, freed at once when a connection becomes a WebSocket.
+        http=LeanHttpToolsProtocol,
         # uvicorn's sans-I/O protocol, minus the handshake it would keep per connection.
         ws=LeanWebSocketProtocol,
         ws_max_size=settings.ws_max_frame_bytes,  # larger frames: closed with 1009
