@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
@@ -700,7 +700,6 @@ def build_app(
 
     routes: list[BaseRoute] = [Route(ep.path, ep.handler, methods=[ep.method]) for ep in eps]
     routes += [
-        WebSocketRoute("/v1/sessions/{session_id}/ws", api.websocket),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/docs", docs_page, methods=["GET"]),
     ]

@@ -207,8 +207,8 @@ class WebSocketSession:
     def _wake_sender(self) -> None:
         if self.sender is None:
             self.sender = asyncio.ensure_future(self._send_queued())
-        elif (wakeup := self.sender_wakeup) is not None and not wakeup.done():
-            wakeup.set_result(None)
+        else:
+            self._wake_waiting_sender()
 
     def close(self, code: int, reason: str = "", last_frame: bytes | None = None) -> None:
         """Close with `code` once the sender gets to it, dropping what is queued; the sender
@@ -244,8 +244,9 @@ class WebSocketSession:
         finally:
             self.sender = None
 
-    def _wake_sender_to_end(self) -> None:
-        """No turn runs any more: a sender waiting for frames finishes what is queued, ends."""
+    def _wake_waiting_sender(self) -> None:
+        """Wake a sender waiting for frames: it sends what is queued, and ends if no turn
+        runs any more."""
         if (wakeup := self.sender_wakeup) is not None and not wakeup.done():
             wakeup.set_result(None)
 
@@ -321,7 +322,7 @@ class WebSocketSession:
     def _turn_ended(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
         if not self.tasks:
-            self._wake_sender_to_end()
+            self._wake_waiting_sender()
         if self.api.engine is not None and self.api.engine.draining and not self.tasks:
             self.close(CLOSE_SERVICE_RESTART)
 

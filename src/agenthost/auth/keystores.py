@@ -19,9 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import redis.asyncio as aioredis
 import redis.exceptions as rexc
-from redis.asyncio.cluster import RedisCluster
 
 from agenthost.auth.keys import KeyRecord, KeyStore
 from agenthost.errors import StoreUnavailable
@@ -173,17 +171,13 @@ def _hash_key(key_hash: str) -> str:
 
 class RedisKeyStore:
     def __init__(self, url: str) -> None:
-        from agenthost.stores.redis import _options
-
-        self._url, self.cluster, _ = _options(url)
+        self.url = url
         self._client: Any = None
 
     async def open(self) -> None:
-        options: dict[str, Any] = {"socket_connect_timeout": 1.0, "socket_timeout": 2.0}
-        if self.cluster:
-            self._client = RedisCluster.from_url(self._url, **options)
-        else:
-            self._client = aioredis.Redis.from_url(self._url, **options)
+        from agenthost.stores.redis import light_redis_client
+
+        self._client = light_redis_client(self.url)
 
     async def close(self) -> None:
         if self._client is not None:

@@ -11,11 +11,11 @@ import hashlib
 from typing import Any
 
 import redis.exceptions as rexc
-from redis.asyncio.cluster import RedisCluster
 
 from agenthost.auth.principal import Limits
 from agenthost.errors import StoreUnavailable
 from agenthost.ratelimit.base import Admission
+from agenthost.stores.redis import light_redis_client, split_redis_url
 from agenthost.stores.redis_wire import RedisWire
 
 __all__ = ["RedisLimiter"]
@@ -72,9 +72,8 @@ def _keys(tenant: str) -> list[str]:
 
 class RedisLimiter:
     def __init__(self, url: str, *, hold_s: float) -> None:
-        from agenthost.stores.redis import _options
-
-        self._url, self.cluster, _ = _options(url)
+        self.url = url
+        self._url, self.cluster, _ = split_redis_url(url)
         self.hold_ms = int(hold_s * 1000)
         self._client: Any = None
         self._admit: Any = None
@@ -84,8 +83,7 @@ class RedisLimiter:
         if not self.cluster:
             self._wire = RedisWire(self._url)
             return
-        options: dict[str, Any] = {"socket_connect_timeout": 1.0, "socket_timeout": 2.0}
-        self._client = RedisCluster.from_url(self._url, **options)
+        self._client = light_redis_client(self.url)
         self._admit = self._client.register_script(_ADMIT)
 
     async def close(self) -> None:

@@ -47,7 +47,7 @@ from agenthost.stores.base import (
 from agenthost.stores.notify import ReleaseWaiters, wait_event
 from agenthost.stores.redis_wire import RedisWire
 
-__all__ = ["RedisStore"]
+__all__ = ["RedisStore", "light_redis_client", "split_redis_url"]
 
 log = logging.getLogger("agenthost.stores.redis")
 
@@ -88,7 +88,7 @@ def _channel(session_id: str) -> str:
     return f"ah:{{{session_id}}}:released"
 
 
-def _options(url: str) -> tuple[str, bool, dict[str, Any]]:
+def split_redis_url(url: str) -> tuple[str, bool, dict[str, Any]]:
     """Split our own options out of the URL: (redis-py URL, is_cluster, options)."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
@@ -106,6 +106,16 @@ def _options(url: str) -> tuple[str, bool, dict[str, Any]]:
     return clean, cluster, ours
 
 
+def light_redis_client(url: str) -> Any:
+    """A redis-py client (single server or cluster) for calls off the turn's hot path: API
+    keys, and the rate limiter on a cluster."""
+    plain, cluster, _ = split_redis_url(url)
+    options: dict[str, Any] = {"socket_connect_timeout": 1.0, "socket_timeout": 2.0}
+    if cluster:
+        return RedisCluster.from_url(plain, **options)
+    return aioredis.Redis.from_url(plain, **options)
+
+
 class RedisStore:
     """The Redis / Redis Cluster backend of `SessionStore`."""
 
@@ -118,7 +128,7 @@ class RedisStore:
         connect_timeout: float = 1.0,
     ) -> None:
         self.url = url
-        self._redis_url, self.cluster, opts = _options(url)
+        self._redis_url, self.cluster, opts = split_redis_url(url)
         # Cluster: per node, and redis-py's cluster client fails (rather than waits) past it,
         # so its default is sized for a burst of turns; single server: the pub/sub pool.
         default = 1000 if self.cluster else 100
