@@ -54,9 +54,10 @@ are the server's."""
 IDLE_WEBSOCKETS_NOTES = """\
 An idle connection costs about 18 KB of RSS, under the 20 KB bar (32 KB at the start of this
 work), and tracemalloc finds about as much in Python objects: the cost is Python state, not
-socket buffers. An idle connection holds no task, queue or timeout of agenthost's own: the
-send buffer (a deque) and its sender task are made on the first frame and kept only while a
-turn runs, one timer per connection checks for idleness, the WebSocket route is served past
+socket buffers. An idle connection holds no task, queue or timeout of agenthost's own: a
+frame is written to the socket by the code that publishes it, the send buffer (a deque) and a
+sender task exist only while a client is slow to read, one timer per connection checks for
+idleness, the WebSocket route is served past
 Starlette's exception middleware and router (whose frames every open connection would hold),
 the handshake's headers are dropped from the scope, a subclass of uvicorn's sans-I/O protocol
 drops the upgrade request and response, and the `websockets` parser's copy of the request,

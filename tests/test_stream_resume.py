@@ -15,7 +15,7 @@ import aiohttp
 import msgspec
 
 from agenthost.brokers import StreamEvent, create_broker
-from agenthost.streaming import TurnStream
+from agenthost.streaming import ChunkFlusher, TurnStream
 from tests.fixtures.agenthost import AgentHostProcess
 from tests.test_streaming import collect, parse_sse
 
@@ -58,10 +58,10 @@ async def committed(http: aiohttp.ClientSession, url: str, s: str, tid: str) -> 
 
 async def test_a_rerun_numbers_on_after_the_dead_attempt_and_starts_with_reset() -> None:
     broker = create_broker("memory://")
-    first = TurnStream(broker, "s", "t", coalesce_s=0.0)
+    first = TurnStream(broker, "s", "t", ChunkFlusher(0.0))
     first.sink("half an ans")
-    first._flush()  # published at once (in-process); then its process dies: no final event
-    again = TurnStream(broker, "s", "t", coalesce_s=0.0, resume=True)
+    first.flush()  # published at once (in-process); then its process dies: no final event
+    again = TurnStream(broker, "s", "t", ChunkFlusher(0.0), resume=True)
     again.started()
     again.sink("whole answer")
     await again.finish("done", b'{"response":"whole answer"}')
@@ -72,16 +72,16 @@ async def test_a_rerun_numbers_on_after_the_dead_attempt_and_starts_with_reset()
 
 async def test_a_replay_does_not_end_a_stream_twice() -> None:
     broker = create_broker("memory://")
-    first = TurnStream(broker, "s", "t", coalesce_s=0.0)
+    first = TurnStream(broker, "s", "t", ChunkFlusher(0.0))
     await first.finish("done", b'{"response":"x"}')
-    replay = TurnStream(broker, "s", "t", coalesce_s=0.0, resume=True)
+    replay = TurnStream(broker, "s", "t", ChunkFlusher(0.0), resume=True)
     await replay.finish("done", b'{"response":"x"}')
     assert [e.seq for e in await collect(broker, "s", "t", 0)] == [1]
 
 
 async def test_a_replay_of_an_expired_stream_ends_after_the_clients_position() -> None:
     broker = create_broker("memory://")
-    replay = TurnStream(broker, "s", "t", coalesce_s=0.0, resume=True, after=7)
+    replay = TurnStream(broker, "s", "t", ChunkFlusher(0.0), resume=True, after=7)
     await replay.finish("done", b'{"response":"x"}')
     assert await collect(broker, "s", "t", 7) == [StreamEvent(8, "done", b'{"response":"x"}')]
 

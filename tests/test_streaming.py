@@ -15,7 +15,8 @@ import msgspec
 import pytest
 
 from agenthost.brokers import StreamBroker, StreamEvent, create_broker
-from agenthost.streaming import TurnStream
+from agenthost.brokers.base import forward
+from agenthost.streaming import ChunkFlusher, TurnStream
 from tests.fixtures.agenthost import AgentHostProcess
 
 
@@ -56,13 +57,116 @@ async def test_a_stream_nobody_publishes_ends_after_the_wait(broker: StreamBroke
     assert not await broker.exists("nobody", "t")
 
 
+async def until(predicate: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.005)
+
+
+def chunk(seq: int) -> StreamEvent:
+    return StreamEvent(seq, "chunk", b'{"text":"%d"}' % seq)
+
+
+async def test_a_local_reader_is_handed_each_event_by_the_publish_itself(
+    broker: StreamBroker,
+) -> None:
+    sid, tid = f"s-{uuid.uuid4().hex[:8]}", "t1"
+    broker.start(sid, tid)
+    await broker.publish(sid, tid, chunk(1))  # there before the reader: sent first
+    seen: list[int] = []
+
+    def emit(event: StreamEvent) -> None:
+        seen.append(event.seq)
+
+    forwarding = asyncio.ensure_future(forward(broker.read(sid, tid, 0, 5.0), emit))
+    await asyncio.sleep(0)  # the reader catches up and listens
+    assert seen == [1]
+    for seq in (2, 3):
+        await broker.publish(sid, tid, chunk(seq))
+        assert seen[-1] == seq  # sent by the publish, with no task woken for it
+    await broker.publish(sid, tid, StreamEvent(4, "done", b"{}"))
+    await asyncio.wait_for(forwarding, 5)
+    assert seen == [1, 2, 3, 4]
+
+
+async def test_a_slow_local_reader_catches_up_in_order_then_listens_again(
+    broker: StreamBroker,
+) -> None:
+    sid, tid = f"s-{uuid.uuid4().hex[:8]}", "t1"
+    broker.start(sid, tid)
+    socket_full = asyncio.get_running_loop().create_future()
+    seen: list[int] = []
+
+    def emit(event: StreamEvent) -> asyncio.Future[None] | None:
+        seen.append(event.seq)
+        return socket_full if event.seq == 2 else None  # event 2's send has to wait
+
+    forwarding = asyncio.ensure_future(forward(broker.read(sid, tid, 0, 5.0), emit))
+    await asyncio.sleep(0)
+    for seq in (1, 2, 3, 4):
+        await broker.publish(sid, tid, chunk(seq))
+    assert seen == [1, 2]  # nothing more goes out until event 2 is sent
+    socket_full.set_result(None)
+    await until(lambda: seen == [1, 2, 3, 4], "the reader to catch up from the stream's list")
+    await broker.publish(sid, tid, chunk(5))
+    assert seen[-1] == 5  # and is handed events by the publisher again
+    await broker.publish(sid, tid, StreamEvent(6, "done", b"{}"))
+    await asyncio.wait_for(forwarding, 5)
+    assert seen == [1, 2, 3, 4, 5, 6]
+
+
+async def test_a_failing_local_reader_fails_alone(broker: StreamBroker) -> None:
+    sid, tid = f"s-{uuid.uuid4().hex[:8]}", "t1"
+    broker.start(sid, tid)
+
+    def broken(event: StreamEvent) -> None:
+        raise ConnectionResetError("the client is gone")
+
+    seen: list[int] = []
+    failing = asyncio.ensure_future(forward(broker.read(sid, tid, 0, 5.0), broken))
+    healthy = asyncio.ensure_future(
+        forward(broker.read(sid, tid, 0, 5.0), lambda e: seen.append(e.seq))
+    )
+    await asyncio.sleep(0)
+    await broker.publish(sid, tid, chunk(1))  # the publisher does not see the failure
+    await broker.publish(sid, tid, StreamEvent(2, "done", b"{}"))
+    with pytest.raises(ConnectionResetError):
+        await asyncio.wait_for(failing, 5)
+    await asyncio.wait_for(healthy, 5)
+    assert seen == [1, 2]
+
+
+async def test_a_local_reader_ends_when_nothing_arrives_for_the_wait(
+    broker: StreamBroker,
+) -> None:
+    sid, tid = f"s-{uuid.uuid4().hex[:8]}", "t1"
+    broker.start(sid, tid)
+    await broker.publish(sid, tid, chunk(1))
+    seen: list[int] = []
+    t0 = time.monotonic()
+    await asyncio.wait_for(forward(broker.read(sid, tid, 0, 0.3), lambda e: seen.append(e.seq)), 5)
+    assert seen == [1]
+    assert 0.25 < time.monotonic() - t0 < 3
+
+
+async def test_closing_the_broker_ends_its_local_readers() -> None:
+    broker = create_broker("memory://")
+    broker.start("s", "t")
+    forwarding = asyncio.ensure_future(forward(broker.read("s", "t", 0, 60.0), lambda e: None))
+    await asyncio.sleep(0)
+    assert not forwarding.done()
+    await broker.close()
+    await asyncio.wait_for(forwarding, 5)
+
+
 async def test_a_redis_stream_is_readable_from_another_broker(redis_url: str) -> None:
     writer, reader = create_broker(redis_url), create_broker(redis_url)
     await writer.open()
     await reader.open()
     try:
         sid, tid = f"s-{uuid.uuid4().hex[:8]}", "t1"
-        stream = TurnStream(writer, sid, tid, coalesce_s=0.0)
+        stream = TurnStream(writer, sid, tid, ChunkFlusher(0.0))
         remote = asyncio.create_task(collect(reader, sid, tid, 0))
         for word in ("a", "b", "c"):
             stream.sink(word)
@@ -79,13 +183,35 @@ async def test_a_redis_stream_is_readable_from_another_broker(redis_url: str) ->
 
 async def test_chunks_within_the_window_leave_as_one_event() -> None:
     broker = create_broker("memory://")
-    stream = TurnStream(broker, "s", "t", coalesce_s=0.05)
+    stream = TurnStream(broker, "s", "t", ChunkFlusher(0.05))
     for token in ["to", "ken", "s ", "fast"]:
         stream.sink(token)
     await stream.finish("done", b"{}")
     events = await collect(broker, "s", "t", 0)
     assert [e.kind for e in events] == ["chunk", "done"]
     assert msgspec.json.decode(events[0].data) == {"text": "tokens fast"}
+
+
+async def test_one_window_flushes_every_stream_that_wrote_in_it() -> None:
+    broker = create_broker("memory://")
+    flusher = ChunkFlusher(0.3)
+    published: dict[str, float] = {}
+    readers = []
+    for i in range(3):
+        broker.start(f"s{i}", "t")
+        emit = (lambda sid: lambda event: published.setdefault(sid, time.monotonic()))(f"s{i}")
+        readers.append(asyncio.ensure_future(forward(broker.read(f"s{i}", "t", 0, 5.0), emit)))
+    first = time.monotonic()
+    for i in range(3):  # the streams write 0.1 s apart, all within the first one's window
+        TurnStream(broker, f"s{i}", "t", flusher, claim=False).sink("token")
+        if i < 2:
+            await asyncio.sleep(0.1)
+    await until(lambda: len(published) == 3, "the window to end")
+    times = sorted(published.values())
+    assert times[0] - first >= 0.25  # held for the window
+    assert times[-1] - times[0] < 0.1  # and let go together, by one timer
+    for reader in readers:
+        reader.cancel()
 
 
 def parse_sse(text: str) -> list[tuple[int, str, dict[str, Any]]]:

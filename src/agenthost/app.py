@@ -62,6 +62,7 @@ from agenthost.stores import SessionStore, create_store
 from agenthost.stores.base import SessionInfo, TurnError, TurnRecord
 from agenthost.stores.instrumented import InstrumentedStore
 from agenthost.streamed_turns import StreamedTurn, start_streamed_turn
+from agenthost.streaming import ChunkFlusher
 from agenthost.tracing import Tracing, create_tracing
 from agenthost.websocket import CLOSE_SERVICE_RESTART, WebSocketSession, websocket_endpoint
 from agenthost.wire import (
@@ -129,6 +130,8 @@ class API:
         self.engine: TurnEngine | None = None
         self.drain: Drain | None = None
         self._broker: StreamBroker | None = None
+        # One timer per coalescing window for all of this process's streams.
+        self.chunk_flusher = ChunkFlusher(settings.chunk_coalesce_ms / 1000)
         self.websockets: set[WebSocketSession] = set()
         self._turn_decoder = _Decoder(TurnRequest)
         self._create_decoder = _Decoder(CreateSession)
@@ -403,11 +406,13 @@ class API:
             if not connection.tasks:
                 connection.close(CLOSE_SERVICE_RESTART)
 
-    async def websocket(self, ws: WebSocket) -> None:
+    async def websocket(self, ws: WebSocket, send: Send) -> None:
+        """Serve a WebSocket; `send` is the server's own, for frames sent past `ws`."""
+
         def counted(delta: int) -> None:
             self._engine.metrics.open_websockets += delta
 
-        await websocket_endpoint(self, ws, counted)
+        await websocket_endpoint(self, ws, send, counted)
 
     async def get_turn(self, request: Request) -> Response:
         session_id = await self._session_id(request)

@@ -63,7 +63,7 @@ class HotRoutes:
         elif kind == "websocket" and (match := _WEBSOCKET.fullmatch(scope["path"])):
             scope["path_params"] = {"session_id": match[1]}
             scope["route"] = _WEBSOCKET_ROUTE
-            await self.api.websocket(WebSocket(scope, receive, send))
+            await self.api.websocket(WebSocket(scope, receive, send), send)
             return
         await self.app(scope, receive, send)
 

@@ -1,18 +1,21 @@
 """A turn's stream events as a server-sent events response, written straight to the ASGI
 server: one `send` per event and one task per response to notice the client leaving, instead
 of a streaming response's task group and its wrappers (this runs for every chunk of
-thousands of streams).
+thousands of streams). Where the broker pushes events (a turn this process runs), the
+publisher's own call runs the `send` (`send_eagerly`): no task wakes per chunk unless the
+client reads slowly.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from agenthost.brokers.base import StreamEvent
+from agenthost.brokers.base import StreamEvent, forward
+from agenthost.eager_send import send_eagerly
 from agenthost.metrics import Metrics
 
 __all__ = ["SSEResponse"]
@@ -56,14 +59,15 @@ class SSEResponse(Response):
         watcher = asyncio.ensure_future(watch())
         self.metrics.open_streams += 1
         ended = False
+
+        def emit(event: StreamEvent) -> Awaitable[None] | None:
+            body = b"id: %d\nevent: %s\ndata: %s\n\n" % (event.seq, event.kind.encode(), event.data)
+            return send_eagerly(
+                send({"type": "http.response.body", "body": body, "more_body": True})
+            )
+
         try:
-            async for event in self.events:
-                body = b"id: %d\nevent: %s\ndata: %s\n\n" % (
-                    event.seq,
-                    event.kind.encode(),
-                    event.data,
-                )
-                await send({"type": "http.response.body", "body": body, "more_body": True})
+            await forward(self.events, emit)
             ended = True
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:

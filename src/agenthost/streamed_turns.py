@@ -100,7 +100,7 @@ async def start_streamed_turn(
         broker,
         session_id,
         turn_id,
-        api.settings.chunk_coalesce_ms / 1000,
+        api.chunk_flusher,
         claim=claim,
         resume=resume,
         after=after,

@@ -1,11 +1,17 @@
 """A turn's chunks on their way to the stream broker: numbered in order, and coalesced so
 tokens that arrive within a short window leave as one event (frames per second stay bounded
-however fast the model writes)."""
+however fast the model writes).
+
+One `ChunkFlusher` per process times the windows of all streams: a stream with text waiting
+joins the flusher's current window, and one timer per window flushes every stream in it
+(at most `coalesce_s` after its first token), instead of one timer per chunk of every stream.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Coroutine
 from typing import Any
 
@@ -14,10 +20,44 @@ import msgspec
 from agenthost.brokers.base import EventKind, StreamBroker, StreamEvent
 from agenthost.errors import AgentHostError
 
-__all__ = ["TurnStream"]
+__all__ = ["ChunkFlusher", "TurnStream"]
+
+log = logging.getLogger("agenthost.streams")
 
 _encode = msgspec.json.encode
 _RESET = _encode({"reason": "the turn is running again after its process stopped"})
+
+
+class ChunkFlusher:
+    """Flushes the streams with text waiting once per window of `coalesce_s` seconds (with
+    no window: once per pass of the event loop, so tokens written in the same pass still
+    leave as one event)."""
+
+    __slots__ = ("_handle", "_waiting", "coalesce_s")
+
+    def __init__(self, coalesce_s: float) -> None:
+        self.coalesce_s = coalesce_s
+        self._waiting: list[TurnStream] = []
+        self._handle: asyncio.Handle | None = None
+
+    def add(self, stream: TurnStream) -> None:
+        """`stream` has text waiting: flush it at the end of the current window."""
+        self._waiting.append(stream)
+        if self._handle is None:
+            loop = asyncio.get_running_loop()
+            if self.coalesce_s > 0:
+                self._handle = loop.call_later(self.coalesce_s, self._flush_all)
+            else:
+                self._handle = loop.call_soon(self._flush_all)
+
+    def _flush_all(self) -> None:
+        self._handle = None
+        waiting, self._waiting = self._waiting, []
+        for stream in waiting:
+            try:
+                stream.flush()
+            except Exception:  # one stream's failure must not hold back the others
+                log.exception("could not publish a chunk of turn %s", stream.turn_id)
 
 
 class TurnStream:
@@ -35,7 +75,7 @@ class TurnStream:
         broker: StreamBroker,
         session_id: str,
         turn_id: str,
-        coalesce_s: float,
+        flusher: ChunkFlusher,
         *,
         claim: bool = True,
         resume: bool = False,
@@ -44,13 +84,12 @@ class TurnStream:
         self.broker = broker
         self.session_id = session_id
         self.turn_id = turn_id
-        self.coalesce_s = coalesce_s
+        self.flusher = flusher
         self.seq = 0
         self.ran = False
         self._resume = resume
         self._after = after
         self._pending: list[str] = []
-        self._timer: asyncio.TimerHandle | None = None
         self._last: asyncio.Task[None] | None = None
         if claim:
             # Readers here are served from this process's memory.
@@ -65,13 +104,12 @@ class TurnStream:
     def sink(self, text: str) -> None:
         if not text:
             return
+        if not self._pending:
+            self.flusher.add(self)  # the first text since the last flush opens a window
         self._pending.append(text)
-        if self._timer is None:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(self.coalesce_s, self._flush)
 
-    def _flush(self) -> None:
-        self._timer = None
+    def flush(self) -> None:
+        """Publish the text waiting (if any) as one chunk event."""
         if self._pending:
             text = "".join(self._pending)
             self._pending.clear()
@@ -119,9 +157,7 @@ class TurnStream:
 
     async def finish(self, kind: EventKind, data: bytes) -> None:
         """Flush what is pending, then publish the final event and wait for all of it."""
-        if self._timer is not None:
-            self._timer.cancel()
-        self._flush()
+        self.flush()  # the flusher finds nothing left when its window ends
         if self._resume and not self.ran:
             # A replay: another attempt streamed this turn; end the stream only if it did not.
             async def replay_final() -> bool:

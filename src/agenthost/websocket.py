@@ -36,14 +36,16 @@ import asyncio
 import collections
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
+from starlette.types import Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from agenthost.auth.principal import ANONYMOUS, Principal, scoped_session_id
-from agenthost.brokers.base import StreamEvent
+from agenthost.brokers.base import StreamEvent, forward
+from agenthost.eager_send import send_eagerly
 from agenthost.errors import (
     AgentHostError,
     BadFrame,
@@ -140,6 +142,7 @@ class WebSocketSession:
 
     __slots__ = (
         "api",
+        "asgi_send",
         "cancel_on_close",
         "close_reason",
         "closing",
@@ -154,7 +157,6 @@ class WebSocketSession:
         "principal",
         "send_buffer",
         "sender",
-        "sender_wakeup",
         "serving",
         "session_id",
         "tasks",
@@ -162,17 +164,24 @@ class WebSocketSession:
     )
 
     def __init__(
-        self, api: API, ws: WebSocket, session_id: str, principal: Principal = ANONYMOUS
+        self,
+        api: API,
+        ws: WebSocket,
+        asgi_send: Send,
+        session_id: str,
+        principal: Principal = ANONYMOUS,
     ) -> None:
         self.api = api
         self.ws = ws
+        # Frames go straight to the ASGI server: Starlette's `send_text` adds two coroutine
+        # frames per frame and checks a state this class already keeps (`closing`).
+        self.asgi_send = asgi_send
         self.session_id = session_id
         self.principal = principal
         settings = api.settings
         self.send_buffer = settings.ws_send_buffer
         self.outgoing: collections.deque[bytes] | None = None  # made on the first frame
         self.sender: asyncio.Task[None] | None = None
-        self.sender_wakeup: asyncio.Future[None] | None = None
         self.serving: asyncio.Task[Any] | None = None
         self.idle_timeout = settings.ws_idle_timeout
         self.idle_timer: asyncio.TimerHandle | None = None
@@ -192,23 +201,28 @@ class WebSocketSession:
         self.send_encoded(_encode(frame))
 
     def send_encoded(self, frame: bytes) -> None:
-        """Queue a frame already encoded as JSON."""
+        """Send a frame already encoded as JSON: at once when nothing is waiting to go out
+        (the socket takes it; no task wakes), else after what is queued."""
         if self.closing is not None:
             return
         outgoing = self.outgoing
+        if self.sender is None and not outgoing:
+            try:
+                rest = send_eagerly(
+                    self.asgi_send({"type": "websocket.send", "text": frame.decode()})
+                )
+            except Exception:
+                self.outgoing = None  # the connection is gone; its receive loop ends too
+                return
+            if rest is not None:  # the socket's buffer is full: finish in a task
+                self.sender = asyncio.ensure_future(self._send_queued(rest))
+            return
         if outgoing is None:
             outgoing = self.outgoing = collections.deque()
         elif len(outgoing) >= self.send_buffer:
             self.close(CLOSE_SLOW_CONSUMER, "slow_consumer")
             return
         outgoing.append(frame)
-        self._wake_sender()
-
-    def _wake_sender(self) -> None:
-        if self.sender is None:
-            self.sender = asyncio.ensure_future(self._send_queued())
-        else:
-            self._wake_waiting_sender()
 
     def close(self, code: int, reason: str = "", last_frame: bytes | None = None) -> None:
         """Close with `code` once the sender gets to it, dropping what is queued; the sender
@@ -218,21 +232,19 @@ class WebSocketSession:
             self.close_reason = reason
             self.last_frame = last_frame
             self.outgoing = None  # the close goes out next, whatever the buffer held
-            self._wake_sender()
+            if self.sender is None:
+                self.sender = asyncio.ensure_future(self._send_queued(None))
 
-    async def _send_queued(self) -> None:
-        """Send what is queued, then (once closing) the last frame and the close. While a
-        turn runs the task waits for its next frame; once none runs it ends, and the next
-        frame starts a new one (an idle connection holds no task)."""
+    async def _send_queued(self, rest: Awaitable[None] | None) -> None:
+        """Finish a send that had to wait, send what queued up behind it, then (once
+        closing) the last frame and the close. The task ends when the queue is empty: the
+        next frame is sent at once again."""
         try:
-            while True:
-                while self.outgoing:
-                    await self.ws.send_text(self.outgoing.popleft().decode())
-                if self.closing is not None or not self.tasks:
-                    break
-                self.sender_wakeup = asyncio.get_running_loop().create_future()
-                await self.sender_wakeup
-                self.sender_wakeup = None
+            if rest is not None:
+                await rest
+            while self.outgoing:
+                frame = self.outgoing.popleft()
+                await self.asgi_send({"type": "websocket.send", "text": frame.decode()})
             self.outgoing = None
             if self.closing is not None:
                 with contextlib.suppress(Exception):
@@ -243,12 +255,6 @@ class WebSocketSession:
             self.outgoing = None  # the connection is gone; its receive loop ends too
         finally:
             self.sender = None
-
-    def _wake_waiting_sender(self) -> None:
-        """Wake a sender waiting for frames: it sends what is queued, and ends if no turn
-        runs any more."""
-        if (wakeup := self.sender_wakeup) is not None and not wakeup.done():
-            wakeup.set_result(None)
 
     # -- idleness ---------------------------------------------------------------------------
 
@@ -300,12 +306,14 @@ class WebSocketSession:
 
     async def _forward(self, turn_id: str, events: AsyncIterator[StreamEvent]) -> None:
         # A chunk's frame is spliced from bytes (its data is `{"text": ...}`), not decoded and
-        # encoded again: this runs for every chunk of every stream.
+        # encoded again: this runs for every chunk of every stream, pushed by the publisher
+        # where the broker can (no task wakes per chunk).
         chunk_head = b'{"type":"chunk","turn_id":' + _encode(turn_id) + b',"seq":'
-        async for event in events:
+
+        def emit(event: StreamEvent) -> None:
             if event.kind == "chunk":
                 self.send_encoded(b"%s%d,%s" % (chunk_head, event.seq, event.data[1:]))
-                continue
+                return
             payload = _decode(event.data)
             if event.kind == "reset":
                 self.send({"type": "reset", "turn_id": turn_id, "seq": event.seq, **payload})
@@ -314,6 +322,8 @@ class WebSocketSession:
             else:
                 self.send({"type": "error", "turn_id": turn_id, "seq": event.seq, **payload})
 
+        await forward(events, emit)
+
     def _start(self, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self.tasks.add(task)
@@ -321,8 +331,6 @@ class WebSocketSession:
 
     def _turn_ended(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
-        if not self.tasks:
-            self._wake_waiting_sender()
         if self.api.engine is not None and self.api.engine.draining and not self.tasks:
             self.close(CLOSE_SERVICE_RESTART)
 
@@ -431,8 +439,10 @@ class WebSocketSession:
                     await sender
 
 
-async def websocket_endpoint(api: API, ws: WebSocket, on_open: Callable[[int], None]) -> None:
-    """Validate, accept and serve one connection."""
+async def websocket_endpoint(
+    api: API, ws: WebSocket, send: Send, on_open: Callable[[int], None]
+) -> None:
+    """Validate, accept and serve one connection; `send` is the ASGI server's own."""
     try:
         session_id = check_session_id(ws.path_params["session_id"])
     except AgentHostError:
@@ -462,7 +472,7 @@ async def websocket_endpoint(api: API, ws: WebSocket, on_open: Callable[[int], N
         return
     await ws.accept()
     session_id = scoped_session_id(principal.tenant, session_id)
-    connection = WebSocketSession(api, ws, session_id, principal)
+    connection = WebSocketSession(api, ws, send, session_id, principal)
     api.websockets.add(connection)
     on_open(1)
     try:

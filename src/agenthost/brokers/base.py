@@ -6,12 +6,12 @@ text so far is void), then the new attempt's chunks, numbers still rising."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Literal, Protocol, runtime_checkable
 
 import msgspec
 
-__all__ = ["EventKind", "StreamBroker", "StreamEvent"]
+__all__ = ["Emit", "EventKind", "PushableEvents", "StreamBroker", "StreamEvent", "forward"]
 
 EventKind = Literal["chunk", "reset", "done", "error"]
 
@@ -26,6 +26,31 @@ class StreamEvent(msgspec.Struct, frozen=True):
     @property
     def final(self) -> bool:
         return self.kind == "done" or self.kind == "error"
+
+
+Emit = Callable[[StreamEvent], Awaitable[None] | None]
+"""Sends one event to a client: None once it is sent, or an awaitable that finishes sending
+it (the client reads slowly; nothing more is sent to it until that is done)."""
+
+
+@runtime_checkable
+class PushableEvents(Protocol):
+    """Events a broker can hand to the consumer as they are published (a stream this process
+    publishes), so no task wakes per event."""
+
+    def push(self, emit: Emit) -> Awaitable[None]: ...
+
+
+async def forward(events: AsyncIterator[StreamEvent], emit: Emit) -> None:
+    """Send each event with `emit` until the events end: pushed by the publisher where the
+    broker can, read one by one otherwise."""
+    if isinstance(events, PushableEvents):
+        await events.push(emit)
+        return
+    async for event in events:
+        rest = emit(event)
+        if rest is not None:
+            await rest
 
 
 @runtime_checkable
@@ -60,5 +85,6 @@ class StreamBroker(Protocol):
     ) -> AsyncIterator[StreamEvent]:
         """Events with seq > `after`, waiting for new ones, until a final event. Ends
         without a final event if nothing new arrives for `wait` seconds (the publisher died
-        or the stream is unknown)."""
+        or the stream is unknown). What it returns may also be `PushableEvents`; `forward`
+        uses that."""
         ...

@@ -6,19 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
-from agenthost.brokers.base import StreamEvent
+from agenthost.brokers.base import Emit, StreamEvent
 
-__all__ = ["MemoryBroker"]
+__all__ = ["LocalEvents", "MemoryBroker"]
 
 
 class _Stream:
-    __slots__ = ("ended_at", "events", "waiters")
+    __slots__ = ("ended_at", "events", "listeners", "waiters")
 
     def __init__(self) -> None:
         self.events: list[StreamEvent] = []
         self.waiters: list[asyncio.Future[None]] = []
+        self.listeners: list[LocalEvents] = []
         self.ended_at: float | None = None
 
     def wake(self) -> None:
@@ -27,10 +28,195 @@ class _Stream:
             if not waiter.done():
                 waiter.set_result(None)
 
+    def deliver(self, event: StreamEvent) -> None:
+        """Hand `event` to every reader that listens for it as it is published."""
+        listeners = self.listeners
+        stopped = False
+        for listener in listeners:
+            if not listener.deliver(event):
+                stopped = True
+        if stopped:
+            self.listeners = [listener for listener in listeners if listener.listening]
+
+    def end(self) -> None:
+        """The broker closes: every reader stops waiting."""
+        self.wake()
+        listeners, self.listeners = self.listeners, []
+        for listener in listeners:
+            listener.stop()
+
 
 def _expire_waiter(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_exception(TimeoutError())
+
+
+class LocalEvents:
+    """One reader of a stream this process publishes, from event number `after` on.
+
+    Pulled with `async for`, or pushed with `push(emit)`: then the code that publishes each
+    event hands it to `emit`, and no task wakes per event. While the consumer is slow (`emit`
+    returned an awaitable) the push waits for it and catches up from the stream's list, then
+    listens again. Either way the reader ends after the final event, when nothing new
+    arrives for `wait` seconds, or when the broker closes.
+    """
+
+    __slots__ = (
+        "_deadline",
+        "_done",
+        "_emit",
+        "_ended",
+        "_last_at",
+        "_loop",
+        "_puller",
+        "_rest",
+        "_stream",
+        "after",
+        "listening",
+        "position",
+        "wait",
+    )
+
+    def __init__(self, stream: _Stream | None, after: int, wait: float) -> None:
+        self._stream = stream
+        self.after = after
+        self.wait = wait
+        self.position = 0  # index into the stream's events of the next one to look at
+        self.listening = False
+        self._emit: Emit | None = None
+        self._done: asyncio.Future[None] | None = None
+        self._deadline: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._rest: Awaitable[None] | None = None
+        self._puller: AsyncIterator[StreamEvent] | None = None
+        self._ended = False
+        self._last_at = 0.0
+
+    def __aiter__(self) -> LocalEvents:
+        return self
+
+    def __anext__(self) -> Awaitable[StreamEvent]:
+        if self._puller is None:
+            self._puller = self._pull()
+        return self._puller.__anext__()
+
+    async def _pull(self) -> AsyncIterator[StreamEvent]:
+        stream = self._stream
+        if stream is None:
+            return
+        while True:
+            events = stream.events
+            while self.position < len(events):
+                event = events[self.position]
+                self.position += 1
+                if event.seq > self.after:
+                    self.after = event.seq
+                    yield event
+                    if event.final:
+                        return
+            # A future and a timer handle per wait: cheaper than an Event and a timeout
+            # context. A pushed reader (`push`) needs neither.
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[None] = loop.create_future()
+            stream.waiters.append(waiter)
+            timer = loop.call_later(self.wait, _expire_waiter, waiter)
+            try:
+                await waiter
+            except TimeoutError:
+                return
+            finally:
+                timer.cancel()
+
+    async def push(self, emit: Emit) -> None:
+        """Call `emit` with each event in order until the final one (see the class)."""
+        stream = self._stream
+        if stream is None:
+            return
+        loop = self._loop = asyncio.get_running_loop()
+        while True:
+            # What is already there goes out first, waiting for the consumer as needed.
+            while self.position < len(stream.events):
+                event = stream.events[self.position]
+                self.position += 1
+                if event.seq > self.after:
+                    self.after = event.seq
+                    rest = emit(event)
+                    if rest is not None:
+                        await rest
+                    if event.final:
+                        return
+            # Caught up: from now on the publisher hands each event over.
+            done = self._done = loop.create_future()
+            self._emit = emit
+            self._last_at = loop.time()
+            self.listening = True
+            stream.listeners.append(self)
+            self._deadline = loop.call_later(self.wait, self._check_quiet)
+            try:
+                await done
+            finally:
+                if self._deadline is not None:
+                    self._deadline.cancel()
+                    self._deadline = None
+                self._unlisten()
+                self._done = self._emit = None
+            rest, self._rest = self._rest, None
+            if rest is not None:
+                await rest  # the consumer's last send had to wait
+            if self._ended:
+                return
+
+    def deliver(self, event: StreamEvent) -> bool:
+        """Called by the publisher with each new event; False: stop listening."""
+        self.position += 1
+        if event.seq <= self.after:
+            return True
+        done, emit = self._done, self._emit
+        if done is None or emit is None or done.done():
+            self.listening = False
+            return False
+        self.after = event.seq
+        try:
+            rest = emit(event)
+        except Exception as exc:  # the consumer's failure is raised in its own task
+            self.listening = False
+            done.set_exception(exc)
+            return False
+        if event.kind != "chunk" and event.final:
+            self._ended = True
+        elif rest is None:
+            self._last_at = done.get_loop().time()
+            return True
+        self._rest = rest
+        self.listening = False
+        done.set_result(None)
+        return False
+
+    def stop(self) -> None:
+        """End the reader: the broker closes, or nothing arrived for `wait` seconds."""
+        self._ended = True
+        self._unlisten()
+        done = self._done
+        if done is not None and not done.done():
+            done.set_result(None)
+
+    def _unlisten(self) -> None:
+        if self.listening:
+            self.listening = False
+            if self._stream is not None and self in self._stream.listeners:
+                self._stream.listeners.remove(self)
+
+    def _check_quiet(self) -> None:
+        """One timer per `wait` seconds, not one per event."""
+        loop = self._loop
+        self._deadline = None
+        if loop is None or self._done is None or self._done.done():
+            return
+        quiet = loop.time() - self._last_at
+        if quiet >= self.wait:
+            self.stop()
+        else:
+            self._deadline = loop.call_later(self.wait - quiet, self._check_quiet)
 
 
 class MemoryBroker:
@@ -43,7 +229,7 @@ class MemoryBroker:
 
     async def close(self) -> None:
         for stream in self._streams.values():
-            stream.wake()
+            stream.end()
 
     def _expire(self) -> None:
         cutoff = time.monotonic() - self.stream_ttl
@@ -78,39 +264,19 @@ class MemoryBroker:
         return True
 
     def publish_local(self, session_id: str, turn_id: str, event: StreamEvent) -> None:
-        self.start(session_id, turn_id)
-        stream = self._streams[(session_id, turn_id)]
+        stream = self._streams.get((session_id, turn_id))
+        if stream is None:
+            self.start(session_id, turn_id)
+            stream = self._streams[(session_id, turn_id)]
         stream.events.append(event)
-        if event.final:
+        if event.kind != "chunk" and event.final:
             stream.ended_at = time.monotonic()
+        if stream.listeners:
+            stream.deliver(event)
         if stream.waiters:
             stream.wake()
 
-    async def read(
+    def read(
         self, session_id: str, turn_id: str, after: int, wait: float
     ) -> AsyncIterator[StreamEvent]:
-        stream = self._streams.get((session_id, turn_id))
-        if stream is None:
-            return
-        position = 0
-        while True:
-            events = stream.events
-            while position < len(events):
-                event = events[position]
-                position += 1
-                if event.seq > after:
-                    yield event
-                    if event.final:
-                        return
-            # A future and a timer handle per wait: cheaper than an Event and a timeout
-            # context, and this runs once per event of every stream.
-            loop = asyncio.get_running_loop()
-            waiter: asyncio.Future[None] = loop.create_future()
-            stream.waiters.append(waiter)
-            timer = loop.call_later(wait, _expire_waiter, waiter)
-            try:
-                await waiter
-            except TimeoutError:
-                return
-            finally:
-                timer.cancel()
+        return LocalEvents(self._streams.get((session_id, turn_id)), after, wait)

@@ -98,13 +98,16 @@ class RedisBroker(MemoryBroker):
             # Local readers still get the event; only a resume elsewhere would miss it.
             raise StoreUnavailable(f"redis broker: {exc}") from None
 
-    async def read(
+    def read(
         self, session_id: str, turn_id: str, after: int, wait: float
     ) -> AsyncIterator[StreamEvent]:
         if self.local(session_id, turn_id):
-            async for event in super().read(session_id, turn_id, after, wait):
-                yield event
-            return
+            return super().read(session_id, turn_id, after, wait)  # pushed from memory
+        return self._read_redis(session_id, turn_id, after, wait)
+
+    async def _read_redis(
+        self, session_id: str, turn_id: str, after: int, wait: float
+    ) -> AsyncIterator[StreamEvent]:
         key = _key(session_id, turn_id)
         last = f"0-{after}"
         while True:

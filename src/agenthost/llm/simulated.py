@@ -277,9 +277,28 @@ class SimulatedModel:
             await asyncio.sleep(delay)
         return text
 
-    async def pace(self, text: str, start: float | None = None) -> AsyncIterator[str]:
+    def pace(self, text: str, start: float | None = None) -> AsyncIterator[str]:
         """The tokens of `text` at the stream's pace, counted from `start` (monotonic)."""
-        first_due = (time.monotonic() if start is None else start) + self.stream_ttft_s
+        return self._paced(time.monotonic() if start is None else start, text)
+
+    def stream(
+        self, messages: Sequence[Mapping[str, Any]], model: str | None = None
+    ) -> AsyncIterator[str]:
+        """The answer's tokens at the stream's pace; a failure is raised by the first
+        `__anext__`, as from a model's stream over HTTP."""
+        return self._paced(time.monotonic(), None, messages, model)
+
+    async def _paced(
+        self,
+        start: float,
+        text: str | None,
+        messages: Sequence[Mapping[str, Any]] = (),
+        model: str | None = None,
+    ) -> AsyncIterator[str]:
+        # One generator, not `stream` wrapped around `pace`: a token passes one hop less.
+        if text is None:
+            text = self.respond(messages, model)
+        first_due = start + self.stream_ttft_s
         interval = self._token_interval_s
         for i, token in enumerate(split_tokens(text)):
             # Each token is due at a fixed offset from the start, so sleep overshoot does not
@@ -287,12 +306,4 @@ class SimulatedModel:
             delay = first_due + i * interval - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            yield token
-
-    async def stream(
-        self, messages: Sequence[Mapping[str, Any]], model: str | None = None
-    ) -> AsyncIterator[str]:
-        start = time.monotonic()
-        text = self.respond(messages, model)
-        async for token in self.pace(text, start):
             yield token
