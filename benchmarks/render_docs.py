@@ -37,19 +37,27 @@ input constant, which leaves history length alone.
 # What the tables below mean, in words; the figures themselves come from the JSON.
 STREAM_GAPS_NOTES = """\
 What the table shows: one process on this 2-core machine keeps the p99 gap between chunks
-under 100 ms at 1,000 concurrent streams at 30 tokens/s (50-77 ms, either transport,
-coalescing off or on), with every stream ending when the model does and the first chunk
-within about 0.15 s. At 2,000 it is CPU-bound (95% of a core) and the p99 gap is 109-165 ms,
-over the bar: the server coalesces more tokens per chunk (about 120-150 chunks for 296
-tokens) and its loop stalls for longer between them. The in-process simulated model, its
-timers and the demo agent are part of that CPU. An earlier run of this benchmark showed the
-2,000-stream rows under 100 ms only because uvloop's server accepted new connections at
-40-65 a second under this load, so about 1,000 streams waited in the listen queue and the
-streams did not all overlap; the server now accepts waiting connections in batches
-(`agenthost.accept`) and every stream starts within the ramp. Chunk coalescing at 20 ms
-hardly merges tokens 33 ms apart, and under load it adds to the gaps. The load clients use
-about a tenth of a core each and their event-loop lag stays far below the gaps, so the gaps
-are the server's."""
+under the 100 ms bar at 2,000 concurrent streams at 30 tokens/s, on either transport, with
+coalescing off or at the default 20 ms (about 80 ms in this run). At 1,000 streams the p99
+gap is within 20 ms of the model's own 33 ms pace. Every stream ends when the model does,
+and the first chunk comes within about 0.2 s. At 2,000 streams the process is CPU-bound
+(about 92% of a core); it keeps up by merging about 1.5 tokens per chunk.
+
+The previous run of this table had 109-165 ms at 2,000 streams. What brought it down is
+the per-chunk path (`docs/design.md`, Streams):
+- a chunk is handed to the process's readers by the publish itself;
+- the client's ASGI `send` runs to its end there and then, so no task wakes per chunk;
+- one timer per coalescing window serves all streams.
+Server CPU per stream-second at 1,000 streams went from about 1.05-1.1 ms to 0.63-0.86 ms
+(the figure moves by up to 20% between runs on this machine). Of what is left, about a
+third is the socket write itself: on loopback the kernel's delivery to the client is billed
+to the sender. The in-process simulated model, its timers and the demo agent are part of
+the rest.
+
+The load clients use about a tenth of a core each, and their event-loop lag stays far below
+the gaps, so the gaps are the server's. Since batch accept (`agenthost.accept`) every
+stream starts within the ramp; an earlier run that showed the 2,000-stream rows under
+100 ms was flattered by streams waiting in the listen queue."""
 
 IDLE_WEBSOCKETS_NOTES = """\
 An idle connection costs about 18 KB of RSS, under the 20 KB bar (32 KB at the start of this
