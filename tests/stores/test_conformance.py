@@ -372,7 +372,13 @@ async def test_wait_for_release_wakes_on_commit_fail_and_release(store: SessionS
         s = sid()
         st = await started(store, s, "t1")
         waiter = asyncio.create_task(store.wait_for_release(s, 10.0))
-        await asyncio.sleep(0.05)  # let the waiter subscribe before the release
+
+        async def registered(s: str = s) -> bool:
+            # Every backend keeps its waiters in a `ReleaseWaiters`. (Redis may still be
+            # subscribing: it re-checks the lease once subscribed, so it cannot miss this.)
+            return bool(store._waiters.waiting(s))  # type: ignore[attr-defined]
+
+        await eventually(registered)
         assert not waiter.done()
         t0 = time.monotonic()
         if end == "commit":

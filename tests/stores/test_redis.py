@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 
 from agenthost.errors import LeaseLost, StoreUnavailable
 from agenthost.stores import Message, SessionStore, Started, TurnError, create_store
-from agenthost.stores.redis import RedisStore
+from agenthost.stores.redis import RedisStore, light_redis_client
 from tests.fixtures.agenthost import free_port
 from tests.fixtures.redis import REDIS_SERVER, RedisCluster, RedisServer
 
@@ -394,3 +394,15 @@ async def test_rediss_with_a_password_in_the_url(tls_redis: tuple[int, Path]) ->
     finally:
         await wrong.close()
         await store.close()
+
+
+async def test_a_light_client_takes_its_timeouts_from_the_url() -> None:
+    default = light_redis_client("redis://127.0.0.1:1/0")
+    tuned = light_redis_client("redis://127.0.0.1:1/0?socket_timeout=0.5&connect_timeout=0.25")
+    try:
+        assert default.connection_pool.connection_kwargs["socket_timeout"] == 2.0
+        kwargs = tuned.connection_pool.connection_kwargs
+        assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (0.5, 0.25)
+    finally:
+        await default.aclose()
+        await tuned.aclose()

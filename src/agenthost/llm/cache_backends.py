@@ -15,12 +15,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Protocol
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
-import redis.asyncio as aioredis
 import redis.exceptions as rexc
-from redis.asyncio.cluster import RedisCluster
+
+from agenthost.stores.redis import light_redis_client
 
 __all__ = [
     "DEFAULT_MAX_ENTRIES",
@@ -188,8 +188,6 @@ class RedisCacheBackend:
         ttl_s: float,
         *,
         lock_ttl_s: float = DEFAULT_LOCK_TTL_S,
-        socket_timeout: float = 2.0,
-        connect_timeout: float = 1.0,
     ) -> None:
         if ttl_s <= 0:
             raise ValueError(f"LLM cache TTL must be > 0 s, not {ttl_s}")
@@ -208,18 +206,7 @@ class RedisCacheBackend:
         self._ttl_ms = max(1, round(ttl_s * 1000))
         self._lock_ms = max(1, round(lock_ttl_s * 1000))
         self._failing = False
-        plain = urlunsplit(
-            (scheme.removesuffix("+cluster"), parts.netloc, parts.path, parts.query, "")
-        )
-        options: dict[str, Any] = {
-            "socket_timeout": socket_timeout,
-            "socket_connect_timeout": connect_timeout,
-        }
-        self._client: Any
-        if self.cluster:
-            self._client = RedisCluster.from_url(plain, **options)
-        else:
-            self._client = aioredis.Redis.from_url(plain, **options)
+        self._client: Any = light_redis_client(url)
         self._unlock = self._client.register_script(_UNLOCK)
         self._renew = self._client.register_script(_RENEW)
 

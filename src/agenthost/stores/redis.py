@@ -108,9 +108,13 @@ def split_redis_url(url: str) -> tuple[str, bool, dict[str, Any]]:
 
 def light_redis_client(url: str) -> Any:
     """A redis-py client (single server or cluster) for calls off the turn's hot path: API
-    keys, and the rate limiter on a cluster."""
-    plain, cluster, _ = split_redis_url(url)
-    options: dict[str, Any] = {"socket_connect_timeout": 1.0, "socket_timeout": 2.0}
+    keys, the rate limiter on a cluster, the LLM response cache. Timeouts: the URL's
+    `connect_timeout` and `socket_timeout` if given, else 1 s and 2 s."""
+    plain, cluster, ours = split_redis_url(url)
+    options: dict[str, Any] = {
+        "socket_connect_timeout": ours.get("connect_timeout", 1.0),
+        "socket_timeout": ours.get("socket_timeout", 2.0),
+    }
     if cluster:
         return RedisCluster.from_url(plain, **options)
     return aioredis.Redis.from_url(plain, **options)
