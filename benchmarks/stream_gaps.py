@@ -424,9 +424,10 @@ def measure(
     url = f"http://127.0.0.1:{port}"
     llm = llm_url(args.tokens_per_s, args.answer_s)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTHOST_")}
+    # --allow-no-auth: a loopback benchmark, and --store may be a shared (Redis) store.
     server_args = [AGENTHOST, "serve", "--port", str(port), "--store", args.store,
                    "--llm", llm, "--chunk-coalesce-ms", f"{coalesce_ms:g}",
-                   "--log-level", "warning"]  # fmt: skip
+                   "--log-level", "warning", "--allow-no-auth"]  # fmt: skip
     log = tmp / f"server-{transport}-{coalesce_ms:g}.log"
     with process(server_args, log, env) as server:
         wait_http(url + "/readyz", server, log)

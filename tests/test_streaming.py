@@ -16,8 +16,10 @@ import pytest
 
 from agenthost.brokers import StreamBroker, StreamEvent, create_broker
 from agenthost.brokers.base import forward
+from agenthost.errors import StoreUnavailable
 from agenthost.streaming import ChunkFlusher, TurnStream
 from tests.fixtures.agenthost import AgentHostProcess
+from tests.fixtures.redis import RedisServer
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -62,6 +64,11 @@ async def until(predicate: Callable[[], bool], what: str, timeout: float = 5.0) 
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.005)
+
+
+def record(seen: list[int]) -> Callable[[StreamEvent], None]:
+    """An `emit` that notes each event's number."""
+    return lambda event: seen.append(event.seq)
 
 
 def chunk(seq: int) -> StreamEvent:
@@ -266,3 +273,59 @@ async def test_a_client_that_lost_its_stream_resumes_on_another_process(
         assert late[-1][1] == "done" and late[0][0] == 2
         async with http.get(f"{b.url}/v1/sessions/res/turns/nope/stream") as resp:
             assert resp.status == 404
+
+
+async def test_a_redis_broker_writes_chunks_without_a_task_and_another_broker_reads_them(
+    redis_url: str,
+) -> None:
+    writer, reader = create_broker(redis_url), create_broker(redis_url)
+    await writer.open()
+    await reader.open()
+    try:
+        sid, tid = f"s-{uuid.uuid4().hex[:8]}", "t1"
+        writer.start(sid, tid)
+        await writer.publish(sid, tid, chunk(1))  # connects the pipelining client
+        local: list[int] = []
+        here = asyncio.ensure_future(forward(writer.read(sid, tid, 0, 5.0), record(local)))
+        await until(lambda: local == [1], "the local reader")
+        for seq in (2, 3):
+            assert writer.publish_nowait(sid, tid, chunk(seq))
+            assert local[-1] == seq  # readers on this process have it at once
+        assert writer.publish_nowait(sid, tid, StreamEvent(4, "done", b"{}"))
+        await asyncio.wait_for(here, 5)
+        remote = await collect(reader, sid, tid, 0)  # from Redis, on "another process"
+        assert [(e.seq, e.kind) for e in remote] == [(1, "chunk"), (2, "chunk"), (3, "chunk"),
+                                                     (4, "done")]  # fmt: skip
+        assert remote[2].data == chunk(3).data
+    finally:
+        await writer.close()
+        await reader.close()
+
+
+async def test_a_redis_outage_while_streaming_is_logged_once_and_local_readers_go_on(
+    durable_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker = create_broker(durable_redis.url)
+    await broker.open()
+    try:
+        sid, tid = f"s-{uuid.uuid4().hex[:8]}", "t1"
+        broker.start(sid, tid)
+        await broker.publish(sid, tid, chunk(1))
+        local: list[int] = []
+        here = asyncio.ensure_future(forward(broker.read(sid, tid, 0, 5.0), record(local)))
+        await until(lambda: local == [1], "the local reader")
+        durable_redis.stop()
+        seq = 2
+        while broker.publish_nowait(sid, tid, chunk(seq)):  # until the loss is noticed
+            assert local[-1] == seq
+            seq += 1
+            await asyncio.sleep(0.01)
+            assert seq < 1000, "the broker never noticed Redis was gone"
+        await until(lambda: "stream events not written" in caplog.text, "the warning")
+        with pytest.raises(StoreUnavailable):  # the fallback path says so to its caller
+            await broker.publish(sid, tid, chunk(seq))
+        assert local[-1] == seq  # and local readers still got that one
+        assert caplog.text.count("stream events not written") == 1
+        here.cancel()
+    finally:
+        await broker.close()

@@ -3,11 +3,19 @@
 
 Readers on the process that runs the turn are served from memory; others `XREAD BLOCK` from
 Redis. The stream key shares the session's hash tag, so it lives on the session's slot.
+
+On a single server, events are written through the pipelining client (`RedisWire`): the
+XADDs of every stream flushed in one pass of the event loop leave in one socket write, and an
+event costs no task (`publish_nowait`). A failed write is logged (once per outage): local
+readers have the event anyway, and a client resuming elsewhere falls back to the turn record
+for what it cannot read. On a Cluster, each event is written by redis-py's cluster client.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,6 +26,7 @@ from redis.asyncio.cluster import RedisCluster
 from agenthost.brokers.base import StreamEvent
 from agenthost.brokers.memory import MemoryBroker
 from agenthost.errors import StoreUnavailable
+from agenthost.stores.redis_wire import RedisWire, ReplyError
 
 __all__ = ["RedisBroker"]
 
@@ -25,9 +34,25 @@ _FAILURES = (rexc.ConnectionError, rexc.TimeoutError, rexc.ClusterDownError, OSE
 MAX_EVENTS = 100_000  # a stream longer than this keeps its newest events
 RUNNING_TTL_S = 3600  # a turn whose process died leaves no stream behind for longer
 
+log = logging.getLogger("agenthost.streams")
+
 
 def _key(session_id: str, turn_id: str) -> str:
     return f"ah:{{{session_id}}}:stream:{turn_id}"
+
+
+def _commands(
+    session_id: str, turn_id: str, event: StreamEvent, stream_ttl: float
+) -> list[tuple[Any, ...]]:
+    """XADD of `event` (entry id `0-<seq>`, length capped), and on a stream's first or last
+    event the EXPIRE that bounds how long it stays."""
+    key = _key(session_id, turn_id)
+    xadd = ("XADD", key, "MAXLEN", "~", MAX_EVENTS, b"0-%d" % event.seq, "k", event.kind,
+            "d", event.data)  # fmt: skip
+    if event.seq == 1 or event.kind != "chunk":
+        ttl = int(stream_ttl) if event.final else RUNNING_TTL_S
+        return [xadd, ("EXPIRE", key, ttl)]
+    return [xadd]
 
 
 def _event(entry_id: bytes | str, fields: dict[bytes, bytes]) -> StreamEvent:
@@ -42,6 +67,8 @@ class RedisBroker(MemoryBroker):
         self.url = url
         self.cluster = url.split("://", 1)[0].endswith("+cluster")
         self._client: Any = None
+        self._wire: RedisWire | None = None
+        self._failing = False
 
     async def open(self) -> None:
         plain = self.url.replace("+cluster", "", 1)
@@ -49,14 +76,19 @@ class RedisBroker(MemoryBroker):
         if self.cluster:
             self._client = RedisCluster.from_url(plain, **options)
         else:
+            # XREAD BLOCK would hold up a pipelined connection: reads stay on redis-py.
             self._client = aioredis.Redis(
                 connection_pool=aioredis.BlockingConnectionPool.from_url(
                     plain, timeout=2.0, **options
                 )
             )
+            self._wire = RedisWire(plain)
 
     async def close(self) -> None:
         await super().close()
+        if self._wire is not None:
+            await self._wire.close()
+            self._wire = None
         if self._client is not None:
             with contextlib.suppress(Exception):
                 await self._client.aclose()
@@ -81,21 +113,44 @@ class RedisBroker(MemoryBroker):
         return _event(*reply[0]) if reply else None
 
     def publish_nowait(self, session_id: str, turn_id: str, event: StreamEvent) -> bool:
-        return False  # Redis must have it too: `publish` waits for the XADD
+        wire = self._wire
+        if wire is None or not wire.connected:
+            return False  # `publish` connects, or writes through the cluster client
+        self.publish_local(session_id, turn_id, event)
+        for command in _commands(session_id, turn_id, event, self.stream_ttl):
+            wire.call_nowait(*command, on_reply=self._written)
+        return True
+
+    def _written(self, reply: asyncio.Future[Any]) -> None:
+        error: BaseException | None = None
+        if reply.cancelled():
+            error = asyncio.CancelledError()
+        elif (error := reply.exception()) is None and isinstance(reply.result(), ReplyError):
+            error = reply.result()
+        if error is None:
+            self._failing = False
+        elif not self._failing:
+            self._failing = True  # one warning per outage, not one per chunk
+            log.warning(
+                "redis broker: stream events not written (%s); local readers have them", error
+            )
 
     async def publish(self, session_id: str, turn_id: str, event: StreamEvent) -> None:
         self.publish_local(session_id, turn_id, event)
-        key = _key(session_id, turn_id)
-        ttl = int(self.stream_ttl) if event.final else RUNNING_TTL_S
+        commands = _commands(session_id, turn_id, event, self.stream_ttl)
         try:
+            if self._wire is not None:
+                for command in commands:
+                    await self._wire.call(*command)
+                return
             async with self._client.pipeline(transaction=False) as pipe:
-                pipe.xadd(key, {"k": event.kind, "d": event.data}, id=f"0-{event.seq}",
-                          maxlen=MAX_EVENTS, approximate=True)  # fmt: skip
-                if event.seq == 1 or event.kind != "chunk":
-                    pipe.expire(key, ttl)
+                for command in commands:
+                    pipe.execute_command(*command)
                 await pipe.execute()
         except _FAILURES as exc:
             # Local readers still get the event; only a resume elsewhere would miss it.
+            raise StoreUnavailable(f"redis broker: {exc}") from None
+        except RuntimeError as exc:  # an error reply through the pipelining client
             raise StoreUnavailable(f"redis broker: {exc}") from None
 
     def read(

@@ -15,6 +15,7 @@ import collections
 import contextlib
 import ssl
 import time
+from collections.abc import Callable
 from typing import Any, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -219,13 +220,22 @@ class RedisWire:
             conn = await self._connection()
         return self._check(await conn.send(_pack(args)))
 
-    def call_nowait(self, *args: Any) -> bool:
-        """Send one command and do not wait for its reply (an error reply is dropped): for
-        clean-ups that may fail. False if no connection is open to send it on."""
+    @property
+    def connected(self) -> bool:
+        """Whether a connection is open: `call_nowait` can send now."""
+        conn = self._conn
+        return conn is not None and not conn.closed
+
+    def call_nowait(
+        self, *args: Any, on_reply: Callable[[asyncio.Future[Any]], None] = _drop_reply
+    ) -> bool:
+        """Send one command and do not wait for its reply: `on_reply` gets its future (by
+        default an error is dropped, for clean-ups that may fail). False if no connection
+        is open to send it on."""
         conn = self._conn
         if conn is None or conn.closed:
             return False
-        conn.send(_pack(args)).add_done_callback(_drop_reply)
+        conn.send(_pack(args)).add_done_callback(on_reply)
         return True
 
     async def evalsha(self, sha: str, script: str, keys: list[str], args: list[Any]) -> Any:
