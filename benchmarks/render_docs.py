@@ -222,8 +222,10 @@ def stream_gaps(result: dict[str, Any]) -> str:
         "## Concurrent streamed turns at 30 tokens/s (`benchmarks/stream_gaps.py`)",
         "",
         f"Command: `{result['command']}` — {result['date']}, commit `{git['commit']}`{dirty}, "
-        f"{_machine(result['machine'])}. One `agenthost serve` process "
-        f"(`--store {params['store']}`, `--llm {result['results'][0]['llm']}`: answers of "
+        f"{_machine(result['machine'])}. One `agenthost serve` process per row (store "
+        "`memory`: the in-process broker; `redis`: a Redis store and its Redis Streams "
+        "broker, on a redis-server of the benchmark's own, whose CPU is counted too; "
+        f"`--llm {result['results'][0]['llm']}`: answers of "
         f"about {params['answer_s']:g} s at {params['tokens_per_s']:g} tokens/s), streams "
         f"opened over a {params['ramp_s']:g} s ramp by {params['clients']} load-client "
         "processes (bare asyncio protocols, so reading costs them little; their CPU and "
@@ -235,20 +237,23 @@ def stream_gaps(result: dict[str, Any]) -> str:
         "process CPU over the run, per second of stream. The issue's bar: 2,000 streams at "
         f"p99 gap <= {result['target_p99_gap_ms']:g} ms.",
         "",
-        "| transport | coalesce ms | streams | errors | chunks/stream | chunks/s | gap p50 ms "
-        "| **gap p99 ms** | gap max ms | first chunk p50 / p99 ms | stream s p50 / p99 "
-        "| server CPU % | server CPU ms per stream-s | client CPU % (max process) "
-        "| client loop lag p99 ms | p99 <= target |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| store | transport | coalesce ms | streams | errors | chunks/stream | chunks/s "
+        "| gap p50 ms | **gap p99 ms** | gap max ms | first chunk p50 / p99 ms "
+        "| stream s p50 / p99 | server CPU % | server (+ redis) CPU ms per stream-s "
+        "| client CPU % (max process) | client loop lag p99 ms | p99 <= target |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in result["results"]:
         gap, first, length = r["gap_ms"], r["first_chunk_ms"], r["stream_s"]
+        cpu = f"{r['server_cpu_ms_per_stream_s']}"
+        if r.get("redis_cpu_s"):
+            cpu += f" (+ redis: {r['server_and_redis_cpu_ms_per_stream_s']})"
         lines.append(
-            f"| {r['transport']} | {r['chunk_coalesce_ms']:g} | {r['streams']} | {r['errors']} "
+            f"| {r.get('store', 'memory')} | {r['transport']} | {r['chunk_coalesce_ms']:g} "
+            f"| {r['streams']} | {r['errors']} "
             f"| {r['chunks_per_stream']} | {r['chunks_per_s']} | {gap['p50']} "
             f"| **{gap['p99']}** | {gap['max']} | {first['p50']} / {first['p99']} "
-            f"| {length['p50']} / {length['p99']} | {r['server_cpu_pct']} "
-            f"| {r['server_cpu_ms_per_stream_s']} "
+            f"| {length['p50']} / {length['p99']} | {r['server_cpu_pct']} | {cpu} "
             f"| {r['client_cpu_pct']} ({r['client_cpu_pct_max_process']}) "
             f"| {r['client_loop_lag_ms']['p99']} | {_verdict(r['meets_p99_gap_target'])} |"
         )

@@ -27,9 +27,11 @@ BENCHMARKS = [
     # Client CPU per LLM request through the openai SDK, aiohttp against httpx transport.
     ["benchmarks/llm_transport.py", "--requests", "2000", "--concurrency", "50",
      "--json", "benchmarks/results/llm_transport.json"],
-    # Streamed turns at 30 tokens/s over SSE and WebSocket, coalescing off and at its default.
-    ["benchmarks/stream_gaps.py", "--streams", "1000,2000", "--transport", "sse,ws",
-     "--coalesce-ms", "0,20", "--json", "benchmarks/results/stream_gaps.json"],
+    # Streamed turns at 30 tokens/s over SSE and WebSocket, coalescing off and at its default,
+    # on the in-process broker and on Redis Streams.
+    ["benchmarks/stream_gaps.py", "--streams", "1000,2000", "--stores", "memory,redis",
+     "--transport", "sse,ws", "--coalesce-ms", "0,20",
+     "--json", "benchmarks/results/stream_gaps.json"],
     # Memory per idle WebSocket at 10,000 connections, then where it goes (tracemalloc).
     ["benchmarks/idle_websockets.py", "--connections", "10000",
      "--json", "benchmarks/results/idle_websockets.json"],

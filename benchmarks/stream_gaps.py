@@ -1,16 +1,17 @@
 """Streamed turns at a model's pace: does the server deliver every chunk on time when it
 streams to thousands of clients at once?
 
-Starts one `agenthost serve` process (`--store memory://`, the simulated model at
-`--tokens-per-s`, answers about `--answer-s` long), then opens `--streams` streamed turns
-(SSE: POST .../turns with `{"stream": true}`; or WebSocket `turn` frames) over `--ramp`
-seconds from `--clients` load-client processes, and records the arrival time of every chunk.
-Reports the gap between consecutive chunks of a stream (p50/p99/max; the time to the first
-chunk is reported on its own), chunks/s, server CPU per stream-second, the clients' own CPU
-and event-loop lag (a lagging client would inflate the gaps), and errors. One row per
+Starts one `agenthost serve` process per row (the simulated model at `--tokens-per-s`,
+answers about `--answer-s` long; `--stores`: the in-process broker, or Redis Streams on a
+redis-server of its own), then opens `--streams` streamed turns (SSE: POST .../turns with
+`{"stream": true}`; or WebSocket `turn` frames) over `--ramp` seconds from `--clients`
+load-client processes, and records the arrival time of every chunk. Reports the gap between
+consecutive chunks of a stream (p50/p99/max; the time to the first chunk is reported on its
+own), chunks/s, server (and redis-server) CPU per stream-second, the clients' own CPU and
+event-loop lag (a lagging client would inflate the gaps), and errors. One row per store,
 transport and `--chunk-coalesce-ms` value. Prints one JSON object (also to `--json FILE`).
 
-    python benchmarks/stream_gaps.py --streams 2000 --transport sse,ws --coalesce-ms 0,20
+    python benchmarks/stream_gaps.py --streams 2000 --stores memory,redis --transport sse,ws
 
 The clients speak HTTP/1.1 and WebSocket through bare asyncio protocols rather than a client
 library, so that reading 60,000 chunks/s costs them a fraction of a core.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import itertools
 import json
 import os
@@ -37,7 +39,7 @@ from typing import Any, cast
 
 import psutil
 
-from turn_cpu import cpu_seconds, free_port, process, result_header, wait_http
+from turn_cpu import cpu_seconds, free_port, process, redis_server, result_header, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENTHOST = str(Path(sys.executable).with_name("agenthost"))
@@ -418,14 +420,21 @@ def start_client(
 
 
 def measure(
-    streams: int, transport: str, coalesce_ms: float, args: argparse.Namespace, tmp: Path
+    streams: int,
+    transport: str,
+    coalesce_ms: float,
+    args: argparse.Namespace,
+    tmp: Path,
+    store: tuple[str, str, list[int]],
 ) -> dict[str, Any]:
+    """One row; `store` is (name, URL, pids of its redis-server processes)."""
+    store_name, store_url, redis_pids = store
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     llm = llm_url(args.tokens_per_s, args.answer_s)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTHOST_")}
     # --allow-no-auth: a loopback benchmark, and --store may be a shared (Redis) store.
-    server_args = [AGENTHOST, "serve", "--port", str(port), "--store", args.store,
+    server_args = [AGENTHOST, "serve", "--port", str(port), "--store", store_url,
                    "--llm", llm, "--chunk-coalesce-ms", f"{coalesce_ms:g}",
                    "--log-level", "warning", "--allow-no-auth"]  # fmt: skip
     log = tmp / f"server-{transport}-{coalesce_ms:g}.log"
@@ -433,6 +442,7 @@ def measure(
         wait_http(url + "/readyz", server, log)
         load_before = os.getloadavg()[0]
         cpu_before = cpu_seconds(server.pid)
+        redis_before = sum(cpu_seconds(pid) for pid in redis_pids)
         start_at = time.monotonic() + 1.0  # every client is up before the first stream
         workers = [
             start_client(port, transport, streams, w, start_at, f"{transport}{coalesce_ms:g}", args)
@@ -443,6 +453,7 @@ def measure(
             out, _ = worker.communicate(timeout=args.answer_s * 4 + args.ramp + 120)
             parts.append(json.loads(out.decode().strip().splitlines()[-1]))
         cpu_after = cpu_seconds(server.pid)
+        redis_cpu = sum(cpu_seconds(pid) for pid in redis_pids) - redis_before
         rss_mb = psutil.Process(server.pid).memory_info().rss / 2**20
         load_after = os.getloadavg()[0]
         alive = server.poll() is None
@@ -462,6 +473,7 @@ def measure(
     client_wall = max(p["wall_s"] for p in parts)
     p99 = percentile(gaps, 99)
     return {
+        "store": store_name,
         "transport": transport,
         "chunk_coalesce_ms": coalesce_ms,
         "streams": streams,
@@ -498,6 +510,10 @@ def measure(
         "window_s": round(window, 2),
         "stream_seconds": round(stream_seconds, 1),
         "server_cpu_s": round(server_cpu, 3),
+        "redis_cpu_s": round(redis_cpu, 3),
+        "server_and_redis_cpu_ms_per_stream_s": round(
+            1000 * (server_cpu + redis_cpu) / max(stream_seconds, 1e-9), 3
+        ),
         "server_cpu_pct": round(100 * server_cpu / max(window, 1e-9), 1),
         "server_cpu_ms_per_stream_s": round(1000 * server_cpu / max(stream_seconds, 1e-9), 3),
         "server_rss_mb_after": round(rss_mb, 1),
@@ -532,7 +548,12 @@ def main() -> None:
     parser.add_argument("--answer-s", type=float, default=10.0, help="seconds of tokens")
     parser.add_argument("--ramp", type=float, default=2.0, help="seconds to open all streams")
     parser.add_argument("--clients", type=int, default=2, help="load-client processes")
-    parser.add_argument("--store", default="memory://")
+    parser.add_argument(
+        "--stores",
+        default="memory",
+        help="comma-separated: memory (in-process broker), redis (a redis-server of its own "
+        "on a free port: the Redis Streams broker), or a store URL",
+    )
     parser.add_argument("--json", type=Path, help="also write the result here")
     # A load-client process (started by this script, not by hand).
     parser.add_argument("--client-worker", action="store_true", help=argparse.SUPPRESS)
@@ -556,12 +577,22 @@ def main() -> None:
     raise_open_files_limit()
     started = time.monotonic()
     rows = []
+    stores = [name.strip() for name in args.stores.split(",") if name.strip()]
     with tempfile.TemporaryDirectory(prefix="bench-gaps-") as tmp:
-        for transport in transports:
-            for c in coalesce:
-                for n in counts:
-                    rows.append(measure(n, transport, c, args, Path(tmp)))
-                    print(json.dumps(rows[-1]), file=sys.stderr)
+        for name in stores:
+            with contextlib.ExitStack() as stack:
+                if name == "memory":
+                    store = (name, "memory://", [])
+                elif name == "redis":
+                    url, pids = stack.enter_context(redis_server(Path(tmp)))
+                    store = (name, url, pids)
+                else:
+                    store = (name, name, [])
+                for transport in transports:
+                    for c in coalesce:
+                        for n in counts:
+                            rows.append(measure(n, transport, c, args, Path(tmp), store))
+                            print(json.dumps(rows[-1]), file=sys.stderr)
     result = {
         **result_header("stream_gaps"),
         "seconds": round(time.monotonic() - started, 1),
@@ -571,7 +602,7 @@ def main() -> None:
             "answer_s": args.answer_s,
             "ramp_s": args.ramp,
             "clients": args.clients,
-            "store": args.store,
+            "stores": stores,
         },
         "target_p99_gap_ms": TARGET_P99_GAP_MS,
         "errors_total": sum(r["errors"] for r in rows),

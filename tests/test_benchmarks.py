@@ -65,22 +65,27 @@ def test_turn_cpu_runs_and_reports_each_target_against_the_baseline(tmp_path: Pa
     assert "{" not in rendered  # every placeholder was filled
 
 
-def test_stream_gaps_runs_both_transports_and_reports_gaps(tmp_path: Path) -> None:
+def test_stream_gaps_runs_both_transports_and_stores_and_reports_gaps(tmp_path: Path) -> None:
     out = tmp_path / "stream_gaps.json"
     proc = subprocess.run(
         [sys.executable, "benchmarks/stream_gaps.py", "--streams", "20", "--transport",
          "sse,ws", "--coalesce-ms", "0", "--answer-s", "1", "--ramp", "0.2",
-         "--json", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+         "--stores", "memory,redis", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     assert json.loads(proc.stdout) == result
     assert result["benchmark"] == "stream_gaps" and result["errors_total"] == 0
-    assert [(r["transport"], r["streams"]) for r in result["results"]] == [
-        ("sse", 20),
-        ("ws", 20),
+    assert [(r["store"], r["transport"], r["streams"]) for r in result["results"]] == [
+        ("memory", "sse", 20),
+        ("memory", "ws", 20),
+        ("redis", "sse", 20),
+        ("redis", "ws", 20),
     ]
+    for row in result["results"]:
+        # The Redis rows count the redis-server's CPU too (it stores every chunk).
+        assert (row["redis_cpu_s"] > 0) == (row["store"] == "redis")
     for row in result["results"]:
         assert row["completed"] == 20 and row["server_alive"]
         # About 30 tokens in 1 s at 30 tokens/s, a few merged when they meet in one flush.
@@ -92,7 +97,8 @@ def test_stream_gaps_runs_both_transports_and_reports_gaps(tmp_path: Path) -> No
         assert row["server_cpu_ms_per_stream_s"] > 0 and row["client_cpu_pct"] > 0
         assert isinstance(row["meets_p99_gap_target"], bool)
     rendered = load_script("render_docs").stream_gaps(result)
-    assert "| sse | 0 | 20 | 0 |" in rendered and result["command"] in rendered
+    assert "| memory | sse | 0 | 20 | 0 |" in rendered and result["command"] in rendered
+    assert "| redis | ws | 0 | 20 | 0 |" in rendered and "(+ redis: " in rendered
     assert "{" not in rendered
 
 
