@@ -160,6 +160,7 @@ class WebSocketSession:
         "serving",
         "session_id",
         "tasks",
+        "write_now",
         "ws",
     )
 
@@ -176,6 +177,11 @@ class WebSocketSession:
         # Frames go straight to the ASGI server: Starlette's `send_text` adds two coroutine
         # frames per frame and checks a state this class already keeps (`closing`).
         self.asgi_send = asgi_send
+        # Under agenthost's own protocol a frame is written straight to the socket when
+        # nothing stands in the way (agenthost.ws_protocol); other servers use `asgi_send`.
+        self.write_now: Callable[[bytes], bool] | None = getattr(
+            getattr(asgi_send, "__self__", None), "send_text_now", None
+        )
         self.session_id = session_id
         self.principal = principal
         settings = api.settings
@@ -207,6 +213,9 @@ class WebSocketSession:
             return
         outgoing = self.outgoing
         if self.sender is None and not outgoing:
+            write_now = self.write_now
+            if write_now is not None and write_now(frame):
+                return
             try:
                 rest = send_eagerly(
                     self.asgi_send({"type": "websocket.send", "text": frame.decode()})
