@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from agenthost.errors import LeaseLost, StoreUnavailable
 from agenthost.stores import Message, SessionStore, Started, TurnError, create_store
 from agenthost.stores.redis import RedisStore, light_redis_client
+from agenthost.stores.redis_wire import RedisWire, ReplyError
 from tests.fixtures.agenthost import free_port
 from tests.fixtures.redis import REDIS_SERVER, RedisCluster, RedisServer
 
@@ -406,3 +407,31 @@ async def test_a_light_client_takes_its_timeouts_from_the_url() -> None:
     finally:
         await default.aclose()
         await tuned.aclose()
+
+
+async def test_a_command_sent_without_waiting_hands_its_reply_or_failure_to_a_callback(
+    durable_redis: RedisServer,
+) -> None:
+    wire = RedisWire(durable_redis.url, timeout=2.0)
+    replies: list[Any] = []
+    try:
+        assert not wire.call_nowait("PING", on_reply=replies.append)  # not connected yet
+        await wire.call("SET", "wire:text", "not a number")
+        assert wire.connected
+        assert wire.call_nowait("PING", on_reply=replies.append)
+        assert wire.call_nowait("INCR", "wire:text", on_reply=replies.append)
+        assert await wire.call("PING") == b"PONG"  # replies come in order: ours are in
+        assert replies[0] == b"PONG" and isinstance(replies[1], ReplyError)
+        durable_redis.stop()
+        assert wire.call_nowait("PING", on_reply=replies.append)  # the loss is not known yet
+
+        def failed() -> bool:
+            return len(replies) == 3
+
+        deadline = time.monotonic() + 5
+        while not failed():
+            assert time.monotonic() < deadline, "the lost reply was never reported"
+            await asyncio.sleep(0.01)
+        assert isinstance(replies[2], StoreUnavailable)
+    finally:
+        await wire.close()

@@ -13,7 +13,6 @@ for what it cannot read. On a Cluster, each event is written by redis-py's clust
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -121,19 +120,15 @@ class RedisBroker(MemoryBroker):
             wire.call_nowait(*command, on_reply=self._written)
         return True
 
-    def _written(self, reply: asyncio.Future[Any]) -> None:
-        error: BaseException | None = None
-        if reply.cancelled():
-            error = asyncio.CancelledError()
-        elif (error := reply.exception()) is None and isinstance(reply.result(), ReplyError):
-            error = reply.result()
-        if error is None:
+    def _written(self, reply: Any) -> None:
+        if isinstance(reply, ReplyError | StoreUnavailable):
+            if not self._failing:
+                self._failing = True  # one warning per outage, not one per chunk
+                log.warning(
+                    "redis broker: stream events not written (%s); readers here have them", reply
+                )
+        elif self._failing:
             self._failing = False
-        elif not self._failing:
-            self._failing = True  # one warning per outage, not one per chunk
-            log.warning(
-                "redis broker: stream events not written (%s); local readers have them", error
-            )
 
     async def publish(self, session_id: str, turn_id: str, event: StreamEvent) -> None:
         self.publish_local(session_id, turn_id, event)

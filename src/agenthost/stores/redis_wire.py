@@ -30,9 +30,8 @@ ReplyError = hiredis.ReplyError
 _TRANSIENT_PREFIXES = ("LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "OOM")
 
 
-def _drop_reply(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()  # retrieved, so asyncio does not log it
+def _drop_reply(reply: Any) -> None:
+    """For commands whose reply (or failure) nobody needs."""
 
 
 def _pack(args: tuple[Any, ...]) -> bytes:
@@ -47,7 +46,10 @@ class _Connection(asyncio.Protocol):
         self.loop = loop
         self.timeout = timeout
         self.reader = hiredis.Reader()
-        self.pending: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
+        # Who gets each reply: a future (`send`), or a callback (`send_nowait`) that costs no
+        # future and no scheduled callback per command.
+        self.pending: collections.deque[tuple[asyncio.Future[Any] | Callable[[Any], None], float]]
+        self.pending = collections.deque()
         self.outgoing: list[bytes] = []
         self.flush_scheduled = False
         self.transport: asyncio.Transport | None = None
@@ -72,9 +74,12 @@ class _Connection(asyncio.Protocol):
             if not pending:  # a reply nobody asked for: the stream is out of step
                 self._fail("unexpected reply from redis")
                 return
-            future, _ = pending.popleft()
-            if not future.done():
-                future.set_result(reply)
+            target, _ = pending.popleft()
+            if isinstance(target, asyncio.Future):
+                if not target.done():
+                    target.set_result(reply)
+            else:
+                target(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(f"connection lost: {exc}" if exc else "connection closed by redis")
@@ -92,6 +97,18 @@ class _Connection(asyncio.Protocol):
             self.flush_scheduled = True
             self.loop.call_soon(self._flush)
         return future
+
+    def send_nowait(self, packed: bytes, on_reply: Callable[[Any], None]) -> None:
+        """Send a command whose reply (a value, a ReplyError, or the StoreUnavailable that
+        ended the connection) is handed to `on_reply`."""
+        if self.closed:
+            on_reply(StoreUnavailable(f"redis: {self.error}"))
+            return
+        self.pending.append((on_reply, time.monotonic() + self.timeout))
+        self.outgoing.append(packed)
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self.flush_scheduled = False
@@ -119,9 +136,12 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
         error = StoreUnavailable(f"redis: {why}")
         while self.pending:
-            future, _ = self.pending.popleft()
-            if not future.done():
-                future.set_exception(error)
+            target, _ = self.pending.popleft()
+            if isinstance(target, asyncio.Future):
+                if not target.done():
+                    target.set_exception(error)
+            else:
+                target(error)
         self.outgoing.clear()
 
     def close(self) -> None:
@@ -226,16 +246,15 @@ class RedisWire:
         conn = self._conn
         return conn is not None and not conn.closed
 
-    def call_nowait(
-        self, *args: Any, on_reply: Callable[[asyncio.Future[Any]], None] = _drop_reply
-    ) -> bool:
-        """Send one command and do not wait for its reply: `on_reply` gets its future (by
-        default an error is dropped, for clean-ups that may fail). False if no connection
-        is open to send it on."""
+    def call_nowait(self, *args: Any, on_reply: Callable[[Any], None] = _drop_reply) -> bool:
+        """Send one command and do not wait for its reply: `on_reply` is called with it (a
+        value, a ReplyError, or a StoreUnavailable if the connection failed first); by
+        default it is dropped, for clean-ups that may fail. False if no connection is open
+        to send it on."""
         conn = self._conn
         if conn is None or conn.closed:
             return False
-        conn.send(_pack(args)).add_done_callback(on_reply)
+        conn.send_nowait(_pack(args), on_reply)
         return True
 
     async def evalsha(self, sha: str, script: str, keys: list[str], args: list[Any]) -> Any:
