@@ -121,6 +121,38 @@ async def test_agenthost_writes_its_chunk_frames_straight_to_the_socket(
     assert [msgspec.json.decode(p) for p in written] == frames
 
 
+async def test_agenthost_writes_its_sse_events_straight_to_the_socket(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    written: list[bytes] = []
+    write = LeanHttpToolsProtocol.write_chunk_now
+
+    def counted(self: LeanHttpToolsProtocol, scope: dict[str, Any], body: bytes) -> bool:
+        ok = write(self, scope, body)
+        if ok:
+            written.append(body)
+        return ok
+
+    monkeypatch.setattr(LeanHttpToolsProtocol, "write_chunk_now", counted)
+    settings = Settings(store="memory://", llm="sim://?tokens_per_s=500&words=20")
+    async with (
+        lean_server(build_app(settings), lifespan="on") as (_, port),
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"http://127.0.0.1:{port}/v1/sessions/fast/turns",
+            json={"message": "hello", "stream": True},
+        ) as resp,
+    ):
+        assert resp.status == 200
+        text = await resp.text()
+    events = [block for block in text.split("\n\n") if block]
+    assert events[-1].startswith("id: ") and "event: done" in events[-1]
+    assert len(events) > 2
+    # Every event went the direct way, chunks and the final one; the response still ended
+    # properly through the ASGI send (aiohttp read it to its end).
+    assert b"".join(written).decode() == text
+
+
 async def test_an_open_connection_holds_no_handshake_and_still_talks() -> None:
     port = free_port()
     config = uvicorn.Config(

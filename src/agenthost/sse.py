@@ -3,7 +3,8 @@ server: one `send` per event and one task per response to notice the client leav
 of a streaming response's task group and its wrappers (this runs for every chunk of
 thousands of streams). Where the broker pushes events (a turn this process runs), the
 publisher's own call runs the `send` (`send_eagerly`): no task wakes per chunk unless the
-client reads slowly.
+client reads slowly, and under agenthost's own HTTP protocol the event is written straight
+to the socket, past the `send` coroutines (`LeanHttpToolsProtocol.write_chunk_now`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from starlette.types import Receive, Scope, Send
 from agenthost.brokers.base import StreamEvent, forward
 from agenthost.eager_send import send_eagerly
 from agenthost.metrics import Metrics
+from agenthost.ws_protocol import HTTP_PROTOCOL_KEY
 
 __all__ = ["SSEResponse"]
 
@@ -60,8 +62,15 @@ class SSEResponse(Response):
         self.metrics.open_streams += 1
         ended = False
 
+        # Under agenthost's own HTTP protocol an event is written straight to the socket
+        # when nothing stands in the way (agenthost.ws_protocol); else through `send`.
+        protocol = scope.get(HTTP_PROTOCOL_KEY)
+        write_now = getattr(protocol() if protocol is not None else None, "write_chunk_now", None)
+
         def emit(event: StreamEvent) -> Awaitable[None] | None:
             body = b"id: %d\nevent: %s\ndata: %s\n\n" % (event.seq, event.kind.encode(), event.data)
+            if write_now is not None and write_now(scope, body):
+                return None
             return send_eagerly(
                 send({"type": "http.response.body", "body": body, "more_body": True})
             )
