@@ -37,22 +37,29 @@ input constant, which leaves history length alone.
 # What the tables below mean, in words; the figures themselves come from the JSON.
 STREAM_GAPS_NOTES = """\
 What the table shows: one process on this 2-core machine keeps the p99 gap between chunks
-under the 100 ms bar at 2,000 concurrent streams at 30 tokens/s, on either transport, with
-coalescing off or at the default 20 ms (about 80 ms in this run). At 1,000 streams the p99
-gap is within 20 ms of the model's own 33 ms pace. Every stream ends when the model does,
-and the first chunk comes within about 0.2 s. At 2,000 streams the process is CPU-bound
-(about 92% of a core); it keeps up by merging about 1.5 tokens per chunk.
+under the 100 ms bar at 2,000 concurrent streams at 30 tokens/s. That holds on either
+transport, with coalescing off or at the default 20 ms, and with either broker: in this run
+70-83 ms with the in-process broker and 78-87 ms with Redis Streams, where every chunk is
+also an XADD. At 1,000 streams the p99 gap is within about 20 ms of the model's own 33 ms
+pace. Every stream ends when the model does. The first chunk comes within about 0.15 s
+in memory and 0.27 s on Redis, where each turn also starts in the store. At 2,000 streams
+the process is CPU-bound (91-95% of a core); it keeps up by merging about 1.5 tokens per
+chunk.
 
-The previous run of this table had 109-165 ms at 2,000 streams. What brought it down is
-the per-chunk path (`docs/design.md`, Streams):
+Before this work the same table had 109-165 ms at 2,000 streams, and on Redis one process
+fell behind at 1,000 (a 10 s answer took 23 s). What brought it down is the per-chunk path
+(`docs/design.md`, Streams):
 - a chunk is handed to the process's readers by the publish itself;
-- the client's ASGI `send` runs to its end there and then, so no task wakes per chunk;
-- one timer per coalescing window serves all streams.
-Server CPU per stream-second at 1,000 streams went from about 1.05-1.1 ms to 0.63-0.86 ms
-(the figure moves by up to 20% between runs on this machine). Of what is left, about a
-third is the socket write itself: on loopback the kernel's delivery to the client is billed
-to the sender. The in-process simulated model, its timers and the demo agent are part of
-the rest.
+- it is written to the socket there and then, past the ASGI `send` coroutines, so no task
+  wakes per chunk;
+- one timer per coalescing window serves all streams;
+- on Redis, the XADDs go out pipelined, with no task or future per chunk.
+
+Server CPU per stream-second at 1,000 streams went from about 1.05-1.1 ms to 0.67-0.89 ms
+(the figure moves by up to 20% between runs on this machine). Of what is left, about a third
+is the socket write itself: on loopback the kernel's delivery to the client is billed to the
+sender. The in-process simulated model (a timer per token, and the wake-up of the turn's
+task) and the demo agent are part of the rest.
 
 The load clients use about a tenth of a core each, and their event-loop lag stays far below
 the gaps, so the gaps are the server's. Since batch accept (`agenthost.accept`) every
