@@ -91,22 +91,36 @@ async def test_a_frame_written_straight_to_the_socket_reads_as_the_library_would
         assert outcomes == [False] * len(payloads)
 
 
+def direct_writes(monkeypatch: pytest.MonkeyPatch, protocol: type, method: str) -> list[bytes]:
+    """What `protocol.method` writes straight to the socket (its last argument), recorded."""
+    written: list[bytes] = []
+    original = getattr(protocol, method)
+
+    def recorded(self: Any, *args: Any) -> bool:
+        ok: bool = original(self, *args)
+        if ok:
+            written.append(args[-1])
+        return ok
+
+    monkeypatch.setattr(protocol, method, recorded)
+    return written
+
+
+@contextlib.asynccontextmanager
+async def agenthost_in_process() -> AsyncIterator[int]:
+    """agenthost's app on agenthost's protocols in this process, streaming 20 fast tokens a
+    turn; yields its port."""
+    settings = Settings(store="memory://", llm="sim://?tokens_per_s=500&words=20")
+    async with lean_server(build_app(settings), lifespan="on") as (_, port):
+        yield port
+
+
 async def test_agenthost_writes_its_chunk_frames_straight_to_the_socket(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    written: list[bytes] = []
-    write = LeanWebSocketProtocol.send_text_now
-
-    def counted(self: LeanWebSocketProtocol, payload: bytes) -> bool:
-        ok = write(self, payload)
-        if ok:
-            written.append(payload)
-        return ok
-
-    monkeypatch.setattr(LeanWebSocketProtocol, "send_text_now", counted)
-    settings = Settings(store="memory://", llm="sim://?tokens_per_s=500&words=20")
+    written = direct_writes(monkeypatch, LeanWebSocketProtocol, "send_text_now")
     async with (
-        lean_server(build_app(settings), lifespan="on") as (_, port),
+        agenthost_in_process() as port,
         aiohttp.ClientSession() as http,
         http.ws_connect(f"http://127.0.0.1:{port}/v1/sessions/fast/ws") as ws,
     ):
@@ -124,19 +138,9 @@ async def test_agenthost_writes_its_chunk_frames_straight_to_the_socket(
 async def test_agenthost_writes_its_sse_events_straight_to_the_socket(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    written: list[bytes] = []
-    write = LeanHttpToolsProtocol.write_chunk_now
-
-    def counted(self: LeanHttpToolsProtocol, scope: dict[str, Any], body: bytes) -> bool:
-        ok = write(self, scope, body)
-        if ok:
-            written.append(body)
-        return ok
-
-    monkeypatch.setattr(LeanHttpToolsProtocol, "write_chunk_now", counted)
-    settings = Settings(store="memory://", llm="sim://?tokens_per_s=500&words=20")
+    written = direct_writes(monkeypatch, LeanHttpToolsProtocol, "write_chunk_now")
     async with (
-        lean_server(build_app(settings), lifespan="on") as (_, port),
+        agenthost_in_process() as port,
         aiohttp.ClientSession() as http,
         http.post(
             f"http://127.0.0.1:{port}/v1/sessions/fast/turns",
@@ -154,51 +158,33 @@ async def test_agenthost_writes_its_sse_events_straight_to_the_socket(
 
 
 async def test_an_open_connection_holds_no_handshake_and_still_talks() -> None:
-    port = free_port()
-    config = uvicorn.Config(
-        Starlette(routes=[WebSocketRoute("/ws", echo)]),
-        host="127.0.0.1",
-        port=port,
-        http=LeanHttpToolsProtocol,
-        ws=LeanWebSocketProtocol,
-        lifespan="off",
-        log_level="warning",
-    )
-    server = uvicorn.Server(config)
-    serving = asyncio.ensure_future(server.serve())
-    try:
-        deadline = asyncio.get_running_loop().time() + 10
-        while not server.started:
-            assert asyncio.get_running_loop().time() < deadline, "server did not start"
-            await asyncio.sleep(0.01)
-        async with (
-            aiohttp.ClientSession() as http,
-            http.ws_connect(f"http://127.0.0.1:{port}/ws") as ws,
-        ):
-            await ws.send_str("one")
-            assert (await ws.receive(timeout=5)).data == "echo: one"
-            protocols = [
-                p for p in server.server_state.connections if isinstance(p, LeanWebSocketProtocol)
-            ]
-            assert len(protocols) == 1
-            protocol = protocols[0]
-            assert not hasattr(protocol, "request") and not hasattr(protocol, "response")
-            parser: Any = protocol.conn.parser  # a generator: its frame holds its locals
-            assert parser.gi_frame is not None
-            assert "request" not in parser.gi_frame.f_locals, "the parser still holds it"
-            # The HTTP protocol that served the upgrade is gone without a collection.
-            gc.collect()
-            gc.disable()
-            try:
-                async with http.ws_connect(f"http://127.0.0.1:{port}/ws") as second:
-                    await second.send_str("x")
-                    assert (await second.receive(timeout=5)).data == "echo: x"
-                    alive = [o for o in gc.get_objects() if isinstance(o, HttpToolsProtocol)]
-                    assert alive == [], "the upgraded HTTP protocol waits for the collector"
-            finally:
-                gc.enable()
-            await ws.send_str("two")
-            assert (await ws.receive(timeout=5)).data == "echo: two"
-    finally:
-        server.should_exit = True
-        await serving
+    app = Starlette(routes=[WebSocketRoute("/ws", echo)])
+    async with (
+        lean_server(app) as (server, port),
+        aiohttp.ClientSession() as http,
+        http.ws_connect(f"http://127.0.0.1:{port}/ws") as ws,
+    ):
+        await ws.send_str("one")
+        assert (await ws.receive(timeout=5)).data == "echo: one"
+        protocols = [
+            p for p in server.server_state.connections if isinstance(p, LeanWebSocketProtocol)
+        ]
+        assert len(protocols) == 1
+        protocol = protocols[0]
+        assert not hasattr(protocol, "request") and not hasattr(protocol, "response")
+        parser: Any = protocol.conn.parser  # a generator: its frame holds its locals
+        assert parser.gi_frame is not None
+        assert "request" not in parser.gi_frame.f_locals, "the parser still holds it"
+        # The HTTP protocol that served the upgrade is gone without a collection.
+        gc.collect()
+        gc.disable()
+        try:
+            async with http.ws_connect(f"http://127.0.0.1:{port}/ws") as second:
+                await second.send_str("x")
+                assert (await second.receive(timeout=5)).data == "echo: x"
+                alive = [o for o in gc.get_objects() if isinstance(o, HttpToolsProtocol)]
+                assert alive == [], "the upgraded HTTP protocol waits for the collector"
+        finally:
+            gc.enable()
+        await ws.send_str("two")
+        assert (await ws.receive(timeout=5)).data == "echo: two"
