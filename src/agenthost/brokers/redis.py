@@ -13,7 +13,6 @@ for what it cannot read. On a Cluster, each event is written by redis-py's clust
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -25,6 +24,7 @@ from redis.asyncio.cluster import RedisCluster
 from agenthost.brokers.base import StreamEvent
 from agenthost.brokers.memory import MemoryBroker
 from agenthost.errors import StoreUnavailable
+from agenthost.stores.redis import close_clients
 from agenthost.stores.redis_wire import RedisWire, ReplyError
 
 __all__ = ["RedisBroker"]
@@ -85,13 +85,8 @@ class RedisBroker(MemoryBroker):
 
     async def close(self) -> None:
         await super().close()
-        if self._wire is not None:
-            await self._wire.close()
-            self._wire = None
-        if self._client is not None:
-            with contextlib.suppress(Exception):
-                await self._client.aclose()
-            self._client = None
+        await close_clients(self._wire, self._client)
+        self._wire = self._client = None
 
     async def exists(self, session_id: str, turn_id: str) -> bool:
         if self.local(session_id, turn_id):

@@ -15,7 +15,7 @@ import redis.exceptions as rexc
 from agenthost.auth.principal import Limits
 from agenthost.errors import StoreUnavailable
 from agenthost.ratelimit.base import Admission
-from agenthost.stores.redis import light_redis_client, split_redis_url
+from agenthost.stores.redis import close_clients, light_redis_client, split_redis_url
 from agenthost.stores.redis_wire import RedisWire
 
 __all__ = ["RedisLimiter"]
@@ -87,13 +87,8 @@ class RedisLimiter:
         self._admit = self._client.register_script(_ADMIT)
 
     async def close(self) -> None:
-        if self._wire is not None:
-            await self._wire.close()
-            self._wire = None
-        if self._client is not None:
-            with contextlib.suppress(Exception):
-                await self._client.aclose()
-            self._client = None
+        await close_clients(self._wire, self._client)
+        self._wire = self._client = None
 
     async def admit(self, tenant: str, limits: Limits, turn_id: str) -> Admission:
         # Whole milliseconds: Lua keeps numbers as doubles and prints them with 14 digits.

@@ -120,6 +120,16 @@ def light_redis_client(url: str) -> Any:
     return aioredis.Redis.from_url(plain, **options)
 
 
+async def close_clients(wire: RedisWire | None, client: Any) -> None:
+    """Close a pipelining client and a redis-py client, either of which may be None (a
+    redis-py client whose connection is already gone may fail to close: ignored)."""
+    if wire is not None:
+        await wire.close()
+    if client is not None:
+        with contextlib.suppress(Exception):
+            await client.aclose()
+
+
 class RedisStore:
     """The Redis / Redis Cluster backend of `SessionStore`."""
 
@@ -197,13 +207,8 @@ class RedisStore:
             with contextlib.suppress(Exception):
                 await self._pubsub.aclose()
             self._pubsub = None
-        if self._wire is not None:
-            await self._wire.close()
-            self._wire = None
-        if self._client is not None:
-            with contextlib.suppress(Exception):
-                await self._client.aclose()
-            self._client = None
+        await close_clients(self._wire, self._client)
+        self._wire = self._client = None
 
     async def _call(self, awaitable: Awaitable[T]) -> T:
         try:
