@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Iterator
 
 from agenthost.brokers.base import Emit, StreamEvent
 
@@ -100,20 +100,26 @@ class LocalEvents:
             self._puller = self._pull()
         return self._puller.__anext__()
 
+    def _unread(self, stream: _Stream) -> Iterator[StreamEvent]:
+        """The stream's events this reader has not had yet, as far as there are any (events
+        appended while the caller waits between two of them are included)."""
+        events = stream.events
+        while self.position < len(events):
+            event = events[self.position]
+            self.position += 1
+            if event.seq > self.after:
+                self.after = event.seq
+                yield event
+
     async def _pull(self) -> AsyncIterator[StreamEvent]:
         stream = self._stream
         if stream is None:
             return
         while True:
-            events = stream.events
-            while self.position < len(events):
-                event = events[self.position]
-                self.position += 1
-                if event.seq > self.after:
-                    self.after = event.seq
-                    yield event
-                    if event.final:
-                        return
+            for event in self._unread(stream):
+                yield event
+                if event.final:
+                    return
             # A future and a timer handle per wait: cheaper than an Event and a timeout
             # context. A pushed reader (`push`) needs neither.
             loop = asyncio.get_running_loop()
@@ -135,16 +141,12 @@ class LocalEvents:
         loop = self._loop = asyncio.get_running_loop()
         while True:
             # What is already there goes out first, waiting for the consumer as needed.
-            while self.position < len(stream.events):
-                event = stream.events[self.position]
-                self.position += 1
-                if event.seq > self.after:
-                    self.after = event.seq
-                    rest = emit(event)
-                    if rest is not None:
-                        await rest
-                    if event.final:
-                        return
+            for event in self._unread(stream):
+                rest = emit(event)
+                if rest is not None:
+                    await rest
+                if event.final:
+                    return
             # Caught up: from now on the publisher hands each event over.
             done = self._done = loop.create_future()
             self._emit = emit
