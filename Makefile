@@ -38,5 +38,11 @@ test: system-deps lint
 bench: system-deps $(VENV)/.dev-installed
 	$(BIN)/python benchmarks/run_all.py
 
+# Not part of `test`: the protocol tests on the lowest and the highest uvicorn and websockets
+# pyproject.toml allows, each pairing in a throwaway venv (PACKAGES="... starlette" adds it).
+.PHONY: deps-range
+deps-range:
+	PYTHON=$(PYTHON) ./scripts/check-dependency-range.sh
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

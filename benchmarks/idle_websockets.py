@@ -166,7 +166,7 @@ def serve_main(args: argparse.Namespace) -> None:
     import uvicorn
 
     from agenthost import server
-    from agenthost.settings import Settings
+    from agenthost.core.settings import Settings
 
     if args.ws_impl != "default":  # else agenthost's own choice, as `agenthost serve` runs
 

@@ -38,7 +38,7 @@ from agenthost.llm.openai import (
     OpenAILLM,
     RetryPolicy,
 )
-from agenthost.llm.simulated import answer_for, split_tokens
+from agenthost.llm.sim_model import answer_for, split_tokens
 from turn_cpu import cpu_seconds, free_port, process, result_header, wait_http
 
 AGENTHOST = str(Path(sys.executable).with_name("agenthost"))

@@ -62,7 +62,7 @@ sender. The in-process simulated model (a timer per token, and the wake-up of th
 task) and the demo agent are part of the rest.
 
 The load clients use about a tenth of a core each, and their event-loop lag stays far below
-the gaps, so the gaps are the server's. Since batch accept (`agenthost.accept`) every
+the gaps, so the gaps are the server's. Since batch accept (`agenthost.runtime.accept`) every
 stream starts within the ramp; an earlier run that showed the 2,000-stream rows under
 100 ms was flattered by streams waiting in the listen queue."""
 
@@ -176,7 +176,7 @@ def concurrent_sessions(result: dict[str, Any]) -> str:
         "`agenthost loadtest` from another process "
         "(sessions started over the ramp, every history read back and verified). "
         "Added p99 = the report's p99 minus the LLM's 2 s. The reference design's sample "
-        "server adds 1.3 s at 2,000 sessions (DESIGN.md); the goal for one process is "
+        "server adds 1.3 s at 2,000 sessions (docs/design.md); the goal for one process is "
         "10,000 sessions at <= 100 ms.",
         "",
         "| sessions | turns answered | failed | lost | dup | reordered | mismatched | p50 ms "

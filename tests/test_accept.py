@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from agenthost.accept import BatchAcceptor
+from agenthost.runtime.accept import BatchAcceptor
 
 
 class Echo(asyncio.Protocol):

@@ -9,8 +9,8 @@ import msgspec
 import pytest
 from starlette.testclient import TestClient
 
-from agenthost.app import build_app
-from agenthost.settings import Settings
+from agenthost.core.settings import Settings
+from agenthost.runtime.assembly import build_app
 
 
 @pytest.fixture

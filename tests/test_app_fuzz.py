@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from agenthost.app import build_app
-from agenthost.settings import Settings
+from agenthost.core.settings import Settings
+from agenthost.runtime.assembly import build_app
 
 json_values = st.recursive(
     st.none()

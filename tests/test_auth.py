@@ -18,11 +18,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from agenthost.auth.authenticators import JWTAuthenticator, KeyAuthenticator
 from agenthost.auth.keys import KeyStore, hash_key, new_key
 from agenthost.auth.keystores import create_key_store
-from agenthost.auth.principal import Limits, public_session_id, scoped_session_id
-from agenthost.errors import BadRequest, Unauthorized
+from agenthost.auth.principal import TenantLimits, public_session_id, scoped_session_id
+from agenthost.core.errors import BadRequest, Unauthorized
+from agenthost.core.settings import Settings
 from agenthost.ratelimit import TurnLimiter, create_limiter
 from agenthost.ratelimit.memory import gcra
-from agenthost.settings import Settings
 
 # -- key stores -------------------------------------------------------------------------------
 
@@ -45,13 +45,13 @@ async def key_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
 
 async def test_a_key_is_found_by_its_hash_listed_by_tenant_and_revoked(key_store: KeyStore) -> None:
     tenant = f"t-{uuid.uuid4().hex[:6]}"
-    key, record = new_key(tenant, Limits(60, 2, 3), "ci")
-    _, other = new_key(tenant + "-other", Limits())
+    key, record = new_key(tenant, TenantLimits(60, 2, 3), "ci")
+    _, other = new_key(tenant + "-other", TenantLimits())
     await key_store.add(record)
     await key_store.add(other)
     assert record.key_hash == hash_key(key) and key not in repr(record)
     found = await key_store.by_hash(hash_key(key))
-    assert found == record and found.limits == Limits(60, 2, 3)
+    assert found == record and found.limits == TenantLimits(60, 2, 3)
     assert [r.key_id for r in await key_store.list(tenant)] == [record.key_id]
     assert await key_store.by_hash(hash_key(key + "x")) is None
     assert await key_store.revoke(record.key_id)
@@ -63,7 +63,7 @@ async def test_a_key_is_found_by_its_hash_listed_by_tenant_and_revoked(key_store
 
 def test_a_tenant_name_is_checked() -> None:
     with pytest.raises(BadRequest):
-        new_key("no/slash", Limits())
+        new_key("no/slash", TenantLimits())
     assert public_session_id(scoped_session_id("acme", "s1")) == "s1"
     assert scoped_session_id("", "s1") == "s1"
 
@@ -73,12 +73,12 @@ def test_a_tenant_name_is_checked() -> None:
 
 async def test_a_key_authenticates_until_revoked_and_the_cache_expires() -> None:
     keys = create_key_store("memory://")
-    key, record = new_key("acme", Limits(10))
+    key, record = new_key("acme", TenantLimits(10))
     await keys.add(record)
     auth = KeyAuthenticator(keys, cache_ttl=0.2)
     principal = await auth.authenticate(f"Bearer {key}")
     assert (principal.tenant, principal.key_id, principal.limits) == ("acme", record.key_id,
-                                                                      Limits(10))  # fmt: skip
+                                                                      TenantLimits(10))  # fmt: skip
     for bad in (None, "", key, "Basic abc", f"Bearer {key}x", "Bearer "):
         with pytest.raises(Unauthorized):
             await auth.authenticate(bad)
@@ -101,7 +101,7 @@ def _jwt_auth(**overrides: object) -> JWTAuthenticator:
         "tenant_claim": "tenant",
         "audience": None,
         "issuer": None,
-        "limits": Limits(5),
+        "limits": TenantLimits(5),
     }
     options.update(overrides)
     return JWTAuthenticator(**options)  # type: ignore[arg-type]
@@ -113,7 +113,7 @@ async def test_hs256_tokens_name_the_tenant_and_bad_ones_are_refused() -> None:
     exp = int(time.time()) + 60
     good = jwt.encode({"tenant": "acme", "exp": exp, "aud": "agenthost"}, secret)
     principal = await auth.authenticate(f"Bearer {good}")
-    assert principal.tenant == "acme" and principal.limits == Limits(5)
+    assert principal.tenant == "acme" and principal.limits == TenantLimits(5)
     refused = [
         jwt.encode(
             {"tenant": "acme", "exp": exp, "aud": "agenthost"},
@@ -166,7 +166,7 @@ def test_settings_refuse_no_auth_on_a_shared_store_and_jwt_without_a_key() -> No
 
 
 def test_gcra_spaces_turns_by_the_interval_and_lets_a_burst_through() -> None:
-    limits = Limits(turns_per_minute=60, burst=3)
+    limits = TenantLimits(turns_per_minute=60, burst=3)
     tat, admitted = 0.0, []
     for step in range(10):  # ten turns at t = 0
         admission, tat = gcra(tat, 0.0, limits)
@@ -192,7 +192,7 @@ async def test_the_rate_admits_the_burst_then_refuses_with_a_retry_time(
     limiter: TurnLimiter,
 ) -> None:
     tenant = f"t-{uuid.uuid4().hex[:6]}"
-    limits = Limits(turns_per_minute=6, burst=2)  # one turn every 10 s
+    limits = TenantLimits(turns_per_minute=6, burst=2)  # one turn every 10 s
     results = [await limiter.admit(tenant, limits, f"turn-{i}") for i in range(4)]
     assert [r.allowed for r in results] == [True, True, False, False]
     assert results[0].remaining == 1 and results[1].remaining == 0
@@ -206,7 +206,7 @@ async def test_turns_in_flight_are_bounded_freed_on_release_and_after_the_hold(
     limiter: TurnLimiter,
 ) -> None:
     tenant = f"t-{uuid.uuid4().hex[:6]}"
-    limits = Limits(max_inflight=2)
+    limits = TenantLimits(max_inflight=2)
     assert (await limiter.admit(tenant, limits, "a")).allowed
     assert (await limiter.admit(tenant, limits, "b")).allowed
     third = await limiter.admit(tenant, limits, "c")

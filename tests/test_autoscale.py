@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agenthost.autoscale import (
+from agenthost.cluster.hpa import (
     DEFAULT_BEHAVIOR,
     REFERENCE_BEHAVIOR,
     Autoscaler,

@@ -9,7 +9,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from agenthost.cli import app
-from agenthost.settings import SETTINGS_HELP, Settings, env_name
+from agenthost.core.settings import SETTINGS_HELP, Settings, env_name
 
 AGENTHOST = str(Path(sys.executable).with_name("agenthost"))
 

@@ -27,7 +27,7 @@ from agenthost.client import (
 )
 from agenthost.client.errors import RetryableFailure
 from agenthost.client.retry import Endpoints, RetryBudget, parse_retry_after
-from agenthost.client.sse import ServerSentEvent, SSEParser
+from agenthost.client.sse_parser import ServerSentEvent, SSEParser
 from tests.fixtures.agenthost import AgentHostProcess, free_port
 
 # -- the SSE parser -----------------------------------------------------------------------

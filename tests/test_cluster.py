@@ -18,9 +18,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from agenthost.autoscale import Autoscaler, Behavior, ScalingPolicy, ScalingRules
 from agenthost.cluster import fleet
 from agenthost.cluster.autoscaler import parse_spec, read_metric, run_autoscaler
+from agenthost.cluster.hpa import Autoscaler, Behavior, ScalingPolicy, ScalingRules
 from agenthost.cluster.state import alive, load
 from agenthost.loadtest import LoadConfig, run_load
 from agenthost.loadtest.runner import Progress

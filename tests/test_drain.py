@@ -13,8 +13,8 @@ from pathlib import Path
 import aiohttp
 from starlette.testclient import TestClient
 
-from agenthost.app import build_app
-from agenthost.settings import Settings
+from agenthost.core.settings import Settings
+from agenthost.runtime.assembly import build_app
 from tests.fixtures.agenthost import AgentHostProcess
 from tests.test_fleet import post_turn
 

@@ -8,7 +8,7 @@ from collections.abc import Awaitable
 
 import pytest
 
-from agenthost.eager_send import send_eagerly
+from agenthost.web.eager_send import send_eagerly
 
 
 async def test_a_send_that_does_not_wait_is_done_before_the_call_returns() -> None:

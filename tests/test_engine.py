@@ -10,9 +10,7 @@ from typing import Any
 
 import pytest
 
-from agenthost.agents import Turn, wrap_agent
-from agenthost.engine import TurnEngine
-from agenthost.errors import (
+from agenthost.core.errors import (
     AgentError,
     Draining,
     LeaseLost,
@@ -22,6 +20,8 @@ from agenthost.errors import (
 )
 from agenthost.llm import create_llm
 from agenthost.stores import SessionStore, Started, create_store
+from agenthost.turns.agents import Turn, wrap_agent
+from agenthost.turns.engine import TurnEngine
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:

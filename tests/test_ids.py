@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agenthost.errors import BadRequest, InvalidSessionId
-from agenthost.ids import check_session_id, check_turn_id, new_session_id, new_turn_id
+from agenthost.core.errors import BadRequest, InvalidSessionId
+from agenthost.core.ids import check_session_id, check_turn_id, new_session_id, new_turn_id
 
 
 @pytest.mark.parametrize("bad", ["", "abc\n", "a/b", "a b", "x" * 129, "é"])

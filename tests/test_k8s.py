@@ -20,13 +20,13 @@ import pytest
 from typer.testing import CliRunner
 
 from agenthost.cli import app
+from agenthost.core.settings import ENV_PREFIX, Settings, env_name
 from agenthost.k8s.adapter import load_adapter_rules, served_metric
 from agenthost.k8s.consistency import DRAIN_CANCEL_SECONDS, prestop_seconds
 from agenthost.k8s.objects import container_env, find, is_server_container, pod_templates
 from agenthost.k8s.references import metric_names_in_query
 from agenthost.k8s.render import list_overlays, render
 from agenthost.k8s.validate import DEFAULT_KUBERNETES_VERSION, validate_object
-from agenthost.settings import ENV_PREFIX, Settings, env_name
 from tests.fixtures.agenthost import AGENTHOST, AgentHostProcess, http_status, wait_until
 
 REPO = Path(__file__).resolve().parents[1]

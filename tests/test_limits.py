@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from agenthost.app import build_app
-from agenthost.errors import FrameRateExceeded
-from agenthost.limits import FrameRateLimiter, InputLimits, metadata_depth
-from agenthost.settings import SETTINGS_HELP, Settings
+from agenthost.core.errors import FrameRateExceeded
+from agenthost.core.input_limits import FrameRateLimiter, InputLimits, metadata_depth
+from agenthost.core.settings import SETTINGS_HELP, Settings
+from agenthost.runtime.assembly import build_app
 
 
 @pytest.fixture

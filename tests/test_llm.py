@@ -8,7 +8,7 @@ from collections.abc import Callable
 import aiohttp
 import pytest
 
-from agenthost.errors import AgentError
+from agenthost.core.errors import AgentError
 from agenthost.llm import (
     DEFAULT_MODEL,
     LLMClient,
@@ -20,8 +20,8 @@ from agenthost.llm import (
     create_llm,
 )
 from agenthost.llm.openai import OpenAILLM
-from agenthost.llm.sim import SimLLM
-from agenthost.llm.simulated import answer_for
+from agenthost.llm.sim_client import SimLLM
+from agenthost.llm.sim_model import answer_for
 from tests.fixtures.agenthost import AgentHostProcess
 from tests.fixtures.llm import LLMSimServer
 from tests.test_streaming import parse_sse

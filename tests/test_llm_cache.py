@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from agenthost.agents import Turn
+from agenthost.core.settings import Settings
 from agenthost.llm import LLMUpstreamError
 from agenthost.llm.base import ChatMessage
 from agenthost.llm.cache import CachingLLM, cache_key, cached_llm, is_deterministic
@@ -26,9 +26,9 @@ from agenthost.llm.cache_backends import (
     RedisCacheBackend,
     create_cache_backend,
 )
-from agenthost.llm.sim import SimLLM
-from agenthost.llm.simulated import answer_for
-from agenthost.settings import Settings
+from agenthost.llm.sim_client import SimLLM
+from agenthost.llm.sim_model import answer_for
+from agenthost.turns.agents import Turn
 from tests.fixtures.agenthost import AgentHostProcess, free_port
 from tests.fixtures.llm import LLMSimServer
 

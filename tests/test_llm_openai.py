@@ -12,7 +12,7 @@ import pytest
 
 from agenthost.llm import LLMRateLimited, LLMRejected, LLMTimeout, LLMUpstreamError
 from agenthost.llm.openai import OpenAILLM, RetryPolicy, retry_after_s
-from agenthost.llm.simulated import answer_for
+from agenthost.llm.sim_model import answer_for
 from tests.fixtures.agenthost import free_port
 from tests.fixtures.llm import LLMSimServer
 

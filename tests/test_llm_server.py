@@ -17,7 +17,7 @@ from openai.types.chat import ChatCompletionContentPartTextParam, ChatCompletion
 from typer.testing import CliRunner
 
 from agenthost.llm.cli import llm_sim
-from agenthost.llm.simulated import SimSettings, SimulatedModel, answer_for
+from agenthost.llm.sim_model import SimSettings, SimulatedModel, answer_for
 from tests.fixtures.llm import LLMSimServer
 
 MESSAGES: list[ChatCompletionMessageParam] = [

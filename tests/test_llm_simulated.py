@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agenthost.llm import LLMError, LLMRateLimited, LLMTimeout, LLMUpstreamError, create_llm
-from agenthost.llm.sim import SimLLM
-from agenthost.llm.simulated import (
+from agenthost.llm.sim_client import SimLLM
+from agenthost.llm.sim_model import (
     Fault,
     SimSettings,
     SimulatedModel,

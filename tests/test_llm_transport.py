@@ -11,6 +11,7 @@ import openai
 import psutil
 import pytest
 
+from agenthost.core.settings import Settings
 from agenthost.llm import LLMRateLimited, LLMTimeout, LLMUpstreamError, create_llm
 from agenthost.llm.openai import (
     DEFAULT_LLM_TRANSPORT,
@@ -20,8 +21,7 @@ from agenthost.llm.openai import (
     RetryPolicy,
     http_client_for,
 )
-from agenthost.llm.simulated import answer_for
-from agenthost.settings import Settings
+from agenthost.llm.sim_model import answer_for
 from tests.fixtures.agenthost import free_port
 from tests.fixtures.llm import LLMSimServer
 

@@ -14,9 +14,14 @@ import pytest
 import structlog
 from starlette.testclient import TestClient
 
-from agenthost.app import build_app
-from agenthost.logs import bind_tenant, configure_logging, flush_access_log, reset_logging
-from agenthost.settings import Settings
+from agenthost.core.settings import Settings
+from agenthost.observability.logs import (
+    bind_tenant,
+    configure_logging,
+    flush_access_log,
+    reset_logging,
+)
+from agenthost.runtime.assembly import build_app
 from tests.fixtures.agenthost import AgentHostProcess, wait_until
 
 SECRET = "PINEAPPLE-7f3a9c-SECRET"

@@ -12,16 +12,22 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from agenthost.agents import Turn, wrap_agent
-from agenthost.app import build_app
 from agenthost.brokers import StreamEvent, create_broker
 from agenthost.brokers.instrumented import InstrumentedBroker
-from agenthost.engine import TurnEngine
+from agenthost.core.settings import Settings
 from agenthost.llm import create_llm
-from agenthost.metrics import FAST_BUCKETS, METRIC_NAMES, Histogram, Metrics, rejection_reason
-from agenthost.settings import Settings
+from agenthost.observability.metrics import (
+    FAST_BUCKETS,
+    METRIC_NAMES,
+    Histogram,
+    Metrics,
+    rejection_reason,
+)
+from agenthost.runtime.assembly import build_app
 from agenthost.stores import create_store
 from agenthost.stores.instrumented import InstrumentedStore
+from agenthost.turns.agents import Turn, wrap_agent
+from agenthost.turns.engine import TurnEngine
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "docs" / "grafana" / "agenthost-dashboard.json"

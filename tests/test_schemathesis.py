@@ -24,14 +24,14 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 from schemathesis.generation.case import Case
+from starlette.testclient import TestClient
 
-from agenthost import __version__
-from agenthost.app import API, endpoints
-from agenthost.openapi import openapi_document
-from agenthost.settings import Settings
+from agenthost.core.settings import Settings
+from agenthost.runtime.assembly import build_app
 from tests.fixtures.agenthost import AgentHostProcess
 
-DOCUMENT = openapi_document(endpoints(API(Settings())), title="agenthost", version=__version__)
+# The document as the app serves it (building the app opens nothing).
+DOCUMENT = TestClient(build_app(Settings(store="memory://"))).get("/openapi.json").content
 schema = schemathesis.openapi.from_dict(json.loads(DOCUMENT))
 
 CHECKS = [

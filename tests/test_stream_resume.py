@@ -15,7 +15,7 @@ import aiohttp
 import msgspec
 
 from agenthost.brokers import StreamEvent, create_broker
-from agenthost.streaming import ChunkFlusher, TurnStream
+from agenthost.turns.chunks import ChunkFlusher, TurnStream
 from tests.fixtures.agenthost import AgentHostProcess
 from tests.test_streaming import collect, parse_sse
 

@@ -16,8 +16,8 @@ import pytest
 
 from agenthost.brokers import StreamBroker, StreamEvent, create_broker
 from agenthost.brokers.base import forward
-from agenthost.errors import StoreUnavailable
-from agenthost.streaming import ChunkFlusher, TurnStream
+from agenthost.core.errors import StoreUnavailable
+from agenthost.turns.chunks import ChunkFlusher, TurnStream
 from tests.fixtures.agenthost import AgentHostProcess
 from tests.fixtures.redis import RedisServer
 

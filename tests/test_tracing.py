@@ -20,17 +20,17 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 from starlette.testclient import TestClient
 
-from agenthost.agents import wrap_agent
-from agenthost.app import build_app
-from agenthost.engine import TurnEngine
+from agenthost.core.settings import Settings
 from agenthost.llm import create_llm
 from agenthost.llm.instrumented import InstrumentedLLM
-from agenthost.logs import bind_tenant
-from agenthost.metrics import Metrics
-from agenthost.settings import Settings
+from agenthost.observability.logs import bind_tenant
+from agenthost.observability.metrics import Metrics
+from agenthost.observability.tracing import Tracing, create_tracing
+from agenthost.runtime.assembly import build_app
 from agenthost.stores.instrumented import InstrumentedStore
 from agenthost.stores.memory import MemoryStore
-from agenthost.tracing import Tracing, create_tracing
+from agenthost.turns.agents import wrap_agent
+from agenthost.turns.engine import TurnEngine
 from tests.fixtures.agenthost import AGENTHOST, AgentHostProcess, wait_until
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"

@@ -14,8 +14,8 @@ import pytest
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from agenthost.app import build_app
-from agenthost.settings import Settings
+from agenthost.core.settings import Settings
+from agenthost.runtime.assembly import build_app
 from tests.fixtures.agenthost import AgentHostProcess
 
 

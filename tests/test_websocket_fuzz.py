@@ -18,11 +18,11 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from agenthost.app import build_app
-from agenthost.errors import AgentHostError, BinaryFrame, FrameTooLarge
-from agenthost.limits import InputLimits
-from agenthost.settings import Settings
-from agenthost.websocket import ResumeFrame, TurnFrame, parse_frame
+from agenthost.core.errors import AgentHostError, BinaryFrame, FrameTooLarge
+from agenthost.core.input_limits import InputLimits
+from agenthost.core.settings import Settings
+from agenthost.runtime.assembly import build_app
+from agenthost.web.websocket import ResumeFrame, TurnFrame, parse_frame
 from tests.fixtures.agenthost import AgentHostProcess, http_status
 
 LIMITS = InputLimits(max_message_chars=200, max_metadata_bytes=512, max_metadata_depth=4)

@@ -18,9 +18,9 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from agenthost.app import build_app
-from agenthost.settings import Settings
-from agenthost.ws_protocol import LeanHttpToolsProtocol, LeanWebSocketProtocol
+from agenthost.core.settings import Settings
+from agenthost.runtime.assembly import build_app
+from agenthost.runtime.lean_protocols import LeanHttpToolsProtocol, LeanWebSocketProtocol
 from tests.fixtures.agenthost import free_port
 
 

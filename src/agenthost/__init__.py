@@ -5,13 +5,12 @@ The user-facing API: `Turn` (what an agent is handed), `Settings` (what a server
 base of every error with an HTTP status and code).
 """
 
-__version__ = "0.1.0"
-
 from typing import TYPE_CHECKING, Any
 
-from agenthost.agents import Turn
-from agenthost.errors import AgentHostError
-from agenthost.settings import Settings
+from agenthost.core.errors import AgentHostError
+from agenthost.core.settings import Settings
+from agenthost.core.version import __version__
+from agenthost.turns.agents import Turn
 
 if TYPE_CHECKING:
     from agenthost.client import AgentHostClient

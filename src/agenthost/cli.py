@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from agenthost.settings import SETTINGS_HELP, Settings, env_name
+from agenthost.core.settings import SETTINGS_HELP, Settings, env_name
 
 __all__ = ["app", "main"]
 
@@ -46,7 +46,7 @@ def _opt(field: str) -> Any:
 
 def _serve(**values: Any) -> None:
     """Run the agenthost server (uvicorn, uvloop, httptools) for the agent APP."""
-    from agenthost.server import run
+    from agenthost.runtime.server import run
 
     try:
         settings = Settings(**values)

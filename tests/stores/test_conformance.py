@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from agenthost.errors import LeaseLost, SessionExists
+from agenthost.core.errors import LeaseLost, SessionExists
 from agenthost.stores import (
     Busy,
     Completed,

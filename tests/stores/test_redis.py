@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from agenthost.errors import LeaseLost, StoreUnavailable
+from agenthost.connections.redis import RedisSettings
+from agenthost.connections.redis_wire import ReplyError
+from agenthost.core.errors import LeaseLost, StoreUnavailable
 from agenthost.stores import Message, SessionStore, Started, TurnError, create_store
-from agenthost.stores.redis import RedisStore, light_redis_client
-from agenthost.stores.redis_wire import RedisWire, ReplyError
+from agenthost.stores.redis import RedisStore
 from tests.fixtures.agenthost import free_port
 from tests.fixtures.redis import REDIS_SERVER, RedisCluster, RedisServer
 
@@ -398,8 +399,10 @@ async def test_rediss_with_a_password_in_the_url(tls_redis: tuple[int, Path]) ->
 
 
 async def test_a_light_client_takes_its_timeouts_from_the_url() -> None:
-    default = light_redis_client("redis://127.0.0.1:1/0")
-    tuned = light_redis_client("redis://127.0.0.1:1/0?socket_timeout=0.5&connect_timeout=0.25")
+    default = RedisSettings.from_url("redis://127.0.0.1:1/0").light_client()
+    tuned = RedisSettings.from_url(
+        "redis://127.0.0.1:1/0?socket_timeout=0.5&connect_timeout=0.25"
+    ).light_client()
     try:
         assert default.connection_pool.connection_kwargs["socket_timeout"] == 2.0
         kwargs = tuned.connection_pool.connection_kwargs
@@ -412,7 +415,7 @@ async def test_a_light_client_takes_its_timeouts_from_the_url() -> None:
 async def test_a_command_sent_without_waiting_hands_its_reply_or_failure_to_a_callback(
     durable_redis: RedisServer,
 ) -> None:
-    wire = RedisWire(durable_redis.url, timeout=2.0)
+    wire = RedisSettings.from_url(durable_redis.url).wire(timeout=2.0)
     replies: list[Any] = []
     try:
         assert not wire.call_nowait("PING", on_reply=replies.append)  # not connected yet

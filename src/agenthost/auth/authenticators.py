@@ -18,10 +18,10 @@ from typing import Protocol, runtime_checkable
 import jwt
 
 from agenthost.auth.keys import KeyRecord, KeyStore, hash_key
-from agenthost.auth.principal import TENANT_PATTERN, Limits, Principal
-from agenthost.errors import Unauthorized
-from agenthost.logs import bind_tenant
-from agenthost.settings import Settings
+from agenthost.auth.principal import TENANT_PATTERN, Principal, TenantLimits
+from agenthost.core.errors import Unauthorized
+from agenthost.core.settings import Settings
+from agenthost.observability.logs import bind_tenant
 
 __all__ = [
     "Authenticator",
@@ -46,8 +46,8 @@ class Authenticator(Protocol):
         ...
 
 
-def default_limits(settings: Settings) -> Limits:
-    return Limits(
+def default_limits(settings: Settings) -> TenantLimits:
+    return TenantLimits(
         settings.rate_limit_turns_per_minute,
         settings.rate_limit_burst,
         settings.rate_limit_max_inflight,
@@ -65,7 +65,7 @@ def _bearer(authorization: str | None) -> str:
 
 
 class NoAuthenticator:
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: TenantLimits) -> None:
         self.principal = Principal("", limits)
 
     async def open(self) -> None:
@@ -123,7 +123,7 @@ class JWTAuthenticator:
         tenant_claim: str,
         audience: str | None,
         issuer: str | None,
-        limits: Limits,
+        limits: TenantLimits,
     ) -> None:
         if public_key:
             self.key: str = public_key

@@ -14,9 +14,9 @@ from rich.table import Table
 
 from agenthost.auth.keys import KeyRecord, KeyStore, new_key
 from agenthost.auth.keystores import create_key_store
-from agenthost.auth.principal import Limits
-from agenthost.errors import AgentHostError
-from agenthost.settings import Settings, env_name
+from agenthost.auth.principal import TenantLimits
+from agenthost.core.errors import AgentHostError
+from agenthost.core.settings import Settings, env_name
 
 __all__ = ["keys_app"]
 
@@ -77,7 +77,7 @@ def create(
 ) -> None:
     """Create a key and print it once (only its hash is stored)."""
     try:
-        limits = Limits(turns_per_minute, max(1, burst), max_inflight)
+        limits = TenantLimits(turns_per_minute, max(1, burst), max_inflight)
         key, record = new_key(tenant, limits, name)
     except AgentHostError as exc:
         console.print(f"[red]agenthost keys: {exc}[/red]")

@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 
 import msgspec
 
-from agenthost.auth.principal import Limits, check_tenant
+from agenthost.auth.principal import TenantLimits, check_tenant
 
 __all__ = ["KeyRecord", "KeyStore", "hash_key", "new_key"]
 
@@ -27,7 +27,7 @@ class KeyRecord(msgspec.Struct, frozen=True):
     key_id: str
     tenant: str
     key_hash: str
-    limits: Limits
+    limits: TenantLimits
     name: str = ""
     created_at: float = 0.0
     revoked_at: float | None = None
@@ -41,7 +41,7 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def new_key(tenant: str, limits: Limits, name: str = "") -> tuple[str, KeyRecord]:
+def new_key(tenant: str, limits: TenantLimits, name: str = "") -> tuple[str, KeyRecord]:
     """A new key and its record; the key is returned once and never stored."""
     key_id = secrets.token_hex(8)
     key = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(24)}"

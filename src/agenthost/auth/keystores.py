@@ -12,7 +12,6 @@ The two Redis keys share a hash tag, so they live on one Redis Cluster slot.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sqlite3
 import time
 from pathlib import Path
@@ -22,7 +21,8 @@ import msgspec
 import redis.exceptions as rexc
 
 from agenthost.auth.keys import KeyRecord, KeyStore
-from agenthost.errors import StoreUnavailable
+from agenthost.connections.redis import RedisSettings, close_clients, is_redis_url
+from agenthost.core.errors import StoreUnavailable
 
 __all__ = ["MemoryKeyStore", "RedisKeyStore", "SQLiteKeyStore", "create_key_store"]
 
@@ -36,7 +36,7 @@ def create_key_store(url: str) -> KeyStore:
         return MemoryKeyStore()
     if scheme == "sqlite":
         return SQLiteKeyStore(url)
-    if scheme.startswith("redis"):
+    if is_redis_url(url):
         return RedisKeyStore(url)
     raise ValueError(f"no API key store for store URL {url!r}")
 
@@ -170,20 +170,20 @@ def _hash_key(key_hash: str) -> str:
 
 
 class RedisKeyStore:
+    """Keys in the store's Redis, through a light redis-py client (lookups are cached by the
+    authenticator, so they are rare)."""
+
     def __init__(self, url: str) -> None:
         self.url = url
+        self.settings = RedisSettings.from_url(url)
         self._client: Any = None
 
     async def open(self) -> None:
-        from agenthost.stores.redis import light_redis_client
-
-        self._client = light_redis_client(self.url)
+        self._client = self.settings.light_client()
 
     async def close(self) -> None:
-        if self._client is not None:
-            with contextlib.suppress(Exception):
-                await self._client.aclose()
-            self._client = None
+        await close_clients(None, self._client)
+        self._client = None
 
     async def _call(self, coro: Any) -> Any:
         try:

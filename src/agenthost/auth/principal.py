@@ -11,13 +11,13 @@ import re
 
 import msgspec
 
-from agenthost.errors import BadRequest
+from agenthost.core.errors import BadRequest
 
 __all__ = [
     "ANONYMOUS",
     "TENANT_PATTERN",
-    "Limits",
     "Principal",
+    "TenantLimits",
     "check_tenant",
     "public_session_id",
     "scoped_session_id",
@@ -27,7 +27,7 @@ TENANT_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 _TENANT_RE = re.compile(TENANT_PATTERN)
 
 
-class Limits(msgspec.Struct, frozen=True):
+class TenantLimits(msgspec.Struct, frozen=True):
     """A tenant's turn limits; 0 means no limit.
 
     `turns_per_minute` is enforced by GCRA: turns are spaced 60/rate seconds apart, with
@@ -49,11 +49,11 @@ class Principal(msgspec.Struct, frozen=True):
     used, and its limits."""
 
     tenant: str
-    limits: Limits
+    limits: TenantLimits
     key_id: str | None = None
 
 
-ANONYMOUS = Principal("", Limits())
+ANONYMOUS = Principal("", TenantLimits())
 
 
 def check_tenant(tenant: str) -> str:

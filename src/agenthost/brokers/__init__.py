@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from agenthost.brokers.base import StreamBroker, StreamEvent
+from agenthost.connections.redis import is_redis_url
 
 __all__ = ["StreamBroker", "StreamEvent", "create_broker"]
 
@@ -20,7 +21,7 @@ def create_broker(url: str, *, stream_ttl: float = 300.0) -> StreamBroker:
         from agenthost.brokers.memory import MemoryBroker
 
         return MemoryBroker(stream_ttl=stream_ttl)
-    if scheme in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
+    if is_redis_url(url):
         from agenthost.brokers.redis import RedisBroker
 
         return RedisBroker(url, stream_ttl=stream_ttl)

@@ -13,10 +13,10 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from agenthost.brokers.base import StreamBroker, StreamEvent
-from agenthost.metrics import Histogram, Metrics
+from agenthost.observability.metrics import Histogram, Metrics
 
 if TYPE_CHECKING:
-    from agenthost.tracing import Tracing
+    from agenthost.observability.tracing import Tracing
 
 __all__ = ["InstrumentedBroker"]
 

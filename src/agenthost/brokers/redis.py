@@ -17,15 +17,13 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-import redis.asyncio as aioredis
 import redis.exceptions as rexc
-from redis.asyncio.cluster import RedisCluster
 
 from agenthost.brokers.base import StreamEvent
 from agenthost.brokers.memory import MemoryBroker
-from agenthost.errors import StoreUnavailable
-from agenthost.stores.redis import close_clients
-from agenthost.stores.redis_wire import RedisWire, ReplyError
+from agenthost.connections.redis import RedisSettings, close_clients
+from agenthost.connections.redis_wire import RedisWire, ReplyError
+from agenthost.core.errors import StoreUnavailable
 
 __all__ = ["RedisBroker"]
 
@@ -64,24 +62,21 @@ class RedisBroker(MemoryBroker):
     def __init__(self, url: str, *, stream_ttl: float = 300.0) -> None:
         super().__init__(stream_ttl=stream_ttl)
         self.url = url
-        self.cluster = url.split("://", 1)[0].endswith("+cluster")
+        self.settings = RedisSettings.from_url(url)
+        self.cluster = self.settings.cluster
         self._client: Any = None
         self._wire: RedisWire | None = None
         self._failing = False
 
     async def open(self) -> None:
-        plain = self.url.replace("+cluster", "", 1)
-        options: dict[str, Any] = {"socket_connect_timeout": 1.0, "max_connections": 10_000}
-        if self.cluster:
-            self._client = RedisCluster.from_url(plain, **options)
-        else:
+        # Its own values, not the URL's options (those size the store's pool when the broker
+        # shares the store's URL). No socket timeout: XREAD BLOCK waits as long as it asks.
+        self._client = self.settings.pooled_client(
+            max_connections=10_000, connect_timeout=1.0, pool_timeout=2.0
+        )
+        if not self.cluster:
             # XREAD BLOCK would hold up a pipelined connection: reads stay on redis-py.
-            self._client = aioredis.Redis(
-                connection_pool=aioredis.BlockingConnectionPool.from_url(
-                    plain, timeout=2.0, **options
-                )
-            )
-            self._wire = RedisWire(plain)
+            self._wire = self.settings.wire(timeout=2.0, connect_timeout=1.0)
 
     async def close(self) -> None:
         await super().close()

@@ -27,8 +27,8 @@ from agenthost.client.models import (
     TurnResult,
     TurnStatus,
 )
+from agenthost.client.response_stream import ResponseStream
 from agenthost.client.retry import RetryPolicy
-from agenthost.client.stream import ResponseStream
 
 __all__ = [
     "APIError",

@@ -17,11 +17,11 @@ import msgspec
 from agenthost.client.errors import APIError, TurnFailed
 from agenthost.client.http import HttpTransport
 from agenthost.client.models import Message, Session, TurnResult, TurnStatus
+from agenthost.client.response_stream import ResponseStream
 from agenthost.client.retry import Endpoints, RetryPolicy
 from agenthost.client.sse_source import SSESource
-from agenthost.client.stream import ResponseStream
-from agenthost.client.websocket import WebSocketSource
-from agenthost.ids import ID_PATTERN, new_session_id, new_turn_id
+from agenthost.client.websocket_source import WebSocketSource
+from agenthost.core.ids import ID_PATTERN, new_session_id, new_turn_id
 
 __all__ = ["AgentHostClient"]
 

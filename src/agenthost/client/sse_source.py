@@ -13,8 +13,8 @@ import msgspec
 
 from agenthost.client.errors import StreamProtocolError
 from agenthost.client.http import HttpTransport, failure_for_exception, failure_for_response
-from agenthost.client.sse import ServerSentEvent, SSEParser
-from agenthost.client.stream import WireEvent
+from agenthost.client.response_stream import WireEvent
+from agenthost.client.sse_parser import ServerSentEvent, SSEParser
 
 __all__ = ["SSESource"]
 

@@ -1,4 +1,4 @@
-"""The local fleet's autoscaler: the HPA algorithm of `agenthost.autoscale` fed with each
+"""The local fleet's autoscaler: the HPA algorithm of `agenthost.cluster.hpa` fed with each
 replica's own metric, applied through `scale`, every decision logged with its inputs."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import time
 import urllib.request
 from collections.abc import Callable
 
-from agenthost.autoscale import REFERENCE_BEHAVIOR, Autoscaler, Behavior
 from agenthost.cluster.fleet import scale
+from agenthost.cluster.hpa import REFERENCE_BEHAVIOR, Autoscaler, Behavior
 from agenthost.cluster.state import load
 
 __all__ = ["parse_spec", "read_metric", "run_autoscaler"]

@@ -89,8 +89,8 @@ def prestop(
     Waits DELAY seconds, starts the drain with POST /admin/drain and the admin token, and
     returns when the server stops listening. Reads the server's AGENTHOST_* variables.
     """
+    from agenthost.core.settings import Settings
     from agenthost.k8s.prestop import prestop as run_prestop
-    from agenthost.settings import Settings
 
     try:
         settings = Settings.from_env()

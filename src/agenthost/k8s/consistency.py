@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from agenthost.core.settings import ENV_PREFIX, Settings
 from agenthost.k8s.facts import ServerFacts
 from agenthost.k8s.objects import (
     container_env,
@@ -26,7 +27,6 @@ from agenthost.k8s.objects import (
 )
 from agenthost.k8s.prestop import DEFAULT_DELAY
 from agenthost.k8s.problems import Problem, describe
-from agenthost.settings import ENV_PREFIX, Settings
 
 __all__ = [
     "DRAIN_CANCEL_SECONDS",
@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 # After the drain timeout the server cancels what still runs and waits up to this long for
-# the cancelled turns to release their leases (agenthost.drain.Drain._run).
+# the cancelled turns to release their leases (agenthost.turns.drain.Drain._run).
 DRAIN_CANCEL_SECONDS = 10.0
 # Kubernetes' default when the pod spec does not say.
 DEFAULT_GRACE_SECONDS = 30.0

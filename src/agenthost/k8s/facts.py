@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from agenthost.settings import Settings, env_name
+from agenthost.core.settings import Settings, env_name
 
 __all__ = ["ServerFacts", "server_facts"]
 
@@ -23,10 +23,10 @@ class ServerFacts:
 def server_facts() -> ServerFacts:
     from starlette.routing import Route, WebSocketRoute
 
-    from agenthost.app import build_app
-    from agenthost.metrics import Metrics
+    from agenthost.observability.metrics import Metrics
+    from agenthost.runtime.assembly import build_app
 
-    # Building the app opens nothing: the store and LLM are created by its lifespan.
+    # Building the app opens nothing: its lifespan opens the store, broker and limiter.
     app = build_app(Settings(store="memory://"))
     get_paths: set[str] = set()
     route_paths: list[str] = []

@@ -8,7 +8,7 @@ import binascii
 from collections.abc import Iterator
 from typing import Any
 
-from agenthost.settings import ENV_PREFIX
+from agenthost.core.settings import ENV_PREFIX
 
 __all__ = [
     "WORKLOAD_KINDS",

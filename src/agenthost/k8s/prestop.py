@@ -12,7 +12,7 @@ import http.client
 import time
 from collections.abc import Callable
 
-from agenthost.settings import Settings
+from agenthost.core.settings import Settings
 
 __all__ = ["DEFAULT_DELAY", "prestop"]
 

@@ -16,7 +16,7 @@ from agenthost.llm.errors import (
     LLMTimeout,
     LLMUpstreamError,
 )
-from agenthost.llm.simulated import DEFAULT_SIM_MODEL
+from agenthost.llm.sim_model import DEFAULT_SIM_MODEL
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -56,8 +56,8 @@ def create_llm(
     """
     scheme = urlsplit(url).scheme.lower()
     if scheme == "sim":
-        from agenthost.llm.sim import SimLLM
-        from agenthost.llm.simulated import settings_from_url
+        from agenthost.llm.sim_client import SimLLM
+        from agenthost.llm.sim_model import settings_from_url
 
         settings = settings_from_url(url)
         if model:

@@ -21,10 +21,10 @@ import hashlib
 import secrets
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
 
+from agenthost.connections.redis import RedisSettings, is_redis_url
 from agenthost.llm.base import ChatMessage, LLMClient
 from agenthost.llm.cache_backends import CachedAnswer, LLMCacheBackend, create_cache_backend
 from agenthost.llm.errors import LLMUpstreamError
@@ -34,7 +34,6 @@ __all__ = ["CachingLLM", "cache_key", "cached_llm", "is_deterministic"]
 KEY_VERSION = 1
 """Part of every key: bumping it orphans answers stored by an incompatible version."""
 
-_STORE_ONLY_OPTIONS = frozenset({"max_connections", "socket_timeout", "connect_timeout"})
 _NOT_IN_KEY = frozenset({"timeout", "extra_headers"})
 _key_encoder = msgspec.json.Encoder(order="sorted")
 
@@ -292,16 +291,10 @@ def cached_llm(
     """`inner` behind the cache at `url` (`memory://`, `redis://...`, or `redis` for the
     session store's Redis at `store_url`), answers kept `ttl_s` seconds."""
     if url.strip().lower() == "redis":
-        if not store_url.lower().startswith("redis"):
+        if not is_redis_url(store_url):
             raise ValueError(
                 "--llm-cache=redis means the store's Redis, but the store is not Redis"
             )
-        url = _without_store_options(store_url)
+        # The store's pool size and timeouts are the store's: the cache keeps its own.
+        url = RedisSettings.from_url(store_url).without_own_options()
     return CachingLLM(inner, create_cache_backend(url, ttl_s=ttl_s), upstream=upstream)
-
-
-def _without_store_options(url: str) -> str:
-    """The store's Redis URL without the options only the store understands."""
-    parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k not in _STORE_ONLY_OPTIONS]
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))

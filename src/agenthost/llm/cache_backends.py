@@ -9,7 +9,6 @@ upstream as if there were no cache. Each counts `hits` and `misses` of its looku
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -20,7 +19,7 @@ from urllib.parse import parse_qsl, urlsplit
 import msgspec
 import redis.exceptions as rexc
 
-from agenthost.stores.redis import light_redis_client
+from agenthost.connections.redis import RedisSettings, close_clients, is_redis_url
 
 __all__ = [
     "DEFAULT_MAX_ENTRIES",
@@ -191,14 +190,11 @@ class RedisCacheBackend:
     ) -> None:
         if ttl_s <= 0:
             raise ValueError(f"LLM cache TTL must be > 0 s, not {ttl_s}")
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        if scheme not in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
-            raise ValueError(f"not a Redis URL: {url!r}")
+        settings = RedisSettings.from_url(url)
         self.url = url
         self.ttl_s = ttl_s
         self.lock_ttl_s: float | None = lock_ttl_s
-        self.cluster = scheme.endswith("+cluster")
+        self.cluster = settings.cluster
         self.hits = 0
         self.misses = 0
         self.waiting = 0
@@ -206,7 +202,7 @@ class RedisCacheBackend:
         self._ttl_ms = max(1, round(ttl_s * 1000))
         self._lock_ms = max(1, round(lock_ttl_s * 1000))
         self._failing = False
-        self._client: Any = light_redis_client(url)
+        self._client: Any = settings.light_client()
         self._unlock = self._client.register_script(_UNLOCK)
         self._renew = self._client.register_script(_RENEW)
 
@@ -293,8 +289,7 @@ class RedisCacheBackend:
             delay = min(delay * 2, 0.05)
 
     async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await self._client.aclose()
+        await close_clients(None, self._client)
 
 
 def _decoded(raw: bytes | None) -> CachedAnswer | None:
@@ -322,7 +317,7 @@ def create_cache_backend(url: str, *, ttl_s: float) -> LLMCacheBackend:
         except ValueError:
             raise ValueError(f"max_entries must be an integer in {url!r}") from None
         return MemoryCacheBackend(ttl_s, max_entries=max_entries)
-    if scheme in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
+    if is_redis_url(url):
         return RedisCacheBackend(url, ttl_s)
     raise ValueError(
         f"unknown LLM cache URL {url!r}: expected memory:// (this process) or "

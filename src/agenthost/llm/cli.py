@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from agenthost.llm.simulated import DEFAULT_SIM_MODEL, SimSettings
+from agenthost.llm.sim_model import DEFAULT_SIM_MODEL, SimSettings
 
 __all__ = ["llm_sim"]
 
@@ -61,6 +61,6 @@ def llm_sim(
     if not 0 <= port <= 65535:
         raise typer.BadParameter(f"port must be between 0 and 65535, not {port}")
     # Imported here so that registering the command keeps `agenthost --help` fast.
-    from agenthost.llm.server import run_llm_sim
+    from agenthost.llm.sim_server import run_llm_sim
 
     run_llm_sim(host, port, settings)

@@ -6,7 +6,7 @@ code whatever model is behind `turn.llm`; `upstream_status` keeps the model serv
 
 from __future__ import annotations
 
-from agenthost.errors import AgentError
+from agenthost.core.errors import AgentError
 
 __all__ = ["LLMError", "LLMRateLimited", "LLMRejected", "LLMTimeout", "LLMUpstreamError"]
 

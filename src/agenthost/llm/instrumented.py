@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from agenthost.llm.base import ChatMessage, LLMClient
 from agenthost.llm.errors import LLMError
-from agenthost.metrics import Metrics
+from agenthost.observability.metrics import Metrics
 
 if TYPE_CHECKING:
-    from agenthost.tracing import Tracing
+    from agenthost.observability.tracing import Tracing
 
 __all__ = ["InstrumentedLLM"]
 
@@ -40,11 +40,7 @@ class InstrumentedLLM:
 
     def cache_counts(self) -> tuple[int, int]:
         """(hits, misses) of the response cache in front of the model; (0, 0) without one."""
-        hits = getattr(self.inner, "hits", 0)
-        misses = getattr(self.inner, "misses", 0)
-        if isinstance(hits, int) and isinstance(misses, int):
-            return hits, misses
-        return 0, 0
+        return cache_counts(self.inner)
 
     async def complete(self, messages: Sequence[ChatMessage], **options: Any) -> str:
         span = None
@@ -110,3 +106,12 @@ class InstrumentedLLM:
 
     def __repr__(self) -> str:
         return f"InstrumentedLLM({self.inner!r})"
+
+
+def cache_counts(llm: LLMClient) -> tuple[int, int]:
+    """(hits, misses) of `llm` if it is a response cache; (0, 0) for any other client."""
+    hits = getattr(llm, "hits", 0)
+    misses = getattr(llm, "misses", 0)
+    if isinstance(hits, int) and isinstance(misses, int):
+        return hits, misses
+    return 0, 0

@@ -33,7 +33,7 @@ from agenthost.llm.errors import (
     LLMTimeout,
     LLMUpstreamError,
 )
-from agenthost.tracing import with_trace_headers
+from agenthost.observability.tracing import with_trace_headers
 
 __all__ = [
     "DEFAULT_LLM_TRANSPORT",

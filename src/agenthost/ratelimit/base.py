@@ -13,9 +13,9 @@ from typing import Literal, Protocol, runtime_checkable
 
 import msgspec
 
-from agenthost.auth.principal import Limits
+from agenthost.auth.principal import TenantLimits
 
-__all__ = ["Admission", "TurnLimiter", "create_limiter"]
+__all__ = ["Admission", "TurnLimiter"]
 
 
 class Admission(msgspec.Struct, frozen=True):
@@ -35,22 +35,10 @@ class TurnLimiter(Protocol):
 
     async def close(self) -> None: ...
 
-    async def admit(self, tenant: str, limits: Limits, turn_id: str) -> Admission: ...
+    async def admit(self, tenant: str, limits: TenantLimits, turn_id: str) -> Admission: ...
 
-    async def release(self, tenant: str, limits: Limits, turn_id: str) -> None: ...
+    async def release(self, tenant: str, limits: TenantLimits, turn_id: str) -> None: ...
 
-    def release_nowait(self, tenant: str, limits: Limits, turn_id: str) -> bool:
+    def release_nowait(self, tenant: str, limits: TenantLimits, turn_id: str) -> bool:
         """Free the slot without waiting, if the backend can; False means call `release`."""
         ...
-
-
-def create_limiter(url: str, *, hold_s: float) -> TurnLimiter:
-    """`memory://` (this process) or a Redis URL (shared by the fleet)."""
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    if scheme.startswith("redis"):
-        from agenthost.ratelimit.redis import RedisLimiter
-
-        return RedisLimiter(url, hold_s=hold_s)
-    from agenthost.ratelimit.memory import MemoryLimiter
-
-    return MemoryLimiter(hold_s=hold_s)

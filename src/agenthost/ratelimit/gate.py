@@ -9,8 +9,8 @@ import logging
 import math
 
 from agenthost.auth.principal import Principal
-from agenthost.errors import AgentHostError, ConcurrencyLimited, RateLimited
-from agenthost.metrics import Metrics
+from agenthost.core.errors import AgentHostError, ConcurrencyLimited, RateLimited
+from agenthost.observability.metrics import Metrics
 from agenthost.ratelimit.base import Admission, TurnLimiter
 
 __all__ = ["TurnGate", "rate_limit_headers"]

@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 import time
 
-from agenthost.auth.principal import Limits
+from agenthost.auth.principal import TenantLimits
 from agenthost.ratelimit.base import Admission
 
 __all__ = ["MemoryLimiter", "gcra"]
 
 
-def gcra(tat: float, now: float, limits: Limits) -> tuple[Admission, float]:
+def gcra(tat: float, now: float, limits: TenantLimits) -> tuple[Admission, float]:
     """One GCRA decision at `now` (seconds) given the tenant's theoretical arrival time
     `tat`: the admission and the new `tat` (unchanged when refused)."""
     interval = 60.0 / limits.turns_per_minute
@@ -36,7 +36,7 @@ class MemoryLimiter:
     async def close(self) -> None:
         return None
 
-    async def admit(self, tenant: str, limits: Limits, turn_id: str) -> Admission:
+    async def admit(self, tenant: str, limits: TenantLimits, turn_id: str) -> Admission:
         now = time.monotonic()
         admission = Admission(True)
         new_tat = None
@@ -56,10 +56,10 @@ class MemoryLimiter:
             self._tat[tenant] = new_tat
         return admission
 
-    async def release(self, tenant: str, limits: Limits, turn_id: str) -> None:
+    async def release(self, tenant: str, limits: TenantLimits, turn_id: str) -> None:
         self.release_nowait(tenant, limits, turn_id)
 
-    def release_nowait(self, tenant: str, limits: Limits, turn_id: str) -> bool:
+    def release_nowait(self, tenant: str, limits: TenantLimits, turn_id: str) -> bool:
         if limits.max_inflight > 0:
             self._inflight.get(tenant, {}).pop(turn_id, None)
         return True

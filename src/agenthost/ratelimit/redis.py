@@ -1,8 +1,9 @@
 """The fleet's turn limiter: one Lua script decides rate (GCRA on Redis's clock) and turns in
 flight atomically, in one round trip. A tenant's two keys share a hash tag (one slot).
 
-On a single Redis server the calls go through the store's pipelining client (many turns share
-each socket write); on Redis Cluster through redis-py's cluster client."""
+On a single Redis server the calls go through the pipelining client, `RedisWire` (many turns
+share each socket write); on Redis Cluster through redis-py's cluster client. Either takes the
+URL's `socket_timeout` and `connect_timeout`, else 2 s and 1 s."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from typing import Any
 
 import redis.exceptions as rexc
 
-from agenthost.auth.principal import Limits
-from agenthost.errors import StoreUnavailable
+from agenthost.auth.principal import TenantLimits
+from agenthost.connections.redis import RedisSettings, close_clients
+from agenthost.connections.redis_wire import RedisWire
+from agenthost.core.errors import StoreUnavailable
 from agenthost.ratelimit.base import Admission
-from agenthost.stores.redis import close_clients, light_redis_client, split_redis_url
-from agenthost.stores.redis_wire import RedisWire
 
 __all__ = ["RedisLimiter"]
 
@@ -73,7 +74,8 @@ def _keys(tenant: str) -> list[str]:
 class RedisLimiter:
     def __init__(self, url: str, *, hold_s: float) -> None:
         self.url = url
-        self._url, self.cluster, _ = split_redis_url(url)
+        self.settings = RedisSettings.from_url(url)
+        self.cluster = self.settings.cluster
         self.hold_ms = int(hold_s * 1000)
         self._client: Any = None
         self._admit: Any = None
@@ -81,16 +83,16 @@ class RedisLimiter:
 
     async def open(self) -> None:
         if not self.cluster:
-            self._wire = RedisWire(self._url)
+            self._wire = self.settings.wire()
             return
-        self._client = light_redis_client(self.url)
+        self._client = self.settings.light_client()
         self._admit = self._client.register_script(_ADMIT)
 
     async def close(self) -> None:
         await close_clients(self._wire, self._client)
         self._wire = self._client = None
 
-    async def admit(self, tenant: str, limits: Limits, turn_id: str) -> Admission:
+    async def admit(self, tenant: str, limits: TenantLimits, turn_id: str) -> Admission:
         # Whole milliseconds: Lua keeps numbers as doubles and prints them with 14 digits.
         interval_ms = round(60_000 / limits.turns_per_minute) if limits.turns_per_minute else 0
         args = [interval_ms, limits.burst, limits.max_inflight, self.hold_ms, turn_id]
@@ -106,12 +108,12 @@ class RedisLimiter:
             return Admission(False, _REASONS[int(code)], int(retry_ms) / 1000, 0, reset_ms / 1000)
         return Admission(True, "", 0.0, int(remaining), int(reset_ms) / 1000)
 
-    def release_nowait(self, tenant: str, limits: Limits, turn_id: str) -> bool:
+    def release_nowait(self, tenant: str, limits: TenantLimits, turn_id: str) -> bool:
         if limits.max_inflight <= 0:
             return True
         return self._wire is not None and self._wire.call_nowait("ZREM", _keys(tenant)[1], turn_id)
 
-    async def release(self, tenant: str, limits: Limits, turn_id: str) -> None:
+    async def release(self, tenant: str, limits: TenantLimits, turn_id: str) -> None:
         if limits.max_inflight <= 0:
             return
         # If this fails the slot frees itself after hold_s.

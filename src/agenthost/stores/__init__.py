@@ -1,4 +1,4 @@
-"""Session store backends behind one Protocol; `open_store(url)` picks one by URL scheme.
+"""Session store backends behind one Protocol; `create_store(url)` picks one by URL scheme.
 
 | URL | backend |
 |---|---|
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from agenthost.connections.redis import is_redis_url
 from agenthost.stores.base import (
     Busy,
     Completed,
@@ -49,7 +50,7 @@ def create_store(url: str, **options: Any) -> SessionStore:
         from agenthost.stores.sqlite import SQLiteStore
 
         return SQLiteStore(url, **options)
-    if scheme in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
+    if is_redis_url(url):
         from agenthost.stores.redis import RedisStore
 
         return RedisStore(url, **options)

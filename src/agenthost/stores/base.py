@@ -1,8 +1,8 @@
 """The session store contract: what every backend (memory, sqlite, redis, ...) guarantees.
 
 The store is where a conversation lives between turns, so any process can serve any turn.
-Its operations are the steps of a turn (DESIGN.md, "Turn semantics"), each one atomic and,
-where the backend allows, one round trip:
+Its operations are the steps of a turn (docs/design.md, "What nothing lost means"), each
+one atomic and, where the backend allows, one round trip:
 
 * `begin_turn` — one step: return the stored answer if this turn already completed; otherwise
   take the session's lease (one running turn per session, fleet-wide) with a new fencing
@@ -135,7 +135,7 @@ BeginResult = Started | Completed | Busy
 class SessionStore(Protocol):
     """A backend that keeps sessions; one conformance suite checks every implementation.
 
-    Errors: operations raise `agenthost.errors.StoreUnavailable` when the backend cannot be
+    Errors: operations raise `agenthost.core.errors.StoreUnavailable` when the backend cannot be
     reached (nothing half-written), `LeaseLost` when a fenced step finds the lease not ours,
     `SessionExists` from `create_session`. Everything else returns a value.
     """

@@ -13,7 +13,7 @@ from collections.abc import Callable, Coroutine
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from agenthost.metrics import Histogram, Metrics
+from agenthost.observability.metrics import Histogram, Metrics
 from agenthost.stores.base import (
     Busy,
     Completed,
@@ -27,7 +27,7 @@ from agenthost.stores.base import (
 )
 
 if TYPE_CHECKING:
-    from agenthost.tracing import Tracing
+    from agenthost.observability.tracing import Tracing
 
 __all__ = ["InstrumentedStore"]
 

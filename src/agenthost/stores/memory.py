@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agenthost.errors import LeaseLost, SessionExists
+from agenthost.core.errors import LeaseLost, SessionExists
 from agenthost.stores.base import (
     Busy,
     Completed,

@@ -24,16 +24,15 @@ import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
-import redis.asyncio as aioredis
 import redis.exceptions as rexc
-from redis.asyncio.cluster import RedisCluster
 from redis.backoff import ConstantBackoff
 from redis.retry import Retry
 
-from agenthost.errors import LeaseLost, SessionExists, StoreUnavailable
+from agenthost.connections.redis import RedisSettings, close_clients
+from agenthost.connections.redis_wire import RedisWire
+from agenthost.core.errors import LeaseLost, SessionExists, StoreUnavailable
 from agenthost.stores.base import (
     Busy,
     Completed,
@@ -45,9 +44,8 @@ from agenthost.stores.base import (
     TurnRecord,
 )
 from agenthost.stores.notify import ReleaseWaiters, wait_event
-from agenthost.stores.redis_wire import RedisWire
 
-__all__ = ["RedisStore", "light_redis_client", "split_redis_url"]
+__all__ = ["RedisStore"]
 
 log = logging.getLogger("agenthost.stores.redis")
 
@@ -88,48 +86,6 @@ def _channel(session_id: str) -> str:
     return f"ah:{{{session_id}}}:released"
 
 
-def split_redis_url(url: str) -> tuple[str, bool, dict[str, Any]]:
-    """Split our own options out of the URL: (redis-py URL, is_cluster, options)."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    cluster = scheme.endswith("+cluster")
-    if cluster:
-        scheme = scheme.removesuffix("+cluster")
-    ours: dict[str, Any] = {}
-    rest = []
-    for key, value in parse_qsl(parts.query):
-        if key in ("max_connections", "socket_timeout", "connect_timeout"):
-            ours[key] = float(value) if "timeout" in key else int(value)
-        else:
-            rest.append((key, value))
-    clean = urlunsplit((scheme, parts.netloc, parts.path, urlencode(rest), parts.fragment))
-    return clean, cluster, ours
-
-
-def light_redis_client(url: str) -> Any:
-    """A redis-py client (single server or cluster) for calls off the turn's hot path: API
-    keys, the rate limiter on a cluster, the LLM response cache. Timeouts: the URL's
-    `connect_timeout` and `socket_timeout` if given, else 1 s and 2 s."""
-    plain, cluster, ours = split_redis_url(url)
-    options: dict[str, Any] = {
-        "socket_connect_timeout": ours.get("connect_timeout", 1.0),
-        "socket_timeout": ours.get("socket_timeout", 2.0),
-    }
-    if cluster:
-        return RedisCluster.from_url(plain, **options)
-    return aioredis.Redis.from_url(plain, **options)
-
-
-async def close_clients(wire: RedisWire | None, client: Any) -> None:
-    """Close a pipelining client and a redis-py client, either of which may be None (a
-    redis-py client whose connection is already gone may fail to close: ignored)."""
-    if wire is not None:
-        await wire.close()
-    if client is not None:
-        with contextlib.suppress(Exception):
-            await client.aclose()
-
-
 class RedisStore:
     """The Redis / Redis Cluster backend of `SessionStore`."""
 
@@ -142,13 +98,15 @@ class RedisStore:
         connect_timeout: float = 1.0,
     ) -> None:
         self.url = url
-        self._redis_url, self.cluster, opts = split_redis_url(url)
-        # Cluster: per node, and redis-py's cluster client fails (rather than waits) past it,
-        # so its default is sized for a burst of turns; single server: the pub/sub pool.
+        self.settings = RedisSettings.from_url(url)
+        self.cluster = self.settings.cluster
+        # The URL's options win over the arguments. Cluster: per node, and redis-py's cluster
+        # client fails (rather than waits) past it, so its default is sized for a burst of
+        # turns; single server: the pub/sub pool.
         default = 1000 if self.cluster else 100
-        self.max_connections = int(opts.get("max_connections", max_connections or default))
-        self.socket_timeout = float(opts.get("socket_timeout", socket_timeout))
-        self.connect_timeout = float(opts.get("connect_timeout", connect_timeout))
+        self.max_connections = self.settings.max_connections or max_connections or default
+        self.socket_timeout = self.settings.socket_timeout or socket_timeout
+        self.connect_timeout = self.settings.connect_timeout or connect_timeout
         self._client: Any = None
         self._wire: RedisWire | None = None
         self._scripts: dict[str, Any] = {}
@@ -163,31 +121,25 @@ class RedisStore:
     # -- plumbing ---------------------------------------------------------------------------
 
     async def open(self) -> None:
-        common: dict[str, Any] = {
-            "socket_timeout": self.socket_timeout,
-            "socket_connect_timeout": self.connect_timeout,
-            "max_connections": self.max_connections,
+        self._client = self.settings.pooled_client(
+            max_connections=self.max_connections,
+            socket_timeout=self.socket_timeout,
+            connect_timeout=self.connect_timeout,
+            # A burst past max_connections waits for a free connection (bounded by the
+            # socket timeout) instead of failing the turn.
+            pool_timeout=self.socket_timeout,
             # One quick retry covers a pooled connection that died with a restarted server.
-            "retry": Retry(ConstantBackoff(0.05), 1),
-            "health_check_interval": 30,
-        }
-        if self.cluster:
-            self._client = RedisCluster.from_url(self._redis_url, **common)
-        else:
-            # A blocking pool makes a burst past max_connections wait for a free connection
-            # (bounded by the socket timeout) instead of failing the turn.
-            pool = aioredis.BlockingConnectionPool.from_url(
-                self._redis_url, timeout=self.socket_timeout, **common
-            )
-            self._client = aioredis.Redis(connection_pool=pool)
+            retry=Retry(ConstantBackoff(0.05), 1),
+            health_check_interval=30,
+        )
         for name in ("begin_turn", "commit_turn", "fail_turn", "lease", "session"):
             source = _script(name)
             self._scripts[name] = self._client.register_script(source)
             self._sources[name] = (hashlib.sha1(source.encode()).hexdigest(), source)
         if not self.cluster:
             # The hot path goes through the pipelining client; redis-py keeps pub/sub.
-            self._wire = RedisWire(
-                self._redis_url, timeout=self.socket_timeout, connect_timeout=self.connect_timeout
+            self._wire = self.settings.wire(
+                timeout=self.socket_timeout, connect_timeout=self.connect_timeout
             )
         # Listen for interrupts before the first turn; if Redis is down now, the reader
         # subscribes once it is back (the server must start and report not-ready).

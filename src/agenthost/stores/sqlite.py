@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from agenthost.errors import LeaseLost, SessionExists, StoreUnavailable
+from agenthost.core.errors import LeaseLost, SessionExists, StoreUnavailable
 from agenthost.stores.base import (
     Busy,
     Completed,

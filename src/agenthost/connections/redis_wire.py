@@ -1,0 +1,274 @@
+"""A lean pipelining RESP client for the turn hot path on a single Redis server.
+
+Commands issued during one event-loop iteration leave in one socket write and their replies
+are parsed by hiredis and matched in order, so under load many turns share each system
+call on both sides. Per command it costs one future: no task, no pool lock, no per-call
+timer. Timeouts are enforced by one watchdog per connection that aborts the connection
+when its oldest reply is overdue; every failure surfaces as `StoreUnavailable`, and the next
+call reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import ssl
+import time
+from collections.abc import Callable
+from typing import Any, cast
+
+import hiredis
+
+from agenthost.core.errors import StoreUnavailable
+
+__all__ = ["RedisWire", "ReplyError"]
+
+ReplyError = hiredis.ReplyError
+
+_TRANSIENT_PREFIXES = ("LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "OOM")
+
+
+def _drop_reply(reply: Any) -> None:
+    """For commands whose reply (or failure) nobody needs."""
+
+
+def _pack(args: tuple[Any, ...]) -> bytes:
+    packed: bytes = hiredis.pack_command(args)
+    return packed
+
+
+class _Connection(asyncio.Protocol):
+    """One socket: buffers commands until the loop turns, then writes them together."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        self.loop = loop
+        self.timeout = timeout
+        self.reader = hiredis.Reader()
+        # Who gets each reply: a future (`send`), or a callback (`send_nowait`) that costs no
+        # future and no scheduled callback per command.
+        self.pending: collections.deque[tuple[asyncio.Future[Any] | Callable[[Any], None], float]]
+        self.pending = collections.deque()
+        self.outgoing: list[bytes] = []
+        self.flush_scheduled = False
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.error: str = "connection closed"
+        self.watchdog: asyncio.TimerHandle | None = None
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
+        self.transport = cast(asyncio.Transport, transport)
+        self.watchdog = self.loop.call_later(self.timeout / 4, self._watch)
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        pending = self.pending
+        while True:
+            reply = self.reader.gets()
+            if reply is False:
+                return
+            if not pending:  # a reply nobody asked for: the stream is out of step
+                self._fail("unexpected reply from redis")
+                return
+            target, _ = pending.popleft()
+            if isinstance(target, asyncio.Future):
+                if not target.done():
+                    target.set_result(reply)
+            else:
+                target(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(f"connection lost: {exc}" if exc else "connection closed by redis")
+
+    # -- use --------------------------------------------------------------------------------
+
+    def send(self, packed: bytes) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = self.loop.create_future()
+        if self.closed:
+            future.set_exception(StoreUnavailable(f"redis: {self.error}"))
+            return future
+        self.pending.append((future, time.monotonic() + self.timeout))
+        self.outgoing.append(packed)
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self._flush)
+        return future
+
+    def send_nowait(self, packed: bytes, on_reply: Callable[[Any], None]) -> None:
+        """Send a command whose reply (a value, a ReplyError, or the StoreUnavailable that
+        ended the connection) is handed to `on_reply`."""
+        if self.closed:
+            on_reply(StoreUnavailable(f"redis: {self.error}"))
+            return
+        self.pending.append((on_reply, time.monotonic() + self.timeout))
+        self.outgoing.append(packed)
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self.flush_scheduled = False
+        if self.outgoing and self.transport is not None and not self.closed:
+            data = b"".join(self.outgoing) if len(self.outgoing) > 1 else self.outgoing[0]
+            self.outgoing.clear()
+            self.transport.write(data)
+
+    def _watch(self) -> None:
+        if self.closed:
+            return
+        if self.pending and self.pending[0][1] < time.monotonic():
+            self._fail(f"no reply within {self.timeout:g} s")
+            return
+        self.watchdog = self.loop.call_later(self.timeout / 4, self._watch)
+
+    def _fail(self, why: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.error = why
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+        if self.transport is not None:
+            self.transport.abort()
+        error = StoreUnavailable(f"redis: {why}")
+        while self.pending:
+            target, _ = self.pending.popleft()
+            if isinstance(target, asyncio.Future):
+                if not target.done():
+                    target.set_exception(error)
+            else:
+                target(error)
+        self.outgoing.clear()
+
+    def close(self) -> None:
+        self._fail("client closed")
+
+
+class RedisWire:
+    """Pipelined calls to one Redis server. Built by `RedisSettings.wire`
+    (`agenthost.connections.redis`), which reads the server's URL: this class parses none."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        db: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
+        timeout: float = 2.0,
+        connect_timeout: float = 1.0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.username = username
+        self.password = password
+        self.db = db
+        self.ssl_context = ssl_context
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self._conn: _Connection | None = None
+        self._connecting: asyncio.Future[_Connection] | None = None
+
+    async def _connection(self) -> _Connection:
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            return conn
+        if self._connecting is None:
+            self._connecting = asyncio.ensure_future(self._connect())
+        connecting = self._connecting
+        try:
+            return await asyncio.shield(connecting)
+        finally:
+            if connecting.done():
+                self._connecting = None
+
+    async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        context = self.ssl_context
+        conn: _Connection | None = None
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(loop, self.timeout), self.host, self.port, ssl=context
+                )
+                if self.password is not None:
+                    auth = (self.username, self.password) if self.username else (self.password,)
+                    self._check_setup(await conn.send(_pack(("AUTH", *auth))))
+                if self.db:
+                    self._check_setup(await conn.send(_pack(("SELECT", self.db))))
+        except BaseException as exc:
+            if conn is not None:
+                conn.close()
+            if isinstance(exc, OSError | TimeoutError):
+                raise StoreUnavailable(
+                    f"redis: cannot connect to {self.host}:{self.port}: {exc}"
+                ) from None
+            raise
+        self._conn = conn
+        return conn
+
+    @staticmethod
+    def _check_setup(reply: Any) -> None:
+        # A refused AUTH or SELECT (wrong password, no such db) leaves the store unusable,
+        # which clients must see as a 503, like any unreachable store.
+        if isinstance(reply, ReplyError):
+            raise StoreUnavailable(f"redis: connection set-up refused: {reply}")
+
+    @staticmethod
+    def _check(reply: Any) -> Any:
+        if isinstance(reply, ReplyError):
+            text = str(reply)
+            if text.startswith(_TRANSIENT_PREFIXES):
+                raise StoreUnavailable(f"redis: {text}")
+            raise RuntimeError(f"redis error: {text}")
+        return reply
+
+    async def call(self, *args: Any) -> Any:
+        """Send one command; its reply, with error replies raised."""
+        conn = self._conn
+        if conn is None or conn.closed:
+            conn = await self._connection()
+        return self._check(await conn.send(_pack(args)))
+
+    @property
+    def connected(self) -> bool:
+        """Whether a connection is open: `call_nowait` can send now."""
+        conn = self._conn
+        return conn is not None and not conn.closed
+
+    def call_nowait(self, *args: Any, on_reply: Callable[[Any], None] = _drop_reply) -> bool:
+        """Send one command and do not wait for its reply: `on_reply` is called with it (a
+        value, a ReplyError, or a StoreUnavailable if the connection failed first); by
+        default it is dropped, for clean-ups that may fail. False if no connection is open
+        to send it on."""
+        conn = self._conn
+        if conn is None or conn.closed:
+            return False
+        conn.send_nowait(_pack(args), on_reply)
+        return True
+
+    async def evalsha(self, sha: str, script: str, keys: list[str], args: list[Any]) -> Any:
+        """EVALSHA, loading the script on NOSCRIPT (after a restart or a SCRIPT FLUSH)."""
+        conn = self._conn
+        if conn is None or conn.closed:
+            conn = await self._connection()
+        reply = await conn.send(_pack(("EVALSHA", sha, len(keys), *keys, *args)))
+        if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
+            await self.call("SCRIPT", "LOAD", script)
+            return await self.call("EVALSHA", sha, len(keys), *keys, *args)
+        return self._check(reply)
+
+    async def close(self) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()
+            with contextlib.suppress(BaseException):
+                await self._connecting
+            self._connecting = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

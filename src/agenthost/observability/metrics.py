@@ -1,0 +1,285 @@
+"""Process metrics in the Prometheus text format, kept without a client library.
+
+Counting costs a dict update or a bisect into fixed buckets, and nothing is locked: every
+count happens on the event loop thread. Label values are few and known (outcomes, reasons,
+operation names, error codes): never a session, turn or tenant id. The names are the ones an
+autoscaler reads (`agenthost_active_connections`, `agenthost_inflight_turns`) and the ones
+docs/observability.md and docs/grafana/agenthost-dashboard.json use.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Iterable
+
+__all__ = [
+    "DURATION_BUCKETS",
+    "FAST_BUCKETS",
+    "LLM_BUCKETS",
+    "METRIC_NAMES",
+    "REJECTION_REASONS",
+    "Histogram",
+    "Metrics",
+    "rejection_reason",
+]
+
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+"""Turn duration buckets, in seconds."""
+
+LLM_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
+"""LLM request and time-to-first-token buckets, in seconds."""
+
+FAST_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+)  # fmt: skip
+"""Store and broker operation buckets, in seconds: most steps take well under a millisecond."""
+
+REJECTION_REASONS = (
+    "draining",
+    "overloaded",
+    "session_busy",
+    "rate_limited",
+    "concurrency_limited",
+    "unauthorized",
+    "not_found",
+    "payload_too_large",
+    "invalid",
+)
+"""Every `reason` label of agenthost_rejections_total (all exported from the start, at 0)."""
+
+# Error codes whose reason is the code itself; others are classified by HTTP status.
+_REASON_BY_CODE = {r: r for r in ("draining", "overloaded", "session_busy", "rate_limited",
+                                  "concurrency_limited")}  # fmt: skip
+_REASON_BY_STATUS = {
+    400: "invalid",
+    401: "unauthorized",
+    403: "unauthorized",
+    404: "not_found",
+    413: "payload_too_large",
+    415: "invalid",
+    422: "invalid",
+    429: "rate_limited",
+}
+
+METRIC_NAMES = (
+    "agenthost_active_connections",
+    "agenthost_inflight_turns",
+    "agenthost_draining",
+    "agenthost_turns_total",
+    "agenthost_turn_duration_seconds",
+    "agenthost_llm_request_duration_seconds",
+    "agenthost_llm_time_to_first_token_seconds",
+    "agenthost_llm_errors_total",
+    "agenthost_llm_cache_requests_total",
+    "agenthost_store_operation_duration_seconds",
+    "agenthost_broker_operation_duration_seconds",
+    "agenthost_rejections_total",
+    "agenthost_rate_limited_total",
+)
+"""Every metric family `Metrics.render` exports (histograms add _bucket, _sum, _count)."""
+
+
+def rejection_reason(status: int, code: str) -> str | None:
+    """The rejection reason of an error answer, or None when it is not a refusal (an agent
+    failure, a store outage, a conflict such as `session_exists`)."""
+    return _REASON_BY_CODE.get(code) or _REASON_BY_STATUS.get(status)
+
+
+class Histogram:
+    """Cumulative-on-render counts of observations in fixed buckets (upper bounds, seconds)."""
+
+    __slots__ = ("bounds", "count", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is above every bound
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        # bisect_left puts a value equal to a bound into that bound's bucket (le = "<=").
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+        self.count += 1
+
+    def render(self, out: list[str], name: str, labels: str = "") -> None:
+        """Append the _bucket, _sum and _count lines; `labels` like `operation="x",`."""
+        cumulative = 0
+        for bound, count in zip(self.bounds, self.counts, strict=False):
+            cumulative += count
+            out.append(f'{name}_bucket{{{labels}le="{bound:g}"}} {cumulative}')
+        out.append(f'{name}_bucket{{{labels}le="+Inf"}} {self.count}')
+        suffix = "{" + labels.rstrip(",") + "}" if labels else ""
+        out.append(f"{name}_sum{suffix} {self.sum:.6f}")
+        out.append(f"{name}_count{suffix} {self.count}")
+
+
+class Metrics:
+    """The counters, gauges and histograms of one server process."""
+
+    def __init__(self, *, llm_cache: Callable[[], tuple[int, int]] = lambda: (0, 0)) -> None:
+        self.turns: dict[str, int] = {}
+        self.turn_duration = Histogram(DURATION_BUCKETS)
+        self.llm_duration = Histogram(LLM_BUCKETS)
+        self.llm_first_token = Histogram(LLM_BUCKETS)
+        self.llm_errors: dict[str, int] = {}
+        self.store_ops: dict[str, Histogram] = {}
+        self.broker_ops: dict[str, Histogram] = {}
+        self.rejections = dict.fromkeys(REJECTION_REASONS, 0)
+        self.rate_limits: dict[str, int] = {"default": 0}
+        self.open_streams = 0
+        self.open_websockets = 0
+        self.inflight: Callable[[], int] = lambda: 0
+        self.draining: Callable[[], bool] = lambda: False
+        self.llm_cache = llm_cache
+        """(hits, misses) of the LLM response cache; (0, 0) without one."""
+
+    def watch_engine(self, inflight: Callable[[], int], draining: Callable[[], bool]) -> None:
+        """Read the turn engine's in-flight count and drain state when rendering (the engine
+        is built with these metrics, so it registers itself)."""
+        self.inflight = inflight
+        self.draining = draining
+
+    # -- counting (called by the engine, the web layer and the instrumented wrappers) ----------
+
+    def turn_finished(self, outcome: str, seconds: float) -> None:
+        """Count a turn by outcome (completed, replayed, failed, interrupted, rejected, ...)."""
+        self.turns[outcome] = self.turns.get(outcome, 0) + 1
+        self.turn_duration.observe(seconds)
+
+    def rejected(self, reason: str) -> None:
+        """Count a request refused for `reason` (one of REJECTION_REASONS; others are
+        counted too, under their own label, so a new reason is never lost)."""
+        self.rejections[reason] = self.rejections.get(reason, 0) + 1
+
+    def error_answered(self, status: int, code: str) -> None:
+        """Count an error answer as a rejection if it is one (see `rejection_reason`)."""
+        reason = rejection_reason(status, code)
+        if reason is not None:
+            self.rejected(reason)
+
+    def rate_limited(self, tenant_class: str = "default") -> None:
+        """Count a request the rate limiter refused; `tenant_class` is a plan or tier name,
+        never a tenant id (one series per class)."""
+        self.rate_limits[tenant_class] = self.rate_limits.get(tenant_class, 0) + 1
+
+    def llm_failed(self, code: str) -> None:
+        """Count an LLM call that raised, by its `LLMError.code`."""
+        self.llm_errors[code] = self.llm_errors.get(code, 0) + 1
+
+    def store_histogram(self, operation: str) -> Histogram:
+        """The histogram of one store operation (created on first use, then kept)."""
+        return self.store_ops.setdefault(operation, Histogram(FAST_BUCKETS))
+
+    def broker_histogram(self, operation: str) -> Histogram:
+        """The histogram of one broker operation (created on first use, then kept)."""
+        return self.broker_ops.setdefault(operation, Histogram(FAST_BUCKETS))
+
+    @property
+    def active_connections(self) -> int:
+        return self.open_streams + self.open_websockets
+
+    # -- exposition ------------------------------------------------------------------------
+
+    def render(self) -> bytes:
+        """The exposition text."""
+        out: list[str] = []
+        _gauge(
+            out,
+            "agenthost_active_connections",
+            "Open WebSocket connections and event streams.",
+            self.active_connections,
+        )
+        _gauge(
+            out, "agenthost_inflight_turns", "Turns admitted and not yet finished.", self.inflight()
+        )
+        _gauge(out, "agenthost_draining", "1 while this process drains.", int(self.draining()))
+        _counter(
+            out,
+            "agenthost_turns_total",
+            "Turns finished, by outcome.",
+            "outcome",
+            self.turns.items(),
+        )
+        _histogram_head(out, "agenthost_turn_duration_seconds", "Time from admission to answer.")
+        self.turn_duration.render(out, "agenthost_turn_duration_seconds")
+        _histogram_head(
+            out,
+            "agenthost_llm_request_duration_seconds",
+            "LLM calls made by agents, start to last token (cache hits included).",
+        )
+        self.llm_duration.render(out, "agenthost_llm_request_duration_seconds")
+        _histogram_head(
+            out,
+            "agenthost_llm_time_to_first_token_seconds",
+            "Streamed LLM calls, start to first text chunk.",
+        )
+        self.llm_first_token.render(out, "agenthost_llm_time_to_first_token_seconds")
+        _counter(
+            out,
+            "agenthost_llm_errors_total",
+            "LLM calls that failed after their retries, by error code.",
+            "code",
+            self.llm_errors.items(),
+        )
+        hits, misses = self.llm_cache()
+        _counter(
+            out,
+            "agenthost_llm_cache_requests_total",
+            "Cacheable LLM calls answered from the cache (hit) or upstream (miss).",
+            "result",
+            (("hit", hits), ("miss", misses)),
+        )
+        _histogram_head(
+            out,
+            "agenthost_store_operation_duration_seconds",
+            "Session store operations, by operation.",
+        )
+        for op in sorted(self.store_ops):
+            self.store_ops[op].render(
+                out, "agenthost_store_operation_duration_seconds", f'operation="{op}",'
+            )
+        _histogram_head(
+            out,
+            "agenthost_broker_operation_duration_seconds",
+            "Stream broker operations, by operation.",
+        )
+        for op in sorted(self.broker_ops):
+            self.broker_ops[op].render(
+                out, "agenthost_broker_operation_duration_seconds", f'operation="{op}",'
+            )
+        _counter(
+            out,
+            "agenthost_rejections_total",
+            "Requests refused, by reason.",
+            "reason",
+            self.rejections.items(),
+        )
+        _counter(
+            out,
+            "agenthost_rate_limited_total",
+            "Requests refused by the rate limiter, by tenant class.",
+            "tenant_class",
+            self.rate_limits.items(),
+        )
+        return ("\n".join(out) + "\n").encode()  # fmt: skip
+
+
+def _gauge(out: list[str], name: str, text: str, value: int) -> None:
+    out += [f"# HELP {name} {text}", f"# TYPE {name} gauge", f"{name} {value}"]
+
+
+def _counter(
+    out: list[str], name: str, text: str, label: str, values: Iterable[tuple[str, int]]
+) -> None:
+    out += [f"# HELP {name} {text}", f"# TYPE {name} counter"]
+    for value, count in sorted(values):
+        out.append(f'{name}{{{label}="{_escape(value)}"}} {count}')
+
+
+def _histogram_head(out: list[str], name: str, text: str) -> None:
+    out += [f"# HELP {name} {text}", f"# TYPE {name} histogram"]
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

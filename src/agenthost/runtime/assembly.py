@@ -1,0 +1,179 @@
+"""The composition root: every part of a server process built once, each with what it needs
+passed in, and the ASGI app over them.
+
+Building opens nothing: the app's lifespan opens the store, key store, limiter and broker and
+starts the engine, and at shutdown drains (in-flight turns get their chance to commit) before
+it closes them in the reverse order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from starlette.applications import Starlette
+
+from agenthost.auth.authenticators import create_authenticator
+from agenthost.brokers import create_broker
+from agenthost.brokers.instrumented import InstrumentedBroker
+from agenthost.core.input_limits import InputLimits
+from agenthost.core.settings import Settings, broker_url, limiter_url
+from agenthost.core.version import __version__
+from agenthost.llm import create_llm
+from agenthost.llm.base import LLMClient
+from agenthost.llm.cache import cached_llm
+from agenthost.llm.instrumented import InstrumentedLLM, cache_counts
+from agenthost.observability.metrics import Metrics
+from agenthost.observability.tracing import Tracing, create_tracing
+from agenthost.ratelimit import create_limiter
+from agenthost.ratelimit.gate import TurnGate
+from agenthost.stores import SessionStore, create_store
+from agenthost.stores.instrumented import InstrumentedStore
+from agenthost.turns.agents import AgentRunner, load_agent
+from agenthost.turns.chunks import ChunkFlusher
+from agenthost.turns.drain import Drain
+from agenthost.turns.engine import TurnEngine
+from agenthost.turns.service import TurnService
+from agenthost.web.error_responses import error_handlers
+from agenthost.web.process_routes import ProcessRoutes
+from agenthost.web.routes import build_web_app, route_table
+from agenthost.web.session_routes import SessionRoutes
+from agenthost.web.turn_routes import TurnRoutes
+from agenthost.web.websocket import OpenWebSockets, WebSocketOptions, WebSocketRoutes
+
+__all__ = ["Assembly", "assemble", "build_app"]
+
+
+@dataclass(frozen=True)
+class Assembly:
+    """A server process's parts: the app to serve, and what the process around it needs."""
+
+    app: Starlette
+    engine: TurnEngine
+    drain: Drain
+    metrics: Metrics
+
+
+def assemble(
+    settings: Settings,
+    *,
+    store: SessionStore | None = None,
+    agent: AgentRunner | None = None,
+    llm: LLMClient | None = None,
+    tracing: Tracing | None = None,
+) -> Assembly:
+    """Build every part for `settings`; `store`, `agent`, `llm` and `tracing` replace the
+    configured ones (tests and embedding). Raises ValueError (or TypeError, for an agent of
+    the wrong shape) for a setting that cannot work."""
+    tracing = tracing or create_tracing(settings.otel)
+    the_store = store or create_store(settings.store)
+    the_llm = llm or create_llm(
+        settings.llm,
+        model=settings.llm_model,
+        api_key=settings.llm_api_key,
+        transport=settings.llm_transport,
+    )
+    if settings.llm_cache:
+        the_llm = cached_llm(
+            the_llm,
+            settings.llm_cache,
+            ttl_s=settings.llm_cache_ttl,
+            upstream=settings.llm,
+            store_url=settings.store,
+        )
+    the_agent = agent or load_agent(settings.app)
+    metrics = Metrics(llm_cache=lambda: cache_counts(the_llm))
+    measured_llm = InstrumentedLLM(the_llm, metrics, tracing)
+    auth = create_authenticator(settings)
+    # An in-flight slot of a process that died frees itself after the longest turn.
+    limiter = create_limiter(
+        limiter_url(settings), hold_s=settings.turn_timeout + settings.lease_ttl
+    )
+    broker = InstrumentedBroker(
+        create_broker(broker_url(settings), stream_ttl=settings.stream_ttl), metrics, tracing
+    )
+    engine = TurnEngine(
+        InstrumentedStore(the_store, metrics, tracing),
+        the_agent,
+        measured_llm,
+        session_ttl=settings.session_ttl,
+        history_window=settings.history_window,
+        lease_ttl=settings.lease_ttl,
+        enqueue_timeout=settings.enqueue_timeout,
+        turn_timeout=settings.turn_timeout,
+        max_inflight_turns=settings.max_inflight_turns,
+        metrics=metrics,
+        tracing=tracing,
+    )
+    service = TurnService(
+        engine,
+        broker,
+        TurnGate(limiter, metrics),
+        ChunkFlusher(settings.chunk_coalesce_ms / 1000),
+    )
+    open_websockets = OpenWebSockets(metrics)
+    drain = Drain(engine, settings.drain_timeout, on_start=(open_websockets.close_idle,))
+    limits = InputLimits.from_settings(settings)
+    endpoints = route_table(
+        SessionRoutes(
+            engine.store,
+            auth,
+            limits,
+            session_ttl=settings.session_ttl,
+            max_body_bytes=settings.max_body_bytes,
+        ),
+        TurnRoutes(service, auth, limits, max_body_bytes=settings.max_body_bytes),
+        ProcessRoutes(
+            engine.store,
+            drain,
+            metrics,
+            admin_token=settings.admin_token,
+            metrics_require_admin=settings.metrics_require_admin,
+        ),
+        WebSocketRoutes(
+            service, auth, limits, WebSocketOptions.from_settings(settings), open_websockets
+        ),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await the_store.open()
+        await auth.open()
+        await limiter.open()
+        await broker.open()
+        engine.start()
+        try:
+            yield
+        finally:
+            # Whatever stops the server, in-flight turns get the drain's chance to commit.
+            drain.start("shutdown")
+            await drain.wait()
+            await engine.stop()
+            await broker.close()
+            await limiter.close()
+            await auth.close()
+            await the_store.close()
+            await the_llm.close()
+
+    app = build_web_app(
+        endpoints,
+        handlers=error_handlers(metrics),
+        lifespan=lifespan,
+        tracing=tracing,
+        title="agenthost",
+        version=__version__,
+    )
+    return Assembly(app=app, engine=engine, drain=drain, metrics=metrics)
+
+
+def build_app(
+    settings: Settings,
+    *,
+    store: SessionStore | None = None,
+    agent: AgentRunner | None = None,
+    llm: LLMClient | None = None,
+    tracing: Tracing | None = None,
+) -> Starlette:
+    """The ASGI app for `settings` (see `assemble`)."""
+    return assemble(settings, store=store, agent=agent, llm=llm, tracing=tracing).app

@@ -1,0 +1,192 @@
+"""uvicorn's HTTP and sans-I/O WebSocket protocols, holding less and writing chunks directly.
+
+Memory. After the handshake, uvicorn keeps the upgrade request and the 101 response
+(headers and all), and the `websockets` parser keeps the request too, in the frame of the
+generator that goes on to parse the connection's frames. Nothing reads them again. Dropping
+all three saves about 4 KB per connection, which counts at 10,000 idle WebSockets on one
+process (`benchmarks/idle_websockets.py`). The HTTP protocol that served the upgrade drops
+its parser, so it is freed at once.
+
+Streamed chunks. Both protocols write a streamed chunk straight to the socket when nothing
+in the way needs the general path (`send_text_now`: a WebSocket text frame;
+`write_chunk_now`: a chunk of an SSE response): per chunk that saves the ASGI `send`
+coroutines (and for WebSocket the frame object `websockets` builds), a fifth of the chunk's
+CPU. Anything else (back-pressure, an extension such as permessage-deflate, a closing
+connection) goes through the ASGI `send` as before.
+
+These subclasses, and the batch-accepting start-up (`agenthost.runtime.server`), read and
+write uvicorn's and websockets' internals, which change between releases: this module lists
+every method, attribute and parameter they rely on, and `lean_protocols_missing` says which
+of them this install lacks. Only `agenthost.runtime.protocols` imports this module, and it
+falls back to uvicorn's stock protocols when the import or the check fails.
+"""
+
+from __future__ import annotations
+
+import inspect
+import struct
+import weakref
+from collections.abc import Callable
+from types import CodeType
+from typing import Any, cast
+
+import uvicorn
+from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.protocol import OPEN, Protocol
+from websockets.streams import StreamReader
+
+from agenthost.web.direct_write import DIRECT_WRITER_KEY
+
+__all__ = ["LeanHttpToolsProtocol", "LeanWebSocketProtocol", "lean_protocols_missing"]
+
+
+class LeanHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP protocol, freed as soon as it hands a connection to the WebSocket
+    protocol. It and its parser point at each other, so without this the pair (about 3 KB,
+    with the request's scope) waits for the garbage collector's next full pass, which the
+    server's tuned thresholds make rare: at 10,000 idle WebSockets that was 4 KB each."""
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        # Weak: this protocol holds the request's cycle, which holds the scope.
+        cast(dict[str, Any], self.scope)[DIRECT_WRITER_KEY] = weakref.ref(self)
+
+    def write_chunk_now(self, scope: dict[str, Any], body: bytes) -> bool:
+        """Write `body` as one chunk of the chunked response to the request of `scope`, as
+        uvicorn's `send` would, if that response has started and the socket applies no
+        back-pressure. False: nothing was written; send it through the ASGI `send`, which
+        handles every other case (a pipelined request, a paused or lost connection)."""
+        cycle = self.cycle
+        if (
+            cycle is None
+            or cycle.scope is not scope
+            or not cycle.response_started
+            or cycle.response_complete
+            or not cycle.chunked_encoding
+            or cycle.disconnected
+            or self.flow.write_paused
+        ):
+            return False
+        self.transport.write(b"%x\r\n%s\r\n" % (len(body), body))
+        return True
+
+    def handle_websocket_upgrade(self) -> None:
+        super().handle_websocket_upgrade()
+        # The transport now feeds the WebSocket protocol; this one never parses again.
+        self.__dict__.pop("parser", None)
+
+
+class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)
+        if scope is not None:  # the handshake was accepted: the app will run
+            # Weak, as for HTTP: the web layer finds `send_text_now` here.
+            cast(dict[str, Any], scope)[DIRECT_WRITER_KEY] = weakref.ref(self)
+
+    def start_keepalive(self) -> None:
+        # Called once the 101 response has been written: the handshake is over.
+        self.__dict__.pop("request", None)
+        self.__dict__.pop("response", None)
+        conn = self.conn
+        if conn.state is OPEN and not conn.reader.buffer:
+            # No frame byte has arrived yet (a client waits for the 101), so a fresh frame
+            # parser starts exactly where the handshake's would go on, without its request.
+            conn.parser = Protocol.parse(conn)
+            next(conn.parser)
+        super().start_keepalive()
+
+    def send_text_now(self, payload: bytes) -> bool:
+        """Write `payload` (UTF-8 JSON) as one unmasked, unfragmented text frame, as
+        `websockets` would, if the connection is open, no extension (permessage-deflate)
+        must transform it and the socket is not applying back-pressure. False: nothing was
+        written; send it through the ASGI `send`, which handles every other case."""
+        if (
+            self.close_sent
+            or self.disconnected
+            or not self.handshake_complete
+            or self.initial_response is not None
+            or not self.writable.is_set()
+            or self.conn.state is not OPEN
+            or self.conn.extensions
+        ):
+            return False
+        size = len(payload)
+        if size < 126:
+            header = bytes((0x81, size))
+        elif size < 65536:
+            header = struct.pack("!BBH", 0x81, 126, size)
+        else:
+            header = struct.pack("!BBQ", 0x81, 127, size)
+        self.transport.write(header + payload)
+        return True
+
+
+# What the lean protocols and the batch-accepting start-up (`runtime.server`) rely on. Methods
+# they override or call, by the class that defines them:
+_METHODS: tuple[tuple[type, str], ...] = (
+    (HttpToolsProtocol, "on_headers_complete handle_websocket_upgrade"),
+    (WebSocketsSansIOProtocol, "handle_connect start_keepalive"),
+    (Protocol, "parse"),
+    (uvicorn.Config, "bind_socket"),
+)
+# Attributes they read or write, by the function that sets (or calls) them there:
+_NAMES: tuple[tuple[Callable[..., Any], str], ...] = (
+    (HttpToolsProtocol.__init__, "cycle flow transport parser scope"),
+    (
+        RequestResponseCycle.__init__,
+        "scope response_started response_complete chunked_encoding disconnected",
+    ),
+    (FlowControl.__init__, "write_paused"),
+    (
+        WebSocketsSansIOProtocol.__init__,
+        "close_sent disconnected handshake_complete initial_response writable conn transport",
+    ),
+    (WebSocketsSansIOProtocol.handle_connect, "scope request response"),
+    # The handshake is over when `send` has written the 101 and starts the pings.
+    (WebSocketsSansIOProtocol.send, "start_keepalive"),
+    (Protocol.__init__, "state extensions reader parser"),
+    (StreamReader.__init__, "buffer"),
+    # The batch start-up does what uvicorn's own does, with the same names.
+    (
+        uvicorn.Server.startup,
+        "lifespan startup should_exit state http_protocol_class server_state backlog servers "
+        "started",
+    ),
+)
+# Keyword arguments the batch start-up builds the HTTP protocol with:
+_PARAMETERS = (HttpToolsProtocol.__init__, "config server_state app_state")
+
+
+def _names(code: CodeType) -> set[str]:
+    """The attribute and global names `code` uses, with those of the functions inside it."""
+    names = set(code.co_names)
+    for inner in code.co_consts:
+        if isinstance(inner, CodeType):
+            names |= _names(inner)
+    return names
+
+
+def lean_protocols_missing() -> list[str]:
+    """What the lean protocols need that this uvicorn or websockets lacks (empty: all
+    there), as `module.Class.method` or `module.Class.function: name`."""
+
+    def where(obj: Any) -> str:
+        return f"{obj.__module__}.{obj.__qualname__}"
+
+    missing = [
+        f"{where(cls)}.{name}"
+        for cls, names in _METHODS
+        for name in names.split()
+        if not callable(getattr(cls, name, None))
+    ]
+    for function, names in _NAMES:
+        code = getattr(function, "__code__", None)
+        found = _names(code) if code is not None else set()
+        missing += [f"{where(function)}: {name}" for name in names.split() if name not in found]
+    function, names = _PARAMETERS
+    parameters = inspect.signature(function).parameters
+    missing += [f"{where(function)}: {name}" for name in names.split() if name not in parameters]
+    return missing

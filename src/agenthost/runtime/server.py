@@ -1,0 +1,129 @@
+"""Runs the assembled app on uvicorn with uvloop and httptools, after building every part
+(store URL, LLM URL, agent import) so a mistake fails at start with a clear message; drains
+on the first SIGTERM and exits when the drain completes."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import math
+import socket
+import sys
+from types import FrameType
+
+import uvicorn
+
+from agenthost.core.settings import Settings
+from agenthost.observability.logs import configure_logging
+from agenthost.runtime.accept import BatchAcceptor
+from agenthost.runtime.assembly import assemble
+from agenthost.runtime.protocols import choose_protocols
+from agenthost.turns.drain import Drain
+
+__all__ = ["run"]
+
+_STARTUP_FAILURE = 3  # uvicorn's exit status when the app's start-up fails
+
+log = logging.getLogger("agenthost")
+
+
+def run(settings: Settings) -> None:
+    """Serve until SIGINT/SIGTERM. Exits with status 2 on a configuration error."""
+    configure_logging(settings)
+    try:
+        assembly = assemble(settings)
+    except (ValueError, TypeError) as exc:
+        print(f"agenthost: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    protocols = choose_protocols(settings.server_protocols)
+    config = uvicorn.Config(
+        assembly.app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        # agenthost's lean protocols when this uvicorn has what they need, else uvicorn's own
+        # (agenthost.runtime.protocols).
+        http=protocols.http,
+        ws=protocols.ws,
+        ws_max_size=settings.ws_max_frame_bytes,  # larger frames: closed with 1009
+        ws_ping_interval=20.0,  # heartbeats: a dead peer is noticed within 40 s
+        ws_ping_timeout=20.0,
+        lifespan="on",
+        access_log=False,  # agenthost's access lines carry the request ids (observability.logs)
+        log_config=None,  # uvicorn's own lines go through agenthost's logging too
+        # Nothing here reads the client address; skipping the proxy-header rewrite saves
+        # work on every request.
+        proxy_headers=False,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=math.ceil(settings.turn_timeout),
+    )
+    # Everything loaded so far lives as long as the process: keep it out of the garbage
+    # collector's full passes, whose pauses would otherwise land on some turn's latency.
+    gc.freeze()
+    # Thousands of turns in flight keep many young objects alive; collecting them 700
+    # allocations at a time costs more than the garbage it finds. Collect less often.
+    gc.set_threshold(50_000, 20, 100)
+    server = DrainingServer(config, assembly.drain, batch_accept=protocols.batch_accept)
+    log.info(
+        "agenthost serving on http://%s:%d (store %s, llm %s)",
+        settings.host,
+        settings.port,
+        assembly.engine.store.url,
+        settings.llm,
+    )
+    server.run()
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, except that the first SIGTERM/SIGINT drains before exiting (in-flight turns
+    finish and commit) and a second one exits at once; a drain started any other way (POST
+    /admin/drain) ends the process the same way."""
+
+    def __init__(self, config: uvicorn.Config, drain: Drain, *, batch_accept: bool) -> None:
+        super().__init__(config)
+        self.drain = drain
+        self.batch_accept = batch_accept
+        self._exit_when_drained: asyncio.Task[None] | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self._exit_when_drained = asyncio.create_task(self._exit_after_drain())
+        if sockets is not None or not self.batch_accept:
+            # Handed sockets by a process manager, or batch accept is off: uvicorn's own way.
+            await super().startup(sockets)
+            return
+        await self._startup_batch_accept()
+
+    async def _startup_batch_accept(self) -> None:
+        """uvicorn's start-up, except that the listening socket's connections are accepted in
+        batches (`agenthost.runtime.accept`): uvloop's own server fell 1,000 connections
+        behind under a load of streams."""
+        await self.lifespan.startup()
+        if self.lifespan.should_exit:
+            sys.exit(_STARTUP_FAILURE)
+        config = self.config
+        sock = config.bind_socket()
+        sock.listen(config.backlog)
+        state = self.lifespan.state
+
+        def protocol() -> asyncio.Protocol:
+            made: asyncio.Protocol = config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=state
+            )
+            return made
+
+        self.servers = [BatchAcceptor(asyncio.get_running_loop(), sock, protocol)]  # type: ignore[list-item]
+        self.started = True
+
+    async def _exit_after_drain(self) -> None:
+        await self.drain.drained()
+        self.should_exit = True
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        drain = self.drain
+        if drain.started:
+            self.should_exit = True
+            self.force_exit = True
+            return
+        # Signal handlers run between bytecodes of the loop's thread: hand over to the loop.
+        asyncio.get_running_loop().call_soon_threadsafe(drain.start, f"signal {sig}")

@@ -1,0 +1,242 @@
+"""The turn service: what the web layer (HTTP, SSE, WebSocket) asks of the turn layer.
+
+It admits a tenant's turn through its limits, runs a plain turn on the engine, starts a
+streamed turn in its own task that publishes to the stream broker, and reads a turn's events
+back from wherever they are. A turn id the client chose (`Idempotency-Key`, or a WebSocket
+frame's `turn_id`) makes a streamed request resumable anywhere: sent again with the last event
+number seen, it replays a completed turn's events after that number, follows the turn if it
+runs on a live process, and runs it again (after a `reset` event) if the process running it
+died. A streamed turn goes on when its reader leaves (unless asked to stop), so it commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+import msgspec
+
+from agenthost.auth.principal import Principal, public_session_id
+from agenthost.brokers.base import EventKind, StreamBroker, StreamEvent
+from agenthost.core.errors import AgentHostError, TurnNotFound
+from agenthost.core.ids import new_turn_id
+from agenthost.observability.logs import bind_turn
+from agenthost.observability.metrics import Metrics
+from agenthost.ratelimit.gate import TurnGate
+from agenthost.stores.base import SessionStore, TurnRecord
+from agenthost.turns.chunks import ChunkFlusher, TurnStream
+from agenthost.turns.engine import TurnEngine
+from agenthost.turns.payloads import ErrorDetail, error_event_data, turn_out
+
+__all__ = ["OnBusy", "OnDisconnect", "StreamedTurn", "TurnService"]
+
+log = logging.getLogger("agenthost.streams")
+
+OnBusy = Literal["reject", "enqueue", "interrupt"]
+OnDisconnect = Literal["continue", "cancel"]
+
+_encode = msgspec.json.encode
+
+_CLIENT_GONE = "the client disconnected (on_disconnect=cancel)"
+
+
+class StreamedTurn:
+    """A streamed turn: its id, its events from the asked position, and its running task
+    (None when a completed turn is only replayed)."""
+
+    __slots__ = ("engine", "events", "session_id", "task", "turn_id")
+
+    def __init__(
+        self,
+        engine: TurnEngine,
+        session_id: str,
+        turn_id: str,
+        events: AsyncIterator[StreamEvent],
+        task: asyncio.Task[None] | None,
+    ) -> None:
+        self.engine = engine
+        self.session_id = session_id
+        self.turn_id = turn_id
+        self.events = events
+        self.task = task
+
+    def cancel(self) -> None:
+        """The client left and asked for `on_disconnect=cancel`: stop the turn if it runs here
+        (it ends as failed/interrupted, its user message kept)."""
+        task = self.task
+        if task is None or task.done():
+            return
+        if not self.engine.cancel_turn(self.session_id, self.turn_id, _CLIENT_GONE):
+            task.cancel()  # still waiting for the lease: it never starts
+
+
+class TurnService:
+    """The turn layer's face to the web layer, one per process."""
+
+    def __init__(
+        self,
+        engine: TurnEngine,
+        broker: StreamBroker,
+        gate: TurnGate,
+        chunk_flusher: ChunkFlusher,
+    ) -> None:
+        self.engine = engine
+        self.broker = broker
+        self.gate = gate
+        # One timer per coalescing window for all of this process's streams.
+        self.chunk_flusher = chunk_flusher
+        # A reader waits for the next event at most as long as a turn may run.
+        self.stream_wait = engine.turn_timeout + engine.lease_ttl
+        self._background: set[asyncio.Task[None]] = set()
+
+    @property
+    def store(self) -> SessionStore:
+        return self.engine.store
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.engine.metrics
+
+    @property
+    def draining(self) -> bool:
+        return self.engine.draining
+
+    # -- admission --------------------------------------------------------------------------
+
+    async def enter(self, principal: Principal, turn_id: str | None) -> str | None:
+        """Take an in-flight slot of the principal's tenant for the turn (429 past its
+        limits). A limited tenant's turn needs an id to hold the slot by: one is made if the
+        client gave none. Returns the turn id to use."""
+        if principal.limits.unlimited:
+            return turn_id
+        turn_id = turn_id or new_turn_id()
+        await self.gate.enter(principal, turn_id)
+        return turn_id
+
+    def leave(self, principal: Principal, turn_id: str | None) -> None:
+        """Free the slot `enter` took (nothing for an unlimited tenant)."""
+        if not principal.limits.unlimited:
+            self.gate.leave(principal, turn_id or "")
+
+    def leave_when_done(self, principal: Principal, streamed: StreamedTurn) -> None:
+        """Free the streamed turn's in-flight slot when its task ends (now, for a replay)."""
+        if principal.limits.max_inflight <= 0:
+            return
+        task = streamed.task
+        if task is None or task.done():
+            self.gate.leave(principal, streamed.turn_id)
+        else:
+            task.add_done_callback(lambda _: self.gate.leave(principal, streamed.turn_id))
+
+    # -- plain turns ------------------------------------------------------------------------
+
+    async def run(
+        self,
+        session_id: str,
+        message: str,
+        *,
+        turn_id: str | None,
+        metadata: dict[str, Any] | None = None,
+        on_busy: OnBusy = "enqueue",
+    ) -> TurnRecord:
+        """Run a turn to its commit and return its record (see `TurnEngine.run_turn`)."""
+        return await self.engine.run_turn(
+            session_id, message, turn_id=turn_id, metadata=metadata, on_busy=on_busy
+        )
+
+    def cancel(self, session_id: str, turn_id: str, reason: str) -> bool:
+        """Stop a turn running on this process; False if none runs here."""
+        return self.engine.cancel_turn(session_id, turn_id, reason)
+
+    # -- streamed turns ---------------------------------------------------------------------
+
+    async def start_streamed(
+        self,
+        session_id: str,
+        turn_id: str | None,
+        message: str,
+        *,
+        metadata: dict[str, Any] | None,
+        on_busy: OnBusy,
+        after: int = 0,
+    ) -> StreamedTurn:
+        """Admit, start (or rejoin) the turn and return its events after `after`."""
+        engine = self.engine
+        broker = self.broker
+        engine.check_admission()
+        if turn_id is None:
+            turn_id = new_turn_id()
+            resume = False
+            claim = True
+        else:
+            record = await self.store.get_turn(session_id, turn_id)
+            if record is not None and record.status == "completed":
+                events = await self.events(session_id, turn_id, after)
+                return StreamedTurn(engine, session_id, turn_id, events, None)
+            resume = True
+            # Where another process already streams it, read its stream, not a local one.
+            claim = record is None or not await broker.exists(session_id, turn_id)
+        bind_turn(session_id, turn_id)  # this request's log lines name the turn
+        stream = TurnStream(
+            broker,
+            session_id,
+            turn_id,
+            self.chunk_flusher,
+            claim=claim,
+            resume=resume,
+            after=after,
+        )
+        tid = turn_id
+
+        async def run() -> None:
+            kind: EventKind
+            try:
+                record = await engine.run_turn(
+                    session_id,
+                    message,
+                    turn_id=tid,
+                    metadata=metadata,
+                    on_busy=on_busy,
+                    on_chunk=stream.sink,
+                    on_start=stream.started,
+                    attach=resume,
+                )
+                kind, data = "done", _encode(turn_out(record))
+            except AgentHostError as exc:
+                kind, data = "error", _encode(ErrorDetail(exc.code, exc.message))
+            try:
+                await stream.finish(kind, data)
+            except AgentHostError as exc:
+                # Local readers have it; a reader elsewhere falls back to the turn record.
+                log.warning("could not publish the end of turn %s: %s", tid, exc)
+
+        task = asyncio.ensure_future(run())
+        self._keep(task)
+        events = broker.read(session_id, turn_id, after, self.stream_wait)
+        return StreamedTurn(engine, session_id, turn_id, events, task)
+
+    async def events(self, session_id: str, turn_id: str, after: int) -> AsyncIterator[StreamEvent]:
+        """A turn's events after `after`: from the broker while it has them, else (a
+        finished turn whose stream expired) its final event from the turn record."""
+        record = await self.store.get_turn(session_id, turn_id)
+        if record is None:
+            raise TurnNotFound(f"no turn {turn_id} in session {public_session_id(session_id)}")
+        if record.status in ("completed", "failed") and not await self.broker.exists(
+            session_id, turn_id
+        ):
+            return _final_event(record, after)
+        return self.broker.read(session_id, turn_id, after, self.stream_wait)
+
+    def _keep(self, task: asyncio.Task[None]) -> None:
+        """Hold a reference to a background task until it ends."""
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+async def _final_event(record: TurnRecord, after: int) -> AsyncIterator[StreamEvent]:
+    if record.status == "completed":
+        yield StreamEvent(after + 1, "done", _encode(turn_out(record)))
+    else:
+        yield StreamEvent(after + 1, "error", _encode(error_event_data(record)))

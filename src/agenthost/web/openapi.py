@@ -1,0 +1,169 @@
+"""The OpenAPI 3.1 document and the /docs page, generated from the endpoint table.
+
+Each `Endpoint` names the msgspec types its handler decodes and encodes; schemas come from
+`msgspec.json.schema_components` over those same types, so the document matches the code.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from agenthost.web.endpoints import Endpoint
+from agenthost.web.schemas import ErrorBody
+
+__all__ = ["docs_html", "openapi_document"]
+
+# Open API 3.1 has an event stream's `schema` describe each event (as 3.2's `itemSchema`).
+SSE_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "pattern": "^[0-9]+$", "description": "The event number."},
+        "event": {"type": "string", "description": "chunk, done, error (or reset)."},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "description": "chunk: {text}; done: the turn; error: {code, message}.",
+        },
+    },
+    "required": ["data"],
+}
+
+_STATUS_TEXT = {
+    200: "OK",
+    201: "Created",
+    204: "No Content",
+    400: "Bad request: malformed JSON (invalid_json), JSON nested too deeply (json_too_deep), "
+    "bad id (invalid_session_id, bad_request)",
+    401: "Missing or wrong credentials",
+    404: "Not found",
+    409: "Conflict: session busy, exists, or turn interrupted",
+    413: "Over a size limit: the body (payload_too_large), the message (message_too_long) or "
+    "the metadata encoded as JSON (metadata_too_large)",
+    426: "A WebSocket route asked with a plain HTTP request (upgrade_required)",
+    422: "A field is missing, of the wrong type or out of range (validation_error), or the "
+    "metadata nests too deeply (metadata_too_deep)",
+    429: "Rate limited (see Retry-After)",
+    502: "The agent or its LLM failed; the turn is recorded as failed",
+    503: "Unavailable: store down, draining or overloaded (see Retry-After)",
+}
+
+
+def _path_params(path: str) -> list[dict[str, Any]]:
+    out = []
+    for part in path.split("/"):
+        if part.startswith("{") and part.endswith("}"):
+            out.append(
+                {
+                    "name": part[1:-1],
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": r"^[A-Za-z0-9._:-]{1,128}$"},
+                }
+            )
+    return out
+
+
+def openapi_document(endpoints: Sequence[Endpoint], *, title: str, version: str) -> bytes:
+    """The OpenAPI 3.1 document for `endpoints`, encoded as JSON."""
+    types: list[Any] = [ErrorBody]
+    for ep in endpoints:
+        types += [t for t in (ep.body, ep.response) if t is not None]
+    unique = list(dict.fromkeys(types))
+    schemas, components = msgspec.json.schema_components(
+        unique, ref_template="#/components/schemas/{name}"
+    )
+    ref = dict(zip(unique, schemas, strict=True))
+    error_ref = ref[ErrorBody]
+
+    paths: dict[str, dict[str, Any]] = {}
+    for ep in endpoints:
+        op: dict[str, Any] = {
+            "summary": ep.summary,
+            "operationId": f"{ep.method.lower()}_{ep.handler.__name__}",
+            "tags": list(ep.tags),
+        }
+        params = _path_params(ep.path) + [
+            {
+                "name": p.name,
+                "in": p.where,
+                "required": p.required,
+                "schema": p.schema,
+                "description": p.description,
+            }
+            for p in ep.params
+        ]
+        if params:
+            op["parameters"] = params
+        if ep.websocket:
+            op["responses"] = {
+                "101": {"description": "Switching Protocols: the WebSocket is open"},
+                **{
+                    str(status): {
+                        "description": _STATUS_TEXT.get(status, "Error"),
+                        "content": {"application/json": {"schema": error_ref}},
+                    }
+                    for status in ep.errors
+                },
+            }
+            op["x-websocket"] = {
+                "client-frames": ref[ep.body] if ep.body is not None else {},
+                "server-frames": ref[ep.response] if ep.response is not None else {},
+            }
+            op.update(ep.extra)
+            paths.setdefault(ep.path, {})[ep.method.lower()] = op
+            continue
+        if ep.body is not None:
+            op["requestBody"] = {
+                "required": ep.method != "POST" or ep.body.__name__ != "CreateSession",
+                "content": {"application/json": {"schema": ref[ep.body]}},
+            }
+        ok: dict[str, Any] = {"description": _STATUS_TEXT.get(ep.status, "OK")}
+        content: dict[str, Any] = {}
+        if ep.response is not None:
+            content["application/json"] = {"schema": ref[ep.response]}
+        if ep.streams:
+            content["text/event-stream"] = {"schema": SSE_EVENT_SCHEMA}
+        if content:
+            ok["content"] = content
+        responses: dict[str, Any] = {str(ep.status): ok}
+        for status in ep.errors:
+            responses[str(status)] = {
+                "description": _STATUS_TEXT.get(status, "Error"),
+                "content": {"application/json": {"schema": error_ref}},
+            }
+        op["responses"] = responses
+        op.update(ep.extra)
+        paths.setdefault(ep.path, {})[ep.method.lower()] = op
+
+    doc = {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version},
+        "paths": paths,
+        "components": {"schemas": components},
+    }
+    return msgspec.json.encode(doc)
+
+
+def docs_html(endpoints: Sequence[Endpoint], *, title: str) -> bytes:
+    """A self-contained HTML page listing the API (no external scripts: works offline)."""
+    rows = "\n".join(
+        f"<tr><td><code>{'WS' if ep.websocket else html.escape(ep.method)}</code></td>"
+        f"<td><code>{html.escape(ep.path)}</code></td><td>{html.escape(ep.summary)}</td></tr>"
+        for ep in endpoints
+    )
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:60em}}
+td{{padding:.3em .8em;border-bottom:1px solid #ddd}}</style></head>
+<body><h1>{html.escape(title)}</h1>
+<p>The machine-readable API: <a href="/openapi.json">/openapi.json</a>.
+Errors are <code>{{"error": {{"code", "message"}}}}</code>.</p>
+<table><tr><th>method</th><th>path</th><th>what</th></tr>
+{rows}
+</table></body></html>
+"""
+    return page.encode()

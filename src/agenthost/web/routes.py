@@ -1,0 +1,267 @@
+"""The one route table and the ASGI app built from it.
+
+`route_table` lists every route, HTTP and WebSocket, with what it takes and returns; the
+router, `/openapi.json`, `/docs` and the Kubernetes checks all come from that list. The
+routes every turn takes (the turn POST and the WebSocket, marked `fast`) are served by
+`FastLane` straight from the middleware stack, past Starlette's router (which would try each
+route's pattern in turn) and its exception middleware: per turn that is a few regex matches
+and two coroutine frames less, and an open WebSocket holds none of those frames while it
+idles. Their patterns are compiled from the same table entries, and their errors are answered
+by the same handlers as every other route's.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, cast
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from agenthost.core.errors import UpgradeRequired
+from agenthost.core.ids import ID_PATTERN
+from agenthost.observability.logs import RequestContext
+from agenthost.observability.tracing import Tracing
+from agenthost.web.endpoints import Endpoint, Param
+from agenthost.web.error_responses import ErrorHandler
+from agenthost.web.openapi import docs_html, openapi_document
+from agenthost.web.process_routes import ProcessRoutes
+from agenthost.web.schemas import (
+    ChatRequest,
+    ChatResponse,
+    CreateSession,
+    Health,
+    MessagesOut,
+    SessionOut,
+    TurnOut,
+    TurnRequest,
+    TurnStatusOut,
+)
+from agenthost.web.session_routes import SessionRoutes
+from agenthost.web.turn_routes import TurnRoutes
+from agenthost.web.websocket import (
+    WEBSOCKET_PROTOCOL,
+    ClientFrame,
+    ServerFrame,
+    WebSocketRoutes,
+)
+
+__all__ = ["ASGIEndpoint", "FastLane", "build_web_app", "route_pattern", "route_table"]
+
+log = logging.getLogger("agenthost.app")
+
+ASGIHandler = Callable[[Scope, Receive, Send], Awaitable[None]]
+Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
+
+
+def route_table(
+    sessions: SessionRoutes,
+    turns: TurnRoutes,
+    process: ProcessRoutes,
+    websockets: WebSocketRoutes,
+) -> list[Endpoint]:
+    """Every route of the API with what each takes and returns."""
+    sid_errors = (400, 404, 503)
+    turn_errors = (400, 404, 409, 413, 422, 502, 503)
+    key = Param(
+        "Idempotency-Key",
+        "header",
+        {"type": "string", "pattern": ID_PATTERN},
+        "The turn id: a retry with the same key returns the same answer, with no second "
+        "agent call. Generated when absent.",
+    )
+    return [
+        Endpoint("POST", "/v1/sessions", sessions.create_session, "Create a session",
+                 CreateSession, SessionOut, 201, (400, 409, 413, 422, 503)),
+        Endpoint("GET", "/v1/sessions/{session_id}", sessions.get_session, "Get a session",
+                 None, SessionOut, 200, sid_errors),
+        Endpoint("DELETE", "/v1/sessions/{session_id}", sessions.delete_session,
+                 "Delete a session with all its messages and turns", None, None, 204,
+                 sid_errors),
+        Endpoint("GET", "/v1/sessions/{session_id}/messages", sessions.list_messages,
+                 "Messages, oldest first: the newest `limit` with seq < `before`",
+                 None, MessagesOut, 200, (*sid_errors, 422),
+                 params=(
+                     Param("limit", "query", {"type": "integer", "minimum": 1,
+                                              "maximum": 1000, "default": 100}),
+                     Param("before", "query", {"type": "integer", "minimum": 0},
+                           "Only messages with seq below this."),
+                 )),
+        Endpoint("POST", "/v1/sessions/{session_id}/turns", turns.post_turn,
+                 "Run a turn (creates the session if unknown); SSE with stream:true",
+                 TurnRequest, TurnOut, 200, turn_errors, params=(key,), streams=True,
+                 asgi=True, fast=True),
+        Endpoint("GET", "/v1/sessions/{session_id}/turns/{turn_id}", turns.get_turn,
+                 "A turn's status", None, TurnStatusOut, 200, sid_errors),
+        Endpoint("GET", "/v1/sessions/{session_id}/turns/{turn_id}/stream",
+                 turns.resume_stream,
+                 "The turn's events as SSE after Last-Event-ID, on any process", None, None,
+                 200, (*sid_errors, 422),
+                 params=(Param("Last-Event-ID", "header", {"type": "string"},
+                               "Resume after this event number."),), streams=True),
+        Endpoint("GET", "/v1/sessions/{session_id}/ws", websockets.websocket,
+                 "WebSocket: turns and resumes over one connection", ClientFrame,
+                 ServerFrame, 101, (426,), asgi=True, fast=True, websocket=True,
+                 extra={"description": WEBSOCKET_PROTOCOL}),
+        Endpoint("POST", "/chat/{session_id}", turns.chat,
+                 "The reference design's chat endpoint", ChatRequest, ChatResponse, 200,
+                 turn_errors, params=(key,), tags=("compat",)),
+        Endpoint("GET", "/healthz", process.healthz, "Liveness", None, Health, 200, (),
+                 tags=("health",)),
+        Endpoint("GET", "/readyz", process.readyz, "Readiness: 503 while draining or when the "
+                 "store is unreachable", None, Health, 200, (503,), tags=("health",)),
+        Endpoint("POST", "/admin/drain", process.admin_drain, "Drain: refuse new turns, "
+                 "finish in-flight ones, then exit (Authorization: Bearer <admin token>)",
+                 None, Health, 202, (401,), tags=("admin",)),
+        Endpoint("GET", "/metrics", process.metrics, "Prometheus metrics (text format)", None,
+                 None, 200, (), tags=("health",)),
+    ]  # fmt: skip
+
+
+class ASGIEndpoint:
+    """Marks a handler that speaks ASGI itself, so the router does not wrap it in a Request."""
+
+    def __init__(self, handler: ASGIHandler) -> None:
+        self.handler = handler
+        self.__name__ = getattr(handler, "__name__", "endpoint")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.handler(scope, receive, send)
+
+
+class _RouteName:
+    """What a router leaves in `scope["route"]`: the template, for spans and logs."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
+def route_pattern(template: str) -> re.Pattern[str]:
+    """`/v1/sessions/{session_id}/turns` -> a pattern whose groups are the parameters."""
+    regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(template))
+    return re.compile(regex)
+
+
+class FastLane:
+    """The table's `fast` routes, served ahead of the router (see the module's docstring)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        endpoints: Sequence[Endpoint],
+        handlers: Mapping[Any, ErrorHandler],
+    ) -> None:
+        self.app = app
+        self.handlers = handlers
+        self.endpoints = tuple(endpoints)
+        fast = [ep for ep in endpoints if ep.fast]
+        if any(not ep.asgi for ep in fast):
+            raise ValueError("a fast route's handler must speak ASGI")
+        self.http = [
+            (ep.method, route_pattern(ep.path), _RouteName(ep.path), _asgi(ep))
+            for ep in fast
+            if not ep.websocket
+        ]
+        self.websocket = [
+            (route_pattern(ep.path), _RouteName(ep.path), _asgi(ep)) for ep in fast if ep.websocket
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            for method, pattern, name, handler in self.http:
+                if scope["method"] == method and (match := pattern.fullmatch(scope["path"])):
+                    scope["path_params"] = match.groupdict()
+                    scope["route"] = name
+                    try:
+                        await handler(scope, receive, send)
+                    except Exception as exc:
+                        await self._answer_error(scope, receive, send, exc)
+                    return
+            for pattern, name, _ in self.websocket:
+                if pattern.fullmatch(scope["path"]):
+                    # A WebSocket route asked without a handshake: say what it needs.
+                    scope["route"] = name
+                    needs = UpgradeRequired("this route is a WebSocket: connect with ws://")
+                    needs.headers = {"Upgrade": "websocket", "Connection": "Upgrade"}
+                    await self._answer_error(scope, receive, send, needs)
+                    return
+        elif kind == "websocket":
+            for pattern, name, handler in self.websocket:
+                if match := pattern.fullmatch(scope["path"]):
+                    scope["path_params"] = match.groupdict()
+                    scope["route"] = name
+                    await handler(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+    async def _answer_error(
+        self, scope: Scope, receive: Receive, send: Send, exc: Exception
+    ) -> None:
+        handler = next((self.handlers[c] for c in type(exc).__mro__ if c in self.handlers), None)
+        if handler is None:
+            raise exc
+        response = await handler(Request(scope, receive), exc)
+        try:
+            await response(scope, receive, send)
+        except RuntimeError:
+            # The response had already started (a stream that failed midway): too late for
+            # an error answer; the client sees the stream end.
+            log.warning("turn request failed after its answer started: %r", exc)
+
+
+def _asgi(ep: Endpoint) -> ASGIHandler:
+    """The handler of an endpoint marked `asgi` (it takes scope, receive, send)."""
+    return cast(ASGIHandler, ep.handler)
+
+
+def _route(ep: Endpoint) -> BaseRoute:
+    if ep.websocket:
+        return WebSocketRoute(ep.path, ASGIEndpoint(_asgi(ep)))
+    handler: Any = ASGIEndpoint(_asgi(ep)) if ep.asgi else ep.handler
+    return Route(ep.path, handler, methods=[ep.method])
+
+
+def build_web_app(
+    endpoints: Sequence[Endpoint],
+    *,
+    handlers: Mapping[Any, ErrorHandler],
+    lifespan: Lifespan,
+    tracing: Tracing | None,
+    title: str,
+    version: str,
+) -> Starlette:
+    """The ASGI app serving `endpoints`, `/openapi.json` and `/docs`."""
+    openapi = openapi_document(endpoints, title=title, version=version)
+    docs = docs_html(endpoints, title=f"{title} API")
+
+    async def openapi_json(request: Request) -> Response:
+        return Response(openapi, media_type="application/json")
+
+    async def docs_page(request: Request) -> Response:
+        return Response(docs, media_type="text/html")
+
+    routes = [_route(ep) for ep in endpoints]
+    routes += [
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+        Route("/docs", docs_page, methods=["GET"]),
+    ]
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers=dict(handlers),
+        middleware=[
+            Middleware(RequestContext, tracing=tracing),
+            Middleware(FastLane, endpoints=endpoints, handlers=handlers),
+        ],
+    )
