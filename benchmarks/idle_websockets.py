@@ -165,8 +165,8 @@ def serve_main(args: argparse.Namespace) -> None:
         signal.signal(signal.SIGUSR1, snapshot)
     import uvicorn
 
-    from agenthost import server
     from agenthost.core.settings import Settings
+    from agenthost.runtime import server
 
     if args.ws_impl != "default":  # else agenthost's own choice, as `agenthost serve` runs
 
@@ -175,7 +175,8 @@ def serve_main(args: argparse.Namespace) -> None:
                 kw["ws"] = args.ws_impl
                 super().__init__(*a, **kw)
 
-        setattr(uvicorn, "Config", ChosenWebSockets)  # noqa: B010  (server.py reads it there)
+        # runtime/server.py reads it from the module
+        setattr(uvicorn, "Config", ChosenWebSockets)  # noqa: B010
     settings = Settings.from_env(
         port=args.port, store=args.store, llm=LLM, ws_idle_timeout=3600, log_level="warning"
     )

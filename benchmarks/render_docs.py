@@ -36,19 +36,25 @@ input constant, which leaves history length alone.
 
 # What the tables below mean, in words; the figures themselves come from the JSON.
 STREAM_GAPS_NOTES = """\
-What the table shows: one process on this 2-core machine keeps the p99 gap between chunks
-under the 100 ms bar at 2,000 concurrent streams at 30 tokens/s. That holds on either
-transport, with coalescing off or at the default 20 ms, and with either broker: in this run
-70-83 ms with the in-process broker and 78-87 ms with Redis Streams, where every chunk is
-also an XADD. At 1,000 streams the p99 gap is within about 20 ms of the model's own 33 ms
-pace. Every stream ends when the model does. The first chunk comes within about 0.15 s
-in memory and 0.27 s on Redis, where each turn also starts in the store. At 2,000 streams
-the process is CPU-bound (91-95% of a core); it keeps up by merging about 1.5 tokens per
-chunk.
+What the table shows, in this run (after the layer restructuring, on a machine about a
+quarter slower than the one of the previous run: the code before the restructuring measured
+0.89 ms of server CPU per SSE stream-second here at 1,000 streams, against 0.71 ms there).
+At 2,000 concurrent streams at 30 tokens/s the p99 gap between chunks is 89-110 ms with the
+in-process broker and 92-103 ms with Redis Streams, where every chunk is also an XADD: two
+rows of eight miss the 100 ms bar (SSE with coalescing off: 110 ms in memory, 103 ms on
+Redis), and the process sits at 93-96% of a core, so the gap is decided by how fast the
+machine is (the previous run, on the faster machine: 70-87 ms). Server CPU per stream-second
+is the figure that carries between machines: at 2,000 streams 0.56-0.59 ms in memory and
+0.63-0.65 ms on Redis (0.55-0.63 in the previous run). At 1,000 streams the p99 gap is
+within 35 ms of the model's own 33 ms pace. Every stream ends when the model does.
 
-Before this work the same table had 109-165 ms at 2,000 streams, and on Redis one process
-fell behind at 1,000 (a 10 s answer took 23 s). What brought it down is the per-chunk path
-(`docs/design.md`, Streams):
+The restructuring did not change the per-chunk cost: the code before and after it, run
+alternately on this machine at 1,000 streams in memory with coalescing off, cost 0.89 and
+0.92 ms per SSE stream-second and 1.04 and 0.94 ms per WebSocket stream-second.
+
+Before the per-chunk path below, the same table had 109-165 ms at 2,000 streams, and on
+Redis one process fell behind at 1,000 (a 10 s answer took 23 s). What brought it down is
+the per-chunk path (`docs/design.md`, Streams):
 - a chunk is handed to the process's readers by the publish itself;
 - it is written to the socket there and then, past the ASGI `send` coroutines, so no task
   wakes per chunk;

@@ -123,6 +123,20 @@ def test_idle_websockets_runs_and_reports_memory_per_connection(tmp_path: Path) 
     assert "| 200 | 200 | 0 |" in rendered and "{" not in rendered
 
 
+def test_idle_websockets_profile_runs_the_server_in_its_own_process(tmp_path: Path) -> None:
+    # --profile serves from the benchmark's own process (tracemalloc inside the server).
+    out = tmp_path / "idle_websockets_profile.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/idle_websockets.py", "--connections", "50", "--profile",
+         "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    (row,) = json.loads(out.read_text())["results"]
+    assert row["opened"] == 50 and row["server_alive"]
+    assert row["tracemalloc_idle"] and row["tracemalloc_turn"]
+
+
 def test_llm_transport_runs_and_compares_both_transports(tmp_path: Path) -> None:
     out = tmp_path / "llm_transport.json"
     proc = subprocess.run(
