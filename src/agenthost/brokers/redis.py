@@ -13,6 +13,7 @@ for what it cannot read. On a Cluster, each event is written by redis-py's clust
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,6 +25,7 @@ from agenthost.brokers.memory import MemoryBroker
 from agenthost.connections.redis import RedisSettings, close_clients
 from agenthost.connections.redis_wire import RedisWire, ReplyError
 from agenthost.core.errors import StoreUnavailable
+from agenthost.observability.logs import in_turn_context
 
 __all__ = ["RedisBroker"]
 
@@ -106,16 +108,23 @@ class RedisBroker(MemoryBroker):
         if wire is None or not wire.connected:
             return False  # `publish` connects, or writes through the cluster client
         self.publish_local(session_id, turn_id, event)
+        # The reply comes back in the connection's context (that of whichever request
+        # opened it): the callback carries the ids of the event it answers.
+        written = functools.partial(self._written, session_id, turn_id)
         for command in _commands(session_id, turn_id, event, self.stream_ttl):
-            wire.call_nowait(*command, on_reply=self._written)
+            wire.call_nowait(*command, on_reply=written)
         return True
 
-    def _written(self, reply: Any) -> None:
+    def _written(self, session_id: str, turn_id: str, reply: Any) -> None:
         if isinstance(reply, ReplyError | StoreUnavailable):
             if not self._failing:
                 self._failing = True  # one warning per outage, not one per chunk
-                log.warning(
-                    "redis broker: stream events not written (%s); readers here have them", reply
+                in_turn_context(
+                    session_id,
+                    turn_id,
+                    log.warning,
+                    "redis broker: stream events not written (%s); readers here have them",
+                    reply,
                 )
         elif self._failing:
             self._failing = False
