@@ -254,3 +254,63 @@ async def test_a_websocket_turn_with_on_disconnect_cancel_stops_when_the_socket_
             assert first["type"] == "chunk"
         record = await wait_for_status(http, server.url, s, tid, {"completed", "failed"})
         assert record["status"] == "failed" and record["error"]["code"] == "interrupted"
+
+
+# -- resuming at or past the end ------------------------------------------------------------
+
+
+async def test_a_resume_at_or_past_the_end_answers_at_once(
+    agenthost_factory: Callable[..., AgentHostProcess], redis_url: str
+) -> None:
+    """EventSource reconnects after `done` with its id: 204 at once (and EventSource stops);
+    an id the stream never reached is a 422; a resume with no turn id is a 400. On the
+    process that ran the turn (in-process stream) and on another (Redis stream)."""
+    common = {"store": redis_url, "llm": SLOW_LLM, "chunk_coalesce_ms": 0}
+    a = agenthost_factory(**common)
+    b = agenthost_factory(**common)
+    s, tid = sid(), "end-1"
+    body = {"message": "hello there", "stream": True}
+    timeout = aiohttp.ClientTimeout(total=5)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        async with http.post(
+            f"{a.url}/v1/sessions/{s}/turns", json=body, headers={"Idempotency-Key": tid}
+        ) as resp:
+            events = await read_events(resp)
+        end = events[-1][0]
+        assert events[-1][1] == "done"
+        for proc in (a, b):
+            stream_url = f"{proc.url}/v1/sessions/{s}/turns/{tid}/stream"
+            async with http.get(stream_url, headers={"Last-Event-ID": str(end)}) as resp:
+                assert resp.status == 204, await resp.text()
+            async with http.post(
+                f"{proc.url}/v1/sessions/{s}/turns",
+                json=body,
+                headers={"Idempotency-Key": tid, "Last-Event-ID": str(end)},
+            ) as resp:
+                assert resp.status == 204
+            async with http.get(stream_url, headers={"Last-Event-ID": str(end + 1)}) as resp:
+                assert resp.status == 422
+                assert (await resp.json())["error"]["code"] == "event_beyond_end"
+            async with http.post(
+                f"{proc.url}/v1/sessions/{s}/turns",
+                json=body,
+                headers={"Idempotency-Key": tid, "Last-Event-ID": str(end + 7)},
+            ) as resp:
+                assert resp.status == 422
+            async with http.ws_connect(f"{proc.url}/v1/sessions/{s}/ws") as ws:
+                # The final event again, at once, for a `resume` and for a `turn` sent again.
+                await ws.send_json({"type": "resume", "turn_id": tid, "after": end})
+                again = json.loads((await ws.receive(timeout=5)).data)
+                assert (again["type"], again["seq"]) == ("done", end)
+                frame = {"type": "turn", "message": body["message"]}
+                await ws.send_json({**frame, "turn_id": tid, "after": end})
+                again = json.loads((await ws.receive(timeout=5)).data)
+                assert (again["type"], again["seq"]) == ("done", end)
+                await ws.send_json({**frame, "after": 2})
+                refused = json.loads((await ws.receive(timeout=5)).data)
+                assert (refused["type"], refused["code"]) == ("error", "turn_id_required")
+            async with http.post(
+                f"{proc.url}/v1/sessions/{s}/turns", json=body, headers={"Last-Event-ID": "3"}
+            ) as resp:
+                assert resp.status == 400
+                assert (await resp.json())["error"]["code"] == "turn_id_required"

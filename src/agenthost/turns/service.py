@@ -20,7 +20,7 @@ import msgspec
 
 from agenthost.auth.principal import Principal, public_session_id
 from agenthost.brokers.base import EventKind, StreamBroker, StreamEvent
-from agenthost.core.errors import AgentHostError, TurnNotFound
+from agenthost.core.errors import AgentHostError, EventBeyondEnd, TurnNotFound
 from agenthost.core.ids import new_turn_id
 from agenthost.observability.logs import bind_turn
 from agenthost.observability.metrics import Metrics
@@ -30,7 +30,7 @@ from agenthost.turns.chunks import ChunkFlusher, TurnStream
 from agenthost.turns.engine import TurnEngine
 from agenthost.turns.payloads import ErrorDetail, error_event_data, turn_out
 
-__all__ = ["OnBusy", "OnDisconnect", "StreamedTurn", "TurnService"]
+__all__ = ["OnBusy", "OnDisconnect", "StreamEnded", "StreamedTurn", "TurnService"]
 
 log = logging.getLogger("agenthost.streams")
 
@@ -40,6 +40,16 @@ OnDisconnect = Literal["continue", "cancel"]
 _encode = msgspec.json.encode
 
 _CLIENT_GONE = "the client disconnected (on_disconnect=cancel)"
+
+
+class StreamEnded(Exception):
+    """A resume after the final event of a finished stream: there is nothing more to send.
+    `final` is that event (the web layer answers SSE with 204, a WebSocket with the final
+    event again)."""
+
+    def __init__(self, final: StreamEvent) -> None:
+        super().__init__(f"the stream ended at event {final.seq}")
+        self.final = final
 
 
 class StreamedTurn:
@@ -219,14 +229,26 @@ class TurnService:
 
     async def events(self, session_id: str, turn_id: str, after: int) -> AsyncIterator[StreamEvent]:
         """A turn's events after `after`: from the broker while it has them, else (a
-        finished turn whose stream expired) its final event from the turn record."""
+        finished turn whose stream expired) its final event from the turn record.
+
+        Never waits on a stream that has ended: `after` equal to its final event raises
+        StreamEnded, beyond it EventBeyondEnd (422)."""
         record = await self.store.get_turn(session_id, turn_id)
         if record is None:
             raise TurnNotFound(f"no turn {turn_id} in session {public_session_id(session_id)}")
-        if record.status in ("completed", "failed") and not await self.broker.exists(
-            session_id, turn_id
-        ):
-            return _final_event(record, after)
+        if after > 0 or record.status in ("completed", "failed"):
+            last = await self.broker.last(session_id, turn_id)
+            if last is None:
+                if record.status in ("completed", "failed"):
+                    return _final_event(record, after)  # its stream expired
+            elif last.final:
+                if after == last.seq:
+                    raise StreamEnded(last)
+                if after > last.seq:
+                    raise EventBeyondEnd(
+                        f"Last-Event-ID {after} is beyond the end of turn {turn_id}'s stream "
+                        f"(its last event is {last.seq})"
+                    )
         return self.broker.read(session_id, turn_id, after, self.stream_wait)
 
     def _keep(self, task: asyncio.Task[None]) -> None:

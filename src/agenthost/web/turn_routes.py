@@ -14,13 +14,13 @@ from starlette.types import Receive, Scope, Send
 
 from agenthost.auth.authenticators import Authenticator
 from agenthost.auth.principal import Principal, public_session_id, scoped_session_id
-from agenthost.core.errors import AgentHostError, TurnNotFound
+from agenthost.core.errors import AgentHostError, TurnIdRequired, TurnNotFound
 from agenthost.core.ids import check_session_id, check_turn_id, new_turn_id
 from agenthost.core.input_limits import InputLimits
 from agenthost.observability.logs import bind_turn
 from agenthost.stores.base import TurnRecord
 from agenthost.turns.payloads import turn_out
-from agenthost.turns.service import TurnService
+from agenthost.turns.service import StreamEnded, TurnService
 from agenthost.web.error_responses import json_response
 from agenthost.web.requests import (
     BodyDecoder,
@@ -84,11 +84,21 @@ class TurnRoutes:
         req: TurnRequest = self._turn_decoder(body)
         self.limits.check_turn(req.message, req.metadata)
         service = self.service
+        streamed = req.stream or b"text/event-stream" in accept
+        after = 0
+        if streamed:
+            after = event_number(last_event_id)
+            if last_event_id and turn_id is None:
+                raise TurnIdRequired(
+                    "Last-Event-ID resumes a turn: send the turn's id as Idempotency-Key"
+                )
         turn_id = await service.enter(principal, turn_id)
-        if req.stream or b"text/event-stream" in accept:
+        if streamed:
             try:
-                after = event_number(last_event_id)
                 response = await self._stream_turn(session_id, turn_id, req, after, principal)
+            except StreamEnded:
+                service.leave(principal, turn_id)
+                response = Response(status_code=204)
             except BaseException:
                 service.leave(principal, turn_id)
                 raise
@@ -186,7 +196,12 @@ class TurnRoutes:
         after = event_number(
             request.headers.get("last-event-id") or request.query_params.get("after")
         )
-        events = await self.service.events(session_id, turn_id, after)
+        try:
+            events = await self.service.events(session_id, turn_id, after)
+        except StreamEnded:
+            # The client has the final event (EventSource reconnecting after the end):
+            # 204 answers at once and stops EventSource from reconnecting again.
+            return Response(status_code=204)
         return SSEResponse(events, self.service.metrics)
 
     async def get_turn(self, request: Request) -> Response:
