@@ -25,9 +25,10 @@ from agenthost.core.ids import new_turn_id
 from agenthost.observability.logs import bind_turn
 from agenthost.observability.metrics import Metrics
 from agenthost.ratelimit.gate import TurnGate
-from agenthost.stores.base import SessionStore, TurnRecord
+from agenthost.stores.base import SessionStore, TurnRecord, key_reused
 from agenthost.turns.chunks import ChunkFlusher, TurnStream
 from agenthost.turns.engine import TurnEngine
+from agenthost.turns.fingerprint import request_fingerprint
 from agenthost.turns.payloads import ErrorDetail, error_event_data, turn_out
 
 __all__ = ["OnBusy", "OnDisconnect", "StreamEnded", "StreamedTurn", "TurnService"]
@@ -182,6 +183,11 @@ class TurnService:
             claim = True
         else:
             record = await self.store.get_turn(session_id, turn_id)
+            if record is not None and record.fingerprint not in (
+                "",
+                request_fingerprint(message, metadata),
+            ):
+                raise key_reused(turn_id)  # before any replay of the other request's answer
             if record is not None and record.status == "completed":
                 events = await self.events(session_id, turn_id, after)
                 return StreamedTurn(engine, session_id, turn_id, events, None)
