@@ -314,3 +314,105 @@ async def test_a_resume_at_or_past_the_end_answers_at_once(
             ) as resp:
                 assert resp.status == 400
                 assert (await resp.json())["error"]["code"] == "turn_id_required"
+
+
+# -- a model that thinks ------------------------------------------------------------------------
+
+# The broker's reply timeout is 0.3 s here (its XREAD BLOCK asks for 0.6 s at a time), and
+# the model thinks 2.5 s before its first token: many times longer than any read timeout.
+THINKING_LLM = "sim://?ttft_ms=2500&tokens_per_s=40&words=12"
+
+
+def with_reply_timeout(url: str, seconds: float) -> str:
+    return f"{url}?socket_timeout={seconds}"
+
+
+async def test_a_reader_on_another_process_waits_through_a_long_pause_with_heartbeats(
+    agenthost_factory: Callable[..., AgentHostProcess], redis_url: str
+) -> None:
+    """A turn runs on A, its model silent for 2.5 s; SSE and WebSocket readers on B (through
+    the Redis broker) get `: ping` lines (SSE) meanwhile, then every chunk and `done`."""
+    common = {
+        "store": redis_url,
+        "broker": with_reply_timeout(redis_url, 0.3),
+        "llm": THINKING_LLM,
+        "chunk_coalesce_ms": 0,
+        "sse_heartbeat_s": 0.4,
+    }
+    a = agenthost_factory(**common)
+    b = agenthost_factory(**common)
+    s, tid = sid(), "think-1"
+    async with aiohttp.ClientSession() as http:
+        running = asyncio.ensure_future(
+            http.post(
+                f"{a.url}/v1/sessions/{s}/turns",
+                json={"message": "think first", "stream": True},
+                headers={"Idempotency-Key": tid},
+            )
+        )
+        deadline = time.monotonic() + 10
+        while (await committed(http, a.url, s, tid)).get("status") != "running":
+            assert time.monotonic() < deadline, "the turn never started"
+            await asyncio.sleep(0.05)
+
+        async def sse_on_b() -> str:
+            async with http.get(f"{b.url}/v1/sessions/{s}/turns/{tid}/stream") as resp:
+                assert resp.status == 200
+                return await resp.text()
+
+        async def ws_on_b() -> list[dict[str, Any]]:
+            frames: list[dict[str, Any]] = []
+            async with http.ws_connect(f"{b.url}/v1/sessions/{s}/ws") as ws:
+                await ws.send_json({"type": "resume", "turn_id": tid, "after": 0})
+                while not frames or frames[-1]["type"] not in ("done", "error"):
+                    frames.append(json.loads((await ws.receive(timeout=15)).data))
+            return frames
+
+        raw, frames = await asyncio.gather(sse_on_b(), ws_on_b())
+        (await running).close()
+        record = await committed(http, b.url, s, tid)
+        assert record["status"] == "completed"
+        assert ": ping\n\n" in raw, "no heartbeat while the model thought"
+        events = parse_sse(raw)
+        assert [seq for seq, _, _ in events] == list(range(1, len(events) + 1))
+        assert events[-1][1] == "done"
+        assert text_after_last_reset(events) == record["response"]
+        assert frames[-1]["type"] == "done"
+        text = "".join(f["text"] for f in frames if f["type"] == "chunk")
+        assert text == record["response"]
+
+
+async def test_after_a_crash_a_resend_elsewhere_reaches_reset_chunks_and_done_at_once(
+    agenthost_factory: Callable[..., AgentHostProcess], redis_url: str
+) -> None:
+    """A's process dies mid-answer; the resend to B waits for the lease to expire and for the
+    model's long first token (both far past the broker's read timeout) on its first try."""
+    common = {
+        "store": redis_url,
+        "broker": with_reply_timeout(redis_url, 0.3),
+        "llm": "sim://?ttft_ms=1500&tokens_per_s=20&words=20",
+        "chunk_coalesce_ms": 0,
+        "lease_ttl": 1,
+        "sse_heartbeat_s": 0.4,
+    }
+    a = agenthost_factory(**common)
+    b = agenthost_factory(**common)
+    s, tid = sid(), "think-kill-1"
+    body = {"message": "tell me a long story", "stream": True}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{a.url}/v1/sessions/{s}/turns", json=body, headers={"Idempotency-Key": tid}
+        ) as resp:
+            first = await read_events(resp, stop_after=3)
+            a.kill()
+        last_seen = first[-1][0]
+        async with http.post(
+            f"{b.url}/v1/sessions/{s}/turns",
+            json=body,
+            headers={"Idempotency-Key": tid, "Last-Event-ID": str(last_seen)},
+        ) as resp:
+            assert resp.status == 200
+            rest = await read_events(resp)
+        assert rest[0][1] == "reset" and rest[-1][1] == "done", [kind for _, kind, _ in rest]
+        record = await committed(http, b.url, s, tid)
+        assert text_after_last_reset(first + rest) == record["response"]

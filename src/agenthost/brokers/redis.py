@@ -4,6 +4,12 @@
 Readers on the process that runs the turn are served from memory; others `XREAD BLOCK` from
 Redis. The stream key shares the session's hash tag, so it lives on the session's slot.
 
+A reader elsewhere waits as long as the turn may run (`wait`: no event for that long means
+its process died), however long the model pauses: each `XREAD BLOCK` asks for at most
+`block_s` (twice the reply timeout: the URL's `socket_timeout`, else 2 s) on a connection
+whose own timeout is longer than that, then asks again. A read timeout therefore means a
+Redis that does not answer, never a quiet turn.
+
 On a single server, events are written through the pipelining client (`RedisWire`): the
 XADDs of every stream flushed in one pass of the event loop leave in one socket write, and an
 event costs no task (`publish_nowait`). A failed write is logged (once per outage): local
@@ -13,6 +19,7 @@ for what it cannot read. On a Cluster, each event is written by redis-py's clust
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator
@@ -22,7 +29,7 @@ import redis.exceptions as rexc
 
 from agenthost.brokers.base import StreamEvent
 from agenthost.brokers.memory import MemoryBroker
-from agenthost.connections.redis import RedisSettings, close_clients
+from agenthost.connections.redis import DEFAULT_SOCKET_TIMEOUT, RedisSettings, close_clients
 from agenthost.connections.redis_wire import RedisWire, ReplyError
 from agenthost.core.errors import StoreUnavailable
 from agenthost.observability.logs import in_turn_context
@@ -66,24 +73,38 @@ class RedisBroker(MemoryBroker):
         self.url = url
         self.settings = RedisSettings.from_url(url)
         self.cluster = self.settings.cluster
+        # How long a reply may take; the URL's pool size is not applied (it sizes the
+        # store's pool when the broker shares the store's URL).
+        self.reply_timeout = self.settings.socket_timeout or DEFAULT_SOCKET_TIMEOUT
+        self.block_s = 2 * self.reply_timeout
         self._client: Any = None
+        self._blocking: Any = None
         self._wire: RedisWire | None = None
         self._failing = False
 
     async def open(self) -> None:
-        # Its own values, not the URL's options (those size the store's pool when the broker
-        # shares the store's URL). No socket timeout: XREAD BLOCK waits as long as it asks.
         self._client = self.settings.pooled_client(
-            max_connections=10_000, connect_timeout=1.0, pool_timeout=2.0
+            max_connections=10_000,
+            connect_timeout=1.0,
+            pool_timeout=2.0,
+            socket_timeout=self.reply_timeout,
+        )
+        # XREAD BLOCK's own: a reply may come up to `block_s` after the command.
+        self._blocking = self.settings.pooled_client(
+            max_connections=10_000,
+            connect_timeout=1.0,
+            pool_timeout=2.0,
+            socket_timeout=self.block_s + self.reply_timeout,
         )
         if not self.cluster:
             # XREAD BLOCK would hold up a pipelined connection: reads stay on redis-py.
-            self._wire = self.settings.wire(timeout=2.0, connect_timeout=1.0)
+            self._wire = self.settings.wire(timeout=self.reply_timeout, connect_timeout=1.0)
 
     async def close(self) -> None:
         await super().close()
         await close_clients(self._wire, self._client)
-        self._wire = self._client = None
+        await close_clients(None, self._blocking)
+        self._wire = self._client = self._blocking = None
 
     async def exists(self, session_id: str, turn_id: str) -> bool:
         if self.local(session_id, turn_id):
@@ -159,13 +180,21 @@ class RedisBroker(MemoryBroker):
     ) -> AsyncIterator[StreamEvent]:
         key = _key(session_id, turn_id)
         last = f"0-{after}"
+        loop = asyncio.get_running_loop()
+        quiet_until = loop.time() + wait
         while True:
+            block = min(self.block_s, quiet_until - loop.time())
+            if block <= 0:
+                return  # nothing for `wait` seconds: the publisher died, or no such stream
             try:
-                reply = await self._client.xread({key: last}, count=500, block=int(wait * 1000))
+                reply = await self._blocking.xread(
+                    {key: last}, count=500, block=max(1, int(block * 1000))
+                )
             except _FAILURES as exc:
                 raise StoreUnavailable(f"redis broker: {exc}") from None
             if not reply:
-                return
+                continue  # a quiet turn (the model thinks): ask again
+            quiet_until = loop.time() + wait
             for _, entries in reply:
                 for entry_id, fields in entries:
                     event = _event(entry_id, fields)

@@ -123,7 +123,13 @@ def assemble(
             session_ttl=settings.session_ttl,
             max_body_bytes=settings.max_body_bytes,
         ),
-        TurnRoutes(service, auth, limits, max_body_bytes=settings.max_body_bytes),
+        TurnRoutes(
+            service,
+            auth,
+            limits,
+            max_body_bytes=settings.max_body_bytes,
+            sse_heartbeat_s=settings.sse_heartbeat_s,
+        ),
         ProcessRoutes(
             engine.store,
             drain,

@@ -53,11 +53,13 @@ class TurnRoutes:
         limits: InputLimits,
         *,
         max_body_bytes: int,
+        sse_heartbeat_s: float = 15.0,
     ) -> None:
         self.service = service
         self.auth = auth
         self.limits = limits
         self.max_body_bytes = max_body_bytes
+        self.sse_heartbeat_s = sse_heartbeat_s
         self._turn_decoder = BodyDecoder(TurnRequest)
         self._chat_decoder = BodyDecoder(ChatRequest)
 
@@ -186,7 +188,7 @@ class TurnRoutes:
         )
         self.service.leave_when_done(principal, streamed)
         on_gone = streamed.cancel if req.on_disconnect == "cancel" else None
-        return SSEResponse(streamed.events, self.service.metrics, on_gone)
+        return SSEResponse(streamed.events, self.service.metrics, self.sse_heartbeat_s, on_gone)
 
     async def resume_stream(self, request: Request) -> Response:
         """GET .../turns/{turn_id}/stream: the turn's events after `Last-Event-ID` (or
@@ -202,7 +204,7 @@ class TurnRoutes:
             # The client has the final event (EventSource reconnecting after the end):
             # 204 answers at once and stops EventSource from reconnecting again.
             return Response(status_code=204)
-        return SSEResponse(events, self.service.metrics)
+        return SSEResponse(events, self.service.metrics, self.sse_heartbeat_s)
 
     async def get_turn(self, request: Request) -> Response:
         session_id = await scoped_path_session(self.auth, request)
