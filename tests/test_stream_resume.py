@@ -5,6 +5,7 @@ it again after a `reset` event when the process running it was killed. And `on_d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -13,10 +14,12 @@ from typing import Any
 
 import aiohttp
 import msgspec
+import pytest
 
 from agenthost.brokers import StreamEvent, create_broker
 from agenthost.turns.chunks import ChunkFlusher, TurnStream
 from tests.fixtures.agenthost import AgentHostProcess
+from tests.fixtures.redis import redis_cli
 from tests.test_streaming import collect, parse_sse
 
 SLOW_LLM = "sim://?ttft_ms=50&tokens_per_s=40&words=40"
@@ -416,3 +419,93 @@ async def test_after_a_crash_a_resend_elsewhere_reaches_reset_chunks_and_done_at
         assert rest[0][1] == "reset" and rest[-1][1] == "done", [kind for _, kind, _ in rest]
         record = await committed(http, b.url, s, tid)
         assert text_after_last_reset(first + rest) == record["response"]
+
+
+# -- a deleted session ------------------------------------------------------------------------
+
+
+async def stream_turn(
+    http: aiohttp.ClientSession, url: str, s: str, message: str, headers: dict[str, str]
+) -> list[Event]:
+    async with http.post(
+        f"{url}/v1/sessions/{s}/turns", json={"message": message, "stream": True}, headers=headers
+    ) as resp:
+        assert resp.status == 200
+        return await read_events(resp)
+
+
+async def test_a_deleted_sessions_streams_never_come_back(
+    agenthost_factory: Callable[..., AgentHostProcess], redis_url: str, redis_server: Any
+) -> None:
+    """A streamed turn under key k, DELETE, then a new turn under k on the process that ran
+    it and on another: neither replays the deleted chunks or answer, and the Redis stream
+    key is gone with the session."""
+    common = {"store": redis_url, "llm": "sim://?words=6", "chunk_coalesce_ms": 0}
+    a = agenthost_factory(**common)
+    b = agenthost_factory(**common)
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        for second in (a, b):
+            s = sid()
+            key = {"Idempotency-Key": "k"}
+            old = await stream_turn(http, a.url, s, "the secret plan", key)
+            assert "secret" in old[-1][2]["response"]
+            assert redis_cli(redis_server.port, "EXISTS", f"ah:{{{s}}}:stream:k") == "1"
+            async with http.delete(f"{a.url}/v1/sessions/{s}") as resp:
+                assert resp.status == 204
+            assert redis_cli(redis_server.port, "KEYS", f"ah:{{{s}}}*") == ""
+            async with http.get(f"{second.url}/v1/sessions/{s}/turns/k/stream") as resp:
+                assert resp.status == 404
+            new = await stream_turn(http, second.url, s, "a new start", key)
+            assert new[-1][1] == "done" and "secret" not in json.dumps(new)
+            assert [seq for seq, _, _ in new] == list(range(1, len(new) + 1))
+            async with http.get(
+                f"{b.url}/v1/sessions/{s}/turns/k/stream", headers={"Last-Event-ID": "0"}
+            ) as resp:
+                again = await read_events(resp)
+            assert "secret" not in json.dumps(again) and again[-1][1] == "done"
+
+
+@pytest.mark.parametrize("deleted_on", ["its process", "another"])
+async def test_a_turn_running_when_its_session_is_deleted_is_cut_and_leaves_nothing(
+    agenthost_factory: Callable[..., AgentHostProcess],
+    redis_url: str,
+    redis_server: Any,
+    deleted_on: str,
+) -> None:
+    """The turn loses its lease with the session: its commit is refused, its stream ends
+    with an `error` (lease_lost) for the reader on its process and for one elsewhere, and
+    its stream key goes."""
+    common = {
+        "store": redis_url,
+        "llm": "sim://?ttft_ms=300&tokens_per_s=20&words=30",
+        "chunk_coalesce_ms": 0,
+    }
+    a = agenthost_factory(**common)
+    b = agenthost_factory(**common)
+    s = sid()
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{a.url}/v1/sessions/{s}/turns",
+            json={"message": "a long one", "stream": True},
+            headers={"Idempotency-Key": "k"},
+        ) as resp:
+            first = await read_events(resp, stop_after=2)
+            async with http.ws_connect(f"{b.url}/v1/sessions/{s}/ws") as ws:
+                await ws.send_json({"type": "resume", "turn_id": "k", "after": first[-1][0]})
+                json.loads((await ws.receive(timeout=10)).data)  # B follows the turn
+                deleter = a if deleted_on == "its process" else b
+                async with http.delete(f"{deleter.url}/v1/sessions/{s}") as deleted:
+                    assert deleted.status == 204
+                rest = await read_events(resp)
+                frames: list[dict[str, Any]] = []
+                # B reads the error from Redis, unless the stream was gone before its next
+                # read: then its reader just ends. Either way, never a `done`.
+                with contextlib.suppress(asyncio.TimeoutError):
+                    while not frames or frames[-1]["type"] not in ("done", "error"):
+                        frames.append(json.loads((await ws.receive(timeout=5)).data))
+        assert rest[-1][1] == "error" and rest[-1][2]["code"] == "lease_lost", rest[-1]
+        assert "done" not in [frame["type"] for frame in frames]
+        async with http.get(f"{a.url}/v1/sessions/{s}/messages") as resp:
+            assert resp.status == 404  # nothing was committed: the session stays deleted
+        assert redis_cli(redis_server.port, "KEYS", f"ah:{{{s}}}*") == ""

@@ -128,6 +128,28 @@ async def test_delete_removes_messages_turns_and_lease(store: SessionStore) -> N
         await commit(store, running)
 
 
+async def test_a_deleted_sessions_turn_ids_are_forgotten_and_its_running_turn_cut(
+    store: SessionStore,
+) -> None:
+    """Delete drops the idempotency records: a turn id used before starts afresh, never
+    replays the deleted answer. The turn running at the delete lost its lease: its renew,
+    commit and fail all find it gone and write nothing, even once the id runs again."""
+    s = sid()
+    await full_turn(store, s, "k", "secret")
+    running = await started(store, s, "t2", message="in flight")
+    assert await store.delete_session(s) is True
+    assert await store.get_turn(s, "k") is None and await store.get_turn(s, "t2") is None
+    assert not await store.renew_lease(running.lease, LEASE_MS)
+    assert await store.fail_turn(running.lease, TurnError("agent_error", "x"), TTL) is None
+    again = await started(store, s, "k", message="new")
+    assert again.created and again.history == [] and again.message_count == 0
+    with pytest.raises(LeaseLost):
+        await commit(store, running, "in flight")
+    await commit(store, again, "new")
+    messages = await store.list_messages(s, 10)
+    assert messages is not None and [m.content for m in messages] == ["new", "re: new"]
+
+
 # -- begin / commit -----------------------------------------------------------------------
 
 

@@ -1,5 +1,7 @@
 """`redis://`: each turn's events in a Redis Stream `ah:{sid}:stream:<turn_id>` (entry id
 `0-<seq>`, capped length, TTL), so a client that lost its connection resumes on any process.
+A stream's first event also adds its turn id to the session's set `ah:{sid}:streams`, so
+deleting the session deletes its streams without scanning the keyspace.
 
 Readers on the process that runs the turn are served from memory; others `XREAD BLOCK` from
 Redis. The stream key shares the session's hash tag, so it lives on the session's slot.
@@ -47,6 +49,12 @@ def _key(session_id: str, turn_id: str) -> str:
     return f"ah:{{{session_id}}}:stream:{turn_id}"
 
 
+def _index(session_id: str) -> str:
+    """The set of the session's stream turn ids, so deleting a session finds its streams
+    (on its slot, like them) without scanning the keyspace."""
+    return f"ah:{{{session_id}}}:streams"
+
+
 def _commands(
     session_id: str, turn_id: str, event: StreamEvent, stream_ttl: float
 ) -> list[tuple[Any, ...]]:
@@ -55,7 +63,12 @@ def _commands(
     key = _key(session_id, turn_id)
     xadd = ("XADD", key, "MAXLEN", "~", MAX_EVENTS, b"0-%d" % event.seq, "k", event.kind,
             "d", event.data)  # fmt: skip
-    if event.seq == 1 or event.kind != "chunk":
+    if event.seq == 1:
+        index = _index(session_id)
+        ttl = max(RUNNING_TTL_S, int(stream_ttl))  # outlives every stream it lists
+        return [xadd, ("EXPIRE", key, RUNNING_TTL_S), ("SADD", index, turn_id),
+                ("EXPIRE", index, ttl)]  # fmt: skip
+    if event.kind != "chunk":
         ttl = int(stream_ttl) if event.final else RUNNING_TTL_S
         return [xadd, ("EXPIRE", key, ttl)]
     return [xadd]
@@ -114,6 +127,12 @@ class RedisBroker(MemoryBroker):
         except _FAILURES as exc:
             raise StoreUnavailable(f"redis broker: {exc}") from None
 
+    async def _exists(self, key: str) -> bool:
+        try:
+            return bool(await self._client.exists(key))
+        except _FAILURES as exc:
+            raise StoreUnavailable(f"redis broker: {exc}") from None
+
     async def last(self, session_id: str, turn_id: str) -> StreamEvent | None:
         local = self.last_local(session_id, turn_id)
         if local is not None:
@@ -168,6 +187,22 @@ class RedisBroker(MemoryBroker):
         except RuntimeError as exc:  # an error reply through the pipelining client
             raise StoreUnavailable(f"redis broker: {exc}") from None
 
+    async def forget(self, session_id: str, turn_id: str | None = None) -> None:
+        self.forget_local(session_id, turn_id)
+        index = _index(session_id)
+        try:
+            if turn_id is not None:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    pipe.delete(_key(session_id, turn_id))
+                    pipe.srem(index, turn_id)
+                    await pipe.execute()
+                return
+            turn_ids = await self._client.smembers(index)
+            keys = [_key(session_id, t.decode() if isinstance(t, bytes) else t) for t in turn_ids]
+            await self._client.delete(index, *keys)  # one slot: the session's hash tag
+        except _FAILURES as exc:
+            raise StoreUnavailable(f"redis broker: {exc}") from None
+
     def read(
         self, session_id: str, turn_id: str, after: int, wait: float
     ) -> AsyncIterator[StreamEvent]:
@@ -193,6 +228,8 @@ class RedisBroker(MemoryBroker):
             except _FAILURES as exc:
                 raise StoreUnavailable(f"redis broker: {exc}") from None
             if not reply:
+                if last != "0-0" and not await self._exists(key):
+                    return  # the stream was deleted (its session was)
                 continue  # a quiet turn (the model thinks): ask again
             quiet_until = loop.time() + wait
             for _, entries in reply:

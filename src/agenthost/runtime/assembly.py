@@ -117,7 +117,7 @@ def assemble(
     limits = InputLimits.from_settings(settings)
     endpoints = route_table(
         SessionRoutes(
-            engine.store,
+            service,
             auth,
             limits,
             session_ttl=settings.session_ttl,

@@ -184,7 +184,9 @@ class SessionStore(Protocol):
         ...
 
     async def delete_session(self, session_id: str) -> bool:
-        """Delete the session with its messages, turns and lease; False if it did not exist."""
+        """Delete the session with its messages, turns (the idempotency records) and lease,
+        in one step; False if it did not exist. A turn running meanwhile has lost its lease:
+        its renew, commit and fail find it gone and write nothing."""
         ...
 
     async def list_messages(

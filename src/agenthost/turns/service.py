@@ -192,6 +192,8 @@ class TurnService:
                 events = await self.events(session_id, turn_id, after)
                 return StreamedTurn(engine, session_id, turn_id, events, None)
             resume = True
+            if record is None:
+                broker.drop_stale(session_id, turn_id)  # a deleted session's, if any
             # Where another process already streams it, read its stream, not a local one.
             claim = record is None or not await broker.exists(session_id, turn_id)
         bind_turn(session_id, turn_id)  # this request's log lines name the turn
@@ -224,6 +226,10 @@ class TurnService:
                 kind, data = "error", _encode(ErrorDetail(exc.code, exc.message))
             try:
                 await stream.finish(kind, data)
+                if kind == "error" and await self.store.get_turn(session_id, tid) is None:
+                    # Its session was deleted while it ran: its readers have the error,
+                    # and nothing of it stays behind.
+                    await broker.forget(session_id, tid)
             except AgentHostError as exc:
                 # Local readers have it; a reader elsewhere falls back to the turn record.
                 log.warning("could not publish the end of turn %s: %s", tid, exc)
@@ -232,6 +238,15 @@ class TurnService:
         self._keep(task)
         events = broker.read(session_id, turn_id, after, self.stream_wait)
         return StreamedTurn(engine, session_id, turn_id, events, task)
+
+    async def delete_session(self, session_id: str) -> bool:
+        """Delete the session with everything of it: messages, turns (the idempotency
+        records) and lease in the store, then every stream of it in the broker. False if the
+        store did not know it (its streams, if any, go anyway). A turn running meanwhile
+        loses its lease: its commit is refused, and its stream ends with an error and goes."""
+        deleted = await self.store.delete_session(session_id)
+        await self.broker.forget(session_id)
+        return deleted
 
     async def events(self, session_id: str, turn_id: str, after: int) -> AsyncIterator[StreamEvent]:
         """A turn's events after `after`: from the broker while it has them, else (a
