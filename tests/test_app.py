@@ -80,6 +80,32 @@ def test_idempotency_key_returns_the_same_answer(client: TestClient) -> None:
     assert client.get("/v1/sessions/s2/turns/nope").status_code == 404
 
 
+def test_an_idempotency_key_sent_with_another_request_is_422(client: TestClient) -> None:
+    """Another message or other metadata under the same key is refused (plain, streamed,
+    WebSocket, /chat) and the first turn's answer is neither replayed nor replaced."""
+    headers = {"Idempotency-Key": "key-2"}
+    url = "/v1/sessions/s3/turns"
+    first = client.post(url, json={"message": "hi", "metadata": {"a": 1, "b": 2}}, headers=headers)
+    assert first.status_code == 200
+    for body in ({"message": "bye"}, {"message": "hi"}, {"message": "hi", "metadata": {"a": 2}},
+                 {"message": "bye", "stream": True}):  # fmt: skip
+        refused = client.post(url, json=body, headers=headers)
+        assert refused.status_code == 422 and error_code(refused) == "idempotency_key_reused"
+    reused = client.post("/chat/s3", json={"message": "bye"}, headers=headers)
+    assert reused.status_code == 422 and error_code(reused) == "idempotency_key_reused"
+    with client.websocket_connect("/v1/sessions/s3/ws") as ws:
+        ws.send_json({"type": "turn", "message": "bye", "turn_id": "key-2"})
+        frame = ws.receive_json()
+        assert (frame["type"], frame["code"]) == ("error", "idempotency_key_reused")
+    # The same request again (metadata keys in another order, other options): replayed.
+    again = client.post(
+        url, json={"message": "hi", "metadata": {"b": 2, "a": 1}, "on_busy": "reject"},
+        headers=headers,
+    )  # fmt: skip
+    assert again.status_code == 200 and again.json() == first.json()
+    assert len(client.get("/v1/sessions/s3/messages").json()["messages"]) == 2
+
+
 def test_reference_chat_endpoint(client: TestClient) -> None:
     resp = client.post("/chat/legacy", json={"message": "hello"})
     assert resp.status_code == 200 and set(resp.json()) == {"response"}

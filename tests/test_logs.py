@@ -3,6 +3,7 @@ unless --log-content, no secrets at all; X-Request-ID echoed."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -14,15 +15,18 @@ import pytest
 import structlog
 from starlette.testclient import TestClient
 
+from agenthost.brokers.base import StreamEvent
+from agenthost.brokers.redis import RedisBroker
 from agenthost.core.settings import Settings
 from agenthost.observability.logs import (
     bind_tenant,
+    bind_turn,
     configure_logging,
     flush_access_log,
     reset_logging,
 )
 from agenthost.runtime.assembly import build_app
-from tests.fixtures.agenthost import AgentHostProcess, wait_until
+from tests.fixtures.agenthost import AgentHostProcess, async_wait_until, wait_until
 
 SECRET = "PINEAPPLE-7f3a9c-SECRET"
 
@@ -186,3 +190,41 @@ def test_access_lines_can_be_turned_off(captured: Callable[..., io.StringIO]) ->
         assert client.get("/healthz").status_code == 200
     flush_access_log()
     assert not [line for line in json_lines(stream.getvalue()) if line["event"] == "request"]
+
+
+async def test_a_failed_stream_write_is_logged_with_its_own_turn_not_the_connecting_one(
+    captured: Callable[..., io.StringIO], redis_url: str
+) -> None:
+    """The Redis broker's write replies come back in the context of the request that opened
+    its connection; the warning about a failed write names the event's session and turn."""
+    stream = captured(store="memory://")
+    broker = RedisBroker(redis_url)
+    await broker.open()
+    try:
+
+        async def first_request() -> None:
+            bind_turn("s-connecting", "t-connecting")
+            await broker.publish("s-connecting", "t-connecting", StreamEvent(1, "chunk", b"{}"))
+
+        async def second_request() -> None:
+            bind_turn("s-other-request", "t-other-request")
+            # Event 1 again: Redis refuses an entry id not above the stream's newest.
+            broker.publish_nowait("s-failing", "t-failing", StreamEvent(1, "chunk", b"{}"))
+            broker.publish_nowait("s-failing", "t-failing", StreamEvent(1, "chunk", b"{}"))
+
+        await asyncio.create_task(first_request())
+        await asyncio.create_task(second_request())
+
+        def warned() -> list[dict[str, Any]]:
+            return [
+                line
+                for line in json_lines(stream.getvalue())
+                if "not written" in line.get("event", "")
+            ]
+
+        await async_wait_until(lambda: bool(warned()), 10, "the failed write's warning")
+        (line,) = warned()
+        assert (line["session_id"], line["turn_id"]) == ("s-failing", "t-failing")
+        assert "request_id" not in line and "tenant" not in line
+    finally:
+        await broker.close()

@@ -52,6 +52,29 @@ async def test_events_are_read_in_order_from_any_point_until_the_final_one(
     assert await broker.exists(sid, tid)
 
 
+async def test_forgetting_a_session_deletes_its_streams_and_ends_their_readers(
+    broker: StreamBroker,
+) -> None:
+    """A session's ended streams go at once; a running one is its publisher's to drop once
+    it has published its end (its local readers get that end first)."""
+    sid, other = f"s-{uuid.uuid4().hex[:8]}", f"s-{uuid.uuid4().hex[:8]}"
+    for session in (sid, other):
+        for tid in ("t1", "t2"):
+            broker.start(session, tid)
+            await broker.publish(session, tid, StreamEvent(1, "chunk", b'{"text":"x"}'))
+        await broker.publish(session, "t2", StreamEvent(2, "done", b"{}"))
+    waiting = asyncio.create_task(collect(broker, sid, "t1", 1, wait=30))
+    await asyncio.sleep(0)  # the reader is waiting for event 2
+    await broker.forget(sid)
+    assert not await broker.exists(sid, "t2") and await broker.last(sid, "t2") is None
+    assert not waiting.done()
+    await broker.forget(sid, "t1")  # its publisher, after its end
+    assert await asyncio.wait_for(waiting, 5) == []
+    assert not await broker.exists(sid, "t1")
+    for tid in ("t1", "t2"):
+        assert await broker.exists(other, tid)  # another session's streams stay
+
+
 async def test_a_stream_nobody_publishes_ends_after_the_wait(broker: StreamBroker) -> None:
     t0 = time.monotonic()
     assert await collect(broker, "nobody", "t", 0, wait=0.3) == []

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from agenthost.core.errors import LeaseLost, SessionExists
+from agenthost.core.errors import IdempotencyKeyReused, LeaseLost, SessionExists
 from agenthost.stores import (
     Busy,
     Completed,
@@ -51,6 +51,7 @@ async def begin(
     window: int = 50,
     patch: dict[str, Any] | None = None,
     ttl_s: float = TTL,
+    fingerprint: str = "",
 ) -> Started | Completed | Busy:
     return await store.begin_turn(
         session_id,
@@ -60,6 +61,7 @@ async def begin(
         lease_ms=lease_ms,
         window=window,
         ttl_s=ttl_s,
+        fingerprint=fingerprint,
     )
 
 
@@ -124,6 +126,28 @@ async def test_delete_removes_messages_turns_and_lease(store: SessionStore) -> N
     assert fresh.created and fresh.message_count == 0 and fresh.history == []
     with pytest.raises(LeaseLost):
         await commit(store, running)
+
+
+async def test_a_deleted_sessions_turn_ids_are_forgotten_and_its_running_turn_cut(
+    store: SessionStore,
+) -> None:
+    """Delete drops the idempotency records: a turn id used before starts afresh, never
+    replays the deleted answer. The turn running at the delete lost its lease: its renew,
+    commit and fail all find it gone and write nothing, even once the id runs again."""
+    s = sid()
+    await full_turn(store, s, "k", "secret")
+    running = await started(store, s, "t2", message="in flight")
+    assert await store.delete_session(s) is True
+    assert await store.get_turn(s, "k") is None and await store.get_turn(s, "t2") is None
+    assert not await store.renew_lease(running.lease, LEASE_MS)
+    assert await store.fail_turn(running.lease, TurnError("agent_error", "x"), TTL) is None
+    again = await started(store, s, "k", message="new")
+    assert again.created and again.history == [] and again.message_count == 0
+    with pytest.raises(LeaseLost):
+        await commit(store, running, "in flight")
+    await commit(store, again, "new")
+    messages = await store.list_messages(s, 10)
+    assert messages is not None and [m.content for m in messages] == ["new", "re: new"]
 
 
 # -- begin / commit -----------------------------------------------------------------------
@@ -319,6 +343,36 @@ async def test_fail_turn_keeps_the_user_message_in_the_record_and_frees_the_sess
     await commit(store, retry, "please", "done")
     record = await store.get_turn(s, "t1")
     assert record is not None and record.status == "completed" and record.error is None
+
+
+async def test_a_turn_id_sent_with_another_requests_fingerprint_is_refused(
+    store: SessionStore,
+) -> None:
+    """The IETF idempotency-key draft: a key names one request. Running, completed or
+    failed, a turn id recorded with one fingerprint refuses another, and changes nothing."""
+    s = sid()
+    running = await started(store, s, "t1", message="first", fingerprint="fp-a")
+    with pytest.raises(IdempotencyKeyReused):
+        await begin(store, s, "t1", message="second", fingerprint="fp-b")
+    assert await begin(store, s, "t1", message="first", fingerprint="fp-a") == Busy("t1")
+    await commit(store, running, "first")
+    record = await store.get_turn(s, "t1")
+    assert record is not None and record.fingerprint == "fp-a" and record.message == "first"
+    with pytest.raises(IdempotencyKeyReused):
+        await begin(store, s, "t1", message="second", fingerprint="fp-b")
+    again = await begin(store, s, "t1", message="first", fingerprint="fp-a")
+    assert isinstance(again, Completed) and again.record.response == "re: first"
+    # A failed turn keeps its fingerprint too: its retry must be the same request.
+    failing = await started(store, s, "t2", message="x", fingerprint="fp-x")
+    await store.fail_turn(failing.lease, TurnError("agent_error", "boom"), TTL)
+    with pytest.raises(IdempotencyKeyReused):
+        await begin(store, s, "t2", message="y", fingerprint="fp-y")
+    retry = await started(store, s, "t2", message="x", fingerprint="fp-x")
+    await commit(store, retry, "x")
+    messages = await store.list_messages(s, 10)
+    assert messages is not None and [m.content for m in messages] == [
+        "first", "re: first", "x", "re: x"
+    ]  # fmt: skip
 
 
 # -- expiry --------------------------------------------------------------------------------

@@ -80,6 +80,16 @@ class StreamBroker(Protocol):
         """Append `event` (the publisher numbers events 1, 2, ... in order)."""
         ...
 
+    async def forget(self, session_id: str, turn_id: str | None = None) -> None:
+        """Delete the stream of `turn_id`, or every stream of the session (None): here and,
+        for shared brokers, wherever it is stored. Readers of it here end."""
+        ...
+
+    def drop_stale(self, session_id: str, turn_id: str) -> None:
+        """A turn with no record is starting under `turn_id`: drop this process's copy of
+        a finished stream of that id (left by a deleted session), so it is not replayed."""
+        ...
+
     def read(
         self, session_id: str, turn_id: str, after: int, wait: float
     ) -> AsyncIterator[StreamEvent]:

@@ -75,6 +75,12 @@ class InstrumentedBroker:
         self._publish.observe(perf_counter() - started)
         return True
 
+    async def forget(self, session_id: str, turn_id: str | None = None) -> None:
+        await self.inner.forget(session_id, turn_id)
+
+    def drop_stale(self, session_id: str, turn_id: str) -> None:
+        self.inner.drop_stale(session_id, turn_id)
+
     def read(
         self, session_id: str, turn_id: str, after: int, wait: float
     ) -> AsyncIterator[StreamEvent]:

@@ -14,13 +14,14 @@ __all__ = ["LocalEvents", "MemoryBroker"]
 
 
 class _Stream:
-    __slots__ = ("ended_at", "events", "listeners", "waiters")
+    __slots__ = ("closed", "ended_at", "events", "listeners", "waiters")
 
     def __init__(self) -> None:
         self.events: list[StreamEvent] = []
         self.waiters: list[asyncio.Future[None]] = []
         self.listeners: list[LocalEvents] = []
         self.ended_at: float | None = None
+        self.closed = False
 
     def wake(self) -> None:
         waiters, self.waiters = self.waiters, []
@@ -39,7 +40,8 @@ class _Stream:
             self.listeners = [listener for listener in listeners if listener.listening]
 
     def end(self) -> None:
-        """The broker closes: every reader stops waiting."""
+        """The broker closes, or the stream is deleted: every reader stops waiting."""
+        self.closed = True
         self.wake()
         listeners, self.listeners = self.listeners, []
         for listener in listeners:
@@ -120,6 +122,8 @@ class LocalEvents:
                 yield event
                 if event.final:
                     return
+            if stream.closed:
+                return
             # A future and a timer handle per wait: cheaper than an Event and a timeout
             # context. A pushed reader (`push`) needs neither.
             loop = asyncio.get_running_loop()
@@ -277,6 +281,28 @@ class MemoryBroker:
             stream.deliver(event)
         if stream.waiters:
             stream.wake()
+
+    async def forget(self, session_id: str, turn_id: str | None = None) -> None:
+        self.forget_local(session_id, turn_id)
+
+    def forget_local(self, session_id: str, turn_id: str | None = None) -> None:
+        """Drop this process's copy of the stream, and its readers end; or of every ended
+        stream of the session (a scan, but deletes are rare and ended streams expire): a
+        running one is its publisher's to drop once its readers have its error."""
+        if turn_id is not None:
+            keys = [(session_id, turn_id)]
+        else:
+            streams = self._streams
+            keys = [k for k in streams if k[0] == session_id and streams[k].ended_at is not None]
+        for key in keys:
+            stream = self._streams.pop(key, None)
+            if stream is not None:
+                stream.end()
+
+    def drop_stale(self, session_id: str, turn_id: str) -> None:
+        stream = self._streams.get((session_id, turn_id))
+        if stream is not None and stream.ended_at is not None:
+            self.forget_local(session_id, turn_id)
 
     def read(
         self, session_id: str, turn_id: str, after: int, wait: float

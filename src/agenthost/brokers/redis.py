@@ -1,8 +1,16 @@
 """`redis://`: each turn's events in a Redis Stream `ah:{sid}:stream:<turn_id>` (entry id
 `0-<seq>`, capped length, TTL), so a client that lost its connection resumes on any process.
+A stream's first event also adds its turn id to the session's set `ah:{sid}:streams`, so
+deleting the session deletes its streams without scanning the keyspace.
 
 Readers on the process that runs the turn are served from memory; others `XREAD BLOCK` from
 Redis. The stream key shares the session's hash tag, so it lives on the session's slot.
+
+A reader elsewhere waits as long as the turn may run (`wait`: no event for that long means
+its process died), however long the model pauses: each `XREAD BLOCK` asks for at most
+`block_s` (twice the reply timeout: the URL's `socket_timeout`, else 2 s) on a connection
+whose own timeout is longer than that, then asks again. A read timeout therefore means a
+Redis that does not answer, never a quiet turn.
 
 On a single server, events are written through the pipelining client (`RedisWire`): the
 XADDs of every stream flushed in one pass of the event loop leave in one socket write, and an
@@ -13,6 +21,8 @@ for what it cannot read. On a Cluster, each event is written by redis-py's clust
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,9 +31,10 @@ import redis.exceptions as rexc
 
 from agenthost.brokers.base import StreamEvent
 from agenthost.brokers.memory import MemoryBroker
-from agenthost.connections.redis import RedisSettings, close_clients
+from agenthost.connections.redis import DEFAULT_SOCKET_TIMEOUT, RedisSettings, close_clients
 from agenthost.connections.redis_wire import RedisWire, ReplyError
 from agenthost.core.errors import StoreUnavailable
+from agenthost.observability.logs import in_turn_context
 
 __all__ = ["RedisBroker"]
 
@@ -38,6 +49,12 @@ def _key(session_id: str, turn_id: str) -> str:
     return f"ah:{{{session_id}}}:stream:{turn_id}"
 
 
+def _index(session_id: str) -> str:
+    """The set of the session's stream turn ids, so deleting a session finds its streams
+    (on its slot, like them) without scanning the keyspace."""
+    return f"ah:{{{session_id}}}:streams"
+
+
 def _commands(
     session_id: str, turn_id: str, event: StreamEvent, stream_ttl: float
 ) -> list[tuple[Any, ...]]:
@@ -46,7 +63,12 @@ def _commands(
     key = _key(session_id, turn_id)
     xadd = ("XADD", key, "MAXLEN", "~", MAX_EVENTS, b"0-%d" % event.seq, "k", event.kind,
             "d", event.data)  # fmt: skip
-    if event.seq == 1 or event.kind != "chunk":
+    if event.seq == 1:
+        index = _index(session_id)
+        ttl = max(RUNNING_TTL_S, int(stream_ttl))  # outlives every stream it lists
+        return [xadd, ("EXPIRE", key, RUNNING_TTL_S), ("SADD", index, turn_id),
+                ("EXPIRE", index, ttl)]  # fmt: skip
+    if event.kind != "chunk":
         ttl = int(stream_ttl) if event.final else RUNNING_TTL_S
         return [xadd, ("EXPIRE", key, ttl)]
     return [xadd]
@@ -64,30 +86,50 @@ class RedisBroker(MemoryBroker):
         self.url = url
         self.settings = RedisSettings.from_url(url)
         self.cluster = self.settings.cluster
+        # How long a reply may take; the URL's pool size is not applied (it sizes the
+        # store's pool when the broker shares the store's URL).
+        self.reply_timeout = self.settings.socket_timeout or DEFAULT_SOCKET_TIMEOUT
+        self.block_s = 2 * self.reply_timeout
         self._client: Any = None
+        self._blocking: Any = None
         self._wire: RedisWire | None = None
         self._failing = False
 
     async def open(self) -> None:
-        # Its own values, not the URL's options (those size the store's pool when the broker
-        # shares the store's URL). No socket timeout: XREAD BLOCK waits as long as it asks.
         self._client = self.settings.pooled_client(
-            max_connections=10_000, connect_timeout=1.0, pool_timeout=2.0
+            max_connections=10_000,
+            connect_timeout=1.0,
+            pool_timeout=2.0,
+            socket_timeout=self.reply_timeout,
+        )
+        # XREAD BLOCK's own: a reply may come up to `block_s` after the command.
+        self._blocking = self.settings.pooled_client(
+            max_connections=10_000,
+            connect_timeout=1.0,
+            pool_timeout=2.0,
+            socket_timeout=self.block_s + self.reply_timeout,
         )
         if not self.cluster:
             # XREAD BLOCK would hold up a pipelined connection: reads stay on redis-py.
-            self._wire = self.settings.wire(timeout=2.0, connect_timeout=1.0)
+            self._wire = self.settings.wire(timeout=self.reply_timeout, connect_timeout=1.0)
 
     async def close(self) -> None:
         await super().close()
         await close_clients(self._wire, self._client)
-        self._wire = self._client = None
+        await close_clients(None, self._blocking)
+        self._wire = self._client = self._blocking = None
 
     async def exists(self, session_id: str, turn_id: str) -> bool:
         if self.local(session_id, turn_id):
             return True
         try:
             return bool(await self._client.exists(_key(session_id, turn_id)))
+        except _FAILURES as exc:
+            raise StoreUnavailable(f"redis broker: {exc}") from None
+
+    async def _exists(self, key: str) -> bool:
+        try:
+            return bool(await self._client.exists(key))
         except _FAILURES as exc:
             raise StoreUnavailable(f"redis broker: {exc}") from None
 
@@ -106,16 +148,23 @@ class RedisBroker(MemoryBroker):
         if wire is None or not wire.connected:
             return False  # `publish` connects, or writes through the cluster client
         self.publish_local(session_id, turn_id, event)
+        # The reply comes back in the connection's context (that of whichever request
+        # opened it): the callback carries the ids of the event it answers.
+        written = functools.partial(self._written, session_id, turn_id)
         for command in _commands(session_id, turn_id, event, self.stream_ttl):
-            wire.call_nowait(*command, on_reply=self._written)
+            wire.call_nowait(*command, on_reply=written)
         return True
 
-    def _written(self, reply: Any) -> None:
+    def _written(self, session_id: str, turn_id: str, reply: Any) -> None:
         if isinstance(reply, ReplyError | StoreUnavailable):
             if not self._failing:
                 self._failing = True  # one warning per outage, not one per chunk
-                log.warning(
-                    "redis broker: stream events not written (%s); readers here have them", reply
+                in_turn_context(
+                    session_id,
+                    turn_id,
+                    log.warning,
+                    "redis broker: stream events not written (%s); readers here have them",
+                    reply,
                 )
         elif self._failing:
             self._failing = False
@@ -138,6 +187,22 @@ class RedisBroker(MemoryBroker):
         except RuntimeError as exc:  # an error reply through the pipelining client
             raise StoreUnavailable(f"redis broker: {exc}") from None
 
+    async def forget(self, session_id: str, turn_id: str | None = None) -> None:
+        self.forget_local(session_id, turn_id)
+        index = _index(session_id)
+        try:
+            if turn_id is not None:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    pipe.delete(_key(session_id, turn_id))
+                    pipe.srem(index, turn_id)
+                    await pipe.execute()
+                return
+            turn_ids = await self._client.smembers(index)
+            keys = [_key(session_id, t.decode() if isinstance(t, bytes) else t) for t in turn_ids]
+            await self._client.delete(index, *keys)  # one slot: the session's hash tag
+        except _FAILURES as exc:
+            raise StoreUnavailable(f"redis broker: {exc}") from None
+
     def read(
         self, session_id: str, turn_id: str, after: int, wait: float
     ) -> AsyncIterator[StreamEvent]:
@@ -150,13 +215,23 @@ class RedisBroker(MemoryBroker):
     ) -> AsyncIterator[StreamEvent]:
         key = _key(session_id, turn_id)
         last = f"0-{after}"
+        loop = asyncio.get_running_loop()
+        quiet_until = loop.time() + wait
         while True:
+            block = min(self.block_s, quiet_until - loop.time())
+            if block <= 0:
+                return  # nothing for `wait` seconds: the publisher died, or no such stream
             try:
-                reply = await self._client.xread({key: last}, count=500, block=int(wait * 1000))
+                reply = await self._blocking.xread(
+                    {key: last}, count=500, block=max(1, int(block * 1000))
+                )
             except _FAILURES as exc:
                 raise StoreUnavailable(f"redis broker: {exc}") from None
             if not reply:
-                return
+                if last != "0-0" and not await self._exists(key):
+                    return  # the stream was deleted (its session was)
+                continue  # a quiet turn (the model thinks): ask again
+            quiet_until = loop.time() + wait
             for _, entries in reply:
                 for entry_id, fields in entries:
                     event = _event(entry_id, fields)

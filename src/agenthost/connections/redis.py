@@ -204,9 +204,9 @@ class RedisSettings:
         """A redis-py client with up to `max_connections` connections (per node on a
         cluster). On a single server the pool blocks: a burst past the limit waits up to
         `pool_timeout` for a free connection rather than failing (redis-py's cluster client
-        has no such pool). `socket_timeout` None: a reply may take as long as the command
-        asks (XREAD BLOCK). The URL's own options are not applied here: the caller has
-        already weighed them against its defaults."""
+        has no such pool). `socket_timeout` None: redis-py's default (5 s in redis-py 8),
+        which a blocking command (XREAD BLOCK) must stay under. The URL's own options are
+        not applied here: the caller has already weighed them against its defaults."""
         options: dict[str, Any] = {
             "max_connections": max_connections,
             "socket_connect_timeout": connect_timeout,

@@ -14,8 +14,10 @@ __all__ = [
     "BinaryFrame",
     "ConcurrencyLimited",
     "Draining",
+    "EventBeyondEnd",
     "FrameRateExceeded",
     "FrameTooLarge",
+    "IdempotencyKeyReused",
     "InvalidJSON",
     "InvalidSessionId",
     "JSONTooDeep",
@@ -31,6 +33,7 @@ __all__ = [
     "SessionExists",
     "SessionNotFound",
     "StoreUnavailable",
+    "TurnIdRequired",
     "TurnInterrupted",
     "TurnNotFound",
     "Unauthorized",
@@ -87,6 +90,13 @@ class BadFrame(BadRequest):
     """A WebSocket frame is not a JSON client frame (`turn` or `resume`) of the right shape."""
 
     code = "bad_frame"
+
+
+class TurnIdRequired(BadRequest):
+    """A resume (`Last-Event-ID`, or a frame's `after`) without the id of the turn to resume:
+    send it as `Idempotency-Key` (or the frame's `turn_id`)."""
+
+    code = "turn_id_required"
 
 
 class Unauthorized(AgentHostError):
@@ -183,6 +193,19 @@ class ValidationFailed(AgentHostError):
 
     status = 422
     code = "validation_error"
+
+
+class IdempotencyKeyReused(ValidationFailed):
+    """An `Idempotency-Key` (turn id) sent again with a different request (message or
+    metadata) than the turn it names: the IETF idempotency-key draft's 422."""
+
+    code = "idempotency_key_reused"
+
+
+class EventBeyondEnd(ValidationFailed):
+    """A resume after an event number the turn's finished stream never reached."""
+
+    code = "event_beyond_end"
 
 
 class MetadataTooDeep(ValidationFailed):

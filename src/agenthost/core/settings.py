@@ -70,6 +70,7 @@ class Settings(msgspec.Struct, kw_only=True):
     broker: str | None = None
     stream_ttl: float = 300.0
     chunk_coalesce_ms: float = 20.0
+    sse_heartbeat_s: float = 15.0
     ws_send_buffer: int = 256
     ws_idle_timeout: float = 300.0
     log_level: str = "info"
@@ -118,6 +119,8 @@ class Settings(msgspec.Struct, kw_only=True):
                 problems.append("llm_cache must be memory://, redis://... or redis")
         if self.stream_ttl <= 0:
             problems.append("stream_ttl must be > 0")
+        if not self.sse_heartbeat_s > 0:
+            problems.append("sse_heartbeat_s must be > 0 seconds")
         if self.chunk_coalesce_ms < 0:
             problems.append("chunk_coalesce_ms must be >= 0")
         if self.ws_send_buffer < 1:
@@ -266,6 +269,8 @@ SETTINGS_HELP: dict[str, str] = {
     "redis://... (resumable on any process). Default: the store's Redis, else memory://.",
     "stream_ttl": "Seconds a turn's stream stays readable after the turn ends.",
     "chunk_coalesce_ms": "Chunks arriving within this many milliseconds leave as one event.",
+    "sse_heartbeat_s": "An SSE stream with no event for this many seconds (the model is "
+    "thinking) gets a `: ping` comment line, so proxies and clients keep it open.",
     "ws_send_buffer": "Frames queued for one WebSocket client; past it the client is too "
     "slow and is closed with 4001.",
     "ws_idle_timeout": "Seconds a WebSocket may stay silent with no turn running; then 1000.",

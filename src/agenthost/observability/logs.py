@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextvars
 import itertools
 import logging
 import os
 import re
 import sys
 import time
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from contextvars import ContextVar
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, TextIO
@@ -53,6 +54,7 @@ __all__ = [
     "current_request_id",
     "current_tenant",
     "flush_access_log",
+    "in_turn_context",
     "reset_logging",
     "turn_log",
 ]
@@ -107,6 +109,17 @@ def bind_turn(session_id: str, turn_id: str) -> None:
     """Tag the rest of this task's log lines with the turn (the engine calls it)."""
     _session_id.set(session_id)
     _turn_id.set(turn_id)
+
+
+def in_turn_context(
+    session_id: str, turn_id: str, call: Callable[..., object], *args: object
+) -> None:
+    """Run `call(*args)` with only this turn's ids bound: for code that runs outside the
+    turn's own task (a reply callback, a timer shared by many streams), whose context
+    belongs to whichever request happened to set it up."""
+    context = contextvars.Context()
+    context.run(bind_turn, session_id, turn_id)
+    context.run(call, *args)
 
 
 def current_tenant() -> str | None:

@@ -117,13 +117,19 @@ def assemble(
     limits = InputLimits.from_settings(settings)
     endpoints = route_table(
         SessionRoutes(
-            engine.store,
+            service,
             auth,
             limits,
             session_ttl=settings.session_ttl,
             max_body_bytes=settings.max_body_bytes,
         ),
-        TurnRoutes(service, auth, limits, max_body_bytes=settings.max_body_bytes),
+        TurnRoutes(
+            service,
+            auth,
+            limits,
+            max_body_bytes=settings.max_body_bytes,
+            sse_heartbeat_s=settings.sse_heartbeat_s,
+        ),
         ProcessRoutes(
             engine.store,
             drain,

@@ -8,6 +8,8 @@ one atomic and, where the backend allows, one round trip:
   take the session's lease (one running turn per session, fleet-wide) with a new fencing
   version, create the session if it is unknown, record the turn as running with its user
   message, refresh the TTL, and hand back the history window and the metadata.
+  A turn id already recorded with a different request fingerprint is refused
+  (`IdempotencyKeyReused`), before anything else is looked at.
 * `commit_turn` — one step: check that the lease is still ours (owner and fence), append the
   user and assistant messages, save the metadata, mark the turn completed, release the lease,
   refresh the TTL. The cost does not depend on the history length.
@@ -25,6 +27,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import msgspec
 
+from agenthost.core.errors import IdempotencyKeyReused
+
 __all__ = [
     "Busy",
     "Completed",
@@ -36,6 +40,7 @@ __all__ = [
     "TurnError",
     "TurnRecord",
     "TurnStatus",
+    "key_reused",
 ]
 
 TurnStatus = Literal["pending", "running", "completed", "failed"]
@@ -84,6 +89,8 @@ class TurnRecord(msgspec.Struct):
     updated_at: float
     response: str | None = None
     error: TurnError | None = None
+    fingerprint: str = ""
+    """The request's fingerprint (message + metadata) as `begin_turn` got it; "" for none."""
 
 
 class Lease(msgspec.Struct, frozen=True):
@@ -96,6 +103,9 @@ class Lease(msgspec.Struct, frozen=True):
     session_id: str
     turn_id: str
     fence: int
+    fingerprint: str = ""
+    """The fingerprint of the request the turn runs, so the records the fenced steps write
+    keep it."""
 
 
 class Started(msgspec.Struct):
@@ -131,13 +141,22 @@ class Busy(msgspec.Struct):
 BeginResult = Started | Completed | Busy
 
 
+def key_reused(turn_id: str) -> IdempotencyKeyReused:
+    """What `begin_turn` raises for a turn id recorded with another request's fingerprint."""
+    return IdempotencyKeyReused(
+        f"Idempotency-Key {turn_id} was sent before with a different request (message or "
+        "metadata); use a new key for a new request"
+    )
+
+
 @runtime_checkable
 class SessionStore(Protocol):
     """A backend that keeps sessions; one conformance suite checks every implementation.
 
     Errors: operations raise `agenthost.core.errors.StoreUnavailable` when the backend cannot be
     reached (nothing half-written), `LeaseLost` when a fenced step finds the lease not ours,
-    `SessionExists` from `create_session`. Everything else returns a value.
+    `SessionExists` from `create_session`, `IdempotencyKeyReused` from `begin_turn`.
+    Everything else returns a value.
     """
 
     url: str
@@ -165,7 +184,9 @@ class SessionStore(Protocol):
         ...
 
     async def delete_session(self, session_id: str) -> bool:
-        """Delete the session with its messages, turns and lease; False if it did not exist."""
+        """Delete the session with its messages, turns (the idempotency records) and lease,
+        in one step; False if it did not exist. A turn running meanwhile has lost its lease:
+        its renew, commit and fail find it gone and write nothing."""
         ...
 
     async def list_messages(
@@ -187,9 +208,14 @@ class SessionStore(Protocol):
         lease_ms: int,
         window: int,
         ttl_s: float,
+        fingerprint: str = "",
     ) -> Started | Completed | Busy:
         """The first step of a turn; see the module docstring. `metadata_patch` is merged
-        (shallowly) into the session metadata handed back in `Started`, not saved yet."""
+        (shallowly) into the session metadata handed back in `Started`, not saved yet.
+
+        `fingerprint` is kept in the turn record. If a record of `turn_id` exists with
+        another (non-empty) fingerprint, raise IdempotencyKeyReused and change nothing: the
+        key names a different request."""
         ...
 
     async def commit_turn(

@@ -82,6 +82,7 @@ class InstrumentedStore:
         lease_ms: int,
         window: int,
         ttl_s: float,
+        fingerprint: str = "",
     ) -> Started | Completed | Busy:
         call = self.inner.begin_turn(
             session_id,
@@ -91,6 +92,7 @@ class InstrumentedStore:
             lease_ms=lease_ms,
             window=window,
             ttl_s=ttl_s,
+            fingerprint=fingerprint,
         )
         if self._tracing is not None:
             call = self._tracing.traced(call, "store.begin_turn")

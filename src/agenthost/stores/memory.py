@@ -21,6 +21,7 @@ from agenthost.stores.base import (
     Started,
     TurnError,
     TurnRecord,
+    key_reused,
 )
 from agenthost.stores.notify import ReleaseWaiters
 
@@ -148,12 +149,15 @@ class MemoryStore:
         lease_ms: int,
         window: int,
         ttl_s: float,
+        fingerprint: str = "",
     ) -> Started | Completed | Busy:
         now = time.time()
         session = self._live(session_id, now)
         created = session is None
         if session is not None:
             record = session.turns.get(turn_id)
+            if record is not None and fingerprint and record.fingerprint not in ("", fingerprint):
+                raise key_reused(turn_id)
             if record is not None and record.status == "completed":
                 return Completed(copy.copy(record))
             holder = session.live_lease(now)
@@ -167,13 +171,15 @@ class MemoryStore:
         session.lease_fence = session.fence
         session.lease_expires_at = now + lease_ms / 1000
         session.expires_at = now + ttl_s
-        session.turns[turn_id] = TurnRecord(turn_id, session_id, "running", message, now, now)
+        session.turns[turn_id] = TurnRecord(
+            turn_id, session_id, "running", message, now, now, fingerprint=fingerprint
+        )
         metadata = copy.deepcopy(session.metadata)
         if metadata_patch:
             metadata.update(copy.deepcopy(metadata_patch))
         history = session.messages[-window:] if window > 0 else []
         return Started(
-            Lease(session_id, turn_id, session.fence),
+            Lease(session_id, turn_id, session.fence, fingerprint),
             history,
             metadata,
             len(session.messages),

@@ -5,7 +5,8 @@ one slot — one round trip, atomic, Cluster-safe:
 
     ah:{sid}:meta    hash: created_at, updated_at, count, fence, metadata (JSON)
     ah:{sid}:msgs    list of messages (msgspec JSON); append = RPUSH, window = LRANGE tail
-    ah:{sid}:turns   hash: turn_id -> turn record (JSON), the idempotency records
+    ah:{sid}:turns   hash: turn_id -> turn record (JSON, with its request's fingerprint),
+                     the idempotency records
     ah:{sid}:lease   string "fence:turn_id" with PX expiry (SET semantics)
 
 Every step refreshes the TTL of every key it keeps. Commits are fenced: a process that lost
@@ -42,6 +43,7 @@ from agenthost.stores.base import (
     Started,
     TurnError,
     TurnRecord,
+    key_reused,
 )
 from agenthost.stores.notify import ReleaseWaiters, wait_event
 
@@ -245,13 +247,16 @@ class RedisStore:
         lease_ms: int,
         window: int,
         ttl_s: float,
+        fingerprint: str = "",
     ) -> Started | Completed | Busy:
         now = time.time()
-        running = _encode(TurnRecord(turn_id, session_id, "running", message, now, now))
+        running = _encode(
+            TurnRecord(turn_id, session_id, "running", message, now, now, fingerprint=fingerprint)
+        )
         reply = await self._run(
             "begin_turn",
             list(_keys(session_id)),
-            [turn_id, running, repr(now), lease_ms, window, int(ttl_s * 1000)],
+            [turn_id, running, repr(now), lease_ms, window, int(ttl_s * 1000), fingerprint],
         )
         kind = reply[0]
         if kind == b"started":
@@ -260,7 +265,7 @@ class RedisStore:
             if metadata_patch:
                 metadata.update(metadata_patch)
             return Started(
-                Lease(session_id, turn_id, int(fence)),
+                Lease(session_id, turn_id, int(fence), fingerprint),
                 _decode_messages(history),
                 metadata,
                 int(count),
@@ -268,6 +273,8 @@ class RedisStore:
             )
         if kind == b"busy":
             return Busy(reply[1].decode().split(":", 1)[1])
+        if kind == b"reused":
+            raise key_reused(turn_id)
         return Completed(_decode_record(reply[1]))
 
     async def commit_turn(
@@ -282,7 +289,14 @@ class RedisStore:
         now = time.time()
         sid, tid = lease.session_id, lease.turn_id
         record = TurnRecord(
-            tid, sid, "completed", user.content, user.created_at, now, assistant.content
+            tid,
+            sid,
+            "completed",
+            user.content,
+            user.created_at,
+            now,
+            assistant.content,
+            fingerprint=lease.fingerprint,
         )
         ok = await self._run(
             "commit_turn",
@@ -306,9 +320,10 @@ class RedisStore:
     async def fail_turn(self, lease: Lease, error: TurnError, ttl_s: float) -> TurnRecord | None:
         meta, _, turns, lease_key = _keys(lease.session_id)
         # The record's new tail, in msgspec's field order; the script splices it in.
-        tail = b',"updated_at":%b,"response":null,"error":%b}' % (
+        tail = b',"updated_at":%b,"response":null,"error":%b,"fingerprint":%b}' % (
             _encode(time.time()),
             _encode(error),
+            _encode(lease.fingerprint),
         )
         raw = await self._run(
             "fail_turn",

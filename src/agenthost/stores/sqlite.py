@@ -33,6 +33,7 @@ from agenthost.stores.base import (
     Started,
     TurnError,
     TurnRecord,
+    key_reused,
 )
 from agenthost.stores.notify import ReleaseWaiters
 
@@ -74,6 +75,7 @@ CREATE TABLE IF NOT EXISTS turns (
     error_message TEXT,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
+    fingerprint TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (session_id, turn_id)
 ) WITHOUT ROWID;
 """
@@ -83,8 +85,8 @@ _SESSION = (
     " lease_fence, lease_expires_at FROM sessions WHERE session_id = ? AND expires_at > ?"
 )
 _TURN = (
-    "SELECT status, message, response, error_code, error_message, created_at, updated_at"
-    " FROM turns WHERE session_id = ? AND turn_id = ?"
+    "SELECT status, message, response, error_code, error_message, created_at, updated_at,"
+    " fingerprint FROM turns WHERE session_id = ? AND turn_id = ?"
 )
 _WINDOW = (
     "SELECT role, content, turn_id, created_at, seq FROM messages"
@@ -135,6 +137,9 @@ class SQLiteStore:
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=5000")
         conn.executescript(_SCHEMA)
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(turns)")}
+        if "fingerprint" not in columns:  # a database made before turns kept one
+            conn.execute("ALTER TABLE turns ADD COLUMN fingerprint TEXT NOT NULL DEFAULT ''")
         return conn
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -246,6 +251,7 @@ class SQLiteStore:
         lease_ms: int,
         window: int,
         ttl_s: float,
+        fingerprint: str = "",
     ) -> Started | Completed | Busy:
         def begin(conn: sqlite3.Connection) -> Started | Completed | Busy:
             now = time.time()
@@ -261,6 +267,8 @@ class SQLiteStore:
                 count, fence, meta = 0, 0, b"{}"
             else:
                 turn = conn.execute(_TURN, (session_id, turn_id)).fetchone()
+                if turn is not None and fingerprint and turn[7] not in ("", fingerprint):
+                    raise key_reused(turn_id)
                 if turn is not None and turn[0] == "completed":
                     return Completed(_record(session_id, turn_id, turn))
                 if row[6] is not None and row[8] > now:
@@ -274,8 +282,8 @@ class SQLiteStore:
             )
             conn.execute(
                 "INSERT OR REPLACE INTO turns (session_id, turn_id, status, message,"
-                " created_at, updated_at) VALUES (?, ?, 'running', ?, ?, ?)",
-                (session_id, turn_id, message, now, now),
+                " created_at, updated_at, fingerprint) VALUES (?, ?, 'running', ?, ?, ?, ?)",
+                (session_id, turn_id, message, now, now, fingerprint),
             )
             history: list[Message] = []
             if window > 0 and count:
@@ -284,7 +292,8 @@ class SQLiteStore:
             metadata = _decode_meta(meta)
             if metadata_patch:
                 metadata.update(metadata_patch)
-            return Started(Lease(session_id, turn_id, fence), history, metadata, count, created)
+            lease = Lease(session_id, turn_id, fence, fingerprint)
+            return Started(lease, history, metadata, count, created)
 
         return await self._run(begin)
 
@@ -532,6 +541,8 @@ def _delete(conn: sqlite3.Connection, session_id: str) -> None:
 
 
 def _record(session_id: str, turn_id: str, row: tuple[Any, ...]) -> TurnRecord:
-    status, message, response, error_code, error_message, created_at, updated_at = row
+    status, message, response, error_code, error_message, created_at, updated_at, fp = row
     error = None if error_code is None else TurnError(error_code, error_message or "")
-    return TurnRecord(turn_id, session_id, status, message, created_at, updated_at, response, error)
+    return TurnRecord(
+        turn_id, session_id, status, message, created_at, updated_at, response, error, fp
+    )

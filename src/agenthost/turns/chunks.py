@@ -19,6 +19,7 @@ import msgspec
 
 from agenthost.brokers.base import EventKind, StreamBroker, StreamEvent
 from agenthost.core.errors import AgentHostError
+from agenthost.observability.logs import in_turn_context
 
 __all__ = ["ChunkFlusher", "TurnStream"]
 
@@ -57,7 +58,14 @@ class ChunkFlusher:
             try:
                 stream.flush()
             except Exception:  # one stream's failure must not hold back the others
-                log.exception("could not publish a chunk of turn %s", stream.turn_id)
+                # This timer runs in the context of the stream that opened the window.
+                in_turn_context(
+                    stream.session_id,
+                    stream.turn_id,
+                    log.exception,
+                    "could not publish a chunk of turn %s",
+                    stream.turn_id,
+                )
 
 
 class TurnStream:

@@ -42,6 +42,7 @@ from agenthost.stores.base import (
     TurnRecord,
 )
 from agenthost.turns.agents import AgentRunner, ChunkSink, Turn
+from agenthost.turns.fingerprint import request_fingerprint
 
 if TYPE_CHECKING:
     from agenthost.observability.tracing import Tracing
@@ -57,6 +58,7 @@ _TIMEOUT = "timeout"  # cancel reason of a turn that ran past turn_timeout
 # Error code -> the `outcome` label of agenthost_turns_total.
 _OUTCOMES = {
     "session_busy": "rejected",
+    "idempotency_key_reused": "rejected",
     "draining": "refused",
     "overloaded": "refused",
     "interrupted": "interrupted",
@@ -167,11 +169,15 @@ class TurnEngine:
         right now waits for its answer whatever `on_busy` says (a resumed stream), and runs it
         again if its process died (the lease expires).
 
-        Raises SessionBusy (409), TurnInterrupted (409), AgentError (502), LeaseLost,
+        A `turn_id` recorded before for another message or metadata raises
+        IdempotencyKeyReused (422). Raises SessionBusy (409), TurnInterrupted (409),
+        AgentError (502), LeaseLost,
         StoreUnavailable, Draining or Overloaded (503).
         """
         started_at = time.monotonic()
         outcome = "completed"
+        # A client's turn id is an idempotency key: it names this request and no other.
+        fingerprint = "" if turn_id is None else request_fingerprint(message, metadata)
         turn_id = turn_id or new_turn_id()
         bind_turn(session_id, turn_id)
         span = None
@@ -183,7 +189,9 @@ class TurnEngine:
             self._admitted += 1
             self._idle.clear()
             try:
-                started = await self._lease(session_id, turn_id, message, on_busy, metadata, attach)
+                started = await self._lease(
+                    session_id, turn_id, message, on_busy, metadata, attach, fingerprint
+                )
                 if isinstance(started, TurnRecord):
                     outcome = "replayed"
                     record = started
@@ -228,6 +236,7 @@ class TurnEngine:
         on_busy: OnBusy,
         metadata: dict[str, Any] | None,
         attach: bool = False,
+        fingerprint: str = "",
     ) -> Started | TurnRecord:
         """Take the session's lease for `turn_id`, following the busy policy.
 
@@ -244,6 +253,7 @@ class TurnEngine:
                 lease_ms=self.lease_ms,
                 window=self.history_window,
                 ttl_s=self.session_ttl,
+                fingerprint=fingerprint,
             )
             if type(result) is Started:
                 return result

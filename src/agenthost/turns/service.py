@@ -20,17 +20,18 @@ import msgspec
 
 from agenthost.auth.principal import Principal, public_session_id
 from agenthost.brokers.base import EventKind, StreamBroker, StreamEvent
-from agenthost.core.errors import AgentHostError, TurnNotFound
+from agenthost.core.errors import AgentHostError, EventBeyondEnd, TurnNotFound
 from agenthost.core.ids import new_turn_id
 from agenthost.observability.logs import bind_turn
 from agenthost.observability.metrics import Metrics
 from agenthost.ratelimit.gate import TurnGate
-from agenthost.stores.base import SessionStore, TurnRecord
+from agenthost.stores.base import SessionStore, TurnRecord, key_reused
 from agenthost.turns.chunks import ChunkFlusher, TurnStream
 from agenthost.turns.engine import TurnEngine
+from agenthost.turns.fingerprint import request_fingerprint
 from agenthost.turns.payloads import ErrorDetail, error_event_data, turn_out
 
-__all__ = ["OnBusy", "OnDisconnect", "StreamedTurn", "TurnService"]
+__all__ = ["OnBusy", "OnDisconnect", "StreamEnded", "StreamedTurn", "TurnService"]
 
 log = logging.getLogger("agenthost.streams")
 
@@ -40,6 +41,16 @@ OnDisconnect = Literal["continue", "cancel"]
 _encode = msgspec.json.encode
 
 _CLIENT_GONE = "the client disconnected (on_disconnect=cancel)"
+
+
+class StreamEnded(Exception):
+    """A resume after the final event of a finished stream: there is nothing more to send.
+    `final` is that event (the web layer answers SSE with 204, a WebSocket with the final
+    event again)."""
+
+    def __init__(self, final: StreamEvent) -> None:
+        super().__init__(f"the stream ended at event {final.seq}")
+        self.final = final
 
 
 class StreamedTurn:
@@ -172,10 +183,17 @@ class TurnService:
             claim = True
         else:
             record = await self.store.get_turn(session_id, turn_id)
+            if record is not None and record.fingerprint not in (
+                "",
+                request_fingerprint(message, metadata),
+            ):
+                raise key_reused(turn_id)  # before any replay of the other request's answer
             if record is not None and record.status == "completed":
                 events = await self.events(session_id, turn_id, after)
                 return StreamedTurn(engine, session_id, turn_id, events, None)
             resume = True
+            if record is None:
+                broker.drop_stale(session_id, turn_id)  # a deleted session's, if any
             # Where another process already streams it, read its stream, not a local one.
             claim = record is None or not await broker.exists(session_id, turn_id)
         bind_turn(session_id, turn_id)  # this request's log lines name the turn
@@ -208,6 +226,10 @@ class TurnService:
                 kind, data = "error", _encode(ErrorDetail(exc.code, exc.message))
             try:
                 await stream.finish(kind, data)
+                if kind == "error" and await self.store.get_turn(session_id, tid) is None:
+                    # Its session was deleted while it ran: its readers have the error,
+                    # and nothing of it stays behind.
+                    await broker.forget(session_id, tid)
             except AgentHostError as exc:
                 # Local readers have it; a reader elsewhere falls back to the turn record.
                 log.warning("could not publish the end of turn %s: %s", tid, exc)
@@ -217,16 +239,37 @@ class TurnService:
         events = broker.read(session_id, turn_id, after, self.stream_wait)
         return StreamedTurn(engine, session_id, turn_id, events, task)
 
+    async def delete_session(self, session_id: str) -> bool:
+        """Delete the session with everything of it: messages, turns (the idempotency
+        records) and lease in the store, then every stream of it in the broker. False if the
+        store did not know it (its streams, if any, go anyway). A turn running meanwhile
+        loses its lease: its commit is refused, and its stream ends with an error and goes."""
+        deleted = await self.store.delete_session(session_id)
+        await self.broker.forget(session_id)
+        return deleted
+
     async def events(self, session_id: str, turn_id: str, after: int) -> AsyncIterator[StreamEvent]:
         """A turn's events after `after`: from the broker while it has them, else (a
-        finished turn whose stream expired) its final event from the turn record."""
+        finished turn whose stream expired) its final event from the turn record.
+
+        Never waits on a stream that has ended: `after` equal to its final event raises
+        StreamEnded, beyond it EventBeyondEnd (422)."""
         record = await self.store.get_turn(session_id, turn_id)
         if record is None:
             raise TurnNotFound(f"no turn {turn_id} in session {public_session_id(session_id)}")
-        if record.status in ("completed", "failed") and not await self.broker.exists(
-            session_id, turn_id
-        ):
-            return _final_event(record, after)
+        if after > 0 or record.status in ("completed", "failed"):
+            last = await self.broker.last(session_id, turn_id)
+            if last is None:
+                if record.status in ("completed", "failed"):
+                    return _final_event(record, after)  # its stream expired
+            elif last.final:
+                if after == last.seq:
+                    raise StreamEnded(last)
+                if after > last.seq:
+                    raise EventBeyondEnd(
+                        f"Last-Event-ID {after} is beyond the end of turn {turn_id}'s stream "
+                        f"(its last event is {last.seq})"
+                    )
         return self.broker.read(session_id, turn_id, after, self.stream_wait)
 
     def _keep(self, task: asyncio.Task[None]) -> None:

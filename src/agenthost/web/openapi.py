@@ -35,17 +35,20 @@ SSE_EVENT_SCHEMA: dict[str, Any] = {
 _STATUS_TEXT = {
     200: "OK",
     201: "Created",
-    204: "No Content",
+    204: "No Content (a stream resumed after its final event: nothing more to send)",
     400: "Bad request: malformed JSON (invalid_json), JSON nested too deeply (json_too_deep), "
-    "bad id (invalid_session_id, bad_request)",
+    "bad id (invalid_session_id, bad_request), Last-Event-ID without Idempotency-Key "
+    "(turn_id_required)",
     401: "Missing or wrong credentials",
     404: "Not found",
     409: "Conflict: session busy, exists, or turn interrupted",
     413: "Over a size limit: the body (payload_too_large), the message (message_too_long) or "
     "the metadata encoded as JSON (metadata_too_large)",
     426: "A WebSocket route asked with a plain HTTP request (upgrade_required)",
-    422: "A field is missing, of the wrong type or out of range (validation_error), or the "
-    "metadata nests too deeply (metadata_too_deep)",
+    422: "A field is missing, of the wrong type or out of range (validation_error), the "
+    "metadata nests too deeply (metadata_too_deep), an Idempotency-Key sent again with a "
+    "different request (idempotency_key_reused), or Last-Event-ID beyond the end of a "
+    "finished stream (event_beyond_end)",
     429: "Rate limited (see Retry-After)",
     502: "The agent or its LLM failed; the turn is recorded as failed",
     503: "Unavailable: store down, draining or overloaded (see Retry-After)",
@@ -131,6 +134,9 @@ def openapi_document(endpoints: Sequence[Endpoint], *, title: str, version: str)
             ok["content"] = content
         responses: dict[str, Any] = {str(ep.status): ok}
         for status in ep.errors:
+            if status == 204:  # an answer with no body, listed among the others
+                responses["204"] = {"description": _STATUS_TEXT[204]}
+                continue
             responses[str(status)] = {
                 "description": _STATUS_TEXT.get(status, "Error"),
                 "content": {"application/json": {"schema": error_ref}},

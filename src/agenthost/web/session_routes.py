@@ -14,6 +14,7 @@ from agenthost.core.errors import SessionNotFound
 from agenthost.core.ids import check_session_id, new_session_id
 from agenthost.core.input_limits import InputLimits
 from agenthost.stores.base import SessionInfo, SessionStore
+from agenthost.turns.service import TurnService
 from agenthost.web.error_responses import json_response
 from agenthost.web.requests import BodyDecoder, int_query, read_body
 from agenthost.web.schemas import CreateSession, MessageOut, MessagesOut, SessionOut
@@ -31,14 +32,15 @@ async def scoped_path_session(auth: Authenticator, request: Request) -> str:
 class SessionRoutes:
     def __init__(
         self,
-        store: SessionStore,
+        service: TurnService,
         auth: Authenticator,
         limits: InputLimits,
         *,
         session_ttl: float,
         max_body_bytes: int,
     ) -> None:
-        self.store = store
+        self.service = service
+        self.store: SessionStore = service.store
         self.auth = auth
         self.limits = limits
         self.session_ttl = session_ttl
@@ -66,7 +68,7 @@ class SessionRoutes:
 
     async def delete_session(self, request: Request) -> Response:
         session_id = await scoped_path_session(self.auth, request)
-        if not await self.store.delete_session(session_id):
+        if not await self.service.delete_session(session_id):
             raise SessionNotFound(f"no session {public_session_id(session_id)}")
         return Response(status_code=204)
 

@@ -6,11 +6,17 @@ publisher's own call runs the `send` (`send_eagerly`): no task wakes per chunk u
 client reads slowly, and where the server offers a direct writer (agenthost's own HTTP
 protocol does) the event is written straight to the socket, past the `send` coroutines
 (`agenthost.web.direct_write`).
+
+While no event comes (a model that thinks before its first token, a turn followed from
+another process), a `: ping` comment line goes out every `heartbeat_s` seconds, so proxies
+and clients with idle timeouts keep the stream open; one timer per interval per stream, not
+per event.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.responses import Response
@@ -24,6 +30,7 @@ from agenthost.web.requests import watch_disconnect
 
 __all__ = ["SSEResponse"]
 
+_PING = b": ping\n\n"
 _HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
@@ -32,17 +39,20 @@ _HEADERS = [
 
 
 class SSEResponse(Response):
-    """`id: <seq>`, `event: <kind>`, `data: <json>` per event until the final one.
-    `on_gone` is called if the client leaves before the end."""
+    """`id: <seq>`, `event: <kind>`, `data: <json>` per event until the final one, and
+    `: ping` after `heartbeat_s` seconds without one. `on_gone` is called if the client
+    leaves before the end."""
 
     def __init__(
         self,
         events: AsyncIterator[StreamEvent],
         metrics: Metrics,
+        heartbeat_s: float = 15.0,
         on_gone: Callable[[], None] | None = None,
     ) -> None:
         self.events = events
         self.metrics = metrics
+        self.heartbeat_s = heartbeat_s
         self.on_gone = on_gone
         self.status_code = 200
         self.background = None
@@ -66,7 +76,15 @@ class SSEResponse(Response):
         # the way; else through `send`.
         write_now = chunk_writer(scope)
 
+        sent = 0  # events sent: the heartbeat pings when this has not moved for a tick
+        seen = 0
+        loop = asyncio.get_running_loop()
+        pinging: asyncio.Future[None] | None = None
+        ticker: asyncio.TimerHandle | None = None
+
         def emit(event: StreamEvent) -> Awaitable[None] | None:
+            nonlocal sent
+            sent += 1
             body = b"id: %d\nevent: %s\ndata: %s\n\n" % (event.seq, event.kind.encode(), event.data)
             if write_now is not None and write_now(scope, body):
                 return None
@@ -74,16 +92,47 @@ class SSEResponse(Response):
                 send({"type": "http.response.body", "body": body, "more_body": True})
             )
 
+        def tick() -> None:
+            nonlocal seen, ticker, pinging
+            ticker = loop.call_later(self.heartbeat_s, tick)
+            if sent != seen or (pinging is not None and not pinging.done()):
+                seen = sent
+                return
+            if write_now is not None and write_now(scope, _PING):
+                return
+            try:
+                rest = send_eagerly(
+                    send({"type": "http.response.body", "body": _PING, "more_body": True})
+                )
+            except Exception:  # the client left: the disconnect watcher ends the response
+                return
+            if rest is not None:  # the client reads slowly: finish it in a task
+                pinging = asyncio.ensure_future(_quietly(rest))
+
+        ticker = loop.call_later(self.heartbeat_s, tick)
         try:
             await forward(self.events, emit)
             ended = True
+            ticker.cancel()
+            if pinging is not None:
+                await pinging  # nothing may follow the end of the body
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if not gone or streaming is None:
                 raise
             streaming.uncancel()  # the client left: nothing more to send
         finally:
+            if ticker is not None:
+                ticker.cancel()
+            if pinging is not None:
+                pinging.cancel()
             watcher.cancel()
             self.metrics.open_streams -= 1
             if not ended and self.on_gone is not None:
                 self.on_gone()
+
+
+async def _quietly(send: Awaitable[None]) -> None:
+    """Finish a heartbeat's send; a client gone meanwhile is the disconnect watcher's news."""
+    with contextlib.suppress(Exception):
+        await send

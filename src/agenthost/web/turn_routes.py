@@ -14,13 +14,13 @@ from starlette.types import Receive, Scope, Send
 
 from agenthost.auth.authenticators import Authenticator
 from agenthost.auth.principal import Principal, public_session_id, scoped_session_id
-from agenthost.core.errors import AgentHostError, TurnNotFound
+from agenthost.core.errors import AgentHostError, TurnIdRequired, TurnNotFound
 from agenthost.core.ids import check_session_id, check_turn_id, new_turn_id
 from agenthost.core.input_limits import InputLimits
 from agenthost.observability.logs import bind_turn
 from agenthost.stores.base import TurnRecord
 from agenthost.turns.payloads import turn_out
-from agenthost.turns.service import TurnService
+from agenthost.turns.service import StreamEnded, TurnService
 from agenthost.web.error_responses import json_response
 from agenthost.web.requests import (
     BodyDecoder,
@@ -53,11 +53,13 @@ class TurnRoutes:
         limits: InputLimits,
         *,
         max_body_bytes: int,
+        sse_heartbeat_s: float = 15.0,
     ) -> None:
         self.service = service
         self.auth = auth
         self.limits = limits
         self.max_body_bytes = max_body_bytes
+        self.sse_heartbeat_s = sse_heartbeat_s
         self._turn_decoder = BodyDecoder(TurnRequest)
         self._chat_decoder = BodyDecoder(ChatRequest)
 
@@ -84,11 +86,21 @@ class TurnRoutes:
         req: TurnRequest = self._turn_decoder(body)
         self.limits.check_turn(req.message, req.metadata)
         service = self.service
+        streamed = req.stream or b"text/event-stream" in accept
+        after = 0
+        if streamed:
+            after = event_number(last_event_id)
+            if last_event_id and turn_id is None:
+                raise TurnIdRequired(
+                    "Last-Event-ID resumes a turn: send the turn's id as Idempotency-Key"
+                )
         turn_id = await service.enter(principal, turn_id)
-        if req.stream or b"text/event-stream" in accept:
+        if streamed:
             try:
-                after = event_number(last_event_id)
                 response = await self._stream_turn(session_id, turn_id, req, after, principal)
+            except StreamEnded:
+                service.leave(principal, turn_id)
+                response = Response(status_code=204)
             except BaseException:
                 service.leave(principal, turn_id)
                 raise
@@ -176,7 +188,7 @@ class TurnRoutes:
         )
         self.service.leave_when_done(principal, streamed)
         on_gone = streamed.cancel if req.on_disconnect == "cancel" else None
-        return SSEResponse(streamed.events, self.service.metrics, on_gone)
+        return SSEResponse(streamed.events, self.service.metrics, self.sse_heartbeat_s, on_gone)
 
     async def resume_stream(self, request: Request) -> Response:
         """GET .../turns/{turn_id}/stream: the turn's events after `Last-Event-ID` (or
@@ -186,8 +198,13 @@ class TurnRoutes:
         after = event_number(
             request.headers.get("last-event-id") or request.query_params.get("after")
         )
-        events = await self.service.events(session_id, turn_id, after)
-        return SSEResponse(events, self.service.metrics)
+        try:
+            events = await self.service.events(session_id, turn_id, after)
+        except StreamEnded:
+            # The client has the final event (EventSource reconnecting after the end):
+            # 204 answers at once and stops EventSource from reconnecting again.
+            return Response(status_code=204)
+        return SSEResponse(events, self.service.metrics, self.sse_heartbeat_s)
 
     async def get_turn(self, request: Request) -> Response:
         session_id = await scoped_path_session(self.auth, request)

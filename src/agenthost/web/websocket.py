@@ -54,12 +54,13 @@ from agenthost.core.errors import (
     FrameRateExceeded,
     FrameTooLarge,
     JSONTooDeep,
+    TurnIdRequired,
 )
 from agenthost.core.ids import check_session_id, check_turn_id
 from agenthost.core.input_limits import FrameRateLimiter, InputLimits
 from agenthost.core.settings import Settings
 from agenthost.observability.metrics import Metrics
-from agenthost.turns.service import StreamedTurn, TurnService
+from agenthost.turns.service import StreamedTurn, StreamEnded, TurnService
 from agenthost.web.direct_write import frame_writer
 from agenthost.web.eager_send import send_eagerly
 
@@ -177,6 +178,8 @@ def parse_frame(data: str | bytes, limits: InputLimits, max_frame_bytes: int) ->
         raise JSONTooDeep("the frame's JSON nests too deeply") from None
     if frame.turn_id is not None:
         check_turn_id(frame.turn_id)
+    elif frame.after:
+        raise TurnIdRequired("a turn frame with `after` resumes a turn: give its `turn_id`")
     if isinstance(frame, TurnFrame):
         limits.check_turn(frame.message, frame.metadata)
     return frame
@@ -184,6 +187,10 @@ def parse_frame(data: str | bytes, limits: InputLimits, max_frame_bytes: int) ->
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
+
+
+async def _once(event: StreamEvent) -> AsyncIterator[StreamEvent]:
+    yield event
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,6 +448,10 @@ class WebSocketSession:
                 except BaseException:
                     service.leave(principal, turn_id)
                     raise
+            except StreamEnded as ended:
+                # Sent again after its final event: that event again, nothing to wait for.
+                await self._forward(turn_id or "", _once(ended.final))
+                return
             except AgentHostError as exc:
                 self.count_refusal(exc)
                 self.send({"type": "error", "code": exc.code, "message": exc.message,
@@ -459,6 +470,8 @@ class WebSocketSession:
         async def resume() -> None:
             try:
                 events = await self.service.events(self.session_id, turn_id, frame.after)
+            except StreamEnded as ended:
+                events = _once(ended.final)  # nothing after it: the final event again
             except AgentHostError as exc:
                 # e.g. a resume of a turn never started: say so rather than stay silent.
                 self.send({"type": "error", "code": exc.code, "message": exc.message,

@@ -1,7 +1,7 @@
 -- begin_turn: the first step of a turn, atomically, in one round trip.
 -- KEYS: meta, msgs, turns, lease
--- ARGV: turn_id, running_record_json, now, lease_ms, window, ttl_ms
--- Returns {'done', record} | {'busy', holder} |
+-- ARGV: turn_id, running_record_json, now, lease_ms, window, ttl_ms, fingerprint
+-- Returns {'reused'} | {'done', record} | {'busy', holder} |
 --         {'started', fence, count, metadata, created, history as one JSON array}
 local meta, msgs, turns, lease = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local turn_id, now = ARGV[1], ARGV[3]
@@ -11,8 +11,15 @@ local fence, count, metadata, created
 local fields = redis.call('HMGET', meta, 'fence', 'count', 'metadata')
 if fields[1] then
   local record = redis.call('HGET', turns, turn_id)
-  -- Records are msgspec JSON: a quote inside a string value is escaped, so this literal
-  -- can only match the status field itself.
+  -- Records are msgspec JSON: a quote inside a string value is escaped, so these literals
+  -- can only match the fields themselves.
+  local fingerprint = ARGV[7]
+  if record and fingerprint ~= ''
+      and string.find(record, '"fingerprint":"', 1, true)
+      and not string.find(record, '"fingerprint":""', 1, true)
+      and not string.find(record, '"fingerprint":"' .. fingerprint .. '"', 1, true) then
+    return {'reused'}  -- the turn id names another request
+  end
   if record and string.find(record, '"status":"completed"', 1, true) then
     return {'done', record}
   end

@@ -1,7 +1,8 @@
 -- fail_turn: fenced; mark the turn failed (its user message stays in the record), release.
 -- KEYS: meta, turns, lease
 -- ARGV: turn_id, fence, tail_json, ttl_ms, channel
---   tail_json = ',"updated_at":...,"response":null,"error":{...}}', encoded by Python
+--   tail_json = ',"updated_at":...,"response":null,"error":{...},"fingerprint":"..."}',
+--   encoded by Python
 -- Returns the updated record JSON, or false when the session or the lease is not ours.
 local meta, turns, lease = KEYS[1], KEYS[2], KEYS[3]
 if redis.call('GET', lease) ~= (ARGV[2] .. ':' .. ARGV[1])
@@ -12,7 +13,7 @@ local raw = redis.call('HGET', turns, ARGV[1])
 if not raw then
   return false
 end
--- Records are msgspec JSON in field order (..., updated_at, response, error), and a quote
+-- Records are msgspec JSON in field order (..., updated_at, response, error, fingerprint), and a quote
 -- inside a string value is escaped, so these literals only match the fields themselves.
 -- Splicing keeps every other byte as stored (cjson would round the floats to 14 digits).
 local cut = string.find(raw, ',"updated_at":', 1, true)
