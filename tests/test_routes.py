@@ -23,7 +23,7 @@ TURNS_PATH = "/v1/sessions/{session_id}/turns"
 
 @pytest.fixture
 def client() -> Iterator[TestClient]:
-    with TestClient(assemble(Settings(store="memory://")).app) as c:
+    with TestClient(assemble(Settings(llm="sim://", store="memory://")).app) as c:
         yield c
 
 

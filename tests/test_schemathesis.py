@@ -31,7 +31,9 @@ from agenthost.runtime.assembly import build_app
 from tests.fixtures.agenthost import AgentHostProcess
 
 # The document as the app serves it (building the app opens nothing).
-DOCUMENT = TestClient(build_app(Settings(store="memory://"))).get("/openapi.json").content
+DOCUMENT = (
+    TestClient(build_app(Settings(llm="sim://", store="memory://"))).get("/openapi.json").content
+)
 schema = schemathesis.openapi.from_dict(json.loads(DOCUMENT))
 
 CHECKS = [

@@ -15,6 +15,7 @@ import msgspec
 from agenthost.connections.redis import is_redis_url
 
 __all__ = [
+    "DEFAULT_LLM",
     "ENV_PREFIX",
     "SETTINGS_HELP",
     "Settings",
@@ -26,15 +27,20 @@ __all__ = [
 
 ENV_PREFIX = "AGENTHOST_"
 
+DEFAULT_LLM = "sim://?ttft_ms=150&tokens_per_s=25"
+"""The simulated model at a human pace, so a first streamed turn is seen to stream (plain
+`sim://` is instant: tests and benchmarks say what they measure)."""
+
 
 class Settings(msgspec.Struct, kw_only=True):
     """Everything `agenthost serve` can be told; see SETTINGS_HELP for each field."""
 
     app: str | None = None
+    app_dir: str = "."
     host: str = "127.0.0.1"
     port: int = 8000
     store: str = "sqlite:///./agenthost.db"
-    llm: str = "sim://"
+    llm: str = DEFAULT_LLM
     llm_model: str | None = None
     llm_api_key: str | None = None
     llm_transport: str = "aiohttp"
@@ -205,12 +211,14 @@ def env_name(field: str) -> str:
 SETTINGS_HELP: dict[str, str] = {
     "app": "The agent, as module:attribute (e.g. mypkg.myagent:agent). "
     "Default: a built-in demo agent that answers through the configured LLM.",
+    "app_dir": "Directory put first on the import path to find the agent's module "
+    "(as uvicorn's --app-dir).",
     "host": "Address to listen on (0.0.0.0 in a container).",
     "port": "TCP port to listen on.",
     "store": "Session store URL: sqlite:///path.db (embedded default), memory://, "
     "redis://host:port/db, rediss://..., redis+cluster://host:port.",
-    "llm": "LLM URL: sim:// (in-process simulator; sim://?latency_ms=2000&tokens_per_s=50 "
-    "sets its speed) or an OpenAI-compatible base URL like https://host/v1.",
+    "llm": "LLM URL: sim:// (the in-process simulator, instant; ?ttft_ms=, ?tokens_per_s=, "
+    "?latency_ms= pace it) or an OpenAI-compatible base URL like https://host/v1.",
     "llm_model": "Model name sent to an OpenAI-compatible LLM.",
     "llm_api_key": "API key for an OpenAI-compatible LLM.",
     "llm_transport": "HTTP transport of the openai SDK for an OpenAI-compatible LLM: aiohttp "

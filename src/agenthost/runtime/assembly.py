@@ -82,7 +82,7 @@ def assemble(
             upstream=settings.llm,
             store_url=settings.store,
         )
-    the_agent = agent or load_agent(settings.app)
+    the_agent = agent or load_agent(settings.app, settings.app_dir)
     metrics = Metrics(llm_cache=lambda: cache_counts(the_llm))
     measured_llm = InstrumentedLLM(the_llm, metrics, tracing)
     auth = create_authenticator(settings)
