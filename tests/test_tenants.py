@@ -193,7 +193,7 @@ def test_serve_refuses_no_auth_with_a_shared_store(redis_url: str) -> None:
         check=False,
     )
     assert result.returncode != 0
-    assert "auth none is only for the embedded default" in result.stdout + result.stderr
+    assert "--auth none (the default): none is only for the embedded default" in result.stderr
 
 
 async def test_a_keys_rate_admits_burst_plus_rate_across_two_processes(

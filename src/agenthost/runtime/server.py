@@ -30,13 +30,10 @@ log = logging.getLogger("agenthost")
 
 
 def run(settings: Settings) -> None:
-    """Serve until SIGINT/SIGTERM. Exits with status 2 on a configuration error."""
+    """Serve until SIGINT/SIGTERM. A setting that cannot work raises SettingsError (naming
+    it) before anything listens; a taken port exits with status 1 in one line."""
     configure_logging(settings)
-    try:
-        assembly = assemble(settings)
-    except (ValueError, TypeError) as exc:
-        print(f"agenthost: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    assembly = assemble(settings)
     try:
         sock = bind(settings.host, settings.port)
     except OSError as exc:
