@@ -57,7 +57,10 @@ async def test_keys_cli_creates_lists_and_revokes_and_the_server_follows(
     assert key_id in listed.stdout
     server = agenthost_factory(store=sqlite_store, auth="keys", auth_cache_ttl=0)
     url = f"{server.url}/v1/sessions/s1/turns"
-    async with aiohttp.ClientSession() as http:
+    # A connection each: the revoke below can take longer than the server keeps an idle
+    # connection open, and a request sent on one it is closing meets a disconnect.
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as http:
         async with http.post(url, json={"message": "hi"}) as resp:
             assert resp.status == 401
             assert resp.headers["www-authenticate"].startswith("Bearer")
