@@ -14,6 +14,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The benchmark runs each start several servers and load clients: under pytest-xdist they
+# share one worker, one after another, rather than compete with each other for the cores.
+pytestmark = pytest.mark.xdist_group("benchmarks")
+
 
 def load_script(name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
