@@ -1,5 +1,6 @@
 # The README's verbs. `make run` needs nothing but Python; `make test` also installs the
-# servers the tests start (redis-server, haproxy, PostgreSQL) with apt-get when missing.
+# servers the tests start (redis-server, haproxy, PostgreSQL) with apt-get when missing,
+# checks that kubectl is there, and runs the suite on pytest-xdist workers (pyproject.toml).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin

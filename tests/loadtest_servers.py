@@ -4,7 +4,6 @@ answer that is not the one returned, `flaky` answers 503 + Retry-After to first 
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +15,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from tests.fixtures.agenthost import free_port
 
 
 def build(fault: str | None) -> tuple[Starlette, dict[str, Any]]:
@@ -78,9 +79,7 @@ def build(fault: str | None) -> tuple[Starlette, dict[str, Any]]:
 def serving(fault: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
     """Run the server on a free loopback port in a thread; yield (base URL, stats)."""
     app, stats = build(fault)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -15,7 +15,7 @@ from agenthost.runtime.assembly import build_app
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
-    settings = Settings(store=f"sqlite:///{tmp_path / 'api.db'}", max_body_bytes=4096)
+    settings = Settings(llm="sim://", store=f"sqlite:///{tmp_path / 'api.db'}", max_body_bytes=4096)
     with TestClient(build_app(settings), raise_server_exceptions=False) as c:
         yield c
 

@@ -44,7 +44,9 @@ ids = st.text(
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     db = Path(tmp_path_factory.mktemp("fuzz")) / "fuzz.db"
-    settings_ = Settings(store=f"sqlite:///{db}", max_body_bytes=2048, enqueue_timeout=0.5)
+    settings_ = Settings(
+        llm="sim://", store=f"sqlite:///{db}", max_body_bytes=2048, enqueue_timeout=0.5
+    )
     with TestClient(build_app(settings_), raise_server_exceptions=False) as c:
         yield c
 

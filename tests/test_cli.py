@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
+import textwrap
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
-from agenthost.cli import app
+from agenthost.cli import SERVE_PANELS, app
 from agenthost.core.settings import SETTINGS_HELP, Settings, env_name
+from tests.fixtures.agenthost import AgentHostProcess, http_status
 
 AGENTHOST = str(Path(sys.executable).with_name("agenthost"))
 
@@ -25,8 +32,82 @@ def test_serve_help_lists_every_setting_with_its_env_var_and_default() -> None:
     assert "sqlite:///./agenthost.db" in text and "3600" in text
 
 
-def test_every_setting_has_help() -> None:
+def test_every_setting_has_help_and_exactly_one_panel() -> None:
     assert set(SETTINGS_HELP) == set(Settings.__struct_fields__)
+    placed = [field for fields in SERVE_PANELS.values() for field in fields]
+    assert sorted(placed) == sorted(Settings.__struct_fields__)
+    assert set(SERVE_PANELS) == {
+        "Server", "Store", "LLM", "Streams", "Limits", "Auth", "Observability",
+    }  # fmt: skip
+
+
+def test_serve_help_reads_at_80_columns() -> None:
+    """Panels, one or two lines of description per option, every environment variable
+    whole, no line past 80 columns, no `<bool>`."""
+    result = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "<bool>" not in result.output and "…" not in result.output
+    for field in Settings.__struct_fields__:
+        assert len(textwrap.wrap(SETTINGS_HELP[field], 72)) <= 2, field
+        assert re.search(rf"\b{env_name(field)}\b", result.output), field
+    for title in SERVE_PANELS:
+        assert any(line.startswith(f"╭─ {title} ") for line in lines), title
+    assert len(lines) < 3 * len(Settings.__struct_fields__) + 20
+
+
+def test_every_boolean_setting_turns_on_and_off_from_the_command_line() -> None:
+    result = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "200"})
+    booleans = [f for f in Settings.__struct_fields__ if isinstance(getattr(Settings(), f), bool)]
+    assert "access_log" in booleans and "log_content" in booleans
+    for field in booleans:
+        flag = field.replace("_", "-")
+        assert f"--{flag}/--no-{flag}" in result.output, field
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "line"),
+    [
+        (["--auth", "keyz"], {}, "agenthost: --auth keyz: must be none, keys or jwt"),
+        (["--log-format", "xml"], {}, "agenthost: --log-format xml: must be auto, json or console"),
+        (["--port", "notanumber"], {"AGENTHOST_PORT": "9000"},
+         "agenthost: --port notanumber: expected a whole number"),
+        ([], {"AGENTHOST_PORT": "notanumber"},
+         "agenthost: AGENTHOST_PORT=notanumber: expected a whole number"),
+        ([], {"AGENTHOST_ACCESS_LOG": "maybe"},
+         "agenthost: AGENTHOST_ACCESS_LOG=maybe: expected true or false"),
+        (["--store", "foo://"], {},
+         "agenthost: --store foo://: unknown store URL 'foo://': expected memory://, "
+         "sqlite:///path, redis://host:port/db or redis+cluster://host:port"),
+        (["--llm", "sim://", "--admin-token", "s3cret", "--drain-timeout", "-1"], {},
+         "agenthost: --drain-timeout -1: must be >= 0"),
+    ],
+)  # fmt: skip
+def test_a_configuration_mistake_is_one_line_naming_the_value_and_its_origin(
+    args: list[str], env: dict[str, str], line: str
+) -> None:
+    proc = subprocess.run(
+        [AGENTHOST, "serve", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", **env},
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [line] and proc.stdout == ""
+
+
+def test_a_secret_given_wrongly_is_not_echoed() -> None:
+    proc = subprocess.run(
+        [AGENTHOST, "serve", "--auth", "jwt", "--store", "redis://:hunter2@127.0.0.1:1/0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "AGENTHOST_ADMIN_TOKEN": "tok3n"},
+    )
+    assert proc.returncode == 2 and "agenthost: --auth jwt: jwt needs" in proc.stderr
+    assert "hunter2" not in proc.stderr and "tok3n" not in proc.stderr
 
 
 def test_settings_from_env_parse_types_and_validate() -> None:
@@ -49,7 +130,7 @@ def test_serve_refuses_a_bad_store_url_at_start() -> None:
         timeout=60,
     )
     assert proc.returncode == 2
-    assert "unknown store URL" in proc.stderr
+    assert "agenthost: --store mongodb://x: unknown store URL" in proc.stderr
 
 
 def test_serve_refuses_an_agent_it_cannot_import() -> None:
@@ -60,4 +141,61 @@ def test_serve_refuses_an_agent_it_cannot_import() -> None:
         timeout=60,
     )
     assert proc.returncode == 2
-    assert "cannot import agent module" in proc.stderr
+    assert "cannot import agent module 'no_such_module_xyz'" in proc.stderr
+    # where it looked: the --app-dir (the current directory) and the installed packages
+    assert f"in {Path.cwd()} (--app-dir)" in proc.stderr and "installed packages" in proc.stderr
+
+
+MYBOT = """
+from agenthost import Turn
+
+async def agent(turn: Turn) -> str:
+    return "mybot heard " + turn.message
+"""
+
+
+def test_serve_finds_the_agent_in_the_current_directory_and_names_it_at_start(
+    agenthost_factory: Callable[..., AgentHostProcess], tmp_path: Path
+) -> None:
+    workdir = tmp_path / "project"
+    workdir.mkdir()
+    (workdir / "mybot.py").write_text(MYBOT)
+    server = agenthost_factory(cwd=workdir, app="mybot:agent", log_level="info")
+    request = urllib.request.Request(
+        f"{server.url}/v1/sessions/s/turns",
+        data=json.dumps({"message": "hi"}).encode(),
+        headers={"content-type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        assert json.load(resp)["response"] == "mybot heard hi"
+    started = [line for line in server.log().splitlines() if "agenthost serving on" in line]
+    assert len(started) == 1 and "agent mybot:agent" in started[0], started
+
+
+def test_app_dir_points_at_the_agent_s_directory(
+    agenthost_factory: Callable[..., AgentHostProcess], tmp_path: Path
+) -> None:
+    (tmp_path / "bots").mkdir()
+    (tmp_path / "bots" / "mybot.py").write_text(MYBOT)
+    server = agenthost_factory(cwd=tmp_path, app="mybot:agent", app_dir="bots")
+    assert http_status(f"{server.url}/readyz") == 200
+
+
+def test_a_second_server_on_a_taken_port_says_so_in_one_line_before_announcing(
+    agenthost_factory: Callable[..., AgentHostProcess],
+) -> None:
+    first = agenthost_factory()
+    proc = subprocess.run(
+        [AGENTHOST, "serve", "--port", str(first.port), "--store", "memory://"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == 1
+    assert "serving on" not in proc.stderr + proc.stdout
+    assert proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        f"agenthost: port {first.port} is taken on 127.0.0.1 (another server is listening "
+        "there); choose another with --port or AGENTHOST_PORT"
+    ]

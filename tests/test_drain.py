@@ -130,7 +130,7 @@ async def test_a_second_sigterm_exits_at_once(
 
 
 def test_metrics_expose_the_signals_to_scale_on(tmp_path: Path) -> None:
-    settings = Settings(store=f"sqlite:///{tmp_path / 'm.db'}")
+    settings = Settings(llm="sim://", store=f"sqlite:///{tmp_path / 'm.db'}")
     with TestClient(build_app(settings)) as client:
         for _ in range(3):  # the same request: one run, then two replays
             client.post(

@@ -19,6 +19,7 @@ from agenthost.runtime.assembly import build_app
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
     settings = Settings(
+        llm="sim://",
         store=f"sqlite:///{tmp_path / 'limits.db'}",
         max_message_chars=100,
         max_metadata_bytes=200,
@@ -94,7 +95,9 @@ def test_json_nested_past_the_decoder_is_a_400_not_a_500(client: TestClient) -> 
 
 
 def test_the_body_limit_still_comes_first(tmp_path: Path) -> None:
-    settings = Settings(store="memory://", max_body_bytes=1024, max_message_chars=10_000)
+    settings = Settings(
+        llm="sim://", store="memory://", max_body_bytes=1024, max_message_chars=10_000
+    )
     with TestClient(build_app(settings)) as c:
         resp = c.post("/v1/sessions/b1/turns", json={"message": "x" * 2000})
     assert error_of(resp) == (413, "payload_too_large")

@@ -119,9 +119,15 @@ async def test_agenthost_serves_turns_through_an_openai_compatible_server(
             text = await resp.text()
         events = parse_sse(text)
         chunks = [data["text"] for _, kind, data in events if kind == "chunk"]
-        # How many chunks depends on how reads and the loop batch tokens; the text does not.
-        assert len(chunks) >= 2 and events[-1][1] == "done"
-        assert "".join(chunks) == events[-1][2]["response"]
+        # How many chunks arrive depends on how reads and the loop batch tokens (one, when
+        # they all land in one read): what matters is that they join to the committed answer.
+        assert chunks and events[-1][1] == "done"
+        history = [
+            {"role": "user", "content": "via the SDK"},
+            {"role": "assistant", "content": body["response"]},
+            {"role": "user", "content": "streamed"},
+        ]
+        assert "".join(chunks) == events[-1][2]["response"] == answer_for(history)
 
 
 async def test_agenthost_fails_the_turn_with_the_llm_code(

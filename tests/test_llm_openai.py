@@ -131,7 +131,8 @@ async def test_an_unreachable_server_is_retried_then_unavailable() -> None:
 async def test_a_stream_cut_after_its_first_token_is_not_retried(
     llm_sim_factory: Callable[..., LLMSimServer],
 ) -> None:
-    server = llm_sim_factory("--tokens-per-s", "5", "--words", "20")
+    # A second apart: the kill lands before the second token however loaded the machine is.
+    server = llm_sim_factory("--tokens-per-s", "1", "--words", "20")
     llm = OpenAILLM(server.base_url, model="agenthost-sim", retry=FAST)
     tokens: list[str] = []
     with pytest.raises(LLMUpstreamError):

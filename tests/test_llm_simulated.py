@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agenthost.core.settings import Settings
 from agenthost.llm import LLMError, LLMRateLimited, LLMTimeout, LLMUpstreamError, create_llm
 from agenthost.llm.sim_client import SimLLM
 from agenthost.llm.sim_model import (
@@ -212,3 +213,20 @@ def test_settings_from_url_reads_every_option() -> None:
         settings_from_url("http://x")
     with pytest.raises(ValueError, match="words must be between 0 and 100000"):
         settings_from_url("sim://?words=-1")
+
+
+async def test_the_default_llm_streams_at_a_human_pace_and_plain_sim_stays_instant() -> None:
+    """`agenthost serve` without --llm: a first streamed turn is seen to stream (several
+    tokens, a short wait for the first, tens of milliseconds between them); `sim://` as
+    written stays instant for tests and benchmarks."""
+    llm = create_llm(Settings().llm)
+    start = time.monotonic()
+    arrivals = []
+    async for _ in llm.stream([{"role": "user", "content": "stream it"}]):
+        arrivals.append(time.monotonic() - start)
+    assert len(arrivals) >= 8
+    assert 0.1 <= arrivals[0] < 1.0
+    mean_gap = (arrivals[-1] - arrivals[0]) / (len(arrivals) - 1)
+    assert mean_gap >= 0.03 and arrivals[-1] < 3.0  # 25 tokens/s: 40 ms apart
+    for plain in ("sim://", "sim://?words=0"):
+        assert SimulatedModel(settings_from_url(plain)).instant, plain

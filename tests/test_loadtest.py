@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from agenthost.loadtest import LoadConfig, run_load
+from agenthost.loadtest.report import timeline
 from agenthost.loadtest.verify import Acked, Verification, check_session
 from tests.fixtures.agenthost import AgentHostProcess
 from tests.loadtest_servers import serving
@@ -97,3 +98,17 @@ def test_cli_exits_1_when_the_server_loses_a_turn() -> None:
         )  # fmt: skip
     assert proc.returncode == 1
     assert "lost" in proc.stdout
+
+
+def test_the_timeline_counts_turns_by_when_they_were_answered_and_leaves_gaps() -> None:
+    # Two turns answered 0.05 s and 2.95 s into a 3 s run: 0.1 s slices (at most 30), the
+    # first and the last with one turn each, the 28 between with none and no latency.
+    points = timeline([(0.05, 10.0), (2.95, 30.0)], span_s=3.0)
+    assert len(points) == 30 and {p.width_s for p in points} == {0.1}
+    assert (points[0].turns, points[0].p50_ms, points[0].turns_per_s) == (1, 10.0, 10.0)
+    assert (points[-1].turns, points[-1].p99_ms) == (1, 30.0)
+    assert all(p.turns == 0 and p.p50_ms is None and p.p99_ms is None for p in points[1:-1])
+    # A 10 minute run is cut into slices of 30 s or less, never thousands of points.
+    long_run = timeline([(n * 0.5, 5.0) for n in range(1200)], span_s=600.0)
+    assert len(long_run) <= 30 and sum(p.turns for p in long_run) == 1200
+    assert timeline([], span_s=0.0) == []

@@ -118,7 +118,7 @@ def test_without_log_content_the_turn_line_has_no_text(
     captured: Callable[..., io.StringIO],
 ) -> None:
     stream = captured(store="memory://", log_level="debug")
-    with TestClient(build_app(Settings(store="memory://"))) as client:
+    with TestClient(build_app(Settings(llm="sim://", store="memory://"))) as client:
         resp = client.post("/v1/sessions/s/turns", json={"message": SECRET})
         assert resp.status_code == 200
     turns = [line for line in json_lines(stream.getvalue()) if line.get("event") == "turn"]
@@ -168,7 +168,7 @@ def test_bound_tenant_and_turn_appear_on_every_line(
 
 def test_a_bad_request_id_is_replaced(captured: Callable[..., io.StringIO]) -> None:
     stream = captured(store="memory://", log_level="info")
-    with TestClient(build_app(Settings(store="memory://"))) as client:
+    with TestClient(build_app(Settings(llm="sim://", store="memory://"))) as client:
         resp = client.get("/healthz", headers={"X-Request-ID": "evil\tid with spaces"})
     echoed = resp.headers["x-request-id"]
     assert echoed and " " not in echoed
@@ -186,7 +186,7 @@ def test_console_format_is_for_people(captured: Callable[..., io.StringIO]) -> N
 
 def test_access_lines_can_be_turned_off(captured: Callable[..., io.StringIO]) -> None:
     stream = captured(store="memory://", log_level="info", access_log=False)
-    with TestClient(build_app(Settings(store="memory://"))) as client:
+    with TestClient(build_app(Settings(llm="sim://", store="memory://"))) as client:
         assert client.get("/healthz").status_code == 200
     flush_access_log()
     assert not [line for line in json_lines(stream.getvalue()) if line["event"] == "request"]

@@ -101,7 +101,10 @@ async def remembering_agent(turn: Turn) -> str:
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
     settings = Settings(
-        store=f"sqlite:///{tmp_path / 'm.db'}", max_body_bytes=4096, admin_token="admin-token"
+        llm="sim://",
+        store=f"sqlite:///{tmp_path / 'm.db'}",
+        max_body_bytes=4096,
+        admin_token="admin-token",
     )
     with TestClient(build_app(settings), raise_server_exceptions=False) as c:
         yield c
@@ -176,7 +179,7 @@ def test_llm_errors_are_counted_by_code(tmp_path: Path) -> None:
 
 
 def test_llm_cache_hits_and_misses_are_exported() -> None:
-    settings = Settings(store="memory://", llm_cache="memory://")
+    settings = Settings(llm="sim://", store="memory://", llm_cache="memory://")
     app = build_app(settings, agent=wrap_agent(remembering_agent))
     with TestClient(app) as client:
         for session in ("a", "b", "c"):

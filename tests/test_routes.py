@@ -3,6 +3,8 @@ document and the Kubernetes facts all come from it, the WebSocket included."""
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,7 +25,7 @@ TURNS_PATH = "/v1/sessions/{session_id}/turns"
 
 @pytest.fixture
 def client() -> Iterator[TestClient]:
-    with TestClient(assemble(Settings(store="memory://")).app) as c:
+    with TestClient(assemble(Settings(llm="sim://", store="memory://")).app) as c:
         yield c
 
 
@@ -102,3 +104,54 @@ def test_route_patterns_match_whole_segments() -> None:
     assert match is not None and match.groupdict() == {"session_id": "a.b:c"}
     assert pattern.fullmatch("/v1/sessions/a/b/turns") is None
     assert pattern.fullmatch("/v1/sessions//turns") is None
+
+
+FORM = re.compile(
+    r'<form class="try" data-method="(\w+)" data-path="([^"]+)"( data-websocket="1")?>'
+    r"(.*?)</form>",
+    re.S,
+)
+FIELD = re.compile(r'<input name="([^"]+)" data-in="(\w+)"(?: required)?(?: value="([^"]*)")?')
+BODY = re.compile(r"<textarea name=body>(.*?)</textarea>", re.S)
+
+
+def test_docs_has_a_form_per_route_whose_prefilled_request_works(client: TestClient) -> None:
+    """Each route of the table opens to a form on /docs; sent as the page's script sends it
+    (path fields into the path, the JSON body as written), the prefilled turn, session and
+    history requests answer as the API says, and the WebSocket form's frame runs a turn."""
+    page = client.get("/docs").text
+    forms = FORM.findall(page)
+    table = table_of(client.app)
+    assert {(m, p) for m, p, _, _ in forms} == {(ep.method, ep.path) for ep in table}
+    statuses = {}
+    # The turn first, as a reader would: it creates the session the other forms read.
+    forms.sort(key=lambda form: (form[0], form[1]) != ("POST", TURNS_PATH))
+    for method, path, websocket, inner in forms:
+        url = path
+        for name, where, value in FIELD.findall(inner):
+            if where == "path":
+                url = url.replace("{" + name + "}", value or "t1")
+        body = html.unescape(BODY.findall(inner)[0]) if BODY.findall(inner) else None
+        if websocket:
+            with client.websocket_connect(url) as ws:
+                ws.send_text(body or "")
+                frames = [ws.receive_json()]
+                while frames[-1]["type"] == "chunk":
+                    frames.append(ws.receive_json())
+            assert frames[-1]["type"] == "done", frames
+        elif method != "DELETE" and not path.startswith("/admin"):
+            resp = client.request(method, url, content=body)
+            statuses[(method, path)] = resp.status_code
+    assert statuses[("POST", TURNS_PATH)] == 200
+    assert statuses[("GET", "/v1/sessions/{session_id}")] == 200
+    assert statuses[("GET", "/v1/sessions/{session_id}/messages")] == 200
+    assert all(status < 500 for status in statuses.values()), statuses
+
+
+def test_docs_works_offline_and_describes_the_websocket_protocol(client: TestClient) -> None:
+    page = client.get("/docs").text
+    assert "<script src" not in page and 'href="http' not in page and "@import" not in page
+    protocol = page.split('<h2 id="websocket">', 1)[1]
+    for needle in ('"type": "turn"', '"type": "resume"', '"type": "chunk"', "done", "1012"):
+        assert needle in protocol, needle
+    assert "4001" in protocol and "426" in protocol and "x-websocket" in protocol

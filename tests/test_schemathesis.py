@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import (
     content_type_conformance,
     not_a_server_error,
@@ -24,6 +24,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 from schemathesis.generation.case import Case
+from schemathesis.schemas import APIOperation
 from starlette.testclient import TestClient
 
 from agenthost.core.settings import Settings
@@ -31,7 +32,9 @@ from agenthost.runtime.assembly import build_app
 from tests.fixtures.agenthost import AgentHostProcess
 
 # The document as the app serves it (building the app opens nothing).
-DOCUMENT = TestClient(build_app(Settings(store="memory://"))).get("/openapi.json").content
+DOCUMENT = (
+    TestClient(build_app(Settings(llm="sim://", store="memory://"))).get("/openapi.json").content
+)
 schema = schemathesis.openapi.from_dict(json.loads(DOCUMENT))
 
 CHECKS = [
@@ -57,12 +60,23 @@ def test_the_server_serves_this_document(server: AgentHostProcess) -> None:
         assert json.loads(resp.read()) == json.loads(DOCUMENT)
 
 
-@schema.parametrize()
-@settings(
-    max_examples=60,
-    deadline=None,
-    derandomize=True,
-    suppress_health_check=list(HealthCheck),
+# One pytest test per operation, by name: schemathesis' own `schema.parametrize()` gives all
+# of them one node id, which pytest-xdist would run once instead of thirteen times.
+OPERATIONS = [result.ok() for result in schema.get_all_operations()]
+
+
+@pytest.mark.parametrize(
+    "operation", OPERATIONS, ids=[f"{op.method.upper()} {op.path}" for op in OPERATIONS]
 )
-def test_every_route_conforms(case: Case[Any], server: AgentHostProcess) -> None:
-    case.call_and_validate(base_url=server.url, checks=CHECKS, timeout=10)
+def test_every_route_conforms(operation: APIOperation, server: AgentHostProcess) -> None:
+    @given(operation.as_strategy())
+    @settings(
+        max_examples=60,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
+    def conforms(case: Case[Any]) -> None:
+        case.call_and_validate(base_url=server.url, checks=CHECKS, timeout=10)
+
+    conforms()

@@ -224,7 +224,7 @@ async def test_chunks_within_the_window_leave_as_one_event() -> None:
 
 async def test_one_window_flushes_every_stream_that_wrote_in_it() -> None:
     broker = create_broker("memory://")
-    flusher = ChunkFlusher(0.3)
+    flusher = ChunkFlusher(1.0)  # the window: wide, so a stalled loop still writes inside it
     published: dict[str, float] = {}
     readers = []
     for i in range(3):
@@ -238,7 +238,7 @@ async def test_one_window_flushes_every_stream_that_wrote_in_it() -> None:
             await asyncio.sleep(0.1)
     await until(lambda: len(published) == 3, "the window to end")
     times = sorted(published.values())
-    assert times[0] - first >= 0.25  # held for the window
+    assert times[0] - first >= 0.95  # held for the window
     assert times[-1] - times[0] < 0.1  # and let go together, by one timer
     for reader in readers:
         reader.cancel()

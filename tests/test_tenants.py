@@ -57,7 +57,10 @@ async def test_keys_cli_creates_lists_and_revokes_and_the_server_follows(
     assert key_id in listed.stdout
     server = agenthost_factory(store=sqlite_store, auth="keys", auth_cache_ttl=0)
     url = f"{server.url}/v1/sessions/s1/turns"
-    async with aiohttp.ClientSession() as http:
+    # A connection each: the revoke below can take longer than the server keeps an idle
+    # connection open, and a request sent on one it is closing meets a disconnect.
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as http:
         async with http.post(url, json={"message": "hi"}) as resp:
             assert resp.status == 401
             assert resp.headers["www-authenticate"].startswith("Bearer")
@@ -193,19 +196,22 @@ def test_serve_refuses_no_auth_with_a_shared_store(redis_url: str) -> None:
         check=False,
     )
     assert result.returncode != 0
-    assert "auth none is only for the embedded default" in result.stdout + result.stderr
+    assert "--auth none (the default): none is only for the embedded default" in result.stderr
 
 
-async def test_a_60_per_minute_key_admits_60_in_a_minute_across_two_processes(
+async def test_a_keys_rate_admits_burst_plus_rate_across_two_processes(
     agenthost_factory: Callable[..., AgentHostProcess], redis_url: str
 ) -> None:
-    """A minute-long burst against two processes on one Redis: GCRA (burst 1) admits one
-    turn per second fleet-wide, 60 +- 1 in the minute. Each client paces itself at about 200
-    requests/s so the loop stays bounded."""
-    key = create_key(redis_url, f"burst-{uuid.uuid4().hex[:6]}", "--turns-per-minute", "60")
+    """Clients hammering two processes on one Redis for 5 s with a key of 600 turns a minute
+    and a burst of 10: GCRA admits the burst at once, then one turn per 0.1 s fleet-wide, so
+    10 + 50 = 60 (+- 1) in the window; the same accuracy as 60 turns in a real minute, in a
+    twelfth of the time. Each client paces itself at about 200 requests/s."""
+    key = create_key(
+        redis_url, f"burst-{uuid.uuid4().hex[:6]}", "--turns-per-minute", "600", "--burst", "10"
+    )
     servers = [agenthost_factory(store=redis_url, auth="keys") for _ in range(2)]
-    window = 60.0
-    pace = 0.005  # sparse polling would admit late: GCRA keeps no credit for lateness
+    window = 5.0
+    pace = 0.005
     admitted: list[float] = []
     refused = 0
     headers_seen: dict[str, str] = {}
@@ -229,7 +235,26 @@ async def test_a_60_per_minute_key_admits_60_in_a_minute_across_two_processes(
         start = time.monotonic()
         await asyncio.gather(*(hammer(http, s.url, start) for s in servers))
     assert 59 <= len(admitted) <= 61, len(admitted)
-    assert refused > 1000
-    assert headers_seen["ratelimit-policy"] == '"turns";q=60;w=60'
+    assert refused > 100
+    assert headers_seen["ratelimit-policy"] == '"turns";q=600;w=60'
     assert headers_seen["ratelimit"].startswith('"turns";r=0;t=')
-    assert 1 <= int(headers_seen["retry-after"]) <= 2
+    assert int(headers_seen["retry-after"]) == 1
+
+
+async def test_a_key_created_with_a_rate_lets_a_person_send_a_few_turns_in_a_row(
+    agenthost_factory: Callable[..., AgentHostProcess], sqlite_store: str
+) -> None:
+    """The README's fleet example: `keys create --turns-per-minute 60` and two curls sent one
+    after the other. The default burst (10) admits them; the eleventh at once is refused."""
+    key = create_key(sqlite_store, "typist", "--turns-per-minute", "60")
+    listed = keys_cli(sqlite_store, "list", "--tenant", "typist")
+    assert "10" in listed.stdout.split("typist", 1)[1].split("\n", 1)[0]
+    server = agenthost_factory(store=sqlite_store, auth="keys")
+    statuses = []
+    async with aiohttp.ClientSession() as http:
+        for n in range(11):
+            body = {"message": f"m{n}"}
+            async with http.post(f"{server.url}/v1/sessions/s/turns",
+                                 json=body, headers=bearer(key)) as resp:  # fmt: skip
+                statuses.append(resp.status)
+    assert statuses == [200] * 10 + [429], statuses

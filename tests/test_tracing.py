@@ -114,7 +114,7 @@ def test_a_turn_continues_the_callers_trace_to_the_llm(
     tracing: Tracing, exporter: InMemorySpanExporter, capturing_llm: CapturingLLM
 ) -> None:
     llm = create_llm(capturing_llm.base_url, model="captured")
-    app = build_app(Settings(store="memory://"), llm=llm, tracing=tracing)
+    app = build_app(Settings(llm="sim://", store="memory://"), llm=llm, tracing=tracing)
     with TestClient(app) as client:
         resp = client.post(
             "/v1/sessions/t1/turns",
@@ -149,7 +149,9 @@ def test_a_turn_continues_the_callers_trace_to_the_llm(
 def test_without_a_traceparent_the_server_span_starts_a_trace(
     tracing: Tracing, exporter: InMemorySpanExporter
 ) -> None:
-    with TestClient(build_app(Settings(store="memory://"), tracing=tracing)) as client:
+    with TestClient(
+        build_app(Settings(llm="sim://", store="memory://"), tracing=tracing)
+    ) as client:
         resp = client.post("/v1/sessions/t2/turns", json={"message": "hi"})
     assert resp.status_code == 200
     spans = exporter.get_finished_spans()
@@ -160,7 +162,7 @@ def test_without_a_traceparent_the_server_span_starts_a_trace(
 
 
 def test_a_failed_turn_marks_its_spans(tracing: Tracing, exporter: InMemorySpanExporter) -> None:
-    settings = Settings(store="memory://", llm_model="error-500")
+    settings = Settings(llm="sim://", store="memory://", llm_model="error-500")
     with TestClient(build_app(settings, tracing=tracing)) as client:
         assert client.post("/v1/sessions/t3/turns", json={"message": "x"}).status_code == 502
     spans = exporter.get_finished_spans()
@@ -201,7 +203,9 @@ async def test_the_turn_span_names_the_tenant(
 def test_streamed_llm_calls_carry_the_span_only_while_asking(
     tracing: Tracing, exporter: InMemorySpanExporter
 ) -> None:
-    with TestClient(build_app(Settings(store="memory://"), tracing=tracing)) as client:
+    with TestClient(
+        build_app(Settings(llm="sim://", store="memory://"), tracing=tracing)
+    ) as client:
         resp = client.post("/v1/sessions/t5/turns", json={"message": "hi", "stream": True})
     assert resp.status_code == 200 and "event: done" in resp.text
     spans = exporter.get_finished_spans()

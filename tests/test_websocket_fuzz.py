@@ -125,7 +125,7 @@ def test_frames_over_the_byte_limit_are_refused(size: int, char: str) -> None:
 
 def test_in_app_frame_size_check_closes_with_1009(tmp_path: Path) -> None:
     # Under uvicorn the protocol closes first; any other ASGI server gets the same code.
-    app = build_app(Settings(store="memory://", ws_max_frame_bytes=1024))
+    app = build_app(Settings(llm="sim://", store="memory://", ws_max_frame_bytes=1024))
     with TestClient(app) as client, client.websocket_connect("/v1/sessions/big/ws") as ws:
         ws.send_text("x" * 2000)
         assert ws.receive_json()["code"] == "frame_too_large"

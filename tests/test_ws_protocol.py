@@ -110,7 +110,9 @@ def direct_writes(monkeypatch: pytest.MonkeyPatch, protocol: type, method: str) 
 async def agenthost_in_process() -> AsyncIterator[int]:
     """agenthost's app on agenthost's protocols in this process, streaming 20 fast tokens a
     turn; yields its port."""
-    settings = Settings(store="memory://", llm="sim://?tokens_per_s=500&words=20")
+    settings = Settings(
+        store="memory://", llm="sim://?tokens_per_s=500&words=20", chunk_coalesce_ms=0
+    )
     async with lean_server(build_app(settings), lifespan="on") as (_, port):
         yield port
 

@@ -9,14 +9,28 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import shlex
+import textwrap
 import typing
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
+from urllib.parse import urlsplit
 
 import typer
+from rich.console import Console
+from rich.panel import Panel
+from rich.text import Text
+from typer.core import TyperCommand
 
-from agenthost.core.settings import SETTINGS_HELP, Settings, env_name
+from agenthost.core.settings import (
+    SETTINGS_HELP,
+    Settings,
+    SettingsError,
+    env_name,
+    parse_setting,
+)
 
-__all__ = ["app", "main"]
+__all__ = ["SERVE_PANELS", "app", "main"]
 
 app = typer.Typer(
     name="agenthost",
@@ -27,6 +41,36 @@ app = typer.Typer(
 )
 
 _D = Settings()
+_TYPES = typing.get_type_hints(Settings)
+
+SERVE_PANELS: dict[str, tuple[str, ...]] = {
+    "Server": (
+        "app", "app_dir", "host", "port", "lease_ttl", "enqueue_timeout", "turn_timeout",
+        "drain_timeout", "server_protocols",
+    ),
+    "Store": ("store", "session_ttl", "history_window"),
+    "LLM": ("llm", "llm_model", "llm_api_key", "llm_transport", "llm_cache", "llm_cache_ttl"),
+    "Streams": (
+        "broker", "stream_ttl", "chunk_coalesce_ms", "sse_heartbeat_s", "ws_send_buffer",
+        "ws_idle_timeout",
+    ),
+    "Limits": (
+        "max_inflight_turns", "max_body_bytes", "max_message_chars", "max_metadata_bytes",
+        "max_metadata_depth", "ws_max_frame_bytes", "ws_max_frames_per_s",
+        "rate_limit_turns_per_minute", "rate_limit_burst", "rate_limit_max_inflight",
+        "rate_limiter",
+    ),
+    "Auth": (
+        "auth", "allow_no_auth", "auth_cache_ttl", "jwt_secret", "jwt_public_key",
+        "jwt_tenant_claim", "jwt_audience", "jwt_issuer", "admin_token",
+        "metrics_require_admin",
+    ),
+    "Observability": ("log_level", "log_format", "log_content", "access_log", "otel"),
+}  # fmt: skip
+"""Where each setting shows in `serve --help`: every field in exactly one panel."""
+
+_SECRETS = frozenset({"llm_api_key", "jwt_secret", "admin_token"})
+_URLS = frozenset({"store", "llm", "llm_cache", "broker", "rate_limiter"})
 
 
 @app.callback()
@@ -34,64 +78,196 @@ def _root() -> None:
     """Host an AI agent for thousands of concurrent chat sessions."""
 
 
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def _is_bool(field: str) -> bool:
+    return _TYPES[field] is bool
+
+
+def _metavar(field: str) -> str:
+    if field in _URLS:
+        return "URL"
+    kind = _TYPES[field]
+    return {int: "INTEGER", float: "NUMBER"}.get(kind, "TEXT")
+
+
 def _opt(field: str) -> Any:
-    """The Typer option of a settings field: same name as a flag and as an env var."""
-    return typer.Option(
-        "--" + field.replace("_", "-"),
-        envvar=env_name(field),
-        help=SETTINGS_HELP[field],
-        show_envvar=True,
-    )
+    """The Typer option of a settings field. Values stay text here: the environment is read
+    and every value converted in `_settings_from`, so an error names where it came from."""
+    if _is_bool(field):
+        return typer.Option(f"{_flag(field)}/--no-{_flag(field)[2:]}", help=SETTINGS_HELP[field])
+    return typer.Option(_flag(field), help=SETTINGS_HELP[field], metavar=_metavar(field))
+
+
+def _shown(field: str, value: object) -> str:
+    if value is None:
+        return "unset"
+    if field in _SECRETS:
+        return "***"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = str(value)
+    if field in _URLS:
+        parts = urlsplit(text)
+        if parts.password is not None:
+            text = text.replace(":" + parts.password + "@", ":***@", 1)
+    return shlex.quote(text)
+
+
+def _given(field: str, value: object, origin: str) -> str:
+    """What was given and where: `--port notanumber`, `AGENTHOST_PORT=x`, `--auth none (the
+    default)`."""
+    if origin == "env":
+        return f"{env_name(field)}={_shown(field, value)}"
+    if field == "app":
+        where = f"agent {_shown(field, value)}"
+    elif isinstance(value, bool):
+        where = _flag(field) if value else "--no-" + _flag(field)[2:]
+    else:
+        where = f"{_flag(field)} {_shown(field, value)}"
+    return where + (" (the default)" if origin == "default" else "")
+
+
+def _settings_from(flags: dict[str, Any], environ: dict[str, str]) -> Settings:
+    """Defaults, then `AGENTHOST_*` variables, then flags; typer.Exit(2) with one line per
+    problem, each naming the value given and its origin."""
+    raw: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for field in Settings.__struct_fields__:
+        if flags.get(field) is not None:
+            raw[field], origins[field] = flags[field], "flag"
+        elif environ.get(env_name(field)):
+            raw[field], origins[field] = environ[env_name(field)], "env"
+    problems: list[tuple[str, str]] = []
+    values: dict[str, Any] = {}
+    for field, value in raw.items():
+        try:
+            values[field] = parse_setting(field, value) if isinstance(value, str) else value
+        except SettingsError as exc:
+            problems += exc.problems
+    try:
+        if not problems:
+            return Settings(**values)
+    except SettingsError as exc:
+        problems = exc.problems
+    _fail(problems, raw, origins)
+
+
+def _fail(
+    problems: list[tuple[str, str]], raw: dict[str, Any], origins: dict[str, str]
+) -> NoReturn:
+    for field, message in problems:
+        value = raw.get(field, getattr(_D, field))
+        given = _given(field, value, origins.get(field, "default"))
+        typer.echo(f"agenthost: {given}: {message}", err=True)
+    raise typer.Exit(2)
 
 
 def _serve(**values: Any) -> None:
     """Run the agenthost server (uvicorn, uvloop, httptools) for the agent APP."""
     from agenthost.runtime.server import run
 
+    environ = dict(os.environ)
+    settings = _settings_from(values, environ)
     try:
-        settings = Settings(**values)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    run(settings)
+        run(settings)
+    except SettingsError as exc:
+        flags = {k: v for k, v in values.items() if v is not None}
+        origins = {f: "flag" if f in flags else "env" for f in Settings.__struct_fields__
+                   if f in flags or environ.get(env_name(f))}  # fmt: skip
+        raw = {f: getattr(settings, f) for f in Settings.__struct_fields__}
+        _fail(exc.problems, raw, origins)
 
 
 def _serve_parameters() -> list[inspect.Parameter]:
     """One option per Settings field (the agent spec is the positional APP): adding a field
     to Settings adds its flag and env var here."""
-    hints = typing.get_type_hints(Settings)
     params = [
         inspect.Parameter(
             "app",
             inspect.Parameter.POSITIONAL_OR_KEYWORD,
             annotation=Annotated[
-                hints["app"],
-                typer.Argument(
-                    metavar="[APP]",
-                    envvar=env_name("app"),
-                    help=SETTINGS_HELP["app"],
-                    show_envvar=True,
-                ),
+                str | None, typer.Argument(metavar="[APP]", help=SETTINGS_HELP["app"])
             ],
-            default=_D.app,
+            default=None,
         )
     ]
     for field in Settings.__struct_fields__:
         if field == "app":
             continue
+        kind = bool | None if _is_bool(field) else str | None
         params.append(
             inspect.Parameter(
                 field,
                 inspect.Parameter.KEYWORD_ONLY,
-                annotation=Annotated[hints[field], _opt(field)],
-                default=getattr(_D, field),
+                annotation=Annotated[kind, _opt(field)],
+                default=None,
             )
         )
     return params
 
 
+class _ServeCommand(TyperCommand):
+    """`serve --help`: the settings in panels, each option's flag, type and environment
+    variable on one line (whole), its description and default under it."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:  # typer's own click types
+        width = min(Console().width, 100)
+        console = Console(width=width, highlight=False, soft_wrap=False)
+        console.print("Usage: agenthost serve [OPTIONS] [APP]\n")
+        console.print(
+            "Serve the agent APP (default: a built-in demo agent) for many concurrent chat "
+            "sessions. Every option is also the environment variable shown beside it; a flag "
+            "wins over it.\n"
+        )
+        for title, fields in SERVE_PANELS.items():
+            body = _panel_body(fields, width - 4)
+            console.print(
+                Panel(body, title=title, title_align="left", border_style="dim", padding=(0, 1))
+            )
+        console.print(" --help  Show this message and exit.")
+
+
+def _option_head(field: str) -> str:
+    if field == "app":
+        return "APP"
+    if _is_bool(field):
+        return f"{_flag(field)}/--no-{_flag(field)[2:]}"
+    return f"{_flag(field)} {_metavar(field)}"
+
+
+def _shown_default(field: str, default: object) -> str:
+    if isinstance(default, bool):
+        return "on" if default else "off"
+    if isinstance(default, float):
+        return f"{default:g}"
+    return str(default)
+
+
+def _panel_body(fields: tuple[str, ...], inner: int) -> Text:
+    body = Text()
+    for n, field in enumerate(fields):
+        head, env = _option_head(field), env_name(field)
+        default = getattr(_D, field)
+        if default not in (None, "") and field not in _SECRETS:
+            head += f" [{_shown_default(field, default)}]"
+        if n:
+            body.append("\n")
+        body.append(head, style="bold cyan")
+        if len(head) + 2 + len(env) <= inner:
+            body.append(" " * (inner - len(head) - len(env)) + env, style="dim")
+        else:
+            body.append("\n" + " " * (inner - len(env)) + env, style="dim")
+        for line in textwrap.wrap(SETTINGS_HELP[field], inner - 4):
+            body.append("\n    " + line)
+    return body
+
+
 _serve.__signature__ = inspect.Signature(_serve_parameters())  # type: ignore[attr-defined]
 _serve.__annotations__ = {p.name: p.annotation for p in _serve_parameters()}
-serve = app.command("serve")(_serve)
+serve = app.command("serve", cls=_ServeCommand)(_serve)
 
 
 _OPTIONAL_COMMANDS = (

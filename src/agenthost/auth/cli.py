@@ -14,7 +14,7 @@ from rich.table import Table
 
 from agenthost.auth.keys import KeyRecord, KeyStore, new_key
 from agenthost.auth.keystores import create_key_store
-from agenthost.auth.principal import TenantLimits
+from agenthost.auth.principal import TenantLimits, default_burst
 from agenthost.core.errors import AgentHostError
 from agenthost.core.settings import Settings, env_name
 
@@ -68,7 +68,14 @@ def create(
     turns_per_minute: Annotated[
         int, typer.Option(help="Turns per minute this key's tenant may start (0 = no limit).")
     ] = 0,
-    burst: Annotated[int, typer.Option(help="Turns allowed back to back within the rate.")] = 1,
+    burst: Annotated[
+        int | None,
+        typer.Option(
+            help="Turns allowed back to back within the rate, so a person typing or a client "
+            "retrying is not refused (default: 10, or the rate if smaller; 1 = evenly spaced).",
+            show_default=False,
+        ),
+    ] = None,
     max_inflight: Annotated[
         int, typer.Option(help="Turns the tenant may run at once (0 = no limit).")
     ] = 0,
@@ -77,7 +84,8 @@ def create(
 ) -> None:
     """Create a key and print it once (only its hash is stored)."""
     try:
-        limits = TenantLimits(turns_per_minute, max(1, burst), max_inflight)
+        chosen = default_burst(turns_per_minute) if burst is None else max(1, burst)
+        limits = TenantLimits(turns_per_minute, chosen, max_inflight)
         key, record = new_key(tenant, limits, name)
     except AgentHostError as exc:
         console.print(f"[red]agenthost keys: {exc}[/red]")

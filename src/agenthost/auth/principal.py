@@ -15,10 +15,12 @@ from agenthost.core.errors import BadRequest
 
 __all__ = [
     "ANONYMOUS",
+    "DEFAULT_KEY_BURST",
     "TENANT_PATTERN",
     "Principal",
     "TenantLimits",
     "check_tenant",
+    "default_burst",
     "public_session_id",
     "scoped_session_id",
 ]
@@ -42,6 +44,16 @@ class TenantLimits(msgspec.Struct, frozen=True):
     @property
     def unlimited(self) -> bool:
         return self.turns_per_minute <= 0 and self.max_inflight <= 0
+
+
+DEFAULT_KEY_BURST = 10
+"""A key's burst unless told otherwise: a person typing a few messages in a row, or a client
+retrying, is not refused; any minute still admits at most the rate plus this."""
+
+
+def default_burst(turns_per_minute: int) -> int:
+    """The burst of a key created without one: DEFAULT_KEY_BURST, or the rate if smaller."""
+    return max(1, min(DEFAULT_KEY_BURST, turns_per_minute))
 
 
 class Principal(msgspec.Struct, frozen=True):

@@ -7,7 +7,10 @@ embedded deployment: SQLite file store, in-process simulated LLM, no external se
 
 from __future__ import annotations
 
+import contextlib
 import os
+import typing
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -15,26 +18,70 @@ import msgspec
 from agenthost.connections.redis import is_redis_url
 
 __all__ = [
+    "DEFAULT_LLM",
     "ENV_PREFIX",
     "SETTINGS_HELP",
     "Settings",
+    "SettingsError",
+    "blame",
     "broker_url",
     "env_name",
     "limiter_url",
+    "parse_setting",
     "shared_store",
 ]
 
 ENV_PREFIX = "AGENTHOST_"
+
+DEFAULT_LLM = "sim://?ttft_ms=150&tokens_per_s=25"
+"""The simulated model at a human pace, so a first streamed turn is seen to stream (plain
+`sim://` is instant: tests and benchmarks say what they measure)."""
+
+
+class SettingsError(ValueError):
+    """Settings that cannot work; `problems` pairs each field with what is wrong with it, so
+    the command line can say where the value came from (a flag or an environment variable)."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("invalid settings: " + "; ".join(f"{f} {m}" for f, m in problems))
+
+
+@contextlib.contextmanager
+def blame(field: str) -> Iterator[None]:
+    """Turn a ValueError or TypeError raised while building from `field` into a
+    SettingsError that names it (a bad store URL, an agent that cannot be imported)."""
+    try:
+        yield
+    except SettingsError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise SettingsError([(field, str(exc))]) from exc
+
+
+_EXPECTED = {int: "a whole number", float: "a number", bool: "true or false"}
+
+
+def parse_setting(field: str, text: str) -> Any:
+    """A text value (a flag's or an environment variable's) as the field's type;
+    SettingsError if it is not one."""
+    kind = _FIELD_TYPES[field]
+    try:
+        return msgspec.convert(text, kind, strict=False)
+    except msgspec.ValidationError:
+        expected = _EXPECTED.get(kind, str(kind))
+        raise SettingsError([(field, f"expected {expected}")]) from None
 
 
 class Settings(msgspec.Struct, kw_only=True):
     """Everything `agenthost serve` can be told; see SETTINGS_HELP for each field."""
 
     app: str | None = None
+    app_dir: str = "."
     host: str = "127.0.0.1"
     port: int = 8000
     store: str = "sqlite:///./agenthost.db"
-    llm: str = "sim://"
+    llm: str = DEFAULT_LLM
     llm_model: str | None = None
     llm_api_key: str | None = None
     llm_transport: str = "aiohttp"
@@ -81,86 +128,91 @@ class Settings(msgspec.Struct, kw_only=True):
     server_protocols: str = "auto"
 
     def __post_init__(self) -> None:
-        problems = []
+        problems: list[tuple[str, str]] = []
         if not 0 < self.port < 65536:
-            problems.append("port must be 1-65535")
+            problems.append(("port", "must be 1-65535"))
         if self.session_ttl <= 0:
-            problems.append("session_ttl must be > 0 seconds")
+            problems.append(("session_ttl", "must be > 0 seconds"))
         if self.history_window < 0:
-            problems.append("history_window must be >= 0")
+            problems.append(("history_window", "must be >= 0"))
         if self.max_body_bytes < 1024:
-            problems.append("max_body_bytes must be >= 1024")
+            problems.append(("max_body_bytes", "must be >= 1024"))
         if self.max_message_chars < 1:
-            problems.append("max_message_chars must be >= 1")
+            problems.append(("max_message_chars", "must be >= 1"))
         if self.max_metadata_bytes < 2:
-            problems.append("max_metadata_bytes must be >= 2 (room for {})")
+            problems.append(("max_metadata_bytes", "must be >= 2 (room for {})"))
         if self.max_metadata_depth < 1:
-            problems.append("max_metadata_depth must be >= 1")
+            problems.append(("max_metadata_depth", "must be >= 1"))
         if self.ws_max_frame_bytes < 1024:
-            problems.append("ws_max_frame_bytes must be >= 1024")
+            problems.append(("ws_max_frame_bytes", "must be >= 1024"))
         if not self.ws_max_frames_per_s > 0:
-            problems.append("ws_max_frames_per_s must be > 0")
+            problems.append(("ws_max_frames_per_s", "must be > 0"))
         if self.lease_ttl < 0.2:
-            problems.append("lease_ttl must be >= 0.2 seconds")
+            problems.append(("lease_ttl", "must be >= 0.2 seconds"))
         if self.enqueue_timeout < 0:
-            problems.append("enqueue_timeout must be >= 0")
+            problems.append(("enqueue_timeout", "must be >= 0"))
         if self.turn_timeout <= 0:
-            problems.append("turn_timeout must be > 0")
+            problems.append(("turn_timeout", "must be > 0"))
         if self.llm_transport not in ("aiohttp", "httpx"):
-            problems.append("llm_transport must be aiohttp or httpx")
+            problems.append(("llm_transport", "must be aiohttp or httpx"))
         if self.llm_cache_ttl <= 0:
-            problems.append("llm_cache_ttl must be > 0 seconds")
+            problems.append(("llm_cache_ttl", "must be > 0 seconds"))
         if self.llm_cache is not None:
             cache_scheme = self.llm_cache.split("://", 1)[0].lower()
             if cache_scheme == "redis" and "://" not in self.llm_cache:
                 if not self.store.lower().startswith("redis"):
-                    problems.append("llm_cache=redis (the store's Redis) needs a Redis store")
+                    problems.append(("llm_cache", "redis (the store's Redis) needs a Redis store"))
             elif cache_scheme != "memory" and not cache_scheme.startswith("redis"):
-                problems.append("llm_cache must be memory://, redis://... or redis")
+                problems.append(("llm_cache", "must be memory://, redis://... or redis"))
         if self.stream_ttl <= 0:
-            problems.append("stream_ttl must be > 0")
+            problems.append(("stream_ttl", "must be > 0"))
         if not self.sse_heartbeat_s > 0:
-            problems.append("sse_heartbeat_s must be > 0 seconds")
+            problems.append(("sse_heartbeat_s", "must be > 0 seconds"))
         if self.chunk_coalesce_ms < 0:
-            problems.append("chunk_coalesce_ms must be >= 0")
+            problems.append(("chunk_coalesce_ms", "must be >= 0"))
         if self.ws_send_buffer < 1:
-            problems.append("ws_send_buffer must be >= 1")
+            problems.append(("ws_send_buffer", "must be >= 1"))
         if self.ws_idle_timeout <= 0:
-            problems.append("ws_idle_timeout must be > 0")
+            problems.append(("ws_idle_timeout", "must be > 0"))
         if self.drain_timeout < 0:
-            problems.append("drain_timeout must be >= 0")
+            problems.append(("drain_timeout", "must be >= 0"))
         if self.max_inflight_turns < 0:
-            problems.append("max_inflight_turns must be >= 0 (0 = no limit)")
+            problems.append(("max_inflight_turns", "must be >= 0 (0 = no limit)"))
         if self.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
-            problems.append("log_level must be debug, info, warning, error or critical")
+            problems.append(("log_level", "must be debug, info, warning, error or critical"))
         if self.log_format not in ("auto", "json", "console"):
-            problems.append("log_format must be auto, json or console")
+            problems.append(("log_format", "must be auto, json or console"))
         if self.otel not in ("none", "console", "otlp"):
-            problems.append("otel must be none, console or otlp")
+            problems.append(("otel", "must be none, console or otlp"))
         if self.server_protocols not in ("auto", "stock"):
-            problems.append("server_protocols must be auto or stock")
+            problems.append(("server_protocols", "must be auto or stock"))
         problems += self._auth_problems()
         if problems:
-            raise ValueError("invalid settings: " + "; ".join(problems))
+            raise SettingsError(problems)
 
-    def _auth_problems(self) -> list[str]:
-        problems = []
+    def _auth_problems(self) -> list[tuple[str, str]]:
+        problems: list[tuple[str, str]] = []
         if self.auth not in ("none", "keys", "jwt"):
-            problems.append("auth must be none, keys or jwt")
+            problems.append(("auth", "must be none, keys or jwt"))
         elif self.auth == "none" and shared_store(self.store) and not self.allow_no_auth:
             problems.append(
-                "auth none is only for the embedded default (sqlite:// or memory:// store): "
-                "use --auth keys or --auth jwt with a shared store, or --allow-no-auth for a "
-                "private test fleet"
+                (
+                    "auth",
+                    "none is only for the embedded default (sqlite:// or memory:// store): "
+                    "use --auth keys or --auth jwt with a shared store, or --allow-no-auth for "
+                    "a private test fleet",
+                )
             )
         elif self.auth == "jwt" and not (self.jwt_secret or self.jwt_public_key):
-            problems.append("auth jwt needs jwt_secret (HS256) or jwt_public_key (RS256)")
+            problems.append(("auth", "jwt needs jwt_secret (HS256) or jwt_public_key (RS256)"))
         if self.auth_cache_ttl < 0:
-            problems.append("auth_cache_ttl must be >= 0")
-        if self.rate_limit_turns_per_minute < 0 or self.rate_limit_max_inflight < 0:
-            problems.append("rate limits must be >= 0 (0 = no limit)")
+            problems.append(("auth_cache_ttl", "must be >= 0"))
+        if self.rate_limit_turns_per_minute < 0:
+            problems.append(("rate_limit_turns_per_minute", "must be >= 0 (0 = no limit)"))
+        if self.rate_limit_max_inflight < 0:
+            problems.append(("rate_limit_max_inflight", "must be >= 0 (0 = no limit)"))
         if self.rate_limit_burst < 1:
-            problems.append("rate_limit_burst must be >= 1")
+            problems.append(("rate_limit_burst", "must be >= 1"))
         return problems
 
     @classmethod
@@ -171,10 +223,12 @@ class Settings(msgspec.Struct, kw_only=True):
         for name in cls.__struct_fields__:
             value = env.get(env_name(name))
             if value is not None and value != "":
-                raw[name] = value
+                raw[name] = parse_setting(name, value)
         raw.update({k: v for k, v in overrides.items() if v is not None})
-        # str_values=True parses "8000" as int and "1.5" as float, as env vars are text.
-        return msgspec.convert(raw, cls, strict=False)
+        return cls(**raw)
+
+
+_FIELD_TYPES: dict[str, Any] = typing.get_type_hints(Settings)
 
 
 def broker_url(settings: Settings) -> str:
@@ -206,41 +260,39 @@ def env_name(field: str) -> str:
 
 
 SETTINGS_HELP: dict[str, str] = {
-    "app": "The agent, as module:attribute (e.g. mypkg.myagent:agent). "
-    "Default: a built-in demo agent that answers through the configured LLM.",
+    "app": "The agent, as module:attribute (e.g. mybot:agent). Default: a built-in demo agent "
+    "that answers through the configured LLM.",
+    "app_dir": "Directory put first on the import path to find the agent's module (as "
+    "uvicorn's --app-dir).",
     "host": "Address to listen on (0.0.0.0 in a container).",
     "port": "TCP port to listen on.",
-    "store": "Session store URL: sqlite:///path.db (embedded default), memory://, "
-    "redis://host:port/db, rediss://..., redis+cluster://host:port.",
-    "llm": "LLM URL: sim:// (in-process simulator; sim://?latency_ms=2000&tokens_per_s=50 "
-    "sets its speed) or an OpenAI-compatible base URL like https://host/v1.",
+    "store": "Session store: sqlite:///path.db (embedded), memory://, redis://host:port/db, "
+    "rediss://..., redis+cluster://host:port.",
+    "llm": "sim:// (the in-process simulator; ?ttft_ms=, ?tokens_per_s=, ?latency_ms= pace "
+    "it) or an OpenAI-compatible https://host/v1.",
     "llm_model": "Model name sent to an OpenAI-compatible LLM.",
     "llm_api_key": "API key for an OpenAI-compatible LLM.",
-    "llm_transport": "HTTP transport of the openai SDK for an OpenAI-compatible LLM: aiohttp "
-    "(the SDK's DefaultAioHttpClient; measured cheaper, docs/benchmarks.md) or httpx (the "
-    "SDK's default).",
-    "llm_cache": "Cache of deterministic LLM answers (temperature 0), with one upstream call "
-    "for identical requests in flight: memory:// (this process), redis://host:port/db "
-    "(shared by the fleet) or redis (the store's Redis). Unset: off.",
+    "llm_transport": "The openai SDK's HTTP transport: aiohttp (measured cheaper, "
+    "docs/benchmarks.md) or httpx (the SDK's default).",
+    "llm_cache": "Cache temperature-0 LLM answers (single-flight): memory://, redis://host/db "
+    "or redis (the store's). Unset: off.",
     "llm_cache_ttl": "Seconds a cached LLM answer is served.",
-    "session_ttl": "Seconds a session lives after its last turn (applies to all its data).",
-    "history_window": "How many of the newest messages are handed to the agent each turn.",
-    "max_body_bytes": "Largest request body accepted; larger gets 413.",
-    "max_message_chars": "Longest message (in characters) a turn may carry; longer gets "
-    "413 message_too_long (a WebSocket turn: an error frame).",
-    "max_metadata_bytes": "Largest metadata object, encoded as JSON, a session or turn may "
-    "carry; larger gets 413 metadata_too_large.",
-    "max_metadata_depth": "Deepest nesting of objects and arrays in metadata (the metadata "
-    "object itself is level 1); deeper gets 422 metadata_too_deep.",
-    "ws_max_frame_bytes": "Largest WebSocket frame a client may send; a larger one closes the "
-    "connection with 1009 (message too big).",
-    "ws_max_frames_per_s": "Frames per second a WebSocket client may send (a token bucket "
-    "holding one second's worth); faster closes the connection with 1008.",
-    "metrics_require_admin": "Serve /metrics only with the admin token (Authorization: Bearer).",
-    "auth": "Who may call: none (anyone; only with the embedded sqlite/memory store), keys (API "
-    "keys from `agenthost keys create`, kept in the store) or jwt (bearer JWTs).",
+    "session_ttl": "Seconds a session lives after its last turn (all its data).",
+    "history_window": "How many of the newest messages the agent is handed each turn.",
+    "max_body_bytes": "Largest request body; larger gets 413.",
+    "max_message_chars": "Longest message, in characters; longer gets 413 message_too_long "
+    "(WebSocket: an error frame).",
+    "max_metadata_bytes": "Largest metadata object, as JSON; larger gets 413 metadata_too_large.",
+    "max_metadata_depth": "Deepest nesting in metadata (the object itself is level 1); deeper "
+    "gets 422 metadata_too_deep.",
+    "ws_max_frame_bytes": "Largest WebSocket frame a client may send; larger closes with 1009.",
+    "ws_max_frames_per_s": "WebSocket frames a client may send per second (bursts up to one "
+    "second's worth); faster closes with 1008.",
+    "metrics_require_admin": "Serve /metrics only with the admin token.",
+    "auth": "Who may call: none (anyone; embedded store only), keys (`agenthost keys create`) "
+    "or jwt (bearer JWTs).",
     "allow_no_auth": "Allow --auth none with a shared (Redis) store: a private test fleet only.",
-    "auth_cache_ttl": "Seconds an API key lookup is cached in each process; a revoked key stops "
+    "auth_cache_ttl": "Seconds each process caches an API key lookup; a revoked key stops "
     "working within this time.",
     "jwt_secret": "HS256 secret for --auth jwt.",
     "jwt_public_key": "RS256 public key (PEM, or @path to a PEM file) for --auth jwt.",
@@ -248,43 +300,40 @@ SETTINGS_HELP: dict[str, str] = {
     "jwt_audience": "Required JWT audience (aud), if set.",
     "jwt_issuer": "Required JWT issuer (iss), if set.",
     "rate_limit_turns_per_minute": "Turns per minute per tenant for JWT and --auth none "
-    "callers (API keys carry their own); 0 = no limit. Past it: 429 + Retry-After.",
-    "rate_limit_burst": "Turns a tenant may send back to back within its rate (1 = evenly "
-    "spaced: any minute admits at most the rate).",
-    "rate_limit_max_inflight": "Turns one tenant may run at once, fleet-wide, for JWT and "
-    "--auth none callers; 0 = no limit.",
-    "rate_limiter": "Where limits are counted: memory:// (this process) or redis://... "
-    "(fleet-wide, atomic). Default: the store's Redis, else memory://.",
-    "admin_token": "Token for /admin routes (Authorization: Bearer TOKEN). Unset: disabled.",
+    "callers (API keys carry their own); 0 = no limit; past it 429.",
+    "rate_limit_burst": "Turns a tenant may send back to back within its rate (1 = evenly spaced).",
+    "rate_limit_max_inflight": "Turns one tenant may run at once, fleet-wide (JWT and --auth "
+    "none callers); 0 = no limit.",
+    "rate_limiter": "Where limits are counted: memory:// or redis://... (fleet-wide). "
+    "Default: the store's Redis, else memory://.",
+    "admin_token": "Token for /admin routes and, with --metrics-require-admin, /metrics "
+    "(Authorization: Bearer). Unset: off.",
     "lease_ttl": "Seconds a session lease lives without renewal; a turn whose process died "
-    "can be retried after this. Renewed every third of it while the agent runs.",
+    "can be retried after it.",
     "enqueue_timeout": "Longest wait, in seconds, for a busy session under on_busy=enqueue "
-    "before answering 409 session_busy.",
+    "before 409 session_busy.",
     "turn_timeout": "Longest an agent may run for one turn, in seconds; then the turn fails.",
     "max_inflight_turns": "Turns one process runs at once; past it 503 + Retry-After "
     "(0 = no limit).",
-    "drain_timeout": "On SIGTERM or POST /admin/drain: seconds to let in-flight turns finish "
-    "before cancelling them (their user message is kept; a retry elsewhere completes them).",
-    "broker": "Stream broker URL for streamed turns: memory:// (this process) or "
-    "redis://... (resumable on any process). Default: the store's Redis, else memory://.",
+    "drain_timeout": "On SIGTERM or POST /admin/drain: seconds in-flight turns may finish "
+    "before they are cancelled (and kept for a retry).",
+    "broker": "Stream broker: memory:// (this process) or redis://... (resumable anywhere). "
+    "Default: the store's Redis, else memory://.",
     "stream_ttl": "Seconds a turn's stream stays readable after the turn ends.",
     "chunk_coalesce_ms": "Chunks arriving within this many milliseconds leave as one event.",
-    "sse_heartbeat_s": "An SSE stream with no event for this many seconds (the model is "
-    "thinking) gets a `: ping` comment line, so proxies and clients keep it open.",
+    "sse_heartbeat_s": "Seconds an SSE stream may go without an event (a thinking model) "
+    "before a `: ping` line keeps proxies and clients from closing it.",
     "ws_send_buffer": "Frames queued for one WebSocket client; past it the client is too "
     "slow and is closed with 4001.",
     "ws_idle_timeout": "Seconds a WebSocket may stay silent with no turn running; then 1000.",
     "log_level": "Log level: debug, info, warning, error.",
-    "log_format": "Log lines as json (one object per line) or console (for people); auto: "
-    "console when stderr is a terminal, else json.",
-    "log_content": "Also log message content (each turn's message and answer at debug "
-    "level). Off: content never reaches a log line. Keys and tokens are redacted either way.",
-    "access_log": "One log line per HTTP request at info level (method, path, status, "
-    "duration, request_id, session_id, turn_id, tenant).",
-    "otel": "OpenTelemetry traces: none, console (spans printed to stdout) or otlp (the "
-    "OTEL_EXPORTER_OTLP_* variables say where; needs opentelemetry-exporter-otlp). Needs "
-    "the otel extra (opentelemetry-api and opentelemetry-sdk).",
-    "server_protocols": "uvicorn protocols to serve with: auto (agenthost's lean HTTP and "
-    "WebSocket protocols where this uvicorn has what they use, else uvicorn's own with a "
-    "warning) or stock (always uvicorn's own: more CPU per chunk, more memory per WebSocket).",
+    "log_format": "json (one object per line), console (for people) or auto (console when "
+    "stderr is a terminal).",
+    "log_content": "Log each turn's message and answer at debug level (off: content never "
+    "reaches a log; keys are redacted).",
+    "access_log": "One log line per HTTP request (method, path, status, duration, ids).",
+    "otel": "OpenTelemetry traces: none, console, or otlp (OTEL_EXPORTER_OTLP_*; needs the "
+    "otel extra).",
+    "server_protocols": "auto (agenthost's lean HTTP/WebSocket protocols where this uvicorn "
+    "allows, else uvicorn's) or stock (uvicorn's).",
 }

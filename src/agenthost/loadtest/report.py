@@ -37,22 +37,43 @@ def percentiles(values_ms: Sequence[float]) -> Percentiles | None:
 
 
 class TimelinePoint(msgspec.Struct):
-    second: int
+    """The turns answered in one slice of the run, `start_s` to `start_s + width_s` seconds
+    after it began: how many, at what rate, and their latencies (None: no answers then)."""
+
+    start_s: float
+    width_s: float
     turns: int
-    p50_ms: float
-    p99_ms: float
+    turns_per_s: float
+    p50_ms: float | None
+    p99_ms: float | None
 
 
-def timeline(done: Sequence[tuple[float, float]]) -> list[TimelinePoint]:
-    """Per second of the run: (offset s, latency ms) of answered turns -> points."""
+_WIDTHS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+
+
+def timeline(done: Sequence[tuple[float, float]], span_s: float = 0.0) -> list[TimelinePoint]:
+    """(answered at s, latency ms) of each answered turn -> one point per slice of the run,
+    by when turns were answered. Slices are the narrowest of 0.1 s, 0.2 s, 0.5 s, 1 s, ...
+    that cut the run into at most 30, so a 10 s run shows its shape as a 10 min run does."""
+    end = max([span_s, *(offset for offset, _ in done)])
+    width = next((w for w in _WIDTHS if end / w <= 30), _WIDTHS[-1])
     buckets: dict[int, list[float]] = {}
     for offset, latency in done:
-        buckets.setdefault(int(offset), []).append(latency)
+        buckets.setdefault(int(offset / width), []).append(latency)
     points = []
-    for second in range(0, max(buckets, default=-1) + 1):
-        values = buckets.get(second, [])
+    for n in range(math.ceil(end / width) if end > 0 else 0):
+        values = buckets.get(n, [])
         p = percentiles(values)
-        points.append(TimelinePoint(second, len(values), p.p50 if p else 0.0, p.p99 if p else 0.0))
+        points.append(
+            TimelinePoint(
+                round(n * width, 3),
+                width,
+                len(values),
+                round(len(values) / width, 2),
+                p.p50 if p else None,
+                p.p99 if p else None,
+            )
+        )
     return points
 
 

@@ -58,7 +58,7 @@ async def run_load(
     rng = random.Random(config.seed)
     run_id = secrets.token_hex(3)
     acked: dict[str, list[Acked]] = {}
-    done: list[tuple[float, float]] = []  # (offset s, latency ms)
+    done: list[tuple[float, float]] = []  # (answered at, s since the start; latency ms)
     first_chunks: list[float] = []
     failed_by: Counter[str] = Counter()
     retried_by: Counter[str] = Counter()
@@ -90,9 +90,10 @@ async def run_load(
                 for attempt in range(config.max_retries + 1):
                     result: Attempt = await send_turn(config.mode, http, config.url, sid, tid, body)
                     if result.status == 200 and result.error is None:
-                        latency = (time.monotonic() - t0) * 1000
+                        answered_at = time.monotonic()
+                        latency = (answered_at - t0) * 1000
                         acked.setdefault(sid, []).append(Acked(tid, message, result.response or ""))
-                        done.append((t0 - wall0, latency))
+                        done.append((answered_at - wall0, latency))
                         progress.latencies.append(latency)
                         progress.answered += 1
                         if result.first_chunk_s is not None:
@@ -165,5 +166,5 @@ async def run_load(
         client_cpu_pct=round(cpu_pct, 1),
         saturated=saturated,
         warnings=warnings,
-        timeline=timeline(done),
+        timeline=timeline(done, span_s=wall),
     )

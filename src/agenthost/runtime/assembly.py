@@ -18,7 +18,7 @@ from agenthost.auth.authenticators import create_authenticator
 from agenthost.brokers import create_broker
 from agenthost.brokers.instrumented import InstrumentedBroker
 from agenthost.core.input_limits import InputLimits
-from agenthost.core.settings import Settings, broker_url, limiter_url
+from agenthost.core.settings import Settings, blame, broker_url, limiter_url
 from agenthost.core.version import __version__
 from agenthost.llm import create_llm
 from agenthost.llm.base import LLMClient
@@ -64,35 +64,43 @@ def assemble(
     tracing: Tracing | None = None,
 ) -> Assembly:
     """Build every part for `settings`; `store`, `agent`, `llm` and `tracing` replace the
-    configured ones (tests and embedding). Raises ValueError (or TypeError, for an agent of
-    the wrong shape) for a setting that cannot work."""
-    tracing = tracing or create_tracing(settings.otel)
-    the_store = store or create_store(settings.store)
-    the_llm = llm or create_llm(
-        settings.llm,
-        model=settings.llm_model,
-        api_key=settings.llm_api_key,
-        transport=settings.llm_transport,
-    )
-    if settings.llm_cache:
-        the_llm = cached_llm(
-            the_llm,
-            settings.llm_cache,
-            ttl_s=settings.llm_cache_ttl,
-            upstream=settings.llm,
-            store_url=settings.store,
+    configured ones (tests and embedding). Raises SettingsError, naming the setting, for one
+    that cannot work (a bad URL, an agent that cannot be imported or has the wrong shape)."""
+    with blame("otel"):
+        tracing = tracing or create_tracing(settings.otel)
+    with blame("store"):
+        the_store = store or create_store(settings.store)
+    with blame("llm"):
+        the_llm = llm or create_llm(
+            settings.llm,
+            model=settings.llm_model,
+            api_key=settings.llm_api_key,
+            transport=settings.llm_transport,
         )
-    the_agent = agent or load_agent(settings.app)
+    if settings.llm_cache:
+        with blame("llm_cache"):
+            the_llm = cached_llm(
+                the_llm,
+                settings.llm_cache,
+                ttl_s=settings.llm_cache_ttl,
+                upstream=settings.llm,
+                store_url=settings.store,
+            )
+    with blame("app"):
+        the_agent = agent or load_agent(settings.app, settings.app_dir)
     metrics = Metrics(llm_cache=lambda: cache_counts(the_llm))
     measured_llm = InstrumentedLLM(the_llm, metrics, tracing)
-    auth = create_authenticator(settings)
+    with blame("auth"):
+        auth = create_authenticator(settings)
     # An in-flight slot of a process that died frees itself after the longest turn.
-    limiter = create_limiter(
-        limiter_url(settings), hold_s=settings.turn_timeout + settings.lease_ttl
-    )
-    broker = InstrumentedBroker(
-        create_broker(broker_url(settings), stream_ttl=settings.stream_ttl), metrics, tracing
-    )
+    with blame("rate_limiter"):
+        limiter = create_limiter(
+            limiter_url(settings), hold_s=settings.turn_timeout + settings.lease_ttl
+        )
+    with blame("broker"):
+        broker = InstrumentedBroker(
+            create_broker(broker_url(settings), stream_ttl=settings.stream_ttl), metrics, tracing
+        )
     engine = TurnEngine(
         InstrumentedStore(the_store, metrics, tracing),
         the_agent,

@@ -5,6 +5,7 @@ on the first SIGTERM and exits when the drain completes."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
 import math
@@ -29,13 +30,15 @@ log = logging.getLogger("agenthost")
 
 
 def run(settings: Settings) -> None:
-    """Serve until SIGINT/SIGTERM. Exits with status 2 on a configuration error."""
+    """Serve until SIGINT/SIGTERM. A setting that cannot work raises SettingsError (naming
+    it) before anything listens; a taken port exits with status 1 in one line."""
     configure_logging(settings)
+    assembly = assemble(settings)
     try:
-        assembly = assemble(settings)
-    except (ValueError, TypeError) as exc:
-        print(f"agenthost: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        sock = bind(settings.host, settings.port)
+    except OSError as exc:
+        print(f"agenthost: {_bind_problem(settings, exc)}", file=sys.stderr)
+        raise SystemExit(1) from None
     protocols = choose_protocols(settings.server_protocols)
     config = uvicorn.Config(
         assembly.app,
@@ -64,15 +67,44 @@ def run(settings: Settings) -> None:
     # Thousands of turns in flight keep many young objects alive; collecting them 700
     # allocations at a time costs more than the garbage it finds. Collect less often.
     gc.set_threshold(50_000, 20, 100)
-    server = DrainingServer(config, assembly.drain, batch_accept=protocols.batch_accept)
+    server = DrainingServer(
+        config, assembly.drain, batch_accept=protocols.batch_accept, listen_socket=sock
+    )
     log.info(
-        "agenthost serving on http://%s:%d (store %s, llm %s)",
+        "agenthost serving on http://%s:%d (agent %s, store %s, llm %s)",
         settings.host,
         settings.port,
+        settings.app or "the built-in demo agent",
         assembly.engine.store.url,
         settings.llm,
     )
     server.run()
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening address, taken before anything is announced, so a port in use fails
+    in one line rather than after a "serving on" line (OSError as the OS says it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _bind_problem(settings: Settings, exc: OSError) -> str:
+    where = f"{settings.host}:{settings.port}"
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"port {settings.port} is taken on {settings.host} (another server is listening "
+            f"there); choose another with --port or AGENTHOST_PORT"
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {where}: no such local address; change --host or AGENTHOST_HOST"
+    return f"cannot listen on {where}: {exc.strerror or exc}"
 
 
 class DrainingServer(uvicorn.Server):
@@ -80,14 +112,24 @@ class DrainingServer(uvicorn.Server):
     finish and commit) and a second one exits at once; a drain started any other way (POST
     /admin/drain) ends the process the same way."""
 
-    def __init__(self, config: uvicorn.Config, drain: Drain, *, batch_accept: bool) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        drain: Drain,
+        *,
+        batch_accept: bool,
+        listen_socket: socket.socket | None = None,
+    ) -> None:
         super().__init__(config)
         self.drain = drain
         self.batch_accept = batch_accept
+        self.listen_socket = listen_socket  # bound already (`bind`); None: uvicorn binds
         self._exit_when_drained: asyncio.Task[None] | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         self._exit_when_drained = asyncio.create_task(self._exit_after_drain())
+        if sockets is None and self.listen_socket is not None and not self.batch_accept:
+            sockets = [self.listen_socket]
         if sockets is not None or not self.batch_accept:
             # Handed sockets by a process manager, or batch accept is off: uvicorn's own way.
             await super().startup(sockets)
@@ -102,7 +144,7 @@ class DrainingServer(uvicorn.Server):
         if self.lifespan.should_exit:
             sys.exit(_STARTUP_FAILURE)
         config = self.config
-        sock = config.bind_socket()
+        sock = self.listen_socket or config.bind_socket()
         sock.listen(config.backlog)
         state = self.lifespan.state
 

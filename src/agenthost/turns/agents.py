@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -72,17 +74,29 @@ async def demo_agent(turn: Turn) -> AsyncIterator[str]:
         yield await turn.llm.complete(turn.messages())
 
 
-def load_agent(spec: str | None) -> AgentRunner:
-    """Import `module:attr` (None: the demo agent) and wrap it; ValueError explains misuse."""
+def load_agent(spec: str | None, app_dir: str = ".") -> AgentRunner:
+    """Import `module:attr` (None: the demo agent) and wrap it; ValueError explains misuse.
+
+    `app_dir` (default: the current directory) goes first on the import path, as uvicorn's
+    `--app-dir` does, so `agenthost serve mybot:agent` finds `./mybot.py`.
+    """
     if spec is None:
         return wrap_agent(demo_agent)
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f"agent {spec!r} must be given as module:attribute, e.g. mypkg.bot:agent")
+    directory = os.path.abspath(app_dir)
+    if directory not in sys.path:
+        sys.path.insert(0, directory)
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ValueError(f"cannot import agent module {module_name!r}: {exc}") from exc
+        if exc.name is not None and (module_name + ".").startswith(exc.name + "."):
+            raise ValueError(
+                f"cannot import agent module {module_name!r}: no {module_name.replace('.', '/')}"
+                f".py (or package) in {directory} (--app-dir) nor among the installed packages"
+            ) from exc
+        raise ValueError(f"agent module {module_name!r} failed to import: {exc}") from exc
     target: Any = module
     for part in attr.split("."):
         try:

@@ -1,4 +1,5 @@
-"""The OpenAPI 3.1 document and the /docs page, generated from the endpoint table.
+"""The OpenAPI 3.1 document, generated from the endpoint table (the /docs page that
+renders it for people is `docs_page`).
 
 Each `Endpoint` names the msgspec types its handler decodes and encodes; schemas come from
 `msgspec.json.schema_components` over those same types, so the document matches the code.
@@ -6,7 +7,6 @@ Each `Endpoint` names the msgspec types its handler decodes and encodes; schemas
 
 from __future__ import annotations
 
-import html
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,7 +15,7 @@ import msgspec
 from agenthost.web.endpoints import Endpoint
 from agenthost.web.schemas import ErrorBody
 
-__all__ = ["docs_html", "openapi_document"]
+__all__ = ["openapi_document"]
 
 # Open API 3.1 has an event stream's `schema` describe each event (as 3.2's `itemSchema`).
 SSE_EVENT_SCHEMA: dict[str, Any] = {
@@ -152,24 +152,3 @@ def openapi_document(endpoints: Sequence[Endpoint], *, title: str, version: str)
         "components": {"schemas": components},
     }
     return msgspec.json.encode(doc)
-
-
-def docs_html(endpoints: Sequence[Endpoint], *, title: str) -> bytes:
-    """A self-contained HTML page listing the API (no external scripts: works offline)."""
-    rows = "\n".join(
-        f"<tr><td><code>{'WS' if ep.websocket else html.escape(ep.method)}</code></td>"
-        f"<td><code>{html.escape(ep.path)}</code></td><td>{html.escape(ep.summary)}</td></tr>"
-        for ep in endpoints
-    )
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:60em}}
-td{{padding:.3em .8em;border-bottom:1px solid #ddd}}</style></head>
-<body><h1>{html.escape(title)}</h1>
-<p>The machine-readable API: <a href="/openapi.json">/openapi.json</a>.
-Errors are <code>{{"error": {{"code", "message"}}}}</code>.</p>
-<table><tr><th>method</th><th>path</th><th>what</th></tr>
-{rows}
-</table></body></html>
-"""
-    return page.encode()

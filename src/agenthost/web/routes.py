@@ -29,9 +29,10 @@ from agenthost.core.errors import UpgradeRequired
 from agenthost.core.ids import ID_PATTERN
 from agenthost.observability.logs import RequestContext
 from agenthost.observability.tracing import Tracing
+from agenthost.web.docs_page import docs_html
 from agenthost.web.endpoints import Endpoint, Param
 from agenthost.web.error_responses import ErrorHandler
-from agenthost.web.openapi import docs_html, openapi_document
+from agenthost.web.openapi import openapi_document
 from agenthost.web.process_routes import ProcessRoutes
 from agenthost.web.schemas import (
     ChatRequest,
