@@ -78,6 +78,9 @@ class Settings(msgspec.Struct, kw_only=True):
     access_log: bool = True
     otel: str = "none"
     server_protocols: str = "auto"
+    openai_model: str = "agenthost"
+    openai_task_model: str = "agenthost-tasks"
+    cors_origins: str = ""
 
     def __post_init__(self) -> None:
         problems = []
@@ -279,6 +282,12 @@ SETTINGS_HELP: dict[str, str] = {
     "otel": "OpenTelemetry traces: none, console (spans printed to stdout) or otlp (the "
     "OTEL_EXPORTER_OTLP_* variables say where; needs opentelemetry-exporter-otlp). Needs "
     "the otel extra (opentelemetry-api and opentelemetry-sdk).",
+    "openai_model": "The model id the OpenAI-compatible endpoints (/openai/v1) list and answer "
+    "as: the hosted agent.",
+    "openai_task_model": "A second model id of /openai/v1: chat requests naming it (a chat UI's "
+    "title and tag prompts) are answered by the configured LLM directly, outside any session.",
+    "cors_origins": "Browser origins allowed to call the API from another origin, comma-"
+    "separated (https://app.example.com,http://localhost:3000). Empty: no CORS headers.",
     "server_protocols": "uvicorn protocols to serve with: auto (agenthost's lean HTTP and "
     "WebSocket protocols where this uvicorn has what they use, else uvicorn's own with a "
     "warning) or stock (always uvicorn's own: more CPU per chunk, more memory per WebSocket).",

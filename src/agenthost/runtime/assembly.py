@@ -35,6 +35,8 @@ from agenthost.turns.chunks import ChunkFlusher
 from agenthost.turns.drain import Drain
 from agenthost.turns.engine import TurnEngine
 from agenthost.turns.service import TurnService
+from agenthost.web.adapters.openai_chat import OpenAIChatRoutes
+from agenthost.web.cors import parse_origins
 from agenthost.web.error_responses import error_handlers
 from agenthost.web.process_routes import ProcessRoutes
 from agenthost.web.routes import build_web_app, route_table
@@ -115,6 +117,7 @@ def assemble(
     open_websockets = OpenWebSockets(metrics)
     drain = Drain(engine, settings.drain_timeout, on_start=(open_websockets.close_idle,))
     limits = InputLimits.from_settings(settings)
+    cors_origins = parse_origins(settings.cors_origins)
     endpoints = route_table(
         SessionRoutes(
             engine.store,
@@ -133,6 +136,15 @@ def assemble(
         ),
         WebSocketRoutes(
             service, auth, limits, WebSocketOptions.from_settings(settings), open_websockets
+        ),
+        OpenAIChatRoutes(
+            service,
+            auth,
+            limits,
+            measured_llm,
+            model=settings.openai_model,
+            task_model=settings.openai_task_model,
+            max_body_bytes=settings.max_body_bytes,
         ),
     )
 
@@ -163,6 +175,7 @@ def assemble(
         tracing=tracing,
         title="agenthost",
         version=__version__,
+        cors_origins=cors_origins,
     )
     return Assembly(app=app, engine=engine, drain=drain, metrics=metrics)
 

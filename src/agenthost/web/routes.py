@@ -29,6 +29,13 @@ from agenthost.core.errors import UpgradeRequired
 from agenthost.core.ids import ID_PATTERN
 from agenthost.observability.logs import RequestContext
 from agenthost.observability.tracing import Tracing
+from agenthost.web.adapters.openai_chat import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    ModelList,
+    OpenAIChatRoutes,
+)
+from agenthost.web.cors import cors_middleware
 from agenthost.web.endpoints import Endpoint, Param
 from agenthost.web.error_responses import ErrorHandler
 from agenthost.web.openapi import docs_html, openapi_document
@@ -66,6 +73,7 @@ def route_table(
     turns: TurnRoutes,
     process: ProcessRoutes,
     websockets: WebSocketRoutes,
+    openai_chat: OpenAIChatRoutes,
 ) -> list[Endpoint]:
     """Every route of the API with what each takes and returns."""
     sid_errors = (400, 404, 503)
@@ -113,6 +121,15 @@ def route_table(
         Endpoint("POST", "/chat/{session_id}", turns.chat,
                  "The reference design's chat endpoint", ChatRequest, ChatResponse, 200,
                  turn_errors, params=(key,), tags=("compat",)),
+        Endpoint("POST", "/openai/v1/chat/completions", openai_chat.completions,
+                 "OpenAI Chat Completions: the newest user message is a turn of the session "
+                 "named by X-Session-Id (or X-OpenWebUI-Chat-Id, X-Conversation-Id); SSE "
+                 "chunks ending in data: [DONE] with stream:true", ChatCompletionRequest,
+                 ChatCompletion, 200, (*turn_errors, 401, 429),
+                 params=(key, *_conversation_headers()), streams=True, tags=("openai",)),
+        Endpoint("GET", "/openai/v1/models", openai_chat.models,
+                 "The hosted agent (and the task model) as OpenAI models", None, ModelList,
+                 200, (401,), tags=("openai",)),
         Endpoint("GET", "/healthz", process.healthz, "Liveness", None, Health, 200, (),
                  tags=("health",)),
         Endpoint("GET", "/readyz", process.readyz, "Readiness: 503 while draining or when the "
@@ -123,6 +140,17 @@ def route_table(
         Endpoint("GET", "/metrics", process.metrics, "Prometheus metrics (text format)", None,
                  None, 200, (), tags=("health",)),
     ]  # fmt: skip
+
+
+def _conversation_headers() -> tuple[Param, ...]:
+    text = {"type": "string", "pattern": ID_PATTERN}
+    return (
+        Param("X-Session-Id", "header", text, "The session (also read from "
+              "X-OpenWebUI-Chat-Id or X-Conversation-Id). Absent: derived from a hash of the "
+              "conversation's opening messages."),
+        Param("X-Message-Id", "header", text, "The turn id when no Idempotency-Key is sent. "
+              "Absent: derived from the user message's position and text."),
+    )  # fmt: skip
 
 
 class ASGIEndpoint:
@@ -240,6 +268,7 @@ def build_web_app(
     tracing: Tracing | None,
     title: str,
     version: str,
+    cors_origins: Sequence[str] = (),
 ) -> Starlette:
     """The ASGI app serving `endpoints`, `/openapi.json` and `/docs`."""
     openapi = openapi_document(endpoints, title=title, version=version)
@@ -256,12 +285,16 @@ def build_web_app(
         Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/docs", docs_page, methods=["GET"]),
     ]
+    middleware = [
+        Middleware(RequestContext, tracing=tracing),
+        Middleware(FastLane, endpoints=endpoints, handlers=handlers),
+    ]
+    cors = cors_middleware(cors_origins)
+    if cors is not None:
+        middleware.insert(0, cors)  # outermost: preflights never reach a route
     return Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers=dict(handlers),
-        middleware=[
-            Middleware(RequestContext, tracing=tracing),
-            Middleware(FastLane, endpoints=endpoints, handlers=handlers),
-        ],
+        middleware=middleware,
     )

@@ -84,6 +84,7 @@ class TurnRoutes:
         req: TurnRequest = self._turn_decoder(body)
         self.limits.check_turn(req.message, req.metadata)
         service = self.service
+        service.metrics.protocol_request("native")
         turn_id = await service.enter(principal, turn_id)
         if req.stream or b"text/event-stream" in accept:
             try:
