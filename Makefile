@@ -1,11 +1,12 @@
 # The README's verbs. `make run` needs nothing but Python; `make test` also installs the
-# servers the tests start (redis-server, haproxy, PostgreSQL) with apt-get when missing.
+# servers the tests start (redis-server, haproxy, PostgreSQL) with apt-get when missing, and
+# the JavaScript clients the adapter tests run (tests/js, `npm ci` from its lock file).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: run test lint typecheck unit bench system-deps clean
+.PHONY: run test lint typecheck unit bench system-deps js-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +25,12 @@ run: $(VENV)/.run-installed
 system-deps:
 	./scripts/install-system-deps.sh
 
+js-deps: tests/js/node_modules/.installed
+
+tests/js/node_modules/.installed: tests/js/package.json tests/js/package-lock.json
+	cd tests/js && npm ci --no-audit --no-fund
+	touch $@
+
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
@@ -32,7 +39,7 @@ lint: $(VENV)/.dev-installed
 unit: $(VENV)/.dev-installed
 	$(BIN)/pytest $(ARGS)
 
-test: system-deps lint
+test: system-deps js-deps lint
 	$(BIN)/pytest $(ARGS)
 
 bench: system-deps $(VENV)/.dev-installed

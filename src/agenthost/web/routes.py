@@ -29,6 +29,7 @@ from agenthost.core.errors import UpgradeRequired
 from agenthost.core.ids import ID_PATTERN
 from agenthost.observability.logs import RequestContext
 from agenthost.observability.tracing import Tracing
+from agenthost.web.adapters.ai_sdk import AISDKChatRequest, AISDKRoutes
 from agenthost.web.adapters.openai_chat import (
     ChatCompletion,
     ChatCompletionRequest,
@@ -74,6 +75,7 @@ def route_table(
     process: ProcessRoutes,
     websockets: WebSocketRoutes,
     openai_chat: OpenAIChatRoutes,
+    ai_sdk: AISDKRoutes,
 ) -> list[Endpoint]:
     """Every route of the API with what each takes and returns."""
     sid_errors = (400, 404, 503)
@@ -130,6 +132,16 @@ def route_table(
         Endpoint("GET", "/openai/v1/models", openai_chat.models,
                  "The hosted agent (and the task model) as OpenAI models", None, ModelList,
                  200, (401,), tags=("openai",)),
+        Endpoint("POST", "/ai-sdk/v1/chat", ai_sdk.chat,
+                 "Vercel AI SDK UI message stream v1 (useChat's DefaultChatTransport): the chat "
+                 "id is the session, the newest user message's id the turn id",
+                 AISDKChatRequest, None, 200, (*turn_errors, 401, 429), streams=True,
+                 tags=("ai-sdk",)),
+        Endpoint("GET", "/ai-sdk/v1/chat/{chat_id}/stream", ai_sdk.resume,
+                 "Resume (useChat's resume / reconnectToStream): the running turn's UI message "
+                 "stream from its start; 204 when no turn runs", None, None, 200,
+                 (400, 401, 503), streams=True, tags=("ai-sdk",),
+                 extra={"responses": {"204": {"description": "No turn runs in the chat"}}}),
         Endpoint("GET", "/healthz", process.healthz, "Liveness", None, Health, 200, (),
                  tags=("health",)),
         Endpoint("GET", "/readyz", process.readyz, "Readiness: 503 while draining or when the "
