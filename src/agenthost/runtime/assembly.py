@@ -35,6 +35,7 @@ from agenthost.turns.chunks import ChunkFlusher
 from agenthost.turns.drain import Drain
 from agenthost.turns.engine import TurnEngine
 from agenthost.turns.service import TurnService
+from agenthost.web.adapters.ag_ui import AGUIRoutes
 from agenthost.web.adapters.ai_sdk import AISDKRoutes
 from agenthost.web.adapters.openai_chat import OpenAIChatRoutes
 from agenthost.web.cors import parse_origins
@@ -148,6 +149,7 @@ def assemble(
             max_body_bytes=settings.max_body_bytes,
         ),
         AISDKRoutes(service, auth, limits, max_body_bytes=settings.max_body_bytes),
+        AGUIRoutes(service, auth, limits, max_body_bytes=settings.max_body_bytes),
     )
 
     @contextlib.asynccontextmanager

@@ -29,6 +29,7 @@ from agenthost.core.errors import UpgradeRequired
 from agenthost.core.ids import ID_PATTERN
 from agenthost.observability.logs import RequestContext
 from agenthost.observability.tracing import Tracing
+from agenthost.web.adapters.ag_ui import AGUIRoutes, RunAgentInput
 from agenthost.web.adapters.ai_sdk import AISDKChatRequest, AISDKRoutes
 from agenthost.web.adapters.openai_chat import (
     ChatCompletion,
@@ -76,6 +77,7 @@ def route_table(
     websockets: WebSocketRoutes,
     openai_chat: OpenAIChatRoutes,
     ai_sdk: AISDKRoutes,
+    ag_ui: AGUIRoutes,
 ) -> list[Endpoint]:
     """Every route of the API with what each takes and returns."""
     sid_errors = (400, 404, 503)
@@ -142,6 +144,11 @@ def route_table(
                  "stream from its start; 204 when no turn runs", None, None, 200,
                  (400, 401, 503), streams=True, tags=("ai-sdk",),
                  extra={"responses": {"204": {"description": "No turn runs in the chat"}}}),
+        Endpoint("POST", "/ag-ui/v1/run", ag_ui.run,
+                 "AG-UI (HttpAgent, CopilotKit): a RunAgentInput runs the newest user message "
+                 "as a turn of session threadId with turn id runId; SSE RUN_STARTED, "
+                 "TEXT_MESSAGE_*, RUN_FINISHED or RUN_ERROR", RunAgentInput, None, 200,
+                 (*turn_errors, 401, 429), streams=True, tags=("ag-ui",)),
         Endpoint("GET", "/healthz", process.healthz, "Liveness", None, Health, 200, (),
                  tags=("health",)),
         Endpoint("GET", "/readyz", process.readyz, "Readiness: 503 while draining or when the "
