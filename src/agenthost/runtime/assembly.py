@@ -38,6 +38,7 @@ from agenthost.turns.service import TurnService
 from agenthost.web.adapters.ag_ui import AGUIRoutes
 from agenthost.web.adapters.ai_sdk import AISDKRoutes
 from agenthost.web.adapters.openai_chat import OpenAIChatRoutes
+from agenthost.web.adapters.openai_responses import OpenAIResponsesRoutes
 from agenthost.web.cors import parse_origins
 from agenthost.web.error_responses import error_handlers
 from agenthost.web.process_routes import ProcessRoutes
@@ -150,6 +151,13 @@ def assemble(
         ),
         AISDKRoutes(service, auth, limits, max_body_bytes=settings.max_body_bytes),
         AGUIRoutes(service, auth, limits, max_body_bytes=settings.max_body_bytes),
+        OpenAIResponsesRoutes(
+            service,
+            auth,
+            limits,
+            model=settings.openai_model,
+            max_body_bytes=settings.max_body_bytes,
+        ),
     )
 
     @contextlib.asynccontextmanager

@@ -37,6 +37,11 @@ from agenthost.web.adapters.openai_chat import (
     ModelList,
     OpenAIChatRoutes,
 )
+from agenthost.web.adapters.openai_responses import (
+    OpenAIResponsesRoutes,
+    ResponseObject,
+    ResponsesRequest,
+)
 from agenthost.web.cors import cors_middleware
 from agenthost.web.endpoints import Endpoint, Param
 from agenthost.web.error_responses import ErrorHandler
@@ -78,6 +83,7 @@ def route_table(
     openai_chat: OpenAIChatRoutes,
     ai_sdk: AISDKRoutes,
     ag_ui: AGUIRoutes,
+    openai_responses: OpenAIResponsesRoutes,
 ) -> list[Endpoint]:
     """Every route of the API with what each takes and returns."""
     sid_errors = (400, 404, 503)
@@ -134,6 +140,19 @@ def route_table(
         Endpoint("GET", "/openai/v1/models", openai_chat.models,
                  "The hosted agent (and the task model) as OpenAI models", None, ModelList,
                  200, (401,), tags=("openai",)),
+        Endpoint("POST", "/openai/v1/responses", openai_responses.create,
+                 "OpenAI Responses: conversation (or previous_response_id's) = session; "
+                 "stream:true for SSE events, background:true to answer at once",
+                 ResponsesRequest, ResponseObject, 200, (*turn_errors, 401, 429),
+                 params=(key,), streams=True, tags=("openai",)),
+        Endpoint("GET", "/openai/v1/responses/{response_id}", openai_responses.retrieve,
+                 "A response's status and answer; stream=true: its events after "
+                 "starting_after (agenthost's event number), from any process", None,
+                 ResponseObject, 200, (400, 401, 404, 422, 503), streams=True,
+                 tags=("openai",),
+                 params=(Param("stream", "query", {"type": "boolean"}),
+                         Param("starting_after", "query", {"type": "integer", "minimum": 0},
+                               "Resume after this sequence_number."))),
         Endpoint("POST", "/ai-sdk/v1/chat", ai_sdk.chat,
                  "Vercel AI SDK UI message stream v1 (useChat's DefaultChatTransport): the chat "
                  "id is the session, the newest user message's id the turn id",
