@@ -186,7 +186,7 @@ class ResponseFrames:
         if self.opened:
             return b""
         self.opened = True
-        response = b'"response":%s' % self._snapshot("in_progress", None, None)
+        response = b'"response":%s' % _encode(self.base)  # in_progress, no output yet
         item = (
             b'"output_index":0,"item":{"id":%s,"type":"message","role":"assistant",' % self.msg_id
         )
