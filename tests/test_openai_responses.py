@@ -182,3 +182,18 @@ def test_a_draining_process_answers_503(client: TestClient, assembly: Assembly) 
     for extra in ({}, {"stream": True}, {"background": True}):
         resp = client.post("/openai/v1/responses", json={"input": "x", **extra})
         assert resp.status_code == 503 and resp.headers["retry-after"]
+
+
+def test_a_failed_turn_ends_the_stream_with_response_failed() -> None:
+    from agenthost.brokers.base import StreamEvent
+    from agenthost.web.adapters.openai_responses import ResponseFrames, ResponseObject
+
+    base = ResponseObject(response_id("s", "t"), 0, "agenthost", "in_progress", [], {"id": "s"})
+    frames = ResponseFrames(base, 0)
+    body = frames(StreamEvent(1, "error", b'{"code":"agent_error","message":"boom"}'))
+    events = [json.loads(ln[6:]) for ln in body.decode().splitlines() if ln.startswith("data: ")]
+    assert events[0]["type"] == "response.created"
+    failed = events[-1]
+    assert failed["type"] == "response.failed" and failed["sequence_number"] == 1
+    assert failed["response"]["status"] == "failed"
+    assert failed["response"]["error"] == {"code": "agent_error", "message": "boom"}

@@ -153,93 +153,97 @@ def _conversation_id(req: ResponsesRequest) -> str | None:
     return conv
 
 
-class ResponseFrames:
-    """A turn's events as Responses streaming events (`event:` and `data:` lines)."""
+_IN_PROGRESS = b'"status":"in_progress","output":[]'
 
-    __slots__ = ("base", "created", "msg_id", "opened", "said")
+
+def _event(kind: bytes, seq: int, body: bytes) -> bytes:
+    return b'event: %s\ndata: {"type":"%s","sequence_number":%d,%s}\n\n' % (kind, kind, seq, body)
+
+
+class ResponseFrames:
+    """A turn's events as Responses streaming events (`event:` and `data:` lines). What every
+    turn repeats (the response as JSON, the delta event's head) is built once, and the answer
+    is encoded once for the four closing events, so a chunk costs one bytes format."""
+
+    __slots__ = ("base_json", "delta_head", "delta_mid", "msg_id", "opened")
 
     def __init__(self, base: ResponseObject, after: int) -> None:
-        self.base = base
         self.msg_id = _encode(base.id.replace("resp_", "msg_", 1))
+        self.base_json = _encode(base)  # in_progress, no output yet
+        if _IN_PROGRESS not in self.base_json:
+            raise ValueError("a base response must be in_progress with no output")
+        self.delta_head = (
+            b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta",'
+            b'"sequence_number":'
+        )
+        self.delta_mid = b',"item_id":%s,"output_index":0,"content_index":0,"delta":' % self.msg_id
         self.opened = after > 0  # a resumed stream: the client has the opening events
-        self.said = after > 0
-        self.created = base.created_at
-
-    def _event(self, kind: bytes, seq: int, body: bytes) -> bytes:
-        return b'event: %s\ndata: {"type":"%s","sequence_number":%d,%s}\n\n' % (
-            kind,
-            kind,
-            seq,
-            body,
-        )
-
-    def _snapshot(self, status: str, text: str | None, error: ResponseError | None) -> bytes:
-        base = self.base
-        output = (
-            []
-            if text is None
-            else [OutputMessage(base.id.replace("resp_", "msg_", 1), [OutputText(text)])]
-        )
-        return _encode(msgspec.structs.replace(base, status=status, output=output, error=error))
 
     def _open(self) -> bytes:
         if self.opened:
             return b""
         self.opened = True
-        response = b'"response":%s' % _encode(self.base)  # in_progress, no output yet
-        item = (
-            b'"output_index":0,"item":{"id":%s,"type":"message","role":"assistant",' % self.msg_id
-        )
+        response = b'"response":%s' % self.base_json
+        where = b'"item_id":%s,"output_index":0,"content_index":0' % self.msg_id
         return (
-            self._event(b"response.created", 0, response)
-            + self._event(b"response.in_progress", 0, response)
-            + self._event(
-                b"response.output_item.added", 0, item + b'"status":"in_progress","content":[]}'
+            _event(b"response.created", 0, response)
+            + _event(b"response.in_progress", 0, response)
+            + _event(
+                b"response.output_item.added",
+                0,
+                b'"output_index":0,"item":{"id":%s,"type":"message","role":"assistant",'
+                b'"status":"in_progress","content":[]}' % self.msg_id,
             )
-            + self._event(
+            + _event(
                 b"response.content_part.added",
                 0,
-                b'"item_id":%s,"output_index":0,"content_index":0,'
-                b'"part":{"type":"output_text","text":"","annotations":[]}' % self.msg_id,
+                where + b',"part":{"type":"output_text","text":"","annotations":[]}',
             )
         )
 
     def __call__(self, event: StreamEvent) -> bytes:
         kind = event.kind
         if kind == "chunk":
-            return self._open() + self._event(
-                b"response.output_text.delta",
+            body = b"%s%d%s%s}\n\n" % (
+                self.delta_head,
                 event.seq,
-                b'"item_id":%s,"output_index":0,"content_index":0,"delta":%s'
-                % (self.msg_id, chunk_text_json(event.data)),
+                self.delta_mid,
+                chunk_text_json(event.data),
             )
+            return self._open() + body if not self.opened else body
         if kind == "done":
-            out = self._open()
-            text = final_turn(event).response
-            text_json = _encode(text)
-            where = b'"item_id":%s,"output_index":0,"content_index":0' % self.msg_id
-            part = b'"part":{"type":"output_text","text":%s,"annotations":[]}' % text_json
-            done_item = b'"output_index":0,"item":%s' % _encode(
-                OutputMessage(self.base.id.replace("resp_", "msg_", 1), [OutputText(text)])
-            )
-            seq = event.seq
-            return out + (
-                self._event(b"response.output_text.done", seq, where + b',"text":%s' % text_json)
-                + self._event(b"response.content_part.done", seq, where + b"," + part)
-                + self._event(b"response.output_item.done", seq, done_item)
-                + self._event(
-                    b"response.completed",
-                    seq,
-                    b'"response":%s' % self._snapshot("completed", text, None),
-                )
-            )
+            return self._open() + self._closing(event.seq, _encode(final_turn(event).response))
         if kind == "error":
             err = final_error(event)
-            failed = self._snapshot("failed", None, ResponseError(err.code, err.message))
-            return self._open() + self._event(
-                b"response.failed", event.seq, b'"response":%s' % failed
+            failed = self.base_json.replace(
+                _IN_PROGRESS,
+                b'"status":"failed","output":[]',
+                1,
+            ).replace(
+                b'"error":null', b'"error":%s' % _encode(ResponseError(err.code, err.message)), 1
             )
+            return self._open() + _event(b"response.failed", event.seq, b'"response":%s' % failed)
         return b""  # reset: the stream cannot take text back
+
+    def _closing(self, seq: int, text_json: bytes) -> bytes:
+        where = b'"item_id":%s,"output_index":0,"content_index":0' % self.msg_id
+        part = b'{"type":"output_text","text":%s,"annotations":[]}' % text_json
+        item = (
+            b'{"id":%s,"content":[%s],"type":"message","role":"assistant","status":"completed"}'
+            % (
+                self.msg_id,
+                part,
+            )
+        )
+        completed = self.base_json.replace(
+            _IN_PROGRESS, b'"status":"completed","output":[%s]' % item, 1
+        )
+        return (
+            _event(b"response.output_text.done", seq, where + b',"text":%s' % text_json)
+            + _event(b"response.content_part.done", seq, where + b',"part":' + part)
+            + _event(b"response.output_item.done", seq, b'"output_index":0,"item":' + item)
+            + _event(b"response.completed", seq, b'"response":' + completed)
+        )
 
 
 class OpenAIResponsesRoutes:
