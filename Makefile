@@ -1,12 +1,13 @@
 # The README's verbs. `make run` needs nothing but Python; `make test` also installs the
 # servers the tests start (redis-server, haproxy, PostgreSQL) with apt-get when missing,
-# checks that kubectl is there, and runs the suite on pytest-xdist workers (pyproject.toml).
+# checks that kubectl is there, installs the JavaScript clients the adapter tests run
+# (tests/js, `npm ci` from its lock file), and runs the suite on pytest-xdist workers.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: run test lint typecheck unit bench system-deps clean
+.PHONY: run test lint typecheck unit bench system-deps js-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +26,12 @@ run: $(VENV)/.run-installed
 system-deps:
 	./scripts/install-system-deps.sh
 
+js-deps: tests/js/node_modules/.installed
+
+tests/js/node_modules/.installed: tests/js/package.json tests/js/package-lock.json
+	cd tests/js && npm ci --no-audit --no-fund
+	touch $@
+
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
@@ -33,7 +40,7 @@ lint: $(VENV)/.dev-installed
 unit: $(VENV)/.dev-installed
 	$(BIN)/pytest $(ARGS)
 
-test: system-deps lint
+test: system-deps js-deps lint
 	$(BIN)/pytest $(ARGS)
 
 bench: system-deps $(VENV)/.dev-installed

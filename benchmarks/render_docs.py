@@ -371,6 +371,39 @@ def llm_transport(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def adapter_cpu(result: dict[str, Any]) -> str:
+    settings = result["settings"]
+    git = result["git"]
+    dirty = " plus uncommitted changes under src/" if git.get("dirty_src") else ""
+    target = result["target_ratio"]
+    lines = [
+        "## CPU per streamed turn through the client protocol adapters "
+        "(`benchmarks/adapter_cpu.py`)",
+        "",
+        f"Command: `{result['command']}` — {result['date']}, commit `{git['commit']}`{dirty}, "
+        f"{_machine(result['machine'])}. One agenthost process (`{settings['store']}`, "
+        f"`{settings['llm']}`, coalescing off so every token is an event) and a load "
+        f"generator in another process running {settings['turns']} streamed turns per "
+        f"protocol per round at concurrency {settings['concurrency']}, reading each stream to "
+        f"its end; {settings['repeats']} rounds, the protocols taking turns within each. "
+        "Server CPU per turn is the median of the rounds; the ratio is the median over the "
+        "rounds of the protocol's figure over the native SSE endpoint's in the same round. "
+        f"Target: an adapter costs at most {target}x the native endpoint.",
+        "",
+        "| protocol | **server CPU ms/turn** | rounds min to max | ratio to native "
+        f"| within {target}x | errors |",
+        "|---|---:|---:|---:|---|---:|",
+    ]
+    for r in result["results"]:
+        ratio = r["ratio"]
+        lines.append(
+            f"| {r['protocol']} | **{r['cpu_ms_per_turn']:.3f}** "
+            f"| {min(r['samples_ms']):.3f} to {max(r['samples_ms']):.3f} "
+            f"| {ratio:.2f} | {_verdict(ratio <= target)} | {r['errors']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 RENDERERS = {
     "turn_cpu": turn_cpu,
     "concurrent_sessions": concurrent_sessions,
@@ -378,6 +411,7 @@ RENDERERS = {
     "llm_transport": llm_transport,
     "stream_gaps": stream_gaps,
     "idle_websockets": idle_websockets,
+    "adapter_cpu": adapter_cpu,
 }
 
 

@@ -37,6 +37,9 @@ BENCHMARKS = [
      "--json", "benchmarks/results/idle_websockets.json"],
     ["benchmarks/idle_websockets.py", "--connections", "3000", "--profile",
      "--json", "benchmarks/results/idle_websockets_profile.json"],
+    # Server CPU per streamed turn through each client protocol adapter against native SSE.
+    ["benchmarks/adapter_cpu.py", "--turns", "1000", "--repeats", "9",
+     "--json", "benchmarks/results/adapter_cpu.json"],
 ]  # fmt: skip
 
 

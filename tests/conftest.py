@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.agenthost",
     "tests.fixtures.redis",
     "tests.fixtures.llm",
+    "tests.fixtures.node",
 ]

@@ -167,3 +167,21 @@ def test_llm_transport_runs_and_compares_both_transports(tmp_path: Path) -> None
     rendered = load_script("render_docs").llm_transport(result)
     assert "| aiohttp | stream |" in rendered and result["command"] in rendered
     assert "{" not in rendered
+
+
+def test_adapter_cpu_runs_every_protocol_beside_the_native_endpoint(tmp_path: Path) -> None:
+    out = tmp_path / "adapter_cpu.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/adapter_cpu.py", "--turns", "16", "--repeats", "1",
+         "--concurrency", "4", "--words", "3", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["benchmark"] == "adapter_cpu" and result["errors_total"] == 0
+    rows = {r["protocol"]: r for r in result["results"]}
+    assert set(rows) == {"native", "openai_chat", "openai_responses", "ai_sdk", "ag_ui"}
+    assert rows["native"]["ratio"] == 1.0
+    assert all(r["cpu_ms_per_turn"] > 0 for r in rows.values())
+    rendered = load_script("render_docs").adapter_cpu(result)
+    assert "| openai_chat |" in rendered and "ratio to native" in rendered

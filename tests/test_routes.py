@@ -58,7 +58,13 @@ def test_every_route_of_the_table_is_served_by_the_router_and_documented(
 
 def test_the_fast_lane_serves_the_routes_the_table_marks_fast(client: TestClient) -> None:
     fast = {(ep.path, ep.websocket) for ep in table_of(client.app) if ep.fast}
-    assert fast == {(TURNS_PATH, False), (WS_PATH, True)}
+    adapters = {
+        "/openai/v1/chat/completions",
+        "/openai/v1/responses",
+        "/ai-sdk/v1/chat",
+        "/ag-ui/v1/run",
+    }
+    assert fast == {(TURNS_PATH, False), (WS_PATH, True)} | {(p, False) for p in adapters}
     resp = client.post("/v1/sessions/s1/turns", json={"message": "hi"})
     assert resp.status_code == 200 and resp.json()["session_id"] == "s1"
     with client.websocket_connect("/v1/sessions/s1/ws") as ws:

@@ -49,7 +49,10 @@ SERVE_PANELS: dict[str, tuple[str, ...]] = {
         "drain_timeout", "server_protocols",
     ),
     "Store": ("store", "session_ttl", "history_window"),
-    "LLM": ("llm", "llm_model", "llm_api_key", "llm_transport", "llm_cache", "llm_cache_ttl"),
+    "LLM": (
+        "llm", "llm_model", "llm_api_key", "llm_transport", "llm_cache", "llm_cache_ttl",
+        "openai_model", "openai_task_model",
+    ),
     "Streams": (
         "broker", "stream_ttl", "chunk_coalesce_ms", "sse_heartbeat_s", "ws_send_buffer",
         "ws_idle_timeout",
@@ -63,7 +66,7 @@ SERVE_PANELS: dict[str, tuple[str, ...]] = {
     "Auth": (
         "auth", "allow_no_auth", "auth_cache_ttl", "jwt_secret", "jwt_public_key",
         "jwt_tenant_claim", "jwt_audience", "jwt_issuer", "admin_token",
-        "metrics_require_admin",
+        "metrics_require_admin", "cors_origins",
     ),
     "Observability": ("log_level", "log_format", "log_content", "access_log", "otel"),
 }  # fmt: skip

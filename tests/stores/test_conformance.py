@@ -243,6 +243,22 @@ async def test_metadata_patch_is_merged_and_saved_only_on_commit(store: SessionS
 # -- fencing and leases -------------------------------------------------------------------
 
 
+async def test_running_turn_is_the_live_lease_holder(store: SessionStore) -> None:
+    s = sid()
+    assert await store.running_turn(s) is None  # no session
+    st = await started(store, s, "t1")
+    assert await store.running_turn(s) == "t1"
+    await commit(store, st)
+    assert await store.running_turn(s) is None  # committed: nothing runs
+    await started(store, s, "t2", lease_ms=200)
+    assert await store.running_turn(s) == "t2"
+
+    async def expired() -> bool:
+        return await store.running_turn(s) is None
+
+    await eventually(expired)  # the holder died: its lease ran out
+
+
 async def test_a_dead_owners_lease_expires_and_the_next_owner_gets_a_higher_fence(
     store: SessionStore,
 ) -> None:

@@ -126,6 +126,9 @@ class Settings(msgspec.Struct, kw_only=True):
     access_log: bool = True
     otel: str = "none"
     server_protocols: str = "auto"
+    openai_model: str = "agenthost"
+    openai_task_model: str = "agenthost-tasks"
+    cors_origins: str = ""
 
     def __post_init__(self) -> None:
         problems: list[tuple[str, str]] = []
@@ -334,6 +337,11 @@ SETTINGS_HELP: dict[str, str] = {
     "access_log": "One log line per HTTP request (method, path, status, duration, ids).",
     "otel": "OpenTelemetry traces: none, console, or otlp (OTEL_EXPORTER_OTLP_*; needs the "
     "otel extra).",
+    "openai_model": "Model id the /openai/v1 endpoints list and answer as: the hosted agent.",
+    "openai_task_model": "Model id of /openai/v1 whose chat requests (a UI's title and tag "
+    "prompts) go to the LLM directly, outside any session.",
+    "cors_origins": "Browser origins allowed to call the API, comma-separated (e.g. "
+    "https://app.example.com). Empty: no CORS headers.",
     "server_protocols": "auto (agenthost's lean HTTP/WebSocket protocols where this uvicorn "
     "allows, else uvicorn's) or stock (uvicorn's).",
 }

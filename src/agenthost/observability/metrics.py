@@ -75,6 +75,7 @@ METRIC_NAMES = (
     "agenthost_broker_operation_duration_seconds",
     "agenthost_rejections_total",
     "agenthost_rate_limited_total",
+    "agenthost_protocol_requests_total",
 )
 """Every metric family `Metrics.render` exports (histograms add _bucket, _sum, _count)."""
 
@@ -127,6 +128,7 @@ class Metrics:
         self.broker_ops: dict[str, Histogram] = {}
         self.rejections = dict.fromkeys(REJECTION_REASONS, 0)
         self.rate_limits: dict[str, int] = {"default": 0}
+        self.protocol_requests: dict[str, int] = {}
         self.open_streams = 0
         self.open_websockets = 0
         self.inflight: Callable[[], int] = lambda: 0
@@ -162,6 +164,10 @@ class Metrics:
         """Count a request the rate limiter refused; `tenant_class` is a plan or tier name,
         never a tenant id (one series per class)."""
         self.rate_limits[tenant_class] = self.rate_limits.get(tenant_class, 0) + 1
+
+    def protocol_request(self, protocol: str) -> None:
+        """Count a turn request by the client protocol it came in (native, openai_chat, ...)."""
+        self.protocol_requests[protocol] = self.protocol_requests.get(protocol, 0) + 1
 
     def llm_failed(self, code: str) -> None:
         """Count an LLM call that raised, by its `LLMError.code`."""
@@ -261,6 +267,13 @@ class Metrics:
             "Requests refused by the rate limiter, by tenant class.",
             "tenant_class",
             self.rate_limits.items(),
+        )
+        _counter(
+            out,
+            "agenthost_protocol_requests_total",
+            "Turn requests, by the client protocol they came in.",
+            "protocol",
+            self.protocol_requests.items(),
         )
         return ("\n".join(out) + "\n").encode()  # fmt: skip
 

@@ -35,6 +35,11 @@ from agenthost.turns.chunks import ChunkFlusher
 from agenthost.turns.drain import Drain
 from agenthost.turns.engine import TurnEngine
 from agenthost.turns.service import TurnService
+from agenthost.web.adapters.ag_ui import AGUIRoutes
+from agenthost.web.adapters.ai_sdk import AISDKRoutes
+from agenthost.web.adapters.openai_chat import OpenAIChatRoutes
+from agenthost.web.adapters.openai_responses import OpenAIResponsesRoutes
+from agenthost.web.cors import parse_origins
 from agenthost.web.error_responses import error_handlers
 from agenthost.web.process_routes import ProcessRoutes
 from agenthost.web.routes import build_web_app, route_table
@@ -123,6 +128,7 @@ def assemble(
     open_websockets = OpenWebSockets(metrics)
     drain = Drain(engine, settings.drain_timeout, on_start=(open_websockets.close_idle,))
     limits = InputLimits.from_settings(settings)
+    cors_origins = parse_origins(settings.cors_origins)
     endpoints = route_table(
         SessionRoutes(
             service,
@@ -147,6 +153,24 @@ def assemble(
         ),
         WebSocketRoutes(
             service, auth, limits, WebSocketOptions.from_settings(settings), open_websockets
+        ),
+        OpenAIChatRoutes(
+            service,
+            auth,
+            limits,
+            measured_llm,
+            model=settings.openai_model,
+            task_model=settings.openai_task_model,
+            max_body_bytes=settings.max_body_bytes,
+        ),
+        AISDKRoutes(service, auth, limits, max_body_bytes=settings.max_body_bytes),
+        AGUIRoutes(service, auth, limits, max_body_bytes=settings.max_body_bytes),
+        OpenAIResponsesRoutes(
+            service,
+            auth,
+            limits,
+            model=settings.openai_model,
+            max_body_bytes=settings.max_body_bytes,
         ),
     )
 
@@ -177,6 +201,7 @@ def assemble(
         tracing=tracing,
         title="agenthost",
         version=__version__,
+        cors_origins=cors_origins,
     )
     return Assembly(app=app, engine=engine, drain=drain, metrics=metrics)
 

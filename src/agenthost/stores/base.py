@@ -250,6 +250,10 @@ class SessionStore(Protocol):
         """The turn record (status `pending` if running but its lease is gone), or None."""
         ...
 
+    async def running_turn(self, session_id: str) -> str | None:
+        """The id of the turn holding the session's live lease (one runs now), or None."""
+        ...
+
     async def wait_for_release(self, session_id: str, timeout: float) -> None:
         """Return when the session's lease may have been released, or after `timeout` s.
 

@@ -51,6 +51,7 @@ class InstrumentedStore:
         self._release_lease = h("release_lease")
         self._get_turn = h("get_turn")
         self._get_session = h("get_session")
+        self._running_turn = h("running_turn")
         self._create_session = h("create_session")
         self._delete_session = h("delete_session")
         self._list_messages = h("list_messages")
@@ -179,6 +180,11 @@ class InstrumentedStore:
     async def get_turn(self, session_id: str, turn_id: str) -> TurnRecord | None:
         return await self._timed(
             "get_turn", self.inner.get_turn(session_id, turn_id), self._get_turn
+        )
+
+    async def running_turn(self, session_id: str) -> str | None:
+        return await self._timed(
+            "running_turn", self.inner.running_turn(session_id), self._running_turn
         )
 
     async def wait_for_release(self, session_id: str, timeout: float) -> None:

@@ -251,6 +251,11 @@ class MemoryStore:
         self._waiters.wake(lease.session_id)
         return True
 
+    async def running_turn(self, session_id: str) -> str | None:
+        now = time.time()
+        session = self._live(session_id, now)
+        return None if session is None else session.live_lease(now)
+
     async def get_turn(self, session_id: str, turn_id: str) -> TurnRecord | None:
         now = time.time()
         session = self._live(session_id, now)

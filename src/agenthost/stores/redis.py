@@ -343,6 +343,11 @@ class RedisStore:
         channel = _channel(lease.session_id)
         return bool(await self._run("lease", [key], [value, "release", 0, channel]))
 
+    async def running_turn(self, session_id: str) -> str | None:
+        # The lease key expires with the lease, so a value is a live lease.
+        holder = await self._run("session", list(_keys(session_id)), ["lease"])
+        return None if not holder else bytes(holder).decode().split(":", 1)[1]
+
     async def get_turn(self, session_id: str, turn_id: str) -> TurnRecord | None:
         reply = await self._run("session", list(_keys(session_id)), ["turn", turn_id])
         if reply is None:

@@ -394,6 +394,17 @@ class SQLiteStore:
             self._waiters.wake(lease.session_id)
         return released
 
+    async def running_turn(self, session_id: str) -> str | None:
+        def get(conn: sqlite3.Connection) -> str | None:
+            now = time.time()
+            row = conn.execute(_SESSION, (session_id, now)).fetchone()
+            if row is None or row[6] is None or row[8] <= now:
+                return None
+            holder: str = row[6]
+            return holder
+
+        return await self._run(get)
+
     async def get_turn(self, session_id: str, turn_id: str) -> TurnRecord | None:
         def get(conn: sqlite3.Connection) -> TurnRecord | None:
             now = time.time()

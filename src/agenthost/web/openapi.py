@@ -141,8 +141,10 @@ def openapi_document(endpoints: Sequence[Endpoint], *, title: str, version: str)
                 "description": _STATUS_TEXT.get(status, "Error"),
                 "content": {"application/json": {"schema": error_ref}},
             }
+        # `extra` may add answers (a 204) beside the ones derived from the endpoint.
+        responses.update(ep.extra.get("responses", {}))
         op["responses"] = responses
-        op.update(ep.extra)
+        op.update({k: v for k, v in ep.extra.items() if k != "responses"})
         paths.setdefault(ep.path, {})[ep.method.lower()] = op
 
     doc = {

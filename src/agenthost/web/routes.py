@@ -29,6 +29,20 @@ from agenthost.core.errors import UpgradeRequired
 from agenthost.core.ids import ID_PATTERN
 from agenthost.observability.logs import RequestContext
 from agenthost.observability.tracing import Tracing
+from agenthost.web.adapters.ag_ui import AGUIRoutes, RunAgentInput
+from agenthost.web.adapters.ai_sdk import AISDKChatRequest, AISDKRoutes
+from agenthost.web.adapters.openai_chat import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    ModelList,
+    OpenAIChatRoutes,
+)
+from agenthost.web.adapters.openai_responses import (
+    OpenAIResponsesRoutes,
+    ResponseObject,
+    ResponsesRequest,
+)
+from agenthost.web.cors import cors_middleware
 from agenthost.web.docs_page import docs_html
 from agenthost.web.endpoints import Endpoint, Param
 from agenthost.web.error_responses import ErrorHandler
@@ -54,7 +68,14 @@ from agenthost.web.websocket import (
     WebSocketRoutes,
 )
 
-__all__ = ["ASGIEndpoint", "FastLane", "build_web_app", "route_pattern", "route_table"]
+__all__ = [
+    "ASGIEndpoint",
+    "FastLane",
+    "build_web_app",
+    "fast_asgi",
+    "route_pattern",
+    "route_table",
+]
 
 log = logging.getLogger("agenthost.app")
 
@@ -67,6 +88,10 @@ def route_table(
     turns: TurnRoutes,
     process: ProcessRoutes,
     websockets: WebSocketRoutes,
+    openai_chat: OpenAIChatRoutes,
+    ai_sdk: AISDKRoutes,
+    ag_ui: AGUIRoutes,
+    openai_responses: OpenAIResponsesRoutes,
 ) -> list[Endpoint]:
     """Every route of the API with what each takes and returns."""
     sid_errors = (400, 404, 503)
@@ -114,6 +139,45 @@ def route_table(
         Endpoint("POST", "/chat/{session_id}", turns.chat,
                  "The reference design's chat endpoint", ChatRequest, ChatResponse, 200,
                  turn_errors, params=(key,), tags=("compat",)),
+        Endpoint("POST", "/openai/v1/chat/completions", fast_asgi(openai_chat.completions),
+                 "OpenAI Chat Completions: the newest user message is a turn of the session "
+                 "named by X-Session-Id (or X-OpenWebUI-Chat-Id, X-Conversation-Id); SSE "
+                 "chunks ending in data: [DONE] with stream:true", ChatCompletionRequest,
+                 ChatCompletion, 200, (*turn_errors, 401, 429),
+                 params=(key, *_conversation_headers()), streams=True, tags=("openai",),
+                 asgi=True, fast=True),
+        Endpoint("GET", "/openai/v1/models", openai_chat.models,
+                 "The hosted agent (and the task model) as OpenAI models", None, ModelList,
+                 200, (401,), tags=("openai",)),
+        Endpoint("POST", "/openai/v1/responses", fast_asgi(openai_responses.create),
+                 "OpenAI Responses: conversation (or previous_response_id's) = session; "
+                 "stream:true for SSE events, background:true to answer at once",
+                 ResponsesRequest, ResponseObject, 200, (*turn_errors, 401, 429),
+                 params=(key,), streams=True, tags=("openai",), asgi=True, fast=True),
+        Endpoint("GET", "/openai/v1/responses/{response_id}", openai_responses.retrieve,
+                 "A response's status and answer; stream=true: its events after "
+                 "starting_after (agenthost's event number), from any process", None,
+                 ResponseObject, 200, (400, 401, 404, 422, 503), streams=True,
+                 tags=("openai",),
+                 params=(Param("stream", "query", {"type": "boolean"}),
+                         Param("starting_after", "query", {"type": "integer", "minimum": 0},
+                               "Resume after this sequence_number."))),
+        Endpoint("POST", "/ai-sdk/v1/chat", fast_asgi(ai_sdk.chat),
+                 "Vercel AI SDK UI message stream v1 (useChat's DefaultChatTransport): the chat "
+                 "id is the session, the newest user message's id the turn id",
+                 AISDKChatRequest, None, 200, (*turn_errors, 401, 429), streams=True,
+                 tags=("ai-sdk",), asgi=True, fast=True),
+        Endpoint("GET", "/ai-sdk/v1/chat/{chat_id}/stream", ai_sdk.resume,
+                 "Resume (useChat's resume / reconnectToStream): the running turn's UI message "
+                 "stream from its start; 204 when no turn runs", None, None, 200,
+                 (400, 401, 503), streams=True, tags=("ai-sdk",),
+                 extra={"responses": {"204": {"description": "No turn runs in the chat"}}}),
+        Endpoint("POST", "/ag-ui/v1/run", fast_asgi(ag_ui.run),
+                 "AG-UI (HttpAgent, CopilotKit): a RunAgentInput runs the newest user message "
+                 "as a turn of session threadId with turn id runId; SSE RUN_STARTED, "
+                 "TEXT_MESSAGE_*, RUN_FINISHED or RUN_ERROR", RunAgentInput, None, 200,
+                 (*turn_errors, 401, 429), streams=True, tags=("ag-ui",), asgi=True,
+                 fast=True),
         Endpoint("GET", "/healthz", process.healthz, "Liveness", None, Health, 200, (),
                  tags=("health",)),
         Endpoint("GET", "/readyz", process.readyz, "Readiness: 503 while draining or when the "
@@ -124,6 +188,29 @@ def route_table(
         Endpoint("GET", "/metrics", process.metrics, "Prometheus metrics (text format)", None,
                  None, 200, (), tags=("health",)),
     ]  # fmt: skip
+
+
+def _conversation_headers() -> tuple[Param, ...]:
+    text = {"type": "string", "pattern": ID_PATTERN}
+    return (
+        Param("X-Session-Id", "header", text, "The session (also read from "
+              "X-OpenWebUI-Chat-Id or X-Conversation-Id). Absent: derived from a hash of the "
+              "conversation's opening messages."),
+        Param("X-Message-Id", "header", text, "The turn id when no Idempotency-Key is sent. "
+              "Absent: derived from the user message's position and text."),
+    )  # fmt: skip
+
+
+def fast_asgi(handler: Callable[[Request], Awaitable[Response]]) -> ASGIHandler:
+    """A request handler as an ASGI endpoint, for a route served from the fast lane (the
+    adapters' turn routes: past the router's pattern walk and its exception middleware)."""
+
+    async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+        response = await handler(Request(scope, receive))
+        await response(scope, receive, send)
+
+    endpoint.__name__ = getattr(handler, "__name__", "endpoint")
+    return endpoint
 
 
 class ASGIEndpoint:
@@ -241,6 +328,7 @@ def build_web_app(
     tracing: Tracing | None,
     title: str,
     version: str,
+    cors_origins: Sequence[str] = (),
 ) -> Starlette:
     """The ASGI app serving `endpoints`, `/openapi.json` and `/docs`."""
     openapi = openapi_document(endpoints, title=title, version=version)
@@ -257,12 +345,16 @@ def build_web_app(
         Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/docs", docs_page, methods=["GET"]),
     ]
+    middleware = [
+        Middleware(RequestContext, tracing=tracing),
+        Middleware(FastLane, endpoints=endpoints, handlers=handlers),
+    ]
+    cors = cors_middleware(cors_origins)
+    if cors is not None:
+        middleware.insert(0, cors)  # outermost: preflights never reach a route
     return Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers=dict(handlers),
-        middleware=[
-            Middleware(RequestContext, tracing=tracing),
-            Middleware(FastLane, endpoints=endpoints, handlers=handlers),
-        ],
+        middleware=middleware,
     )

@@ -11,6 +11,10 @@ While no event comes (a model that thinks before its first token, a turn followe
 another process), a `: ping` comment line goes out every `heartbeat_s` seconds, so proxies
 and clients with idle timeouts keep the stream open; one timer per interval per stream, not
 per event.
+
+The same response writes the client adapters' streams (`agenthost.web.adapters`): each
+passes a `frame` that turns one event into its protocol's bytes (empty: nothing to send) and
+its own headers, so every protocol streams through this one writer.
 """
 
 from __future__ import annotations
@@ -28,14 +32,22 @@ from agenthost.web.direct_write import chunk_writer
 from agenthost.web.eager_send import send_eagerly
 from agenthost.web.requests import watch_disconnect
 
-__all__ = ["SSEResponse"]
+__all__ = ["SSE_HEADERS", "Frame", "SSEResponse", "native_frame"]
 
 _PING = b": ping\n\n"
-_HEADERS = [
+SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
+
+Frame = Callable[[StreamEvent], bytes]
+"""One event as the bytes a protocol writes for it (b"": nothing)."""
+
+
+def native_frame(event: StreamEvent) -> bytes:
+    """agenthost's own SSE: `id`, `event` and `data` lines."""
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (event.seq, event.kind.encode(), event.data)
 
 
 class SSEResponse(Response):
@@ -49,8 +61,13 @@ class SSEResponse(Response):
         metrics: Metrics,
         heartbeat_s: float = 15.0,
         on_gone: Callable[[], None] | None = None,
+        *,
+        frame: Frame = native_frame,
+        headers: list[tuple[bytes, bytes]] = SSE_HEADERS,
     ) -> None:
         self.events = events
+        self.frame = frame
+        self.raw_headers = headers
         self.metrics = metrics
         self.heartbeat_s = heartbeat_s
         self.on_gone = on_gone
@@ -58,7 +75,7 @@ class SSEResponse(Response):
         self.background = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         streaming = asyncio.current_task()
         gone = False
 
@@ -75,6 +92,7 @@ class SSEResponse(Response):
         # Written straight to the socket where the server offers it and nothing stands in
         # the way; else through `send`.
         write_now = chunk_writer(scope)
+        frame = self.frame
 
         sent = 0  # events sent: the heartbeat pings when this has not moved for a tick
         seen = 0
@@ -85,7 +103,9 @@ class SSEResponse(Response):
         def emit(event: StreamEvent) -> Awaitable[None] | None:
             nonlocal sent
             sent += 1
-            body = b"id: %d\nevent: %s\ndata: %s\n\n" % (event.seq, event.kind.encode(), event.data)
+            body = frame(event)
+            if not body:
+                return None
             if write_now is not None and write_now(scope, body):
                 return None
             return send_eagerly(

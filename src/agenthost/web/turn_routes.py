@@ -86,6 +86,7 @@ class TurnRoutes:
         req: TurnRequest = self._turn_decoder(body)
         self.limits.check_turn(req.message, req.metadata)
         service = self.service
+        service.metrics.protocol_request("native")
         streamed = req.stream or b"text/event-stream" in accept
         after = 0
         if streamed:

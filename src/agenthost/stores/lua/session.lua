@@ -5,6 +5,7 @@
 --   'delete', channel                           -> 1 deleted | 0 unknown
 --   'page', limit, before (-1 = newest)         -> false (no session) | {messages...}
 --   'turn', turn_id                             -> false | {record, lease-or-false}
+--   'lease'                                     -> false | "fence:turn_id" (a live lease)
 local meta, msgs, turns, lease = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local op = ARGV[1]
 if op == 'create' then
@@ -50,5 +51,10 @@ elseif op == 'turn' then
     return false
   end
   return {record, redis.call('GET', lease)}
+elseif op == 'lease' then
+  if redis.call('EXISTS', meta) == 0 then
+    return false
+  end
+  return redis.call('GET', lease)
 end
 return redis.error_reply('unknown op ' .. tostring(op))

@@ -1,0 +1,153 @@
+"""AG-UI over the turn service, for CopilotKit and any `HttpAgent`: `POST /ag-ui/v1/run` takes
+a `RunAgentInput` and streams `RUN_STARTED`, `TEXT_MESSAGE_START`, `TEXT_MESSAGE_CONTENT`...,
+`TEXT_MESSAGE_END`, then `RUN_FINISHED`, or `RUN_ERROR`, as server-sent events.
+
+The thread id is the session and the run id the turn id: a run sent again with the same
+`runId` (a retry) returns the committed answer, never a second commit. Only the newest user
+message of `messages` is read; agenthost's history is the agent's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from agenthost.auth.authenticators import Authenticator
+from agenthost.auth.principal import scoped_session_id
+from agenthost.brokers.base import StreamEvent
+from agenthost.core.errors import ValidationFailed
+from agenthost.core.ids import check_session_id, check_turn_id
+from agenthost.core.input_limits import InputLimits
+from agenthost.turns.service import TurnService
+from agenthost.web.adapters.events import chunk_text_json, final_error, final_turn
+from agenthost.web.requests import BodyDecoder, read_body
+from agenthost.web.sse import SSE_HEADERS, SSEResponse
+
+__all__ = ["AGUIRoutes", "AGUIRunFrames", "RunAgentInput"]
+
+PROTOCOL = "ag_ui"
+
+_encode = msgspec.json.encode
+
+
+class AGUIMessage(msgspec.Struct):
+    """A message of the input: `content` is text or a list of input parts."""
+
+    role: str
+    id: str = ""
+    content: str | list[dict[str, Any]] | None = None
+
+
+class RunAgentInput(msgspec.Struct):
+    """What agenthost reads of AG-UI's `RunAgentInput` (tools, context, state and
+    forwardedProps are accepted and not used)."""
+
+    thread_id: str = msgspec.field(name="threadId")
+    run_id: str = msgspec.field(name="runId")
+    messages: list[AGUIMessage] = []
+
+
+def _text(message: AGUIMessage) -> str:
+    content = message.content
+    if content is None or isinstance(content, str):
+        return content or ""
+    return "".join(
+        p["text"] for p in content if p.get("type") == "text" and isinstance(p.get("text"), str)
+    )
+
+
+class AGUIRunFrames:
+    """A turn's events as AG-UI events, each one `data: {json}` line."""
+
+    __slots__ = ("ids", "message_id", "opened", "said")
+
+    def __init__(self, thread_id: str, run_id: str) -> None:
+        self.ids = b'"threadId":%s,"runId":%s' % (_encode(thread_id), _encode(run_id))
+        self.message_id = _encode(f"a-{run_id}")
+        self.opened = False
+        self.said = False
+
+    def _open(self) -> bytes:
+        if self.opened:
+            return b""
+        self.opened = True
+        return (
+            b'data: {"type":"RUN_STARTED",%s}\n\n'
+            b'data: {"type":"TEXT_MESSAGE_START","messageId":%s,"role":"assistant"}\n\n'
+            % (self.ids, self.message_id)
+        )
+
+    def _content(self, text_json: bytes) -> bytes:
+        self.said = True
+        return b'data: {"type":"TEXT_MESSAGE_CONTENT","messageId":%s,"delta":%s}\n\n' % (
+            self.message_id,
+            text_json,
+        )
+
+    def __call__(self, event: StreamEvent) -> bytes:
+        kind = event.kind
+        if kind == "chunk":
+            return self._open() + self._content(chunk_text_json(event.data))
+        if kind == "done":
+            out = self._open()
+            response = final_turn(event).response
+            if not self.said and response:  # a replay whose chunks expired: the answer whole
+                out += self._content(_encode(response))
+            return out + (
+                b'data: {"type":"TEXT_MESSAGE_END","messageId":%s}\n\n'
+                b'data: {"type":"RUN_FINISHED",%s}\n\n' % (self.message_id, self.ids)
+            )
+        if kind == "error":
+            err = final_error(event)
+            body = _encode({"type": "RUN_ERROR", "message": err.message, "code": err.code})
+            return self._open() + b"data: %s\n\n" % body
+        return b""  # reset: the stream cannot take text back
+
+
+class AGUIRoutes:
+    def __init__(
+        self,
+        service: TurnService,
+        auth: Authenticator,
+        limits: InputLimits,
+        *,
+        max_body_bytes: int,
+    ) -> None:
+        self.service = service
+        self.auth = auth
+        self.limits = limits
+        self.max_body_bytes = max_body_bytes
+        self._decoder = BodyDecoder(RunAgentInput)
+
+    async def run(self, request: Request) -> Response:
+        principal = await self.auth.authenticate(request.headers.get("authorization"))
+        body = await read_body(
+            request.receive, request.headers.get("content-length"), self.max_body_bytes
+        )
+        run: RunAgentInput = self._decoder(body)
+        users = [m for m in run.messages if m.role == "user"]
+        if not users:
+            raise ValidationFailed("messages has no user message")
+        text = _text(users[-1])
+        if not text:
+            raise ValidationFailed("the last user message has no text")
+        self.limits.check_message(text)
+        public_id = check_session_id(run.thread_id)
+        session_id = scoped_session_id(principal.tenant, public_id)
+        turn_id = check_turn_id(run.run_id)
+        service = self.service
+        service.metrics.protocol_request(PROTOCOL)
+        turn_id = await service.enter(principal, turn_id) or turn_id
+        try:
+            streamed = await service.start_streamed(
+                session_id, turn_id, text, metadata=None, on_busy="enqueue"
+            )
+        except BaseException:
+            service.leave(principal, turn_id)
+            raise
+        service.leave_when_done(principal, streamed)
+        frames = AGUIRunFrames(public_id, turn_id)
+        return SSEResponse(streamed.events, service.metrics, frame=frames, headers=SSE_HEADERS)

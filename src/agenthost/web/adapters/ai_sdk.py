@@ -1,0 +1,167 @@
+"""The Vercel AI SDK's UI message stream (protocol v1) over the turn service, for `useChat`
+and anything built on it (assistant-ui): `POST /ai-sdk/v1/chat` runs a turn and streams
+`start`, `text-start`, `text-delta`..., `text-end`, `finish` (or `error`), then `[DONE]`;
+`GET /ai-sdk/v1/chat/{id}/stream` is the resume `useChat` calls after a reload or a lost
+connection: the running turn's stream from its start (the SDK's transport treats a resumed
+stream as a replay), or 204 when no turn runs.
+
+The chat id is the session; the id of the newest user message is the turn id, so a retry and
+a "regenerate" (the same user message sent again) get the committed answer back instead of
+a second commit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from agenthost.auth.authenticators import Authenticator
+from agenthost.auth.principal import Principal, scoped_session_id
+from agenthost.brokers.base import StreamEvent
+from agenthost.core.errors import ValidationFailed
+from agenthost.core.ids import check_session_id, check_turn_id
+from agenthost.core.input_limits import InputLimits
+from agenthost.turns.service import TurnService
+from agenthost.web.adapters.events import chunk_text_json, final_error, final_turn
+from agenthost.web.requests import BodyDecoder, read_body
+from agenthost.web.sse import SSE_HEADERS, SSEResponse
+
+__all__ = ["AISDKChatRequest", "AISDKRoutes", "UIStreamFrames"]
+
+PROTOCOL = "ai_sdk"
+HEADERS = [*SSE_HEADERS, (b"x-vercel-ai-ui-message-stream", b"v1")]
+
+_encode = msgspec.json.encode
+
+
+class UIMessage(msgspec.Struct):
+    """A `UIMessage`: its id, role and parts (only text parts are read)."""
+
+    role: str
+    id: str = ""
+    parts: list[dict[str, Any]] = []
+
+
+class AISDKChatRequest(msgspec.Struct):
+    """What `DefaultChatTransport` posts (other fields of a custom `body` are ignored)."""
+
+    id: str
+    messages: list[UIMessage]
+    trigger: str = "submit-message"
+    message_id: str | None = msgspec.field(default=None, name="messageId")
+
+
+def _text(message: UIMessage) -> str:
+    return "".join(
+        p["text"]
+        for p in message.parts
+        if p.get("type") == "text" and isinstance(p.get("text"), str)
+    )
+
+
+class UIStreamFrames:
+    """A turn's events as UI message stream chunks (`data: {json}` lines)."""
+
+    __slots__ = ("message_id", "opened", "said", "text_id")
+
+    def __init__(self, turn_id: str, message_id: str | None = None) -> None:
+        self.message_id = message_id or f"a-{turn_id}"
+        self.text_id = b"%s" % _encode(f"text-{turn_id}")
+        self.opened = False
+        self.said = False
+
+    def _open(self) -> bytes:
+        if self.opened:
+            return b""
+        self.opened = True
+        start = _encode({"type": "start", "messageId": self.message_id})
+        return b'data: %s\n\ndata: {"type":"text-start","id":%s}\n\n' % (start, self.text_id)
+
+    def _delta(self, text_json: bytes) -> bytes:
+        self.said = True
+        return b'data: {"type":"text-delta","id":%s,"delta":%s}\n\n' % (self.text_id, text_json)
+
+    def __call__(self, event: StreamEvent) -> bytes:
+        kind = event.kind
+        if kind == "chunk":
+            return self._open() + self._delta(chunk_text_json(event.data))
+        if kind == "done":
+            head = self._open()
+            if not self.said:  # a replay whose chunks expired: the answer whole
+                head += self._delta(_encode(final_turn(event).response))
+            return head + (
+                b'data: {"type":"text-end","id":%s}\n\n'
+                b'data: {"type":"finish","finishReason":"stop"}\n\ndata: [DONE]\n\n' % self.text_id
+            )
+        if kind == "error":
+            err = final_error(event)
+            body = _encode({"type": "error", "errorText": f"{err.code}: {err.message}"})
+            return self._open() + b"data: %s\n\ndata: [DONE]\n\n" % body
+        return b""  # reset: the stream cannot take text back
+
+
+class AISDKRoutes:
+    def __init__(
+        self,
+        service: TurnService,
+        auth: Authenticator,
+        limits: InputLimits,
+        *,
+        max_body_bytes: int,
+    ) -> None:
+        self.service = service
+        self.auth = auth
+        self.limits = limits
+        self.max_body_bytes = max_body_bytes
+        self._decoder = BodyDecoder(AISDKChatRequest)
+
+    async def chat(self, request: Request) -> Response:
+        principal = await self.auth.authenticate(request.headers.get("authorization"))
+        body = await read_body(
+            request.receive, request.headers.get("content-length"), self.max_body_bytes
+        )
+        req: AISDKChatRequest = self._decoder(body)
+        users = [m for m in req.messages if m.role == "user"]
+        if not users:
+            raise ValidationFailed("messages has no user message")
+        text = _text(users[-1])
+        if not text:
+            raise ValidationFailed("the last user message has no text part")
+        if not users[-1].id:
+            raise ValidationFailed("the last user message has no id")
+        self.limits.check_message(text)
+        session_id = scoped_session_id(principal.tenant, check_session_id(req.id))
+        turn_id = check_turn_id(users[-1].id)
+        message_id = req.message_id if req.trigger == "regenerate-message" else None
+        self.service.metrics.protocol_request(PROTOCOL)
+        return await self._stream(principal, session_id, turn_id, text, message_id)
+
+    async def _stream(
+        self, principal: Principal, session_id: str, turn_id: str, text: str, message_id: str | None
+    ) -> Response:
+        service = self.service
+        turn_id = await service.enter(principal, turn_id) or turn_id
+        try:
+            streamed = await service.start_streamed(
+                session_id, turn_id, text, metadata=None, on_busy="enqueue"
+            )
+        except BaseException:
+            service.leave(principal, turn_id)
+            raise
+        service.leave_when_done(principal, streamed)
+        frames = UIStreamFrames(turn_id, message_id)
+        return SSEResponse(streamed.events, service.metrics, frame=frames, headers=HEADERS)
+
+    async def resume(self, request: Request) -> Response:
+        principal = await self.auth.authenticate(request.headers.get("authorization"))
+        public_id = check_session_id(request.path_params["chat_id"])
+        session_id = scoped_session_id(principal.tenant, public_id)
+        turn_id = await self.service.store.running_turn(session_id)
+        if turn_id is None:
+            return Response(status_code=204)
+        events = await self.service.events(session_id, turn_id, 0)
+        frames = UIStreamFrames(turn_id)
+        return SSEResponse(events, self.service.metrics, frame=frames, headers=HEADERS)

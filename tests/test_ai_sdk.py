@@ -1,0 +1,121 @@
+"""The Vercel AI SDK adapter, driven by the `ai` package's own DefaultChatTransport and
+readUIMessageStream (Node) against a real agenthost; the wire format and edges in process."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from agenthost.core.settings import Settings
+from agenthost.runtime.assembly import Assembly, assemble
+from tests.fixtures.agenthost import AgentHostProcess
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentHostProcess]:
+    tmp = tmp_path_factory.mktemp("aisdk")
+    proc = AgentHostProcess(
+        {
+            "store": f"sqlite:///{tmp / 'aisdk.db'}",
+            "llm": "sim://?tokens_per_s=60&words=30",
+            "chunk_coalesce_ms": 0,
+        },
+        tmp / "agenthost.log",
+    )
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+def history(server: AgentHostProcess, sid: str) -> list[tuple[str, str]]:
+    with urllib.request.urlopen(f"{server.url}/v1/sessions/{sid}/messages", timeout=10) as r:
+        return [(m["role"], m["content"]) for m in json.load(r)["messages"]]
+
+
+def test_use_chat_transport_streams_a_committed_turn_and_regenerate_commits_once(
+    server: AgentHostProcess, node_script: Callable[..., Any]
+) -> None:
+    chat = "c-" + uuid.uuid4().hex[:10]
+    out = node_script("ai_sdk_client.mjs", server.url, chat, "hello from useChat")
+    assert out["idleResume"] is None and out["afterResume"] is None  # 204: nothing runs
+    assert out["role"] == "assistant" and "hello from useChat" in out["text"]
+    assert out["regenerated"] == out["text"]
+    assert history(server, chat) == [("user", "hello from useChat"), ("assistant", out["text"])]
+
+
+def test_reconnect_to_stream_replays_the_running_turn(
+    server: AgentHostProcess, node_script: Callable[..., Any]
+) -> None:
+    chat = "c-" + uuid.uuid4().hex[:10]
+    out = node_script("ai_sdk_client.mjs", server.url, chat, "resume me", "2")
+    committed = history(server, chat)
+    assert committed[1][0] == "assistant" and out["resumedText"] == committed[1][1]
+    assert out["partial"] and committed[1][1].startswith(out["partial"])
+    assert out["afterResume"] is None
+
+
+# -- in process: the wire format and edges ---------------------------------------------------
+
+
+@pytest.fixture
+def assembly(tmp_path: Path) -> Assembly:
+    return assemble(Settings(store=f"sqlite:///{tmp_path / 'a.db'}", max_body_bytes=4096))
+
+
+@pytest.fixture
+def client(assembly: Assembly) -> Iterator[TestClient]:
+    with TestClient(assembly.app, raise_server_exceptions=False) as c:
+        yield c
+
+
+def chat_body(text: str = "hi", mid: str = "m1") -> dict[str, Any]:
+    return {
+        "id": "chat1",
+        "trigger": "submit-message",
+        "messages": [{"id": mid, "role": "user", "parts": [{"type": "text", "text": text}]}],
+    }
+
+
+def test_the_stream_speaks_protocol_v1(client: TestClient) -> None:
+    resp = client.post("/ai-sdk/v1/chat", json=chat_body())
+    assert resp.status_code == 200
+    assert resp.headers["x-vercel-ai-ui-message-stream"] == "v1"
+    data = [ln[6:] for ln in resp.text.splitlines() if ln.startswith("data: ")]
+    assert data[-1] == "[DONE]"
+    kinds = [json.loads(d)["type"] for d in data[:-1]]
+    assert kinds[:2] == ["start", "text-start"] and kinds[-2:] == ["text-end", "finish"]
+    assert set(kinds[2:-2]) == {"text-delta"}
+    assert client.get("/ai-sdk/v1/chat/chat1/stream").status_code == 204
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b"{", 400),
+        (b'{"id": "c", "messages": []}', 422),
+        (b'{"id": "c/x", "messages": [{"id": "m", "role": "user", "parts": '
+         b'[{"type": "text", "text": "x"}]}]}', 400),
+        (b'{"id": "c", "messages": [{"role": "user", "parts": [{"type": "text", "text": "x"}]}]}',
+         422),
+        (b'{"id": "c", "messages": [{"id": "m", "role": "user", "parts": [{"type": "file"}]}]}',
+         422),
+    ],
+)  # fmt: skip
+def test_bad_requests_get_a_clear_4xx(client: TestClient, body: bytes, status: int) -> None:
+    resp = client.post(
+        "/ai-sdk/v1/chat", content=body, headers={"content-type": "application/json"}
+    )
+    assert resp.status_code == status, resp.text
+
+
+def test_a_draining_process_answers_503(client: TestClient, assembly: Assembly) -> None:
+    assembly.engine.draining = True
+    resp = client.post("/ai-sdk/v1/chat", json=chat_body())
+    assert resp.status_code == 503 and resp.headers["retry-after"]

@@ -1,0 +1,199 @@
+"""The OpenAI Responses adapter, driven by the official `openai` SDK against a real agenthost
+serving the simulated model: conversation = session, streaming, background, chaining with
+previous_response_id, and retrieve(stream=True, starting_after=N) mapped to agenthost's
+resume; edges in process."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jwt
+import openai
+import pytest
+from starlette.testclient import TestClient
+
+from agenthost.core.settings import Settings
+from agenthost.runtime.assembly import Assembly, assemble
+from agenthost.web.adapters.openai_responses import response_id, response_ref
+from tests.fixtures.agenthost import AgentHostProcess, wait_until
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentHostProcess]:
+    tmp = tmp_path_factory.mktemp("responses")
+    proc = AgentHostProcess(
+        {
+            "store": f"sqlite:///{tmp / 'responses.db'}",
+            "llm": "sim://?tokens_per_s=200&words=12",
+            "chunk_coalesce_ms": 0,
+        },
+        tmp / "agenthost.log",
+    )
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def sdk(server: AgentHostProcess) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=server.url + "/openai/v1", api_key="unused", max_retries=0) as c:
+        yield c
+
+
+def history(server: AgentHostProcess, sid: str) -> list[tuple[str, str]]:
+    with urllib.request.urlopen(f"{server.url}/v1/sessions/{sid}/messages", timeout=10) as r:
+        return [(m["role"], m["content"]) for m in json.load(r)["messages"]]
+
+
+def test_create_in_a_conversation_and_chain_with_previous_response_id(
+    sdk: openai.OpenAI, server: AgentHostProcess
+) -> None:
+    conv = "conv-" + uuid.uuid4().hex[:8]
+    first = sdk.responses.create(model="agenthost", input="first question", conversation=conv)
+    assert first.status == "completed" and "first question" in first.output_text
+    second = sdk.responses.create(
+        model="agenthost",
+        input=[{"role": "user", "content": [{"type": "input_text", "text": "second"}]}],
+        previous_response_id=first.id,
+    )
+    assert "second" in second.output_text
+    assert [c for _, c in history(server, conv)] == [
+        "first question",
+        first.output_text,
+        "second",
+        second.output_text,
+    ]
+    got = sdk.responses.retrieve(second.id)
+    assert got.status == "completed" and got.output_text == second.output_text
+
+
+def test_a_retry_with_the_same_key_commits_once(
+    sdk: openai.OpenAI, server: AgentHostProcess
+) -> None:
+    conv = "conv-" + uuid.uuid4().hex[:8]
+    headers = {"Idempotency-Key": "k-" + uuid.uuid4().hex}
+    a = sdk.responses.create(input="once", conversation=conv, model="m", extra_headers=headers)
+    b = sdk.responses.create(input="once", conversation=conv, model="m", extra_headers=headers)
+    assert a.id == b.id and a.output_text == b.output_text
+    assert len(history(server, conv)) == 2
+
+
+def test_stream_then_resume_after_any_sequence_number(sdk: openai.OpenAI) -> None:
+    events = list(sdk.responses.create(model="agenthost", input="stream this", stream=True))
+    types = [e.type for e in events]
+    assert types[:4] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+    ]
+    assert types[-1] == "response.completed"
+    deltas = [e for e in events if e.type == "response.output_text.delta"]
+    text = "".join(d.delta for d in deltas)
+    assert len(deltas) > 2 and "stream this" in text
+    completed = events[-1].response  # type: ignore[union-attr]
+    assert completed.output_text == text
+    # Resume from the middle: the deltas after that number, then the end.
+    cut = deltas[1].sequence_number
+    resumed = list(sdk.responses.retrieve(completed.id, stream=True, starting_after=cut))
+    assert resumed[0].type == "response.output_text.delta"
+    rest = "".join(e.delta for e in resumed if e.type == "response.output_text.delta")
+    assert deltas[0].delta + deltas[1].delta + rest == text
+    assert resumed[-1].type == "response.completed"
+
+
+def test_background_answers_at_once_and_completes(sdk: openai.OpenAI) -> None:
+    started = sdk.responses.create(model="agenthost", input="in the background", background=True)
+    assert started.status == "in_progress" and started.background
+
+    def done() -> bool:
+        return sdk.responses.retrieve(started.id).status == "completed"
+
+    wait_until(done, 20, "the background response to complete")
+    final = sdk.responses.retrieve(started.id)
+    assert "in the background" in final.output_text
+    replay = list(sdk.responses.retrieve(started.id, stream=True))
+    assert replay[-1].type == "response.completed"
+
+
+def test_response_ids_name_session_and_turn() -> None:
+    rid = response_id("conv-1", "t_abc")
+    assert rid.startswith("resp_") and response_ref(rid) == ("conv-1", "t_abc")
+
+
+# -- in process -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def assembly(tmp_path: Path) -> Assembly:
+    return assemble(Settings(store=f"sqlite:///{tmp_path / 'r.db'}", max_body_bytes=4096))
+
+
+@pytest.fixture
+def client(assembly: Assembly) -> Iterator[TestClient]:
+    with TestClient(assembly.app, raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b"{", 400),
+        (b"{}", 422),
+        (b'{"input": ""}', 422),
+        (b'{"input": [{"role": "system", "content": "x"}]}', 422),
+        (b'{"input": "x", "conversation": {"id": 3}}', 422),
+        (b'{"input": "x", "conversation": "a/b"}', 400),
+        (b'{"input": "x", "previous_response_id": "resp_nope"}', 404),
+    ],
+)
+def test_bad_requests_get_a_clear_4xx(client: TestClient, body: bytes, status: int) -> None:
+    resp = client.post("/openai/v1/responses", content=body)
+    assert resp.status_code == status, resp.text
+
+
+@pytest.mark.parametrize("rid", ["resp_nope", "x", "resp_" + "A" * 200, response_id("s", "t")])
+def test_unknown_responses_are_404(client: TestClient, rid: str) -> None:
+    assert client.get(f"/openai/v1/responses/{rid}").status_code == 404
+
+
+def test_another_tenants_response_is_404(tmp_path: Path) -> None:
+    settings = Settings(store=f"sqlite:///{tmp_path / 'j.db'}", auth="jwt", jwt_secret="s" * 32)
+
+    def bearer(tenant: str) -> dict[str, str]:
+        claims = {"tenant": tenant, "exp": int(time.time()) + 600}
+        return {"Authorization": "Bearer " + jwt.encode(claims, "s" * 32)}
+
+    with TestClient(assemble(settings).app, raise_server_exceptions=False) as c:
+        made: Any = c.post("/openai/v1/responses", json={"input": "x"}, headers=bearer("a"))
+        rid = made.json()["id"]
+        assert c.get(f"/openai/v1/responses/{rid}", headers=bearer("a")).status_code == 200
+        assert c.get(f"/openai/v1/responses/{rid}", headers=bearer("b")).status_code == 404
+
+
+def test_a_draining_process_answers_503(client: TestClient, assembly: Assembly) -> None:
+    assembly.engine.draining = True
+    for extra in ({}, {"stream": True}, {"background": True}):
+        resp = client.post("/openai/v1/responses", json={"input": "x", **extra})
+        assert resp.status_code == 503 and resp.headers["retry-after"]
+
+
+def test_a_failed_turn_ends_the_stream_with_response_failed() -> None:
+    from agenthost.brokers.base import StreamEvent
+    from agenthost.web.adapters.openai_responses import ResponseFrames, ResponseObject
+
+    base = ResponseObject(response_id("s", "t"), 0, "agenthost", "in_progress", [], {"id": "s"})
+    frames = ResponseFrames(base, 0)
+    body = frames(StreamEvent(1, "error", b'{"code":"agent_error","message":"boom"}'))
+    events = [json.loads(ln[6:]) for ln in body.decode().splitlines() if ln.startswith("data: ")]
+    assert events[0]["type"] == "response.created"
+    failed = events[-1]
+    assert failed["type"] == "response.failed" and failed["sequence_number"] == 1
+    assert failed["response"]["status"] == "failed"
+    assert failed["response"]["error"] == {"code": "agent_error", "message": "boom"}
