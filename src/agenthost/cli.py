@@ -140,6 +140,15 @@ def _register_keys() -> None:
 _register_keys()
 
 
+def _register_db() -> None:
+    from agenthost.stores.db_cli import db_app
+
+    app.add_typer(db_app, name="db")
+
+
+_register_db()
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

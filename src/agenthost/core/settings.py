@@ -7,6 +7,7 @@ embedded deployment: SQLite file store, in-process simulated LLM, no external se
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -20,8 +21,10 @@ __all__ = [
     "Settings",
     "broker_url",
     "env_name",
+    "is_postgres_url",
     "limiter_url",
     "shared_store",
+    "store_ttl",
 ]
 
 ENV_PREFIX = "AGENTHOST_"
@@ -41,6 +44,7 @@ class Settings(msgspec.Struct, kw_only=True):
     llm_cache: str | None = None
     llm_cache_ttl: float = 300.0
     session_ttl: float = 3600.0
+    retention: float = 0.0
     history_window: int = 50
     max_body_bytes: int = 1024 * 1024
     max_message_chars: int = 32_000
@@ -85,6 +89,12 @@ class Settings(msgspec.Struct, kw_only=True):
             problems.append("port must be 1-65535")
         if self.session_ttl <= 0:
             problems.append("session_ttl must be > 0 seconds")
+        if self.retention < 0:
+            problems.append("retention must be >= 0 seconds (0 = keep until deleted)")
+        elif self.retention > 0 and not is_postgres_url(self.store):
+            problems.append(
+                "retention applies to a postgresql:// store; other stores use session_ttl"
+            )
         if self.history_window < 0:
             problems.append("history_window must be >= 0")
         if self.max_body_bytes < 1024:
@@ -184,8 +194,20 @@ def broker_url(settings: Settings) -> str:
 
 
 def shared_store(store: str) -> bool:
-    """Whether the store is shared by a fleet (Redis), not this process's own."""
-    return is_redis_url(store)
+    """Whether the store is shared by a fleet (Redis, PostgreSQL), not this process's own."""
+    return is_redis_url(store) or is_postgres_url(store)
+
+
+def is_postgres_url(url: str) -> bool:
+    return url.lower().startswith(("postgresql://", "postgres://"))
+
+
+def store_ttl(settings: Settings) -> float:
+    """How long a session outlives its last turn: `session_ttl`, except in PostgreSQL, the
+    system of record, where it is kept until deleted (or for `retention`, when set)."""
+    if is_postgres_url(settings.store):
+        return settings.retention if settings.retention > 0 else math.inf
+    return settings.session_ttl
 
 
 def limiter_url(settings: Settings) -> str:
@@ -220,7 +242,10 @@ SETTINGS_HELP: dict[str, str] = {
     "for identical requests in flight: memory:// (this process), redis://host:port/db "
     "(shared by the fleet) or redis (the store's Redis). Unset: off.",
     "llm_cache_ttl": "Seconds a cached LLM answer is served.",
-    "session_ttl": "Seconds a session lives after its last turn (applies to all its data).",
+    "session_ttl": "Seconds a session lives after its last turn (applies to all its data). "
+    "Not for a postgresql:// store, which keeps sessions until deleted (see retention).",
+    "retention": "postgresql:// store only: remove sessions idle longer than this many seconds, "
+    "in bounded batches. 0: keep every conversation until it is deleted.",
     "history_window": "How many of the newest messages are handed to the agent each turn.",
     "max_body_bytes": "Largest request body accepted; larger gets 413.",
     "max_message_chars": "Longest message (in characters) a turn may carry; longer gets "

@@ -18,7 +18,7 @@ from agenthost.auth.authenticators import create_authenticator
 from agenthost.brokers import create_broker
 from agenthost.brokers.instrumented import InstrumentedBroker
 from agenthost.core.input_limits import InputLimits
-from agenthost.core.settings import Settings, broker_url, limiter_url
+from agenthost.core.settings import Settings, broker_url, limiter_url, store_ttl
 from agenthost.core.version import __version__
 from agenthost.llm import create_llm
 from agenthost.llm.base import LLMClient
@@ -97,7 +97,7 @@ def assemble(
         InstrumentedStore(the_store, metrics, tracing),
         the_agent,
         measured_llm,
-        session_ttl=settings.session_ttl,
+        session_ttl=store_ttl(settings),
         history_window=settings.history_window,
         lease_ttl=settings.lease_ttl,
         enqueue_timeout=settings.enqueue_timeout,
@@ -120,7 +120,7 @@ def assemble(
             engine.store,
             auth,
             limits,
-            session_ttl=settings.session_ttl,
+            session_ttl=store_ttl(settings),
             max_body_bytes=settings.max_body_bytes,
         ),
         TurnRoutes(service, auth, limits, max_body_bytes=settings.max_body_bytes),
