@@ -162,3 +162,23 @@ def test_llm_transport_runs_and_compares_both_transports(tmp_path: Path) -> None
     rendered = load_script("render_docs").llm_transport(result)
     assert "| aiohttp | stream |" in rendered and result["command"] in rendered
     assert "{" not in rendered
+
+
+def test_turn_cpu_counts_postgres_cpu_and_two_statements_per_turn(tmp_path: Path) -> None:
+    out = tmp_path / "turn_cpu.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/turn_cpu.py", "--targets", "postgres", "--turns", "40",
+         "--sessions", "10", "--warmup", "20", "--histories", "5", "--repeats", "1",
+         "--message-bytes", "1024", "--max-seconds", "30", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["errors_total"] == 0 and result["params"]["message_bytes"] == 1024
+    (row,) = result["results"]
+    assert row["target"] == "postgres" and row["turns"] == 40
+    assert row["redis_cpu_ms_per_turn"] > 0  # the postgres processes' CPU
+    # begin and commit: one server-side function call each, nothing else.
+    assert row["statements_per_turn"] == 2
+    rendered = load_script("render_docs").turn_cpu(result)
+    assert "| postgres | 5 |" in rendered and "1024-byte messages" in rendered

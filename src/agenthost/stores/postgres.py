@@ -150,6 +150,11 @@ class PostgresStore:
             timeout=self.connect_timeout,
             command_timeout=self.command_timeout,
             max_inactive_connection_lifetime=60.0,
+            # asyncpg's default reset on release is a query of four statements (UNLISTEN,
+            # RESET ALL, ...) per call; every call here is one autocommit statement that
+            # leaves no session state, so there is nothing to reset. Measured: 10 statements
+            # per turn with the default, 2 without.
+            reset=_leave_as_is,
         )
         self._tasks = [
             asyncio.create_task(self._listen_forever(), name="postgres-listen"),
@@ -425,6 +430,10 @@ class PostgresStore:
             total += removed
             if removed < PURGE_BATCH:
                 return total
+
+
+async def _leave_as_is(_conn: Any) -> None:
+    """The pool's reset on release: nothing (see `open`)."""
 
 
 async def _wait(event: asyncio.Event, timeout: float) -> None:
