@@ -168,6 +168,16 @@ class Settings(msgspec.Struct, kw_only=True):
             problems.append("rate limits must be >= 0 (0 = no limit)")
         if self.rate_limit_burst < 1:
             problems.append("rate_limit_burst must be >= 1")
+        limited = (
+            self.auth == "keys"
+            or self.rate_limit_turns_per_minute
+            or (self.rate_limit_max_inflight)
+        )
+        if limited and is_postgres_url(self.store) and not self.rate_limiter:
+            problems.append(
+                "rate limits with a postgresql:// store need Redis to count them fleet-wide: "
+                "set --rate-limiter redis://... (--rate-limiter memory:// counts per process)"
+            )
         return problems
 
     @classmethod

@@ -40,7 +40,7 @@ from agenthost.stores.base import (
 from agenthost.stores.notify import ReleaseWaiters
 from agenthost.stores.pg_schema import SchemaTooNew, migrate_schema, schema_status
 
-__all__ = ["PostgresStore", "split_options"]
+__all__ = ["FAILURES", "PostgresStore", "split_options"]
 
 log = logging.getLogger("agenthost.stores.postgres")
 T = TypeVar("T")
@@ -50,7 +50,7 @@ INTERRUPTS = "agenthost_interrupts"
 PURGE_BATCH = 500
 
 # Failures that mean "PostgreSQL cannot be reached now", never "this request is wrong".
-_FAILURES: tuple[type[BaseException], ...] = (
+FAILURES: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
     asyncpg.InterfaceError,
@@ -131,7 +131,7 @@ class PostgresStore:
     async def open(self) -> None:
         try:
             conn = await self._connect()
-        except _FAILURES as exc:
+        except FAILURES as exc:
             raise StoreUnavailable(f"postgresql: {exc}") from exc
         try:
             if self.auto_migrate:
@@ -175,7 +175,7 @@ class PostgresStore:
         self._waiters.wake_all()
         pool, self._pool = self._pool, None
         if pool is not None:
-            with contextlib.suppress(*_FAILURES):
+            with contextlib.suppress(*FAILURES):
                 await asyncio.wait_for(pool.close(), 5)
 
     async def _call(self, call: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
@@ -184,7 +184,7 @@ class PostgresStore:
             raise StoreUnavailable("the postgresql store is not open")
         try:
             return await call(pool)
-        except _FAILURES as exc:
+        except FAILURES as exc:
             raise StoreUnavailable(f"postgresql: {exc}") from exc
 
     async def _fetchval(self, query: str, *args: Any) -> Any:
@@ -199,7 +199,7 @@ class PostgresStore:
         while True:
             try:
                 conn = await self._connect()
-            except _FAILURES as exc:
+            except FAILURES as exc:
                 log.debug("postgres listener: %s", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
@@ -222,7 +222,7 @@ class PostgresStore:
                         await lost.wait()
                 if not lost.is_set():
                     await conn.fetchval("SELECT 1")  # notices a silently dead socket
-        except _FAILURES as exc:
+        except FAILURES as exc:
             log.debug("postgres listener lost: %s", exc)
         finally:
             self._listening.clear()
