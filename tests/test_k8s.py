@@ -83,7 +83,7 @@ def test_the_postgres_overlay_takes_its_database_from_the_secret_and_ships_none(
     assert images and not [i for i in images if "postgres" in i]
     _, container = server_container(objects)
     assert {"secretRef": {"name": "agenthost-secrets"}} in container["envFrom"]
-    config = [o for o in objects if o["kind"] == "ConfigMap"][0]["data"]
+    config = next(o for o in objects if o["kind"] == "ConfigMap")["data"]
     assert config["AGENTHOST_RETENTION"] == "0"
     assert "AGENTHOST_STORE" not in config  # the URL holds a password: the Secret has it
 

@@ -37,6 +37,7 @@ class Settings(msgspec.Struct, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8000
     store: str = "sqlite:///./agenthost.db"
+    store_read_replica: list[str] = msgspec.field(default_factory=list)
     llm: str = "sim://"
     llm_model: str | None = None
     llm_api_key: str | None = None
@@ -95,6 +96,10 @@ class Settings(msgspec.Struct, kw_only=True):
             problems.append(
                 "retention applies to a postgresql:// store; other stores use session_ttl"
             )
+        if self.store_read_replica and not (
+            is_postgres_url(self.store) and all(is_postgres_url(u) for u in self.store_read_replica)
+        ):
+            problems.append("store_read_replica: postgresql:// replicas of a postgresql:// store")
         if self.history_window < 0:
             problems.append("history_window must be >= 0")
         if self.max_body_bytes < 1024:
@@ -188,10 +193,14 @@ class Settings(msgspec.Struct, kw_only=True):
         for name in cls.__struct_fields__:
             value = env.get(env_name(name))
             if value is not None and value != "":
-                raw[name] = value
+                # A list setting is given as URLs separated by whitespace.
+                raw[name] = value.split() if name in _LISTS else value
         raw.update({k: v for k, v in overrides.items() if v is not None})
         # str_values=True parses "8000" as int and "1.5" as float, as env vars are text.
         return msgspec.convert(raw, cls, strict=False)
+
+
+_LISTS = {"store_read_replica"}
 
 
 def broker_url(settings: Settings) -> str:
@@ -254,6 +263,9 @@ SETTINGS_HELP: dict[str, str] = {
     "llm_cache_ttl": "Seconds a cached LLM answer is served.",
     "session_ttl": "Seconds a session lives after its last turn (applies to all its data). "
     "Not for a postgresql:// store, which keeps sessions until deleted (see retention).",
+    "store_read_replica": "postgresql:// store only: a read replica for history reads (GET of "
+    "a session and of its messages); repeatable (in the environment: URLs separated by "
+    "spaces). The turn path always uses the primary.",
     "retention": "postgresql:// store only: remove sessions idle longer than this many seconds, "
     "in bounded batches. 0: keep every conversation until it is deleted.",
     "history_window": "How many of the newest messages are handed to the agent each turn.",

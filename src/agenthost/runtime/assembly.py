@@ -67,7 +67,8 @@ def assemble(
     configured ones (tests and embedding). Raises ValueError (or TypeError, for an agent of
     the wrong shape) for a setting that cannot work."""
     tracing = tracing or create_tracing(settings.otel)
-    the_store = store or create_store(settings.store)
+    replicas = {"read_replicas": settings.store_read_replica} if settings.store_read_replica else {}
+    the_store = store or create_store(settings.store, **replicas)
     the_llm = llm or create_llm(
         settings.llm,
         model=settings.llm_model,

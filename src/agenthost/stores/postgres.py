@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -104,11 +104,17 @@ def split_options(url: str) -> tuple[str, dict[str, float]]:
 class PostgresStore:
     """The PostgreSQL store; see the module docstring."""
 
-    def __init__(self, url: str, *, purge_interval: float = 60.0) -> None:
-        if not is_postgres_url(url):
-            raise ValueError(f"not a postgresql URL: {url!r}")
+    def __init__(
+        self, url: str, *, read_replicas: Sequence[str] = (), purge_interval: float = 60.0
+    ) -> None:
+        for each in (url, *read_replicas):
+            if not is_postgres_url(each):
+                raise ValueError(f"not a postgresql URL: {each!r}")
         self.url = url
         self.dsn, options = split_options(url)
+        self.replica_dsns = [split_options(u)[0] for u in read_replicas]
+        self._replicas: list[asyncpg.Pool] = []
+        self._next_replica = 0
         self.pool_size = max(1, int(options["pool_size"]))
         self.command_timeout = options["command_timeout"]
         self.connect_timeout = options["connect_timeout"]
@@ -143,8 +149,22 @@ class PostgresStore:
             raise SchemaTooNew(now.describe())
         if now.pending:
             raise SchemaTooNew(f"{now.describe()}: run `agenthost db migrate`")
-        self._pool = await asyncpg.create_pool(
-            self.dsn,
+        self._pool = await self._new_pool(self.dsn)
+        self._replicas = [await self._new_pool(dsn) for dsn in self.replica_dsns]
+        self._tasks = [
+            asyncio.create_task(self._listen_forever(), name="postgres-listen"),
+            asyncio.create_task(self._purge_forever(), name="postgres-purge"),
+        ]
+        # Listen before the first turn, so no interrupt sent from now on goes unheard.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.connect_timeout + 1):
+                await self._listening.wait()
+
+    async def _new_pool(self, dsn: str) -> asyncpg.Pool:
+        """A pool that connects when first used (so a replica that is down now does not stop
+        the server from starting)."""
+        pool: asyncpg.Pool = await asyncpg.create_pool(
+            dsn,
             min_size=0,
             max_size=self.pool_size,
             timeout=self.connect_timeout,
@@ -156,14 +176,7 @@ class PostgresStore:
             # per turn with the default, 2 without.
             reset=_leave_as_is,
         )
-        self._tasks = [
-            asyncio.create_task(self._listen_forever(), name="postgres-listen"),
-            asyncio.create_task(self._purge_forever(), name="postgres-purge"),
-        ]
-        # Listen before the first turn, so no interrupt sent from now on goes unheard.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.connect_timeout + 1):
-                await self._listening.wait()
+        return pool
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -173,10 +186,12 @@ class PostgresStore:
                 await task
         self._tasks = []
         self._waiters.wake_all()
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            with contextlib.suppress(*FAILURES):
-                await asyncio.wait_for(pool.close(), 5)
+        pools = [self._pool, *self._replicas]
+        self._pool, self._replicas = None, []
+        for pool in pools:
+            if pool is not None:
+                with contextlib.suppress(*FAILURES):
+                    await asyncio.wait_for(pool.close(), 5)
 
     async def _call(self, call: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
         pool = self._pool
@@ -186,6 +201,18 @@ class PostgresStore:
             return await call(pool)
         except FAILURES as exc:
             raise StoreUnavailable(f"postgresql: {exc}") from exc
+
+    async def _read(self, call: Callable[[asyncpg.Pool], Awaitable[T]]) -> T | None:
+        """`call` on the next read replica; None if there is none or it failed (the caller
+        then asks the primary)."""
+        if not self._replicas:
+            return None
+        self._next_replica = (self._next_replica + 1) % len(self._replicas)
+        try:
+            return await call(self._replicas[self._next_replica])
+        except FAILURES as exc:
+            log.debug("read replica: %s", exc)
+            return None
 
     async def _fetchval(self, query: str, *args: Any) -> Any:
         return await self._call(lambda pool: pool.fetchval(query, *args))
@@ -259,14 +286,22 @@ class PostgresStore:
             raise SessionExists(f"session {session_id} exists")
         return SessionInfo(session_id, created_at, created_at, 0, _decode_meta(meta))
 
-    async def get_session(self, session_id: str) -> SessionInfo | None:
-        row = await self._call(
-            lambda pool: pool.fetchrow(
-                "SELECT created_at, updated_at, turns, metadata::text FROM agenthost_sessions"
+    async def get_session(
+        self, session_id: str, *, min_seq: int | None = None
+    ) -> SessionInfo | None:
+        def query(pool: asyncpg.Pool) -> Any:
+            return pool.fetchrow(
+                "SELECT created_at, updated_at, turns, metadata::text, message_count"
+                " FROM agenthost_sessions"
                 " WHERE session_id = $1 AND expires_at > agenthost_now()",
                 session_id,
             )
-        )
+
+        row = await self._read(query)
+        # A replica that does not know the session yet, or is behind what the caller has
+        # seen, is not the last word: the primary is.
+        if row is None or (min_seq is not None and row[4] <= min_seq):
+            row = await self._call(query)
         if row is None:
             return None
         return SessionInfo(session_id, row[0], row[1], row[2], _decode_meta(row[3]))
@@ -278,12 +313,27 @@ class PostgresStore:
         return deleted
 
     async def list_messages(
-        self, session_id: str, limit: int, before: int | None = None
+        self,
+        session_id: str,
+        limit: int,
+        before: int | None = None,
+        *,
+        min_seq: int | None = None,
     ) -> list[Message] | None:
         upper = 2**31 - 1 if before is None else min(before, 2**31 - 1)
-        page = await self._fetchval(
-            "SELECT agenthost_page($1, $2, $3)::text", session_id, limit, upper
-        )
+
+        def query(pool: asyncpg.Pool) -> Any:
+            return pool.fetchval(
+                "SELECT agenthost_page($1, $2, $3)::text", session_id, limit, upper
+            )
+
+        page = await self._read(query)
+        if page is not None:
+            messages = _decode_messages(page)
+            needed = min_seq if min_seq is None or before is None else min(min_seq, before - 1)
+            if needed is None or (messages and messages[-1].seq >= needed):
+                return messages
+        page = await self._call(query)
         return None if page is None else _decode_messages(page)
 
     # -- turns ------------------------------------------------------------------------------
