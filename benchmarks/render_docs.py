@@ -377,7 +377,34 @@ def llm_transport(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def durability(result: dict[str, Any]) -> str:
+    p = result["params"]
+    v = result["verification"]
+    return "\n".join(
+        [
+            "## Durability: PostgreSQL store, Redis killed mid-run (`benchmarks/durability.py`)",
+            "",
+            f"Command: `{result['command']}` — {result['date']}, commit "
+            f"`{result['git_commit']}`, {_machine(result['machine'])}. `agenthost loadtest` "
+            f"of {p['sessions']} sessions x {p['turns']} turns ({p['mode']}, `{p['llm']}`) "
+            f"against one server with store {p['store']} and broker {p['broker']}; the "
+            f"redis-server was killed after {result['committed_when_redis_was_killed']} "
+            "committed turns.",
+            "",
+            "| answered / sent | failed | retried | lost | duplicated | out of order "
+            "| mismatched | unreadable | turns in PostgreSQL | clean |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+            f"| {result['answered']} / {result['sent']} | {result['failed']} "
+            f"| {result['retries']} | {v['lost']} | {v['duplicated']} | {v['out_of_order']} "
+            f"| {v['mismatched']} | {v['unreadable']} | {result['committed_in_postgres_at_end']} "
+            f"| {'yes' if result['clean'] else '**no**'} |",
+            "",
+        ]
+    )
+
+
 RENDERERS = {
+    "durability": durability,
     "turn_cpu": turn_cpu,
     "concurrent_sessions": concurrent_sessions,
     "rollout": rollout,

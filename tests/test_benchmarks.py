@@ -182,3 +182,22 @@ def test_turn_cpu_counts_postgres_cpu_and_two_statements_per_turn(tmp_path: Path
     assert row["statements_per_turn"] == 2
     rendered = load_script("render_docs").turn_cpu(result)
     assert "| postgres | 5 |" in rendered and "1024-byte messages" in rendered
+
+
+def test_durability_kills_redis_mid_run_and_the_verifier_finds_nothing_lost(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "durability.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/durability.py", "--sessions", "20", "--turns", "4",
+         "--llm", "sim://?latency_ms=100", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["benchmark"] == "durability" and result["clean"]
+    assert 40 <= result["committed_when_redis_was_killed"] < 80
+    assert result["answered"] == 80 and result["committed_in_postgres_at_end"] == 80
+    assert result["verification"]["lost"] == 0
+    rendered = load_script("render_docs").durability(result)
+    assert "| 80 / 80 |" in rendered and "{" not in rendered
