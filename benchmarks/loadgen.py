@@ -40,6 +40,14 @@ async def turn(
         return 0
 
 
+def pad(text: str, size: int) -> str:
+    """`text`, padded with words to `size` bytes (unchanged if already as long)."""
+    if len(text) >= size:
+        return text
+    filler = " lorem" * (size // 6 + 1)
+    return (text + filler)[:size]
+
+
 async def drive(args: argparse.Namespace) -> dict[str, Any]:
     sessions = [f"{args.prefix}-{i}" for i in range(args.sessions)]
     # Each worker owns distinct sessions, so no two turns of one session ever overlap: the
@@ -59,7 +67,8 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
                     for i in range(prefill_turns):
                         if time.monotonic() > deadline:
                             return
-                        status = await turn(http, args.url, args.kind, sid, f"prefill {i} {sid}")
+                        text = pad(f"prefill {i} {sid}", args.message_bytes)
+                        status = await turn(http, args.url, args.kind, sid, text)
                         statuses[status] += 1
 
             await asyncio.gather(*(prefill(own) for own in per_worker))
@@ -82,7 +91,8 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
             for sid in itertools.cycle(own):
                 if next(budget, None) is None or time.monotonic() > deadline:
                     return
-                statuses[await turn(http, args.url, args.kind, sid, f"hello from {sid}")] += 1
+                text = pad(f"hello from {sid}", args.message_bytes)
+                statuses[await turn(http, args.url, args.kind, sid, text)] += 1
 
         statuses.clear()
         t0 = time.perf_counter()
@@ -109,6 +119,9 @@ def main() -> None:
     parser.add_argument("--prefix", default="bench")
     parser.add_argument("--max-seconds", type=float, default=300, help="stop after this long")
     parser.add_argument("--request-timeout", type=float, default=30)
+    parser.add_argument(
+        "--message-bytes", type=int, default=0, help="pad each message to this many bytes"
+    )
     parser.add_argument("--bearer", help="API key or token sent as Authorization: Bearer")
     args = parser.parse_args()
     if args.bearer:

@@ -109,8 +109,12 @@ def turn_cpu(result: dict[str, Any]) -> str:
         else ""
     )
     load = result.get("load_average_1m")
+    counted = any("statements_per_turn" in r for r in result["results"])
+    size = params.get("message_bytes", 0)
     lines = [
-        f"## CPU per non-streaming turn, history window {window} (`benchmarks/turn_cpu.py`)",
+        f"## CPU per non-streaming turn, history window {window}"
+        + (f", {size}-byte messages" if size else "")
+        + " (`benchmarks/turn_cpu.py`)",
         "",
         f"Command: `{result['command']}`",
         "",
@@ -125,9 +129,10 @@ def turn_cpu(result: dict[str, Any]) -> str:
         "History = messages a session holds before its first measured turn; each measured "
         "turn adds two, so the column *history during run* gives the range really seen.",
         "",
-        "| target | history | history during run | server CPU ms/turn | redis CPU ms/turn "
-        "| **total CPU ms/turn** | turns/s | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| target | history | history during run | server CPU ms/turn "
+        "| store CPU ms/turn (redis-server or postgres) "
+        "| **total CPU ms/turn** | turns/s | errors |" + (" statements/turn |" if counted else ""),
+        "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if counted else ""),
     ]
     for r in result["results"]:
         seen = (
@@ -140,6 +145,7 @@ def turn_cpu(result: dict[str, Any]) -> str:
             f"| {r['target']} | {r['history']} | {seen} | {r['server_cpu_ms_per_turn']:.3f} "
             f"| {r['redis_cpu_ms_per_turn']:.3f} | **{r['cpu_ms_per_turn']:.3f}** "
             f"| {r['turns_per_s']:.0f} | {errors} |"
+            + (f" {r.get('statements_per_turn', '-')} |" if counted else "")
         )
     targets = result.get("targets", {"cpu_ms_per_turn": 0.15, "flatness": 1.1})
     summary = result["summary"]
@@ -404,7 +410,34 @@ def adapter_cpu(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def durability(result: dict[str, Any]) -> str:
+    p = result["params"]
+    v = result["verification"]
+    return "\n".join(
+        [
+            "## Durability: PostgreSQL store, Redis killed mid-run (`benchmarks/durability.py`)",
+            "",
+            f"Command: `{result['command']}` — {result['date']}, commit "
+            f"`{result['git_commit']}`, {_machine(result['machine'])}. `agenthost loadtest` "
+            f"of {p['sessions']} sessions x {p['turns']} turns ({p['mode']}, `{p['llm']}`) "
+            f"against one server with store {p['store']} and broker {p['broker']}; the "
+            f"redis-server was killed after {result['committed_when_redis_was_killed']} "
+            "committed turns.",
+            "",
+            "| answered / sent | failed | retried | lost | duplicated | out of order "
+            "| mismatched | unreadable | turns in PostgreSQL | clean |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+            f"| {result['answered']} / {result['sent']} | {result['failed']} "
+            f"| {result['retries']} | {v['lost']} | {v['duplicated']} | {v['out_of_order']} "
+            f"| {v['mismatched']} | {v['unreadable']} | {result['committed_in_postgres_at_end']} "
+            f"| {'yes' if result['clean'] else '**no**'} |",
+            "",
+        ]
+    )
+
+
 RENDERERS = {
+    "durability": durability,
     "turn_cpu": turn_cpu,
     "concurrent_sessions": concurrent_sessions,
     "rollout": rollout,

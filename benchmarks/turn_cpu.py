@@ -34,7 +34,11 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 AGENTHOST = str(Path(PYTHON).with_name("agenthost"))
-TARGETS = ("baseline", "sqlite", "memory", "redis", "redis-tenant", "redis-cluster")
+TARGETS = ("baseline", "sqlite", "memory", "redis", "redis-tenant", "redis-cluster", "postgres")
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+# Top-level statements PostgreSQL ran, read before and after each measured run: the figure
+# "statements per turn" (pg_stat_statements; a server-side function call counts once).
+STATEMENTS: dict[str, str] = {}  # base URL -> the database's URL
 # redis-tenant: the Redis store with --auth keys and a key whose limits never bite (a rate of
 # 10 million turns a minute, 100,000 in flight): what authentication and both limit checks
 # add to a turn.
@@ -157,6 +161,66 @@ def redis_server(workdir: Path) -> Iterator[tuple[str, list[int]]]:
 
 
 @contextlib.contextmanager
+def postgres_server(workdir: Path) -> Iterator[tuple[str, list[int]]]:
+    """Our own PostgreSQL (initdb into a temporary directory, as the postgres user, on a
+    free loopback port), never the machine's; pg_stat_statements loaded to count
+    statements. Default durability (fsync, synchronous_commit on)."""
+    import pwd
+
+    entry = pwd.getpwnam("postgres")
+    os.chmod(workdir, 0o711)  # the postgres user must reach its directory inside
+    root = workdir / "pg"
+    root.mkdir()
+    os.chown(root, entry.pw_uid, entry.pw_gid)
+    subprocess.run(
+        ["runuser", "-u", "postgres", "--", str(PG_BIN / "initdb"), "-D", str(root / "data"),
+         "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-locale"],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    port = free_port()
+    log = root / "postgres.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(PG_BIN / "postgres"), "-D", str(root / "data"), "-p", str(port), "-k", str(root),
+             "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200",
+             "-c", "shared_preload_libraries=pg_stat_statements"],
+            stdout=out, stderr=subprocess.STDOUT, user=entry.pw_uid, group=entry.pw_gid,
+            extra_groups=[], cwd=root,
+        )  # fmt: skip
+    try:
+        url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        deadline = time.monotonic() + 30
+        while subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", str(port)],
+                             capture_output=True).returncode != 0:  # fmt: skip
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise ServerDied(f"postgres did not start:\n{log_tail(log)}")
+            time.sleep(0.1)
+        psql(url, "CREATE EXTENSION pg_stat_statements")
+        yield url, [proc.pid]
+    finally:
+        proc.send_signal(2)
+        proc.wait(30)
+
+
+def psql(url: str, statement: str) -> str:
+    out = subprocess.run(["psql", "-X", "-A", "-t", "-c", statement, url],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    return out.stdout.strip()
+
+
+def statements_run(url: str) -> int:
+    """Top-level statements run so far in the benchmark's database, by any client but psql."""
+    return int(
+        psql(
+            url,
+            "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s JOIN pg_database d"
+            " ON d.oid = s.dbid WHERE d.datname = current_database() AND s.toplevel"
+            " AND s.query NOT LIKE '%pg_stat_statements%'",
+        )
+    )
+
+
+@contextlib.contextmanager
 def redis_cluster(workdir: Path) -> Iterator[tuple[str, list[int]]]:
     """A 3-master Redis Cluster of our own, on free loopback ports (cluster bus = port + 10000)."""
     ports: list[int] = []
@@ -220,6 +284,9 @@ def target_server(
             store = "memory://"
         elif target in ("redis", "redis-tenant"):
             store, extra = stack.enter_context(redis_server(workdir))
+        elif target == "postgres":
+            store, extra = stack.enter_context(postgres_server(workdir))
+            STATEMENTS[f"http://127.0.0.1:{port}"] = store
         else:
             store, extra = stack.enter_context(redis_cluster(workdir))
         # The settings under test are the defaults, not whatever the caller's shell exports.
@@ -266,6 +333,8 @@ def measure_point(
     url: str, kind: str, pids: list[int], prefix: str, args: argparse.Namespace
 ) -> dict[str, Any]:
     """One measured run over already-prefilled sessions `prefix-*`."""
+    database = STATEMENTS.get(url)
+    statements_before = statements_run(database) if database else 0
     before = {pid: cpu_seconds(pid) for pid in pids}
     result = loadgen(
         url,
@@ -275,9 +344,12 @@ def measure_point(
         sessions=args.sessions,
         concurrency=args.concurrency,
         max_seconds=args.max_seconds,
+        message_bytes=args.message_bytes,
     )
     after = {pid: cpu_seconds(pid) for pid in pids}
     answered = max(1, int(result["answered"]))
+    # Read after the CPU, so the psql that reads it is not counted.
+    statements = statements_run(database) - statements_before if database else None
     server_ms = (after[pids[0]] - before[pids[0]]) * 1000 / answered
     redis_ms = sum(after[p] - before[p] for p in pids[1:]) * 1000 / answered
     return {
@@ -289,6 +361,7 @@ def measure_point(
         "server_cpu_ms_per_turn": round(server_ms, 4),
         "redis_cpu_ms_per_turn": round(redis_ms, 4),
         "cpu_ms_per_turn": round(server_ms + redis_ms, 4),
+        **({} if statements is None else {"statements_per_turn": round(statements / answered, 3)}),
     }
 
 
@@ -324,6 +397,7 @@ def measure(target: str, histories: list[int], args: argparse.Namespace) -> list
                         prefix,
                         prefill=history,
                         prefill_only=True,
+                        message_bytes=args.message_bytes,
                         sessions=args.sessions,
                         concurrency=args.concurrency,
                         max_seconds=args.max_seconds,
@@ -460,6 +534,12 @@ def main() -> None:
     parser.add_argument(
         "--max-seconds", type=float, default=300, help="time bound of each load-generator run"
     )
+    parser.add_argument(
+        "--message-bytes",
+        type=int,
+        default=0,
+        help="pad each user message to this many bytes (0: a few words)",
+    )
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args()
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
@@ -491,6 +571,7 @@ def main() -> None:
             "repeats": args.repeats,
             "histories": histories,
             "history_window": args.history_window,
+            "message_bytes": args.message_bytes,
             "llm": LLM_URL,
         },
         "targets": {"cpu_ms_per_turn": TARGET_CPU_MS, "flatness": TARGET_FLATNESS},

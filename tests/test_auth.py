@@ -27,7 +27,7 @@ from agenthost.ratelimit.memory import gcra
 # -- key stores -------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster", "postgres"])
 async def key_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[KeyStore]:
     if request.param == "memory":
         url = "memory://"
@@ -35,6 +35,8 @@ async def key_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
         url = f"sqlite:///{tmp_path / 'keys.db'}"
     elif request.param == "redis":
         url = request.getfixturevalue("redis_url")
+    elif request.param == "postgres":
+        url = request.getfixturevalue("postgres_url")
     else:
         url = request.getfixturevalue("redis_cluster_url")
     store = create_key_store(url)
@@ -160,6 +162,21 @@ def test_settings_refuse_no_auth_on_a_shared_store_and_jwt_without_a_key() -> No
         Settings(auth="jwt")
     with pytest.raises(ValueError, match="auth must be"):
         Settings(auth="basic")
+
+
+def test_settings_for_a_postgres_store_need_auth_and_a_limiter_that_counts_fleet_wide() -> None:
+    pg = "postgresql://u@127.0.0.1:1/db"
+    with pytest.raises(ValueError, match="auth none is only for the embedded default"):
+        Settings(store=pg)
+    with pytest.raises(ValueError, match="need Redis to count them fleet-wide"):
+        Settings(store=pg, auth="keys")
+    with pytest.raises(ValueError, match="need Redis to count them fleet-wide"):
+        Settings(store=pg, allow_no_auth=True, rate_limit_turns_per_minute=60)
+    ok = Settings(store=pg, auth="keys", rate_limiter="redis://127.0.0.1:1/0")
+    assert ok.rate_limiter == "redis://127.0.0.1:1/0"
+    with pytest.raises(ValueError, match="retention applies to a postgresql"):
+        Settings(retention=60)
+    assert Settings(store=pg, allow_no_auth=True, retention=60).retention == 60
 
 
 # -- the turn limiter -------------------------------------------------------------------------

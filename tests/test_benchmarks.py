@@ -185,3 +185,42 @@ def test_adapter_cpu_runs_every_protocol_beside_the_native_endpoint(tmp_path: Pa
     assert all(r["cpu_ms_per_turn"] > 0 for r in rows.values())
     rendered = load_script("render_docs").adapter_cpu(result)
     assert "| openai_chat |" in rendered and "ratio to native" in rendered
+
+
+def test_turn_cpu_counts_postgres_cpu_and_two_statements_per_turn(tmp_path: Path) -> None:
+    out = tmp_path / "turn_cpu.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/turn_cpu.py", "--targets", "postgres", "--turns", "40",
+         "--sessions", "10", "--warmup", "20", "--histories", "5", "--repeats", "1",
+         "--message-bytes", "1024", "--max-seconds", "30", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["errors_total"] == 0 and result["params"]["message_bytes"] == 1024
+    (row,) = result["results"]
+    assert row["target"] == "postgres" and row["turns"] == 40
+    assert row["redis_cpu_ms_per_turn"] > 0  # the postgres processes' CPU
+    # begin and commit: one server-side function call each, nothing else.
+    assert row["statements_per_turn"] == 2
+    rendered = load_script("render_docs").turn_cpu(result)
+    assert "| postgres | 5 |" in rendered and "1024-byte messages" in rendered
+
+
+def test_durability_kills_redis_mid_run_and_the_verifier_finds_nothing_lost(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "durability.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/durability.py", "--sessions", "20", "--turns", "4",
+         "--llm", "sim://?latency_ms=100", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["benchmark"] == "durability" and result["clean"]
+    assert 40 <= result["committed_when_redis_was_killed"] < 80
+    assert result["answered"] == 80 and result["committed_in_postgres_at_end"] == 80
+    assert result["verification"]["lost"] == 0
+    rendered = load_script("render_docs").durability(result)
+    assert "| 80 / 80 |" in rendered and "{" not in rendered

@@ -79,7 +79,8 @@ def test_every_boolean_setting_turns_on_and_off_from_the_command_line() -> None:
          "agenthost: AGENTHOST_ACCESS_LOG=maybe: expected true or false"),
         (["--store", "foo://"], {},
          "agenthost: --store foo://: unknown store URL 'foo://': expected memory://, "
-         "sqlite:///path, redis://host:port/db or redis+cluster://host:port"),
+         "sqlite:///path, redis://host:port/db, redis+cluster://host:port or "
+         "postgresql://user:pass@host:port/db"),
         (["--llm", "sim://", "--admin-token", "s3cret", "--drain-timeout", "-1"], {},
          "agenthost: --drain-timeout -1: must be >= 0"),
     ],

@@ -68,7 +68,24 @@ def scrape_metric_names(url: str) -> set[str]:
 
 
 def test_the_overlays_are_dev_production_and_production_keda() -> None:
-    assert OVERLAYS == ["dev", "production", "production-keda"]
+    assert OVERLAYS == ["dev", "production", "production-keda", "production-postgres"]
+
+
+def test_the_postgres_overlay_takes_its_database_from_the_secret_and_ships_none() -> None:
+    objects = rendered("production-postgres")
+    assert not [o for o in objects if o["kind"] in ("StatefulSet", "PersistentVolumeClaim")]
+    images = [
+        c["image"]
+        for o in objects
+        if o["kind"] == "Deployment"
+        for c in o["spec"]["template"]["spec"]["containers"]
+    ]
+    assert images and not [i for i in images if "postgres" in i]
+    _, container = server_container(objects)
+    assert {"secretRef": {"name": "agenthost-secrets"}} in container["envFrom"]
+    config = next(o for o in objects if o["kind"] == "ConfigMap")["data"]
+    assert config["AGENTHOST_RETENTION"] == "0"
+    assert "AGENTHOST_STORE" not in config  # the URL holds a password: the Secret has it
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

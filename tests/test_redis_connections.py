@@ -248,7 +248,12 @@ def test_only_a_redis_store_is_shared_and_lends_its_url_to_the_broker_and_limite
         assert shared_store(store)
         settings = Settings(store=store, allow_no_auth=True)
         assert broker_url(settings) == limiter_url(settings) == store
-    for store in ("sqlite:///x.db", "memory://", "postgres://h/db"):
+    for store in ("sqlite:///x.db", "memory://"):
         assert not shared_store(store)
+    # PostgreSQL is shared by the fleet, but streams and limits are not kept in it.
+    for store in ("postgres://h/db", "postgresql://h/db"):
+        assert shared_store(store)
+        pg = Settings(store=store, allow_no_auth=True)
+        assert broker_url(pg) == limiter_url(pg) == "memory://"
     embedded = Settings(store="sqlite:///x.db")
     assert broker_url(embedded) == limiter_url(embedded) == "memory://"

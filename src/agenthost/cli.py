@@ -48,7 +48,7 @@ SERVE_PANELS: dict[str, tuple[str, ...]] = {
         "app", "app_dir", "host", "port", "lease_ttl", "enqueue_timeout", "turn_timeout",
         "drain_timeout", "server_protocols",
     ),
-    "Store": ("store", "session_ttl", "history_window"),
+    "Store": ("store", "store_read_replica", "session_ttl", "retention", "history_window"),
     "LLM": (
         "llm", "llm_model", "llm_api_key", "llm_transport", "llm_cache", "llm_cache_ttl",
         "openai_model", "openai_task_model",
@@ -72,6 +72,7 @@ SERVE_PANELS: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 """Where each setting shows in `serve --help`: every field in exactly one panel."""
 
+_LIST_FIELDS = frozenset(f for f, kind in _TYPES.items() if typing.get_origin(kind) is list)
 _SECRETS = frozenset({"llm_api_key", "jwt_secret", "admin_token"})
 _URLS = frozenset({"store", "llm", "llm_cache", "broker", "rate_limiter"})
 
@@ -139,7 +140,7 @@ def _settings_from(flags: dict[str, Any], environ: dict[str, str]) -> Settings:
     raw: dict[str, Any] = {}
     origins: dict[str, str] = {}
     for field in Settings.__struct_fields__:
-        if flags.get(field) is not None:
+        if flags.get(field) not in (None, [], ()):
             raw[field], origins[field] = flags[field], "flag"
         elif environ.get(env_name(field)):
             raw[field], origins[field] = environ[env_name(field)], "env"
@@ -200,7 +201,11 @@ def _serve_parameters() -> list[inspect.Parameter]:
     for field in Settings.__struct_fields__:
         if field == "app":
             continue
-        kind = bool | None if _is_bool(field) else str | None
+        kind: Any = str | None
+        if _is_bool(field):
+            kind = bool | None
+        elif field in _LIST_FIELDS:
+            kind = list[str] | None  # repeatable: --store-read-replica A --store-read-replica B
         params.append(
             inspect.Parameter(
                 field,
@@ -317,6 +322,15 @@ def _register_keys() -> None:
 
 
 _register_keys()
+
+
+def _register_db() -> None:
+    from agenthost.stores.db_cli import db_app
+
+    app.add_typer(db_app, name="db")
+
+
+_register_db()
 
 
 def main() -> None:

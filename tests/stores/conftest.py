@@ -10,7 +10,7 @@ import pytest
 
 from agenthost.stores import SessionStore, create_store
 
-BACKENDS = ["memory", "sqlite", "redis", "redis-cluster"]
+BACKENDS = ["memory", "sqlite", "redis", "redis-cluster", "postgres"]
 
 
 def _url(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
@@ -24,6 +24,9 @@ def _url(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if name == "redis-cluster":
         cluster_url: str = request.getfixturevalue("redis_cluster_url")
         return cluster_url
+    if name == "postgres":
+        pg_url: str = request.getfixturevalue("postgres_url")
+        return pg_url
     raise AssertionError(f"no URL for backend {name}")
 
 

@@ -35,7 +35,7 @@ Store = Annotated[
         "--store",
         envvar=env_name("store"),
         show_envvar=True,
-        help="The session store URL the servers use (sqlite:///path.db, redis://...).",
+        help="The session store URL the servers use (sqlite:///path.db, redis://..., postgresql://...).",
     ),
 ]
 _DEFAULT_STORE = Settings().store

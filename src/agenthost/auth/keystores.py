@@ -5,6 +5,7 @@
 | `memory://` | this process (tests) |
 | `sqlite:///path.db` | table `api_keys` in the same file |
 | `redis://...`, `redis+cluster://...` | `ah:{keys}:hash:<sha256>` (record), `ah:{keys}:ids` |
+| `postgresql://...` | table `agenthost_api_keys` (schema migration 2) |
 
 The two Redis keys share a hash tag, so they live on one Redis Cluster slot.
 """
@@ -23,8 +24,14 @@ import redis.exceptions as rexc
 from agenthost.auth.keys import KeyRecord, KeyStore
 from agenthost.connections.redis import RedisSettings, close_clients, is_redis_url
 from agenthost.core.errors import StoreUnavailable
+from agenthost.core.settings import is_postgres_url
 
-__all__ = ["MemoryKeyStore", "RedisKeyStore", "SQLiteKeyStore", "create_key_store"]
+__all__ = [
+    "MemoryKeyStore",
+    "RedisKeyStore",
+    "SQLiteKeyStore",
+    "create_key_store",
+]
 
 _encode = msgspec.msgpack.encode
 _decode_record = msgspec.msgpack.Decoder(KeyRecord).decode
@@ -38,6 +45,10 @@ def create_key_store(url: str) -> KeyStore:
         return SQLiteKeyStore(url)
     if is_redis_url(url):
         return RedisKeyStore(url)
+    if is_postgres_url(url):
+        from agenthost.auth.pg_keystore import PostgresKeyStore
+
+        return PostgresKeyStore(url)
     raise ValueError(f"no API key store for store URL {url!r}")
 
 

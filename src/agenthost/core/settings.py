@@ -8,6 +8,7 @@ embedded deployment: SQLite file store, in-process simulated LLM, no external se
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import typing
 from collections.abc import Iterator
@@ -26,9 +27,11 @@ __all__ = [
     "blame",
     "broker_url",
     "env_name",
+    "is_postgres_url",
     "limiter_url",
     "parse_setting",
     "shared_store",
+    "store_ttl",
 ]
 
 ENV_PREFIX = "AGENTHOST_"
@@ -65,6 +68,8 @@ _EXPECTED = {int: "a whole number", float: "a number", bool: "true or false"}
 def parse_setting(field: str, text: str) -> Any:
     """A text value (a flag's or an environment variable's) as the field's type;
     SettingsError if it is not one."""
+    if field in _LISTS:  # URLs separated by whitespace
+        return text.split()
     kind = _FIELD_TYPES[field]
     try:
         return msgspec.convert(text, kind, strict=False)
@@ -81,6 +86,7 @@ class Settings(msgspec.Struct, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8000
     store: str = "sqlite:///./agenthost.db"
+    store_read_replica: list[str] = msgspec.field(default_factory=list)
     llm: str = DEFAULT_LLM
     llm_model: str | None = None
     llm_api_key: str | None = None
@@ -88,6 +94,7 @@ class Settings(msgspec.Struct, kw_only=True):
     llm_cache: str | None = None
     llm_cache_ttl: float = 300.0
     session_ttl: float = 3600.0
+    retention: float = 0.0
     history_window: int = 50
     max_body_bytes: int = 1024 * 1024
     max_message_chars: int = 32_000
@@ -136,6 +143,18 @@ class Settings(msgspec.Struct, kw_only=True):
             problems.append(("port", "must be 1-65535"))
         if self.session_ttl <= 0:
             problems.append(("session_ttl", "must be > 0 seconds"))
+        if self.retention < 0:
+            problems.append(("retention", "must be >= 0 seconds (0 = keep until deleted)"))
+        elif self.retention > 0 and not is_postgres_url(self.store):
+            problems.append(
+                ("retention", "applies to a postgresql:// store; other stores use session_ttl")
+            )
+        if self.store_read_replica and not (
+            is_postgres_url(self.store) and all(is_postgres_url(u) for u in self.store_read_replica)
+        ):
+            problems.append(
+                ("store_read_replica", "postgresql:// replicas of a postgresql:// store")
+            )
         if self.history_window < 0:
             problems.append(("history_window", "must be >= 0"))
         if self.max_body_bytes < 1024:
@@ -216,6 +235,17 @@ class Settings(msgspec.Struct, kw_only=True):
             problems.append(("rate_limit_max_inflight", "must be >= 0 (0 = no limit)"))
         if self.rate_limit_burst < 1:
             problems.append(("rate_limit_burst", "must be >= 1"))
+        limited = (
+            self.auth == "keys" or self.rate_limit_turns_per_minute or self.rate_limit_max_inflight
+        )
+        if limited and is_postgres_url(self.store) and not self.rate_limiter:
+            problems.append(
+                (
+                    "rate_limiter",
+                    "rate limits with a postgresql:// store need Redis to count them fleet-wide: "
+                    "set --rate-limiter redis://... (--rate-limiter memory:// counts per process)",
+                )
+            )
         return problems
 
     @classmethod
@@ -234,6 +264,9 @@ class Settings(msgspec.Struct, kw_only=True):
 _FIELD_TYPES: dict[str, Any] = typing.get_type_hints(Settings)
 
 
+_LISTS = {"store_read_replica"}
+
+
 def broker_url(settings: Settings) -> str:
     """The broker to use: the configured one, else the store's Redis, else in-process."""
     if settings.broker:
@@ -244,8 +277,20 @@ def broker_url(settings: Settings) -> str:
 
 
 def shared_store(store: str) -> bool:
-    """Whether the store is shared by a fleet (Redis), not this process's own."""
-    return is_redis_url(store)
+    """Whether the store is shared by a fleet (Redis, PostgreSQL), not this process's own."""
+    return is_redis_url(store) or is_postgres_url(store)
+
+
+def is_postgres_url(url: str) -> bool:
+    return url.lower().startswith(("postgresql://", "postgres://"))
+
+
+def store_ttl(settings: Settings) -> float:
+    """How long a session outlives its last turn: `session_ttl`, except in PostgreSQL, the
+    system of record, where it is kept until deleted (or for `retention`, when set)."""
+    if is_postgres_url(settings.store):
+        return settings.retention if settings.retention > 0 else math.inf
+    return settings.session_ttl
 
 
 def limiter_url(settings: Settings) -> str:
@@ -280,7 +325,12 @@ SETTINGS_HELP: dict[str, str] = {
     "llm_cache": "Cache temperature-0 LLM answers (single-flight): memory://, redis://host/db "
     "or redis (the store's). Unset: off.",
     "llm_cache_ttl": "Seconds a cached LLM answer is served.",
-    "session_ttl": "Seconds a session lives after its last turn (all its data).",
+    "session_ttl": "Seconds a session lives after its last turn (all its data); not for "
+    "postgresql://, which keeps sessions until deleted.",
+    "store_read_replica": "postgresql:// only: a read replica for history reads; repeatable "
+    "(environment: URLs separated by spaces).",
+    "retention": "postgresql:// only: remove sessions idle longer than this many seconds "
+    "(0: keep until deleted).",
     "history_window": "How many of the newest messages the agent is handed each turn.",
     "max_body_bytes": "Largest request body; larger gets 413.",
     "max_message_chars": "Longest message, in characters; longer gets 413 message_too_long "

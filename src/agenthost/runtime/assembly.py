@@ -18,7 +18,7 @@ from agenthost.auth.authenticators import create_authenticator
 from agenthost.brokers import create_broker
 from agenthost.brokers.instrumented import InstrumentedBroker
 from agenthost.core.input_limits import InputLimits
-from agenthost.core.settings import Settings, blame, broker_url, limiter_url
+from agenthost.core.settings import Settings, blame, broker_url, limiter_url, store_ttl
 from agenthost.core.version import __version__
 from agenthost.llm import create_llm
 from agenthost.llm.base import LLMClient
@@ -73,8 +73,9 @@ def assemble(
     that cannot work (a bad URL, an agent that cannot be imported or has the wrong shape)."""
     with blame("otel"):
         tracing = tracing or create_tracing(settings.otel)
+    replicas = {"read_replicas": settings.store_read_replica} if settings.store_read_replica else {}
     with blame("store"):
-        the_store = store or create_store(settings.store)
+        the_store = store or create_store(settings.store, **replicas)
     with blame("llm"):
         the_llm = llm or create_llm(
             settings.llm,
@@ -110,7 +111,7 @@ def assemble(
         InstrumentedStore(the_store, metrics, tracing),
         the_agent,
         measured_llm,
-        session_ttl=settings.session_ttl,
+        session_ttl=store_ttl(settings),
         history_window=settings.history_window,
         lease_ttl=settings.lease_ttl,
         enqueue_timeout=settings.enqueue_timeout,
@@ -134,7 +135,7 @@ def assemble(
             service,
             auth,
             limits,
-            session_ttl=settings.session_ttl,
+            session_ttl=store_ttl(settings),
             max_body_bytes=settings.max_body_bytes,
         ),
         TurnRoutes(

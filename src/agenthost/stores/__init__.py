@@ -6,6 +6,7 @@
 | `sqlite:///path/to.db` | embedded default, one file, WAL |
 | `redis://host:port/db`, `rediss://...` | the fleet store |
 | `redis+cluster://host:port` | Redis Cluster |
+| `postgresql://user:pass@host:port/db`, `postgres://...` | PostgreSQL, the system of record |
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from agenthost.connections.redis import is_redis_url
+from agenthost.core.settings import is_postgres_url
 from agenthost.stores.base import (
     Busy,
     Completed,
@@ -54,7 +56,11 @@ def create_store(url: str, **options: Any) -> SessionStore:
         from agenthost.stores.redis import RedisStore
 
         return RedisStore(url, **options)
+    if is_postgres_url(url):
+        from agenthost.stores.postgres import PostgresStore
+
+        return PostgresStore(url, **options)
     raise ValueError(
-        f"unknown store URL {url!r}: expected memory://, sqlite:///path, redis://host:port/db "
-        "or redis+cluster://host:port"
+        f"unknown store URL {url!r}: expected memory://, sqlite:///path, redis://host:port/db, "
+        "redis+cluster://host:port or postgresql://user:pass@host:port/db"
     )

@@ -179,8 +179,14 @@ class SessionStore(Protocol):
         """Create an empty session; raise SessionExists if it exists (and has not expired)."""
         ...
 
-    async def get_session(self, session_id: str) -> SessionInfo | None:
-        """The session, or None if unknown or expired."""
+    async def get_session(
+        self, session_id: str, *, min_seq: int | None = None
+    ) -> SessionInfo | None:
+        """The session, or None if unknown or expired.
+
+        `min_seq`: read-your-writes for a store that answers reads from a replica: the
+        answer reflects at least the message with this seq (a backend with one copy of
+        the data always does)."""
         ...
 
     async def delete_session(self, session_id: str) -> bool:
@@ -190,11 +196,17 @@ class SessionStore(Protocol):
         ...
 
     async def list_messages(
-        self, session_id: str, limit: int, before: int | None = None
+        self,
+        session_id: str,
+        limit: int,
+        before: int | None = None,
+        *,
+        min_seq: int | None = None,
     ) -> list[Message] | None:
         """Up to `limit` messages with seq < `before` (or the newest), oldest first.
 
         Reads only the messages returned, never the whole history. None if no session.
+        `min_seq` as in `get_session`.
         """
         ...
 

@@ -158,9 +158,13 @@ class InstrumentedStore:
             self._create_session,
         )
 
-    async def get_session(self, session_id: str) -> SessionInfo | None:
+    async def get_session(
+        self, session_id: str, *, min_seq: int | None = None
+    ) -> SessionInfo | None:
         return await self._timed(
-            "get_session", self.inner.get_session(session_id), self._get_session
+            "get_session",
+            self.inner.get_session(session_id, min_seq=min_seq),
+            self._get_session,
         )
 
     async def delete_session(self, session_id: str) -> bool:
@@ -169,11 +173,16 @@ class InstrumentedStore:
         )
 
     async def list_messages(
-        self, session_id: str, limit: int, before: int | None = None
+        self,
+        session_id: str,
+        limit: int,
+        before: int | None = None,
+        *,
+        min_seq: int | None = None,
     ) -> list[Message] | None:
         return await self._timed(
             "list_messages",
-            self.inner.list_messages(session_id, limit, before),
+            self.inner.list_messages(session_id, limit, before, min_seq=min_seq),
             self._list_messages,
         )
 

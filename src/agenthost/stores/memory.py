@@ -119,7 +119,9 @@ class MemoryStore:
         self._sessions[session_id] = session
         return session.info(session_id)
 
-    async def get_session(self, session_id: str) -> SessionInfo | None:
+    async def get_session(
+        self, session_id: str, *, min_seq: int | None = None
+    ) -> SessionInfo | None:
         session = self._live(session_id, time.time())
         return None if session is None else session.info(session_id)
 
@@ -131,7 +133,12 @@ class MemoryStore:
         return existed
 
     async def list_messages(
-        self, session_id: str, limit: int, before: int | None = None
+        self,
+        session_id: str,
+        limit: int,
+        before: int | None = None,
+        *,
+        min_seq: int | None = None,
     ) -> list[Message] | None:
         session = self._live(session_id, time.time())
         if session is None:

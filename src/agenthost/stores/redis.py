@@ -202,7 +202,9 @@ class RedisStore:
             raise SessionExists(f"session {session_id} exists")
         return SessionInfo(session_id, now, now, 0, _decode_meta(meta))
 
-    async def get_session(self, session_id: str) -> SessionInfo | None:
+    async def get_session(
+        self, session_id: str, *, min_seq: int | None = None
+    ) -> SessionInfo | None:
         meta_key = _keys(session_id)[0]
         fields = await self._command(
             "HMGET", meta_key, "created_at", "updated_at", "count", "metadata"
@@ -224,7 +226,12 @@ class RedisStore:
         return bool(deleted)
 
     async def list_messages(
-        self, session_id: str, limit: int, before: int | None = None
+        self,
+        session_id: str,
+        limit: int,
+        before: int | None = None,
+        *,
+        min_seq: int | None = None,
     ) -> list[Message] | None:
         raw = await self._run(
             "session",

@@ -206,7 +206,9 @@ class SQLiteStore:
             raise SessionExists(f"session {session_id} exists")
         return info
 
-    async def get_session(self, session_id: str) -> SessionInfo | None:
+    async def get_session(
+        self, session_id: str, *, min_seq: int | None = None
+    ) -> SessionInfo | None:
         def get(conn: sqlite3.Connection) -> SessionInfo | None:
             row = conn.execute(_SESSION, (session_id, time.time())).fetchone()
             if row is None:
@@ -227,7 +229,12 @@ class SQLiteStore:
         return deleted
 
     async def list_messages(
-        self, session_id: str, limit: int, before: int | None = None
+        self,
+        session_id: str,
+        limit: int,
+        before: int | None = None,
+        *,
+        min_seq: int | None = None,
     ) -> list[Message] | None:
         upper = 2**62 if before is None else before
 

@@ -103,11 +103,18 @@ def route_table(
         "The turn id: a retry with the same key returns the same answer, with no second "
         "agent call. Generated when absent.",
     )
+    min_seq = Param(
+        "min_seq",
+        "query",
+        {"type": "integer", "minimum": 0},
+        "Read-your-writes: the answer includes at least the message with this seq (a server "
+        "reading from a PostgreSQL replica that is behind asks the primary instead).",
+    )
     return [
         Endpoint("POST", "/v1/sessions", sessions.create_session, "Create a session",
                  CreateSession, SessionOut, 201, (400, 409, 413, 422, 503)),
         Endpoint("GET", "/v1/sessions/{session_id}", sessions.get_session, "Get a session",
-                 None, SessionOut, 200, sid_errors),
+                 None, SessionOut, 200, (*sid_errors, 422), params=(min_seq,)),
         Endpoint("DELETE", "/v1/sessions/{session_id}", sessions.delete_session,
                  "Delete a session with all its messages and turns", None, None, 204,
                  sid_errors),
@@ -119,6 +126,7 @@ def route_table(
                                               "maximum": 1000, "default": 100}),
                      Param("before", "query", {"type": "integer", "minimum": 0},
                            "Only messages with seq below this."),
+                     min_seq,
                  )),
         Endpoint("POST", "/v1/sessions/{session_id}/turns", turns.post_turn,
                  "Run a turn (creates the session if unknown); SSE with stream:true",

@@ -61,7 +61,8 @@ class SessionRoutes:
 
     async def get_session(self, request: Request) -> Response:
         session_id = await scoped_path_session(self.auth, request)
-        info = await self.store.get_session(session_id)
+        min_seq = int_query(request, "min_seq", None, 0, 2**62)
+        info = await self.store.get_session(session_id, min_seq=min_seq)
         if info is None:
             raise SessionNotFound(f"no session {public_session_id(session_id)}")
         return json_response(session_out(info))
@@ -76,7 +77,8 @@ class SessionRoutes:
         session_id = await scoped_path_session(self.auth, request)
         limit = int_query(request, "limit", 100, 1, 1000)
         before = int_query(request, "before", None, 0, 2**62)
-        messages = await self.store.list_messages(session_id, limit, before)
+        min_seq = int_query(request, "min_seq", None, 0, 2**62)
+        messages = await self.store.list_messages(session_id, limit, before, min_seq=min_seq)
         if messages is None:
             raise SessionNotFound(f"no session {public_session_id(session_id)}")
         out = [MessageOut(m.role, m.content, m.turn_id, m.created_at, m.seq) for m in messages]
