@@ -279,13 +279,15 @@ async def test_a_process_that_lost_its_lease_does_not_commit(store: SessionStore
 
 async def test_renewal_keeps_a_long_turn_leased(store: SessionStore) -> None:
     agent = GatedAgent()
-    engine = make_engine(store, agent, lease_ttl=0.3)
+    # Renewed every third of the lease: a loop stalled up to two thirds of it (a loaded CI
+    # machine) must not let it lapse, so the lease is not made shorter than a second.
+    engine = make_engine(store, agent, lease_ttl=1.0)
     engine.start()
     try:
         s = sid()
         running = asyncio.create_task(engine.run_turn(s, "long", turn_id="t1"))
         await agent.entered.wait()
-        deadline = time.monotonic() + 1.0  # more than three lease lifetimes
+        deadline = time.monotonic() + 3.2  # more than three lease lifetimes
         while time.monotonic() < deadline:
             result = await store.begin_turn(
                 s, "t2", "x", metadata_patch=None, lease_ms=5000, window=1, ttl_s=60

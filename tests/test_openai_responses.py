@@ -30,7 +30,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentHostProces
     proc = AgentHostProcess(
         {
             "store": f"sqlite:///{tmp / 'responses.db'}",
-            "llm": "sim://?tokens_per_s=200&words=12",
+            "llm": "sim://?tokens_per_s=50&words=12",  # 20 ms a token: distinct deltas under load
             "chunk_coalesce_ms": 0,
         },
         tmp / "agenthost.log",
