@@ -38,6 +38,14 @@ def create_key(store: str, tenant: str, *limits: str) -> str:
     return key
 
 
+def test_keys_create_refuses_a_tenant_with_a_trailing_newline(sqlite_store: str) -> None:
+    result = keys_cli(sqlite_store, "create", "--tenant", "acme\n")
+    assert result.returncode != 0
+    assert "a tenant is 1-64 characters" in result.stdout + result.stderr
+    listed = keys_cli(sqlite_store, "list")
+    assert "acme" not in listed.stdout
+
+
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
@@ -170,6 +178,31 @@ async def test_turns_in_flight_per_tenant_are_bounded(
         assert body["error"]["code"] == "concurrency_limited"
         assert (await first)[0] == 200
         assert (await turn("three"))[0] == 200, "the slot is free once the turn ends"
+
+
+@pytest.mark.parametrize("limiter", ["memory", "redis"])
+async def test_one_idempotency_key_on_many_sessions_takes_one_slot_per_turn(
+    agenthost_factory: Callable[..., AgentHostProcess],
+    request: pytest.FixtureRequest,
+    limiter: str,
+) -> None:
+    """Ten simultaneous turns on ten sessions, all with the same Idempotency-Key, are ten
+    running turns: with one slot, one runs and nine get 429."""
+    rate_limiter = "memory://" if limiter == "memory" else request.getfixturevalue("redis_url")
+    server = agenthost_factory(
+        llm="sim://?latency_ms=1500", rate_limiter=rate_limiter, rate_limit_max_inflight=1
+    )
+    async with aiohttp.ClientSession() as http:
+
+        async def turn(session: str) -> int:
+            async with http.post(f"{server.url}/v1/sessions/{session}/turns",
+                                 json={"message": "hi"},
+                                 headers={"Idempotency-Key": "shared"}) as resp:  # fmt: skip
+                return resp.status
+
+        sessions = [f"same-key-{uuid.uuid4().hex[:6]}" for _ in range(10)]
+        statuses = await asyncio.gather(*(turn(s) for s in sessions))
+    assert sorted(statuses) == [200] + [429] * 9, statuses
 
 
 async def test_metrics_can_require_the_admin_token(

@@ -105,20 +105,20 @@ class TurnService:
 
     # -- admission --------------------------------------------------------------------------
 
-    async def enter(self, principal: Principal, turn_id: str | None) -> str | None:
+    async def enter(self, principal: Principal, session_id: str, turn_id: str | None) -> str | None:
         """Take an in-flight slot of the principal's tenant for the turn (429 past its
         limits). A limited tenant's turn needs an id to hold the slot by: one is made if the
         client gave none. Returns the turn id to use."""
         if principal.limits.unlimited:
             return turn_id
         turn_id = turn_id or new_turn_id()
-        await self.gate.enter(principal, turn_id)
+        await self.gate.enter(principal, session_id, turn_id)
         return turn_id
 
-    def leave(self, principal: Principal, turn_id: str | None) -> None:
+    def leave(self, principal: Principal, session_id: str, turn_id: str | None) -> None:
         """Free the slot `enter` took (nothing for an unlimited tenant)."""
         if not principal.limits.unlimited:
-            self.gate.leave(principal, turn_id or "")
+            self.gate.leave(principal, session_id, turn_id or "")
 
     def leave_when_done(self, principal: Principal, streamed: StreamedTurn) -> None:
         """Free the streamed turn's in-flight slot when its task ends (now, for a replay)."""
@@ -126,9 +126,11 @@ class TurnService:
             return
         task = streamed.task
         if task is None or task.done():
-            self.gate.leave(principal, streamed.turn_id)
+            self.gate.leave(principal, streamed.session_id, streamed.turn_id)
         else:
-            task.add_done_callback(lambda _: self.gate.leave(principal, streamed.turn_id))
+            task.add_done_callback(
+                lambda _: self.gate.leave(principal, streamed.session_id, streamed.turn_id)
+            )
 
     # -- plain turns ------------------------------------------------------------------------
 

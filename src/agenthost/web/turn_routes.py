@@ -84,13 +84,13 @@ class TurnRoutes:
         req: TurnRequest = self._turn_decoder(body)
         self.limits.check_turn(req.message, req.metadata)
         service = self.service
-        turn_id = await service.enter(principal, turn_id)
+        turn_id = await service.enter(principal, session_id, turn_id)
         if req.stream or b"text/event-stream" in accept:
             try:
                 after = event_number(last_event_id)
                 response = await self._stream_turn(session_id, turn_id, req, after, principal)
             except BaseException:
-                service.leave(principal, turn_id)
+                service.leave(principal, session_id, turn_id)
                 raise
             await response(scope, receive, send)
             return
@@ -108,7 +108,7 @@ class TurnRoutes:
                     on_busy=req.on_busy,
                 )
         finally:
-            service.leave(principal, turn_id)
+            service.leave(principal, session_id, turn_id)
         payload = _encode(turn_out(record))
         await send(
             {
@@ -209,9 +209,9 @@ class TurnRoutes:
         self.limits.check_message(req.message)
         principal = await self.auth.authenticate(request.headers.get("authorization"))
         turn_id = idempotency_key(request) or new_turn_id()
-        await self.service.gate.enter(principal, turn_id)
+        await self.service.gate.enter(principal, session_id, turn_id)
         try:
             record = await self.service.run(session_id, req.message, turn_id=turn_id)
         finally:
-            self.service.gate.leave(principal, turn_id)
+            self.service.gate.leave(principal, session_id, turn_id)
         return json_response(ChatResponse(record.response or ""))

@@ -428,7 +428,7 @@ class WebSocketSession:
             service = self.service
             turn_id = frame.turn_id
             try:
-                turn_id = await service.enter(principal, turn_id)
+                turn_id = await service.enter(principal, self.session_id, turn_id)
                 try:
                     streamed = await service.start_streamed(
                         self.session_id,
@@ -439,7 +439,7 @@ class WebSocketSession:
                         after=frame.after,
                     )
                 except BaseException:
-                    service.leave(principal, turn_id)
+                    service.leave(principal, self.session_id, turn_id)
                     raise
             except AgentHostError as exc:
                 self.count_refusal(exc)
