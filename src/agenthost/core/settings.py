@@ -66,6 +66,7 @@ class Settings(msgspec.Struct, kw_only=True):
     enqueue_timeout: float = 30.0
     turn_timeout: float = 300.0
     max_inflight_turns: int = 0
+    detailed_errors: bool = False
     drain_timeout: float = 90.0
     broker: str | None = None
     stream_ttl: float = 300.0
@@ -260,6 +261,9 @@ SETTINGS_HELP: dict[str, str] = {
     "turn_timeout": "Longest an agent may run for one turn, in seconds; then the turn fails.",
     "max_inflight_turns": "Turns one process runs at once; past it 503 + Retry-After "
     "(0 = no limit).",
+    "detailed_errors": "Show a failed agent's exception (type and text) to the client, for "
+    "development. Off: the client gets a stable message with the turn id; the exception "
+    "goes to the log and the trace.",
     "drain_timeout": "On SIGTERM or POST /admin/drain: seconds to let in-flight turns finish "
     "before cancelling them (their user message is kept; a retry elsewhere completes them).",
     "broker": "Stream broker URL for streamed turns: memory:// (this process) or "

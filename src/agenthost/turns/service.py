@@ -43,10 +43,10 @@ _CLIENT_GONE = "the client disconnected (on_disconnect=cancel)"
 
 
 class StreamedTurn:
-    """A streamed turn: its id, its events from the asked position, and its running task
-    (None when a completed turn is only replayed)."""
+    """A streamed turn: its id, its events from the asked position, its running task
+    (None when a completed turn is only replayed), and whether it got its session's lease."""
 
-    __slots__ = ("engine", "events", "session_id", "task", "turn_id")
+    __slots__ = ("admitted", "engine", "events", "session_id", "task", "turn_id")
 
     def __init__(
         self,
@@ -55,12 +55,21 @@ class StreamedTurn:
         turn_id: str,
         events: AsyncIterator[StreamEvent],
         task: asyncio.Task[None] | None,
+        admitted: asyncio.Future[None] | None = None,
     ) -> None:
         self.engine = engine
         self.session_id = session_id
         self.turn_id = turn_id
         self.events = events
         self.task = task
+        self.admitted = admitted
+
+    async def admission(self) -> None:
+        """Wait until the turn holds its session's lease (or has its answer already); raise
+        what refused it instead (SessionBusy for `on_busy=reject`), so that an HTTP answer can
+        carry the refusal's status before any event is sent."""
+        if self.admitted is not None:
+            await asyncio.shield(self.admitted)
 
     def cancel(self) -> None:
         """The client left and asked for `on_disconnect=cancel`: stop the turn if it runs here
@@ -191,6 +200,12 @@ class TurnService:
             after=after,
         )
         tid = turn_id
+        admitted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def on_start() -> None:
+            if not admitted.done():
+                admitted.set_result(None)
+            stream.started()
 
         async def run() -> None:
             kind: EventKind
@@ -202,12 +217,18 @@ class TurnService:
                     metadata=metadata,
                     on_busy=on_busy,
                     on_chunk=stream.sink,
-                    on_start=stream.started,
+                    on_start=on_start,
                     attach=resume,
                 )
                 kind, data = "done", _encode(turn_out(record))
             except AgentHostError as exc:
                 kind, data = "error", _encode(ErrorDetail(exc.code, exc.message))
+                if not admitted.done():
+                    admitted.set_exception(exc)
+                    admitted.exception()  # retrieved: nobody need wait for it
+            finally:
+                if not admitted.done():
+                    admitted.set_result(None)
             try:
                 await stream.finish(kind, data)
             except AgentHostError as exc:
@@ -217,7 +238,7 @@ class TurnService:
         task = asyncio.ensure_future(run())
         self._keep(task)
         events = broker.read(session_id, turn_id, after, self.stream_wait)
-        return StreamedTurn(engine, session_id, turn_id, events, task)
+        return StreamedTurn(engine, session_id, turn_id, events, task, admitted)
 
     async def events(self, session_id: str, turn_id: str, after: int) -> AsyncIterator[StreamEvent]:
         """A turn's events after `after`: from the broker while it has them, else (a

@@ -174,6 +174,10 @@ class TurnRoutes:
             on_busy=req.on_busy,
             after=after,
         )
+        if req.on_busy == "reject":
+            # A busy session is a 409, not a 200 whose stream says so: wait for the lease
+            # (one store step; a reject never waits for another turn) before answering.
+            await streamed.admission()
         self.service.leave_when_done(principal, streamed)
         on_gone = streamed.cancel if req.on_disconnect == "cancel" else None
         return SSEResponse(streamed.events, self.service.metrics, on_gone)
