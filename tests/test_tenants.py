@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import jwt
 import pytest
 
 from tests.fixtures.agenthost import AGENTHOST, AgentHostProcess
@@ -149,6 +150,69 @@ async def test_a_websocket_without_a_valid_key_is_closed_with_4401(
                 assert first["code"] == "unauthorized"
                 await ws.receive(timeout=10)
                 assert ws.close_code == 4401
+
+
+async def ws_turn(ws: aiohttp.ClientWebSocketResponse, turn_id: str) -> dict[str, Any]:
+    """Send a turn frame; the `done` or `error` frame it ends with."""
+    await ws.send_json({"type": "turn", "message": "hi", "turn_id": turn_id})
+    while True:
+        frame: dict[str, Any] = json.loads((await ws.receive(timeout=10)).data)
+        if frame["type"] in ("done", "error"):
+            return frame
+
+
+async def test_a_revoked_key_stops_working_on_an_open_websocket(
+    agenthost_factory: Callable[..., AgentHostProcess], sqlite_store: str
+) -> None:
+    key = create_key(sqlite_store, "acme")
+    server = agenthost_factory(store=sqlite_store, auth="keys", auth_cache_ttl=0.2)
+    async with aiohttp.ClientSession() as http:
+        url = f"{server.url}/v1/sessions/open-ws/ws"
+        async with http.ws_connect(url, headers=bearer(key)) as ws:
+            assert (await ws_turn(ws, "before"))["type"] == "done"
+            revoked = keys_cli(sqlite_store, "revoke", key.split("_")[1])
+            assert revoked.returncode == 0, revoked.stderr
+            deadline = time.monotonic() + 10
+            turn = 0
+            while True:  # within the cache time, the next turn frame is refused
+                turn += 1
+                frame = await ws_turn(ws, f"after-{turn}")
+                if frame["type"] == "error":
+                    break
+                assert time.monotonic() < deadline, "a revoked key kept working on a WebSocket"
+                await asyncio.sleep(0.05)
+            assert frame["code"] == "unauthorized"
+            assert (await ws.receive(timeout=10)).type == aiohttp.WSMsgType.CLOSE
+            assert ws.close_code == 4401
+        async with http.get(f"{server.url}/v1/sessions/open-ws/turns/after-{turn}",
+                            headers=bearer(create_key(sqlite_store, "acme"))) as resp:  # fmt: skip
+            assert resp.status == 404, "the refused turn never ran"
+
+
+async def test_an_expired_jwt_stops_working_on_an_open_websocket(
+    agenthost_factory: Callable[..., AgentHostProcess],
+) -> None:
+    secret = "s3cret-for-tests-only-32-bytes-long!"
+    server = agenthost_factory(auth="jwt", jwt_secret=secret)
+    exp = int(time.time()) + 2
+    token = jwt.encode({"tenant": "acme", "exp": exp}, secret)
+    async with aiohttp.ClientSession() as http:
+        url = f"{server.url}/v1/sessions/jwt-ws/ws"
+        async with http.ws_connect(url, headers=bearer(token)) as ws:
+            assert (await ws_turn(ws, "before"))["type"] == "done"
+            deadline = time.monotonic() + 10
+            turn = 0
+            while True:  # once exp has passed, the next turn frame is refused
+                turn += 1
+                frame = await ws_turn(ws, f"after-{turn}")
+                if frame["type"] == "error":
+                    break
+                assert time.monotonic() < deadline, "an expired token kept working"
+                await asyncio.sleep(0.1)
+            assert frame["code"] == "unauthorized"
+            assert time.time() >= exp - 0.5, "refused before the token expired"
+            assert (await ws.receive(timeout=10)).type == aiohttp.WSMsgType.CLOSE
+            assert ws.close_code == 4401
 
 
 async def test_turns_in_flight_per_tenant_are_bounded(

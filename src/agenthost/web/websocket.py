@@ -27,7 +27,7 @@ that breaks the transport's rules gets an error frame, then the connection is cl
 | 1012 | service restart | the process drains: reconnect, to another process |
 | 4001 | `slow_consumer` | the client read too slowly: its send buffer filled |
 | 4004 | `invalid_session_id` | the session id in the URL is not valid |
-| 4401 | `unauthorized` | no valid API key or token in the handshake's Authorization header |
+| 4401 | `unauthorized` | no valid key or token at the handshake, or no longer (every turn frame) |
 """
 
 from __future__ import annotations
@@ -215,6 +215,8 @@ class WebSocketSession:
 
     __slots__ = (
         "asgi_send",
+        "auth",
+        "authorization",
         "cancel_on_close",
         "close_reason",
         "closing",
@@ -246,9 +248,16 @@ class WebSocketSession:
         principal: Principal,
         limits: InputLimits,
         options: WebSocketOptions,
+        auth: Authenticator,
+        authorization: str | None,
     ) -> None:
         self.service = service
         self.ws = ws
+        # The handshake's credential, checked again (through the authenticator's cache) on
+        # every turn and resume frame: a key revoked or a token expired since the handshake
+        # closes the connection with 4401.
+        self.auth = auth
+        self.authorization = authorization
         # Frames go straight to the ASGI server: Starlette's `send_text` adds two coroutine
         # frames per frame and checks a state this class already keeps (`closing`).
         self.asgi_send = asgi_send
@@ -413,6 +422,18 @@ class WebSocketSession:
         if self.service.draining and not self.tasks:
             self.close(CLOSE_SERVICE_RESTART)
 
+    async def _still_allowed(self) -> Principal | None:
+        """The caller, if its credential is still valid; else an `unauthorized` error frame,
+        the close with 4401, and None."""
+        try:
+            self.principal = await self.auth.authenticate(self.authorization)
+        except AgentHostError as exc:
+            self.count_refusal(exc)
+            error = {"type": "error", "code": exc.code, "message": exc.message}
+            self.close(CLOSE_UNAUTHORIZED, exc.code, _encode(error))
+            return None
+        return self.principal
+
     def _turn(self, frame: TurnFrame) -> None:
         if self.service.draining:
             # Refused before it starts; the client reconnects elsewhere and sends it again.
@@ -424,7 +445,9 @@ class WebSocketSession:
         # The turn runs on even if this connection goes (unless on_disconnect=cancel): it
         # commits and can be resumed. A turn id seen before rejoins that turn (resume).
         async def turn() -> None:
-            principal = self.principal
+            principal = await self._still_allowed()
+            if principal is None:
+                return
             service = self.service
             turn_id = frame.turn_id
             try:
@@ -457,6 +480,8 @@ class WebSocketSession:
         turn_id = frame.turn_id
 
         async def resume() -> None:
+            if await self._still_allowed() is None:
+                return
             try:
                 events = await self.service.events(self.session_id, turn_id, frame.after)
             except AgentHostError as exc:
@@ -586,7 +611,15 @@ class WebSocketRoutes:
         await ws.accept()
         session_id = scoped_session_id(principal.tenant, session_id)
         connection = WebSocketSession(
-            self.service, ws, send, session_id, principal, self.limits, self.options
+            self.service,
+            ws,
+            send,
+            session_id,
+            principal,
+            self.limits,
+            self.options,
+            self.auth,
+            authorization,
         )
         self.open_websockets.add(connection)
         try:
