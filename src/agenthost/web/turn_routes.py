@@ -27,6 +27,7 @@ from agenthost.web.requests import (
     event_number,
     idempotency_key,
     read_body,
+    single_query,
     watch_disconnect,
 )
 from agenthost.web.schemas import (
@@ -78,6 +79,7 @@ class TurnRoutes:
                 accept = value
             elif name == b"last-event-id":
                 last_event_id = value.decode("latin-1")
+        after = event_number(last_event_id)  # checked on every turn: it is in the document
         principal = await self.auth.authenticate(authorization)
         session_id = scoped_session_id(principal.tenant, session_id)
         body = await read_body(receive, declared, self.max_body_bytes)
@@ -87,7 +89,6 @@ class TurnRoutes:
         turn_id = await service.enter(principal, session_id, turn_id)
         if req.stream or b"text/event-stream" in accept:
             try:
-                after = event_number(last_event_id)
                 response = await self._stream_turn(session_id, turn_id, req, after, principal)
             except BaseException:
                 service.leave(principal, session_id, turn_id)
@@ -187,9 +188,7 @@ class TurnRoutes:
         `?after=`), from whichever process runs it."""
         session_id = await scoped_path_session(self.auth, request)
         turn_id = check_turn_id(request.path_params["turn_id"])
-        after = event_number(
-            request.headers.get("last-event-id") or request.query_params.get("after")
-        )
+        after = event_number(request.headers.get("last-event-id") or single_query(request, "after"))
         events = await self.service.events(session_id, turn_id, after)
         return SSEResponse(events, self.service.metrics)
 
