@@ -73,6 +73,10 @@ class Settings(msgspec.Struct, kw_only=True):
     chunk_coalesce_ms: float = 20.0
     ws_send_buffer: int = 256
     ws_idle_timeout: float = 300.0
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    keep_alive_timeout: float = 5.0
+    max_connections: int = 20_000
     log_level: str = "info"
     log_format: str = "auto"
     log_content: bool = False
@@ -125,6 +129,11 @@ class Settings(msgspec.Struct, kw_only=True):
             problems.append("ws_send_buffer must be >= 1")
         if self.ws_idle_timeout <= 0:
             problems.append("ws_idle_timeout must be > 0")
+        for name in ("header_timeout", "body_timeout", "keep_alive_timeout"):
+            if not getattr(self, name) > 0:
+                problems.append(f"{name} must be > 0 seconds")
+        if self.max_connections < 1:
+            problems.append("max_connections must be >= 1")
         if self.drain_timeout < 0:
             problems.append("drain_timeout must be >= 0")
         if self.max_inflight_turns < 0:
@@ -273,6 +282,14 @@ SETTINGS_HELP: dict[str, str] = {
     "ws_send_buffer": "Frames queued for one WebSocket client; past it the client is too "
     "slow and is closed with 4001.",
     "ws_idle_timeout": "Seconds a WebSocket may stay silent with no turn running; then 1000.",
+    "header_timeout": "Seconds a client has, from connecting (or from the first byte of a next "
+    "request), to send a request's headers; then 408 and the connection is closed (slowloris).",
+    "body_timeout": "Seconds a client has, after the headers, to send the whole body; then "
+    "408 and the connection is closed.",
+    "keep_alive_timeout": "Seconds an idle keep-alive connection is kept between requests.",
+    "max_connections": "Open connections per process (HTTP and WebSocket); past it new ones "
+    "may only ask /healthz, /readyz or /metrics (others get 503), and a few more are closed "
+    "at once. Lowered to fit the file-descriptor limit, which start-up raises to its maximum.",
     "log_level": "Log level: debug, info, warning, error.",
     "log_format": "Log lines as json (one object per line) or console (for people); auto: "
     "console when stderr is a terminal, else json.",
