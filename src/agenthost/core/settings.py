@@ -72,6 +72,7 @@ class Settings(msgspec.Struct, kw_only=True):
     stream_ttl: float = 300.0
     chunk_coalesce_ms: float = 20.0
     ws_send_buffer: int = 256
+    ws_send_buffer_bytes: int = 1024 * 1024
     ws_idle_timeout: float = 300.0
     header_timeout: float = 10.0
     body_timeout: float = 30.0
@@ -127,6 +128,8 @@ class Settings(msgspec.Struct, kw_only=True):
             problems.append("chunk_coalesce_ms must be >= 0")
         if self.ws_send_buffer < 1:
             problems.append("ws_send_buffer must be >= 1")
+        if self.ws_send_buffer_bytes < 64 * 1024:
+            problems.append("ws_send_buffer_bytes must be >= 65536")
         if self.ws_idle_timeout <= 0:
             problems.append("ws_idle_timeout must be > 0")
         for name in ("header_timeout", "body_timeout", "keep_alive_timeout"):
@@ -281,6 +284,9 @@ SETTINGS_HELP: dict[str, str] = {
     "chunk_coalesce_ms": "Chunks arriving within this many milliseconds leave as one event.",
     "ws_send_buffer": "Frames queued for one WebSocket client; past it the client is too "
     "slow and is closed with 4001.",
+    "ws_send_buffer_bytes": "Bytes waiting to go to one WebSocket client (queued frames and "
+    "the socket's write buffer); past it the client is too slow: close 4001 at once, and the "
+    "connection is aborted if it is still open 30 s later.",
     "ws_idle_timeout": "Seconds a WebSocket may stay silent with no turn running; then 1000.",
     "header_timeout": "Seconds a client has, from connecting (or from the first byte of a next "
     "request), to send a request's headers; then 408 and the connection is closed (slowloris).",

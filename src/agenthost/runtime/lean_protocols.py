@@ -237,6 +237,32 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         self.transport.write(header + payload)
         return True
 
+    def buffered(self) -> int:
+        """Bytes written and not yet taken by the socket (the transport's write buffer)."""
+        return self.transport.get_write_buffer_size()
+
+    def close_now(self, code: int, reason: str, grace: float) -> bool:
+        """Send the close frame at once, ahead of the flow control a client that never reads
+        holds shut, and abort the connection if it is still open `grace` seconds later (its
+        buffer would never drain). False: not open; close through the ASGI `send`."""
+        if (
+            self.close_sent
+            or self.disconnected
+            or not self.handshake_complete
+            or self.conn.state is not OPEN
+        ):
+            return False
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        self.conn.send_close(code, reason)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        self.loop.call_later(grace, self._abort_if_open)
+        return True
+
+    def _abort_if_open(self) -> None:
+        if not self.disconnected:
+            self.transport.abort()
+
 
 # What ConnectionGuard (which the stock protocols get too) relies on: methods it overrides or
 # calls, and attributes it reads, by the function that sets them.
@@ -256,7 +282,7 @@ _GUARD_NAMES: tuple[tuple[Callable[..., Any], str], ...] = (
 _METHODS: tuple[tuple[type, str], ...] = (
     *_GUARD_METHODS,  # on_headers_complete and handle_websocket_upgrade among them
     (WebSocketsSansIOProtocol, "handle_connect start_keepalive"),
-    (Protocol, "parse"),
+    (Protocol, "parse send_close data_to_send"),
     (uvicorn.Config, "bind_socket"),
 )
 # Attributes they read or write, by the function that sets (or calls) them there:
@@ -270,7 +296,8 @@ _NAMES: tuple[tuple[Callable[..., Any], str], ...] = (
     (FlowControl.__init__, "write_paused"),
     (
         WebSocketsSansIOProtocol.__init__,
-        "close_sent disconnected handshake_complete initial_response writable conn transport",
+        "close_sent disconnected handshake_complete initial_response writable conn transport "
+        "queue loop",
     ),
     (WebSocketsSansIOProtocol.handle_connect, "scope request response"),
     # The handshake is over when `send` has written the 101 and starts the pings.

@@ -25,7 +25,7 @@ that breaks the transport's rules gets an error frame, then the connection is cl
 | 1008 | `frame_rate_exceeded` | more frames than --ws-max-frames-per-s (token bucket) |
 | 1009 | `frame_too_large` | a frame over --ws-max-frame-bytes (under uvicorn, its own reason) |
 | 1012 | service restart | the process drains: reconnect, to another process |
-| 4001 | `slow_consumer` | the client read too slowly: its send buffer filled |
+| 4001 | `slow_consumer` | the client read too slowly: its send buffer (frames or bytes) filled |
 | 4004 | `invalid_session_id` | the session id in the URL is not valid |
 | 4401 | `unauthorized` | no valid key or token at the handshake, or no longer (every turn frame) |
 """
@@ -60,7 +60,7 @@ from agenthost.core.input_limits import FrameRateLimiter, InputLimits
 from agenthost.core.settings import Settings
 from agenthost.observability.metrics import Metrics
 from agenthost.turns.service import StreamedTurn, TurnService
-from agenthost.web.direct_write import frame_writer
+from agenthost.web.direct_write import frame_closer, frame_writer, write_buffer
 from agenthost.web.eager_send import send_eagerly
 
 __all__ = [
@@ -79,6 +79,7 @@ CLOSE_MESSAGE_TOO_BIG = 1009
 CLOSE_SERVICE_RESTART = 1012
 CLOSE_SLOW_CONSUMER = 4001
 _CLOSE_ANSWER_WAIT_S = 10.0  # after our close frame, how long the client has to answer
+_SLOW_CONSUMER_GRACE_S = 30.0  # past its send buffer: a client has this long to read to the 4001
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_BAD_SESSION = 4004
 
@@ -191,6 +192,7 @@ class WebSocketOptions:
     """A connection's bounds, from the settings of the same names (`--ws-*`)."""
 
     send_buffer: int
+    send_buffer_bytes: int
     idle_timeout: float
     max_frame_bytes: int
     max_frames_per_s: float
@@ -199,6 +201,7 @@ class WebSocketOptions:
     def from_settings(cls, settings: Settings) -> WebSocketOptions:
         return cls(
             send_buffer=settings.ws_send_buffer,
+            send_buffer_bytes=settings.ws_send_buffer_bytes,
             idle_timeout=settings.ws_idle_timeout,
             max_frame_bytes=settings.ws_max_frame_bytes,
             max_frames_per_s=settings.ws_max_frames_per_s,
@@ -217,7 +220,9 @@ class WebSocketSession:
         "asgi_send",
         "auth",
         "authorization",
+        "buffered",
         "cancel_on_close",
+        "close_now",
         "close_reason",
         "closing",
         "frame_rate",
@@ -229,7 +234,9 @@ class WebSocketSession:
         "max_frame_bytes",
         "outgoing",
         "principal",
+        "queued_bytes",
         "send_buffer",
+        "send_buffer_bytes",
         "sender",
         "service",
         "serving",
@@ -264,9 +271,14 @@ class WebSocketSession:
         # Where the server offers it, a frame is written straight to the socket when nothing
         # stands in the way (agenthost.web.direct_write); else through `asgi_send`.
         self.write_now = frame_writer(ws.scope)
+        # What the socket holds, and a close that passes back-pressure, where offered.
+        self.buffered = write_buffer(ws.scope)
+        self.close_now = frame_closer(ws.scope)
         self.session_id = session_id
         self.principal = principal
         self.send_buffer = options.send_buffer
+        self.send_buffer_bytes = options.send_buffer_bytes
+        self.queued_bytes = 0
         self.outgoing: collections.deque[bytes] | None = None  # made on the first frame
         self.sender: asyncio.Task[None] | None = None
         self.serving: asyncio.Task[Any] | None = None
@@ -309,10 +321,28 @@ class WebSocketSession:
             return
         if outgoing is None:
             outgoing = self.outgoing = collections.deque()
-        elif len(outgoing) >= self.send_buffer:
-            self.close(CLOSE_SLOW_CONSUMER, "slow_consumer")
+        queued = self.queued_bytes + len(frame)
+        if self.buffered is not None:
+            queued += self.buffered()
+        if queued > self.send_buffer_bytes or len(outgoing) >= self.send_buffer:
+            self.close_slow_consumer()
             return
+        self.queued_bytes += len(frame)
         outgoing.append(frame)
+
+    def close_slow_consumer(self) -> None:
+        """The client does not read what it is sent: drop its queue and close with 4001 at
+        once. Where the server offers it, the close frame passes the back-pressure a client
+        that never reads keeps on, and the connection is aborted if it is still open after
+        a grace time; else the connection is given up after the same time."""
+        self.close(CLOSE_SLOW_CONSUMER, "slow_consumer")
+        close_now = self.close_now
+        if close_now is None or not close_now(
+            CLOSE_SLOW_CONSUMER, "slow_consumer", _SLOW_CONSUMER_GRACE_S
+        ):
+            if self.idle_timer is not None:
+                self.idle_timer.cancel()
+            self._arm_idle_timer(_SLOW_CONSUMER_GRACE_S)
 
     def close(self, code: int, reason: str = "", last_frame: bytes | None = None) -> None:
         """Close with `code` once the sender gets to it, dropping what is queued; the sender
@@ -322,6 +352,7 @@ class WebSocketSession:
             self.close_reason = reason
             self.last_frame = last_frame
             self.outgoing = None  # the close goes out next, whatever the buffer held
+            self.queued_bytes = 0
             if self.sender is None:
                 self.sender = asyncio.ensure_future(self._send_queued(None))
 
@@ -334,6 +365,7 @@ class WebSocketSession:
                 await rest
             while self.outgoing:
                 frame = self.outgoing.popleft()
+                self.queued_bytes -= len(frame)
                 await self.asgi_send({"type": "websocket.send", "text": frame.decode()})
             self.outgoing = None
             if self.closing is not None:
@@ -365,7 +397,9 @@ class WebSocketSession:
         waiting for a client that never answered our close."""
         self.idle_timer = None
         if self.closing is not None:
-            if self.serving is not None and self.sender is None:
+            if self.serving is not None:
+                if self.sender is not None:
+                    self.sender.cancel()  # stuck behind a client that never reads
                 self.serving.cancel()  # our close went out long ago; no answer came
             return
         quiet = time.monotonic() - self.last_active
@@ -535,8 +569,13 @@ class WebSocketSession:
             self.close(1000)
             sender = self.sender
             if sender is not None:
-                with contextlib.suppress(Exception):
+                try:
                     await sender
+                except asyncio.CancelledError:
+                    if not sender.cancelled():
+                        raise  # this task's own cancellation, not the sender's
+                except Exception:
+                    pass  # the connection is gone
 
 
 class OpenWebSockets:
