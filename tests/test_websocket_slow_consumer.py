@@ -134,7 +134,7 @@ def open_websockets(server: AgentHostProcess) -> int:
     raise AssertionError("no agenthost_active_connections")
 
 
-NEVER_READERS = 4
+NEVER_READERS = 3
 TURNS_EACH = 2
 # About 126 KB an answer, a frame a token: with a 120-character turn id in every frame, 4 MB
 # of frames a turn, 12 MB a client, past what the kernel's socket buffers absorb (4 MB).
