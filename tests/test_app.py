@@ -135,6 +135,18 @@ def test_reference_chat_endpoint(client: TestClient) -> None:
         ("POST", "/v1/sessions", {"json": {"session_id": "a b"}}, 422, "validation_error"),
         ("GET", "/v1/sessions/s/messages?limit=0", {}, 422, "validation_error"),
         ("GET", "/v1/sessions/s/messages?limit=abc", {}, 422, "validation_error"),
+        ("GET", "/v1/sessions/s/messages?limit=1&limit=2", {}, 422, "validation_error"),
+        ("GET", "/v1/sessions/s/messages?before=1&before=2", {}, 422, "validation_error"),
+        ("GET", "/v1/sessions/s/messages?before=4611686018427387905", {}, 422,
+         "validation_error"),
+        ("GET", "/v1/sessions/s/turns/t/stream?after=1&after=2", {}, 422, "validation_error"),
+        *[("GET", "/v1/sessions/s/turns/t/stream", {"headers": {"Last-Event-ID": bad}}, 422,
+           "validation_error") for bad in ("+1", " 1", "1_0", "-1", "1" * 19, "0x1", "1.0")],
+        ("POST", "/v1/sessions/s/turns", {"json": {"message": "x"},
+                                          "headers": {"Last-Event-ID": "+1"}}, 422,
+         "validation_error"),
+        ("POST", "/v1/sessions/s/ws", {}, 405, "method_not_allowed"),
+        ("GET", "/v1/sessions/bad$id/ws", {}, 400, "invalid_session_id"),
         ("GET", "/nowhere", {}, 404, "not_found"),
         ("PUT", "/v1/sessions", {}, 405, "method_not_allowed"),
         ("POST", "/v1/sessions/s/turns", {"json": {"message": "x"},
@@ -148,6 +160,35 @@ def test_bad_requests_get_clear_errors(
     resp = client.request(method, path, **kwargs)  # type: ignore[arg-type]
     assert resp.status_code == status, resp.text
     assert error_code(resp) == code
+
+
+def test_a_405_lists_every_method_of_the_path(client: TestClient) -> None:
+    for path, allowed in [
+        ("/v1/sessions/s", {"GET", "HEAD", "DELETE"}),
+        ("/v1/sessions", {"POST"}),
+        ("/v1/sessions/s/ws", {"GET"}),
+    ]:
+        resp = client.request("PUT", path)
+        assert resp.status_code == 405 and error_code(resp) == "method_not_allowed"
+        assert set(resp.headers["allow"].split(", ")) == allowed, path
+    assert client.delete("/v1/sessions/nobody").status_code == 404, "DELETE still routes"
+    assert client.head("/v1/sessions/nobody").status_code == 404, "HEAD still routes"
+
+
+def test_the_document_states_the_bounds_the_server_checks(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+
+    def param(path: str, method: str, name: str) -> dict[str, object]:
+        found = [p for p in paths[path][method]["parameters"] if p["name"] == name]
+        schema: dict[str, object] = found[0]["schema"]
+        return schema
+
+    assert param("/v1/sessions/{session_id}/messages", "get", "before")["maximum"] == 2**62
+    for path, method in [
+        ("/v1/sessions/{session_id}/turns/{turn_id}/stream", "get"),
+        ("/v1/sessions/{session_id}/turns", "post"),
+    ]:
+        assert param(path, method, "Last-Event-ID")["pattern"] == "^[0-9]{0,18}$"
 
 
 def test_chunked_body_over_the_limit_is_413(client: TestClient) -> None:

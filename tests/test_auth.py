@@ -18,10 +18,17 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from agenthost.auth.authenticators import JWTAuthenticator, KeyAuthenticator
 from agenthost.auth.keys import KeyStore, hash_key, new_key
 from agenthost.auth.keystores import create_key_store
-from agenthost.auth.principal import TenantLimits, public_session_id, scoped_session_id
-from agenthost.core.errors import BadRequest, Unauthorized
+from agenthost.auth.principal import (
+    Principal,
+    TenantLimits,
+    public_session_id,
+    scoped_session_id,
+)
+from agenthost.core.errors import BadRequest, ConcurrencyLimited, Unauthorized
 from agenthost.core.settings import Settings
+from agenthost.observability.metrics import Metrics
 from agenthost.ratelimit import TurnLimiter, create_limiter
+from agenthost.ratelimit.gate import TurnGate
 from agenthost.ratelimit.memory import gcra
 
 # -- key stores -------------------------------------------------------------------------------
@@ -64,8 +71,9 @@ async def test_a_key_is_found_by_its_hash_listed_by_tenant_and_revoked(key_store
 
 
 def test_a_tenant_name_is_checked() -> None:
-    with pytest.raises(BadRequest):
-        new_key("no/slash", TenantLimits())
+    for bad in ("no/slash", "acme\n", "", "x" * 65):
+        with pytest.raises(BadRequest):
+            new_key(bad, TenantLimits())
     assert public_session_id(scoped_session_id("acme", "s1")) == "s1"
     assert scoped_session_id("", "s1") == "s1"
 
@@ -126,6 +134,11 @@ async def test_hs256_tokens_name_the_tenant_and_bad_ones_are_refused() -> None:
         jwt.encode({"tenant": "acme", "exp": exp, "aud": "someone-else"}, secret),
         jwt.encode({"sub": "acme", "exp": exp, "aud": "agenthost"}, secret),  # no tenant
         jwt.encode({"tenant": "a/b", "exp": exp, "aud": "agenthost"}, secret),
+        jwt.encode({"tenant": "tb\n", "exp": exp, "aud": "agenthost"}, secret),
+        jwt.encode({"tenant": "acme", "exp": str(exp), "aud": "agenthost"}, secret),
+        jwt.encode({"tenant": "acme", "exp": True, "aud": "agenthost"}, secret),
+        jwt.encode({"tenant": "acme", "exp": exp, "nbf": "0", "aud": "agenthost"}, secret),
+        jwt.encode({"tenant": "acme", "exp": exp, "iat": "0", "aud": "agenthost"}, secret),
         jwt.encode({"tenant": "acme", "exp": exp, "aud": "agenthost"}, secret * 2, "HS512"),
         "not-a-jwt",
     ]
@@ -217,6 +230,32 @@ async def test_the_rate_admits_the_burst_then_refuses_with_a_retry_time(
     assert refused.reason == "rate" and 0 < refused.retry_after_s <= 10
     other = await limiter.admit(tenant + "-b", limits, "turn-0")
     assert other.allowed, "tenants are limited separately"
+
+
+async def test_a_slot_is_held_per_running_turn_whatever_its_turn_id(
+    limiter: TurnLimiter,
+) -> None:
+    """Ten sessions whose turns share one Idempotency-Key are ten running turns: with one
+    slot, the gate admits one and refuses nine. The same turn sent again keeps its slot."""
+    gate = TurnGate(limiter, Metrics())
+    principal = Principal(f"t-{uuid.uuid4().hex[:6]}", TenantLimits(max_inflight=1))
+    await gate.enter(principal, "s-0", "k")
+    refused = 0
+    for i in range(1, 10):
+        with pytest.raises(ConcurrencyLimited):
+            await gate.enter(principal, f"s-{i}", "k")
+        refused += 1
+    assert refused == 9
+    await gate.enter(principal, "s-0", "k")  # a retry of the running turn
+    gate.leave(principal, "s-0", "k")
+    deadline = time.monotonic() + 5
+    while True:  # freed in the background where the backend cannot free it at once
+        try:
+            await gate.enter(principal, "s-1", "k")
+            break
+        except ConcurrencyLimited:
+            assert time.monotonic() < deadline, "the slot was never freed"
+            await asyncio.sleep(0.01)
 
 
 async def test_turns_in_flight_are_bounded_freed_on_release_and_after_the_hold(

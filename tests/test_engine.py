@@ -188,14 +188,26 @@ async def test_agent_error_fails_the_turn_and_a_retry_runs_it_again(store: Sessi
 
     engine = make_engine(store, flaky)
     s = sid()
-    with pytest.raises(AgentError, match="boom"):
+    with pytest.raises(AgentError, match="turn t1") as raised:
         await engine.run_turn(s, "q", turn_id="t1")
+    assert "boom" not in raised.value.message, "the agent's text stays in the log"
+    assert isinstance(raised.value.__cause__, RuntimeError)
     record = await store.get_turn(s, "t1")
     assert record is not None and record.status == "failed"
     assert record.error is not None and record.error.code == "agent_error"
+    assert "boom" not in record.error.message
     assert await store.list_messages(s, 10) == []
     retried = await engine.run_turn(s, "q", turn_id="t1")
     assert retried.response == "ok" and calls == 2
+
+
+async def test_detailed_errors_show_the_agent_exception(store: SessionStore) -> None:
+    async def broken(turn: Turn) -> str:
+        raise RuntimeError("boom")
+
+    engine = make_engine(store, broken, detailed_errors=True)
+    with pytest.raises(AgentError, match="the agent failed: RuntimeError: boom"):
+        await engine.run_turn(sid(), "q", turn_id="t1")
 
 
 async def test_turn_timeout_fails_the_turn(store: SessionStore) -> None:

@@ -9,6 +9,7 @@ tests at collection time, before any server runs.
 from __future__ import annotations
 
 import json
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,10 +19,14 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import (
+    allow_header_conformance,
     content_type_conformance,
+    negative_data_rejection,
     not_a_server_error,
+    positive_data_acceptance,
     response_schema_conformance,
     status_code_conformance,
+    unsupported_method,
 )
 from schemathesis.generation.case import Case
 from schemathesis.schemas import APIOperation
@@ -36,12 +41,30 @@ DOCUMENT = (
     TestClient(build_app(Settings(llm="sim://", store="memory://"))).get("/openapi.json").content
 )
 schema = schemathesis.openapi.from_dict(json.loads(DOCUMENT))
+# The coverage phase also sends a query parameter twice (`?limit=1&limit=2`).
+schema.config.phases.coverage.generate_duplicate_query_parameters = True
+schema.config.checks.positive_data_acceptance.expected_statuses = [
+    "2xx",
+    "401",
+    "404",
+    "409",
+    "426",  # 401: admin off; 426: a WebSocket route over HTTP
+]
 
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
     content_type_conformance,
     response_schema_conformance,
+    # What the document forbids, the server refuses (4xx): the document says exactly what
+    # the server accepts (e.g. an integer Last-Event-ID, `before` within its maximum).
+    negative_data_rejection,
+    # What the document allows, the server takes (a conflict with the session's state aside):
+    # e.g. a `before` past the server's cap must be outside the document's maximum too.
+    positive_data_acceptance,
+    # A method a path does not have gets 405 whose Allow header lists every one it has.
+    unsupported_method,
+    allow_header_conformance,
 ]
 
 
@@ -77,6 +100,23 @@ def test_every_route_conforms(operation: APIOperation, server: AgentHostProcess)
         suppress_health_check=list(HealthCheck),
     )
     def conforms(case: Case[Any]) -> None:
+        # Path parameters are often "0": with that session present, the routes answer 200
+        # rather than 404, so what they accept is tested, not only refusals.
+        ensure_session(server, "0")
         case.call_and_validate(base_url=server.url, checks=CHECKS, timeout=10)
 
     conforms()
+
+
+def ensure_session(server: AgentHostProcess, session_id: str) -> None:
+    request = urllib.request.Request(
+        server.url + "/v1/sessions",
+        data=json.dumps({"session_id": session_id}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            assert resp.status == 201
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 409, exc.code  # it exists already

@@ -19,13 +19,18 @@ import pytest
 import uvicorn
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 import tests.fixtures.agenthost as agenthost_fixture
 from agenthost.core.settings import Settings
+from agenthost.observability.metrics import Metrics
 from agenthost.runtime.assembly import assemble
+from agenthost.runtime.connection_limits import ConnectionLimits
 from agenthost.runtime.lean_protocols import (
+    ConnectionGuard,
     LeanHttpToolsProtocol,
     LeanWebSocketProtocol,
+    guard_missing,
     lean_protocols_missing,
 )
 from agenthost.runtime.protocols import STOCK, choose_protocols
@@ -68,9 +73,26 @@ def test_a_missing_method_is_named_and_auto_falls_back_to_stock_with_one_warning
     monkeypatch.delattr(HttpToolsProtocol, "handle_websocket_upgrade")
     name = "uvicorn.protocols.http.httptools_impl.HttpToolsProtocol.handle_websocket_upgrade"
     assert lean_protocols_missing() == [name]
-    assert choose_protocols("auto") is STOCK
+    assert guard_missing() == [name], "the connection guard uses it too"
+    assert choose_protocols("auto") == STOCK
     (warning,) = warnings_in(server_log)
     assert FALLBACK in warning and name in warning and "stock" in warning
+    assert "no header or body deadline" in warning
+
+
+def test_a_name_only_the_lean_protocols_use_keeps_the_guard_on_stock(
+    monkeypatch: pytest.MonkeyPatch, server_log: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delattr(WebSocketsSansIOProtocol, "start_keepalive")
+    assert guard_missing() == []
+    chosen = choose_protocols("auto")
+    assert chosen.name == "stock" and chosen.http == "httptools" and chosen.guard is not None
+    limits = ConnectionLimits(10, 30, 5, 100)
+    guarded = chosen.http_protocol(limits, Metrics())
+    assert isinstance(guarded, type) and issubclass(guarded, ConnectionGuard)
+    assert not issubclass(guarded, LeanHttpToolsProtocol)
+    (warning,) = warnings_in(server_log)
+    assert "no header or body deadline" not in warning
 
 
 def test_an_attribute_no_longer_set_where_it_was_is_named(
@@ -84,7 +106,7 @@ def test_an_attribute_no_longer_set_where_it_was_is_named(
     monkeypatch.setattr(FlowControl.__init__, "__code__", renamed.__code__)
     name = "uvicorn.protocols.http.flow_control.FlowControl.__init__: write_paused"
     assert lean_protocols_missing() == [name]
-    assert choose_protocols("auto") is STOCK
+    assert choose_protocols("auto").name == "stock"
     (warning,) = warnings_in(server_log)
     assert name in warning
 
@@ -109,14 +131,18 @@ def test_a_parameter_no_longer_taken_is_named(monkeypatch: pytest.MonkeyPatch) -
 def test_stock_is_stock_without_a_warning_even_where_lean_would_not_run(
     monkeypatch: pytest.MonkeyPatch, server_log: pytest.LogCaptureFixture
 ) -> None:
-    assert choose_protocols("stock") is STOCK
-    monkeypatch.delattr(HttpToolsProtocol, "handle_websocket_upgrade")
-    assert choose_protocols("stock") is STOCK
-    assert STOCK.http == "httptools" and not STOCK.batch_accept
+    assert choose_protocols("stock").name == "stock"
+    monkeypatch.delattr(WebSocketsSansIOProtocol, "start_keepalive")
+    chosen = choose_protocols("stock")
+    assert chosen.http == "httptools" and not chosen.batch_accept and chosen.guard is not None
     assert warnings_in(server_log) == []
     assert {r.getMessage() for r in server_log.records} == {
         "serving on uvicorn's stock protocols (--server-protocols stock)"
     }
+    monkeypatch.delattr(HttpToolsProtocol, "on_message_begin")
+    assert choose_protocols("stock") == STOCK, "without what the guard uses: uvicorn's own"
+    (warning,) = warnings_in(server_log)
+    assert "HttpToolsProtocol.on_message_begin" in warning
 
 
 def test_lean_protocols_that_cannot_be_imported_fall_back_to_stock_with_one_warning(
@@ -124,9 +150,10 @@ def test_lean_protocols_that_cannot_be_imported_fall_back_to_stock_with_one_warn
 ) -> None:
     # As if a release of uvicorn or websockets moved a private module the lean ones import.
     monkeypatch.setitem(sys.modules, "agenthost.runtime.lean_protocols", None)
-    assert choose_protocols("auto") is STOCK
+    assert choose_protocols("auto") == STOCK
     warnings = warnings_in(server_log)
     assert len(warnings) == 1 and "cannot import them" in warnings[0]
+    assert "no header or body deadline" in warnings[0]
 
 
 @pytest.mark.parametrize("choice", ["lean", "", "Stock"])

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import jwt
 import pytest
 
 from tests.fixtures.agenthost import AGENTHOST, AgentHostProcess
@@ -36,6 +37,14 @@ def create_key(store: str, tenant: str, *limits: str) -> str:
     key = result.stdout.strip()
     assert key.startswith("ahk_")
     return key
+
+
+def test_keys_create_refuses_a_tenant_with_a_trailing_newline(sqlite_store: str) -> None:
+    result = keys_cli(sqlite_store, "create", "--tenant", "acme\n")
+    assert result.returncode != 0
+    assert "a tenant is 1-64 characters" in result.stdout + result.stderr
+    listed = keys_cli(sqlite_store, "list")
+    assert "acme" not in listed.stdout
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -146,6 +155,69 @@ async def test_a_websocket_without_a_valid_key_is_closed_with_4401(
                 assert ws.close_code == 4401
 
 
+async def ws_turn(ws: aiohttp.ClientWebSocketResponse, turn_id: str) -> dict[str, Any]:
+    """Send a turn frame; the `done` or `error` frame it ends with."""
+    await ws.send_json({"type": "turn", "message": "hi", "turn_id": turn_id})
+    while True:
+        frame: dict[str, Any] = json.loads((await ws.receive(timeout=10)).data)
+        if frame["type"] in ("done", "error"):
+            return frame
+
+
+async def test_a_revoked_key_stops_working_on_an_open_websocket(
+    agenthost_factory: Callable[..., AgentHostProcess], sqlite_store: str
+) -> None:
+    key = create_key(sqlite_store, "acme")
+    server = agenthost_factory(store=sqlite_store, auth="keys", auth_cache_ttl=0.2)
+    async with aiohttp.ClientSession() as http:
+        url = f"{server.url}/v1/sessions/open-ws/ws"
+        async with http.ws_connect(url, headers=bearer(key)) as ws:
+            assert (await ws_turn(ws, "before"))["type"] == "done"
+            revoked = keys_cli(sqlite_store, "revoke", key.split("_")[1])
+            assert revoked.returncode == 0, revoked.stderr
+            deadline = time.monotonic() + 10
+            turn = 0
+            while True:  # within the cache time, the next turn frame is refused
+                turn += 1
+                frame = await ws_turn(ws, f"after-{turn}")
+                if frame["type"] == "error":
+                    break
+                assert time.monotonic() < deadline, "a revoked key kept working on a WebSocket"
+                await asyncio.sleep(0.05)
+            assert frame["code"] == "unauthorized"
+            assert (await ws.receive(timeout=10)).type == aiohttp.WSMsgType.CLOSE
+            assert ws.close_code == 4401
+        async with http.get(f"{server.url}/v1/sessions/open-ws/turns/after-{turn}",
+                            headers=bearer(create_key(sqlite_store, "acme"))) as resp:  # fmt: skip
+            assert resp.status == 404, "the refused turn never ran"
+
+
+async def test_an_expired_jwt_stops_working_on_an_open_websocket(
+    agenthost_factory: Callable[..., AgentHostProcess],
+) -> None:
+    secret = "s3cret-for-tests-only-32-bytes-long!"
+    server = agenthost_factory(auth="jwt", jwt_secret=secret)
+    exp = int(time.time()) + 2
+    token = jwt.encode({"tenant": "acme", "exp": exp}, secret)
+    async with aiohttp.ClientSession() as http:
+        url = f"{server.url}/v1/sessions/jwt-ws/ws"
+        async with http.ws_connect(url, headers=bearer(token)) as ws:
+            assert (await ws_turn(ws, "before"))["type"] == "done"
+            deadline = time.monotonic() + 10
+            turn = 0
+            while True:  # once exp has passed, the next turn frame is refused
+                turn += 1
+                frame = await ws_turn(ws, f"after-{turn}")
+                if frame["type"] == "error":
+                    break
+                assert time.monotonic() < deadline, "an expired token kept working"
+                await asyncio.sleep(0.1)
+            assert frame["code"] == "unauthorized"
+            assert time.time() >= exp - 0.5, "refused before the token expired"
+            assert (await ws.receive(timeout=10)).type == aiohttp.WSMsgType.CLOSE
+            assert ws.close_code == 4401
+
+
 async def test_turns_in_flight_per_tenant_are_bounded(
     agenthost_factory: Callable[..., AgentHostProcess], sqlite_store: str
 ) -> None:
@@ -173,6 +245,31 @@ async def test_turns_in_flight_per_tenant_are_bounded(
         assert body["error"]["code"] == "concurrency_limited"
         assert (await first)[0] == 200
         assert (await turn("three"))[0] == 200, "the slot is free once the turn ends"
+
+
+@pytest.mark.parametrize("limiter", ["memory", "redis"])
+async def test_one_idempotency_key_on_many_sessions_takes_one_slot_per_turn(
+    agenthost_factory: Callable[..., AgentHostProcess],
+    request: pytest.FixtureRequest,
+    limiter: str,
+) -> None:
+    """Ten simultaneous turns on ten sessions, all with the same Idempotency-Key, are ten
+    running turns: with one slot, one runs and nine get 429."""
+    rate_limiter = "memory://" if limiter == "memory" else request.getfixturevalue("redis_url")
+    server = agenthost_factory(
+        llm="sim://?latency_ms=1500", rate_limiter=rate_limiter, rate_limit_max_inflight=1
+    )
+    async with aiohttp.ClientSession() as http:
+
+        async def turn(session: str) -> int:
+            async with http.post(f"{server.url}/v1/sessions/{session}/turns",
+                                 json={"message": "hi"},
+                                 headers={"Idempotency-Key": "shared"}) as resp:  # fmt: skip
+                return resp.status
+
+        sessions = [f"same-key-{uuid.uuid4().hex[:6]}" for _ in range(10)]
+        statuses = await asyncio.gather(*(turn(s) for s in sessions))
+    assert sorted(statuses) == [200] + [429] * 9, statuses
 
 
 async def test_metrics_can_require_the_admin_token(

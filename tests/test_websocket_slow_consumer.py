@@ -10,9 +10,11 @@ import socket
 import time
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import msgspec
+import psutil
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -26,11 +28,11 @@ FLOOD_TURN_ID = "slow-" + "t" * 123  # 128 characters, repeated in every chunk f
 SEND_BUFFER = 8  # frames queued per connection before the client counts as too slow
 
 
-def small_window_socket(port: int) -> socket.socket:
+def small_window_socket(port: int, window: int = 4096) -> socket.socket:
     """A connected socket with a tiny receive buffer: once the client stops reading, the
     client side absorbs next to nothing."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, window)
     sock.connect(("127.0.0.1", port))
     sock.setblocking(False)
     return sock
@@ -115,4 +117,89 @@ async def test_a_client_that_stops_reading_is_closed_with_4001_and_others_are_se
         # so the check is that some was dropped, not how much.)
         assert len(received) < len(answer), (len(received), len(answer))
 
+    assert http_status(server.url + "/healthz") == 200
+
+
+def server_rss_mb(server: AgentHostProcess) -> float:
+    for line in Path(f"/proc/{server.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def open_websockets(server: AgentHostProcess) -> int:
+    with urllib.request.urlopen(server.url + "/metrics", timeout=5) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith("agenthost_active_connections "):
+                return int(line.split()[1])
+    raise AssertionError("no agenthost_active_connections")
+
+
+NEVER_READERS = 3
+TURNS_EACH = 2
+# About 126 KB an answer, a frame a token: with a 120-character turn id in every frame, 4 MB
+# of frames a turn, 12 MB a client, past what the kernel's socket buffers absorb (4 MB).
+BIG_LLM = "sim://?tokens_per_s=50000&words=25000"
+BIG_TURN = "big-" + "b" * 116
+BUFFER_BYTES = 256 * 1024
+RSS_BOUND_MB = 40.0  # measured 23 MB (turns, broker); the 28 MB of frames held would pass it
+
+
+async def test_never_reading_clients_are_let_go_and_the_server_does_not_grow(
+    agenthost_factory: Callable[..., AgentHostProcess],
+) -> None:
+    server = agenthost_factory(
+        llm=BIG_LLM,
+        chunk_coalesce_ms=0,
+        ws_send_buffer=1_000_000,  # the byte bound is the one that bites
+        ws_send_buffer_bytes=BUFFER_BYTES,
+        ws_max_frames_per_s=1000,
+        stream_ttl=1,  # the broker lets the turns' events go soon after: what stays is ours
+    )
+    ws_url = server.url.replace("http", "ws")
+    async with connect(f"{ws_url}/v1/sessions/warm-up/ws", ping_interval=None) as warm:
+        assert (await one_turn(warm, "warm up"))["type"] == "done"
+    before = server_rss_mb(server)
+
+    async def never_reader(i: int, window: int) -> ClientConnection:
+        ws = await connect(
+            f"{ws_url}/v1/sessions/never-reads-{i}/ws",
+            sock=small_window_socket(server.port, window),
+            ping_interval=None,
+            max_queue=4,
+            compression=None,
+        )
+        for t in range(TURNS_EACH):
+            frame = {"type": "turn", "message": f"big {t}", "turn_id": f"{BIG_TURN}{t}"}
+            await ws.send(msgspec.json.encode(frame).decode())
+        return ws
+
+    async def until_none_open() -> None:
+        deadline = time.monotonic() + 120
+        while open_websockets(server) > 0:
+            assert time.monotonic() < deadline, "never-reading clients were never closed"
+            await asyncio.sleep(0.05)
+
+    # The server gives up on clients that never read (the 4001 they would read is checked
+    # above, on a client that reads once the server gave up)...
+    clients = [await never_reader(i, 4096) for i in range(NEVER_READERS)]
+    await until_none_open()
+    # ... and lets go of their sockets within a bounded time though they never read.
+    ports = {ws.transport.get_extra_info("sockname")[1] for ws in clients}
+    deadline = time.monotonic() + 30 + 15  # the grace time, and slack for a busy machine
+    while held := [
+        c
+        for c in psutil.Process(server.pid).net_connections()
+        if c.raddr and c.raddr.port in ports and c.status == psutil.CONN_ESTABLISHED
+    ]:
+        assert time.monotonic() < deadline, f"{len(held)} connections still held"
+        await asyncio.sleep(0.2)
+    # Every turn still commits (they run on without their reader).
+    for i in range(NEVER_READERS):
+        last = f"{BIG_TURN}{TURNS_EACH - 1}"
+        await wait_for_status(server, f"never-reads-{i}", last, "completed", 60)
+    grown = server_rss_mb(server) - before
+    assert grown < RSS_BOUND_MB, f"the server grew {grown:.1f} MB"
+    for ws in clients:
+        ws.transport.abort()
     assert http_status(server.url + "/healthz") == 200

@@ -46,7 +46,8 @@ _TYPES = typing.get_type_hints(Settings)
 SERVE_PANELS: dict[str, tuple[str, ...]] = {
     "Server": (
         "app", "app_dir", "host", "port", "lease_ttl", "enqueue_timeout", "turn_timeout",
-        "drain_timeout", "server_protocols",
+        "drain_timeout", "server_protocols", "header_timeout", "body_timeout",
+        "keep_alive_timeout", "max_connections", "detailed_errors",
     ),
     "Store": ("store", "store_read_replica", "session_ttl", "retention", "history_window"),
     "LLM": (
@@ -55,7 +56,7 @@ SERVE_PANELS: dict[str, tuple[str, ...]] = {
     ),
     "Streams": (
         "broker", "stream_ttl", "chunk_coalesce_ms", "sse_heartbeat_s", "ws_send_buffer",
-        "ws_idle_timeout",
+        "ws_send_buffer_bytes", "ws_idle_timeout",
     ),
     "Limits": (
         "max_inflight_turns", "max_body_bytes", "max_message_chars", "max_metadata_bytes",

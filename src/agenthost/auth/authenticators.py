@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -18,7 +17,7 @@ from typing import Protocol, runtime_checkable
 import jwt
 
 from agenthost.auth.keys import KeyRecord, KeyStore, hash_key
-from agenthost.auth.principal import TENANT_PATTERN, Principal, TenantLimits
+from agenthost.auth.principal import Principal, TenantLimits, is_tenant
 from agenthost.core.errors import Unauthorized
 from agenthost.core.settings import Settings
 from agenthost.observability.logs import bind_tenant
@@ -33,6 +32,7 @@ __all__ = [
 ]
 
 _MAX_CACHED = 100_000
+_NUMERIC_CLAIMS = ("exp", "nbf", "iat")
 
 
 @runtime_checkable
@@ -137,7 +137,6 @@ class JWTAuthenticator:
         self.audience = audience
         self.issuer = issuer
         self.limits = limits
-        self._tenant_re = re.compile(TENANT_PATTERN)
         self._cache: dict[str, tuple[Principal, float]] = {}
 
     async def open(self) -> None:
@@ -163,8 +162,13 @@ class JWTAuthenticator:
             )
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"invalid token: {exc}") from None
+        for claim in _NUMERIC_CLAIMS:
+            value = claims.get(claim)
+            # RFC 7519 §2: a NumericDate is a JSON number; PyJWT would also take "1e10".
+            if claim in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise Unauthorized(f"invalid token: the {claim!r} claim is not a number")
         tenant = claims.get(self.tenant_claim)
-        if not isinstance(tenant, str) or not self._tenant_re.match(tenant):
+        if not is_tenant(tenant):
             raise Unauthorized(f"the token's {self.tenant_claim!r} claim is not a valid tenant")
         principal = Principal(tenant, self.limits)
         if len(self._cache) >= _MAX_CACHED:

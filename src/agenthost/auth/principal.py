@@ -8,6 +8,7 @@ session (no existence leak). `/` is not allowed in a client's ids, so scopes nev
 from __future__ import annotations
 
 import re
+from typing import TypeGuard
 
 import msgspec
 
@@ -21,11 +22,13 @@ __all__ = [
     "TenantLimits",
     "check_tenant",
     "default_burst",
+    "is_tenant",
     "public_session_id",
     "scoped_session_id",
 ]
 
 TENANT_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+# Always `fullmatch`: `$` also matches before a final newline, so `match` lets "acme\n" in.
 _TENANT_RE = re.compile(TENANT_PATTERN)
 
 
@@ -68,8 +71,13 @@ class Principal(msgspec.Struct, frozen=True):
 ANONYMOUS = Principal("", TenantLimits())
 
 
+def is_tenant(value: object) -> TypeGuard[str]:
+    """Whether `value` is a valid tenant name (a whole-string match)."""
+    return isinstance(value, str) and _TENANT_RE.fullmatch(value) is not None
+
+
 def check_tenant(tenant: str) -> str:
-    if not _TENANT_RE.match(tenant):
+    if not _TENANT_RE.fullmatch(tenant):
         raise BadRequest("a tenant is 1-64 characters of letters, digits, '.', '_' or '-'")
     return tenant
 

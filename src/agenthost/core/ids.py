@@ -7,15 +7,23 @@ import secrets
 
 from agenthost.core.errors import BadRequest, InvalidSessionId
 
-__all__ = ["ID_PATTERN", "check_session_id", "check_turn_id", "new_session_id", "new_turn_id"]
+__all__ = [
+    "ID_PATTERN",
+    "ID_RE",
+    "check_session_id",
+    "check_turn_id",
+    "new_session_id",
+    "new_turn_id",
+]
 
 ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
-_ID_RE = re.compile(ID_PATTERN)
+# Match with `fullmatch` only: `$` also matches before a final newline.
+ID_RE = re.compile(ID_PATTERN)
 
 
 def check_session_id(session_id: str) -> str:
     """Return `session_id` if it is allowed, else raise InvalidSessionId (400)."""
-    if not _ID_RE.fullmatch(session_id):
+    if not ID_RE.fullmatch(session_id):
         raise InvalidSessionId(
             "session_id must be 1-128 characters of letters, digits, '.', '_', ':' or '-'"
         )
@@ -24,7 +32,7 @@ def check_session_id(session_id: str) -> str:
 
 def check_turn_id(turn_id: str) -> str:
     """Return `turn_id` (an Idempotency-Key) if allowed, else raise BadRequest (400)."""
-    if not _ID_RE.fullmatch(turn_id):
+    if not ID_RE.fullmatch(turn_id):
         raise BadRequest(
             "turn_id / Idempotency-Key must be 1-128 characters of letters, digits, "
             "'.', '_', ':' or '-'"

@@ -120,13 +120,19 @@ class Settings(msgspec.Struct, kw_only=True):
     enqueue_timeout: float = 30.0
     turn_timeout: float = 300.0
     max_inflight_turns: int = 0
+    detailed_errors: bool = False
     drain_timeout: float = 90.0
     broker: str | None = None
     stream_ttl: float = 300.0
     chunk_coalesce_ms: float = 20.0
     sse_heartbeat_s: float = 15.0
     ws_send_buffer: int = 256
+    ws_send_buffer_bytes: int = 1024 * 1024
     ws_idle_timeout: float = 300.0
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    keep_alive_timeout: float = 5.0
+    max_connections: int = 20_000
     log_level: str = "info"
     log_format: str = "auto"
     log_content: bool = False
@@ -194,8 +200,15 @@ class Settings(msgspec.Struct, kw_only=True):
             problems.append(("chunk_coalesce_ms", "must be >= 0"))
         if self.ws_send_buffer < 1:
             problems.append(("ws_send_buffer", "must be >= 1"))
+        if self.ws_send_buffer_bytes < 64 * 1024:
+            problems.append(("ws_send_buffer_bytes", "must be >= 65536"))
         if self.ws_idle_timeout <= 0:
             problems.append(("ws_idle_timeout", "must be > 0"))
+        for name in ("header_timeout", "body_timeout", "keep_alive_timeout"):
+            if not getattr(self, name) > 0:
+                problems.append((name, "must be > 0 seconds"))
+        if self.max_connections < 1:
+            problems.append(("max_connections", "must be >= 1"))
         if self.drain_timeout < 0:
             problems.append(("drain_timeout", "must be >= 0"))
         if self.max_inflight_turns < 0:
@@ -368,6 +381,8 @@ SETTINGS_HELP: dict[str, str] = {
     "turn_timeout": "Longest an agent may run for one turn, in seconds; then the turn fails.",
     "max_inflight_turns": "Turns one process runs at once; past it 503 + Retry-After "
     "(0 = no limit).",
+    "detailed_errors": "Show a failed agent's exception to clients (development); off: a "
+    "stable message with the turn id, the exception in the log.",
     "drain_timeout": "On SIGTERM or POST /admin/drain: seconds in-flight turns may finish "
     "before they are cancelled (and kept for a retry).",
     "broker": "Stream broker: memory:// (this process) or redis://... (resumable anywhere). "
@@ -378,7 +393,16 @@ SETTINGS_HELP: dict[str, str] = {
     "before a `: ping` line keeps proxies and clients from closing it.",
     "ws_send_buffer": "Frames queued for one WebSocket client; past it the client is too "
     "slow and is closed with 4001.",
+    "ws_send_buffer_bytes": "Bytes waiting for one WebSocket client (queue and socket buffer); "
+    "past it: close 4001, aborted 30 s later if still open.",
     "ws_idle_timeout": "Seconds a WebSocket may stay silent with no turn running; then 1000.",
+    "header_timeout": "Seconds a client has to send a request's headers; then 408 and the "
+    "connection is closed (slowloris).",
+    "body_timeout": "Seconds a client has, after the headers, to send the whole body; then "
+    "408 and the connection is closed.",
+    "keep_alive_timeout": "Seconds an idle keep-alive connection is kept between requests.",
+    "max_connections": "Open connections per process; past it new ones may only ask the "
+    "probes and /metrics (others 503). Lowered to fit the file limit.",
     "log_level": "Log level: debug, info, warning, error.",
     "log_format": "json (one object per line), console (for people) or auto (console when "
     "stderr is a terminal).",

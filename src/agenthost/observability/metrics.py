@@ -13,6 +13,7 @@ import bisect
 from collections.abc import Callable, Iterable
 
 __all__ = [
+    "CONNECTION_REFUSALS",
     "DURATION_BUCKETS",
     "FAST_BUCKETS",
     "LLM_BUCKETS",
@@ -33,6 +34,9 @@ FAST_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 )  # fmt: skip
 """Store and broker operation buckets, in seconds: most steps take well under a millisecond."""
+
+CONNECTION_REFUSALS = ("over_capacity", "headers_timeout", "body_timeout")
+"""Why a connection was refused or closed early (agenthost_connections_refused_total)."""
 
 REJECTION_REASONS = (
     "draining",
@@ -76,6 +80,7 @@ METRIC_NAMES = (
     "agenthost_rejections_total",
     "agenthost_rate_limited_total",
     "agenthost_protocol_requests_total",
+    "agenthost_connections_refused_total",
 )
 """Every metric family `Metrics.render` exports (histograms add _bucket, _sum, _count)."""
 
@@ -129,6 +134,7 @@ class Metrics:
         self.rejections = dict.fromkeys(REJECTION_REASONS, 0)
         self.rate_limits: dict[str, int] = {"default": 0}
         self.protocol_requests: dict[str, int] = {}
+        self.connections_refused = dict.fromkeys(CONNECTION_REFUSALS, 0)
         self.open_streams = 0
         self.open_websockets = 0
         self.inflight: Callable[[], int] = lambda: 0
@@ -168,6 +174,11 @@ class Metrics:
     def protocol_request(self, protocol: str) -> None:
         """Count a turn request by the client protocol it came in (native, openai_chat, ...)."""
         self.protocol_requests[protocol] = self.protocol_requests.get(protocol, 0) + 1
+
+    def connection_refused(self, reason: str) -> None:
+        """Count a connection the server closed or refused for `reason` (one of
+        CONNECTION_REFUSALS): past --max-connections, or past a request's deadline."""
+        self.connections_refused[reason] = self.connections_refused.get(reason, 0) + 1
 
     def llm_failed(self, code: str) -> None:
         """Count an LLM call that raised, by its `LLMError.code`."""
@@ -274,6 +285,13 @@ class Metrics:
             "Turn requests, by the client protocol they came in.",
             "protocol",
             self.protocol_requests.items(),
+        )
+        _counter(
+            out,
+            "agenthost_connections_refused_total",
+            "Connections refused past --max-connections or closed past a request deadline.",
+            "reason",
+            self.connections_refused.items(),
         )
         return ("\n".join(out) + "\n").encode()  # fmt: skip
 

@@ -13,9 +13,16 @@ from agenthost.core.errors import AgentHostError, ConcurrencyLimited, RateLimite
 from agenthost.observability.metrics import Metrics
 from agenthost.ratelimit.base import Admission, TurnLimiter
 
-__all__ = ["TurnGate", "rate_limit_headers"]
+__all__ = ["TurnGate", "rate_limit_headers", "slot"]
 
 log = logging.getLogger("agenthost.ratelimit")
+
+
+def slot(session_id: str, turn_id: str) -> str:
+    """The in-flight slot a turn holds: one per running turn of the tenant. A turn id is
+    unique only within its session (it is the client's Idempotency-Key), so the slot names
+    both; a retry of the same turn on the same session keeps its slot. Ids hold no space."""
+    return f"{session_id} {turn_id}"
 
 
 def rate_limit_headers(principal: Principal, admission: Admission) -> dict[str, str]:
@@ -34,12 +41,12 @@ class TurnGate:
         self.metrics = metrics
         self._releases: set[asyncio.Task[None]] = set()
 
-    async def enter(self, principal: Principal, turn_id: str) -> None:
-        """Admit the turn or raise RateLimited / ConcurrencyLimited (429)."""
+    async def enter(self, principal: Principal, session_id: str, turn_id: str) -> None:
+        """Admit the session's turn or raise RateLimited / ConcurrencyLimited (429)."""
         limits = principal.limits
         if limits.unlimited:
             return
-        admission = await self.limiter.admit(principal.tenant, limits, turn_id)
+        admission = await self.limiter.admit(principal.tenant, limits, slot(session_id, turn_id))
         if admission.allowed:
             return
         self.metrics.rate_limited()
@@ -57,14 +64,15 @@ class TurnGate:
         error.headers = rate_limit_headers(principal, admission)
         raise error
 
-    def leave(self, principal: Principal, turn_id: str) -> None:
+    def leave(self, principal: Principal, session_id: str, turn_id: str) -> None:
         """The turn ended: free its in-flight slot (in the background)."""
         limits = principal.limits
         if limits.max_inflight <= 0:
             return
-        if self.limiter.release_nowait(principal.tenant, limits, turn_id):
+        held = slot(session_id, turn_id)
+        if self.limiter.release_nowait(principal.tenant, limits, held):
             return
-        task = asyncio.ensure_future(self.limiter.release(principal.tenant, limits, turn_id))
+        task = asyncio.ensure_future(self.limiter.release(principal.tenant, limits, held))
         self._releases.add(task)
         task.add_done_callback(self._released)
 

@@ -36,7 +36,7 @@ class MemoryLimiter:
     async def close(self) -> None:
         return None
 
-    async def admit(self, tenant: str, limits: TenantLimits, turn_id: str) -> Admission:
+    async def admit(self, tenant: str, limits: TenantLimits, slot: str) -> Admission:
         now = time.monotonic()
         admission = Admission(True)
         new_tat = None
@@ -49,17 +49,17 @@ class MemoryLimiter:
             for held, expires in list(slots.items()):
                 if expires <= now:
                     del slots[held]
-            if len(slots) >= limits.max_inflight and turn_id not in slots:
+            if len(slots) >= limits.max_inflight and slot not in slots:
                 return Admission(False, "inflight", 1.0)
-            slots[turn_id] = now + self.hold_s
+            slots[slot] = now + self.hold_s
         if new_tat is not None:
             self._tat[tenant] = new_tat
         return admission
 
-    async def release(self, tenant: str, limits: TenantLimits, turn_id: str) -> None:
-        self.release_nowait(tenant, limits, turn_id)
+    async def release(self, tenant: str, limits: TenantLimits, slot: str) -> None:
+        self.release_nowait(tenant, limits, slot)
 
-    def release_nowait(self, tenant: str, limits: TenantLimits, turn_id: str) -> bool:
+    def release_nowait(self, tenant: str, limits: TenantLimits, slot: str) -> bool:
         if limits.max_inflight > 0:
-            self._inflight.get(tenant, {}).pop(turn_id, None)
+            self._inflight.get(tenant, {}).pop(slot, None)
         return True

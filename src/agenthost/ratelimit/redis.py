@@ -23,7 +23,7 @@ __all__ = ["RedisLimiter"]
 
 _FAILURES = (rexc.ConnectionError, rexc.TimeoutError, rexc.ClusterDownError, OSError)
 
-# KEYS: tat, inflight. ARGV: interval_ms, burst, max_inflight, hold_ms, turn_id.
+# KEYS: tat, inflight. ARGV: interval_ms, burst, max_inflight, hold_ms, slot (gate.slot).
 # Returns {code, retry_ms, remaining, reset_ms}; code 0 admitted, 1 rate, 2 inflight.
 _ADMIT = """
 local t = redis.call('TIME')
@@ -92,10 +92,10 @@ class RedisLimiter:
         await close_clients(self._wire, self._client)
         self._wire = self._client = None
 
-    async def admit(self, tenant: str, limits: TenantLimits, turn_id: str) -> Admission:
+    async def admit(self, tenant: str, limits: TenantLimits, slot: str) -> Admission:
         # Whole milliseconds: Lua keeps numbers as doubles and prints them with 14 digits.
         interval_ms = round(60_000 / limits.turns_per_minute) if limits.turns_per_minute else 0
-        args = [interval_ms, limits.burst, limits.max_inflight, self.hold_ms, turn_id]
+        args = [interval_ms, limits.burst, limits.max_inflight, self.hold_ms, slot]
         try:
             if self._wire is not None:
                 reply = await self._wire.evalsha(_ADMIT_SHA, _ADMIT, _keys(tenant), args)
@@ -108,17 +108,17 @@ class RedisLimiter:
             return Admission(False, _REASONS[int(code)], int(retry_ms) / 1000, 0, reset_ms / 1000)
         return Admission(True, "", 0.0, int(remaining), int(reset_ms) / 1000)
 
-    def release_nowait(self, tenant: str, limits: TenantLimits, turn_id: str) -> bool:
+    def release_nowait(self, tenant: str, limits: TenantLimits, slot: str) -> bool:
         if limits.max_inflight <= 0:
             return True
-        return self._wire is not None and self._wire.call_nowait("ZREM", _keys(tenant)[1], turn_id)
+        return self._wire is not None and self._wire.call_nowait("ZREM", _keys(tenant)[1], slot)
 
-    async def release(self, tenant: str, limits: TenantLimits, turn_id: str) -> None:
+    async def release(self, tenant: str, limits: TenantLimits, slot: str) -> None:
         if limits.max_inflight <= 0:
             return
         # If this fails the slot frees itself after hold_s.
         with contextlib.suppress(*_FAILURES, StoreUnavailable):
             if self._wire is not None:
-                await self._wire.call("ZREM", _keys(tenant)[1], turn_id)
+                await self._wire.call("ZREM", _keys(tenant)[1], slot)
             else:
-                await self._client.zrem(_keys(tenant)[1], turn_id)
+                await self._client.zrem(_keys(tenant)[1], slot)

@@ -117,6 +117,7 @@ def assemble(
         enqueue_timeout=settings.enqueue_timeout,
         turn_timeout=settings.turn_timeout,
         max_inflight_turns=settings.max_inflight_turns,
+        detailed_errors=settings.detailed_errors,
         metrics=metrics,
         tracing=tracing,
     )

@@ -23,12 +23,13 @@ falls back to uvicorn's stock protocols when the import or the check fails.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import struct
 import weakref
 from collections.abc import Callable
 from types import CodeType
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import uvicorn
 from uvicorn.protocols.http.flow_control import FlowControl
@@ -37,12 +38,125 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.protocol import OPEN, Protocol
 from websockets.streams import StreamReader
 
+from agenthost.observability.metrics import Metrics
+from agenthost.runtime.connection_limits import OVER_CAPACITY_KEY, ConnectionLimits
 from agenthost.web.direct_write import DIRECT_WRITER_KEY
 
-__all__ = ["LeanHttpToolsProtocol", "LeanWebSocketProtocol", "lean_protocols_missing"]
+__all__ = [
+    "ConnectionGuard",
+    "LeanHttpToolsProtocol",
+    "LeanWebSocketProtocol",
+    "guard_missing",
+    "lean_protocols_missing",
+]
 
 
-class LeanHttpToolsProtocol(HttpToolsProtocol):
+class ConnectionGuard(HttpToolsProtocol):
+    """uvicorn's HTTP protocol with deadlines and a cap (`agenthost.runtime.connection_limits`):
+    a request's headers must arrive within the header timeout of the connection (or of the
+    next request's first byte), its body within the body timeout of the headers, else 408 and
+    close; a connection past the cap is marked for the over-capacity gate, or closed at once
+    past the probe reserve. Unconfigured (`limits` None), it is uvicorn's protocol. One timer
+    per connection at most, only while a request is being read."""
+
+    limits: ClassVar[ConnectionLimits | None] = None
+    metrics: ClassVar[Metrics | None] = None
+    deadline: asyncio.TimerHandle | None = None
+    over_capacity = False
+
+    @classmethod
+    def configured(cls, limits: ConnectionLimits, metrics: Metrics) -> type[ConnectionGuard]:
+        """This class with `limits`, counting refusals in `metrics`."""
+        return type(cls.__name__, (cls,), {"limits": limits, "metrics": metrics})
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        limits = self.limits
+        if limits is None:
+            return
+        open_now = len(self.connections)
+        if limits.refuses_at_once(open_now):
+            self._refused("over_capacity")
+            transport.abort()
+            return
+        if limits.over_capacity(open_now):
+            self.over_capacity = True
+            self._arm(limits.probe_header_timeout, "headers_timeout")
+        else:
+            self._arm(limits.header_timeout, "headers_timeout")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self.limits is not None and self.deadline is None:
+            self._arm(self.limits.header_timeout, "headers_timeout")
+
+    def on_headers_complete(self) -> None:
+        if self.over_capacity:
+            cast(dict[str, Any], self.scope)[OVER_CAPACITY_KEY] = True
+        super().on_headers_complete()
+        if self.limits is not None:
+            self._arm(self.limits.body_timeout, "body_timeout")
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._disarm()
+
+    def handle_websocket_upgrade(self) -> None:
+        self._disarm()
+        if self.over_capacity:
+            # The gate never sees a WebSocket's handshake: refuse it here.
+            self._refused("over_capacity")
+            self.transport.write(_OVERLOADED_RESPONSE)
+            self.transport.close()
+            return
+        super().handle_websocket_upgrade()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self, delay: float, reason: str) -> None:
+        self._disarm()
+        self.deadline = self.loop.call_later(delay, self._expired, reason)
+
+    def _disarm(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+
+    def _expired(self, reason: str) -> None:
+        self.deadline = None
+        cycle = self.cycle
+        if self.transport.is_closing() or (cycle is not None and cycle.response_started):
+            return  # gone already, or the app answered without reading the whole body
+        self._refused(reason)
+        self.transport.write(_TIMEOUT_RESPONSE)
+        self.transport.close()
+
+    def _refused(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.connection_refused(reason)
+
+
+def _raw_response(status: bytes, body: bytes, *extra: bytes) -> bytes:
+    head = [b"HTTP/1.1 " + status, b"content-type: application/json"]
+    head += [b"content-length: %d" % len(body), b"connection: close", *extra]
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+_TIMEOUT_RESPONSE = _raw_response(
+    b"408 Request Timeout",
+    b'{"error":{"code":"request_timeout","message":"the request did not arrive in time"}}',
+)
+_OVERLOADED_RESPONSE = _raw_response(
+    b"503 Service Unavailable",
+    b'{"error":{"code":"overloaded","message":"this process has as many connections as it '
+    b'takes; try again"}}',
+    b"retry-after: 1",
+)
+
+
+class LeanHttpToolsProtocol(ConnectionGuard):
     """uvicorn's HTTP protocol, freed as soon as it hands a connection to the WebSocket
     protocol. It and its parser point at each other, so without this the pair (about 3 KB,
     with the request's scope) waits for the garbage collector's next full pass, which the
@@ -123,17 +237,57 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         self.transport.write(header + payload)
         return True
 
+    def buffered(self) -> int:
+        """Bytes written and not yet taken by the socket (the transport's write buffer)."""
+        return self.transport.get_write_buffer_size()
 
+    def close_now(self, code: int, reason: str, grace: float) -> bool:
+        """Send the close frame at once, ahead of the flow control a client that never reads
+        holds shut, and abort the connection if it is still open `grace` seconds later (its
+        buffer would never drain). False: not open; close through the ASGI `send`."""
+        if (
+            self.close_sent
+            or self.disconnected
+            or not self.handshake_complete
+            or self.conn.state is not OPEN
+        ):
+            return False
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        self.conn.send_close(code, reason)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        self.loop.call_later(grace, self._abort_if_open)
+        return True
+
+    def _abort_if_open(self) -> None:
+        if not self.disconnected:
+            self.transport.abort()
+
+
+# What ConnectionGuard (which the stock protocols get too) relies on: methods it overrides or
+# calls, and attributes it reads, by the function that sets them.
+_GUARD_METHODS: tuple[tuple[type, str], ...] = (
+    (
+        HttpToolsProtocol,
+        "connection_made connection_lost on_message_begin on_headers_complete "
+        "on_message_complete handle_websocket_upgrade",
+    ),
+)
+_GUARD_NAMES: tuple[tuple[Callable[..., Any], str], ...] = (
+    (HttpToolsProtocol.__init__, "loop connections transport cycle scope"),
+    (RequestResponseCycle.__init__, "response_started"),
+)
 # What the lean protocols and the batch-accepting start-up (`runtime.server`) rely on. Methods
 # they override or call, by the class that defines them:
 _METHODS: tuple[tuple[type, str], ...] = (
-    (HttpToolsProtocol, "on_headers_complete handle_websocket_upgrade"),
+    *_GUARD_METHODS,  # on_headers_complete and handle_websocket_upgrade among them
     (WebSocketsSansIOProtocol, "handle_connect start_keepalive"),
-    (Protocol, "parse"),
+    (Protocol, "parse send_close data_to_send"),
     (uvicorn.Config, "bind_socket"),
 )
 # Attributes they read or write, by the function that sets (or calls) them there:
 _NAMES: tuple[tuple[Callable[..., Any], str], ...] = (
+    *_GUARD_NAMES,
     (HttpToolsProtocol.__init__, "cycle flow transport parser scope"),
     (
         RequestResponseCycle.__init__,
@@ -142,7 +296,8 @@ _NAMES: tuple[tuple[Callable[..., Any], str], ...] = (
     (FlowControl.__init__, "write_paused"),
     (
         WebSocketsSansIOProtocol.__init__,
-        "close_sent disconnected handshake_complete initial_response writable conn transport",
+        "close_sent disconnected handshake_complete initial_response writable conn transport "
+        "queue loop",
     ),
     (WebSocketsSansIOProtocol.handle_connect, "scope request response"),
     # The handshake is over when `send` has written the 101 and starts the pings.
@@ -169,24 +324,36 @@ def _names(code: CodeType) -> set[str]:
     return names
 
 
-def lean_protocols_missing() -> list[str]:
-    """What the lean protocols need that this uvicorn or websockets lacks (empty: all
-    there), as `module.Class.method` or `module.Class.function: name`."""
+def _where(obj: Any) -> str:
+    return f"{obj.__module__}.{obj.__qualname__}"
 
-    def where(obj: Any) -> str:
-        return f"{obj.__module__}.{obj.__qualname__}"
 
+def _missing(
+    methods: tuple[tuple[type, str], ...], attributes: tuple[tuple[Callable[..., Any], str], ...]
+) -> list[str]:
     missing = [
-        f"{where(cls)}.{name}"
-        for cls, names in _METHODS
+        f"{_where(cls)}.{name}"
+        for cls, names in methods
         for name in names.split()
         if not callable(getattr(cls, name, None))
     ]
-    for function, names in _NAMES:
+    for function, names in attributes:
         code = getattr(function, "__code__", None)
         found = _names(code) if code is not None else set()
-        missing += [f"{where(function)}: {name}" for name in names.split() if name not in found]
+        missing += [f"{_where(function)}: {name}" for name in names.split() if name not in found]
+    return list(dict.fromkeys(missing))  # a name both lists hold, once
+
+
+def guard_missing() -> list[str]:
+    """What ConnectionGuard needs that this uvicorn lacks (empty: all there)."""
+    return _missing(_GUARD_METHODS, _GUARD_NAMES)
+
+
+def lean_protocols_missing() -> list[str]:
+    """What the lean protocols need that this uvicorn or websockets lacks (empty: all
+    there), as `module.Class.method` or `module.Class.function: name`."""
+    missing = _missing(_METHODS, _NAMES)
     function, names = _PARAMETERS
     parameters = inspect.signature(function).parameters
-    missing += [f"{where(function)}: {name}" for name in names.split() if name not in parameters]
+    missing += [f"{_where(function)}: {name}" for name in names.split() if name not in parameters]
     return missing

@@ -13,11 +13,16 @@ finds the direct writers through the connection's scope (`agenthost.web.direct_w
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Literal
+
+from agenthost.observability.metrics import Metrics
+from agenthost.runtime.connection_limits import ConnectionLimits
 
 __all__ = ["PROTOCOL_CHOICES", "STOCK", "ServerProtocols", "choose_protocols"]
 
@@ -37,9 +42,36 @@ class ServerProtocols:
     http: type[asyncio.Protocol] | str
     ws: type[asyncio.Protocol] | str
     batch_accept: bool
+    guard: Callable[[ConnectionLimits, Metrics], type[asyncio.Protocol]] | None = None
+    """The HTTP protocol class with connection deadlines and a cap (None: uvicorn's own, none)."""
+
+    def http_protocol(
+        self, limits: ConnectionLimits, metrics: Metrics
+    ) -> type[asyncio.Protocol] | str:
+        """The HTTP protocol to serve with, holding connections to `limits` where it can."""
+        return self.http if self.guard is None else self.guard(limits, metrics)
 
 
 STOCK = ServerProtocols("stock", "httptools", "websockets-sansio", batch_accept=False)
+
+
+_NO_LIMITS = (
+    "no header or body deadline and no connection cap (only the keep-alive timeout holds: put "
+    "a proxy with its own timeouts in front), as the connection guard uses what is missing: "
+)
+
+
+def _stock() -> tuple[ServerProtocols, str]:
+    """uvicorn's own protocols, its HTTP one with the connection guard where that can run;
+    and, where it cannot, why (for the one warning)."""
+    try:
+        lean = importlib.import_module("agenthost.runtime.lean_protocols")
+    except ImportError as exc:
+        return STOCK, _NO_LIMITS + str(exc)
+    missing = lean.guard_missing()
+    if missing:
+        return STOCK, _NO_LIMITS + ", ".join(missing)
+    return dataclasses.replace(STOCK, guard=lean.ConnectionGuard.configured), ""
 
 
 def _lean() -> tuple[ServerProtocols | None, str]:
@@ -52,7 +84,11 @@ def _lean() -> tuple[ServerProtocols | None, str]:
     if missing:
         return None, "they use what is missing: " + ", ".join(missing)
     protocols = ServerProtocols(
-        "lean", lean.LeanHttpToolsProtocol, lean.LeanWebSocketProtocol, batch_accept=True
+        "lean",
+        lean.LeanHttpToolsProtocol,
+        lean.LeanWebSocketProtocol,
+        batch_accept=True,
+        guard=lean.LeanHttpToolsProtocol.configured,
     )
     return protocols, ""
 
@@ -64,17 +100,23 @@ def choose_protocols(choice: str = "auto") -> ServerProtocols:
             f"unknown server protocols {choice!r}: expected {' or '.join(PROTOCOL_CHOICES)}"
         )
     if choice == "stock":
-        log.info("serving on uvicorn's stock protocols (--server-protocols stock)")
-        return STOCK
+        stock, no_limits = _stock()
+        if no_limits:
+            log.warning("serving on uvicorn's stock protocols, with %s", no_limits)
+        else:
+            log.info("serving on uvicorn's stock protocols (--server-protocols stock)")
+        return stock
     lean, why_not = _lean()
     if lean is None:
+        stock, no_limits = _stock()
         log.warning(
             "agenthost's lean protocols cannot run on %s (%s): serving on uvicorn's stock "
-            "protocols (correct, but more CPU per chunk and memory per WebSocket)",
+            "protocols (correct, but more CPU per chunk and memory per WebSocket)%s",
             _versions(),
             why_not,
+            f", with {no_limits}" if no_limits else "",
         )
-        return STOCK
+        return stock
     log.info("serving on agenthost's lean protocols (%s)", _versions())
     return lean
 

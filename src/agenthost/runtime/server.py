@@ -19,6 +19,7 @@ from agenthost.core.settings import Settings
 from agenthost.observability.logs import configure_logging
 from agenthost.runtime.accept import BatchAcceptor
 from agenthost.runtime.assembly import assemble
+from agenthost.runtime.connection_limits import ConnectionLimits, OverCapacityGate, raise_file_limit
 from agenthost.runtime.protocols import choose_protocols
 from agenthost.turns.drain import Drain
 
@@ -40,14 +41,17 @@ def run(settings: Settings) -> None:
         print(f"agenthost: {_bind_problem(settings, exc)}", file=sys.stderr)
         raise SystemExit(1) from None
     protocols = choose_protocols(settings.server_protocols)
+    limits = ConnectionLimits.from_settings(settings, raise_file_limit())
     config = uvicorn.Config(
-        assembly.app,
+        OverCapacityGate(assembly.app, assembly.metrics),
         host=settings.host,
         port=settings.port,
         loop="uvloop",
         # agenthost's lean protocols when this uvicorn has what they need, else uvicorn's own
-        # (agenthost.runtime.protocols).
-        http=protocols.http,
+        # (agenthost.runtime.protocols); either holds connections to `limits`
+        # (agenthost.runtime.connection_limits).
+        http=protocols.http_protocol(limits, assembly.metrics),
+        timeout_keep_alive=math.ceil(settings.keep_alive_timeout),  # uvicorn takes whole seconds
         ws=protocols.ws,
         ws_max_size=settings.ws_max_frame_bytes,  # larger frames: closed with 1009
         ws_ping_interval=20.0,  # heartbeats: a dead peer is noticed within 40 s

@@ -114,7 +114,7 @@ class MemoryStore:
     ) -> SessionInfo:
         now = time.time()
         if self._live(session_id, now) is not None:
-            raise SessionExists(f"session {session_id} exists")
+            raise SessionExists("this session exists")
         session = _Session(now, ttl_s, copy.deepcopy(metadata))
         self._sessions[session_id] = session
         return session.info(session_id)
@@ -211,7 +211,7 @@ class MemoryStore:
         now = time.time()
         session = self._held(lease, now)
         if session is None:
-            raise LeaseLost(f"turn {lease.turn_id} no longer holds session {lease.session_id}")
+            raise LeaseLost(f"turn {lease.turn_id} no longer holds its session's lease")
         session.messages.append(user)
         session.messages.append(assistant)
         session.metadata = copy.deepcopy(metadata)

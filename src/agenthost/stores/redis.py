@@ -199,7 +199,7 @@ class RedisStore:
             "session", list(_keys(session_id)), ["create", meta, repr(now), int(ttl_s * 1000)]
         )
         if not created:
-            raise SessionExists(f"session {session_id} exists")
+            raise SessionExists("this session exists")
         return SessionInfo(session_id, now, now, 0, _decode_meta(meta))
 
     async def get_session(
@@ -321,7 +321,7 @@ class RedisStore:
             ],
         )
         if not ok:
-            raise LeaseLost(f"turn {tid} no longer holds session {sid}")
+            raise LeaseLost(f"turn {tid} no longer holds its session's lease")
         return record
 
     async def fail_turn(self, lease: Lease, error: TurnError, ttl_s: float) -> TurnRecord | None:

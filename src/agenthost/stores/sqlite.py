@@ -203,7 +203,7 @@ class SQLiteStore:
 
         info = await self._run(create)
         if info is None:
-            raise SessionExists(f"session {session_id} exists")
+            raise SessionExists("this session exists")
         return info
 
     async def get_session(
@@ -344,7 +344,7 @@ class SQLiteStore:
 
         record = await self._run(commit)
         if record is None:
-            raise LeaseLost(f"turn {tid} no longer holds session {sid}")
+            raise LeaseLost(f"turn {tid} no longer holds its session's lease")
         self._waiters.wake(sid)
         return record
 

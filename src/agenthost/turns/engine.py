@@ -94,6 +94,7 @@ class TurnEngine:
         enqueue_timeout: float = 30.0,
         turn_timeout: float = 300.0,
         max_inflight_turns: int = 0,
+        detailed_errors: bool = False,
         metrics: Metrics | None = None,
         tracing: Tracing | None = None,
     ) -> None:
@@ -107,6 +108,9 @@ class TurnEngine:
         self.enqueue_timeout = enqueue_timeout
         self.turn_timeout = turn_timeout
         self.max_inflight_turns = max_inflight_turns
+        # Off: a failed agent's exception stays in the log and the trace; the client (and the
+        # turn record it can read) get a stable message with the turn id.
+        self.detailed_errors = detailed_errors
         self.draining = False
         self.agent_calls = 0
         self.metrics = metrics or Metrics()
@@ -206,6 +210,8 @@ class TurnEngine:
                     self._idle.set()
         except AgentHostError as exc:
             outcome = _OUTCOMES.get(exc.code, "failed")
+            if span is not None and exc.__cause__ is not None:
+                span.fail(exc.__cause__)  # the agent's own exception, for the trace
             raise
         except asyncio.CancelledError:
             outcome = "cancelled"
@@ -270,7 +276,7 @@ class TurnEngine:
                 raise SessionBusy(
                     "this turn is already running"
                     if same_turn
-                    else f"session {session_id} is running turn {result.running_turn_id}"
+                    else f"this session is running turn {result.running_turn_id}"
                 )
             if on_busy == "interrupt" and not same_turn and interrupted != result.running_turn_id:
                 interrupted = result.running_turn_id
@@ -280,9 +286,7 @@ class TurnEngine:
                 deadline = now + self.enqueue_timeout
             remaining = deadline - now
             if remaining <= 0:
-                raise SessionBusy(
-                    f"session {session_id} stayed busy for {self.enqueue_timeout:g} s"
-                )
+                raise SessionBusy(f"this session stayed busy for {self.enqueue_timeout:g} s")
             # A release wakes us; the lease TTL bounds the wait for an owner that died.
             await self.store.wait_for_release(session_id, min(remaining, self.lease_ttl))
 
@@ -337,9 +341,12 @@ class TurnEngine:
                 raise
             except Exception as exc:
                 log.exception("agent failed in session %s turn %s", session_id, lease.turn_id)
-                text = f"{type(exc).__name__}: {exc}"
+                if self.detailed_errors:
+                    text = f"the agent failed: {type(exc).__name__}: {exc}"
+                else:
+                    text = f"the agent failed in turn {lease.turn_id}; the server's log has why"
                 await self._fail_quietly(lease, "agent_error", text)
-                raise AgentError(f"the agent failed: {text}") from exc
+                raise AgentError(text) from exc
             finally:
                 timer.cancel()
             # Past this point the answer exists: an interrupt must not cancel the commit.

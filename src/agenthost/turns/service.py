@@ -54,10 +54,10 @@ class StreamEnded(Exception):
 
 
 class StreamedTurn:
-    """A streamed turn: its id, its events from the asked position, and its running task
-    (None when a completed turn is only replayed)."""
+    """A streamed turn: its id, its events from the asked position, its running task
+    (None when a completed turn is only replayed), and whether it got its session's lease."""
 
-    __slots__ = ("engine", "events", "session_id", "task", "turn_id")
+    __slots__ = ("admitted", "engine", "events", "session_id", "task", "turn_id")
 
     def __init__(
         self,
@@ -66,12 +66,21 @@ class StreamedTurn:
         turn_id: str,
         events: AsyncIterator[StreamEvent],
         task: asyncio.Task[None] | None,
+        admitted: asyncio.Future[None] | None = None,
     ) -> None:
         self.engine = engine
         self.session_id = session_id
         self.turn_id = turn_id
         self.events = events
         self.task = task
+        self.admitted = admitted
+
+    async def admission(self) -> None:
+        """Wait until the turn holds its session's lease (or has its answer already); raise
+        what refused it instead (SessionBusy for `on_busy=reject`), so that an HTTP answer can
+        carry the refusal's status before any event is sent."""
+        if self.admitted is not None:
+            await asyncio.shield(self.admitted)
 
     def cancel(self) -> None:
         """The client left and asked for `on_disconnect=cancel`: stop the turn if it runs here
@@ -116,20 +125,20 @@ class TurnService:
 
     # -- admission --------------------------------------------------------------------------
 
-    async def enter(self, principal: Principal, turn_id: str | None) -> str | None:
+    async def enter(self, principal: Principal, session_id: str, turn_id: str | None) -> str | None:
         """Take an in-flight slot of the principal's tenant for the turn (429 past its
         limits). A limited tenant's turn needs an id to hold the slot by: one is made if the
         client gave none. Returns the turn id to use."""
         if principal.limits.unlimited:
             return turn_id
         turn_id = turn_id or new_turn_id()
-        await self.gate.enter(principal, turn_id)
+        await self.gate.enter(principal, session_id, turn_id)
         return turn_id
 
-    def leave(self, principal: Principal, turn_id: str | None) -> None:
+    def leave(self, principal: Principal, session_id: str, turn_id: str | None) -> None:
         """Free the slot `enter` took (nothing for an unlimited tenant)."""
         if not principal.limits.unlimited:
-            self.gate.leave(principal, turn_id or "")
+            self.gate.leave(principal, session_id, turn_id or "")
 
     def leave_when_done(self, principal: Principal, streamed: StreamedTurn) -> None:
         """Free the streamed turn's in-flight slot when its task ends (now, for a replay)."""
@@ -137,9 +146,11 @@ class TurnService:
             return
         task = streamed.task
         if task is None or task.done():
-            self.gate.leave(principal, streamed.turn_id)
+            self.gate.leave(principal, streamed.session_id, streamed.turn_id)
         else:
-            task.add_done_callback(lambda _: self.gate.leave(principal, streamed.turn_id))
+            task.add_done_callback(
+                lambda _: self.gate.leave(principal, streamed.session_id, streamed.turn_id)
+            )
 
     # -- plain turns ------------------------------------------------------------------------
 
@@ -207,6 +218,12 @@ class TurnService:
             after=after,
         )
         tid = turn_id
+        admitted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def on_start() -> None:
+            if not admitted.done():
+                admitted.set_result(None)
+            stream.started()
 
         async def run() -> None:
             kind: EventKind
@@ -218,12 +235,18 @@ class TurnService:
                     metadata=metadata,
                     on_busy=on_busy,
                     on_chunk=stream.sink,
-                    on_start=stream.started,
+                    on_start=on_start,
                     attach=resume,
                 )
                 kind, data = "done", _encode(turn_out(record))
             except AgentHostError as exc:
                 kind, data = "error", _encode(ErrorDetail(exc.code, exc.message))
+                if not admitted.done():
+                    admitted.set_exception(exc)
+                    admitted.exception()  # retrieved: nobody need wait for it
+            finally:
+                if not admitted.done():
+                    admitted.set_result(None)
             try:
                 await stream.finish(kind, data)
                 if kind == "error" and await self.store.get_turn(session_id, tid) is None:
@@ -237,7 +260,7 @@ class TurnService:
         task = asyncio.ensure_future(run())
         self._keep(task)
         events = broker.read(session_id, turn_id, after, self.stream_wait)
-        return StreamedTurn(engine, session_id, turn_id, events, task)
+        return StreamedTurn(engine, session_id, turn_id, events, task, admitted)
 
     async def delete_session(self, session_id: str) -> bool:
         """Delete the session with everything of it: messages, turns (the idempotency

@@ -5,6 +5,7 @@ msgspec type, and its numbers (query parameters, `Last-Event-ID`). Every failure
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -22,15 +23,29 @@ from agenthost.core.errors import (
 from agenthost.core.ids import check_turn_id
 
 __all__ = [
+    "AFTER_SCHEMA",
+    "LAST_EVENT_ID_SCHEMA",
+    "MAX_BEFORE",
     "BodyDecoder",
     "event_number",
     "idempotency_key",
     "int_query",
     "read_body",
+    "single_query",
     "watch_disconnect",
 ]
 
 T = TypeVar("T")
+
+# What the server accepts, stated once for the handlers and the OpenAPI document.
+MAX_BEFORE = 2**62
+_MAX_EVENT_DIGITS = 18  # any number below 10**18: more events than a turn can have
+_EVENT_NUMBER = re.compile(f"[0-9]{{1,{_MAX_EVENT_DIGITS}}}")
+LAST_EVENT_ID_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "pattern": f"^[0-9]{{0,{_MAX_EVENT_DIGITS}}}$",  # empty: no event yet
+}
+AFTER_SCHEMA: dict[str, Any] = {"type": "integer", "minimum": 0, "maximum": 10**18 - 1}
 
 
 class BodyDecoder:
@@ -80,13 +95,12 @@ def event_number(raw: str | None) -> int:
     """`Last-Event-ID` (or `?after=`): the last event number the client has, 0 for none."""
     if not raw:
         return 0
-    try:
-        after = int(raw)
-    except ValueError:
-        raise ValidationFailed("Last-Event-ID must be an event number") from None
-    if after < 0:
-        raise ValidationFailed("Last-Event-ID must be >= 0")
-    return after
+    # ASCII digits only: int() would also take " 7", "+7", "7_0" and other scripts' digits.
+    if not _EVENT_NUMBER.fullmatch(raw):
+        raise ValidationFailed(
+            f"Last-Event-ID must be an event number (0-{_MAX_EVENT_DIGITS} digits)"
+        )
+    return int(raw)
 
 
 def idempotency_key(request: Request) -> str | None:
@@ -95,9 +109,17 @@ def idempotency_key(request: Request) -> str | None:
     return None if key is None else check_turn_id(key)
 
 
+def single_query(request: Request, name: str) -> str | None:
+    """Query parameter `name`, if given; given twice (`?limit=1&limit=2`) is a 422."""
+    values = request.query_params.getlist(name)
+    if len(values) > 1:
+        raise ValidationFailed(f"query parameter {name} is given more than once")
+    return values[0] if values else None
+
+
 def int_query(request: Request, name: str, default: T, low: int, high: int) -> int | T:
     """Query parameter `name` as an integer in [low, high] (422 otherwise), or `default`."""
-    raw = request.query_params.get(name)
+    raw = single_query(request, name)
     if raw is None or raw == "":
         return default
     try:

@@ -19,14 +19,15 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, cast
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Route, WebSocketRoute, request_response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from agenthost.core.errors import UpgradeRequired
-from agenthost.core.ids import ID_PATTERN
+from agenthost.core.errors import InvalidSessionId, UpgradeRequired
+from agenthost.core.ids import ID_PATTERN, ID_RE
 from agenthost.observability.logs import RequestContext
 from agenthost.observability.tracing import Tracing
 from agenthost.web.adapters.ag_ui import AGUIRoutes, RunAgentInput
@@ -48,6 +49,7 @@ from agenthost.web.endpoints import Endpoint, Param
 from agenthost.web.error_responses import ErrorHandler
 from agenthost.web.openapi import openapi_document
 from agenthost.web.process_routes import ProcessRoutes
+from agenthost.web.requests import AFTER_SCHEMA, LAST_EVENT_ID_SCHEMA, MAX_BEFORE
 from agenthost.web.schemas import (
     ChatRequest,
     ChatResponse,
@@ -110,6 +112,12 @@ def route_table(
         "Read-your-writes: the answer includes at least the message with this seq (a server "
         "reading from a PostgreSQL replica that is behind asks the primary instead).",
     )
+    last_event_id = Param(
+        "Last-Event-ID",
+        "header",
+        LAST_EVENT_ID_SCHEMA,
+        "Resume after this event number (what an EventSource sends when it reconnects).",
+    )
     return [
         Endpoint("POST", "/v1/sessions", sessions.create_session, "Create a session",
                  CreateSession, SessionOut, 201, (400, 409, 413, 422, 503)),
@@ -124,13 +132,15 @@ def route_table(
                  params=(
                      Param("limit", "query", {"type": "integer", "minimum": 1,
                                               "maximum": 1000, "default": 100}),
-                     Param("before", "query", {"type": "integer", "minimum": 0},
+                     Param("before", "query", {"type": "integer", "minimum": 0,
+                                               "maximum": MAX_BEFORE},
                            "Only messages with seq below this."),
                      min_seq,
                  )),
         Endpoint("POST", "/v1/sessions/{session_id}/turns", turns.post_turn,
                  "Run a turn (creates the session if unknown); SSE with stream:true",
-                 TurnRequest, TurnOut, 200, (204, *turn_errors), params=(key,), streams=True,
+                 TurnRequest, TurnOut, 200, (204, *turn_errors), params=(key, last_event_id),
+                 streams=True,
                  asgi=True, fast=True),
         Endpoint("GET", "/v1/sessions/{session_id}/turns/{turn_id}", turns.get_turn,
                  "A turn's status", None, TurnStatusOut, 200, sid_errors),
@@ -138,11 +148,13 @@ def route_table(
                  turns.resume_stream,
                  "The turn's events as SSE after Last-Event-ID, on any process", None, None,
                  200, (204, *sid_errors, 422),
-                 params=(Param("Last-Event-ID", "header", {"type": "string"},
-                               "Resume after this event number."),), streams=True),
+                 params=(last_event_id, Param("after", "query", AFTER_SCHEMA,
+                                              "Resume after this event number (as "
+                                              "Last-Event-ID, which wins).")),
+                 streams=True),
         Endpoint("GET", "/v1/sessions/{session_id}/ws", websockets.websocket,
                  "WebSocket: turns and resumes over one connection", ClientFrame,
-                 ServerFrame, 101, (426,), asgi=True, fast=True, websocket=True,
+                 ServerFrame, 101, (400, 426), asgi=True, fast=True, websocket=True,
                  extra={"description": WEBSOCKET_PROTOCOL}),
         Endpoint("POST", "/chat/{session_id}", turns.chat,
                  "The reference design's chat endpoint", ChatRequest, ChatResponse, 200,
@@ -285,12 +297,19 @@ class FastLane:
                         await self._answer_error(scope, receive, send, exc)
                     return
             for pattern, name, _ in self.websocket:
-                if pattern.fullmatch(scope["path"]):
-                    # A WebSocket route asked without a handshake: say what it needs.
+                if match := pattern.fullmatch(scope["path"]):
                     scope["route"] = name
-                    needs = UpgradeRequired("this route is a WebSocket: connect with ws://")
-                    needs.headers = {"Upgrade": "websocket", "Connection": "Upgrade"}
-                    await self._answer_error(scope, receive, send, needs)
+                    refusal: Exception
+                    session_id = match.groupdict().get("session_id")
+                    if session_id is not None and not ID_RE.fullmatch(session_id):
+                        refusal = InvalidSessionId("the session id in the path is not valid")
+                    elif scope["method"] == "GET":
+                        # A WebSocket route asked without a handshake: say what it needs.
+                        refusal = UpgradeRequired("this route is a WebSocket: connect with ws://")
+                        refusal.headers = {"Upgrade": "websocket", "Connection": "Upgrade"}
+                    else:  # a handshake is a GET
+                        refusal = HTTPException(405, headers={"Allow": "GET"})
+                    await self._answer_error(scope, receive, send, refusal)
                     return
         elif kind == "websocket":
             for pattern, name, handler in self.websocket:
@@ -321,11 +340,44 @@ def _asgi(ep: Endpoint) -> ASGIHandler:
     return cast(ASGIHandler, ep.handler)
 
 
-def _route(ep: Endpoint) -> BaseRoute:
-    if ep.websocket:
-        return WebSocketRoute(ep.path, ASGIEndpoint(_asgi(ep)))
-    handler: Any = ASGIEndpoint(_asgi(ep)) if ep.asgi else ep.handler
-    return Route(ep.path, handler, methods=[ep.method])
+class _ByMethod:
+    """One path's handlers by method, as one ASGI app: Starlette answers a method a route
+    lacks with 405 and that route's methods in `Allow`, so a path with several methods (GET
+    and DELETE /v1/sessions/{session_id}) must be one route for `Allow` to list them all."""
+
+    def __init__(self, handlers: Mapping[str, ASGIApp]) -> None:
+        self.handlers = dict(handlers)
+        if "GET" in self.handlers:
+            self.handlers.setdefault("HEAD", self.handlers["GET"])
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The route checked the method against the same list.
+        await self.handlers[scope["method"]](scope, receive, send)
+
+
+def _http_app(ep: Endpoint) -> ASGIApp:
+    if ep.asgi:
+        return ASGIEndpoint(_asgi(ep))
+    return request_response(cast(Callable[[Request], Awaitable[Response]], ep.handler))
+
+
+def _routes(endpoints: Sequence[Endpoint]) -> list[BaseRoute]:
+    """One route per path of the table (in its order), whatever the methods it has."""
+    by_path: dict[str, list[Endpoint]] = {}
+    for ep in endpoints:
+        by_path.setdefault(ep.path, []).append(ep)
+    routes: list[BaseRoute] = []
+    for path, eps in by_path.items():
+        if eps[0].websocket:
+            routes.append(WebSocketRoute(path, ASGIEndpoint(_asgi(eps[0]))))
+        elif len(eps) == 1:
+            ep = eps[0]
+            handler: Any = ASGIEndpoint(_asgi(ep)) if ep.asgi else ep.handler
+            routes.append(Route(path, handler, methods=[ep.method]))
+        else:
+            by_method = _ByMethod({ep.method: _http_app(ep) for ep in eps})
+            routes.append(Route(path, by_method, methods=[ep.method for ep in eps]))
+    return routes
 
 
 def build_web_app(
@@ -348,7 +400,7 @@ def build_web_app(
     async def docs_page(request: Request) -> Response:
         return Response(docs, media_type="text/html")
 
-    routes = [_route(ep) for ep in endpoints]
+    routes = _routes(endpoints)
     routes += [
         Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/docs", docs_page, methods=["GET"]),

@@ -16,7 +16,7 @@ from agenthost.core.input_limits import InputLimits
 from agenthost.stores.base import SessionInfo, SessionStore
 from agenthost.turns.service import TurnService
 from agenthost.web.error_responses import json_response
-from agenthost.web.requests import BodyDecoder, int_query, read_body
+from agenthost.web.requests import MAX_BEFORE, BodyDecoder, int_query, read_body
 from agenthost.web.schemas import CreateSession, MessageOut, MessagesOut, SessionOut
 
 __all__ = ["SessionRoutes", "scoped_path_session"]
@@ -76,8 +76,8 @@ class SessionRoutes:
     async def list_messages(self, request: Request) -> Response:
         session_id = await scoped_path_session(self.auth, request)
         limit = int_query(request, "limit", 100, 1, 1000)
-        before = int_query(request, "before", None, 0, 2**62)
-        min_seq = int_query(request, "min_seq", None, 0, 2**62)
+        before = int_query(request, "before", None, 0, MAX_BEFORE)
+        min_seq = int_query(request, "min_seq", None, 0, MAX_BEFORE)
         messages = await self.store.list_messages(session_id, limit, before, min_seq=min_seq)
         if messages is None:
             raise SessionNotFound(f"no session {public_session_id(session_id)}")

@@ -27,6 +27,7 @@ from agenthost.web.requests import (
     event_number,
     idempotency_key,
     read_body,
+    single_query,
     watch_disconnect,
 )
 from agenthost.web.schemas import (
@@ -80,6 +81,7 @@ class TurnRoutes:
                 accept = value
             elif name == b"last-event-id":
                 last_event_id = value.decode("latin-1")
+        after = event_number(last_event_id)  # checked on every turn: it is in the document
         principal = await self.auth.authenticate(authorization)
         session_id = scoped_session_id(principal.tenant, session_id)
         body = await read_body(receive, declared, self.max_body_bytes)
@@ -88,22 +90,20 @@ class TurnRoutes:
         service = self.service
         service.metrics.protocol_request("native")
         streamed = req.stream or b"text/event-stream" in accept
-        after = 0
-        if streamed:
-            after = event_number(last_event_id)
-            if last_event_id and turn_id is None:
-                raise TurnIdRequired(
-                    "Last-Event-ID resumes a turn: send the turn's id as Idempotency-Key"
-                )
-        turn_id = await service.enter(principal, turn_id)
+        after = event_number(last_event_id)  # checked on every turn POST, as documented
+        if streamed and last_event_id and turn_id is None:
+            raise TurnIdRequired(
+                "Last-Event-ID resumes a turn: send the turn's id as Idempotency-Key"
+            )
+        turn_id = await service.enter(principal, session_id, turn_id)
         if streamed:
             try:
                 response = await self._stream_turn(session_id, turn_id, req, after, principal)
             except StreamEnded:
-                service.leave(principal, turn_id)
+                service.leave(principal, session_id, turn_id)
                 response = Response(status_code=204)
             except BaseException:
-                service.leave(principal, turn_id)
+                service.leave(principal, session_id, turn_id)
                 raise
             await response(scope, receive, send)
             return
@@ -121,7 +121,7 @@ class TurnRoutes:
                     on_busy=req.on_busy,
                 )
         finally:
-            service.leave(principal, turn_id)
+            service.leave(principal, session_id, turn_id)
         payload = _encode(turn_out(record))
         await send(
             {
@@ -187,6 +187,10 @@ class TurnRoutes:
             on_busy=req.on_busy,
             after=after,
         )
+        if req.on_busy == "reject":
+            # A busy session is a 409, not a 200 whose stream says so: wait for the lease
+            # (one store step; a reject never waits for another turn) before answering.
+            await streamed.admission()
         self.service.leave_when_done(principal, streamed)
         on_gone = streamed.cancel if req.on_disconnect == "cancel" else None
         return SSEResponse(streamed.events, self.service.metrics, self.sse_heartbeat_s, on_gone)
@@ -196,9 +200,7 @@ class TurnRoutes:
         `?after=`), from whichever process runs it."""
         session_id = await scoped_path_session(self.auth, request)
         turn_id = check_turn_id(request.path_params["turn_id"])
-        after = event_number(
-            request.headers.get("last-event-id") or request.query_params.get("after")
-        )
+        after = event_number(request.headers.get("last-event-id") or single_query(request, "after"))
         try:
             events = await self.service.events(session_id, turn_id, after)
         except StreamEnded:
@@ -227,9 +229,9 @@ class TurnRoutes:
         self.limits.check_message(req.message)
         principal = await self.auth.authenticate(request.headers.get("authorization"))
         turn_id = idempotency_key(request) or new_turn_id()
-        await self.service.gate.enter(principal, turn_id)
+        await self.service.gate.enter(principal, session_id, turn_id)
         try:
             record = await self.service.run(session_id, req.message, turn_id=turn_id)
         finally:
-            self.service.gate.leave(principal, turn_id)
+            self.service.gate.leave(principal, session_id, turn_id)
         return json_response(ChatResponse(record.response or ""))

@@ -25,9 +25,9 @@ that breaks the transport's rules gets an error frame, then the connection is cl
 | 1008 | `frame_rate_exceeded` | more frames than --ws-max-frames-per-s (token bucket) |
 | 1009 | `frame_too_large` | a frame over --ws-max-frame-bytes (under uvicorn, its own reason) |
 | 1012 | service restart | the process drains: reconnect, to another process |
-| 4001 | `slow_consumer` | the client read too slowly: its send buffer filled |
+| 4001 | `slow_consumer` | the client read too slowly: its send buffer (frames or bytes) filled |
 | 4004 | `invalid_session_id` | the session id in the URL is not valid |
-| 4401 | `unauthorized` | no valid API key or token in the handshake's Authorization header |
+| 4401 | `unauthorized` | no valid key or token at the handshake, or no longer (every turn frame) |
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ from agenthost.core.input_limits import FrameRateLimiter, InputLimits
 from agenthost.core.settings import Settings
 from agenthost.observability.metrics import Metrics
 from agenthost.turns.service import StreamedTurn, StreamEnded, TurnService
-from agenthost.web.direct_write import frame_writer
+from agenthost.web.direct_write import frame_closer, frame_writer, write_buffer
 from agenthost.web.eager_send import send_eagerly
 
 __all__ = [
@@ -80,6 +80,7 @@ CLOSE_MESSAGE_TOO_BIG = 1009
 CLOSE_SERVICE_RESTART = 1012
 CLOSE_SLOW_CONSUMER = 4001
 _CLOSE_ANSWER_WAIT_S = 10.0  # after our close frame, how long the client has to answer
+_SLOW_CONSUMER_GRACE_S = 30.0  # past its send buffer: a client has this long to read to the 4001
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_BAD_SESSION = 4004
 
@@ -198,6 +199,7 @@ class WebSocketOptions:
     """A connection's bounds, from the settings of the same names (`--ws-*`)."""
 
     send_buffer: int
+    send_buffer_bytes: int
     idle_timeout: float
     max_frame_bytes: int
     max_frames_per_s: float
@@ -206,6 +208,7 @@ class WebSocketOptions:
     def from_settings(cls, settings: Settings) -> WebSocketOptions:
         return cls(
             send_buffer=settings.ws_send_buffer,
+            send_buffer_bytes=settings.ws_send_buffer_bytes,
             idle_timeout=settings.ws_idle_timeout,
             max_frame_bytes=settings.ws_max_frame_bytes,
             max_frames_per_s=settings.ws_max_frames_per_s,
@@ -222,7 +225,11 @@ class WebSocketSession:
 
     __slots__ = (
         "asgi_send",
+        "auth",
+        "authorization",
+        "buffered",
         "cancel_on_close",
+        "close_now",
         "close_reason",
         "closing",
         "frame_rate",
@@ -234,7 +241,9 @@ class WebSocketSession:
         "max_frame_bytes",
         "outgoing",
         "principal",
+        "queued_bytes",
         "send_buffer",
+        "send_buffer_bytes",
         "sender",
         "service",
         "serving",
@@ -253,18 +262,30 @@ class WebSocketSession:
         principal: Principal,
         limits: InputLimits,
         options: WebSocketOptions,
+        auth: Authenticator,
+        authorization: str | None,
     ) -> None:
         self.service = service
         self.ws = ws
+        # The handshake's credential, checked again (through the authenticator's cache) on
+        # every turn and resume frame: a key revoked or a token expired since the handshake
+        # closes the connection with 4401.
+        self.auth = auth
+        self.authorization = authorization
         # Frames go straight to the ASGI server: Starlette's `send_text` adds two coroutine
         # frames per frame and checks a state this class already keeps (`closing`).
         self.asgi_send = asgi_send
         # Where the server offers it, a frame is written straight to the socket when nothing
         # stands in the way (agenthost.web.direct_write); else through `asgi_send`.
         self.write_now = frame_writer(ws.scope)
+        # What the socket holds, and a close that passes back-pressure, where offered.
+        self.buffered = write_buffer(ws.scope)
+        self.close_now = frame_closer(ws.scope)
         self.session_id = session_id
         self.principal = principal
         self.send_buffer = options.send_buffer
+        self.send_buffer_bytes = options.send_buffer_bytes
+        self.queued_bytes = 0
         self.outgoing: collections.deque[bytes] | None = None  # made on the first frame
         self.sender: asyncio.Task[None] | None = None
         self.serving: asyncio.Task[Any] | None = None
@@ -307,10 +328,28 @@ class WebSocketSession:
             return
         if outgoing is None:
             outgoing = self.outgoing = collections.deque()
-        elif len(outgoing) >= self.send_buffer:
-            self.close(CLOSE_SLOW_CONSUMER, "slow_consumer")
+        queued = self.queued_bytes + len(frame)
+        if self.buffered is not None:
+            queued += self.buffered()
+        if queued > self.send_buffer_bytes or len(outgoing) >= self.send_buffer:
+            self.close_slow_consumer()
             return
+        self.queued_bytes += len(frame)
         outgoing.append(frame)
+
+    def close_slow_consumer(self) -> None:
+        """The client does not read what it is sent: drop its queue and close with 4001 at
+        once. Where the server offers it, the close frame passes the back-pressure a client
+        that never reads keeps on, and the connection is aborted if it is still open after
+        a grace time; else the connection is given up after the same time."""
+        self.close(CLOSE_SLOW_CONSUMER, "slow_consumer")
+        close_now = self.close_now
+        if close_now is None or not close_now(
+            CLOSE_SLOW_CONSUMER, "slow_consumer", _SLOW_CONSUMER_GRACE_S
+        ):
+            if self.idle_timer is not None:
+                self.idle_timer.cancel()
+            self._arm_idle_timer(_SLOW_CONSUMER_GRACE_S)
 
     def close(self, code: int, reason: str = "", last_frame: bytes | None = None) -> None:
         """Close with `code` once the sender gets to it, dropping what is queued; the sender
@@ -320,6 +359,7 @@ class WebSocketSession:
             self.close_reason = reason
             self.last_frame = last_frame
             self.outgoing = None  # the close goes out next, whatever the buffer held
+            self.queued_bytes = 0
             if self.sender is None:
                 self.sender = asyncio.ensure_future(self._send_queued(None))
 
@@ -332,6 +372,7 @@ class WebSocketSession:
                 await rest
             while self.outgoing:
                 frame = self.outgoing.popleft()
+                self.queued_bytes -= len(frame)
                 await self.asgi_send({"type": "websocket.send", "text": frame.decode()})
             self.outgoing = None
             if self.closing is not None:
@@ -363,7 +404,9 @@ class WebSocketSession:
         waiting for a client that never answered our close."""
         self.idle_timer = None
         if self.closing is not None:
-            if self.serving is not None and self.sender is None:
+            if self.serving is not None:
+                if self.sender is not None:
+                    self.sender.cancel()  # stuck behind a client that never reads
                 self.serving.cancel()  # our close went out long ago; no answer came
             return
         quiet = time.monotonic() - self.last_active
@@ -420,6 +463,18 @@ class WebSocketSession:
         if self.service.draining and not self.tasks:
             self.close(CLOSE_SERVICE_RESTART)
 
+    async def _still_allowed(self) -> Principal | None:
+        """The caller, if its credential is still valid; else an `unauthorized` error frame,
+        the close with 4401, and None."""
+        try:
+            self.principal = await self.auth.authenticate(self.authorization)
+        except AgentHostError as exc:
+            self.count_refusal(exc)
+            error = {"type": "error", "code": exc.code, "message": exc.message}
+            self.close(CLOSE_UNAUTHORIZED, exc.code, _encode(error))
+            return None
+        return self.principal
+
     def _turn(self, frame: TurnFrame) -> None:
         if self.service.draining:
             # Refused before it starts; the client reconnects elsewhere and sends it again.
@@ -431,11 +486,13 @@ class WebSocketSession:
         # The turn runs on even if this connection goes (unless on_disconnect=cancel): it
         # commits and can be resumed. A turn id seen before rejoins that turn (resume).
         async def turn() -> None:
-            principal = self.principal
+            principal = await self._still_allowed()
+            if principal is None:
+                return
             service = self.service
             turn_id = frame.turn_id
             try:
-                turn_id = await service.enter(principal, turn_id)
+                turn_id = await service.enter(principal, self.session_id, turn_id)
                 try:
                     streamed = await service.start_streamed(
                         self.session_id,
@@ -446,7 +503,7 @@ class WebSocketSession:
                         after=frame.after,
                     )
                 except BaseException:
-                    service.leave(principal, turn_id)
+                    service.leave(principal, self.session_id, turn_id)
                     raise
             except StreamEnded as ended:
                 # Sent again after its final event: that event again, nothing to wait for.
@@ -468,6 +525,8 @@ class WebSocketSession:
         turn_id = frame.turn_id
 
         async def resume() -> None:
+            if await self._still_allowed() is None:
+                return
             try:
                 events = await self.service.events(self.session_id, turn_id, frame.after)
             except StreamEnded as ended:
@@ -523,8 +582,13 @@ class WebSocketSession:
             self.close(1000)
             sender = self.sender
             if sender is not None:
-                with contextlib.suppress(Exception):
+                try:
                     await sender
+                except asyncio.CancelledError:
+                    if not sender.cancelled():
+                        raise  # this task's own cancellation, not the sender's
+                except Exception:
+                    pass  # the connection is gone
 
 
 class OpenWebSockets:
@@ -599,7 +663,15 @@ class WebSocketRoutes:
         await ws.accept()
         session_id = scoped_session_id(principal.tenant, session_id)
         connection = WebSocketSession(
-            self.service, ws, send, session_id, principal, self.limits, self.options
+            self.service,
+            ws,
+            send,
+            session_id,
+            principal,
+            self.limits,
+            self.options,
+            self.auth,
+            authorization,
         )
         self.open_websockets.add(connection)
         try:

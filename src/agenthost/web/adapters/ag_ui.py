@@ -140,13 +140,13 @@ class AGUIRoutes:
         turn_id = check_turn_id(run.run_id)
         service = self.service
         service.metrics.protocol_request(PROTOCOL)
-        turn_id = await service.enter(principal, turn_id) or turn_id
+        turn_id = await service.enter(principal, session_id, turn_id) or turn_id
         try:
             streamed = await service.start_streamed(
                 session_id, turn_id, text, metadata=None, on_busy="enqueue"
             )
         except BaseException:
-            service.leave(principal, turn_id)
+            service.leave(principal, session_id, turn_id)
             raise
         service.leave_when_done(principal, streamed)
         frames = AGUIRunFrames(public_id, turn_id)

@@ -143,13 +143,13 @@ class AISDKRoutes:
         self, principal: Principal, session_id: str, turn_id: str, text: str, message_id: str | None
     ) -> Response:
         service = self.service
-        turn_id = await service.enter(principal, turn_id) or turn_id
+        turn_id = await service.enter(principal, session_id, turn_id) or turn_id
         try:
             streamed = await service.start_streamed(
                 session_id, turn_id, text, metadata=None, on_busy="enqueue"
             )
         except BaseException:
-            service.leave(principal, turn_id)
+            service.leave(principal, session_id, turn_id)
             raise
         service.leave_when_done(principal, streamed)
         frames = UIStreamFrames(turn_id, message_id)

@@ -192,14 +192,14 @@ class OpenAIChatRoutes:
         self.limits.check_message(text)
         session_id = scoped_session_id(principal.tenant, public_id)
         model = req.model or self.model
-        turn_id = await service.enter(principal, turn_id) or turn_id
+        turn_id = await service.enter(principal, session_id, turn_id) or turn_id
         if req.stream:
             try:
                 streamed = await service.start_streamed(
                     session_id, turn_id, text, metadata=None, on_busy="enqueue"
                 )
             except BaseException:
-                service.leave(principal, turn_id)
+                service.leave(principal, session_id, turn_id)
                 raise
             service.leave_when_done(principal, streamed)
             frames = ChunkFrames(turn_id, model)
@@ -207,7 +207,7 @@ class OpenAIChatRoutes:
         try:
             record = await service.run(session_id, text, turn_id=turn_id, on_busy="enqueue")
         finally:
-            service.leave(principal, turn_id)
+            service.leave(principal, session_id, turn_id)
         return json_response(completion(turn_id, model, record.response or ""))
 
     async def _task(self, req: ChatCompletionRequest) -> Response:

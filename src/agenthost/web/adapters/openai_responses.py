@@ -306,11 +306,11 @@ class OpenAIResponsesRoutes:
         if req.stream or req.background:
             return await self._start(principal, session_id, turn_id, text, base, req.stream)
         service = self.service
-        turn_id = await service.enter(principal, turn_id) or turn_id
+        turn_id = await service.enter(principal, session_id, turn_id) or turn_id
         try:
             record = await service.run(session_id, text, turn_id=turn_id, on_busy="enqueue")
         finally:
-            service.leave(principal, turn_id)
+            service.leave(principal, session_id, turn_id)
         return json_response(_from_record(base, record))
 
     async def _start(
@@ -318,13 +318,13 @@ class OpenAIResponsesRoutes:
         base: ResponseObject, stream: bool,
     ) -> Response:  # fmt: skip
         service = self.service
-        await service.enter(principal, turn_id)
+        await service.enter(principal, session_id, turn_id)
         try:
             streamed = await service.start_streamed(
                 session_id, turn_id, text, metadata=None, on_busy="enqueue"
             )
         except BaseException:
-            service.leave(principal, turn_id)
+            service.leave(principal, session_id, turn_id)
             raise
         service.leave_when_done(principal, streamed)
         if not stream:  # background: the turn runs on; its events stay readable
