@@ -31,6 +31,7 @@ __all__ = [
     "idempotency_key",
     "int_query",
     "read_body",
+    "request_body",
     "single_query",
     "watch_disconnect",
 ]
@@ -89,6 +90,11 @@ async def read_body(receive: Receive, declared: str | None, limit: int) -> bytes
         if not message.get("more_body", False):
             break
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def request_body(request: Request, limit: int) -> bytes:
+    """A Starlette request's body, bounded as `read_body` bounds it."""
+    return await read_body(request.receive, request.headers.get("content-length"), limit)
 
 
 def event_number(raw: str | None) -> int:

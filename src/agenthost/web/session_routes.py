@@ -16,7 +16,7 @@ from agenthost.core.input_limits import InputLimits
 from agenthost.stores.base import SessionInfo, SessionStore
 from agenthost.turns.service import TurnService
 from agenthost.web.error_responses import json_response
-from agenthost.web.requests import MAX_BEFORE, BodyDecoder, int_query, read_body
+from agenthost.web.requests import MAX_BEFORE, BodyDecoder, int_query, request_body
 from agenthost.web.schemas import CreateSession, MessageOut, MessagesOut, SessionOut
 
 __all__ = ["SessionRoutes", "scoped_path_session"]
@@ -49,9 +49,7 @@ class SessionRoutes:
 
     async def create_session(self, request: Request) -> Response:
         principal = await self.auth.authenticate(request.headers.get("authorization"))
-        body = await read_body(
-            request.receive, request.headers.get("content-length"), self.max_body_bytes
-        )
+        body = await request_body(request, self.max_body_bytes)
         req = self._create_decoder(body) if body.strip() else CreateSession()
         self.limits.check_metadata(req.metadata)
         chosen = check_session_id(req.session_id) if req.session_id else new_session_id()

@@ -27,6 +27,7 @@ from agenthost.web.requests import (
     event_number,
     idempotency_key,
     read_body,
+    request_body,
     single_query,
     watch_disconnect,
 )
@@ -222,9 +223,7 @@ class TurnRoutes:
 
     async def chat(self, request: Request) -> Response:
         session_id = await scoped_path_session(self.auth, request)
-        body = await read_body(
-            request.receive, request.headers.get("content-length"), self.max_body_bytes
-        )
+        body = await request_body(request, self.max_body_bytes)
         req: ChatRequest = self._chat_decoder(body)
         self.limits.check_message(req.message)
         principal = await self.auth.authenticate(request.headers.get("authorization"))

@@ -23,7 +23,7 @@ from agenthost.core.ids import check_session_id, check_turn_id
 from agenthost.core.input_limits import InputLimits
 from agenthost.turns.service import TurnService
 from agenthost.web.adapters.events import chunk_text_json, final_error, final_turn
-from agenthost.web.requests import BodyDecoder, read_body
+from agenthost.web.requests import BodyDecoder, request_body
 from agenthost.web.sse import SSE_HEADERS, SSEResponse
 
 __all__ = ["AGUIRoutes", "AGUIRunFrames", "RunAgentInput"]
@@ -124,9 +124,7 @@ class AGUIRoutes:
 
     async def run(self, request: Request) -> Response:
         principal = await self.auth.authenticate(request.headers.get("authorization"))
-        body = await read_body(
-            request.receive, request.headers.get("content-length"), self.max_body_bytes
-        )
+        body = await request_body(request, self.max_body_bytes)
         run: RunAgentInput = self._decoder(body)
         users = [m for m in run.messages if m.role == "user"]
         if not users:

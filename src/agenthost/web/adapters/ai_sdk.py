@@ -26,7 +26,7 @@ from agenthost.core.ids import check_session_id, check_turn_id
 from agenthost.core.input_limits import InputLimits
 from agenthost.turns.service import TurnService
 from agenthost.web.adapters.events import chunk_text_json, final_error, final_turn
-from agenthost.web.requests import BodyDecoder, read_body
+from agenthost.web.requests import BodyDecoder, request_body
 from agenthost.web.sse import SSE_HEADERS, SSEResponse
 
 __all__ = ["AISDKChatRequest", "AISDKRoutes", "UIStreamFrames"]
@@ -120,9 +120,7 @@ class AISDKRoutes:
 
     async def chat(self, request: Request) -> Response:
         principal = await self.auth.authenticate(request.headers.get("authorization"))
-        body = await read_body(
-            request.receive, request.headers.get("content-length"), self.max_body_bytes
-        )
+        body = await request_body(request, self.max_body_bytes)
         req: AISDKChatRequest = self._decoder(body)
         users = [m for m in req.messages if m.role == "user"]
         if not users:

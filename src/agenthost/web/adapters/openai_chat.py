@@ -28,7 +28,7 @@ from agenthost.turns.service import TurnService
 from agenthost.web.adapters.conversation import ChatMessageIn, conversation_ids, message_text
 from agenthost.web.adapters.events import chunk_text_json, final_error, final_turn
 from agenthost.web.error_responses import json_response
-from agenthost.web.requests import BodyDecoder, read_body
+from agenthost.web.requests import BodyDecoder, request_body
 from agenthost.web.sse import SSE_HEADERS, SSEResponse
 
 __all__ = [
@@ -179,9 +179,7 @@ class OpenAIChatRoutes:
 
     async def completions(self, request: Request) -> Response:
         principal = await self.auth.authenticate(request.headers.get("authorization"))
-        body = await read_body(
-            request.receive, request.headers.get("content-length"), self.max_body_bytes
-        )
+        body = await request_body(request, self.max_body_bytes)
         req: ChatCompletionRequest = self._decoder(body)
         service = self.service
         service.metrics.protocol_request(PROTOCOL)

@@ -35,7 +35,7 @@ from agenthost.stores.base import TurnRecord
 from agenthost.turns.service import TurnService
 from agenthost.web.adapters.events import chunk_text_json, final_error, final_turn
 from agenthost.web.error_responses import json_response
-from agenthost.web.requests import BodyDecoder, event_number, read_body
+from agenthost.web.requests import BodyDecoder, event_number, request_body
 from agenthost.web.sse import SSE_HEADERS, SSEResponse
 
 __all__ = [
@@ -280,9 +280,7 @@ class OpenAIResponsesRoutes:
 
     async def create(self, request: Request) -> Response:
         principal = await self.auth.authenticate(request.headers.get("authorization"))
-        body = await read_body(
-            request.receive, request.headers.get("content-length"), self.max_body_bytes
-        )
+        body = await request_body(request, self.max_body_bytes)
         req: ResponsesRequest = self._decoder(body)
         text = _input_text(req)
         if not text:
