@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the servers the test suite starts on free ports (redis-server, haproxy, PostgreSQL)
-# from Debian's packages when they are missing. Fails loudly here rather than in a test.
+# and the browser the browser tests drive (Debian's chromium, through the playwright Python
+# package; never `playwright install`) from Debian's packages when they are missing. Fails
+# loudly here rather than in a test.
 set -euo pipefail
 
 # The Kubernetes tests render the manifests with `kubectl kustomize`; kubectl is not a Debian
@@ -16,6 +18,7 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
@@ -46,6 +49,6 @@ trap cleanup EXIT
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 
-for bin in redis-server redis-cli haproxy; do
+for bin in redis-server redis-cli haproxy chromium; do
   command -v "$bin" >/dev/null 2>&1 || { echo "error: $bin still missing after install" >&2; exit 1; }
 done

@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.fixtures.llm",
     "tests.fixtures.node",
     "tests.fixtures.postgres",
+    "tests.fixtures.browser",
 ]
