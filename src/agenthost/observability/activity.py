@@ -1,0 +1,76 @@
+"""What a process did lately, for the dashboard: its last turns (status, duration, tenant;
+the message and answer only with `--log-content`) and its rate-limit refusals by tenant.
+
+Unlike the Prometheus metrics, these name tenants: they are shown to the fleet's admin,
+never exported as label values. Both are bounded, so a process holds the same few kilobytes
+whatever its traffic.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+import msgspec
+
+__all__ = ["MAX_TENANTS", "RECENT_TURNS", "Activity", "TurnSample"]
+
+RECENT_TURNS = 30
+"""Turns a process keeps for the dashboard."""
+
+MAX_TENANTS = 200
+"""Tenants whose refusals are counted one by one; the rest are counted under `(others)`."""
+
+
+class TurnSample(msgspec.Struct, omit_defaults=True):
+    """One finished turn as the dashboard shows it."""
+
+    at: float
+    status: str
+    seconds: float
+    tenant: str | None = None
+    session_id: str | None = None
+    turn_id: str | None = None
+    message: str | None = None
+    response: str | None = None
+
+
+class Activity:
+    def __init__(self, *, log_content: bool = False, keep: int = RECENT_TURNS) -> None:
+        self.log_content = log_content
+        self.recent: deque[TurnSample] = deque(maxlen=keep)
+        self.rejections: dict[str, int] = {}
+
+    def turn_finished(
+        self,
+        status: str,
+        seconds: float,
+        *,
+        tenant: str | None,
+        session_id: str,
+        turn_id: str,
+        message: str | None = None,
+        response: str | None = None,
+    ) -> None:
+        content = self.log_content
+        self.recent.append(
+            TurnSample(
+                at=time.time(),
+                status=status,
+                seconds=round(seconds, 4),
+                tenant=tenant,
+                session_id=session_id,
+                turn_id=turn_id,
+                message=message if content else None,
+                response=response if content else None,
+            )
+        )
+
+    def rate_limited(self, tenant: str | None) -> None:
+        name = tenant or "(none)"
+        if name not in self.rejections and len(self.rejections) >= MAX_TENANTS:
+            name = "(others)"
+        self.rejections[name] = self.rejections.get(name, 0) + 1
+
+    def recent_turns(self) -> list[TurnSample]:
+        return list(self.recent)
