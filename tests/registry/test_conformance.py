@@ -79,8 +79,13 @@ async def test_remove_takes_a_process_off(registry: ProcessRegistry) -> None:
 async def test_decisions_newest_first_and_capped(registry: ProcessRegistry) -> None:
     for n in range(DECISIONS_KEPT + 5):
         await registry.add_decision(
-            AutoscaleDecision(at=float(n), reason="scale_up", current=1, desired=2,
-                              inputs={"values": {"r1": 3.0}, "n": n})  # fmt: skip
+            AutoscaleDecision(
+                at=float(n),
+                reason="scale_up",
+                current=1,
+                desired=2,
+                inputs={"values": {"r1": 3.0}, "n": n},
+            )
         )
     newest = await registry.decisions(3)
     assert [d.inputs["n"] for d in newest] == [DECISIONS_KEPT + 4, DECISIONS_KEPT + 3,
