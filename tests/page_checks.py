@@ -22,7 +22,10 @@ UNLABELLED_CONTROLS = """
 # The WCAG contrast of every visible text element against the background it is drawn on.
 LOW_CONTRAST = """
 () => {
-  const channel = (c) => { c /= 255; return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; };
+  const channel = (c) => {
+    c /= 255;
+    return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+  };
   const parse = (text) => (text.match(/[\\d.]+/g) || []).map(Number);
   const luminance = ([r, g, b]) => 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b);
   const background = (el) => {
@@ -41,7 +44,8 @@ LOW_CONTRAST = """
     const fg = luminance(parse(style.color).slice(0, 3));
     const bg = luminance(background(el));
     const ratio = (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05);
-    if (ratio < 4.5) low.push(el.tagName + ' "' + el.textContent.trim().slice(0, 30) + '" ' + ratio.toFixed(2));
+    const text = el.textContent.trim().slice(0, 30);
+    if (ratio < 4.5) low.push(el.tagName + ' "' + text + '" ' + ratio.toFixed(2));
   }
   return low;
 }
