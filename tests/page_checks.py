@@ -6,7 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from playwright.sync_api import Page
+from playwright.sync_api import Page, expect
+
+# The machine is loaded and a fleet takes a while to start or roll: assertions on a page
+# wait up to a minute (playwright's default is 5 s).
+expect.set_options(timeout=60_000)
 
 UNLABELLED_CONTROLS = """
 () => [...document.querySelectorAll('input, textarea, select, button')]

@@ -13,13 +13,18 @@ from collections import deque
 
 import msgspec
 
-__all__ = ["MAX_TENANTS", "RECENT_TURNS", "Activity", "TurnSample"]
+__all__ = ["ANONYMOUS", "MAX_DURATIONS", "MAX_TENANTS", "RECENT_TURNS", "Activity", "TurnSample"]
 
 RECENT_TURNS = 30
 """Turns a process keeps for the dashboard."""
 
 MAX_TENANTS = 200
 """Tenants whose refusals are counted one by one; the rest are counted under `(others)`."""
+
+MAX_DURATIONS = 20_000
+"""Turn durations kept between two heartbeats (for their p99); past it, every other one."""
+
+ANONYMOUS = "(anonymous)"
 
 
 class TurnSample(msgspec.Struct, omit_defaults=True):
@@ -40,6 +45,9 @@ class Activity:
         self.log_content = log_content
         self.recent: deque[TurnSample] = deque(maxlen=keep)
         self.rejections: dict[str, int] = {}
+        self.durations: list[float] = []
+        self._thinning = 1
+        self._skipped = 0
 
     def turn_finished(
         self,
@@ -52,13 +60,14 @@ class Activity:
         message: str | None = None,
         response: str | None = None,
     ) -> None:
+        self._keep_duration(seconds)
         content = self.log_content
         self.recent.append(
             TurnSample(
                 at=time.time(),
                 status=status,
                 seconds=round(seconds, 4),
-                tenant=tenant,
+                tenant=tenant or ANONYMOUS,
                 session_id=session_id,
                 turn_id=turn_id,
                 message=message if content else None,
@@ -67,10 +76,26 @@ class Activity:
         )
 
     def rate_limited(self, tenant: str | None) -> None:
-        name = tenant or "(none)"
+        name = tenant or ANONYMOUS
         if name not in self.rejections and len(self.rejections) >= MAX_TENANTS:
             name = "(others)"
         self.rejections[name] = self.rejections.get(name, 0) + 1
 
     def recent_turns(self) -> list[TurnSample]:
         return list(self.recent)
+
+    def take_durations(self) -> list[float]:
+        """The turn durations since the last call (a sample, past MAX_DURATIONS)."""
+        taken, self.durations = self.durations, []
+        self._thinning, self._skipped = 1, 0
+        return taken
+
+    def _keep_duration(self, seconds: float) -> None:
+        self._skipped += 1
+        if self._skipped < self._thinning:
+            return
+        self._skipped = 0
+        self.durations.append(seconds)
+        if len(self.durations) >= MAX_DURATIONS:  # keep every other one from now on
+            del self.durations[::2]
+            self._thinning *= 2

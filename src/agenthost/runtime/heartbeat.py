@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import socket
 import time
@@ -22,10 +23,10 @@ from collections import deque
 from collections.abc import Callable
 
 from agenthost.core.errors import AgentHostError
-from agenthost.observability.metrics import Histogram, Metrics
+from agenthost.observability.metrics import Metrics
 from agenthost.registry import ProcessRecord, ProcessRegistry, Sample
 
-__all__ = ["HISTORY_S", "Heartbeat", "new_process_id", "quantile"]
+__all__ = ["HISTORY_S", "Heartbeat", "new_process_id", "p99"]
 
 log = logging.getLogger("agenthost.heartbeat")
 
@@ -39,23 +40,12 @@ def new_process_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-def quantile(q: float, bounds: tuple[float, ...], counts: list[int]) -> float | None:
-    """The q-quantile of observations counted in buckets (upper `bounds`, a last bucket above
-    them all), interpolated within its bucket as Prometheus' histogram_quantile does; None
-    without observations."""
-    total = sum(counts)
-    if total == 0:
+def p99(durations: list[float]) -> float | None:
+    """The 99th percentile (nearest rank) of `durations`; None without any."""
+    if not durations:
         return None
-    rank = q * total
-    seen = 0
-    for i, count in enumerate(counts):
-        if seen + count >= rank and count > 0:
-            if i == len(bounds):  # above the highest bound: that bound is all we know
-                return bounds[-1]
-            low = bounds[i - 1] if i > 0 else 0.0
-            return low + (bounds[i] - low) * (rank - seen) / count
-        seen += count
-    return bounds[-1]
+    ordered = sorted(durations)
+    return round(ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)], 4)
 
 
 def _rss_bytes() -> int:
@@ -97,7 +87,6 @@ class Heartbeat:
         self._last_at = time.monotonic()
         self._last_cpu = time.process_time()
         self._last_turns = 0
-        self._last_counts = list(metrics.turn_duration.counts)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="heartbeat")
@@ -141,15 +130,12 @@ class Heartbeat:
         elapsed = max(now_mono - self._last_at, 1e-6)
         turns = sum(metrics.turns.values())
         turns_per_s = round((turns - self._last_turns) / elapsed, 3)
-        histogram: Histogram = metrics.turn_duration
-        delta = [now - then for now, then in zip(histogram.counts, self._last_counts, strict=True)]
-        p99 = quantile(0.99, histogram.bounds, delta)
+        slowest = p99(metrics.activity.take_durations())
         cpu_percent = round(100.0 * (cpu - self._last_cpu) / elapsed, 1)
         self._last_at, self._last_cpu, self._last_turns = now_mono, cpu, turns
-        self._last_counts = list(histogram.counts)
         now = self.clock()
         inflight = metrics.inflight()
-        self.history.append(Sample(round(now, 3), turns_per_s, inflight, p99))
+        self.history.append(Sample(round(now, 3), turns_per_s, inflight, slowest))
         draining = metrics.draining()
         activity = metrics.activity
         return ProcessRecord(
@@ -164,7 +150,7 @@ class Heartbeat:
             active_connections=metrics.active_connections,
             inflight_turns=inflight,
             turns_per_s=turns_per_s,
-            p99_s=p99,
+            p99_s=slowest,
             cpu_percent=cpu_percent,
             rss_bytes=_rss_bytes(),
             turns_total=turns,

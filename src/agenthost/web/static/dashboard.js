@@ -73,7 +73,7 @@ function renderTurns(fleet) {
   turns.sort((a, b) => b.at - a.at);
   const body = $('recent-turns').tBodies[0];
   body.replaceChildren();
-  for (const t of turns.slice(0, 50)) {
+  for (const t of turns.slice(0, 25)) {
     const row = document.createElement('tr');
     cell(row, clock(t.at));
     cell(row, shortId(t.process), 'mono');
