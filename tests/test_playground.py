@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -19,7 +20,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from agenthost.cluster import fleet
 from agenthost.cluster.state import load
-from tests.fixtures.agenthost import AgentHostProcess, free_port, wait_until
+from tests.fixtures.agenthost import AGENTHOST, AgentHostProcess, free_port, wait_until
 from tests.page_checks import RECORD_GROWTH, assert_accessible, assert_fits_width
 
 # The simulated model at a pace a person can watch: every token its own event.
@@ -247,3 +248,43 @@ def test_a_server_killed_mid_stream_is_survived_by_resuming_on_the_other(
     assert [(m["role"], m["turn_id"]) for m in history] == [("user", key), ("assistant", key)]
     assert history[1]["content"] == answer
     page.screenshot(path=str(screenshot_dir / "playground-resumed.png"), full_page=True)
+
+
+def create_key(store: str, tenant: str, *limits: str) -> str:
+    result = subprocess.run(
+        [AGENTHOST, "keys", "create", "--tenant", tenant, "--store", store, *limits],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_an_api_key_typed_once_serves_sse_and_websocket_and_names_the_tenant(
+    page: Page, agenthost_factory: Callable[..., AgentHostProcess], tmp_path: Path
+) -> None:
+    store = f"sqlite:///{tmp_path / 'keys.db'}"
+    key = create_key(store, "acme", "--turns-per-minute", "2", "--burst", "2")
+    server = agenthost_factory(store=store, auth="keys", llm=PACED, admin_token="adm",
+                               heartbeat_interval=0.5)  # fmt: skip
+    page.goto(f"{server.url}/playground")
+    page.get_by_label("API key").fill("ahk_wrong")
+    page.get_by_label("Session id").fill("play-keys")
+    send(page, "who am i")
+    expect(page.get_by_role("alert")).to_contain_text("401")
+    page.get_by_label("API key").fill(key)
+    page.reload()  # the key is kept in the tab's session storage
+    assert page.get_by_label("API key").input_value() == key
+    send(page, "over sse")
+    wait_done(page)
+    page.get_by_label("WebSocket").check()
+    send(page, "over a socket")  # the key rides as a subprotocol
+    wait_done(page)
+    assert last_answer(page).locator(".text").inner_text().startswith("sim: over a socket")
+    send(page, "one too many")
+    expect(page.get_by_role("alert")).to_contain_text("rate_limited")
+    # The dashboard names the tenant of each turn and of each refusal.
+    page.goto(f"{server.url}/dashboard")
+    page.get_by_label("Admin token").fill("adm")
+    page.get_by_label("Admin token").press("Enter")
+    expect(page.locator("#recent-turns tbody tr").first).to_contain_text("acme")
+    expect(page.locator("#rejections tbody tr").first).to_contain_text("acme")

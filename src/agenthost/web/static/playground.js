@@ -170,7 +170,11 @@ function wsTurn(turn, after) {
   return new Promise((resolve) => {
     let attempt = 0;
     const open = () => {
-      const socket = new WebSocket(url);
+      // A browser cannot set Authorization on a handshake: the key rides as a subprotocol
+      // (the server answers with `agenthost`, never echoing the key).
+      const socket = apiKey()
+        ? new WebSocket(url, ['agenthost', 'bearer.' + apiKey()])
+        : new WebSocket(url);
       socket.onopen = () => {
         const frame = after !== null
           ? {type: 'resume', turn_id: turn.key, after}
