@@ -40,10 +40,13 @@ class TurnSample(msgspec.Struct, omit_defaults=True):
     response: str | None = None
 
 
+_Turn = tuple[float, str, float, str | None, str, str, str | None, str | None]
+
+
 class Activity:
     def __init__(self, *, log_content: bool = False, keep: int = RECENT_TURNS) -> None:
         self.log_content = log_content
-        self.recent: deque[TurnSample] = deque(maxlen=keep)
+        self.recent: deque[_Turn] = deque(maxlen=keep)
         self.rejections: dict[str, int] = {}
         self.durations: list[float] = []
         self._thinning = 1
@@ -60,19 +63,13 @@ class Activity:
         message: str | None = None,
         response: str | None = None,
     ) -> None:
+        """Note a finished turn: a tuple on the turn's path; the struct is built by
+        `recent_turns`, once per heartbeat."""
         self._keep_duration(seconds)
-        content = self.log_content
+        if not self.log_content:
+            message = response = None
         self.recent.append(
-            TurnSample(
-                at=time.time(),
-                status=status,
-                seconds=round(seconds, 4),
-                tenant=tenant or ANONYMOUS,
-                session_id=session_id,
-                turn_id=turn_id,
-                message=message if content else None,
-                response=response if content else None,
-            )
+            (time.time(), status, seconds, tenant, session_id, turn_id, message, response)
         )
 
     def rate_limited(self, tenant: str | None) -> None:
@@ -82,7 +79,19 @@ class Activity:
         self.rejections[name] = self.rejections.get(name, 0) + 1
 
     def recent_turns(self) -> list[TurnSample]:
-        return list(self.recent)
+        return [
+            TurnSample(
+                at=at,
+                status=status,
+                seconds=round(seconds, 4),
+                tenant=tenant or ANONYMOUS,
+                session_id=session_id,
+                turn_id=turn_id,
+                message=message,
+                response=response,
+            )
+            for at, status, seconds, tenant, session_id, turn_id, message, response in self.recent
+        ]
 
     def take_durations(self) -> list[float]:
         """The turn durations since the last call (a sample, past MAX_DURATIONS)."""
