@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,9 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from agenthost.cluster import fleet
+from agenthost.cluster.autoscaler import record_decision
 from agenthost.cluster.state import load
+from agenthost.registry import AutoscaleDecision
 from tests.fixtures.agenthost import AGENTHOST, AgentHostProcess, free_port, wait_until
 from tests.page_checks import assert_accessible, assert_fits_width
 
@@ -197,3 +201,27 @@ def test_a_three_replica_fleet_its_rollout_and_its_load(
     new_ports = {f"127.0.0.1:{r.port}" for r in load(cluster_dir).replicas}
     assert not new_ports & ports
     assert json.loads(report.read_text())["failed"] == 0
+
+
+def test_autoscaler_decisions_and_the_grafana_link(
+    page: Page, agenthost_factory: Callable[..., AgentHostProcess], tmp_path: Path
+) -> None:
+    store = f"sqlite:///{tmp_path / 'fleet.db'}"
+    server = agenthost_factory(store=store, admin_token=TOKEN, heartbeat_interval=0.5,
+                               grafana_url="https://grafana.example/d/agenthost")  # fmt: skip
+    # What `agenthost cluster up --autoscale` writes after each evaluation (from a thread of
+    # its own: playwright's sync API runs an event loop in this one).
+    decision = AutoscaleDecision(
+        at=time.time(), reason="scale up", current=1, desired=3,
+        inputs={"metric": "agenthost_inflight_turns", "values": {"r1": 25.0}, "target": 10},
+    )  # fmt: skip
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(record_decision, store, decision).result(60)
+    connect(page, server.url, TOKEN)
+    row = page.locator("#decisions tbody tr").first
+    expect(row).to_contain_text("scale up")
+    expect(row).to_contain_text("1 → 3")
+    expect(row).to_contain_text('"r1":25')
+    expect(page.get_by_role("link", name="Grafana dashboard (long history)")).to_have_attribute(
+        "href", "https://grafana.example/d/agenthost"
+    )
