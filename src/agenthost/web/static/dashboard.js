@@ -131,7 +131,8 @@ function render(fleet) {
   renderDecisions(fleet);
   if (fleet.grafana_url) $('grafana-link').href = fleet.grafana_url;
   const live = fleet.processes.filter((p) => p.state !== 'stopped').length;
-  $('status').textContent = 'Live: ' + live + ' processes; updated ' + clock(fleet.now) + '.';
+  $('status').textContent = 'Live: ' + live + (live === 1 ? ' process' : ' processes') +
+    '; updated ' + clock(fleet.now) + '.';
 }
 
 async function follow(token, mine) {
