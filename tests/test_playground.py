@@ -223,7 +223,7 @@ def test_a_server_killed_mid_stream_is_survived_by_resuming_on_the_other(
     port = free_port()
     fleet.up(cluster_dir, replicas=2, port=port, store=None,
              serve_env={"AGENTHOST_LLM": "sim://?ttft_ms=100&tokens_per_s=8&words=40",
-                        "AGENTHOST_PLAYGROUND": "on", "AGENTHOST_LEASE_TTL": "2"},
+                        "AGENTHOST_LEASE_TTL": "2"},
              drain_timeout=5, log=lambda _: None)  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     page.goto(f"{base}/playground")
