@@ -24,6 +24,7 @@ __all__ = [
     "decode_decision",
     "decode_record",
     "encode",
+    "order",
 ]
 
 DECISIONS_KEPT = 100
