@@ -139,8 +139,12 @@ def test_the_dashboard_fits_a_phone(
     try:
         page = context.new_page()
         page.set_default_timeout(TIMEOUT_MS)
+        requested: list[str] = []
+        page.on("request", lambda request: requested.append(request.url))
         connect(page, server.url, TOKEN)
         expect(page.locator("#processes tbody tr")).to_have_count(1)
+        # Nothing but the server itself: no CDN, works offline.
+        assert requested and all(url.startswith(server.url + "/") for url in requested)
         assert_fits_width(page)
         assert_accessible(page)
         page.screenshot(path=str(screenshot_dir / "dashboard-390px.png"), full_page=True)

@@ -14,7 +14,7 @@ from agenthost.observability.activity import ANONYMOUS, MAX_DURATIONS, MAX_TENAN
 from agenthost.observability.metrics import Metrics
 from agenthost.registry.memory import MemoryRegistry
 from agenthost.runtime.heartbeat import Heartbeat, p99
-from tests.fixtures.agenthost import AgentHostProcess, wait_until
+from tests.fixtures.agenthost import AgentHostProcess, async_wait_until, wait_until
 
 TOKEN = "heartbeat-admin"
 
@@ -115,3 +115,32 @@ def test_a_draining_process_says_so_at_once_and_stopped_when_gone(
     wait_until(lambda: state() == "draining", 10, "the record to say draining")
     turn.join(60)
     wait_until(lambda: state() == "stopped", 60, "the record to say stopped")
+
+
+async def test_an_unreachable_registry_is_logged_once_and_never_stops_the_beat(
+    caplog: Any,
+) -> None:
+    from agenthost.registry import ProcessRecord
+    from agenthost.registry.redis import RedisRegistry
+    from tests.fixtures.agenthost import free_port
+
+    class Counted(RedisRegistry):
+        calls = 0
+
+        async def beat(self, record: ProcessRecord, ttl_s: float) -> None:
+            self.calls += 1
+            await super().beat(record, ttl_s)
+
+    # A Redis that is not there: every beat fails, and the process carries on.
+    registry = Counted(f"redis://127.0.0.1:{free_port()}/0?connect_timeout=0.2")
+    await registry.open()
+    beat = Heartbeat(registry, Metrics(), address="http://a:1", version="v", role="all",
+                     interval=0.2)  # fmt: skip
+    try:
+        with caplog.at_level("WARNING", logger="agenthost.heartbeat"):
+            beat.start()
+            await async_wait_until(lambda: registry.calls >= 4, 30, "four failed beats")
+    finally:
+        await beat.stop()
+        await registry.close()
+    assert len([r for r in caplog.records if "unreachable" in r.message]) == 1

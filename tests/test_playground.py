@@ -169,6 +169,8 @@ def test_accessible_and_usable_at_a_phones_width(
     try:
         page = context.new_page()
         page.set_default_timeout(TIMEOUT_MS)
+        requested: list[str] = []
+        page.on("request", lambda request: requested.append(request.url))
         page.goto(f"{server.url}/playground")
         assert_accessible(page)
         assert_fits_width(page)
@@ -181,6 +183,8 @@ def test_accessible_and_usable_at_a_phones_width(
         assert_fits_width(page)
         assert_accessible(page)
         page.screenshot(path=str(screenshot_dir / "playground-390px.png"), full_page=True)
+        # Nothing but the server itself: no CDN, works offline.
+        assert requested and all(url.startswith(server.url + "/") for url in requested)
     finally:
         context.close()
 
