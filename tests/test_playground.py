@@ -292,3 +292,18 @@ def test_an_api_key_typed_once_serves_sse_and_websocket_and_names_the_tenant(
     page.get_by_label("Admin token").press("Enter")
     expect(page.locator("#recent-turns tbody tr").first).to_contain_text("acme")
     expect(page.locator("#rejections tbody tr").first).to_contain_text("acme")
+
+
+async def failing_agent(turn: Any) -> str:
+    raise RuntimeError("the agent fell over")
+
+
+def test_a_failed_turn_shows_its_error_event(
+    page: Page, agenthost_factory: Callable[..., AgentHostProcess]
+) -> None:
+    server = agenthost_factory(app="tests.test_playground:failing_agent")
+    page.goto(f"{server.url}/playground")
+    send(page, "fail please")
+    expect(page.get_by_role("alert")).to_contain_text("The turn failed — agent_error")
+    expect(page.locator("#turn-status")).to_have_text("failed")
+    expect(page.locator("#events li").last).to_contain_text("error")
