@@ -108,7 +108,7 @@ def route_table(
     min_seq = Param(
         "min_seq",
         "query",
-        {"type": "integer", "minimum": 0},
+        {"type": "integer", "minimum": 0, "maximum": MAX_BEFORE},
         "Read-your-writes: the answer includes at least the message with this seq (a server "
         "reading from a PostgreSQL replica that is behind asks the primary instead).",
     )
@@ -116,7 +116,8 @@ def route_table(
         "Last-Event-ID",
         "header",
         LAST_EVENT_ID_SCHEMA,
-        "Resume after this event number (what an EventSource sends when it reconnects).",
+        "Resume after this event number (what an EventSource sends when it reconnects). "
+        "A turn POST that sends it must send Idempotency-Key too (else 400 turn_id_required).",
     )
     return [
         Endpoint("POST", "/v1/sessions", sessions.create_session, "Create a session",

@@ -9,7 +9,7 @@ message of `messages` is read; agenthost's history is the agent's.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from starlette.requests import Request
@@ -23,6 +23,7 @@ from agenthost.core.ids import check_session_id, check_turn_id
 from agenthost.core.input_limits import InputLimits
 from agenthost.turns.service import TurnService
 from agenthost.web.adapters.events import chunk_text_json, final_error, final_turn
+from agenthost.web.adapters.newest_user import ID_SCHEMA, no_text, user_messages_schema
 from agenthost.web.requests import BodyDecoder, request_body
 from agenthost.web.sse import SSE_HEADERS, SSEResponse
 
@@ -45,9 +46,11 @@ class RunAgentInput(msgspec.Struct):
     """What agenthost reads of AG-UI's `RunAgentInput` (tools, context, state and
     forwardedProps are accepted and not used)."""
 
-    thread_id: str = msgspec.field(name="threadId")
-    run_id: str = msgspec.field(name="runId")
-    messages: list[AGUIMessage] = []
+    thread_id: Annotated[str, msgspec.Meta(extra_json_schema=ID_SCHEMA)] = msgspec.field(
+        name="threadId"
+    )
+    run_id: Annotated[str, msgspec.Meta(extra_json_schema=ID_SCHEMA)] = msgspec.field(name="runId")
+    messages: Annotated[list[AGUIMessage], msgspec.Meta(extra_json_schema=user_messages_schema())]
 
 
 def _text(message: AGUIMessage) -> str:
@@ -131,7 +134,7 @@ class AGUIRoutes:
             raise ValidationFailed("messages has no user message")
         text = _text(users[-1])
         if not text:
-            raise ValidationFailed("the last user message has no text")
+            raise no_text()
         self.limits.check_message(text)
         public_id = check_session_id(run.thread_id)
         session_id = scoped_session_id(principal.tenant, public_id)

@@ -12,7 +12,7 @@ a second commit.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from starlette.requests import Request
@@ -22,10 +22,16 @@ from agenthost.auth.authenticators import Authenticator
 from agenthost.auth.principal import Principal, scoped_session_id
 from agenthost.brokers.base import StreamEvent
 from agenthost.core.errors import ValidationFailed
-from agenthost.core.ids import check_session_id, check_turn_id
+from agenthost.core.ids import check_session_id
 from agenthost.core.input_limits import InputLimits
 from agenthost.turns.service import TurnService
 from agenthost.web.adapters.events import chunk_text_json, final_error, final_turn
+from agenthost.web.adapters.newest_user import (
+    ID_SCHEMA,
+    check_message_id,
+    no_text,
+    user_messages_schema,
+)
 from agenthost.web.requests import BodyDecoder, request_body
 from agenthost.web.sse import SSE_HEADERS, SSEResponse
 
@@ -48,8 +54,10 @@ class UIMessage(msgspec.Struct):
 class AISDKChatRequest(msgspec.Struct):
     """What `DefaultChatTransport` posts (other fields of a custom `body` are ignored)."""
 
-    id: str
-    messages: list[UIMessage]
+    id: Annotated[str, msgspec.Meta(extra_json_schema=ID_SCHEMA)]
+    messages: Annotated[
+        list[UIMessage], msgspec.Meta(extra_json_schema=user_messages_schema(needs_id=True))
+    ]
     trigger: str = "submit-message"
     message_id: str | None = msgspec.field(default=None, name="messageId")
 
@@ -127,12 +135,10 @@ class AISDKRoutes:
             raise ValidationFailed("messages has no user message")
         text = _text(users[-1])
         if not text:
-            raise ValidationFailed("the last user message has no text part")
-        if not users[-1].id:
-            raise ValidationFailed("the last user message has no id")
+            raise no_text()
+        turn_id = check_message_id(users[-1].id)
         self.limits.check_message(text)
         session_id = scoped_session_id(principal.tenant, check_session_id(req.id))
-        turn_id = check_turn_id(users[-1].id)
         message_id = req.message_id if req.trigger == "regenerate-message" else None
         self.service.metrics.protocol_request(PROTOCOL)
         return await self._stream(principal, session_id, turn_id, text, message_id)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from starlette.requests import Request
@@ -34,6 +34,12 @@ from agenthost.core.input_limits import InputLimits
 from agenthost.stores.base import TurnRecord
 from agenthost.turns.service import TurnService
 from agenthost.web.adapters.events import chunk_text_json, final_error, final_turn
+from agenthost.web.adapters.newest_user import (
+    ID_SCHEMA,
+    NEWEST_USER,
+    no_text,
+    user_messages_schema,
+)
 from agenthost.web.error_responses import json_response
 from agenthost.web.requests import BodyDecoder, event_number, request_body
 from agenthost.web.sse import SSE_HEADERS, SSEResponse
@@ -59,12 +65,25 @@ class InputItem(msgspec.Struct):
     content: str | list[dict[str, Any]] | None = None
 
 
+# A message item is a user message unless it says otherwise (`role` and `type` default).
+_USER_ITEM = {
+    "type": "object",
+    "properties": {"role": {"const": "user"}, "type": {"const": "message"}},
+}
+_USER_ITEMS = msgspec.Meta(extra_json_schema=user_messages_schema(_USER_ITEM))
+_CONVERSATION_OBJECT = {"properties": {"id": {"type": "string", **ID_SCHEMA}}, "required": ["id"]}
+
+
 class ResponsesRequest(msgspec.Struct):
     """What agenthost reads of a Responses request (other fields are ignored)."""
 
-    input: str | list[InputItem]
+    input: Annotated[str, msgspec.Meta(min_length=1)] | Annotated[list[InputItem], _USER_ITEMS]
     model: str = ""
-    conversation: str | dict[str, Any] | None = None
+    conversation: (
+        Annotated[str, msgspec.Meta(extra_json_schema=ID_SCHEMA)]
+        | Annotated[dict[str, Any], msgspec.Meta(extra_json_schema=_CONVERSATION_OBJECT)]
+        | None
+    ) = None
     previous_response_id: str | None = None
     stream: bool = False
     background: bool = False
@@ -132,7 +151,7 @@ def _input_text(req: ResponsesRequest) -> str:
         return req.input
     users = [i for i in req.input if i.role == "user" and i.type == "message"]
     if not users:
-        raise ValidationFailed("input has no user message")
+        raise ValidationFailed("input has no user message")  # the schema's `contains`
     content = users[-1].content
     if content is None or isinstance(content, str):
         return content or ""
@@ -284,7 +303,7 @@ class OpenAIResponsesRoutes:
         req: ResponsesRequest = self._decoder(body)
         text = _input_text(req)
         if not text:
-            raise ValidationFailed("the input has no text")
+            raise no_text(f"{NEWEST_USER} of input")
         self.limits.check_message(text)
         public_id = _conversation_id(req)
         if public_id is None and req.previous_response_id:
