@@ -4,6 +4,7 @@ readUIMessageStream (Node) against a real agenthost; the wire format and edges i
 from __future__ import annotations
 
 import json
+import subprocess
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from starlette.testclient import TestClient
 from agenthost.core.settings import Settings
 from agenthost.runtime.assembly import Assembly, assemble
 from tests.fixtures.agenthost import AgentHostProcess
+from tests.fixtures.node import JS
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +61,55 @@ def test_reconnect_to_stream_replays_the_running_turn(
     assert committed[1][0] == "assistant" and out["resumedText"] == committed[1][1]
     assert out["partial"] and committed[1][1].startswith(out["partial"])
     assert out["afterResume"] is None
+
+
+def test_reconnect_to_stream_after_a_process_is_killed_gets_the_whole_answer_once(
+    agenthost_factory: Callable[..., AgentHostProcess],
+    redis_url: str,
+    node_script: Callable[..., Any],  # installs the clients
+) -> None:
+    """Two processes on one Redis: A streams a turn and is killed mid-answer; the client's
+    reconnectToStream on B gets the turn run again there (B waits out A's lease), its
+    message restarted at the reset, so it ends with the whole answer once, committed once."""
+    common = {
+        "store": redis_url,
+        "llm": "sim://?ttft_ms=50&tokens_per_s=20&words=40",
+        "chunk_coalesce_ms": 0,
+        "lease_ttl": 3,  # B's resume reaches the dead turn while its lease lives
+    }
+    a = agenthost_factory(**common)
+    b = agenthost_factory(**common)
+    chat = "c-" + uuid.uuid4().hex[:10]
+    client = subprocess.Popen(
+        ["node", "ai_sdk_reconnect.mjs", a.url, b.url, chat, "tell me a long story", "3"],
+        cwd=JS,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert client.stdout is not None and client.stdin is not None
+        ready = json.loads(client.stdout.readline())
+        assert ready["ready"] and ready["partial"]
+        a.kill()  # mid-answer: the turn's process is gone
+        client.stdin.write("killed\n")
+        client.stdin.flush()
+        rest, errors = client.communicate(timeout=90)
+    finally:
+        client.kill()
+    assert client.returncode == 0, errors
+    out = json.loads(rest.strip().splitlines()[-1])
+    committed = history(b, chat)
+    assert [role for role, _ in committed] == ["user", "assistant"]  # the turn, once
+    answer = committed[1][1]
+    assert out["resumedText"] == answer  # the whole answer, once: no void text before it
+    # B replayed A's events, then the reset restarted the message under a new id.
+    starts = [c for c in out["resumedChunks"] if c.startswith("start ")]
+    assert len(starts) == 2 and starts[0] != starts[1], out["resumedChunks"]
+    assert out["resumedMessageId"] == starts[1].split(" ", 1)[1]
+    assert out["resumedChunks"][-1] == "finish"
+    assert out["afterResume"] is None  # 204: nothing runs any more
 
 
 # -- in process: the wire format and edges ---------------------------------------------------
@@ -119,3 +170,27 @@ def test_a_draining_process_answers_503(client: TestClient, assembly: Assembly) 
     assembly.engine.draining = True
     resp = client.post("/ai-sdk/v1/chat", json=chat_body())
     assert resp.status_code == 503 and resp.headers["retry-after"]
+
+
+def test_a_reset_restarts_the_message_under_a_new_id() -> None:
+    from agenthost.brokers.base import StreamEvent
+    from agenthost.web.adapters.ai_sdk import UIStreamFrames
+
+    frames = UIStreamFrames("t1")
+    body = frames(StreamEvent(1, "reset", b"{}"))  # nothing said yet: nothing to restart
+    body += frames(StreamEvent(2, "chunk", b'{"text":"half"}'))
+    body += frames(StreamEvent(3, "reset", b"{}"))
+    body += frames(StreamEvent(4, "done", b'{"session_id":"c","turn_id":"t1","response":"whole"}'))
+    data = [ln[6:] for ln in body.decode().splitlines() if ln.startswith("data: ")]
+    assert data[-1] == "[DONE]"
+    assert [json.loads(d) for d in data[:-1]] == [
+        {"type": "start", "messageId": "a-t1"},
+        {"type": "text-start", "id": "text-t1"},
+        {"type": "text-delta", "id": "text-t1", "delta": "half"},
+        {"type": "text-end", "id": "text-t1"},
+        {"type": "start", "messageId": "a-t1-3"},
+        {"type": "text-start", "id": "text-t1-3"},
+        {"type": "text-delta", "id": "text-t1-3", "delta": "whole"},  # replayed whole
+        {"type": "text-end", "id": "text-t1-3"},
+        {"type": "finish", "finishReason": "stop"},
+    ]

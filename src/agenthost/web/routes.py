@@ -178,7 +178,7 @@ def route_table(
         Endpoint("GET", "/openai/v1/responses/{response_id}", openai_responses.retrieve,
                  "A response's status and answer; stream=true: its events after "
                  "starting_after (agenthost's event number), from any process", None,
-                 ResponseObject, 200, (400, 401, 404, 422, 503), streams=True,
+                 ResponseObject, 200, (204, 400, 401, 404, 422, 503), streams=True,
                  tags=("openai",),
                  params=(Param("stream", "query", {"type": "boolean"}),
                          Param("starting_after", "query", {"type": "integer", "minimum": 0},

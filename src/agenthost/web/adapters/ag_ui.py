@@ -63,15 +63,32 @@ def _text(message: AGUIMessage) -> str:
 
 
 class AGUIRunFrames:
-    """A turn's events as AG-UI events, each one `data: {json}` line."""
+    """A turn's events as AG-UI events, each one `data: {json}` line.
 
-    __slots__ = ("ids", "message_id", "opened", "said")
+    A `reset` (the run goes again after its process died) ends the assistant message
+    streamed so far and starts a new one (`a-<runId>-<event number>`) for the new attempt:
+    AG-UI cannot take text back, so the void attempt stays a message of its own, and the
+    new attempt's text is never appended to it."""
+
+    __slots__ = ("ids", "message_id", "opened", "run_id", "said")
 
     def __init__(self, thread_id: str, run_id: str) -> None:
         self.ids = b'"threadId":%s,"runId":%s' % (_encode(thread_id), _encode(run_id))
+        self.run_id = run_id
         self.message_id = _encode(f"a-{run_id}")
         self.opened = False
         self.said = False
+
+    def _restart(self, seq: int) -> bytes:
+        if not self.opened:
+            return b""
+        end = b'data: {"type":"TEXT_MESSAGE_END","messageId":%s}\n\n' % self.message_id
+        self.message_id = _encode(f"a-{self.run_id}-{seq}")
+        self.said = False
+        return end + (
+            b'data: {"type":"TEXT_MESSAGE_START","messageId":%s,"role":"assistant"}\n\n'
+            % self.message_id
+        )
 
     def _open(self) -> bytes:
         if self.opened:
@@ -107,7 +124,7 @@ class AGUIRunFrames:
             err = final_error(event)
             body = _encode({"type": "RUN_ERROR", "message": err.message, "code": err.code})
             return self._open() + b"data: %s\n\n" % body
-        return b""  # reset: the stream cannot take text back
+        return self._restart(event.seq)  # reset
 
 
 class AGUIRoutes:
@@ -141,14 +158,6 @@ class AGUIRoutes:
         turn_id = check_turn_id(run.run_id)
         service = self.service
         service.metrics.protocol_request(PROTOCOL)
-        turn_id = await service.enter(principal, session_id, turn_id) or turn_id
-        try:
-            streamed = await service.start_streamed(
-                session_id, turn_id, text, metadata=None, on_busy="enqueue"
-            )
-        except BaseException:
-            service.leave(principal, session_id, turn_id)
-            raise
-        service.leave_when_done(principal, streamed)
+        streamed = await service.stream(principal, session_id, turn_id, text)
         frames = AGUIRunFrames(public_id, turn_id)
         return SSEResponse(streamed.events, service.metrics, frame=frames, headers=SSE_HEADERS)

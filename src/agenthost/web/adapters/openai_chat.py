@@ -191,18 +191,11 @@ class OpenAIChatRoutes:
         self.limits.check_message(text)
         session_id = scoped_session_id(principal.tenant, public_id)
         model = req.model or self.model
-        turn_id = await service.enter(principal, session_id, turn_id) or turn_id
         if req.stream:
-            try:
-                streamed = await service.start_streamed(
-                    session_id, turn_id, text, metadata=None, on_busy="enqueue"
-                )
-            except BaseException:
-                service.leave(principal, session_id, turn_id)
-                raise
-            service.leave_when_done(principal, streamed)
+            streamed = await service.stream(principal, session_id, turn_id, text)
             frames = ChunkFrames(turn_id, model)
             return SSEResponse(streamed.events, service.metrics, frame=frames, headers=SSE_HEADERS)
+        turn_id = await service.enter(principal, session_id, turn_id) or turn_id
         try:
             record = await service.run(session_id, text, turn_id=turn_id, on_busy="enqueue")
         finally:
