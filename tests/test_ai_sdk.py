@@ -75,7 +75,7 @@ def test_reconnect_to_stream_after_a_process_is_killed_gets_the_whole_answer_onc
         "store": redis_url,
         "llm": "sim://?ttft_ms=50&tokens_per_s=20&words=40",
         "chunk_coalesce_ms": 0,
-        "lease_ttl": 3,  # B's resume reaches the dead turn while its lease lives
+        "lease_ttl": 6,  # B's resume reaches the dead turn while its lease lives, under load too
     }
     a = agenthost_factory(**common)
     b = agenthost_factory(**common)

@@ -169,6 +169,18 @@ def test_background_answers_at_once_and_completes(sdk: openai.OpenAI) -> None:
     assert replay[-1].type == "response.completed"
 
 
+def test_a_resume_after_the_final_event_answers_204_at_once(client: TestClient) -> None:
+    resp = client.post("/openai/v1/responses", json={"input": "short", "stream": True})
+    events = [json.loads(ln[6:]) for ln in resp.text.splitlines() if ln.startswith("data: ")]
+    assert events[-1]["type"] == "response.completed"
+    rid, final = events[-1]["response"]["id"], events[-1]["sequence_number"]
+    url = f"/openai/v1/responses/{rid}?stream=true&starting_after="
+    assert client.get(url + str(final)).status_code == 204
+    assert client.get(url + str(final + 1)).status_code == 422  # beyond the end
+    again = client.get(url + str(final - 1)).text.splitlines()  # the closing events again
+    assert json.loads(again[-2][6:])["type"] == "response.completed"  # ends with a blank line
+
+
 def test_response_ids_name_session_and_turn() -> None:
     rid = response_id("conv-1", "t_abc")
     assert rid.startswith("resp_") and response_ref(rid) == ("conv-1", "t_abc")
