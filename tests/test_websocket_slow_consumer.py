@@ -15,10 +15,16 @@ from typing import Any
 
 import msgspec
 import psutil
+import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.fixtures.agenthost import AgentHostProcess, http_status
+
+# One after another on one worker: each floods its server with megabytes of frames, and a
+# loop loaded by the other packs more tokens into each frame, until the frames fit in the
+# kernel's socket buffers and no bound is ever reached.
+pytestmark = pytest.mark.xdist_group("slow_consumer")
 
 # 80,000 fast tokens, one frame each (no coalescing), under the longest turn id allowed:
 # about 17 MB of frames for a 0.5 MB answer, four times what Linux lets a loopback
