@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 
 from agenthost.core.settings import Settings
 from agenthost.runtime.assembly import Assembly, assemble
-from tests.fixtures.agenthost import AgentHostProcess
+from tests.fixtures.agenthost import AgentHostProcess, wait_until
 from tests.fixtures.node import JS
 
 
@@ -39,6 +39,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentHostProces
 def history(server: AgentHostProcess, sid: str) -> list[tuple[str, str]]:
     with urllib.request.urlopen(f"{server.url}/v1/sessions/{sid}/messages", timeout=10) as r:
         return [(m["role"], m["content"]) for m in json.load(r)["messages"]]
+
+
+def turn_status(server: AgentHostProcess, sid: str, turn_id: str) -> str:
+    with urllib.request.urlopen(f"{server.url}/v1/sessions/{sid}/turns/{turn_id}", timeout=10) as r:
+        status: str = json.load(r)["status"]
+        return status
 
 
 def test_use_chat_transport_streams_a_committed_turn_and_regenerate_commits_once(
@@ -68,14 +74,15 @@ def test_reconnect_to_stream_after_a_process_is_killed_gets_the_whole_answer_onc
     redis_url: str,
     node_script: Callable[..., Any],  # installs the clients
 ) -> None:
-    """Two processes on one Redis: A streams a turn and is killed mid-answer; the client's
-    reconnectToStream on B gets the turn run again there (B waits out A's lease), its
-    message restarted at the reset, so it ends with the whole answer once, committed once."""
+    """Two processes on one Redis: A streams a turn and is killed mid-answer; once A's lease
+    has lapsed (nothing runs the turn any more), the client's reconnectToStream on B gets the
+    turn run again there, its message restarted at the reset, so it ends with the whole
+    answer once, committed once."""
     common = {
         "store": redis_url,
         "llm": "sim://?ttft_ms=50&tokens_per_s=20&words=40",
         "chunk_coalesce_ms": 0,
-        "lease_ttl": 6,  # B's resume reaches the dead turn while its lease lives, under load too
+        "lease_ttl": 1,
     }
     a = agenthost_factory(**common)
     b = agenthost_factory(**common)
@@ -93,6 +100,7 @@ def test_reconnect_to_stream_after_a_process_is_killed_gets_the_whole_answer_onc
         ready = json.loads(client.stdout.readline())
         assert ready["ready"] and ready["partial"]
         a.kill()  # mid-answer: the turn's process is gone
+        wait_until(lambda: turn_status(b, chat, f"m-{chat}") == "pending", 30, "A's lease to lapse")
         client.stdin.write("killed\n")
         client.stdin.flush()
         rest, errors = client.communicate(timeout=90)

@@ -168,13 +168,13 @@ class AISDKRoutes:
         return SSEResponse(streamed.events, service.metrics, frame=frames, headers=HEADERS)
 
     async def resume(self, request: Request) -> Response:
-        """The turn holding the chat's lease, from its first event: followed where it runs,
-        or run again here if its process died (its lease not yet lapsed); 204 when none."""
+        """The chat's newest turn if it has not ended, from its first event: followed where
+        it runs, or run again here if its process died; 204 when its newest turn ended."""
         principal = await self.auth.authenticate(request.headers.get("authorization"))
         public_id = check_session_id(request.path_params["chat_id"])
         session_id = scoped_session_id(principal.tenant, public_id)
         service = self.service
-        turn_id = await service.store.running_turn(session_id)
+        turn_id = await service.store.unfinished_turn(session_id)
         if turn_id is None:
             return Response(status_code=204)
         try:
