@@ -49,6 +49,7 @@ def user_messages_schema(
 
 
 def no_text(what: str = NEWEST_USER) -> ValidationFailed:
+    """The 422 for a newest user message without text."""
     return ValidationFailed(f"{what} has no text")
 
 
