@@ -69,20 +69,24 @@ def test_reconnect_to_stream_replays_the_running_turn(
     assert out["afterResume"] is None
 
 
+@pytest.mark.parametrize("lapsed", [False, True], ids=["lease-live", "lease-lapsed"])
 def test_reconnect_to_stream_after_a_process_is_killed_gets_the_whole_answer_once(
     agenthost_factory: Callable[..., AgentHostProcess],
     redis_url: str,
     node_script: Callable[..., Any],  # installs the clients
+    lapsed: bool,
 ) -> None:
-    """Two processes on one Redis: A streams a turn and is killed mid-answer; once A's lease
-    has lapsed (nothing runs the turn any more), the client's reconnectToStream on B gets the
-    turn run again there, its message restarted at the reset, so it ends with the whole
-    answer once, committed once."""
+    """Two processes on one Redis: A streams a turn and is killed mid-answer; the client's
+    reconnectToStream on B gets the turn run again there, so it ends with the whole answer
+    once, committed once. Asked while A's lease lives, B replays A's events, waits the lease
+    out, and the reset restarts the message under a new id; asked once it has lapsed, A's
+    void events are skipped and the stream is the new attempt's alone."""
     common = {
         "store": redis_url,
         "llm": "sim://?ttft_ms=50&tokens_per_s=20&words=40",
         "chunk_coalesce_ms": 0,
-        "lease_ttl": 1,
+        # Live: long enough for B's resume to come first on a loaded machine.
+        "lease_ttl": 1 if lapsed else 6,
     }
     a = agenthost_factory(**common)
     b = agenthost_factory(**common)
@@ -100,7 +104,10 @@ def test_reconnect_to_stream_after_a_process_is_killed_gets_the_whole_answer_onc
         ready = json.loads(client.stdout.readline())
         assert ready["ready"] and ready["partial"]
         a.kill()  # mid-answer: the turn's process is gone
-        wait_until(lambda: turn_status(b, chat, f"m-{chat}") == "pending", 30, "A's lease to lapse")
+        if lapsed:
+            wait_until(
+                lambda: turn_status(b, chat, f"m-{chat}") == "pending", 30, "A's lease to lapse"
+            )
         client.stdin.write("killed\n")
         client.stdin.flush()
         rest, errors = client.communicate(timeout=90)
@@ -112,10 +119,12 @@ def test_reconnect_to_stream_after_a_process_is_killed_gets_the_whole_answer_onc
     assert [role for role, _ in committed] == ["user", "assistant"]  # the turn, once
     answer = committed[1][1]
     assert out["resumedText"] == answer  # the whole answer, once: no void text before it
-    # B replayed A's events, then the reset restarted the message under a new id.
-    starts = [c for c in out["resumedChunks"] if c.startswith("start ")]
-    assert len(starts) == 2 and starts[0] != starts[1], out["resumedChunks"]
-    assert out["resumedMessageId"] == starts[1].split(" ", 1)[1]
+    starts = [c.split(" ", 1)[1] for c in out["resumedChunks"] if c.startswith("start ")]
+    if lapsed:
+        assert starts == [f"a-m-{chat}"], out["resumedChunks"]
+    else:  # A's events, then the reset restarted the message under a new id
+        assert len(starts) == 2 and starts[0] != starts[1], out["resumedChunks"]
+    assert out["resumedMessageId"] == starts[-1]
     assert out["resumedChunks"][-1] == "finish"
     assert out["afterResume"] is None  # 204: nothing runs any more
 

@@ -188,6 +188,7 @@ class TurnService:
         metadata: dict[str, Any] | None = None,
         on_busy: OnBusy = "enqueue",
         after: int = 0,
+        skip_void: bool = False,
     ) -> StreamedTurn:
         """`start_streamed` within the tenant's limits: take an in-flight slot (429 past
         them), start or rejoin the turn, and hold the slot until the turn's task ends (freed
@@ -195,7 +196,13 @@ class TurnService:
         turn_id = await self.enter(principal, session_id, turn_id)
         try:
             streamed = await self.start_streamed(
-                session_id, turn_id, message, metadata=metadata, on_busy=on_busy, after=after
+                session_id,
+                turn_id,
+                message,
+                metadata=metadata,
+                on_busy=on_busy,
+                after=after,
+                skip_void=skip_void,
             )
         except BaseException:
             self.leave(principal, session_id, turn_id)
@@ -219,7 +226,9 @@ class TurnService:
         if record.status in ("completed", "failed") or not rerunnable:
             events = await self.events(session_id, turn_id, after)
             return StreamedTurn(self.engine, session_id, turn_id, events, None)
-        return await self.stream(principal, session_id, turn_id, record.message, after=after)
+        return await self.stream(
+            principal, session_id, turn_id, record.message, after=after, skip_void=True
+        )
 
     async def start_streamed(
         self,
@@ -230,8 +239,13 @@ class TurnService:
         metadata: dict[str, Any] | None,
         on_busy: OnBusy,
         after: int = 0,
+        skip_void: bool = False,
     ) -> StreamedTurn:
-        """Admit, start (or rejoin) the turn and return its events after `after`."""
+        """Admit, start (or rejoin) the turn and return its events after `after`.
+
+        `skip_void`: a reader from the start (`after` 0) of a turn whose process died (its
+        lease lapsed) starts at the new attempt's `reset`, past the dead attempt's events,
+        which are void: for client protocols that cannot take text back (the adapters)."""
         engine = self.engine
         broker = self.broker
         engine.check_admission()
@@ -252,6 +266,10 @@ class TurnService:
             resume = True
             if record is None:
                 broker.drop_stale(session_id, turn_id)  # a deleted session's, if any
+            elif skip_void and after == 0 and record.status == "pending":
+                last = await broker.last(session_id, turn_id)
+                if last is not None and not last.final:
+                    after = last.seq
             # Where another process already streams it, read its stream, not a local one.
             claim = record is None or not await broker.exists(session_id, turn_id)
         bind_turn(session_id, turn_id)  # this request's log lines name the turn

@@ -158,6 +158,6 @@ class AGUIRoutes:
         turn_id = check_turn_id(run.run_id)
         service = self.service
         service.metrics.protocol_request(PROTOCOL)
-        streamed = await service.stream(principal, session_id, turn_id, text)
+        streamed = await service.stream(principal, session_id, turn_id, text, skip_void=True)
         frames = AGUIRunFrames(public_id, turn_id)
         return SSEResponse(streamed.events, service.metrics, frame=frames, headers=SSE_HEADERS)

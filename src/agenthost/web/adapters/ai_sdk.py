@@ -163,7 +163,7 @@ class AISDKRoutes:
         self, principal: Principal, session_id: str, turn_id: str, text: str, message_id: str | None
     ) -> Response:
         service = self.service
-        streamed = await service.stream(principal, session_id, turn_id, text)
+        streamed = await service.stream(principal, session_id, turn_id, text, skip_void=True)
         frames = UIStreamFrames(turn_id, message_id)
         return SSEResponse(streamed.events, service.metrics, frame=frames, headers=HEADERS)
 

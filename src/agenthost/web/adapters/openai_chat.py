@@ -192,7 +192,7 @@ class OpenAIChatRoutes:
         session_id = scoped_session_id(principal.tenant, public_id)
         model = req.model or self.model
         if req.stream:
-            streamed = await service.stream(principal, session_id, turn_id, text)
+            streamed = await service.stream(principal, session_id, turn_id, text, skip_void=True)
             frames = ChunkFrames(turn_id, model)
             return SSEResponse(streamed.events, service.metrics, frame=frames, headers=SSE_HEADERS)
         turn_id = await service.enter(principal, session_id, turn_id) or turn_id

@@ -357,7 +357,7 @@ class OpenAIResponsesRoutes:
         base: ResponseObject, stream: bool,
     ) -> Response:  # fmt: skip
         service = self.service
-        streamed = await service.stream(principal, session_id, turn_id, text)
+        streamed = await service.stream(principal, session_id, turn_id, text, skip_void=True)
         if not stream:  # background: the turn runs on; its events stay readable
             return json_response(base)
         return SSEResponse(
