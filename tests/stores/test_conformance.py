@@ -259,6 +259,27 @@ async def test_running_turn_is_the_live_lease_holder(store: SessionStore) -> Non
     await eventually(expired)  # the holder died: its lease ran out
 
 
+async def test_unfinished_turn_is_the_newest_turn_while_it_has_not_ended(
+    store: SessionStore,
+) -> None:
+    s = sid()
+    assert await store.unfinished_turn(s) is None  # no session
+    await commit(store, await started(store, s, "t1"))
+    assert await store.unfinished_turn(s) is None  # the newest turn ended
+    await started(store, s, "t2", lease_ms=200)
+    assert await store.unfinished_turn(s) == "t2"  # running
+
+    async def lapsed() -> bool:
+        return await store.running_turn(s) is None
+
+    await eventually(lapsed)  # its process died: nothing runs, and t2 is still not done
+    assert await store.unfinished_turn(s) == "t2"
+    failing = await started(store, s, "t3")  # a newer turn: t2 is history now
+    assert await store.unfinished_turn(s) == "t3"
+    await store.fail_turn(failing.lease, TurnError("agent_error", "boom"), TTL)
+    assert await store.unfinished_turn(s) is None
+
+
 async def test_a_dead_owners_lease_expires_and_the_next_owner_gets_a_higher_fence(
     store: SessionStore,
 ) -> None:

@@ -266,6 +266,12 @@ class SessionStore(Protocol):
         """The id of the turn holding the session's live lease (one runs now), or None."""
         ...
 
+    async def unfinished_turn(self, session_id: str) -> str | None:
+        """The id of the session's newest turn if it has not ended: running now, or pending
+        (its process died; a retry runs it again). None when the newest turn ended, or the
+        session has none. What a client resuming "the chat" means (the AI SDK's resume)."""
+        ...
+
     async def wait_for_release(self, session_id: str, timeout: float) -> None:
         """Return when the session's lease may have been released, or after `timeout` s.
 

@@ -52,6 +52,7 @@ class InstrumentedStore:
         self._get_turn = h("get_turn")
         self._get_session = h("get_session")
         self._running_turn = h("running_turn")
+        self._unfinished_turn = h("unfinished_turn")
         self._create_session = h("create_session")
         self._delete_session = h("delete_session")
         self._list_messages = h("list_messages")
@@ -194,6 +195,11 @@ class InstrumentedStore:
     async def running_turn(self, session_id: str) -> str | None:
         return await self._timed(
             "running_turn", self.inner.running_turn(session_id), self._running_turn
+        )
+
+    async def unfinished_turn(self, session_id: str) -> str | None:
+        return await self._timed(
+            "unfinished_turn", self.inner.unfinished_turn(session_id), self._unfinished_turn
         )
 
     async def wait_for_release(self, session_id: str, timeout: float) -> None:

@@ -263,6 +263,13 @@ class MemoryStore:
         session = self._live(session_id, now)
         return None if session is None else session.live_lease(now)
 
+    async def unfinished_turn(self, session_id: str) -> str | None:
+        session = self._live(session_id, time.time())
+        if session is None or not session.turns:
+            return None
+        newest = max(session.turns.values(), key=lambda record: record.created_at)
+        return newest.turn_id if newest.status == "running" else None
+
     async def get_turn(self, session_id: str, turn_id: str) -> TurnRecord | None:
         now = time.time()
         session = self._live(session_id, now)

@@ -462,6 +462,15 @@ class PostgresStore:
         )
         return holder
 
+    async def unfinished_turn(self, session_id: str) -> str | None:
+        newest: str | None = await self._fetchval(
+            "SELECT CASE WHEN t.status = 'running' THEN t.turn_id END FROM agenthost_turns t"
+            " JOIN agenthost_sessions s USING (session_id) WHERE t.session_id = $1"
+            " AND s.expires_at > agenthost_now() ORDER BY t.created_at DESC LIMIT 1",
+            session_id,
+        )
+        return newest
+
     async def get_turn(self, session_id: str, turn_id: str) -> TurnRecord | None:
         turn = await self._fetchval("SELECT agenthost_get_turn($1, $2)::text", session_id, turn_id)
         if turn is None:

@@ -355,6 +355,17 @@ class RedisStore:
         holder = await self._run("session", list(_keys(session_id)), ["lease"])
         return None if not holder else bytes(holder).decode().split(":", 1)[1]
 
+    async def unfinished_turn(self, session_id: str) -> str | None:
+        # A scan of the session's turn records: a resume's question, not a turn's step.
+        reply = await self._command("HGETALL", _keys(session_id)[2])
+        # A flat [field, value, ...] list from the wire client, a dict from redis-py's.
+        raws = reply.values() if isinstance(reply, dict) else (reply or [])[1::2]
+        records = [_decode_record(raw) for raw in raws]
+        if not records:
+            return None
+        newest = max(records, key=lambda record: record.created_at)
+        return newest.turn_id if newest.status == "running" else None
+
     async def get_turn(self, session_id: str, turn_id: str) -> TurnRecord | None:
         reply = await self._run("session", list(_keys(session_id)), ["turn", turn_id])
         if reply is None:

@@ -84,6 +84,9 @@ _SESSION = (
     "SELECT created_at, updated_at, turns, message_count, fence, metadata, lease_turn_id,"
     " lease_fence, lease_expires_at FROM sessions WHERE session_id = ? AND expires_at > ?"
 )
+_NEWEST_TURN = (
+    "SELECT turn_id, status FROM turns WHERE session_id = ? ORDER BY created_at DESC LIMIT 1"
+)
 _TURN = (
     "SELECT status, message, response, error_code, error_message, created_at, updated_at,"
     " fingerprint FROM turns WHERE session_id = ? AND turn_id = ?"
@@ -409,6 +412,15 @@ class SQLiteStore:
                 return None
             holder: str = row[6]
             return holder
+
+        return await self._run(get)
+
+    async def unfinished_turn(self, session_id: str) -> str | None:
+        def get(conn: sqlite3.Connection) -> str | None:
+            if conn.execute(_SESSION, (session_id, time.time())).fetchone() is None:
+                return None
+            row = conn.execute(_NEWEST_TURN, (session_id,)).fetchone()
+            return None if row is None or row[1] != "running" else str(row[0])
 
         return await self._run(get)
 
