@@ -32,6 +32,7 @@ __all__ = [
     "parse_setting",
     "shared_store",
     "store_ttl",
+    "worker_count",
 ]
 
 ENV_PREFIX = "AGENTHOST_"
@@ -85,6 +86,7 @@ class Settings(msgspec.Struct, kw_only=True):
     app_dir: str = "."
     host: str = "127.0.0.1"
     port: int = 8000
+    workers: str = "1"
     store: str = "sqlite:///./agenthost.db"
     store_read_replica: list[str] = msgspec.field(default_factory=list)
     llm: str = DEFAULT_LLM
@@ -147,6 +149,7 @@ class Settings(msgspec.Struct, kw_only=True):
         problems: list[tuple[str, str]] = []
         if not 0 < self.port < 65536:
             problems.append(("port", "must be 1-65535"))
+        problems += self._workers_problems()
         if self.session_ttl <= 0:
             problems.append(("session_ttl", "must be > 0 seconds"))
         if self.retention < 0:
@@ -225,6 +228,21 @@ class Settings(msgspec.Struct, kw_only=True):
         if problems:
             raise SettingsError(problems)
 
+    def _workers_problems(self) -> list[tuple[str, str]]:
+        text = self.workers.strip().lower()
+        if text != "auto" and not (text.isdigit() and int(text) >= 1):
+            return [("workers", "must be a whole number >= 1, or auto (one per core)")]
+        if worker_count(self) > 1 and not shared_store(self.store):
+            return [
+                (
+                    "workers",
+                    "more than one process needs a store they share (redis://, "
+                    "redis+cluster://, postgresql://): sqlite:// and memory:// hold leases, "
+                    "enqueued turns and interrupts in one process",
+                )
+            ]
+        return []
+
     def _auth_problems(self) -> list[tuple[str, str]]:
         problems: list[tuple[str, str]] = []
         if self.auth not in ("none", "keys", "jwt"):
@@ -280,6 +298,15 @@ _FIELD_TYPES: dict[str, Any] = typing.get_type_hints(Settings)
 _LISTS = {"store_read_replica"}
 
 
+def worker_count(settings: Settings) -> int:
+    """How many server processes `--workers` asks for: `auto` is one per core this process
+    may run on."""
+    text = settings.workers.strip().lower()
+    if text == "auto":
+        return max(1, len(os.sched_getaffinity(0)))
+    return int(text)
+
+
 def broker_url(settings: Settings) -> str:
     """The broker to use: the configured one, else the store's Redis, else in-process."""
     if settings.broker:
@@ -327,6 +354,8 @@ SETTINGS_HELP: dict[str, str] = {
     "uvicorn's --app-dir).",
     "host": "Address to listen on (0.0.0.0 in a container).",
     "port": "TCP port to listen on.",
+    "workers": "Server processes sharing the port (auto: one per core), restarted when they "
+    "die; needs a shared store (Redis, PostgreSQL).",
     "store": "Session store: sqlite:///path.db (embedded), memory://, redis://host:port/db, "
     "rediss://..., redis+cluster://host:port.",
     "llm": "sim:// (the in-process simulator; ?ttft_ms=, ?tokens_per_s=, ?latency_ms= pace "

@@ -28,6 +28,7 @@ from agenthost.observability.metrics import Metrics
 from agenthost.observability.tracing import Tracing, create_tracing
 from agenthost.ratelimit import create_limiter
 from agenthost.ratelimit.gate import TurnGate
+from agenthost.runtime.worker_slot import WorkerPeers, WorkerSlot
 from agenthost.stores import SessionStore, create_store
 from agenthost.stores.instrumented import InstrumentedStore
 from agenthost.turns.agents import AgentRunner, load_agent
@@ -67,10 +68,13 @@ def assemble(
     agent: AgentRunner | None = None,
     llm: LLMClient | None = None,
     tracing: Tracing | None = None,
+    worker: WorkerSlot | None = None,
 ) -> Assembly:
     """Build every part for `settings`; `store`, `agent`, `llm` and `tracing` replace the
-    configured ones (tests and embedding). Raises SettingsError, naming the setting, for one
-    that cannot work (a bad URL, an agent that cannot be imported or has the wrong shape)."""
+    configured ones (tests and embedding); `worker` places the process in a group started by
+    `--workers` (its /metrics then covers the whole group). Raises SettingsError, naming the
+    setting, for one that cannot work (a bad URL, an agent that cannot be imported or has the
+    wrong shape)."""
     with blame("otel"):
         tracing = tracing or create_tracing(settings.otel)
     replicas = {"read_replicas": settings.store_read_replica} if settings.store_read_replica else {}
@@ -129,6 +133,7 @@ def assemble(
     )
     open_websockets = OpenWebSockets(metrics)
     drain = Drain(engine, settings.drain_timeout, on_start=(open_websockets.close_idle,))
+    peers = WorkerPeers(worker, metrics, lambda: drain.start("supervisor gone")) if worker else None
     limits = InputLimits.from_settings(settings)
     cors_origins = parse_origins(settings.cors_origins)
     endpoints = route_table(
@@ -152,6 +157,7 @@ def assemble(
             metrics,
             admin_token=settings.admin_token,
             metrics_require_admin=settings.metrics_require_admin,
+            export=peers.export if peers else None,
         ),
         WebSocketRoutes(
             service, auth, limits, WebSocketOptions.from_settings(settings), open_websockets
@@ -183,9 +189,13 @@ def assemble(
         await limiter.open()
         await broker.open()
         engine.start()
+        if peers is not None:
+            await peers.open()
         try:
             yield
         finally:
+            if peers is not None:
+                await peers.close()
             # Whatever stops the server, in-flight turns get the drain's chance to commit.
             drain.start("shutdown")
             await drain.wait()
