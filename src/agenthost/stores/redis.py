@@ -84,6 +84,13 @@ def _keys(session_id: str) -> tuple[str, str, str, str]:
     return f"{tag}:meta", f"{tag}:msgs", f"{tag}:turns", f"{tag}:lease"
 
 
+def _window(items: Any) -> list[Message]:
+    """The window's messages from an LRANGE reply, decoded in one call."""
+    if not items or not isinstance(items, list):
+        return []  # none asked for, none stored, or the session was deleted meanwhile
+    return _decode_messages(b"[" + b",".join(items) + b"]")
+
+
 def _channel(session_id: str) -> str:
     return f"ah:{{{session_id}}}:released"
 
@@ -260,20 +267,28 @@ class RedisStore:
         running = _encode(
             TurnRecord(turn_id, session_id, "running", message, now, now, fingerprint=fingerprint)
         )
-        reply = await self._run(
-            "begin_turn",
-            list(_keys(session_id)),
-            [turn_id, running, repr(now), lease_ms, window, int(ttl_s * 1000), fingerprint],
-        )
+        keys = list(_keys(session_id))
+        args = [turn_id, running, repr(now), lease_ms, int(ttl_s * 1000), fingerprint]
+        window_read = ("LRANGE", keys[1], -window, -1)
+        items: Any = None
+        if self._wire is not None and window > 0:
+            # The window rides in the same write and runs right after the script: once the
+            # script took the lease, nothing but a delete can change the list in between.
+            sha, source = self._sources["begin_turn"]
+            reply, items = await self._wire.evalsha_then(sha, source, keys, args, window_read)
+        else:
+            reply = await self._run("begin_turn", keys, args)
         kind = reply[0]
         if kind == b"started":
-            _, fence, count, meta, created, history = reply
+            _, fence, count, meta, created = reply
             metadata = _decode_meta(meta)
             if metadata_patch:
                 metadata.update(metadata_patch)
+            if items is None and window > 0 and int(count) > 0:
+                items = await self._command(*window_read)  # Cluster: a second round trip
             return Started(
                 Lease(session_id, turn_id, int(fence), fingerprint),
-                _decode_messages(history),
+                _window(items),
                 metadata,
                 int(count),
                 bool(created),
