@@ -349,13 +349,14 @@ def llm_transport(result: dict[str, Any]) -> str:
         f"{params['repeats']} runs, the transports interleaved in each run in alternating "
         "order. The simulator's CPU per request is shown for reference.",
         "",
-        "| transport | mode | **client CPU ms/request** | runs min to max | requests/s "
-        "| llm-sim CPU ms/request | errors |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| transport | requests | mode | **client CPU ms/request** | runs min to max "
+        "| requests/s | llm-sim CPU ms/request | errors |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in result["results"]:
         lines.append(
-            f"| {r['transport']} | {r['mode']} | **{r['cpu_ms_per_request']:.3f}** "
+            f"| {r['transport']} | {r.get('requests', 'typed')} | {r['mode']} "
+            f"| **{r['cpu_ms_per_request']:.3f}** "
             f"| {r['cpu_ms_per_request_min']:.3f} to {r['cpu_ms_per_request_max']:.3f} "
             f"| {r['requests_per_s']:.0f} | {r['sim_cpu_ms_per_request']:.3f} | {r['errors']} |"
         )
@@ -369,6 +370,17 @@ def llm_transport(result: dict[str, Any]) -> str:
         lines.append(
             f"- {mode}: **{s['cheaper']}** is cheaper, the other costs {s['ratio']}x "
             f"({s['saved_ms_per_request']:.3f} ms more per request), {noise}."
+        )
+    for row in result.get("lean_against_typed", []):
+        typed = (
+            f"; the SDK's own request building costs {row['typed_over_lean']}x"
+            if row["typed_over_lean"] is not None
+            else ""
+        )
+        verdict = "meets" if row["meets_target"] else "**misses**"
+        lines.append(
+            f"- {row['transport']} {row['mode']}: lean {row['lean_cpu_ms']:.3f} ms, {verdict} "
+            f"the target of {row['target_ms']} ms{typed}."
         )
     lines += [
         "",
