@@ -49,7 +49,10 @@ SERVE_PANELS: dict[str, tuple[str, ...]] = {
         "turn_timeout", "drain_timeout", "server_protocols", "header_timeout", "body_timeout",
         "keep_alive_timeout", "max_connections", "detailed_errors",
     ),
-    "Store": ("store", "store_read_replica", "session_ttl", "retention", "history_window"),
+    "Store": (
+        "store", "store_read_replica", "session_ttl", "retention", "history_window",
+        "window_cache_mb",
+    ),
     "LLM": (
         "llm", "llm_model", "llm_api_key", "llm_transport", "llm_cache", "llm_cache_ttl",
         "openai_model", "openai_task_model",

@@ -98,6 +98,7 @@ class Settings(msgspec.Struct, kw_only=True):
     session_ttl: float = 3600.0
     retention: float = 0.0
     history_window: int = 50
+    window_cache_mb: float = 64.0
     max_body_bytes: int = 1024 * 1024
     max_message_chars: int = 32_000
     max_metadata_bytes: int = 16 * 1024
@@ -166,6 +167,8 @@ class Settings(msgspec.Struct, kw_only=True):
             )
         if self.history_window < 0:
             problems.append(("history_window", "must be >= 0"))
+        if self.window_cache_mb < 0:
+            problems.append(("window_cache_mb", "must be >= 0 (0 = off)"))
         if self.max_body_bytes < 1024:
             problems.append(("max_body_bytes", "must be >= 1024"))
         if self.max_message_chars < 1:
@@ -374,6 +377,8 @@ SETTINGS_HELP: dict[str, str] = {
     "retention": "postgresql:// only: remove sessions idle longer than this many seconds "
     "(0: keep until deleted).",
     "history_window": "How many of the newest messages the agent is handed each turn.",
+    "window_cache_mb": "Megabytes of history windows a process keeps, so a session's next "
+    "turn here reads only new messages (0: off).",
     "max_body_bytes": "Largest request body; larger gets 413.",
     "max_message_chars": "Longest message, in characters; longer gets 413 message_too_long "
     "(WebSocket: an error frame).",

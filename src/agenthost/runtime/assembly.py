@@ -36,6 +36,7 @@ from agenthost.turns.chunks import ChunkFlusher
 from agenthost.turns.drain import Drain
 from agenthost.turns.engine import TurnEngine
 from agenthost.turns.service import TurnService
+from agenthost.turns.window_cache import WindowCache
 from agenthost.web.adapters.ag_ui import AGUIRoutes
 from agenthost.web.adapters.ai_sdk import AISDKRoutes
 from agenthost.web.adapters.openai_chat import OpenAIChatRoutes
@@ -124,6 +125,7 @@ def assemble(
         detailed_errors=settings.detailed_errors,
         metrics=metrics,
         tracing=tracing,
+        window_cache=WindowCache(int(settings.window_cache_mb * 2**20)),
     )
     service = TurnService(
         engine,

@@ -36,6 +36,7 @@ from agenthost.stores.base import (
     Started,
     TurnError,
     TurnRecord,
+    WindowMark,
     key_reused,
 )
 from agenthost.stores.notify import ReleaseWaiters
@@ -351,7 +352,11 @@ class PostgresStore:
         window: int,
         ttl_s: float,
         fingerprint: str = "",
+        known: WindowMark | None = None,
     ) -> Started | Completed | Busy:
+        # `known` is not used: the window comes whole from the server-side function (a delta
+        # would need a new migration of it), and Started names no incarnation, so the engine
+        # keeps no window for this store.
         patch = _encode(metadata_patch).decode() if metadata_patch else None
         row = await self._call(
             lambda pool: pool.fetchrow(
