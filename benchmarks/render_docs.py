@@ -422,6 +422,46 @@ def adapter_cpu(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def streamed_turns(result: dict[str, Any]) -> str:
+    p = result["params"]
+    git = result["git"]
+    dirty = " plus uncommitted changes under src/" if git.get("dirty_src") else ""
+    lines = [
+        "## Streamed turns of an agent that calls an LLM over HTTP "
+        "(`benchmarks/streamed_turns.py`)",
+        "",
+        f"Command: `{result['command']}` — {result['date']}, commit `{git['commit']}`{dirty}, "
+        f"{_machine(result['machine'])}. `{p['llm_sim']}` in its own process; each server's "
+        f"agent sends the history to it and streams {p['tokens']}-token answers. "
+        f"{p['sessions']} sessions, each first given {p['history']} messages of "
+        f"{p['message_bytes']} bytes, then {p['turns_per_session']} measured turns each at "
+        f"concurrency {p['concurrency']} (agenthost: window {p['window']}, streamed to the "
+        "client over SSE; the sample server: whole history, answer as JSON). CPU = the "
+        "server's process tree plus the redis-server keeping its sessions, per turn.",
+        "",
+        "| server | **CPU ms/turn** | server ms/turn | store ms/turn | server us/token "
+        "| turns/s | llm-sim ms/turn | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["results"]:
+        if "skipped" in r:
+            lines.append(f"| {r['target']} | not measured: {r['skipped'][:200]} | | | | | | |")
+            continue
+        lines.append(
+            f"| {r['server_command']} | **{r['cpu_ms_per_turn']:.3f}** "
+            f"| {r['server_cpu_ms_per_turn']:.3f} | {r['store_cpu_ms_per_turn']:.3f} "
+            f"| {r['server_cpu_us_per_token']:.1f} | {r['turns_per_s']:.0f} "
+            f"| {r['llm_sim_cpu_ms_per_turn']:.3f} | {r['errors']} |"
+        )
+    lines.append("")
+    for target, s in result["summary"].items():
+        lines.append(
+            f"- {target}: {s['ratio']}x agenthost's CPU per streamed turn; target "
+            f"{s['target_ratio']}x: {_verdict(s['meets_target'])}."
+        )
+    return "\n".join(lines) + "\n"
+
+
 def durability(result: dict[str, Any]) -> str:
     p = result["params"]
     v = result["verification"]
@@ -457,6 +497,7 @@ RENDERERS = {
     "stream_gaps": stream_gaps,
     "idle_websockets": idle_websockets,
     "adapter_cpu": adapter_cpu,
+    "streamed_turns": streamed_turns,
 }
 
 

@@ -37,6 +37,11 @@ BENCHMARKS = [
      "--json", "benchmarks/results/idle_websockets.json"],
     ["benchmarks/idle_websockets.py", "--connections", "3000", "--profile",
      "--json", "benchmarks/results/idle_websockets_profile.json"],
+    # What users run: streamed turns of an agent calling llm-sim over HTTP (50 tokens, 1 KB
+    # messages, window 50) beside the sample server and `langgraph dev` (installed into
+    # benchmarks/.langgraph-venv on first use).
+    ["benchmarks/streamed_turns.py", "--targets", "agenthost,baseline,langgraph",
+     "--sessions", "200", "--turns", "3", "--json", "benchmarks/results/streamed_turns.json"],
     # Server CPU per streamed turn through each client protocol adapter against native SSE.
     ["benchmarks/adapter_cpu.py", "--turns", "1000", "--repeats", "9",
      "--json", "benchmarks/results/adapter_cpu.json"],
