@@ -39,6 +39,7 @@ import sys
 import tempfile
 import textwrap
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -109,7 +110,8 @@ async def langgraph_turn(http: aiohttp.ClientSession, base: str, sid: str, text:
         "stream_mode": "messages-tuple",
         "if_not_exists": "create",
     }
-    async with http.post(f"{base}/threads/{sid}/runs/stream", json=payload) as resp:
+    thread = uuid.uuid5(uuid.NAMESPACE_URL, sid)  # LangGraph's thread ids are UUIDs
+    async with http.post(f"{base}/threads/{thread}/runs/stream", json=payload) as resp:
         if resp.status != 200:
             return -1
         chunks = 0
