@@ -18,6 +18,12 @@ BENCHMARKS = [
     # A fixed window of 5: history length alone, the claim that a turn's cost is flat in it.
     ["benchmarks/turn_cpu.py", "--targets", "baseline,sqlite,redis", "--turns", "3000",
      "--history-window", "5", "--json", "benchmarks/results/turn_cpu_window5.json"],
+    # Realistic sizes (issue 21): 1 KB messages at history 5 and 200, window 50, each store
+    # with its window cache and without it (--window-cache-mb 0) in the same run.
+    ["benchmarks/turn_cpu.py", "--targets", "redis,redis-nocache,sqlite,sqlite-nocache",
+     "--histories", "5,200", "--message-bytes", "1024", "--sessions", "200",
+     "--turns", "3000", "--flatness-target", "1.3",
+     "--json", "benchmarks/results/turn_cpu_1kb_window50.json"],
     # Sessions held by one process at a 2 s LLM, verified by agenthost loadtest.
     ["benchmarks/concurrent_sessions.py", "--sessions", "2000,10000", "--turns", "3",
      "--json", "benchmarks/results/concurrent_sessions.json"],
