@@ -101,6 +101,8 @@ def test_a_killed_process_is_started_again(
 
     wait_until(replaced, 30, "the killed process to be replaced")
     wait_until(lambda: every_process_answers(server, 2), 30, "both processes in /metrics")
+    restarts = re.findall(r'agenthost_process_restarts\{process="\d"\} (\d+)', metrics(server))
+    assert sorted(restarts) == ["0", "1"]
     for i in range(10):
         assert post_chat(server, f"after-{i}") == 200
     assert "died with signal 9" in server.log()

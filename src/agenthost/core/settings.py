@@ -306,7 +306,8 @@ def worker_count(settings: Settings) -> int:
     may run on."""
     text = settings.workers.strip().lower()
     if text == "auto":
-        return max(1, len(os.sched_getaffinity(0)))
+        affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere every core
+        return max(1, len(affinity(0)) if affinity else os.cpu_count() or 1)
     return int(text)
 
 

@@ -87,6 +87,7 @@ class Supervisor:
         self.sock = listen_socket
         self.processes: dict[int, _Process] = {}
         self.restarts: dict[int, tuple[float, int]] = {}  # slot -> (when, failures so far)
+        self.starts = [0] * count  # processes started in each slot
         self.stopping = False
         self.peers_dir = tempfile.mkdtemp(prefix="agenthost-workers-")
         # Never written: its read end, held by every process, closes only with this one.
@@ -136,7 +137,9 @@ class Supervisor:
             peers_dir=self.peers_dir,
             listen_fd=self.sock.fileno(),
             lifeline_fd=self.lifeline_r,
+            restarts=self.starts[index],
         )
+        self.starts[index] += 1
         env = dict(os.environ)
         env[WORKER_ENV] = msgspec.json.encode(WorkerSpec(self.settings, slot)).decode()
         popen = subprocess.Popen(

@@ -37,6 +37,8 @@ class WorkerSlot(msgspec.Struct, frozen=True):
     peers_dir: str
     listen_fd: int
     lifeline_fd: int
+    restarts: int = 0
+    """How many times the supervisor started this slot again after a process in it died."""
 
     def socket_path(self, index: int) -> str:
         """Where the process in slot `index` serves its metrics to its siblings."""
@@ -77,12 +79,22 @@ class WorkerPeers:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         try:
-            writer.write(self.metrics.render())
+            writer.write(self._own_export())
             await writer.drain()
         except OSError:
             pass
         finally:
             writer.close()
+
+    def _own_export(self) -> bytes:
+        """This process's metrics, and how often its slot was restarted (a crash loop shows
+        as a rising count)."""
+        return self.metrics.render() + (
+            b"# HELP agenthost_process_restarts Times this process's slot was started again "
+            b"after a process in it died.\n"
+            b"# TYPE agenthost_process_restarts gauge\n"
+            b"agenthost_process_restarts %d\n" % self.slot.restarts
+        )
 
     async def export(self) -> bytes:
         """The metrics of every process that answers, this one's included."""
@@ -90,7 +102,7 @@ class WorkerPeers:
         siblings = [i for i in range(slot.count) if i != slot.index]
         texts = await asyncio.gather(*(_read_sibling(slot.socket_path(i)) for i in siblings))
         exports = dict(zip(siblings, texts, strict=True))
-        exports[slot.index] = self.metrics.render()
+        exports[slot.index] = self._own_export()
         return merge_process_exports((str(i), exports[i]) for i in sorted(exports) if exports[i])
 
 
