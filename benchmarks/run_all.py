@@ -10,6 +10,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 
+
+def written(name: str) -> str:
+    """Where a benchmark added since the last recorded run writes its JSON (the next `make
+    bench` creates it)."""
+    return f"benchmarks/results/{name}.json"
+
+
 BENCHMARKS = [
     # The default window (50 messages): at history 100 the agent is handed 50 messages.
     # redis-tenant: the same with --auth keys and both per-tenant limits checked each turn.
@@ -23,7 +30,7 @@ BENCHMARKS = [
     ["benchmarks/turn_cpu.py", "--targets", "redis,redis-nocache,sqlite,sqlite-nocache",
      "--histories", "5,200", "--message-bytes", "1024", "--sessions", "200",
      "--turns", "3000", "--flatness-target", "1.3",
-     "--json", "benchmarks/results/turn_cpu_1kb_window50.json"],
+     "--json", written("turn_cpu_1kb_window50")],
     # Sessions held by one process at a 2 s LLM, verified by agenthost loadtest.
     ["benchmarks/concurrent_sessions.py", "--sessions", "2000,10000", "--turns", "3",
      "--json", "benchmarks/results/concurrent_sessions.json"],
@@ -47,7 +54,7 @@ BENCHMARKS = [
     # messages, window 50) beside the sample server and `langgraph dev` (installed into
     # benchmarks/.langgraph-venv on first use).
     ["benchmarks/streamed_turns.py", "--targets", "agenthost,baseline,langgraph",
-     "--sessions", "200", "--turns", "3", "--json", "benchmarks/results/streamed_turns.json"],
+     "--sessions", "200", "--turns", "3", "--json", written("streamed_turns")],
     # Server CPU per streamed turn through each client protocol adapter against native SSE.
     ["benchmarks/adapter_cpu.py", "--turns", "1000", "--repeats", "9",
      "--json", "benchmarks/results/adapter_cpu.json"],
