@@ -191,15 +191,18 @@ def concurrent_sessions(result: dict[str, Any]) -> str:
         "server adds 1.3 s at 2,000 sessions (docs/design.md); the goal for one process is "
         "10,000 sessions at <= 100 ms.",
         "",
-        "| sessions | turns answered | failed | lost | dup | reordered | mismatched | p50 ms "
-        "| p99 ms | **added p99 ms** | turns/s | client CPU |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| processes (store) | sessions | turns answered | failed | lost | dup | reordered "
+        "| mismatched | p50 ms | p99 ms | **added p99 ms** | turns/s | server CPU % of cores "
+        "| client CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["results"]:
         lines.append(
+            f"| {r.get('workers', 1)} ({r.get('store', 'sqlite')}) "
             f"| {r['sessions']} | {r['answered']} | {r['failed']} | {r['lost']} "
             f"| {r['duplicated']} | {r['out_of_order']} | {r['mismatched']} | {r['p50_ms']} "
             f"| {r['p99_ms']} | **{r['p99_added_ms']}** | {r['turns_per_s']} "
+            f"| {r.get('server_cpu_pct_of_cores', '—')} "
             f"| {r['client_cpu_pct']}%{' (saturated)' if r['client_saturated'] else ''} |"
         )
     return "\n".join(lines) + "\n"
