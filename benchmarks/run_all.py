@@ -52,6 +52,9 @@ BENCHMARKS = [
     # Memory per idle WebSocket at 10,000 connections, then where it goes (tracemalloc).
     ["benchmarks/idle_websockets.py", "--connections", "10000",
      "--json", "benchmarks/results/idle_websockets.json"],
+    # 20,000 across `serve --workers 2` (issue 21: at most 20 KB each).
+    ["benchmarks/idle_websockets.py", "--connections", "20000", "--server-processes", "2",
+     "--clients", "4", "--json", written("idle_websockets_workers2")],
     ["benchmarks/idle_websockets.py", "--connections", "3000", "--profile",
      "--json", "benchmarks/results/idle_websockets_profile.json"],
     # What users run: streamed turns of an agent calling llm-sim over HTTP (50 tokens, 1 KB
