@@ -2,8 +2,8 @@
 its turn, so the next turn reads only what is new from the store -- and the agent still sees
 exactly the store's window when other processes ran turns in between, when the session was
 deleted and started again, and when the cache is full. Run against every store that several
-processes share (SQLite files and Redis, each with two engines as two processes), and the
-memory store."""
+processes share (an SQLite file, Redis and PostgreSQL, each with two engines as two
+processes), and the memory store."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ class RecordingAgent:
         return f"re: {turn.message}"
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
 async def stores(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[tuple[SessionStore, SessionStore]]:
@@ -44,7 +44,7 @@ async def stores(
     elif request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'sessions.db'}"
     else:
-        url = request.getfixturevalue("redis_url")
+        url = request.getfixturevalue(f"{request.param}_url")
     first = create_store(url)
     await first.open()
     second = first if request.param == "memory" else create_store(url)

@@ -217,8 +217,8 @@ async def test_window_returns_only_the_newest_messages_oldest_first(store: Sessi
 
 
 # Stores that answer a caller's mark with only the newer messages (the window cache); one
-# that does not (postgres) must answer the whole window whatever the mark says.
-DELTA_STORES = ("memory", "sqlite", "redis", "redis-cluster")
+# that does not must answer the whole window whatever the mark says.
+DELTA_STORES = ("memory", "sqlite", "redis", "redis-cluster", "postgres")
 
 
 def answers_deltas(request: pytest.FixtureRequest) -> bool:

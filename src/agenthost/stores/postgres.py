@@ -354,15 +354,12 @@ class PostgresStore:
         fingerprint: str = "",
         known: WindowMark | None = None,
     ) -> Started | Completed | Busy:
-        # `known` is not used: the window comes whole from the server-side function (a delta
-        # would need a new migration of it), and Started names no incarnation, so the engine
-        # keeps no window for this store.
         patch = _encode(metadata_patch).decode() if metadata_patch else None
         row = await self._call(
             lambda pool: pool.fetchrow(
                 "SELECT kind, fence, message_count, created, metadata::text, history::text,"
-                " turn::text, busy_turn_id"
-                " FROM agenthost_begin_turn_fp($1, $2, $3, $4::jsonb, $5, $6, $7, $8)",
+                " turn::text, busy_turn_id, created_at, delta FROM agenthost_begin_turn_since("
+                "$1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10)",
                 session_id,
                 turn_id,
                 message,
@@ -371,6 +368,8 @@ class PostgresStore:
                 window,
                 float(ttl_s),
                 fingerprint,
+                None if known is None else known.created_at,
+                0 if known is None else known.count,
             )
         )
         kind = row[0]
@@ -386,6 +385,8 @@ class PostgresStore:
             _decode_meta(row[4]),
             row[2],
             row[3],
+            row[8],
+            row[9],
         )
 
     async def commit_turn(
