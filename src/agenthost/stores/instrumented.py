@@ -24,6 +24,7 @@ from agenthost.stores.base import (
     Started,
     TurnError,
     TurnRecord,
+    WindowMark,
 )
 
 if TYPE_CHECKING:
@@ -85,6 +86,7 @@ class InstrumentedStore:
         window: int,
         ttl_s: float,
         fingerprint: str = "",
+        known: WindowMark | None = None,
     ) -> Started | Completed | Busy:
         call = self.inner.begin_turn(
             session_id,
@@ -95,6 +97,7 @@ class InstrumentedStore:
             window=window,
             ttl_s=ttl_s,
             fingerprint=fingerprint,
+            known=known,
         )
         if self._tracing is not None:
             call = self._tracing.traced(call, "store.begin_turn")

@@ -36,6 +36,7 @@ from agenthost.stores.base import (
     Started,
     TurnError,
     TurnRecord,
+    WindowMark,
     key_reused,
 )
 from agenthost.stores.notify import ReleaseWaiters
@@ -351,13 +352,14 @@ class PostgresStore:
         window: int,
         ttl_s: float,
         fingerprint: str = "",
+        known: WindowMark | None = None,
     ) -> Started | Completed | Busy:
         patch = _encode(metadata_patch).decode() if metadata_patch else None
         row = await self._call(
             lambda pool: pool.fetchrow(
                 "SELECT kind, fence, message_count, created, metadata::text, history::text,"
-                " turn::text, busy_turn_id"
-                " FROM agenthost_begin_turn_fp($1, $2, $3, $4::jsonb, $5, $6, $7, $8)",
+                " turn::text, busy_turn_id, created_at, delta FROM agenthost_begin_turn_since("
+                "$1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10)",
                 session_id,
                 turn_id,
                 message,
@@ -366,6 +368,8 @@ class PostgresStore:
                 window,
                 float(ttl_s),
                 fingerprint,
+                None if known is None else known.created_at,
+                0 if known is None else known.count,
             )
         )
         kind = row[0]
@@ -381,6 +385,8 @@ class PostgresStore:
             _decode_meta(row[4]),
             row[2],
             row[3],
+            row[8],
+            row[9],
         )
 
     async def commit_turn(

@@ -33,7 +33,9 @@ from agenthost.stores.base import (
     Started,
     TurnError,
     TurnRecord,
+    WindowMark,
     key_reused,
+    known_holds,
 )
 from agenthost.stores.notify import ReleaseWaiters
 
@@ -93,7 +95,7 @@ _TURN = (
 )
 _WINDOW = (
     "SELECT role, content, turn_id, created_at, seq FROM messages"
-    " WHERE session_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?"
+    " WHERE session_id = ? AND seq < ? AND seq >= ? ORDER BY seq DESC LIMIT ?"
 )
 _HELD = (
     "SELECT message_count FROM sessions WHERE session_id = ? AND expires_at > ?"
@@ -244,7 +246,7 @@ class SQLiteStore:
         def page(conn: sqlite3.Connection) -> list[Message] | None:
             if conn.execute(_SESSION, (session_id, time.time())).fetchone() is None:
                 return None
-            rows = conn.execute(_WINDOW, (session_id, upper, limit)).fetchall()
+            rows = conn.execute(_WINDOW, (session_id, upper, 0, limit)).fetchall()
             return [Message(*row) for row in reversed(rows)]
 
         return await self._run(page)
@@ -262,11 +264,13 @@ class SQLiteStore:
         window: int,
         ttl_s: float,
         fingerprint: str = "",
+        known: WindowMark | None = None,
     ) -> Started | Completed | Busy:
         def begin(conn: sqlite3.Connection) -> Started | Completed | Busy:
             now = time.time()
             row = conn.execute(_SESSION, (session_id, now)).fetchone()
             created = row is None
+            created_at = now
             if row is None:
                 _delete(conn, session_id)
                 conn.execute(
@@ -283,7 +287,7 @@ class SQLiteStore:
                     return Completed(_record(session_id, turn_id, turn))
                 if row[6] is not None and row[8] > now:
                     return Busy(row[6])
-                count, fence, meta = row[3], row[4], row[5]
+                count, fence, meta, created_at = row[3], row[4], row[5], row[0]
             fence += 1
             conn.execute(
                 "UPDATE sessions SET fence = ?, lease_turn_id = ?, lease_fence = ?,"
@@ -296,14 +300,16 @@ class SQLiteStore:
                 (session_id, turn_id, message, now, now, fingerprint),
             )
             history: list[Message] = []
-            if window > 0 and count:
-                rows = conn.execute(_WINDOW, (session_id, count, window)).fetchall()
+            delta = known_holds(known, created_at, count)
+            since = known.count if delta and known is not None else 0
+            if window > 0 and count > since:
+                rows = conn.execute(_WINDOW, (session_id, count, since, window)).fetchall()
                 history = [Message(*r) for r in reversed(rows)]
             metadata = _decode_meta(meta)
             if metadata_patch:
                 metadata.update(metadata_patch)
             lease = Lease(session_id, turn_id, fence, fingerprint)
-            return Started(lease, history, metadata, count, created)
+            return Started(lease, history, metadata, count, created, created_at, delta)
 
         return await self._run(begin)
 

@@ -333,6 +333,7 @@ class TurnService:
         store did not know it (its streams, if any, go anyway). A turn running meanwhile
         loses its lease: its commit is refused, and its stream ends with an error and goes."""
         deleted = await self.store.delete_session(session_id)
+        self.engine.window_cache.drop(session_id)
         await self.broker.forget(session_id)
         return deleted
 
