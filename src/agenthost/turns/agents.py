@@ -15,8 +15,11 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import msgspec
+
 from agenthost.llm.base import ChatMessage, LLMClient
 from agenthost.stores.base import Message
+from agenthost.turns.turn_events import EventSink, InterruptEvent, ToolEvent
 
 __all__ = ["AgentRunner", "ChunkSink", "Turn", "demo_agent", "load_agent", "wrap_agent"]
 
@@ -32,9 +35,19 @@ class Turn:
 
     `history` is the window of the newest messages (oldest first) before this turn;
     `metadata` is the session's metadata: changes made to it are saved with the turn.
+    `tool()` and `interrupt()` tell a streaming client what the agent does besides writing.
     """
 
-    __slots__ = ("history", "llm", "message", "metadata", "session_id", "streaming", "turn_id")
+    __slots__ = (
+        "events",
+        "history",
+        "llm",
+        "message",
+        "metadata",
+        "session_id",
+        "streaming",
+        "turn_id",
+    )
 
     def __init__(
         self,
@@ -45,6 +58,7 @@ class Turn:
         metadata: dict[str, Any],
         llm: LLMClient,
         streaming: bool = False,
+        events: EventSink | None = None,
     ) -> None:
         self.session_id = session_id
         self.turn_id = turn_id
@@ -53,6 +67,19 @@ class Turn:
         self.metadata = metadata
         self.llm = llm
         self.streaming = streaming  # a client watches the answer arrive: yield chunks
+        self.events = events
+
+    def tool(self, call_id: str, name: str, arguments: Any, result: Any) -> None:
+        """Tell a streaming client that the agent called tool `name` (a `tool` event, after
+        the text so far); nothing for a client that waits for the whole answer."""
+        if self.events is not None:
+            self.events("tool", msgspec.json.encode(ToolEvent(call_id, name, arguments, result)))
+
+    def interrupt(self, value: Any, interrupt_id: str | None = None) -> None:
+        """Tell a streaming client the agent stopped to ask `value` (an `interrupt` event);
+        the turn then ends, and the next turn's message is the human's answer."""
+        if self.events is not None:
+            self.events("interrupt", msgspec.json.encode(InterruptEvent(value, interrupt_id)))
 
     def messages(self) -> list[ChatMessage]:
         """History plus the new user message, as OpenAI-style chat messages."""
