@@ -38,6 +38,7 @@ class _Session:
         "lease_turn_id",
         "messages",
         "metadata",
+        "state",
         "turns",
         "turns_done",
         "updated_at",
@@ -48,6 +49,7 @@ class _Session:
         self.updated_at = now
         self.expires_at = now + ttl_s
         self.metadata = metadata
+        self.state: bytes | None = None
         self.messages: list[Message] = []
         self.turns: dict[str, TurnRecord] = {}
         self.turns_done = 0
@@ -191,6 +193,7 @@ class MemoryStore:
             metadata,
             len(session.messages),
             created,
+            session.state,
         )
 
     def _held(self, lease: Lease, now: float) -> _Session | None:
@@ -207,6 +210,7 @@ class MemoryStore:
         assistant: Message,
         metadata: dict[str, Any],
         ttl_s: float,
+        state: bytes | None = None,
     ) -> TurnRecord:
         now = time.time()
         session = self._held(lease, now)
@@ -215,6 +219,8 @@ class MemoryStore:
         session.messages.append(user)
         session.messages.append(assistant)
         session.metadata = copy.deepcopy(metadata)
+        if state is not None:
+            session.state = state
         session.turns_done += 1
         session.updated_at = now
         session.expires_at = now + ttl_s

@@ -267,7 +267,7 @@ class RedisStore:
         )
         kind = reply[0]
         if kind == b"started":
-            _, fence, count, meta, created, history = reply
+            _, fence, count, meta, created, history, *rest = reply
             metadata = _decode_meta(meta)
             if metadata_patch:
                 metadata.update(metadata_patch)
@@ -277,6 +277,7 @@ class RedisStore:
                 metadata,
                 int(count),
                 bool(created),
+                rest[0] if rest else None,
             )
         if kind == b"busy":
             return Busy(reply[1].decode().split(":", 1)[1])
@@ -292,6 +293,7 @@ class RedisStore:
         assistant: Message,
         metadata: dict[str, Any],
         ttl_s: float,
+        state: bytes | None = None,
     ) -> TurnRecord:
         now = time.time()
         sid, tid = lease.session_id, lease.turn_id
@@ -318,6 +320,7 @@ class RedisStore:
                 repr(now),
                 int(ttl_s * 1000),
                 _channel(sid),
+                *(() if state is None else (state,)),
             ],
         )
         if not ok:

@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     metadata BLOB NOT NULL,
     lease_turn_id TEXT,
     lease_fence INTEGER NOT NULL DEFAULT 0,
-    lease_expires_at REAL NOT NULL DEFAULT 0
+    lease_expires_at REAL NOT NULL DEFAULT 0,
+    state BLOB
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions (expires_at);
 CREATE TABLE IF NOT EXISTS messages (
@@ -82,7 +83,7 @@ CREATE TABLE IF NOT EXISTS turns (
 
 _SESSION = (
     "SELECT created_at, updated_at, turns, message_count, fence, metadata, lease_turn_id,"
-    " lease_fence, lease_expires_at FROM sessions WHERE session_id = ? AND expires_at > ?"
+    " lease_fence, lease_expires_at, state FROM sessions WHERE session_id = ? AND expires_at > ?"
 )
 _TURN = (
     "SELECT status, message, response, error_code, error_message, created_at, updated_at,"
@@ -140,6 +141,9 @@ class SQLiteStore:
         columns = {row[1] for row in conn.execute("PRAGMA table_info(turns)")}
         if "fingerprint" not in columns:  # a database made before turns kept one
             conn.execute("ALTER TABLE turns ADD COLUMN fingerprint TEXT NOT NULL DEFAULT ''")
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(sessions)")}
+        if "state" not in columns:  # a database made before sessions kept an agent state
+            conn.execute("ALTER TABLE sessions ADD COLUMN state BLOB")
         return conn
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -271,7 +275,7 @@ class SQLiteStore:
                     " metadata) VALUES (?, ?, ?, ?, ?)",
                     (session_id, now, now, now + ttl_s, b"{}"),
                 )
-                count, fence, meta = 0, 0, b"{}"
+                count, fence, meta, state = 0, 0, b"{}", None
             else:
                 turn = conn.execute(_TURN, (session_id, turn_id)).fetchone()
                 if turn is not None and fingerprint and turn[7] not in ("", fingerprint):
@@ -280,7 +284,7 @@ class SQLiteStore:
                     return Completed(_record(session_id, turn_id, turn))
                 if row[6] is not None and row[8] > now:
                     return Busy(row[6])
-                count, fence, meta = row[3], row[4], row[5]
+                count, fence, meta, state = row[3], row[4], row[5], row[9]
             fence += 1
             conn.execute(
                 "UPDATE sessions SET fence = ?, lease_turn_id = ?, lease_fence = ?,"
@@ -300,7 +304,7 @@ class SQLiteStore:
             if metadata_patch:
                 metadata.update(metadata_patch)
             lease = Lease(session_id, turn_id, fence, fingerprint)
-            return Started(lease, history, metadata, count, created)
+            return Started(lease, history, metadata, count, created, state)
 
         return await self._run(begin)
 
@@ -312,6 +316,7 @@ class SQLiteStore:
         assistant: Message,
         metadata: dict[str, Any],
         ttl_s: float,
+        state: bytes | None = None,
     ) -> TurnRecord:
         meta = _encode(metadata)
         sid, tid = lease.session_id, lease.turn_id
@@ -335,6 +340,8 @@ class SQLiteStore:
                 " WHERE session_id = ?",
                 (assistant.seq + 1, meta, now, now + ttl_s, sid),
             )
+            if state is not None:
+                conn.execute("UPDATE sessions SET state = ? WHERE session_id = ?", (state, sid))
             conn.execute(
                 "UPDATE turns SET status = 'completed', response = ?, error_code = NULL,"
                 " error_message = NULL, updated_at = ? WHERE session_id = ? AND turn_id = ?",

@@ -316,6 +316,7 @@ class TurnEngine:
             self.llm,
             on_chunk is not None,
             on_event,
+            started.state,
         )
         # One timer handle instead of an asyncio.timeout context: the same bound, cheaper on
         # the hot path.
@@ -364,6 +365,7 @@ class TurnEngine:
                 assistant=Message("assistant", answer, lease.turn_id, time.time(), count + 1),
                 metadata=turn.metadata,
                 ttl_s=self.session_ttl,
+                state=turn.new_state,
             )
         finally:
             del self._running[key]

@@ -2,13 +2,14 @@
 -- KEYS: meta, msgs, turns, lease
 -- ARGV: turn_id, running_record_json, now, lease_ms, window, ttl_ms, fingerprint
 -- Returns {'reused'} | {'done', record} | {'busy', holder} |
---         {'started', fence, count, metadata, created, history as one JSON array}
+--         {'started', fence, count, metadata, created, history as one JSON array, state}
+--         (state: the agent state the last commit saved, or nil)
 local meta, msgs, turns, lease = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local turn_id, now = ARGV[1], ARGV[3]
 local lease_ms, window, ttl_ms = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 
-local fence, count, metadata, created
-local fields = redis.call('HMGET', meta, 'fence', 'count', 'metadata')
+local fence, count, metadata, created, state
+local fields = redis.call('HMGET', meta, 'fence', 'count', 'metadata', 'state')
 if fields[1] then
   local record = redis.call('HGET', turns, turn_id)
   -- Records are msgspec JSON: a quote inside a string value is escaped, so these literals
@@ -30,6 +31,7 @@ if fields[1] then
   fence = tonumber(fields[1]) + 1
   count = tonumber(fields[2]) or 0
   metadata = fields[3] or '{}'
+  state = fields[4]
   created = 0
   redis.call('HSET', meta, 'fence', fence)
 else
@@ -37,7 +39,7 @@ else
   redis.call('DEL', msgs, turns, lease)
   redis.call('HSET', meta, 'created_at', now, 'updated_at', now, 'count', 0,
              'fence', 1, 'metadata', '{}')
-  fence, count, metadata, created = 1, 0, '{}', 1
+  fence, count, metadata, created, state = 1, 0, '{}', 1, false
 end
 redis.call('SET', lease, fence .. ':' .. turn_id, 'PX', lease_ms)
 redis.call('HSET', turns, turn_id, ARGV[2])
@@ -51,4 +53,4 @@ if count > 0 then
     history = '[' .. table.concat(redis.call('LRANGE', msgs, -window, -1), ',') .. ']'
   end
 end
-return {'started', fence, count, metadata, created, history}
+return {'started', fence, count, metadata, created, history, state}
