@@ -20,6 +20,7 @@ from agenthost.brokers.instrumented import InstrumentedBroker
 from agenthost.core.input_limits import InputLimits
 from agenthost.core.settings import Settings, blame, broker_url, limiter_url, store_ttl
 from agenthost.core.version import __version__
+from agenthost.frameworks import FrameworkLLM
 from agenthost.llm import create_llm
 from agenthost.llm.base import LLMClient
 from agenthost.llm.cache import cached_llm
@@ -93,7 +94,8 @@ def assemble(
                 store_url=settings.store,
             )
     with blame("app"):
-        the_agent = agent or load_agent(settings.app, settings.app_dir)
+        framework_llm = FrameworkLLM(settings.llm, settings.llm_model, settings.llm_api_key)
+        the_agent = agent or load_agent(settings.app, settings.app_dir, framework_llm)
     metrics = Metrics(llm_cache=lambda: cache_counts(the_llm))
     measured_llm = InstrumentedLLM(the_llm, metrics, tracing)
     with blame("auth"):
