@@ -1,8 +1,8 @@
 """The package's imports run one way and form no cycle.
 
 Layers, from the top: the tools and the package face (`cli`, `client`, `loadtest`,
-`cluster`, `k8s`, `agenthost/__init__.py`) → `runtime` → `web` → `turns` → the backends
-(`stores`, `brokers`, `ratelimit`, `auth`, `llm`, `frameworks`) → the basics (`core`,
+`cluster`, `k8s`, `testing`, `agenthost/__init__.py`) → `runtime` → `web` → `turns` → the
+backends (`stores`, `brokers`, `ratelimit`, `auth`, `llm`, `frameworks`) → the basics (`core`,
 `observability`, `connections`). A module imports only from its own layer or the ones below
 it; every import counts, inside functions and under `TYPE_CHECKING` too. Only `runtime`
 imports the private modules of uvicorn and websockets.
@@ -35,6 +35,7 @@ LAYERS: dict[str, int] = {
     "loadtest": 5,
     "cluster": 5,
     "k8s": 5,
+    "testing": 5,
     "cli": 5,
     "__init__": 5,
 }

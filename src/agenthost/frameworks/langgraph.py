@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["chat_model", "configure", "is_graph", "langgraph_runner"]
 
 _llm = FrameworkLLM()
-_models: dict[int, ChatOpenAI] = {}
+_models: dict[tuple[str, str, str], ChatOpenAI] = {}
 
 
 def configure(llm: FrameworkLLM) -> None:
@@ -51,8 +51,9 @@ def chat_model(**options: Any) -> ChatOpenAI:
     from langchain_openai import ChatOpenAI
 
     llm = _llm
-    if not options and id(llm) in _models:
-        return _models[id(llm)]
+    key = (llm.url, llm.model_name, llm.key)
+    if not options and key in _models:
+        return _models[key]
     model = ChatOpenAI(
         model=llm.model_name,
         base_url=llm.base_url,
@@ -61,7 +62,7 @@ def chat_model(**options: Any) -> ChatOpenAI:
         **options,
     )
     if not options:
-        _models[id(llm)] = model
+        _models[key] = model
     return model
 
 
