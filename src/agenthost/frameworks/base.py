@@ -2,8 +2,8 @@
 `Turn` is) and the model `--llm` configures (`FrameworkLLM`), as an OpenAI-compatible client.
 
 `sim://` runs the simulator in this process: the framework's OpenAI client talks to the
-`agenthost llm-sim` app through an in-process ASGI transport, so tool calls and streaming
-behave as over HTTP with no socket.
+`agenthost llm-sim` app through an in-process transport that streams (`llm/sim_transport.py`),
+so tool calls and paced tokens behave as over HTTP with no socket.
 """
 
 from __future__ import annotations
@@ -89,9 +89,11 @@ def _sim_http_client(url: str) -> httpx2.AsyncClient:
 
     from agenthost.llm.sim_model import settings_from_url
     from agenthost.llm.sim_server import build_llm_sim_app
+    from agenthost.llm.sim_transport import StreamingASGITransport
 
     app = build_llm_sim_app(settings_from_url(url))
-    return httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url=_SIM_BASE_URL)
+    transport = StreamingASGITransport(app)
+    return httpx2.AsyncClient(transport=transport, base_url=_SIM_BASE_URL, timeout=600.0)
 
 
 def text_of(parts: Sequence[Any]) -> str:
