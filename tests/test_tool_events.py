@@ -10,11 +10,12 @@ import json
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from websockets.sync.client import connect
 
+from agenthost.client import AgentHostClient, ToolCall
 from tests.fixtures.agenthost import AgentHostProcess
 
 AGENT = """
@@ -130,3 +131,18 @@ def test_a_client_that_waits_for_the_answer_gets_the_text_alone(
     )
     with urllib.request.urlopen(request, timeout=30) as resp:
         assert json.load(resp)["response"] == ANSWER
+
+
+@pytest.mark.parametrize("transport", ["sse", "ws"])
+async def test_the_python_client_yields_tool_calls_between_the_chunks(
+    server: AgentHostProcess, transport: Literal["sse", "ws"]
+) -> None:
+    async with AgentHostClient(server.url) as client:
+        stream = client.stream("c-" + uuid.uuid4().hex[:8], "weather?", transport=transport)
+        events = [event async for event in stream]
+    kinds = [type(e).__name__ for e in events]
+    assert kinds == ["Chunk", "ToolCall", "Chunk", "Done"]
+    tool = events[1]
+    assert isinstance(tool, ToolCall)
+    assert (tool.call_id, tool.name, tool.arguments, tool.result) == tuple(TOOL.values())
+    assert stream.text == ANSWER
