@@ -4,7 +4,7 @@ graph, in the same run.
 
 Each target is an echo-like agent (`benchmarks/echo_agents.py`,
 `benchmarks/echo_langgraph.py`: one model call on `sim://?words=0`, no tool) served on a
-free loopback port; `--turns` non-streaming turns are sent one after another, spread over
+free loopback port; `--turns` non-streaming turns are sent from `--concurrency` threads, spread over
 `--sessions` sessions (so framework state grows over `turns / sessions` turns each), after
 `--warmup` turns, and the server's process CPU (with its children) is divided by the turns
 answered. agenthost runs on the memory store (`--store` to change it). `langgraph dev` is
@@ -27,6 +27,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -96,24 +97,57 @@ class JSONClient:
         return json.loads(data) if data else None
 
 
+Send = Any
+"""`send(client, session, message) -> answer text`: one turn over the thread's client."""
+
+
 def measure(
     port: int,
     proc: psutil.Process,
-    send: Any,
+    send: Send,
     sessions: list[str],
-    turns: int,
-    warmup: int,
+    args: argparse.Namespace,
 ) -> dict[str, Any]:
-    for i in range(warmup):
-        send(sessions[i % len(sessions)], f"warm {i}")
+    """Warm up, then drive `args.turns` turns from `args.concurrency` threads (each with its
+    own connection and its own sessions, so no turn waits for a busy session), and divide
+    the server's CPU by the turns answered. An answer that is not the echo is an error."""
+    workers = max(1, min(args.concurrency, len(sessions)))
+    clients = [JSONClient(port) for _ in range(workers)]
+    errors = 0
+
+    def drive(worker: int, count: int, label: str) -> None:
+        nonlocal errors
+        mine = sessions[worker::workers]
+        for i in range(count):
+            message = f"{label} {worker}-{i}"
+            try:
+                answer = send(clients[worker], mine[i % len(mine)], message)
+            except Exception:
+                errors += 1
+                continue
+            if not answer.startswith(f"sim: {message}"):
+                errors += 1
+
+    def run(total: int, label: str) -> None:
+        share = [total // workers + (1 if w < total % workers else 0) for w in range(workers)]
+        threads = [
+            threading.Thread(target=drive, args=(w, share[w], label)) for w in range(workers)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    run(args.warmup, "warm")
+    errors = 0
     cpu0, wall0 = tree_cpu(proc), time.monotonic()
-    for i in range(turns):
-        send(sessions[i % len(sessions)], f"turn {i}")
+    run(args.turns, "turn")
     cpu, wall = tree_cpu(proc) - cpu0, time.monotonic() - wall0
     return {
-        "turns": turns,
-        "cpu_ms_per_turn": round(cpu * 1000 / turns, 3),
-        "wall_s": round(wall, 2),
+        "turns": args.turns,
+        "errors": errors,
+        "cpu_ms_per_turn": round(cpu * 1000 / args.turns, 3),
+        "turns_per_s": round(args.turns / wall, 1) if wall else None,
     }
 
 
@@ -128,13 +162,13 @@ def run_agenthost(target: str, args: argparse.Namespace, tmp: Path) -> dict[str,
         server = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_ready(f"http://127.0.0.1:{port}/readyz", server, log)
-        client = JSONClient(port)
 
-        def send(session: str, message: str) -> None:
-            client.post(f"/v1/sessions/{session}/turns", {"message": message})
+        def send(client: JSONClient, session: str, message: str) -> str:
+            reply = client.post(f"/v1/sessions/{session}/turns", {"message": message})
+            return str(reply["response"])
 
         sessions = [f"{target}-{i}" for i in range(args.sessions)]
-        return measure(port, psutil.Process(server.pid), send, sessions, args.turns, args.warmup)
+        return measure(port, psutil.Process(server.pid), send, sessions, args)
     finally:
         server.terminate()
         server.wait(30)
@@ -145,10 +179,9 @@ def run_langgraph_dev(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     log = tmp / "langgraph-dev.log"
     project = tmp / "lg"
     project.mkdir()
+    graph = f"{ROOT / 'echo_langgraph.py'}:graph"
     (project / "langgraph.json").write_text(
-        json.dumps(
-            {"dependencies": ["."], "graphs": {"echo": f"{ROOT / 'echo_langgraph.py'}:graph"}}
-        )
+        json.dumps({"dependencies": ["."], "graphs": {"echo": graph}})
     )
     env = {**os.environ, "FRAMEWORK_BENCH_LLM": LLM_URL, "LANGSMITH_TRACING": "false"}
     env["PYTHONPATH"] = str(ROOT)
@@ -160,22 +193,19 @@ def run_langgraph_dev(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         )
     try:
         wait_ready(f"http://127.0.0.1:{port}/ok", server, log)
-        client = JSONClient(port)
-        threads: dict[str, str] = {}
+        setup = JSONClient(port)
+        # A thread per session, made before the measured turns.
+        threads = {f"lg-{i}": setup.post("/threads", {})["thread_id"] for i in range(args.sessions)}
 
-        def send(session: str, message: str) -> None:
-            if session not in threads:
-                threads[session] = client.post("/threads", {})["thread_id"]
+        def send(client: JSONClient, session: str, message: str) -> str:
             body = {
                 "assistant_id": "echo",
                 "input": {"messages": [{"role": "user", "content": message}]},
             }
-            client.post(f"/threads/{threads[session]}/runs/wait", body)
+            state = client.post(f"/threads/{threads[session]}/runs/wait", body)
+            return str(state["messages"][-1]["content"])
 
-        sessions = [f"lg-{i}" for i in range(args.sessions)]
-        for session in sessions:  # threads are made before the measured turns
-            send(session, "hello")
-        return measure(port, psutil.Process(server.pid), send, sessions, args.turns, args.warmup)
+        return measure(port, psutil.Process(server.pid), send, list(threads), args)
     finally:
         server.terminate()
         try:
@@ -192,6 +222,7 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--sessions", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, default=8, help="turns in flight at once")
     parser.add_argument("--store", default="memory://")
     parser.add_argument("--langgraph-bin", default=None, help="`langgraph` of an environment "
                         "with langgraph-cli[inmem] and this package")  # fmt: skip
@@ -218,6 +249,7 @@ def main() -> None:
         "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
         "params": {
+            "concurrency": args.concurrency,
             "turns": args.turns,
             "warmup": args.warmup,
             "sessions": args.sessions,

@@ -240,6 +240,7 @@ def test_framework_cpu_runs_each_adapter_beside_the_plain_agent(tmp_path: Path) 
     assert result == json.loads(proc.stdout) and result["benchmark"] == "framework_cpu"
     rows = result["results"]
     for target in ("plain", "langgraph", "openai-agents", "pydantic-ai"):
-        assert rows[target]["turns"] == 10 and rows[target]["cpu_ms_per_turn"] >= 0
+        assert rows[target]["turns"] == 10 and rows[target]["errors"] == 0
+        assert rows[target]["cpu_ms_per_turn"] >= 0
     # `langgraph dev` needs its own environment (--langgraph-bin); without it, it is said.
     assert rows["langgraph-dev"] == {"skipped": "no --langgraph-bin"}
