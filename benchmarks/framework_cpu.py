@@ -18,11 +18,9 @@ the JSON says so. Prints one JSON object (also written to `--json FILE`).
 from __future__ import annotations
 
 import argparse
-import datetime
 import http.client
 import json
 import os
-import platform
 import socket
 import subprocess
 import sys
@@ -34,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+
+from turn_cpu import result_header
 
 ROOT = Path(__file__).resolve().parent
 AGENTHOST = str(Path(sys.executable).with_name("agenthost"))
@@ -245,9 +245,7 @@ def main() -> None:
         if plain and "cpu_ms_per_turn" in result:
             result["vs_plain"] = round(result["cpu_ms_per_turn"] / plain, 2)
     report = {
-        "benchmark": "framework_cpu",
-        "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        **result_header("framework_cpu"),
         "params": {
             "concurrency": args.concurrency,
             "turns": args.turns,

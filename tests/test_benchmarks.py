@@ -244,3 +244,5 @@ def test_framework_cpu_runs_each_adapter_beside_the_plain_agent(tmp_path: Path) 
         assert rows[target]["cpu_ms_per_turn"] >= 0
     # `langgraph dev` needs its own environment (--langgraph-bin); without it, it is said.
     assert rows["langgraph-dev"] == {"skipped": "no --langgraph-bin"}
+    rendered = load_script("render_docs").framework_cpu(result)
+    assert "| langgraph | **" in rendered and "skipped: no --langgraph-bin" in rendered
