@@ -1,4 +1,5 @@
-"""An agent's tool calls reach every client as `tool` events: agenthost's SSE and WebSocket
+"""An agent's tool calls reach every client as `tool` events, and its interrupts as
+`interrupt` events: agenthost's SSE and WebSocket
 (`{call_id, name, arguments, result}` after the text before it), the Vercel AI SDK's chat
 transport (tool-input-available / tool-output-available parts) and AG-UI's HttpAgent with its
 event verifier (TOOL_CALL_START/ARGS/END, TOOL_CALL_RESULT); the committed answer is the text
@@ -20,6 +21,10 @@ from tests.fixtures.agenthost import AgentHostProcess
 
 AGENT = """
 async def agent(turn):
+    if turn.message == "ask":
+        yield "Before I go on: "
+        turn.interrupt({"question": "which city?"}, "i-1")
+        return
     yield "looking up. "
     turn.tool("call-1", "get_weather", {"city": "Paris"}, {"sky": "sunny"})
     yield "It is sunny."
@@ -146,3 +151,32 @@ async def test_the_python_client_yields_tool_calls_between_the_chunks(
     assert isinstance(tool, ToolCall)
     assert (tool.call_id, tool.name, tool.arguments, tool.result) == tuple(TOOL.values())
     assert stream.text == ANSWER
+
+
+INTERRUPT = {"value": {"question": "which city?"}, "id": "i-1"}
+
+
+def test_an_interrupt_reaches_sse_websocket_ai_sdk_and_ag_ui(
+    server: AgentHostProcess, node_script: Callable[..., Any]
+) -> None:
+    sid = "i-" + uuid.uuid4().hex[:8]
+    events = sse_events(f"{server.url}/v1/sessions/{sid}/turns", {"message": "ask"})
+    assert [kind for kind, _ in events] == ["chunk", "interrupt", "done"]
+    assert events[1][1] == INTERRUPT
+
+    ws_url = server.url.replace("http://", "ws://") + f"/v1/sessions/{sid}/ws"
+    with connect(ws_url) as ws:
+        ws.send(json.dumps({"type": "turn", "message": "ask"}))
+        frames = []
+        while not frames or frames[-1]["type"] not in ("done", "error"):
+            frames.append(json.loads(ws.recv(timeout=30)))
+    assert [f["type"] for f in frames] == ["chunk", "interrupt", "done"]
+    assert {k: frames[1][k] for k in INTERRUPT} == INTERRUPT
+
+    out = node_script("ai_sdk_client.mjs", server.url, "c-" + uuid.uuid4().hex[:10], "ask")
+    [part] = [p for p in out["parts"] if p["type"] == "data-interrupt"]
+    assert part["data"] == INTERRUPT and out["text"] == "Before I go on: "
+
+    thread, run = "th-" + uuid.uuid4().hex[:8], str(uuid.uuid4())
+    out = node_script("ag_ui_client.mjs", server.url, thread, "ask", run)
+    assert "CUSTOM" in out["types"] and out["types"][-1] == "RUN_FINISHED"
