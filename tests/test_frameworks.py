@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -153,3 +155,22 @@ def test_kill_9_mid_turn_then_a_retry_leaves_the_state_as_if_the_dead_turn_never
     assert turn(survivor, sid, "hello")["response"] == turn(survivor, control, "hello")["response"]
     assert [m for _, m in history(survivor, sid)] == [m for _, m in history(survivor, control)]
     assert len(history(survivor, sid)) == 4
+
+
+def test_a_plain_agent_is_loaded_without_importing_any_framework(tmp_path: Path) -> None:
+    # Recognising a framework's object never imports the framework: a server of a plain
+    # agent runs where none is installed.
+    script = (
+        "import sys\n"
+        "from agenthost.runtime.assembly import assemble\n"
+        "from agenthost.core.settings import Settings\n"
+        "assemble(Settings(store='memory://', app='mybot:agent'))\n"
+        "print(sorted(m for m in ('langgraph', 'agents', 'pydantic_ai', 'langchain_core')"
+        " if m in sys.modules))\n"
+    )
+    (tmp_path / "mybot.py").write_text("async def agent(turn):\n    return turn.message\n")
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
