@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from agenthost import Turn
+from agenthost.frameworks.base import answer_text
 from agenthost.testing import AgentSession, run_turns
 
 EXAMPLES = str(Path(__file__).resolve().parent.parent / "examples")
@@ -70,3 +71,48 @@ async def test_a_langgraph_interrupt_is_answered_by_the_next_turn() -> None:
         answered = await session.send("Lima")
         assert answered.interrupt is None
         assert [t.result for t in answered.tools] == ["the human said Lima"]
+
+
+async def test_an_agent_that_brings_its_own_model_keeps_it() -> None:
+    from agents import Agent, OpenAIChatCompletionsModel
+    from pydantic_ai import Agent as PydanticAgent
+    from pydantic_ai.models.openai import OpenAIChatModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    from agenthost.frameworks import FrameworkLLM
+
+    own = FrameworkLLM("sim://?words=1")  # one word after the echo; --llm gives five
+    client = own.openai_client()
+    agents_sdk = Agent(name="own", model=OpenAIChatCompletionsModel("own", client))
+    pydantic = PydanticAgent(OpenAIChatModel("own", provider=OpenAIProvider(openai_client=client)))
+    for agent in (agents_sdk, pydantic):
+        [mine] = await run_turns(agent, ["hi"], llm="sim://?words=5")
+        assert len(mine.text.split(" | ")[1].split()) == 1, mine.text
+    for agent in (Agent(name="configured"), PydanticAgent()):
+        [configured] = await run_turns(agent, ["hi"], llm="sim://?words=5")
+        assert len(configured.text.split(" | ")[1].split()) == 5, configured.text
+
+
+async def test_tool_values_and_outputs_json_cannot_hold_are_converted() -> None:
+    from pydantic import BaseModel
+
+    class Forecast(BaseModel):
+        city: str
+        degrees: int
+
+    class Opaque:
+        def __str__(self) -> str:
+            return "opaque"
+
+    async def agent(turn: Turn) -> str:
+        turn.tool("c1", "forecast", {"at": Opaque()}, Forecast(city="Oslo", degrees=3))
+        return "done"
+
+    [reply] = await run_turns(agent, ["q"])
+    [tool] = reply.tools
+    assert tool.arguments == {"at": "opaque"}
+    assert tool.result == {"city": "Oslo", "degrees": 3}
+
+    # A run's structured output becomes the turn's answer as JSON.
+    assert answer_text(Forecast(city="Rome", degrees=20)) == '{"city":"Rome","degrees":20}'
+    assert answer_text({"a": [1, Opaque()]}) == '{"a": [1, "opaque"]}'

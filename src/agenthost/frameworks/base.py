@@ -8,6 +8,8 @@ so tool calls and paced tokens behave as over HTTP with no socket.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
@@ -94,6 +96,26 @@ def _sim_http_client(url: str) -> httpx2.AsyncClient:
     app = build_llm_sim_app(settings_from_url(url))
     transport = StreamingASGITransport(app)
     return httpx2.AsyncClient(transport=transport, base_url=_SIM_BASE_URL, timeout=600.0)
+
+
+def answer_text(output: Any) -> str:
+    """A run's output as the turn's answer: text as it is, anything else (a pydantic model,
+    a dataclass, a dict) as JSON."""
+    if isinstance(output, str):
+        return output
+    dump = getattr(output, "model_dump_json", None)
+    if callable(dump):
+        return str(dump())
+    return json.dumps(output, default=_jsonable, ensure_ascii=False)
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return dump(mode="json")
+    return str(value)
 
 
 def text_of(parts: Sequence[Any]) -> str:

@@ -28,7 +28,14 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from agenthost.frameworks.base import FrameworkLLM, FrameworkRunner, HostedTurn, TextSink, text_of
+from agenthost.frameworks.base import (
+    FrameworkLLM,
+    FrameworkRunner,
+    HostedTurn,
+    TextSink,
+    answer_text,
+    text_of,
+)
 
 if TYPE_CHECKING:
     from langchain_openai import ChatOpenAI
@@ -258,7 +265,7 @@ def langgraph_runner(graph: Any) -> FrameworkRunner:
             first = interrupts[0]
             value = getattr(first, "value", first)
             turn.interrupt(value, getattr(first, "id", None))
-            asked = value if isinstance(value, str) else msgspec.json.encode(value).decode()
+            asked = answer_text(value)
             if sink is not None:
                 sink(asked)
             return "".join(parts) + asked if parts else asked

@@ -18,7 +18,13 @@ from typing import Any
 
 import msgspec
 
-from agenthost.frameworks.base import FrameworkLLM, FrameworkRunner, HostedTurn, TextSink
+from agenthost.frameworks.base import (
+    FrameworkLLM,
+    FrameworkRunner,
+    HostedTurn,
+    TextSink,
+    answer_text,
+)
 
 __all__ = ["HistorySession", "is_agent", "openai_agents_runner"]
 
@@ -104,8 +110,7 @@ def openai_agents_runner(agent: Any, llm: FrameworkLLM) -> FrameworkRunner:
                     if call_id is not None and call is not None:
                         turn.tool(call_id, call.name, _arguments(call.arguments), event.item.output)
         turn.save_state(session.to_state())
-        output = result.final_output
-        return output if isinstance(output, str) else _encode(output).decode()
+        return answer_text(result.final_output)
 
     return run
 

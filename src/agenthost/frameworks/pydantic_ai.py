@@ -14,9 +14,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-
-from agenthost.frameworks.base import FrameworkLLM, FrameworkRunner, HostedTurn, TextSink
+from agenthost.frameworks.base import (
+    FrameworkLLM,
+    FrameworkRunner,
+    HostedTurn,
+    TextSink,
+    answer_text,
+)
 
 __all__ = ["is_agent", "pydantic_ai_runner"]
 
@@ -75,6 +79,6 @@ def pydantic_ai_runner(agent: Any, llm: FrameworkLLM) -> FrameworkRunner:
                     turn.save_state(ModelMessagesTypeAdapter.dump_json(event.result.all_messages()))
                 if text and sink is not None:
                     sink(text)
-        return output if isinstance(output, str) else msgspec.json.encode(output).decode()
+        return answer_text(output)
 
     return run

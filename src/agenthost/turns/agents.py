@@ -17,12 +17,10 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import msgspec
-
 from agenthost.frameworks import FrameworkLLM, configure, framework_runner
 from agenthost.llm.base import ChatMessage, LLMClient
 from agenthost.stores.base import Message
-from agenthost.turns.turn_events import EventSink, InterruptEvent, ToolEvent
+from agenthost.turns.turn_events import EventSink, InterruptEvent, ToolEvent, encode_event
 
 __all__ = ["AgentRunner", "ChunkSink", "Turn", "demo_agent", "load_agent", "wrap_agent"]
 
@@ -87,13 +85,13 @@ class Turn:
         """Tell a streaming client that the agent called tool `name` (a `tool` event, after
         the text so far); nothing for a client that waits for the whole answer."""
         if self.events is not None:
-            self.events("tool", msgspec.json.encode(ToolEvent(call_id, name, arguments, result)))
+            self.events("tool", encode_event(ToolEvent(call_id, name, arguments, result)))
 
     def interrupt(self, value: Any, interrupt_id: str | None = None) -> None:
         """Tell a streaming client the agent stopped to ask `value` (an `interrupt` event);
         the turn then ends, and the next turn's message is the human's answer."""
         if self.events is not None:
-            self.events("interrupt", msgspec.json.encode(InterruptEvent(value, interrupt_id)))
+            self.events("interrupt", encode_event(InterruptEvent(value, interrupt_id)))
 
     def messages(self) -> list[ChatMessage]:
         """History plus the new user message, as OpenAI-style chat messages."""

@@ -11,7 +11,14 @@ from typing import Any, Literal
 
 import msgspec
 
-__all__ = ["EventSink", "InterruptEvent", "ToolEvent", "decode_interrupt", "decode_tool"]
+__all__ = [
+    "EventSink",
+    "InterruptEvent",
+    "ToolEvent",
+    "decode_interrupt",
+    "decode_tool",
+    "encode_event",
+]
 
 EventSink = Callable[[Literal["tool", "interrupt"], bytes], None]
 """Publishes one non-text event of the turn (its JSON payload), after the text before it."""
@@ -33,6 +40,23 @@ class InterruptEvent(msgspec.Struct):
 
     value: Any
     id: str | None = None
+
+
+def _jsonable(value: Any) -> Any:
+    """What a tool's arguments or result become when JSON has no type for them: a pydantic
+    model its `model_dump`, anything else its text."""
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return dump(mode="json")
+    return str(value)
+
+
+_encoder = msgspec.json.Encoder(enc_hook=_jsonable)
+
+
+def encode_event(event: ToolEvent | InterruptEvent) -> bytes:
+    """The event's JSON payload; values JSON cannot hold are turned into ones it can."""
+    return _encoder.encode(event)
 
 
 _tool = msgspec.json.Decoder(ToolEvent)
