@@ -12,6 +12,8 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Iterable
 
+from agenthost.observability.activity import Activity
+
 __all__ = [
     "CONNECTION_REFUSALS",
     "DURATION_BUCKETS",
@@ -123,7 +125,12 @@ class Histogram:
 class Metrics:
     """The counters, gauges and histograms of one server process."""
 
-    def __init__(self, *, llm_cache: Callable[[], tuple[int, int]] = lambda: (0, 0)) -> None:
+    def __init__(
+        self,
+        *,
+        llm_cache: Callable[[], tuple[int, int]] = lambda: (0, 0),
+        activity: Activity | None = None,
+    ) -> None:
         self.turns: dict[str, int] = {}
         self.turn_duration = Histogram(DURATION_BUCKETS)
         self.llm_duration = Histogram(LLM_BUCKETS)
@@ -141,6 +148,8 @@ class Metrics:
         self.draining: Callable[[], bool] = lambda: False
         self.llm_cache = llm_cache
         """(hits, misses) of the LLM response cache; (0, 0) without one."""
+        self.activity = activity or Activity()
+        """Recent turns and refusals by tenant, for the dashboard (never exported here)."""
 
     def watch_engine(self, inflight: Callable[[], int], draining: Callable[[], bool]) -> None:
         """Read the turn engine's in-flight count and drain state when rendering (the engine
