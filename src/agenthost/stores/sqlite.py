@@ -81,10 +81,14 @@ CREATE TABLE IF NOT EXISTS turns (
 ) WITHOUT ROWID;
 """
 
-_SESSION = (
+_COLUMNS = (
     "SELECT created_at, updated_at, turns, message_count, fence, metadata, lease_turn_id,"
-    " lease_fence, lease_expires_at, state FROM sessions WHERE session_id = ? AND expires_at > ?"
+    " lease_fence, lease_expires_at"
 )
+_WHERE_LIVE = " FROM sessions WHERE session_id = ? AND expires_at > ?"
+_SESSION = _COLUMNS + _WHERE_LIVE
+# begin_turn's read also hands out the agent state; other reads leave the blob alone.
+_SESSION_STATE = _COLUMNS + ", state" + _WHERE_LIVE
 _TURN = (
     "SELECT status, message, response, error_code, error_message, created_at, updated_at,"
     " fingerprint FROM turns WHERE session_id = ? AND turn_id = ?"
@@ -266,7 +270,7 @@ class SQLiteStore:
     ) -> Started | Completed | Busy:
         def begin(conn: sqlite3.Connection) -> Started | Completed | Busy:
             now = time.time()
-            row = conn.execute(_SESSION, (session_id, now)).fetchone()
+            row = conn.execute(_SESSION_STATE, (session_id, now)).fetchone()
             created = row is None
             if row is None:
                 _delete(conn, session_id)
