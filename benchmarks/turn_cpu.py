@@ -212,13 +212,17 @@ def psql(url: str, statement: str) -> str:
 
 
 def statements_run(url: str) -> int:
-    """Top-level statements run so far in the benchmark's database, by any client but psql."""
+    """Top-level statements run so far in the benchmark's database, by any client but psql,
+    leaving out the fleet registry's heartbeats (one a process every --heartbeat-interval,
+    whatever the turns)."""
     return int(
         psql(
             url,
             "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s JOIN pg_database d"
             " ON d.oid = s.dbid WHERE d.datname = current_database() AND s.toplevel"
-            " AND s.query NOT LIKE '%pg_stat_statements%'",
+            " AND s.query NOT LIKE '%pg_stat_statements%'"
+            " AND s.query NOT LIKE '%agenthost_processes%'"
+            " AND s.query NOT LIKE '%agenthost_autoscale%'",
         )
     )
 

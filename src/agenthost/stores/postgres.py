@@ -358,8 +358,8 @@ class PostgresStore:
         row = await self._call(
             lambda pool: pool.fetchrow(
                 "SELECT kind, fence, message_count, created, metadata::text, history::text,"
-                " turn::text, busy_turn_id, created_at, delta FROM agenthost_begin_turn_since("
-                "$1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10)",
+                " turn::text, busy_turn_id, created_at, delta, state"
+                " FROM agenthost_begin_turn_state($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10)",
                 session_id,
                 turn_id,
                 message,
@@ -387,6 +387,7 @@ class PostgresStore:
             row[3],
             row[8],
             row[9],
+            row[10],
         )
 
     async def commit_turn(
@@ -397,11 +398,12 @@ class PostgresStore:
         assistant: Message,
         metadata: dict[str, Any],
         ttl_s: float,
+        state: bytes | None = None,
     ) -> TurnRecord:
         sid, tid = lease.session_id, lease.turn_id
         turn = await self._fetchval(
-            "SELECT agenthost_commit_turn($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11)"
-            "::text",
+            "SELECT agenthost_commit_turn_state($1, $2, $3, $4, $5, $6, $7, $8, $9,"
+            " $10::jsonb, $11, $12)::text",
             sid,
             tid,
             lease.fence,
@@ -413,6 +415,7 @@ class PostgresStore:
             assistant.seq,
             _encode(metadata).decode(),
             float(ttl_s),
+            state,
         )
         if turn is None:
             raise LeaseLost(f"turn {tid} no longer holds session {sid}")
