@@ -213,8 +213,8 @@ def psql(url: str, statement: str) -> str:
 
 def statements_run(url: str) -> int:
     """Top-level statements run so far in the benchmark's database, by any client but psql,
-    leaving out the fleet registry's heartbeats (one a process every --heartbeat-interval,
-    whatever the turns)."""
+    leaving out what a process runs by the clock whatever its turns: the fleet registry's
+    heartbeat (every --heartbeat-interval) and the listener's liveness `SELECT 1` (every 5 s)."""
     return int(
         psql(
             url,
@@ -222,7 +222,8 @@ def statements_run(url: str) -> int:
             " ON d.oid = s.dbid WHERE d.datname = current_database() AND s.toplevel"
             " AND s.query NOT LIKE '%pg_stat_statements%'"
             " AND s.query NOT LIKE '%agenthost_processes%'"
-            " AND s.query NOT LIKE '%agenthost_autoscale%'",
+            " AND s.query NOT LIKE '%agenthost_autoscale%'"
+            " AND s.query <> 'SELECT 1'",
         )
     )
 

@@ -82,10 +82,20 @@ class UIStreamFrames:
     `readUIMessageStream` and `useChat`'s resume start a message afresh when its id
     changes, so the client holds the new attempt's text once, not after the void text."""
 
-    __slots__ = ("first_id", "message_id", "parts", "said", "started", "text_id", "turn_id")
+    __slots__ = (
+        "first_id",
+        "message_id",
+        "parts",
+        "prefix",
+        "said",
+        "started",
+        "text_id",
+        "turn_id",
+    )
 
     def __init__(self, turn_id: str, message_id: str | None = None) -> None:
         self.turn_id = turn_id
+        self.prefix = f"text-{turn_id}"  # text part ids; a new attempt after a reset has its own
         self.first_id = self.message_id = message_id or f"a-{turn_id}"
         self.text_id = b""  # the open text part's id (JSON), b"" when none is open
         self.parts = 0  # text parts opened: a tool call ends one, the next text opens another
@@ -97,6 +107,8 @@ class UIStreamFrames:
             return b""  # nothing said yet: the new attempt opens the message
         end = self._close()
         self.message_id = f"{self.first_id}-{seq}"
+        self.prefix = f"text-{self.turn_id}-{seq}"
+        self.parts = 0
         self.started = self.said = False
         return end + self._start()
 
@@ -111,7 +123,7 @@ class UIStreamFrames:
         if self.text_id:
             return head
         self.parts += 1
-        name = f"text-{self.turn_id}" if self.parts == 1 else f"text-{self.turn_id}-{self.parts}"
+        name = self.prefix if self.parts == 1 else f"{self.prefix}-{self.parts}"
         self.text_id = _encode(name)
         return head + b'data: {"type":"text-start","id":%s}\n\n' % self.text_id
 
