@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -46,6 +46,9 @@ class Endpoint:
     errors: tuple[int, ...] = ()
     params: tuple[Param, ...] = ()
     streams: bool = False
+    # What the event stream's events are: agenthost's turn events, a client protocol's own
+    # (`data:` lines, named by the protocol if at all) or the fleet's heartbeats.
+    events: Literal["turn", "protocol", "fleet"] = "turn"
     tags: tuple[str, ...] = ("sessions",)
     extra: dict[str, Any] = field(default_factory=dict)
     websocket: bool = False

@@ -39,6 +39,39 @@ SSE_EVENT_SCHEMA: dict[str, Any] = {
     "required": ["data"],
 }
 
+# A client protocol's stream (OpenAI, AI SDK, AG-UI): its own chunks as `data:` lines, the
+# event named only where the protocol names it (the Responses API), `[DONE]` where it ends so.
+PROTOCOL_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "description": "The protocol's event name, if it has one."},
+        "data": {
+            "type": "string",
+            "description": "One of the protocol's chunks as JSON, or [DONE] where it ends so.",
+        },
+    },
+    "required": ["data"],
+}
+
+FLEET_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": ["fleet"]},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "description": "The fleet as GET /admin/fleet answers it.",
+        },
+    },
+    "required": ["data"],
+}
+
+_EVENT_SCHEMAS = {
+    "turn": SSE_EVENT_SCHEMA,
+    "protocol": PROTOCOL_EVENT_SCHEMA,
+    "fleet": FLEET_EVENT_SCHEMA,
+}
+
 _STATUS_TEXT = {
     200: "OK",
     201: "Created",
@@ -136,7 +169,7 @@ def openapi_document(endpoints: Sequence[Endpoint], *, title: str, version: str)
         if ep.response is not None:
             content["application/json"] = {"schema": ref[ep.response]}
         if ep.streams:
-            content["text/event-stream"] = {"schema": SSE_EVENT_SCHEMA}
+            content["text/event-stream"] = {"schema": _EVENT_SCHEMAS[ep.events]}
         if content:
             ok["content"] = content
         responses: dict[str, Any] = {str(ep.status): ok}

@@ -169,7 +169,8 @@ def route_table(
                  "named by X-Session-Id (or X-OpenWebUI-Chat-Id, X-Conversation-Id); SSE "
                  "chunks ending in data: [DONE] with stream:true", ChatCompletionRequest,
                  ChatCompletion, 200, (*turn_errors, 401, 429),
-                 params=(key, *_conversation_headers()), streams=True, tags=("openai",),
+                 params=(key, *_conversation_headers()), streams=True, events="protocol",
+                 tags=("openai",),
                  asgi=True, fast=True),
         Endpoint("GET", "/openai/v1/models", openai_chat.models,
                  "The hosted agent (and the task model) as OpenAI models", None, ModelList,
@@ -178,13 +179,14 @@ def route_table(
                  "OpenAI Responses: conversation (or previous_response_id's) = session; "
                  "stream:true for SSE events, background:true to answer at once",
                  ResponsesRequest, ResponseObject, 200, (*turn_errors, 401, 429),
-                 params=(key,), streams=True, tags=("openai",), asgi=True, fast=True),
+                 params=(key,), streams=True, events="protocol", tags=("openai",), asgi=True,
+                 fast=True),
         Endpoint("GET", "/openai/v1/responses/{response_id}", openai_responses.retrieve,
                  "A response's status and answer; stream=true: its events after "
                  "starting_after (agenthost's event number), from any process (run again if "
                  "its process died; 204 after the final event)", None,
                  ResponseObject, 200, (204, 400, 401, 404, 422, 429, 503), streams=True,
-                 tags=("openai",),
+                 events="protocol", tags=("openai",),
                  params=(Param("stream", "query", {"type": "boolean"}),
                          Param("starting_after", "query", {"type": "integer", "minimum": 0},
                                "Resume after this sequence_number."))),
@@ -192,19 +194,19 @@ def route_table(
                  "Vercel AI SDK UI message stream v1 (useChat's DefaultChatTransport): the chat "
                  "id is the session, the newest user message's id the turn id",
                  AISDKChatRequest, None, 200, (*turn_errors, 401, 429), streams=True,
-                 tags=("ai-sdk",), asgi=True, fast=True),
+                 events="protocol", tags=("ai-sdk",), asgi=True, fast=True),
         Endpoint("GET", "/ai-sdk/v1/chat/{chat_id}/stream", ai_sdk.resume,
                  "Resume (useChat's resume / reconnectToStream): the running turn's UI message "
                  "stream from its start, run again if its process died; 204 when no turn runs",
                  None, None, 200,
-                 (400, 401, 429, 503), streams=True, tags=("ai-sdk",),
+                 (400, 401, 429, 503), streams=True, events="protocol", tags=("ai-sdk",),
                  extra={"responses": {"204": {"description": "No turn runs in the chat"}}}),
         Endpoint("POST", "/ag-ui/v1/run", fast_asgi(ag_ui.run),
                  "AG-UI (HttpAgent, CopilotKit): a RunAgentInput runs the newest user message "
                  "as a turn of session threadId with turn id runId; SSE RUN_STARTED, "
                  "TEXT_MESSAGE_*, RUN_FINISHED or RUN_ERROR", RunAgentInput, None, 200,
-                 (*turn_errors, 401, 429), streams=True, tags=("ag-ui",), asgi=True,
-                 fast=True),
+                 (*turn_errors, 401, 429), streams=True, events="protocol", tags=("ag-ui",),
+                 asgi=True, fast=True),
         Endpoint("GET", "/healthz", process.healthz, "Liveness", None, Health, 200, (),
                  tags=("health",)),
         Endpoint("GET", "/readyz", process.readyz, "Readiness: 503 while draining or when the "
@@ -219,7 +221,7 @@ def route_table(
                  200, (401, 503), tags=("admin",)),
         Endpoint("GET", "/admin/fleet/stream", dashboard.fleet_stream, "The same as SSE: a "
                  "`fleet` event per heartbeat interval (admin token)", None, None, 200,
-                 (401, 503), streams=True, tags=("admin",)),
+                 (401, 503), streams=True, events="fleet", tags=("admin",)),
         Endpoint("GET", "/playground", pages.playground, "The playground: talk to the agent "
                  "in a browser (--playground)", None, None, 200, (404,), tags=("pages",),
                  extra=_HTML),
