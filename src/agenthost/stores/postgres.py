@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
@@ -41,7 +41,7 @@ from agenthost.stores.base import (
 from agenthost.stores.notify import ReleaseWaiters
 from agenthost.stores.pg_schema import SchemaTooNew, migrate_schema, schema_status
 
-__all__ = ["FAILURES", "PostgresStore", "split_options"]
+__all__ = ["FAILURES", "Begun", "PostgresStore", "SessionVersion", "split_options"]
 
 log = logging.getLogger("agenthost.stores.postgres")
 T = TypeVar("T")
@@ -82,6 +82,23 @@ class _Turn(msgspec.Struct):
 
 
 _decode_turn = msgspec.json.Decoder(_Turn).decode
+
+SessionVersion = tuple[float, int]
+"""A session's version: (created_at, message_count). Commits only add messages, and only a
+commit (or a new incarnation, with a new created_at) changes metadata, so one version names
+one window and one metadata (schema 4)."""
+
+
+class Begun(NamedTuple):
+    """`begin_versioned`'s answer: `result` (None when the caller's known version is
+    current), the session's `created_at` (None when busy), and for a started turn its
+    lease and the message count before it."""
+
+    result: Started | Completed | Busy | None
+    created_at: float | None
+    lease: Lease | None = None
+    message_count: int = 0
+
 
 _OPTIONS = {"pool_size": 20, "command_timeout": 5.0, "connect_timeout": 2.0, "migrate": 1}
 
@@ -352,12 +369,43 @@ class PostgresStore:
         ttl_s: float,
         fingerprint: str = "",
     ) -> Started | Completed | Busy:
+        begun = await self.begin_versioned(
+            session_id,
+            turn_id,
+            message,
+            metadata_patch=metadata_patch,
+            lease_ms=lease_ms,
+            window=window,
+            ttl_s=ttl_s,
+            fingerprint=fingerprint,
+        )
+        assert begun.result is not None  # asked with no known version: always complete
+        return begun.result
+
+    async def begin_versioned(
+        self,
+        session_id: str,
+        turn_id: str,
+        message: str,
+        *,
+        metadata_patch: dict[str, Any] | None,
+        lease_ms: int,
+        window: int,
+        ttl_s: float,
+        fingerprint: str = "",
+        known: SessionVersion | None = None,
+    ) -> Begun:
+        """`begin_turn`, also answering the session's version. With `known` (the version
+        of a cached window and metadata) equal to the session's, PostgreSQL builds no
+        window: `Begun.result` is None and `Begun.lease` / `message_count` say what the
+        caller needs to run the turn on its cached copy."""
         patch = _encode(metadata_patch).decode() if metadata_patch else None
+        known_created, known_count = (None, None) if known is None else known
         row = await self._call(
             lambda pool: pool.fetchrow(
-                "SELECT kind, fence, message_count, created, metadata::text, history::text,"
-                " turn::text, busy_turn_id"
-                " FROM agenthost_begin_turn_fp($1, $2, $3, $4::jsonb, $5, $6, $7, $8)",
+                "SELECT kind, fence, message_count, created, created_at, metadata::text,"
+                " history::text, turn::text, busy_turn_id"
+                " FROM agenthost_begin($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10)",
                 session_id,
                 turn_id,
                 message,
@@ -366,22 +414,30 @@ class PostgresStore:
                 window,
                 float(ttl_s),
                 fingerprint,
+                known_created,
+                known_count,
             )
         )
         kind = row[0]
         if kind == "reused":
             raise key_reused(turn_id)
         if kind == "completed":
-            return Completed(_record(session_id, turn_id, row[6]))
+            return Begun(Completed(_record(session_id, turn_id, row[7])), row[4])
         if kind == "busy":
-            return Busy(row[7])
-        return Started(
-            Lease(session_id, turn_id, row[1], fingerprint),
-            _decode_messages(row[5]),
-            _decode_meta(row[4]),
-            row[2],
-            row[3],
+            return Begun(Busy(row[8]), None)
+        lease = Lease(session_id, turn_id, row[1], fingerprint)
+        if row[5] is None:  # the known version is current
+            return Begun(None, row[4], lease, row[2])
+        started = Started(lease, _decode_messages(row[6]), _decode_meta(row[5]), row[2], row[3])
+        return Begun(started, row[4], lease, row[2])
+
+    async def session_created(self, session_id: str) -> float | None:
+        """The live session's created_at (its incarnation), or None: a read on the
+        primary, no lock."""
+        created: float | None = await self._fetchval(
+            "SELECT agenthost_session_created($1)", session_id
         )
+        return created
 
     async def commit_turn(
         self,
@@ -393,25 +449,36 @@ class PostgresStore:
         ttl_s: float,
     ) -> TurnRecord:
         sid, tid = lease.session_id, lease.turn_id
-        turn = await self._fetchval(
-            "SELECT agenthost_commit_turn($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11)"
-            "::text",
-            sid,
-            tid,
-            lease.fence,
-            user.content,
-            user.created_at,
-            user.seq,
-            assistant.content,
-            assistant.created_at,
-            assistant.seq,
-            _encode(metadata).decode(),
-            float(ttl_s),
+        row = await self._call(
+            lambda pool: pool.fetchrow(
+                "SELECT turn_created_at, committed_at"
+                " FROM agenthost_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11)",
+                sid,
+                tid,
+                lease.fence,
+                user.content,
+                user.created_at,
+                user.seq,
+                assistant.content,
+                assistant.created_at,
+                assistant.seq,
+                _encode(metadata).decode(),
+                float(ttl_s),
+            )
         )
-        if turn is None:
+        if row[1] is None:
             raise LeaseLost(f"turn {tid} no longer holds session {sid}")
         self._waiters.wake(sid)
-        return _record(sid, tid, turn)
+        return TurnRecord(
+            tid,
+            sid,
+            "completed",
+            user.content,
+            row[0],
+            row[1],
+            assistant.content,
+            fingerprint=lease.fingerprint,
+        )
 
     async def fail_turn(self, lease: Lease, error: TurnError, ttl_s: float) -> TurnRecord | None:
         sid, tid = lease.session_id, lease.turn_id

@@ -1,0 +1,148 @@
+-- agenthost schema 4: the turn's two steps as single flat functions, and the session's
+-- version for a cache in front of PostgreSQL (--cache, stores/cached.py).
+--
+-- A session's version is (created_at, message_count): the history only grows by commits,
+-- each adding two messages (and the only way metadata changes, besides a new incarnation,
+-- which has a new created_at). A cached window and metadata labelled with the version
+-- PostgreSQL reports under the session row's lock are the committed ones.
+--
+-- Schema 1/3's functions stay, so servers of the previous release keep working during a
+-- rolling update.
+
+-- The first step of a turn. As agenthost_begin_turn_fp, in one function body (no nested
+-- calls), with the fingerprint written by the turn's own insert, and:
+-- * created_at: the session's incarnation, half of its version;
+-- * p_known_created / p_known_count: the version of the caller's cached window and
+--   metadata. When they are the session's own, metadata and history come back NULL (the
+--   caller's copy is current) and PostgreSQL builds no window.
+CREATE FUNCTION agenthost_begin(
+    p_sid text, p_tid text, p_message text, p_patch jsonb, p_lease_ms integer,
+    p_window integer, p_ttl double precision, p_fingerprint text,
+    p_known_created double precision, p_known_count integer,
+    OUT kind text, OUT fence bigint, OUT message_count integer, OUT created boolean,
+    OUT created_at double precision, OUT metadata jsonb, OUT history jsonb, OUT turn jsonb,
+    OUT busy_turn_id text)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_now double precision := agenthost_now();
+    v_row agenthost_sessions;
+    v_turn agenthost_turns;
+BEGIN
+    created := false;
+    SELECT * INTO v_row FROM agenthost_sessions WHERE session_id = p_sid FOR UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO agenthost_sessions (session_id, created_at, updated_at, expires_at)
+        VALUES (p_sid, v_now, v_now, v_now + p_ttl) ON CONFLICT (session_id) DO NOTHING
+        RETURNING * INTO v_row;
+        created := FOUND;
+        IF NOT created THEN
+            SELECT * INTO v_row FROM agenthost_sessions WHERE session_id = p_sid FOR UPDATE;
+        END IF;
+    END IF;
+    IF NOT created AND v_row.expires_at <= v_now THEN
+        PERFORM agenthost_forget(p_sid);
+        UPDATE agenthost_sessions SET created_at = v_now, updated_at = v_now, turns = 0,
+            message_count = 0, metadata = '{}', lease_turn_id = NULL, lease_expires_at = 0
+        WHERE session_id = p_sid RETURNING * INTO v_row;
+        created := true;
+    END IF;
+    IF NOT created THEN
+        SELECT * INTO v_turn FROM agenthost_turns WHERE session_id = p_sid AND turn_id = p_tid;
+        IF FOUND THEN
+            IF p_fingerprint <> '' AND v_turn.fingerprint <> ''
+                    AND v_turn.fingerprint <> p_fingerprint THEN
+                kind := 'reused';
+                RETURN;
+            END IF;
+            IF v_turn.status = 'completed' THEN
+                kind := 'completed';
+                created_at := v_row.created_at;
+                turn := agenthost_turn_json(v_turn);
+                RETURN;
+            END IF;
+        END IF;
+        IF v_row.lease_turn_id IS NOT NULL AND v_row.lease_expires_at > v_now THEN
+            kind := 'busy';
+            busy_turn_id := v_row.lease_turn_id;
+            RETURN;
+        END IF;
+    END IF;
+    kind := 'started';
+    fence := v_row.fence + 1;
+    message_count := v_row.message_count;
+    created_at := v_row.created_at;
+    -- expires_at is indexed: without a retention it stays Infinity, so this update (and
+    -- the commit's) changes no indexed column and can be a heap-only (HOT) update.
+    UPDATE agenthost_sessions SET fence = v_row.fence + 1, lease_turn_id = p_tid,
+        lease_fence = v_row.fence + 1, lease_expires_at = v_now + p_lease_ms / 1000.0,
+        expires_at = v_now + p_ttl
+    WHERE session_id = p_sid;
+    INSERT INTO agenthost_turns AS t (session_id, turn_id, status, message, created_at,
+        updated_at, fingerprint)
+    VALUES (p_sid, p_tid, 'running', p_message, v_now, v_now, p_fingerprint)
+    ON CONFLICT (session_id, turn_id) DO UPDATE SET status = 'running',
+        message = excluded.message, response = NULL, error_code = NULL, error_message = NULL,
+        created_at = excluded.created_at, updated_at = excluded.updated_at,
+        fingerprint = CASE WHEN excluded.fingerprint <> '' THEN excluded.fingerprint
+                           ELSE t.fingerprint END;
+    IF NOT created AND p_known_created = v_row.created_at
+            AND p_known_count = v_row.message_count THEN
+        RETURN;  -- the caller's cached window and metadata are current
+    END IF;
+    metadata := v_row.metadata || coalesce(p_patch, '{}');
+    history := '[]';
+    IF p_window > 0 AND v_row.message_count > 0 THEN
+        SELECT coalesce(jsonb_agg(jsonb_build_object('role', role, 'content', content,
+            'turn_id', turn_id, 'created_at', created_at, 'seq', seq) ORDER BY seq), '[]')
+        INTO history
+        FROM (SELECT * FROM agenthost_messages WHERE session_id = p_sid
+              AND seq < v_row.message_count ORDER BY seq DESC LIMIT p_window) w;
+    END IF;
+END $$;
+
+-- The commit, fenced, in one function body: the lease is checked and the row locked by
+-- the first statement; both messages inserted; the session row updated once (count,
+-- metadata, lease dropped); the turn completed. Returns the turn's created_at and the
+-- commit's time; both NULL if the lease is not ours (nothing written).
+CREATE FUNCTION agenthost_commit(
+    p_sid text, p_tid text, p_fence bigint,
+    p_user text, p_user_at double precision, p_user_seq integer,
+    p_answer text, p_answer_at double precision, p_answer_seq integer,
+    p_metadata jsonb, p_ttl double precision,
+    OUT turn_created_at double precision, OUT committed_at double precision)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_now double precision := agenthost_now();
+    v_wanted boolean;
+BEGIN
+    SELECT release_wanted INTO v_wanted FROM agenthost_sessions
+    WHERE session_id = p_sid AND expires_at > v_now AND lease_turn_id = p_tid
+        AND lease_fence = p_fence AND lease_expires_at > v_now
+    FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    INSERT INTO agenthost_messages (session_id, seq, role, content, turn_id, created_at)
+    VALUES (p_sid, p_user_seq, 'user', p_user, p_tid, p_user_at),
+           (p_sid, p_answer_seq, 'assistant', p_answer, p_tid, p_answer_at);
+    UPDATE agenthost_sessions SET turns = turns + 1, message_count = p_answer_seq + 1,
+        metadata = p_metadata, updated_at = v_now, expires_at = v_now + p_ttl,
+        lease_turn_id = NULL, lease_expires_at = 0, release_wanted = false
+    WHERE session_id = p_sid;
+    UPDATE agenthost_turns SET status = 'completed', response = p_answer, error_code = NULL,
+        error_message = NULL, updated_at = v_now
+    WHERE session_id = p_sid AND turn_id = p_tid RETURNING created_at INTO turn_created_at;
+    committed_at := v_now;
+    IF v_wanted THEN
+        PERFORM pg_notify('agenthost_released', p_sid);
+    END IF;
+END $$;
+
+-- The version half a cached idempotency answer is checked against: the live session's
+-- created_at (its incarnation), or NULL. A read: no lock, no write.
+CREATE FUNCTION agenthost_session_created(p_sid text) RETURNS double precision
+LANGUAGE sql STABLE AS $$
+    SELECT created_at FROM agenthost_sessions
+    WHERE session_id = p_sid AND expires_at > agenthost_now()
+$$;
