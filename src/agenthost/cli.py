@@ -49,7 +49,10 @@ SERVE_PANELS: dict[str, tuple[str, ...]] = {
         "drain_timeout", "server_protocols", "header_timeout", "body_timeout",
         "keep_alive_timeout", "max_connections", "detailed_errors",
     ),
-    "Store": ("store", "store_read_replica", "session_ttl", "retention", "history_window"),
+    "Store": (
+        "store", "store_read_replica", "cache", "cache_ttl", "session_ttl", "retention",
+        "history_window",
+    ),
     "LLM": (
         "llm", "llm_model", "llm_api_key", "llm_transport", "llm_cache", "llm_cache_ttl",
         "openai_model", "openai_task_model",
@@ -75,7 +78,7 @@ SERVE_PANELS: dict[str, tuple[str, ...]] = {
 
 _LIST_FIELDS = frozenset(f for f, kind in _TYPES.items() if typing.get_origin(kind) is list)
 _SECRETS = frozenset({"llm_api_key", "jwt_secret", "admin_token"})
-_URLS = frozenset({"store", "llm", "llm_cache", "broker", "rate_limiter"})
+_URLS = frozenset({"store", "cache", "llm", "llm_cache", "broker", "rate_limiter"})
 
 
 @app.callback()

@@ -10,7 +10,7 @@ import pytest
 
 from agenthost.stores import SessionStore, create_store
 
-BACKENDS = ["memory", "sqlite", "redis", "redis-cluster", "postgres"]
+BACKENDS = ["memory", "sqlite", "redis", "redis-cluster", "postgres", "postgres+cache"]
 
 
 def _url(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
@@ -24,7 +24,7 @@ def _url(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if name == "redis-cluster":
         cluster_url: str = request.getfixturevalue("redis_cluster_url")
         return cluster_url
-    if name == "postgres":
+    if name in ("postgres", "postgres+cache"):
         pg_url: str = request.getfixturevalue("postgres_url")
         return pg_url
     raise AssertionError(f"no URL for backend {name}")
@@ -32,7 +32,8 @@ def _url(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture(params=BACKENDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SessionStore]:
-    s = create_store(_url(request.param, request, tmp_path))
+    cache = request.getfixturevalue("redis_url") if request.param == "postgres+cache" else None
+    s = create_store(_url(request.param, request, tmp_path), cache=cache)
     await s.open()
     try:
         yield s

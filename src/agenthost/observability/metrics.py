@@ -75,6 +75,7 @@ METRIC_NAMES = (
     "agenthost_llm_time_to_first_token_seconds",
     "agenthost_llm_errors_total",
     "agenthost_llm_cache_requests_total",
+    "agenthost_session_cache_requests_total",
     "agenthost_store_operation_duration_seconds",
     "agenthost_broker_operation_duration_seconds",
     "agenthost_rejections_total",
@@ -123,7 +124,12 @@ class Histogram:
 class Metrics:
     """The counters, gauges and histograms of one server process."""
 
-    def __init__(self, *, llm_cache: Callable[[], tuple[int, int]] = lambda: (0, 0)) -> None:
+    def __init__(
+        self,
+        *,
+        llm_cache: Callable[[], tuple[int, int]] = lambda: (0, 0),
+        session_cache: Callable[[], dict[str, int]] | None = None,
+    ) -> None:
         self.turns: dict[str, int] = {}
         self.turn_duration = Histogram(DURATION_BUCKETS)
         self.llm_duration = Histogram(LLM_BUCKETS)
@@ -141,6 +147,8 @@ class Metrics:
         self.draining: Callable[[], bool] = lambda: False
         self.llm_cache = llm_cache
         """(hits, misses) of the LLM response cache; (0, 0) without one."""
+        self.session_cache = session_cache or (lambda: {"hit": 0, "miss": 0, "bypass": 0})
+        """Turn begins by how the session cache (`--cache`) served them; zeros without one."""
 
     def watch_engine(self, inflight: Callable[[], int], draining: Callable[[], bool]) -> None:
         """Read the turn engine's in-flight count and drain state when rendering (the engine
@@ -246,6 +254,14 @@ class Metrics:
             "Cacheable LLM calls answered from the cache (hit) or upstream (miss).",
             "result",
             (("hit", hits), ("miss", misses)),
+        )
+        _counter(
+            out,
+            "agenthost_session_cache_requests_total",
+            "Turn begins whose window came from the session cache (hit), from PostgreSQL "
+            "(miss), or from PostgreSQL past a failing cache (bypass).",
+            "result",
+            self.session_cache().items(),
         )
         _histogram_head(
             out,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.applications import Starlette
 
@@ -29,6 +30,7 @@ from agenthost.observability.tracing import Tracing, create_tracing
 from agenthost.ratelimit import create_limiter
 from agenthost.ratelimit.gate import TurnGate
 from agenthost.stores import SessionStore, create_store
+from agenthost.stores.cached import CachedStore
 from agenthost.stores.instrumented import InstrumentedStore
 from agenthost.turns.agents import AgentRunner, load_agent
 from agenthost.turns.chunks import ChunkFlusher
@@ -73,9 +75,13 @@ def assemble(
     that cannot work (a bad URL, an agent that cannot be imported or has the wrong shape)."""
     with blame("otel"):
         tracing = tracing or create_tracing(settings.otel)
-    replicas = {"read_replicas": settings.store_read_replica} if settings.store_read_replica else {}
+    options: dict[str, Any] = {}
+    if settings.store_read_replica:
+        options["read_replicas"] = settings.store_read_replica
+    if settings.cache:
+        options.update(cache=settings.cache, cache_ttl=settings.cache_ttl)
     with blame("store"):
-        the_store = store or create_store(settings.store, **replicas)
+        the_store = store or create_store(settings.store, **options)
     with blame("llm"):
         the_llm = llm or create_llm(
             settings.llm,
@@ -94,7 +100,8 @@ def assemble(
             )
     with blame("app"):
         the_agent = agent or load_agent(settings.app, settings.app_dir)
-    metrics = Metrics(llm_cache=lambda: cache_counts(the_llm))
+    session_cache = the_store.counts if isinstance(the_store, CachedStore) else None
+    metrics = Metrics(llm_cache=lambda: cache_counts(the_llm), session_cache=session_cache)
     measured_llm = InstrumentedLLM(the_llm, metrics, tracing)
     with blame("auth"):
         auth = create_authenticator(settings)

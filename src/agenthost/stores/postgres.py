@@ -145,6 +145,11 @@ class PostgresStore:
         self._tasks: list[asyncio.Task[None]] = []
         self._listening = asyncio.Event()
 
+    @property
+    def waiters(self) -> ReleaseWaiters:
+        """The processes' turns waiting here for a session's release."""
+        return self._waiters
+
     # -- plumbing ---------------------------------------------------------------------------
 
     async def _connect(self) -> asyncpg.Connection:
