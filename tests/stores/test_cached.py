@@ -262,3 +262,23 @@ async def test_a_warm_turn_costs_postgres_two_statements_and_a_cached_retry_one(
         assert await statements() - before == 1
     finally:
         await conn.close()
+
+
+async def test_a_redis_cluster_serves_as_the_cache(
+    postgres_url: str, redis_cluster_url: str
+) -> None:
+    store = await opened(create_store(postgres_url, cache=redis_cluster_url))
+    assert isinstance(store, CachedStore)
+    try:
+        s = sid()
+        for i in range(4):
+            begun = await turn(store, s, f"t{i}", f"m{i}")
+        assert contents(begun.history) == ["m1", "re: m1", "m2", "re: m2"]
+        again = await store.begin_turn(
+            s, "t1", "m1", metadata_patch=None, lease_ms=10_000, window=WINDOW, ttl_s=TTL
+        )
+        assert isinstance(again, Completed) and again.record.response == "re: m1"
+        assert store.counts() == {"hit": 4, "miss": 1, "bypass": 0}
+        assert await store.delete_session(s)
+    finally:
+        await store.close()
