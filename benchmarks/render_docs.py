@@ -130,7 +130,7 @@ def turn_cpu(result: dict[str, Any]) -> str:
         "turn adds two, so the column *history during run* gives the range really seen.",
         "",
         "| target | history | history during run | server CPU ms/turn "
-        "| store CPU ms/turn (redis-server or postgres) "
+        "| store CPU ms/turn (redis-server, postgres, or postgres + cache) "
         "| **total CPU ms/turn** | turns/s | errors |" + (" statements/turn |" if counted else ""),
         "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if counted else ""),
     ]

@@ -20,7 +20,7 @@ CREATE FUNCTION agenthost_begin(
     p_window integer, p_ttl double precision, p_fingerprint text,
     p_known_created double precision, p_known_count integer,
     OUT kind text, OUT fence bigint, OUT message_count integer, OUT created boolean,
-    OUT created_at double precision, OUT metadata jsonb, OUT history jsonb, OUT turn jsonb,
+    OUT created_at double precision, OUT metadata jsonb, OUT history json, OUT turn jsonb,
     OUT busy_turn_id text)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -93,18 +93,19 @@ BEGIN
     metadata := v_row.metadata || coalesce(p_patch, '{}');
     history := '[]';
     IF p_window > 0 AND v_row.message_count > 0 THEN
-        SELECT coalesce(jsonb_agg(jsonb_build_object('role', role, 'content', content,
-            'turn_id', turn_id, 'created_at', created_at, 'seq', seq) ORDER BY seq), '[]')
-        INTO history
-        FROM (SELECT * FROM agenthost_messages WHERE session_id = p_sid
-              AND seq < v_row.message_count ORDER BY seq DESC LIMIT p_window) w;
+        -- json of whole rows, not jsonb_build_object: measured at a 50-message window,
+        -- 0.08 ms of PostgreSQL's CPU against 0.18.
+        SELECT coalesce(json_agg(w ORDER BY seq), '[]') INTO history
+        FROM (SELECT role, content, turn_id, created_at, seq FROM agenthost_messages
+              WHERE session_id = p_sid AND seq < v_row.message_count
+              ORDER BY seq DESC LIMIT p_window) w;
     END IF;
 END $$;
 
--- The commit, fenced, in one function body: the lease is checked and the row locked by
--- the first statement; both messages inserted; the session row updated once (count,
--- metadata, lease dropped); the turn completed. Returns the turn's created_at and the
--- commit's time; both NULL if the lease is not ours (nothing written).
+-- The commit, fenced, in one function body: the first statement checks the lease, locks
+-- the row and updates it (count, metadata, lease dropped); then both messages are inserted
+-- and the turn completed. Returns the turn's created_at and the commit's time; both NULL if
+-- the lease is not ours (nothing written).
 CREATE FUNCTION agenthost_commit(
     p_sid text, p_tid text, p_fence bigint,
     p_user text, p_user_at double precision, p_user_seq integer,
@@ -116,25 +117,24 @@ DECLARE
     v_now double precision := agenthost_now();
     v_wanted boolean;
 BEGIN
-    SELECT release_wanted INTO v_wanted FROM agenthost_sessions
+    UPDATE agenthost_sessions SET turns = turns + 1, message_count = p_answer_seq + 1,
+        metadata = p_metadata, updated_at = v_now, expires_at = v_now + p_ttl,
+        lease_turn_id = NULL, lease_expires_at = 0
     WHERE session_id = p_sid AND expires_at > v_now AND lease_turn_id = p_tid
         AND lease_fence = p_fence AND lease_expires_at > v_now
-    FOR UPDATE;
+    RETURNING release_wanted INTO v_wanted;
     IF NOT FOUND THEN
         RETURN;
     END IF;
     INSERT INTO agenthost_messages (session_id, seq, role, content, turn_id, created_at)
     VALUES (p_sid, p_user_seq, 'user', p_user, p_tid, p_user_at),
            (p_sid, p_answer_seq, 'assistant', p_answer, p_tid, p_answer_at);
-    UPDATE agenthost_sessions SET turns = turns + 1, message_count = p_answer_seq + 1,
-        metadata = p_metadata, updated_at = v_now, expires_at = v_now + p_ttl,
-        lease_turn_id = NULL, lease_expires_at = 0, release_wanted = false
-    WHERE session_id = p_sid;
     UPDATE agenthost_turns SET status = 'completed', response = p_answer, error_code = NULL,
         error_message = NULL, updated_at = v_now
     WHERE session_id = p_sid AND turn_id = p_tid RETURNING created_at INTO turn_created_at;
     committed_at := v_now;
-    IF v_wanted THEN
+    IF v_wanted THEN  -- a waiter asked (rare): tell it, and clear the request
+        UPDATE agenthost_sessions SET release_wanted = false WHERE session_id = p_sid;
         PERFORM pg_notify('agenthost_released', p_sid);
     END IF;
 END $$;
