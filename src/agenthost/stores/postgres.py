@@ -39,6 +39,7 @@ from agenthost.stores.base import (
     key_reused,
 )
 from agenthost.stores.notify import ReleaseWaiters
+from agenthost.stores.pg_connections import PgConnections
 from agenthost.stores.pg_schema import SchemaTooNew, migrate_schema, schema_status
 
 __all__ = ["FAILURES", "Begun", "PostgresStore", "SessionVersion", "split_options"]
@@ -132,14 +133,14 @@ class PostgresStore:
         self.url = url
         self.dsn, options = split_options(url)
         self.replica_dsns = [split_options(u)[0] for u in read_replicas]
-        self._replicas: list[asyncpg.Pool] = []
+        self._replicas: list[PgConnections] = []
         self._next_replica = 0
         self.pool_size = max(1, int(options["pool_size"]))
         self.command_timeout = options["command_timeout"]
         self.connect_timeout = options["connect_timeout"]
         self.auto_migrate = bool(options["migrate"])
         self.purge_interval = purge_interval
-        self._pool: asyncpg.Pool | None = None
+        self._pool: PgConnections | None = None
         self._waiters = ReleaseWaiters()
         self._interrupt_callbacks: list[Callable[[str, str], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -184,23 +185,19 @@ class PostgresStore:
             async with asyncio.timeout(self.connect_timeout + 1):
                 await self._listening.wait()
 
-    async def _new_pool(self, dsn: str) -> asyncpg.Pool:
-        """A pool that connects when first used (so a replica that is down now does not stop
-        the server from starting)."""
-        pool: asyncpg.Pool = await asyncpg.create_pool(
+    async def _new_pool(self, dsn: str) -> PgConnections:
+        """Connections opened when first used (so a replica that is down now does not stop
+        the server from starting). Every call here is one autocommit statement that leaves
+        no session state, so a connection goes back without a reset: asyncpg's pool reset
+        each connection on release with a query of four statements (UNLISTEN, RESET ALL,
+        ...), 10 statements per turn where 2 do the work; and its release machinery cost
+        more CPU than the call (`stores/pg_connections.py`)."""
+        return PgConnections(
             dsn,
-            min_size=0,
-            max_size=self.pool_size,
-            timeout=self.connect_timeout,
+            size=self.pool_size,
+            connect_timeout=self.connect_timeout,
             command_timeout=self.command_timeout,
-            max_inactive_connection_lifetime=60.0,
-            # asyncpg's default reset on release is a query of four statements (UNLISTEN,
-            # RESET ALL, ...) per call; every call here is one autocommit statement that
-            # leaves no session state, so there is nothing to reset. Measured: 10 statements
-            # per turn with the default, 2 without.
-            reset=_leave_as_is,
         )
-        return pool
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -217,7 +214,7 @@ class PostgresStore:
                 with contextlib.suppress(*FAILURES):
                     await asyncio.wait_for(pool.close(), 5)
 
-    async def _call(self, call: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+    async def _call(self, call: Callable[[PgConnections], Awaitable[T]]) -> T:
         pool = self._pool
         if pool is None:
             raise StoreUnavailable("the postgresql store is not open")
@@ -226,7 +223,7 @@ class PostgresStore:
         except FAILURES as exc:
             raise StoreUnavailable(f"postgresql: {exc}") from exc
 
-    async def _read(self, call: Callable[[asyncpg.Pool], Awaitable[T]]) -> T | None:
+    async def _read(self, call: Callable[[PgConnections], Awaitable[T]]) -> T | None:
         """`call` on the next read replica; None if there is none or it failed (the caller
         then asks the primary)."""
         if not self._replicas:
@@ -313,7 +310,7 @@ class PostgresStore:
     async def get_session(
         self, session_id: str, *, min_seq: int | None = None
     ) -> SessionInfo | None:
-        def query(pool: asyncpg.Pool) -> Any:
+        def query(pool: PgConnections) -> Any:
             return pool.fetchrow(
                 "SELECT created_at, updated_at, turns, metadata::text, message_count"
                 " FROM agenthost_sessions"
@@ -346,7 +343,7 @@ class PostgresStore:
     ) -> list[Message] | None:
         upper = 2**31 - 1 if before is None else min(before, 2**31 - 1)
 
-        def query(pool: asyncpg.Pool) -> Any:
+        def query(pool: PgConnections) -> Any:
             return pool.fetchval(
                 "SELECT agenthost_page($1, $2, $3)::text", session_id, limit, upper
             )
@@ -566,10 +563,6 @@ class PostgresStore:
             total += removed
             if removed < PURGE_BATCH:
                 return total
-
-
-async def _leave_as_is(_conn: Any) -> None:
-    """The pool's reset on release: nothing (see `open`)."""
 
 
 async def _wait(event: asyncio.Event, timeout: float) -> None:
