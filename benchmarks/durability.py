@@ -12,8 +12,7 @@ tells how the server's turns were served (`agenthost_session_cache_requests_tota
 
     python benchmarks/durability.py --sessions 500 --turns 5 \
         --json benchmarks/results/durability.json
-    python benchmarks/durability.py --cache --sessions 500 --turns 5 \
-        --json benchmarks/results/durability_cache.json
+    python benchmarks/durability.py --cache --sessions 500 --turns 5 --json OUT.json
 """
 
 from __future__ import annotations

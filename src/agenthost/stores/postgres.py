@@ -2,15 +2,18 @@
 
 Conversations are kept until deleted (or, with a retention, until idle longer than it).
 Each step of a turn is one call of a server-side function (`stores/migrations/`), so one
-round trip on a pooled asyncpg connection whose prepared statements are cached: begin,
-commit, fail. Messages are append-only rows keyed by `(session_id, seq)`; the window is read
+round trip on an asyncpg connection (`stores/pg_connections.py`) whose prepared statements
+are cached: begin, commit, fail. The begin step also answers the session's version, so a
+cache in front (`stores/cached.py`) can have its copy of the window confirmed instead of
+rebuilt. Messages are append-only rows keyed by `(session_id, seq)`; the window is read
 with `ORDER BY seq DESC LIMIT n` on that key, so a turn costs the same at history 10,000 as
 at 10. Fencing is checked inside the commit, under the session row's lock.
 
 Release wake-ups and interrupts travel by LISTEN/NOTIFY on one connection per process. A
 step that drops a lease notifies only if a waiter asked (`release_wanted`), so a turn with
 no waiter sends nothing. Every connection failure or timeout becomes `StoreUnavailable`
-(503 + Retry-After); the pool reconnects on the next call, so service resumes by itself.
+(503 + Retry-After); a failed connection is replaced on the next call, so service resumes
+by itself.
 """
 
 from __future__ import annotations
