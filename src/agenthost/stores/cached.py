@@ -76,7 +76,7 @@ class _Answer(msgspec.Struct, array_like=True):
 
 _encode = msgspec.json.encode
 _decode_answer = msgspec.json.Decoder(_Answer).decode
-_decode_message = msgspec.json.Decoder(Message).decode
+_decode_messages = msgspec.json.Decoder(list[Message]).decode
 _decode_meta = msgspec.json.Decoder(dict[str, Any]).decode
 
 
@@ -231,7 +231,8 @@ class CachedStore:
             cached = _Cached(
                 None if not version else _parse_label(version),
                 _decode_meta(metadata) if metadata else {},
-                [_decode_message(m) for m in messages],
+                # One decode of the whole window, not one per message.
+                _decode_messages(b"[" + b",".join(messages) + b"]") if messages else [],
                 _decode_answer(answer) if answer else None,
             )
         except Exception as exc:  # any cache failure: PostgreSQL alone
