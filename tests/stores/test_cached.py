@@ -282,3 +282,38 @@ async def test_a_redis_cluster_serves_as_the_cache(
         assert await store.delete_session(s)
     finally:
         await store.close()
+
+
+async def test_a_hung_redis_is_bypassed_after_its_timeout(
+    postgres_url: str, own_redis: RedisServer
+) -> None:
+    """SIGSTOP: Redis accepts nothing and answers nothing. A turn waits at most the cache's
+    timeout (0.5 s), then turns go on against PostgreSQL; after SIGCONT the cache serves
+    again."""
+    store = await opened(create_store(postgres_url, cache=own_redis.url))
+    assert isinstance(store, CachedStore)
+    try:
+        s = sid()
+        await turn(store, s, "t0", "m0")
+        await turn(store, s, "t1", "m1")
+        os.kill(own_redis.pid, signal.SIGSTOP)
+        try:
+            for i in range(2, 5):
+                begun = await asyncio.wait_for(turn(store, s, f"t{i}", f"m{i}"), 30)
+                assert begun.message_count == 2 * i
+            assert store.counts()["bypass"] >= 1
+        finally:
+            os.kill(own_redis.pid, signal.SIGCONT)
+        n = 5
+        hits = store.counts()["hit"]
+
+        async def served_again() -> bool:
+            nonlocal n
+            begun = await turn(store, s, f"t{n}", f"m{n}")
+            assert contents(begun.history)[-2:] == [f"m{n - 1}", f"re: m{n - 1}"]
+            n += 1
+            return store.counts()["hit"] > hits
+
+        await eventually(served_again, 30, "the cache to serve again")
+    finally:
+        await store.close()
