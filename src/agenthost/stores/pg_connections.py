@@ -45,7 +45,15 @@ class PgConnections:
 
     async def run(self, call: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """`call` on a connection of its own; a connection that fails is dropped."""
-        conn = self._free.pop() if self._free else await self._take()
+        conn = None
+        while self._free:
+            idle = self._free.pop()
+            if not idle.is_closed():
+                conn = idle
+                break
+            self._drop(idle)  # closed while idle (a server restart): never handed out
+        if conn is None:
+            conn = await self._take()
         try:
             result = await call(conn)
         except asyncpg.PostgresError:
