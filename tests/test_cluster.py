@@ -24,6 +24,7 @@ from agenthost.cluster.hpa import Autoscaler, Behavior, ScalingPolicy, ScalingRu
 from agenthost.cluster.state import alive, load
 from agenthost.loadtest import LoadConfig, run_load
 from agenthost.loadtest.runner import Progress
+from agenthost.registry import create_registry
 from tests.fixtures.agenthost import free_port
 from tests.test_fleet import assert_history_is, messages_of
 
@@ -236,3 +237,12 @@ async def test_the_autoscaler_follows_load_up_and_back_down(cluster_dir: str) ->
     downs = [d for d in decisions if d["autoscale"] == "scale down"]
     assert ups and downs
     assert all({"values", "average", "target", "current"} <= set(d) for d in decisions)
+    # The same decisions, with their inputs, are in the fleet's registry: /dashboard shows them.
+    registry = create_registry(load(cluster_dir).store)
+    await registry.open()
+    try:
+        recorded = await registry.decisions(100)
+    finally:
+        await registry.close()
+    assert {"scale up", "scale down"} <= {d.reason for d in recorded}
+    assert all({"values", "average", "target"} <= set(d.inputs) for d in recorded)

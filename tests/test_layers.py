@@ -2,10 +2,10 @@
 
 Layers, from the top: the tools and the package face (`cli`, `client`, `loadtest`,
 `cluster`, `k8s`, `agenthost/__init__.py`) → `runtime` → `web` → `turns` → the backends
-(`stores`, `brokers`, `ratelimit`, `auth`, `llm`) → the basics (`core`, `observability`,
-`connections`). A module imports only from its own layer or the ones below it; every import
-counts, inside functions and under `TYPE_CHECKING` too. Only `runtime` imports the private
-modules of uvicorn and websockets.
+(`stores`, `brokers`, `ratelimit`, `auth`, `llm`, `registry`) → the basics (`core`,
+`observability`, `connections`). A module imports only from its own layer or the ones below
+it; every import counts, inside functions and under `TYPE_CHECKING` too. Only `runtime`
+imports the private modules of uvicorn and websockets.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ LAYERS: dict[str, int] = {
     "ratelimit": 1,
     "auth": 1,
     "llm": 1,
+    "registry": 1,
     "turns": 2,
     "web": 3,
     "runtime": 4,

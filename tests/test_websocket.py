@@ -114,3 +114,18 @@ async def test_a_new_connection_to_a_draining_process_is_closed_with_1012(
             message = await asyncio.wait_for(late.receive(), 10)
             assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
             assert late.close_code == 1012
+
+
+def test_a_browser_may_send_its_key_as_a_subprotocol() -> None:
+    from agenthost.web.websocket import handshake_credentials
+
+    offered = [(b"sec-websocket-protocol", b"agenthost, bearer.ahk_abc")]
+    assert handshake_credentials(offered) == ("Bearer ahk_abc", "agenthost")
+    # The header wins; without `agenthost` offered, no subprotocol is read or accepted.
+    header = [(b"authorization", b"Bearer real"), *offered]
+    assert handshake_credentials(header) == ("Bearer real", "agenthost")
+    assert handshake_credentials([(b"sec-websocket-protocol", b"bearer.x")]) == (None, None)
+    assert handshake_credentials([(b"sec-websocket-protocol", b"agenthost")]) == (
+        None,
+        "agenthost",
+    )

@@ -73,6 +73,7 @@ SERVE_PANELS: dict[str, tuple[str, ...]] = {
         "metrics_require_admin", "cors_origins",
     ),
     "Observability": ("log_level", "log_format", "log_content", "access_log", "otel"),
+    "Pages": ("playground", "heartbeat_interval", "grafana_url"),
 }  # fmt: skip
 """Where each setting shows in `serve --help`: every field in exactly one panel."""
 

@@ -1,9 +1,12 @@
 """The local fleet's autoscaler: the HPA algorithm of `agenthost.cluster.hpa` fed with each
-replica's own metric, applied through `scale`, every decision logged with its inputs."""
+replica's own metric, applied through `scale`, every decision logged with its inputs and
+written to the fleet's process registry (what /dashboard shows under "Autoscaler")."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
 import urllib.request
 from collections.abc import Callable
@@ -11,8 +14,12 @@ from collections.abc import Callable
 from agenthost.cluster.fleet import scale
 from agenthost.cluster.hpa import REFERENCE_BEHAVIOR, Autoscaler, Behavior
 from agenthost.cluster.state import load
+from agenthost.core.errors import AgentHostError
+from agenthost.registry import AutoscaleDecision, create_registry
 
-__all__ = ["parse_spec", "read_metric", "run_autoscaler"]
+__all__ = ["parse_spec", "read_metric", "record_decision", "run_autoscaler"]
+
+logger = logging.getLogger("agenthost.autoscaler")
 
 
 def parse_spec(spec: str) -> tuple[int, int, float]:
@@ -65,14 +72,42 @@ def run_autoscaler(
         now = time.monotonic()
         current = len(state.replicas)
         decision = scaler.decide(now, current, values)
+        inputs = {"metric": metric, "values": values, "average": decision.average,
+                  "target": target, "recommended": decision.metric_replicas,
+                  "stabilized": decision.stabilized}  # fmt: skip
         log(json.dumps({"autoscale": decision.reason, "current": current,
-                        "desired": decision.desired, "metric": metric, "values": values,
-                        "average": decision.average, "target": target,
-                        "recommended": decision.metric_replicas,
-                        "stabilized": decision.stabilized}))  # fmt: skip
+                        "desired": decision.desired, **inputs}))  # fmt: skip
+        record_decision(
+            state.store,
+            AutoscaleDecision(
+                at=time.time(),
+                reason=decision.reason,
+                current=current,
+                desired=decision.desired,
+                inputs=inputs,
+            ),
+        )
         if decision.desired != current:
             scale(directory, decision.desired, log=log)
             scaler.record_scale(now, current, decision.desired)
         deadline = time.monotonic() + period
         while time.monotonic() < deadline and not should_stop():
             time.sleep(min(0.5, period))
+
+
+def record_decision(store: str, decision: AutoscaleDecision) -> None:
+    """Append `decision` to the registry in the fleet's store (a store that cannot be
+    reached costs the dashboard one row, never the autoscaler its run)."""
+
+    async def write() -> None:
+        registry = create_registry(store)
+        await registry.open()
+        try:
+            await registry.add_decision(decision)
+        finally:
+            await registry.close()
+
+    try:
+        asyncio.run(write())
+    except (AgentHostError, OSError, ValueError) as exc:
+        logger.warning("could not record the autoscaler's decision: %s", exc)

@@ -64,6 +64,11 @@ def up(
     except (RuntimeError, ValueError, OSError) as exc:
         raise _fail(exc) from None
     console.print(f"fleet up: http://127.0.0.1:{port}")
+    console.print(
+        f"playground: http://127.0.0.1:{port}/playground · dashboard: "
+        f"http://127.0.0.1:{port}/dashboard (admin token: admin_token in "
+        f"{directory}/cluster.json)"
+    )
     if autoscale:
         try:
             run_autoscaler(directory, autoscale, metric=autoscale_metric, period=sync_period)

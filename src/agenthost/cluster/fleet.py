@@ -129,8 +129,10 @@ def _start_replica(state: ClusterState, log: Log) -> Replica:
     slot = state.free_slot()
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTHOST_")}
-    # A loopback fleet for development and tests: no authentication unless asked for.
+    # A loopback fleet for development and tests: no authentication unless asked for, and
+    # the playground on (a shared store turns it off by default).
     env["AGENTHOST_ALLOW_NO_AUTH"] = "true"
+    env["AGENTHOST_PLAYGROUND"] = "on"
     env.update(state.serve_env)
     env.update(
         {

@@ -30,6 +30,7 @@ __all__ = [
     "is_postgres_url",
     "limiter_url",
     "parse_setting",
+    "playground_on",
     "shared_store",
     "store_ttl",
 ]
@@ -144,6 +145,9 @@ class Settings(msgspec.Struct, kw_only=True):
     openai_model: str = "agenthost"
     openai_task_model: str = "agenthost-tasks"
     cors_origins: str = ""
+    playground: str = "auto"
+    heartbeat_interval: float = 2.0
+    grafana_url: str = ""
 
     def __post_init__(self) -> None:
         problems: list[tuple[str, str]] = []
@@ -231,6 +235,10 @@ class Settings(msgspec.Struct, kw_only=True):
             problems.append(("otel", "must be none, console or otlp"))
         if self.server_protocols not in ("auto", "stock"):
             problems.append(("server_protocols", "must be auto or stock"))
+        if self.playground not in ("auto", "on", "off"):
+            problems.append(("playground", "must be auto, on or off"))
+        if self.heartbeat_interval < 0.2:
+            problems.append(("heartbeat_interval", "must be >= 0.2 seconds"))
         problems += self._auth_problems()
         if problems:
             raise SettingsError(problems)
@@ -306,6 +314,13 @@ def shared_store(store: str) -> bool:
 
 def is_postgres_url(url: str) -> bool:
     return url.lower().startswith(("postgresql://", "postgres://"))
+
+
+def playground_on(settings: Settings) -> bool:
+    """Whether /playground is served: `on`, or `auto` with the embedded store."""
+    return settings.playground == "on" or (
+        settings.playground == "auto" and not shared_store(settings.store)
+    )
 
 
 def store_ttl(settings: Settings) -> float:
@@ -430,6 +445,12 @@ SETTINGS_HELP: dict[str, str] = {
     "prompts) go to the LLM directly, outside any session.",
     "cors_origins": "Browser origins allowed to call the API, comma-separated (e.g. "
     "https://app.example.com). Empty: no CORS headers.",
+    "playground": "Serve /playground: on, off, or auto (on with the embedded sqlite:// or "
+    "memory:// store, off with a shared one).",
+    "heartbeat_interval": "Seconds between this process's records in the fleet's process "
+    "registry (what /dashboard shows).",
+    "grafana_url": "The Grafana dashboard /dashboard links to for long history (import "
+    "docs/grafana/agenthost-dashboard.json).",
     "server_protocols": "auto (agenthost's lean HTTP/WebSocket protocols where this uvicorn "
     "allows, else uvicorn's) or stock (uvicorn's).",
 }

@@ -12,6 +12,8 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Iterable
 
+from agenthost.observability.activity import Activity
+
 __all__ = [
     "CONNECTION_REFUSALS",
     "DURATION_BUCKETS",
@@ -129,6 +131,7 @@ class Metrics:
         *,
         llm_cache: Callable[[], tuple[int, int]] = lambda: (0, 0),
         session_cache: Callable[[], dict[str, int]] | None = None,
+        activity: Activity | None = None,
     ) -> None:
         self.turns: dict[str, int] = {}
         self.turn_duration = Histogram(DURATION_BUCKETS)
@@ -149,6 +152,8 @@ class Metrics:
         """(hits, misses) of the LLM response cache; (0, 0) without one."""
         self.session_cache = session_cache or (lambda: {"hit": 0, "miss": 0, "bypass": 0})
         """Turn begins by how the session cache (`--cache`) served them; zeros without one."""
+        self.activity = activity or Activity()
+        """Recent turns and refusals by tenant, for the dashboard (never exported here)."""
 
     def watch_engine(self, inflight: Callable[[], int], draining: Callable[[], bool]) -> None:
         """Read the turn engine's in-flight count and drain state when rendering (the engine

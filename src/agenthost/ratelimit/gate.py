@@ -50,6 +50,7 @@ class TurnGate:
         if admission.allowed:
             return
         self.metrics.rate_limited()
+        self.metrics.activity.rate_limited(principal.tenant)
         error: AgentHostError
         if admission.reason == "inflight":
             error = ConcurrencyLimited(

@@ -9,6 +9,7 @@ it closes them in the reverse order.
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,16 +20,26 @@ from agenthost.auth.authenticators import create_authenticator
 from agenthost.brokers import create_broker
 from agenthost.brokers.instrumented import InstrumentedBroker
 from agenthost.core.input_limits import InputLimits
-from agenthost.core.settings import Settings, blame, broker_url, limiter_url, store_ttl
+from agenthost.core.settings import (
+    Settings,
+    blame,
+    broker_url,
+    limiter_url,
+    playground_on,
+    store_ttl,
+)
 from agenthost.core.version import __version__
 from agenthost.llm import create_llm
 from agenthost.llm.base import LLMClient
 from agenthost.llm.cache import cached_llm
 from agenthost.llm.instrumented import InstrumentedLLM, cache_counts
+from agenthost.observability.activity import Activity
 from agenthost.observability.metrics import Metrics
 from agenthost.observability.tracing import Tracing, create_tracing
 from agenthost.ratelimit import create_limiter
 from agenthost.ratelimit.gate import TurnGate
+from agenthost.registry import ProcessRegistry, create_registry
+from agenthost.runtime.heartbeat import Heartbeat
 from agenthost.stores import SessionStore, create_store
 from agenthost.stores.cached import CachedStore
 from agenthost.stores.instrumented import InstrumentedStore
@@ -42,7 +53,9 @@ from agenthost.web.adapters.ai_sdk import AISDKRoutes
 from agenthost.web.adapters.openai_chat import OpenAIChatRoutes
 from agenthost.web.adapters.openai_responses import OpenAIResponsesRoutes
 from agenthost.web.cors import parse_origins
+from agenthost.web.dashboard_routes import DashboardRoutes
 from agenthost.web.error_responses import error_handlers
+from agenthost.web.pages import PageRoutes
 from agenthost.web.process_routes import ProcessRoutes
 from agenthost.web.routes import build_web_app, route_table
 from agenthost.web.session_routes import SessionRoutes
@@ -60,6 +73,7 @@ class Assembly:
     engine: TurnEngine
     drain: Drain
     metrics: Metrics
+    heartbeat: Heartbeat
 
 
 def assemble(
@@ -101,7 +115,11 @@ def assemble(
     with blame("app"):
         the_agent = agent or load_agent(settings.app, settings.app_dir)
     session_cache = the_store.counts if isinstance(the_store, CachedStore) else None
-    metrics = Metrics(llm_cache=lambda: cache_counts(the_llm), session_cache=session_cache)
+    metrics = Metrics(
+        llm_cache=lambda: cache_counts(the_llm),
+        session_cache=session_cache,
+        activity=Activity(log_content=settings.log_content),
+    )
     measured_llm = InstrumentedLLM(the_llm, metrics, tracing)
     with blame("auth"):
         auth = create_authenticator(settings)
@@ -135,7 +153,22 @@ def assemble(
         ChunkFlusher(settings.chunk_coalesce_ms / 1000),
     )
     open_websockets = OpenWebSockets(metrics)
-    drain = Drain(engine, settings.drain_timeout, on_start=(open_websockets.close_idle,))
+    registry: ProcessRegistry
+    with blame("store"):
+        registry = create_registry(settings.store)
+    heartbeat = Heartbeat(
+        registry,
+        metrics,
+        address=_address(settings),
+        version=__version__,
+        role="all",
+        interval=settings.heartbeat_interval,
+    )
+    drain = Drain(
+        engine,
+        settings.drain_timeout,
+        on_start=(open_websockets.close_idle, heartbeat.beat_soon),
+    )
     limits = InputLimits.from_settings(settings)
     cors_origins = parse_origins(settings.cors_origins)
     endpoints = route_table(
@@ -181,6 +214,16 @@ def assemble(
             model=settings.openai_model,
             max_body_bytes=settings.max_body_bytes,
         ),
+        PageRoutes(playground=playground_on(settings)),
+        DashboardRoutes(
+            registry,
+            admin_token=settings.admin_token,
+            interval=settings.heartbeat_interval,
+            grafana_url=settings.grafana_url,
+            log_content=settings.log_content,
+            process_id=heartbeat.process_id,
+            draining=lambda: engine.draining,
+        ),
     )
 
     @contextlib.asynccontextmanager
@@ -189,13 +232,17 @@ def assemble(
         await auth.open()
         await limiter.open()
         await broker.open()
+        await registry.open()
         engine.start()
+        heartbeat.start()
         try:
             yield
         finally:
             # Whatever stops the server, in-flight turns get the drain's chance to commit.
             drain.start("shutdown")
             await drain.wait()
+            await heartbeat.stop()
+            await registry.close()
             await engine.stop()
             await broker.close()
             await limiter.close()
@@ -212,7 +259,18 @@ def assemble(
         version=__version__,
         cors_origins=cors_origins,
     )
-    return Assembly(app=app, engine=engine, drain=drain, metrics=metrics)
+    return Assembly(app=app, engine=engine, drain=drain, metrics=metrics, heartbeat=heartbeat)
+
+
+def _address(settings: Settings) -> str:
+    """Where this process is reached: its host (this machine's name when it listens on every
+    address) and port."""
+    host = settings.host
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}"
 
 
 def build_app(

@@ -219,6 +219,15 @@ class TurnEngine:
         finally:
             seconds = time.monotonic() - started_at
             self.metrics.turn_finished(outcome, seconds)
+            self.metrics.activity.turn_finished(
+                outcome,
+                seconds,
+                tenant=current_tenant(),
+                session_id=session_id,
+                turn_id=turn_id,
+                message=message,
+                response=None if record is None else record.response,
+            )
             if span is not None:
                 span.end_turn(outcome)
             if turn_log.enabled:

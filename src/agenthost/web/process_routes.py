@@ -4,15 +4,14 @@ are off without one."""
 
 from __future__ import annotations
 
-import hmac
-
 from starlette.requests import Request
 from starlette.responses import Response
 
-from agenthost.core.errors import AgentHostError, Unauthorized
+from agenthost.core.errors import AgentHostError
 from agenthost.observability.metrics import Metrics
 from agenthost.stores.base import SessionStore
 from agenthost.turns.drain import Drain
+from agenthost.web.admin import check_admin
 from agenthost.web.error_responses import json_response
 from agenthost.web.schemas import Health
 
@@ -60,10 +59,4 @@ class ProcessRoutes:
         )
 
     def _check_admin(self, request: Request) -> None:
-        token = self.admin_token
-        if not token:
-            raise Unauthorized("admin routes are disabled: start the server with --admin-token")
-        given = request.headers.get("authorization", "")
-        scheme, _, value = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(value.encode(), token.encode()):
-            raise Unauthorized("admin routes need Authorization: Bearer <admin token>")
+        check_admin(request, self.admin_token)

@@ -44,10 +44,12 @@ from agenthost.web.adapters.openai_responses import (
     ResponsesRequest,
 )
 from agenthost.web.cors import cors_middleware
+from agenthost.web.dashboard_routes import DashboardRoutes, FleetOut
 from agenthost.web.docs_page import docs_html
 from agenthost.web.endpoints import Endpoint, Param
 from agenthost.web.error_responses import ErrorHandler
 from agenthost.web.openapi import openapi_document
+from agenthost.web.pages import PageRoutes
 from agenthost.web.process_routes import ProcessRoutes
 from agenthost.web.requests import AFTER_SCHEMA, LAST_EVENT_ID_SCHEMA, MAX_BEFORE
 from agenthost.web.schemas import (
@@ -94,6 +96,8 @@ def route_table(
     ai_sdk: AISDKRoutes,
     ag_ui: AGUIRoutes,
     openai_responses: OpenAIResponsesRoutes,
+    pages: PageRoutes,
+    dashboard: DashboardRoutes,
 ) -> list[Endpoint]:
     """Every route of the API with what each takes and returns."""
     sid_errors = (400, 404, 503)
@@ -207,7 +211,29 @@ def route_table(
                  None, Health, 202, (401,), tags=("admin",)),
         Endpoint("GET", "/metrics", process.metrics, "Prometheus metrics (text format)", None,
                  None, 200, (), tags=("health",)),
+        Endpoint("GET", "/admin/fleet", dashboard.fleet, "The fleet: every live process's "
+                 "last heartbeat and the autoscaler's decisions (admin token)", None, FleetOut,
+                 200, (401, 503), tags=("admin",)),
+        Endpoint("GET", "/admin/fleet/stream", dashboard.fleet_stream, "The same as SSE: a "
+                 "`fleet` event per heartbeat interval (admin token)", None, None, 200,
+                 (401, 503), streams=True, tags=("admin",)),
+        Endpoint("GET", "/playground", pages.playground, "The playground: talk to the agent "
+                 "in a browser (--playground)", None, None, 200, (404,), tags=("pages",),
+                 extra=_HTML),
+        Endpoint("GET", "/dashboard", pages.dashboard, "The fleet dashboard (its data needs "
+                 "the admin token)", None, None, 200, (), tags=("pages",), extra=_HTML),
+        Endpoint("GET", "/static/agenthost/{name}", pages.asset, "The pages' scripts and "
+                 "stylesheet", None, None, 200, (404,), tags=("pages",),
+                 extra=_ASSET),
     ]  # fmt: skip
+
+
+_HTML = {"responses": {"200": {"description": "The page", "content": {"text/html": {}}}}}
+_ASSET = {
+    "responses": {
+        "200": {"description": "The file", "content": {"text/css": {}, "text/javascript": {}}}
+    }
+}
 
 
 def _conversation_headers() -> tuple[Param, ...]:

@@ -66,11 +66,13 @@ from agenthost.web.eager_send import send_eagerly
 
 __all__ = [
     "CLOSE_SLOW_CONSUMER",
+    "SUBPROTOCOL",
     "ClientFrame",
     "OpenWebSockets",
     "WebSocketOptions",
     "WebSocketRoutes",
     "WebSocketSession",
+    "handshake_credentials",
     "parse_frame",
 ]
 
@@ -148,8 +150,9 @@ ServerFrame = ChunkFrame | ResetFrame | DoneFrame | ErrorFrame
 
 WEBSOCKET_PROTOCOL = (
     "A WebSocket (`ws://` or `wss://`; `Authorization: Bearer <key>` on the handshake when "
-    "the server asks for auth). Client frames are JSON text: `turn` runs a turn (give "
-    "`turn_id` to make it resumable; with `after`, a turn sent again resumes after that "
+    "the server asks for auth; a browser, which cannot set it, offers the subprotocols "
+    "`agenthost` and `bearer.<key>` instead). Client frames are JSON text: `turn` runs a "
+    "turn (give `turn_id` to make it resumable; with `after`, a turn sent again resumes after that "
     "event), `resume` reads a turn's events after `after` from any process. Server frames: "
     "`chunk`, `reset`, `done`, `error`, each with the turn's `seq`. Close codes: 1000 normal "
     "or idle, 1003 binary frame, 1008 frame rate exceeded, 1009 frame too large, 1012 the "
@@ -614,6 +617,30 @@ class OpenWebSockets:
                 connection.close(CLOSE_SERVICE_RESTART)
 
 
+SUBPROTOCOL = "agenthost"
+"""The subprotocol a browser offers beside `bearer.<key or token>`: a browser cannot set
+`Authorization` on a handshake, so it may carry the credential there instead."""
+
+
+def handshake_credentials(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str | None]:
+    """The handshake's `Authorization` (or, from a browser, `Bearer <x>` from an offered
+    `bearer.<x>` subprotocol, when `agenthost` is offered too) and the subprotocol to
+    accept with (`agenthost` when offered: the credential is never echoed)."""
+    authorization: str | None = None
+    offered: list[str] = []
+    for name, value in headers:
+        if name == b"authorization":
+            authorization = value.decode("latin-1")
+        elif name == b"sec-websocket-protocol":
+            offered += [p.strip() for p in value.decode("latin-1").split(",")]
+    if SUBPROTOCOL not in offered:
+        return authorization, None
+    if authorization is None:
+        bearer = next((p.removeprefix("bearer.") for p in offered if p.startswith("bearer.")), "")
+        authorization = f"Bearer {bearer}" if bearer else None
+    return authorization, SUBPROTOCOL
+
+
 class WebSocketRoutes:
     """`WS /v1/sessions/{session_id}/ws` as an ASGI endpoint."""
 
@@ -639,28 +666,25 @@ class WebSocketRoutes:
         except AgentHostError:
             await ws.close(CLOSE_BAD_SESSION, "invalid_session_id")
             return
-        if self.service.draining:
-            # Accepted only to close with 1012 (a refused handshake would read as a 403).
-            await ws.accept()
-            await ws.close(CLOSE_SERVICE_RESTART, "draining")
-            return
-        authorization = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                authorization = value.decode("latin-1")
+        authorization, subprotocol = handshake_credentials(scope["headers"])
         # Nothing reads the handshake's headers again: do not hold them while the socket lives.
         scope["headers"] = []
+        if self.service.draining:
+            # Accepted only to close with 1012 (a refused handshake would read as a 403).
+            await ws.accept(subprotocol)
+            await ws.close(CLOSE_SERVICE_RESTART, "draining")
+            return
         try:
             principal = await self.auth.authenticate(authorization)
         except AgentHostError as exc:
             # Accepted only to say why: a refused handshake would tell the client nothing.
-            await ws.accept()
+            await ws.accept(subprotocol)
             await ws.send_text(
                 _encode({"type": "error", "code": exc.code, "message": exc.message}).decode()
             )
             await ws.close(CLOSE_UNAUTHORIZED, exc.code)
             return
-        await ws.accept()
+        await ws.accept(subprotocol)
         session_id = scoped_session_id(principal.tenant, session_id)
         connection = WebSocketSession(
             self.service,

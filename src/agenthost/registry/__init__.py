@@ -1,0 +1,51 @@
+"""Process registry backends behind one Protocol; `create_registry(url)` picks one by the
+store URL's scheme, so the registry lives wherever the fleet's sessions do.
+
+| URL | backend |
+|---|---|
+| `memory://`, `sqlite:///:memory:` | this process only |
+| `sqlite:///path/to.db` | two tables in the store's file (processes sharing it see each other) |
+| `redis://...`, `redis+cluster://...` | a hash and a list on one slot (`{ah:fleet}`) |
+| `postgresql://...` | two tables in the store's database |
+"""
+
+from __future__ import annotations
+
+from agenthost.connections.redis import is_redis_url
+from agenthost.core.settings import is_postgres_url
+from agenthost.registry.base import (
+    AutoscaleDecision,
+    ProcessRecord,
+    ProcessRegistry,
+    Sample,
+)
+
+__all__ = [
+    "AutoscaleDecision",
+    "ProcessRecord",
+    "ProcessRegistry",
+    "Sample",
+    "create_registry",
+]
+
+
+def create_registry(url: str) -> ProcessRegistry:
+    """Build (not open) the registry for the store `url`; ValueError for an unknown scheme."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme == "memory" or (scheme == "sqlite" and url.endswith(":memory:")):
+        from agenthost.registry.memory import MemoryRegistry
+
+        return MemoryRegistry()
+    if scheme == "sqlite":
+        from agenthost.registry.sqlite import SQLiteRegistry
+
+        return SQLiteRegistry(url)
+    if is_redis_url(url):
+        from agenthost.registry.redis import RedisRegistry
+
+        return RedisRegistry(url)
+    if is_postgres_url(url):
+        from agenthost.registry.postgres import PostgresRegistry
+
+        return PostgresRegistry(url)
+    raise ValueError(f"no process registry for store URL {url!r}")

@@ -1,0 +1,116 @@
+"""`postgresql://`: the registry in the store's database, two small tables created on first
+open (under an advisory lock, so processes starting together do not race), on a pool of
+its own: heartbeats are a few writes a second per fleet, off the turn's path."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import asyncpg
+
+from agenthost.core.errors import StoreUnavailable
+from agenthost.registry.base import (
+    DECISIONS_KEPT,
+    AutoscaleDecision,
+    ProcessRecord,
+    decode_decision,
+    decode_record,
+    encode,
+    order,
+)
+from agenthost.stores.postgres import FAILURES, split_options
+
+__all__ = ["PostgresRegistry"]
+
+_LOCK = 0x61676831  # "agh1": the advisory lock taken while the tables are created
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS agenthost_processes (
+    process_id text PRIMARY KEY,
+    expires_at double precision NOT NULL,
+    record bytea NOT NULL
+);
+CREATE TABLE IF NOT EXISTS agenthost_autoscale (
+    id bigserial PRIMARY KEY,
+    record bytea NOT NULL
+);
+"""
+
+
+class PostgresRegistry:
+    def __init__(self, url: str) -> None:
+        self.dsn, options = split_options(url)
+        self.connect_timeout = options["connect_timeout"]
+        self.command_timeout = options["command_timeout"]
+        self._pool: Any = None
+
+    async def open(self) -> None:
+        try:
+            conn = await asyncpg.connect(self.dsn, timeout=self.connect_timeout)
+            try:
+                async with conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)
+                    await conn.execute(_SCHEMA)
+            finally:
+                await conn.close()
+            self._pool = await asyncpg.create_pool(
+                self.dsn,
+                min_size=0,
+                max_size=2,
+                timeout=self.connect_timeout,
+                command_timeout=self.command_timeout,
+            )
+        except FAILURES as exc:
+            raise StoreUnavailable(f"postgresql registry: {exc}") from None
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    async def _call(self, method: str, query: str, *args: Any) -> Any:
+        if self._pool is None:
+            raise StoreUnavailable("the postgresql registry is not open")
+        try:
+            return await getattr(self._pool, method)(query, *args)
+        except FAILURES as exc:
+            raise StoreUnavailable(f"postgresql registry: {exc}") from None
+
+    async def beat(self, record: ProcessRecord, ttl_s: float) -> None:
+        await self._call(
+            "execute",
+            "INSERT INTO agenthost_processes VALUES ($1, $2, $3) ON CONFLICT (process_id) "
+            "DO UPDATE SET expires_at = EXCLUDED.expires_at, record = EXCLUDED.record",
+            record.process_id,
+            time.time() + ttl_s,
+            encode(record),
+        )
+
+    async def remove(self, process_id: str) -> None:
+        await self._call(
+            "execute", "DELETE FROM agenthost_processes WHERE process_id = $1", process_id
+        )
+
+    async def processes(self) -> list[ProcessRecord]:
+        rows = await self._call(
+            "fetch", "SELECT record FROM agenthost_processes WHERE expires_at > $1", time.time()
+        )
+        return order([decode_record(row[0]) for row in rows])
+
+    async def add_decision(self, decision: AutoscaleDecision) -> None:
+        await self._call(
+            "execute", "INSERT INTO agenthost_autoscale (record) VALUES ($1)", encode(decision)
+        )
+        await self._call(
+            "execute",
+            "DELETE FROM agenthost_autoscale WHERE id <= "
+            "(SELECT max(id) FROM agenthost_autoscale) - $1",
+            DECISIONS_KEPT,
+        )
+
+    async def decisions(self, limit: int = 20) -> list[AutoscaleDecision]:
+        rows = await self._call(
+            "fetch", "SELECT record FROM agenthost_autoscale ORDER BY id DESC LIMIT $1", limit
+        )
+        return [decode_decision(row[0]) for row in rows]
