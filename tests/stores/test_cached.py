@@ -7,6 +7,7 @@ entry expired, is bypassed or rehydrated from PostgreSQL, with nothing lost."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import time
@@ -211,7 +212,10 @@ async def test_an_expired_cache_entry_is_rehydrated_from_postgres(
         await store.close()
 
 
-async def test_an_unreachable_cache_is_bypassed_from_the_start(postgres_url: str) -> None:
+async def test_an_unreachable_cache_is_bypassed_from_the_start(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="agenthost.stores.cached")
     nobody = f"redis://127.0.0.1:{free_port()}/0"
     store = await opened(create_store(postgres_url, cache=nobody))
     assert isinstance(store, CachedStore)
@@ -223,6 +227,8 @@ async def test_an_unreachable_cache_is_bypassed_from_the_start(postgres_url: str
             assert begun.message_count == 2 * i
         assert store.counts()["hit"] == 0 and store.counts()["bypass"] == 3
         assert await store.delete_session(s)
+        warnings = [r for r in caplog.records if "unavailable" in r.getMessage()]
+        assert len(warnings) == 1, "one warning per outage, not one per turn"
     finally:
         await store.close()
 
