@@ -369,7 +369,7 @@ SETTINGS_HELP: dict[str, str] = {
     "(environment: URLs separated by spaces).",
     "cache": "postgresql:// only: Redis in front of it (redis://, redis+cluster://) for "
     "the window, metadata and answers; turns commit in PostgreSQL.",
-    "cache_ttl": "Seconds a session's cache entry outlives its last turn (then the next "
+    "cache_ttl": "Seconds a session's cache entry outlives its last commit (then the next "
     "turn reads PostgreSQL).",
     "retention": "postgresql:// only: remove sessions idle longer than this many seconds "
     "(0: keep until deleted).",
