@@ -3,14 +3,19 @@ the server add on top of the model's, and is every turn kept?
 
 Starts `agenthost serve` on the embedded default (SQLite, `--llm sim://?latency_ms=2000`),
 then runs `agenthost loadtest` from a separate process: N sessions x T turns, every history
-read back and verified. Prints one JSON object (also to `--json FILE`).
+read back and verified. With `--workers N` (above 1) the server is `agenthost serve
+--workers N` on a throw-away redis-server (the processes need a store they share). The
+server's CPU over the run (its whole process tree) is reported as a share of the cores it
+may use, so headroom shows. Prints one JSON object (also to `--json FILE`).
 
     python benchmarks/concurrent_sessions.py --sessions 2000 --turns 3
+    python benchmarks/concurrent_sessions.py --sessions 10000 --turns 3 --workers 2
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -22,7 +27,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from turn_cpu import free_port, result_header  # shared with the CPU benchmark
+from turn_cpu import (  # shared with the CPU benchmark
+    cpu_seconds,
+    free_port,
+    redis_server,
+    result_header,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENTHOST = str(Path(sys.executable).with_name("agenthost"))
@@ -41,31 +51,46 @@ def wait_ready(url: str, timeout: float = 20) -> None:
     raise RuntimeError(f"{url} not ready")
 
 
-def measure(sessions: int, turns: int, latency_ms: int, ramp: float, tmp: Path) -> dict[str, Any]:
+def measure(
+    sessions: int, turns: int, latency_ms: int, ramp: float, tmp: Path, workers: int = 1
+) -> dict[str, Any]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTHOST_")}
-    server = subprocess.Popen(
-        [AGENTHOST, "serve", "--port", str(port), "--store", f"sqlite:///{tmp / 's.db'}",
-         "--llm", f"sim://?latency_ms={latency_ms}", "--log-level", "warning"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        wait_ready(url)
-        out = tmp / f"load-{sessions}.json"
-        subprocess.run(
-            [AGENTHOST, "loadtest", "--url", url, "--sessions", str(sessions), "--turns",
-             str(turns), "--ramp", str(ramp), "--quiet", "--json", str(out)],
-            check=False, stdout=subprocess.DEVNULL, timeout=900,
+    with contextlib.ExitStack() as stack:
+        store = f"sqlite:///{tmp / 's.db'}"
+        extra: list[str] = []
+        if workers > 1:
+            store, _ = stack.enter_context(redis_server(tmp))
+            extra = ["--workers", str(workers), "--allow-no-auth"]
+        server = subprocess.Popen(
+            [AGENTHOST, "serve", "--port", str(port), "--store", store,
+             "--llm", f"sim://?latency_ms={latency_ms}", "--log-level", "warning", *extra],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        report = json.loads(out.read_text())
-    finally:
-        server.terminate()
-        server.wait(30)
+        try:
+            wait_ready(url)
+            out = tmp / f"load-{sessions}.json"
+            cpu_before, started = cpu_seconds(server.pid), time.monotonic()
+            subprocess.run(
+                [AGENTHOST, "loadtest", "--url", url, "--sessions", str(sessions), "--turns",
+                 str(turns), "--ramp", str(ramp), "--quiet", "--json", str(out)],
+                check=False, stdout=subprocess.DEVNULL, timeout=900,
+            )  # fmt: skip
+            server_cpu = cpu_seconds(server.pid) - cpu_before
+            wall = time.monotonic() - started
+            report = json.loads(out.read_text())
+        finally:
+            server.terminate()
+            server.wait(60)
     v = report["verification"] or {}
     lat = report["latency_ms"] or {}
     return {
         "sessions": sessions,
+        "workers": workers,
+        "store": store.split("://")[0],
+        # The server's CPU over the load test, as a share of the cores its processes may use.
+        "server_cpu_pct_of_cores": round(100 * server_cpu / max(wall * workers, 1e-9), 1),
         "turns_per_session": turns,
         "llm_latency_ms": latency_ms,
         "answered": report["answered"],
@@ -98,6 +123,9 @@ def main() -> None:
         help="seconds over which sessions start (default: one LLM latency, so arrivals are "
         "spread as real users' are rather than all at one instant)",
     )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="server processes (above 1: on a redis-server)"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -105,7 +133,9 @@ def main() -> None:
     rows = []
     for count in [int(s) for s in args.sessions.split(",")]:
         with tempfile.TemporaryDirectory(prefix="bench-sessions-") as tmp:
-            rows.append(measure(count, args.turns, args.llm_latency_ms, args.ramp, Path(tmp)))
+            rows.append(
+                measure(count, args.turns, args.llm_latency_ms, args.ramp, Path(tmp), args.workers)
+            )
         print(json.dumps(rows[-1]), file=sys.stderr)
     result = {
         **result_header("concurrent_sessions"),

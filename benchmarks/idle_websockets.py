@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -34,7 +35,7 @@ from typing import IO, Any
 import psutil
 
 from stream_gaps import StreamRecord, WebSocketClient, raise_open_files_limit
-from turn_cpu import free_port, process, result_header, wait_http
+from turn_cpu import free_port, process, redis_server, result_header, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENTHOST = str(Path(sys.executable).with_name("agenthost"))
@@ -184,20 +185,28 @@ def serve_main(args: argparse.Namespace) -> None:
 
 
 def metric(url: str, name: str) -> float:
+    """The family's value, summed over processes (`--workers` labels each one's)."""
+    total = 0.0
     with urllib.request.urlopen(url + "/metrics", timeout=10) as resp:
         for line in resp.read().decode().splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-    return 0.0
+            if line.startswith((name + " ", name + "{")):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
 
 
 def memory(pid: int) -> dict[str, float]:
-    proc = psutil.Process(pid)
-    try:
-        full = proc.memory_full_info()
-        return {"rss": full.rss, "uss": full.uss}
-    except psutil.AccessDenied:
-        return {"rss": proc.memory_info().rss, "uss": float("nan")}
+    """RSS and USS of `pid` and its children (the processes of `serve --workers N`)."""
+    rss = uss = 0.0
+    root = psutil.Process(pid)
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            full = proc.memory_full_info()
+            rss, uss = rss + full.rss, uss + full.uss
+        except psutil.AccessDenied:
+            rss, uss = rss + proc.memory_info().rss, float("nan")
+        except psutil.NoSuchProcess:
+            continue
+    return {"rss": rss, "uss": uss}
 
 
 def settled_memory(url: str, pid: int, connections: int, timeout: float) -> dict[str, float]:
@@ -270,6 +279,27 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                        "--ws-idle-timeout", "3600", "--log-level", "warning"]  # fmt: skip
     log = tmp / "server.log"
     n = args.connections
+    with contextlib.ExitStack() as stack:
+        if args.server_processes > 1:  # processes need a store they share
+            store, _ = stack.enter_context(redis_server(tmp))
+            server_args[server_args.index("--store") + 1] = store
+            server_args += ["--workers", str(args.server_processes), "--allow-no-auth"]
+        result = _measure_server(args, server_args, url, port, log, env, trace_dir, n)
+    result["store"] = store.split("://")[0]
+    result["server_processes"] = args.server_processes
+    return result
+
+
+def _measure_server(
+    args: argparse.Namespace,
+    server_args: list[str],
+    url: str,
+    port: int,
+    log: Path,
+    env: dict[str, str],
+    trace_dir: Path,
+    n: int,
+) -> dict[str, Any]:
     with process(server_args, log, env) as server:
         wait_http(url + "/readyz", server, log, timeout=60)
         start = memory(server.pid)
@@ -318,7 +348,6 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "open_s": round(open_s, 2),
         "server_alive": alive,
         "ws_impl": "agenthost's (lean sans-I/O)" if args.ws_impl == "default" else args.ws_impl,
-        "store": "sqlite",
         "permessage_deflate": args.deflate,
         "server_mb": {
             "rss_at_start": round(start["rss"] / 2**20, 1),
@@ -364,6 +393,12 @@ def main() -> None:
         action="store_true",
         help="clients ask for permessage-deflate, as browsers do",
     )
+    parser.add_argument(
+        "--server-processes",
+        type=int,
+        default=1,
+        help="agenthost serve --workers N (above 1: on a redis-server); memory is summed",
+    )
     parser.add_argument("--json", type=Path, help="also write the result here")
     # Internal: a load-client process, or the server run by this script.
     parser.add_argument("--client-worker", action="store_true", help=argparse.SUPPRESS)
@@ -377,6 +412,8 @@ def main() -> None:
     parser.add_argument("--trace-dir", default="", help=argparse.SUPPRESS)
     parser.add_argument("--trace-frames", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.server_processes > 1 and (args.profile or args.ws_impl != "default"):
+        parser.error("--server-processes runs `agenthost serve --workers`: no --profile/--ws-impl")
     if args.client_worker:
         client_main(args)
         return

@@ -7,7 +7,10 @@ completions through `OpenAILLM` at `--concurrency` for each transport (`aiohttp`
 simulator's. Reports this process's CPU seconds per request (`time.process_time` deltas around
 the measured requests only), requests/s and the simulator's CPU per request; the median of
 `--repeats` runs, the transports interleaved within each run (their order alternating), so
-the machine's other load falls on both. Prints one JSON object (also to `--json FILE`).
+the machine's other load falls on both. Each transport runs on both request paths
+(`--paths`): `lean` (the SDK's generic `post` with a msgspec body, agenthost's default) and
+`typed` (`chat.completions.create`, the SDK's own request building), answers read raw.
+Prints one JSON object (also to `--json FILE`).
 
     python benchmarks/llm_transport.py --requests 2000 --concurrency 50
 """
@@ -43,6 +46,10 @@ from turn_cpu import cpu_seconds, free_port, process, result_header, wait_http
 
 AGENTHOST = str(Path(sys.executable).with_name("agenthost"))
 MODES = ("complete", "stream")
+PATHS = ("lean", "typed")
+"""How requests leave through the SDK (agenthost.llm.openai_requests)."""
+TARGET_MS = {"complete": 0.5, "stream": 1.5}
+"""Issue 21's targets: client CPU per non-streamed request and per 50-token stream."""
 PROMPTS = 50
 """Distinct prompts, so the answers differ between requests but can be checked cheaply."""
 
@@ -84,6 +91,7 @@ async def drive(
 
 async def measure(
     transport: LLMTransport,
+    path: str,
     base_url: str,
     sim_pid: int,
     args: argparse.Namespace,
@@ -93,8 +101,13 @@ async def measure(
     """One run of both modes through a fresh client of `transport`."""
     # No retries: a failure is counted, not hidden behind a second request.
     llm = OpenAILLM(
-        base_url, model="agenthost-sim", retry=RetryPolicy(max_retries=0), transport=transport
+        base_url,
+        model="agenthost-sim",
+        retry=RetryPolicy(max_retries=0),
+        transport=transport,
+        lean=path == "lean",
     )
+    assert llm.requests.name == path, f"the {path} request path is not available here"
     rows: dict[str, dict[str, float]] = {}
     try:
         for mode in MODES:
@@ -119,13 +132,16 @@ async def measure(
     return rows
 
 
-def median_row(transport: str, mode: str, runs: list[dict[str, float]]) -> dict[str, Any]:
+def median_row(
+    transport: str, path: str, mode: str, runs: list[dict[str, float]]
+) -> dict[str, Any]:
     def med(key: str) -> float:
         return round(statistics.median(r[key] for r in runs), 4)
 
     cpu = [r["cpu_ms_per_request"] for r in runs]
     return {
         "transport": transport,
+        "requests": path,
         "mode": mode,
         "cpu_ms_per_request": med("cpu_ms_per_request"),
         "cpu_ms_per_request_min": min(cpu),
@@ -142,7 +158,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     (if they do, the difference is within the noise of this machine)."""
     summary: dict[str, Any] = {}
     for mode in MODES:
-        by = {r["transport"]: r for r in rows if r["mode"] == mode}
+        by = {r["transport"]: r for r in rows if r["mode"] == mode and r["requests"] == "lean"}
         if len(by) < 2:
             continue
         cheap, dear = sorted(by.values(), key=lambda r: r["cpu_ms_per_request"])[:2]
@@ -157,20 +173,59 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+def lean_against_typed(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per transport and mode: what the SDK's own request building (typed) costs over the
+    lean path, and whether the lean path meets issue 21's targets."""
+    out = []
+    for lean in (r for r in rows if r["requests"] == "lean"):
+        typed = next(
+            (
+                r
+                for r in rows
+                if r["requests"] == "typed"
+                and r["transport"] == lean["transport"]
+                and r["mode"] == lean["mode"]
+            ),
+            None,
+        )
+        target = TARGET_MS[lean["mode"]]
+        out.append(
+            {
+                "transport": lean["transport"],
+                "mode": lean["mode"],
+                "lean_cpu_ms": lean["cpu_ms_per_request"],
+                "typed_cpu_ms": None if typed is None else typed["cpu_ms_per_request"],
+                "typed_over_lean": None
+                if typed is None
+                else round(typed["cpu_ms_per_request"] / lean["cpu_ms_per_request"], 2),
+                "target_ms": target,
+                "meets_target": lean["cpu_ms_per_request"] <= target,
+            }
+        )
+    return out
+
+
 async def run_all(
-    transports: list[LLMTransport], base_url: str, sim_pid: int, args: argparse.Namespace
+    transports: list[LLMTransport],
+    paths: list[str],
+    base_url: str,
+    sim_pid: int,
+    args: argparse.Namespace,
 ) -> list[dict[str, Any]]:
     messages = prompts(PROMPTS)
     expected = [answer_for(m, args.words) for m in messages]
-    runs: dict[tuple[str, str], list[dict[str, float]]] = {}
+    runs: dict[tuple[str, str, str], list[dict[str, float]]] = {}
+    variants = list(itertools.product(transports, paths))
     for repeat in range(args.repeats):
-        # Alternating order: neither transport always runs first (or right after the other).
-        order = transports if repeat % 2 == 0 else transports[::-1]
-        for transport in order:
-            measured = await measure(transport, base_url, sim_pid, args, messages, expected)
+        # Alternating order: no variant always runs first (or right after another).
+        order = variants if repeat % 2 == 0 else variants[::-1]
+        for transport, path in order:
+            measured = await measure(transport, path, base_url, sim_pid, args, messages, expected)
             for mode, row in measured.items():
-                runs.setdefault((transport, mode), []).append(row)
-    return [median_row(t, m, runs[(t, m)]) for t, m in itertools.product(transports, MODES)]
+                runs.setdefault((transport, path, mode), []).append(row)
+    return [
+        median_row(t, p, m, runs[(t, p, m)]) for (t, p), m in itertools.product(variants, MODES)
+    ]
 
 
 def versions() -> dict[str, str]:
@@ -180,6 +235,11 @@ def versions() -> dict[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--transports", default=",".join(LLM_TRANSPORTS))
+    parser.add_argument(
+        "--paths",
+        default=",".join(PATHS),
+        help="request paths: lean (the SDK's post, a msgspec body), typed (chat.completions)",
+    )
     parser.add_argument("--requests", type=int, default=2000, help="measured requests per row")
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=200, help="unmeasured requests first")
@@ -195,6 +255,9 @@ def main() -> None:
         if name not in LLM_TRANSPORTS:
             parser.error(f"unknown transport {name!r}: expected {', '.join(LLM_TRANSPORTS)}")
         transports.append(name)
+    paths = [p.strip() for p in args.paths.split(",") if p.strip()]
+    if not paths or any(p not in PATHS for p in paths):
+        parser.error(f"--paths: a comma-separated choice of {', '.join(PATHS)}")
     if min(args.requests, args.concurrency, args.repeats) < 1 or args.warmup < 0:
         parser.error("--requests, --concurrency and --repeats must be >= 1, --warmup >= 0")
 
@@ -212,7 +275,7 @@ def main() -> None:
             base_url = f"http://127.0.0.1:{port}/v1"
             # The client runs on uvloop, as `agenthost serve` does.
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-                rows = runner.run(run_all(transports, base_url, sim.pid, args))
+                rows = runner.run(run_all(transports, paths, base_url, sim.pid, args))
     tokens = len(split_tokens(answer_for(prompts(1)[0], args.words)))
     result = {
         **result_header("llm_transport"),
@@ -236,6 +299,7 @@ def main() -> None:
         "errors_total": sum(r["errors"] for r in rows),
         "results": rows,
         "summary": summarize(rows),
+        "lean_against_typed": lean_against_typed(rows),
     }
     text = json.dumps(result, indent=2)
     if args.json:

@@ -45,6 +45,8 @@ ROOT = Path(__file__).resolve().parent.parent
 AGENTHOST = str(Path(sys.executable).with_name("agenthost"))
 # The issue's bar: at 2,000 streams and 30 tokens/s, p99 gap between chunks <= 100 ms.
 TARGET_P99_GAP_MS = 100.0
+TARGET_SERVER_CPU_PCT = 70.0
+"""Issue 21: the gap target met with headroom, the server below this share of its core."""
 # Words the simulator adds after echoing the message: 4 tokens of echo, then one per word.
 ECHO_TOKENS = 4
 
@@ -515,6 +517,7 @@ def measure(
             1000 * (server_cpu + redis_cpu) / max(stream_seconds, 1e-9), 3
         ),
         "server_cpu_pct": round(100 * server_cpu / max(window, 1e-9), 1),
+        "meets_cpu_headroom_target": 100 * server_cpu / max(window, 1e-9) < TARGET_SERVER_CPU_PCT,
         "server_cpu_ms_per_stream_s": round(1000 * server_cpu / max(stream_seconds, 1e-9), 3),
         "server_rss_mb_after": round(rss_mb, 1),
         "client_processes": args.clients,
@@ -605,6 +608,7 @@ def main() -> None:
             "stores": stores,
         },
         "target_p99_gap_ms": TARGET_P99_GAP_MS,
+        "target_server_cpu_pct": TARGET_SERVER_CPU_PCT,
         "errors_total": sum(r["errors"] for r in rows),
         "results": rows,
     }

@@ -109,3 +109,28 @@ def test_a_draining_process_answers_503(client: TestClient, assembly: Assembly) 
     assembly.engine.draining = True
     resp = client.post("/ag-ui/v1/run", json=run_input())
     assert resp.status_code == 503 and resp.headers["retry-after"]
+
+
+def test_a_reset_ends_the_message_and_starts_a_new_one() -> None:
+    """The run went again after its process died: the void attempt's message ends, and the
+    new attempt's text goes to a new message (the client's text is never doubled in one)."""
+    from agenthost.brokers.base import StreamEvent
+    from agenthost.web.adapters.ag_ui import AGUIRunFrames
+
+    frames = AGUIRunFrames("t1", "r1")
+    body = frames(StreamEvent(1, "chunk", b'{"text":"half an"}'))
+    body += frames(StreamEvent(2, "reset", b"{}"))
+    body += frames(StreamEvent(3, "chunk", b'{"text":"whole answer"}'))
+    done = b'{"session_id":"t1","turn_id":"r1","response":"whole answer"}'
+    body += frames(StreamEvent(4, "done", done))
+    events = [json.loads(ln[6:]) for ln in body.decode().splitlines() if ln.startswith("data: ")]
+    assert [(e["type"], e.get("messageId"), e.get("delta")) for e in events] == [
+        ("RUN_STARTED", None, None),
+        ("TEXT_MESSAGE_START", "a-r1", None),
+        ("TEXT_MESSAGE_CONTENT", "a-r1", "half an"),
+        ("TEXT_MESSAGE_END", "a-r1", None),
+        ("TEXT_MESSAGE_START", "a-r1-2", None),
+        ("TEXT_MESSAGE_CONTENT", "a-r1-2", "whole answer"),
+        ("TEXT_MESSAGE_END", "a-r1-2", None),
+        ("RUN_FINISHED", None, None),
+    ]

@@ -4,6 +4,7 @@ readUIMessageStream (Node) against a real agenthost; the wire format and edges i
 from __future__ import annotations
 
 import json
+import subprocess
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,7 +16,8 @@ from starlette.testclient import TestClient
 
 from agenthost.core.settings import Settings
 from agenthost.runtime.assembly import Assembly, assemble
-from tests.fixtures.agenthost import AgentHostProcess
+from tests.fixtures.agenthost import AgentHostProcess, wait_until
+from tests.fixtures.node import JS
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +41,12 @@ def history(server: AgentHostProcess, sid: str) -> list[tuple[str, str]]:
         return [(m["role"], m["content"]) for m in json.load(r)["messages"]]
 
 
+def turn_status(server: AgentHostProcess, sid: str, turn_id: str) -> str:
+    with urllib.request.urlopen(f"{server.url}/v1/sessions/{sid}/turns/{turn_id}", timeout=10) as r:
+        status: str = json.load(r)["status"]
+        return status
+
+
 def test_use_chat_transport_streams_a_committed_turn_and_regenerate_commits_once(
     server: AgentHostProcess, node_script: Callable[..., Any]
 ) -> None:
@@ -59,6 +67,66 @@ def test_reconnect_to_stream_replays_the_running_turn(
     assert committed[1][0] == "assistant" and out["resumedText"] == committed[1][1]
     assert out["partial"] and committed[1][1].startswith(out["partial"])
     assert out["afterResume"] is None
+
+
+@pytest.mark.parametrize("lapsed", [False, True], ids=["lease-live", "lease-lapsed"])
+def test_reconnect_to_stream_after_a_process_is_killed_gets_the_whole_answer_once(
+    agenthost_factory: Callable[..., AgentHostProcess],
+    redis_url: str,
+    node_script: Callable[..., Any],  # installs the clients
+    lapsed: bool,
+) -> None:
+    """Two processes on one Redis: A streams a turn and is killed mid-answer; the client's
+    reconnectToStream on B gets the turn run again there, so it ends with the whole answer
+    once, committed once. Asked while A's lease lives, B replays A's events, waits the lease
+    out, and the reset restarts the message under a new id; asked once it has lapsed, A's
+    void events are skipped and the stream is the new attempt's alone."""
+    common = {
+        "store": redis_url,
+        "llm": "sim://?ttft_ms=50&tokens_per_s=20&words=40",
+        "chunk_coalesce_ms": 0,
+        # Live: long enough for B's resume to come first on a loaded machine.
+        "lease_ttl": 1 if lapsed else 6,
+    }
+    a = agenthost_factory(**common)
+    b = agenthost_factory(**common)
+    chat = "c-" + uuid.uuid4().hex[:10]
+    client = subprocess.Popen(
+        ["node", "ai_sdk_reconnect.mjs", a.url, b.url, chat, "tell me a long story", "3"],
+        cwd=JS,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert client.stdout is not None and client.stdin is not None
+        ready = json.loads(client.stdout.readline())
+        assert ready["ready"] and ready["partial"]
+        a.kill()  # mid-answer: the turn's process is gone
+        if lapsed:
+            wait_until(
+                lambda: turn_status(b, chat, f"m-{chat}") == "pending", 30, "A's lease to lapse"
+            )
+        client.stdin.write("killed\n")
+        client.stdin.flush()
+        rest, errors = client.communicate(timeout=90)
+    finally:
+        client.kill()
+    assert client.returncode == 0, errors
+    out = json.loads(rest.strip().splitlines()[-1])
+    committed = history(b, chat)
+    assert [role for role, _ in committed] == ["user", "assistant"]  # the turn, once
+    answer = committed[1][1]
+    assert out["resumedText"] == answer  # the whole answer, once: no void text before it
+    starts = [c.split(" ", 1)[1] for c in out["resumedChunks"] if c.startswith("start ")]
+    if lapsed:
+        assert starts == [f"a-m-{chat}"], out["resumedChunks"]
+    else:  # A's events, then the reset restarted the message under a new id
+        assert len(starts) == 2 and starts[0] != starts[1], out["resumedChunks"]
+    assert out["resumedMessageId"] == starts[-1]
+    assert out["resumedChunks"][-1] == "finish"
+    assert out["afterResume"] is None  # 204: nothing runs any more
 
 
 # -- in process: the wire format and edges ---------------------------------------------------
@@ -119,3 +187,27 @@ def test_a_draining_process_answers_503(client: TestClient, assembly: Assembly) 
     assembly.engine.draining = True
     resp = client.post("/ai-sdk/v1/chat", json=chat_body())
     assert resp.status_code == 503 and resp.headers["retry-after"]
+
+
+def test_a_reset_restarts_the_message_under_a_new_id() -> None:
+    from agenthost.brokers.base import StreamEvent
+    from agenthost.web.adapters.ai_sdk import UIStreamFrames
+
+    frames = UIStreamFrames("t1")
+    body = frames(StreamEvent(1, "reset", b"{}"))  # nothing said yet: nothing to restart
+    body += frames(StreamEvent(2, "chunk", b'{"text":"half"}'))
+    body += frames(StreamEvent(3, "reset", b"{}"))
+    body += frames(StreamEvent(4, "done", b'{"session_id":"c","turn_id":"t1","response":"whole"}'))
+    data = [ln[6:] for ln in body.decode().splitlines() if ln.startswith("data: ")]
+    assert data[-1] == "[DONE]"
+    assert [json.loads(d) for d in data[:-1]] == [
+        {"type": "start", "messageId": "a-t1"},
+        {"type": "text-start", "id": "text-t1"},
+        {"type": "text-delta", "id": "text-t1", "delta": "half"},
+        {"type": "text-end", "id": "text-t1"},
+        {"type": "start", "messageId": "a-t1-3"},
+        {"type": "text-start", "id": "text-t1-3"},
+        {"type": "text-delta", "id": "text-t1-3", "delta": "whole"},  # replayed whole
+        {"type": "text-end", "id": "text-t1-3"},
+        {"type": "finish", "finishReason": "stop"},
+    ]

@@ -164,9 +164,32 @@ def test_llm_transport_runs_and_compares_both_transports(tmp_path: Path) -> None
     for summary in result["summary"].values():
         assert summary["cheaper"] in ("aiohttp", "httpx") and summary["ratio"] >= 1
         assert isinstance(summary["beyond_noise"], bool)
+    assert {r["requests"] for r in result["results"]} == {"lean", "typed"}
+    assert {(r["transport"], r["mode"]) for r in result["lean_against_typed"]} == set(rows)
     rendered = load_script("render_docs").llm_transport(result)
-    assert "| aiohttp | stream |" in rendered and result["command"] in rendered
+    assert "| aiohttp | lean | stream |" in rendered and result["command"] in rendered
     assert "{" not in rendered
+
+
+def test_streamed_turns_runs_agenthost_beside_the_sample_server(tmp_path: Path) -> None:
+    out = tmp_path / "streamed_turns.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/streamed_turns.py", "--targets", "agenthost,baseline",
+         "--sessions", "4", "--turns", "2", "--concurrency", "2", "--history", "4",
+         "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["benchmark"] == "streamed_turns" and result["errors_total"] == 0
+    rows = {r["target"]: r for r in result["results"]}
+    assert set(rows) == {"agenthost", "baseline"}
+    for row in rows.values():
+        assert row["turns"] == 8 and row["cpu_ms_per_turn"] > 0
+    assert rows["agenthost"]["chunks_per_turn"] >= 1  # streamed to the client
+    assert set(result["summary"]) == {"baseline"}
+    rendered = load_script("render_docs").streamed_turns(result)
+    assert result["command"] in rendered and "{" not in rendered
 
 
 def test_adapter_cpu_runs_every_protocol_beside_the_native_endpoint(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from starlette.testclient import TestClient
 from agenthost.core.settings import Settings
 from agenthost.runtime.assembly import Assembly, assemble
 from agenthost.web.adapters.conversation import ChatMessageIn, conversation_ids
-from tests.fixtures.agenthost import AgentHostProcess
+from tests.fixtures.agenthost import AgentHostProcess, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -240,3 +240,50 @@ def test_turns_are_counted_by_protocol(client: TestClient) -> None:
 def test_the_routes_are_in_the_openapi_document(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     assert "post" in paths[URL] and "get" in paths["/openai/v1/models"]
+
+
+def test_a_retry_after_the_process_died_streams_the_new_attempt_alone(
+    agenthost_factory: Callable[..., AgentHostProcess], redis_url: str
+) -> None:
+    """A streams a turn and is killed mid-answer; once its lease lapsed, the same request
+    sent to B (a retry: the same turn) runs it again, and the stream B sends is the new
+    attempt's alone: the dead attempt's text, void and impossible to take back in this
+    protocol, is not sent again before it."""
+    common = {
+        "store": redis_url,
+        "llm": "sim://?ttft_ms=50&tokens_per_s=20&words=40",
+        "chunk_coalesce_ms": 0,
+        "lease_ttl": 1,
+    }
+    a = agenthost_factory(**common)
+    b = agenthost_factory(**common)
+    sid = "s-" + uuid.uuid4().hex[:10]
+    request: dict[str, Any] = {
+        "model": "agenthost",
+        "messages": [{"role": "user", "content": "tell me a long story"}],
+        "stream": True,
+        "extra_headers": {"X-Session-Id": sid, "Idempotency-Key": "retried-1"},
+    }
+    with openai.OpenAI(base_url=a.url + "/openai/v1", api_key="-", max_retries=0) as on_a:
+        stream = on_a.chat.completions.create(**request)
+        seen = 0
+        for chunk in stream:
+            seen += bool(chunk.choices and chunk.choices[0].delta.content)
+            if seen == 3:
+                break
+        a.kill()  # mid-answer
+        stream.close()
+    wait_until(
+        lambda: get_json(b, f"/v1/sessions/{sid}/turns/retried-1")["status"] == "pending",
+        30,
+        "A's lease to lapse",
+    )
+    with openai.OpenAI(base_url=b.url + "/openai/v1", api_key="-", max_retries=0) as on_b:
+        text = "".join(
+            c.choices[0].delta.content or ""
+            for c in on_b.chat.completions.create(**request)
+            if c.choices
+        )
+    committed = history(b, sid)
+    assert [role for role, _ in committed] == ["user", "assistant"]
+    assert text == committed[1][1]

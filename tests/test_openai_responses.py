@@ -9,7 +9,7 @@ import json
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +108,53 @@ def test_stream_then_resume_after_any_sequence_number(sdk: openai.OpenAI) -> Non
     assert resumed[-1].type == "response.completed"
 
 
+def test_a_resume_on_another_process_after_a_kill_runs_the_turn_again_in_a_new_item(
+    agenthost_factory: Callable[..., AgentHostProcess], redis_url: str
+) -> None:
+    """A streams a response and is killed mid-answer; retrieve(stream=True, starting_after=N)
+    on B runs the turn again (after A's lease lapses): the void text stays in item 0, the new
+    attempt fills a new output item, and the completed response holds the answer once."""
+    common = {
+        "store": redis_url,
+        "llm": "sim://?ttft_ms=50&tokens_per_s=20&words=40",
+        "chunk_coalesce_ms": 0,
+        "lease_ttl": 3,
+    }
+    a = agenthost_factory(**common)
+    b = agenthost_factory(**common)
+    conv = "conv-" + uuid.uuid4().hex[:8]
+    on_a = openai.OpenAI(base_url=a.url + "/openai/v1", api_key="unused", max_retries=0)
+    on_b = openai.OpenAI(base_url=b.url + "/openai/v1", api_key="unused", max_retries=0)
+    stream = on_a.responses.create(
+        model="agenthost", input="tell me a long story", conversation=conv, stream=True
+    )
+    seen: list[Any] = []
+    for event in stream:
+        seen.append(event)
+        if sum(e.type == "response.output_text.delta" for e in seen) == 3:
+            break
+    a.kill()  # mid-answer
+    stream.close()
+    rid = seen[0].response.id
+    last = seen[-1].sequence_number
+    resumed = list(on_b.responses.retrieve(rid, stream=True, starting_after=last))
+    types = [e.type for e in resumed]
+    # What A published after the client's position (item 0), then the new attempt's item.
+    added = types.index("response.output_item.added")
+    assert set(types[:added]) <= {"response.output_text.delta"}, types
+    assert types[added + 1] == "response.content_part.added"
+    new_item = resumed[added]
+    assert new_item.output_index == 1 and new_item.sequence_number > last
+    assert all(e.output_index == 0 for e in resumed[:added])
+    new_text = "".join(e.delta for e in resumed[added:] if e.type == "response.output_text.delta")
+    assert types[-1] == "response.completed"
+    completed = resumed[-1].response
+    committed = history(b, conv)
+    assert [role for role, _ in committed] == ["user", "assistant"]  # the turn, once
+    assert new_text == completed.output_text == committed[1][1]
+    assert [item.id for item in completed.output] == [new_item.item.id]
+
+
 def test_background_answers_at_once_and_completes(sdk: openai.OpenAI) -> None:
     started = sdk.responses.create(model="agenthost", input="in the background", background=True)
     assert started.status == "in_progress" and started.background
@@ -120,6 +167,18 @@ def test_background_answers_at_once_and_completes(sdk: openai.OpenAI) -> None:
     assert "in the background" in final.output_text
     replay = list(sdk.responses.retrieve(started.id, stream=True))
     assert replay[-1].type == "response.completed"
+
+
+def test_a_resume_after_the_final_event_answers_204_at_once(client: TestClient) -> None:
+    resp = client.post("/openai/v1/responses", json={"input": "short", "stream": True})
+    events = [json.loads(ln[6:]) for ln in resp.text.splitlines() if ln.startswith("data: ")]
+    assert events[-1]["type"] == "response.completed"
+    rid, final = events[-1]["response"]["id"], events[-1]["sequence_number"]
+    url = f"/openai/v1/responses/{rid}?stream=true&starting_after="
+    assert client.get(url + str(final)).status_code == 204
+    assert client.get(url + str(final + 1)).status_code == 422  # beyond the end
+    again = client.get(url + str(final - 1)).text.splitlines()  # the closing events again
+    assert json.loads(again[-2][6:])["type"] == "response.completed"  # ends with a blank line
 
 
 def test_response_ids_name_session_and_turn() -> None:

@@ -1,6 +1,15 @@
 """schemathesis against a running server's /openapi.json: on every route, generated requests
 (valid and invalid) get no 5xx, only documented statuses, and bodies that match the schema.
 
+Valid data is taken: a request the document allows gets 2xx, or 401/404/409 (credentials,
+a resource that does not exist, a conflict with the session's state), or one of three
+refusals the document names in words because OpenAPI cannot state them as a schema: an
+Idempotency-Key sent before with another request (422 `idempotency_key_reused`: the key's
+state), a streamed turn with Last-Event-ID but no Idempotency-Key (400 `turn_id_required`:
+parameters cannot require each other), and an adapter request whose newest user message has
+no text or id (422, "the newest user message ...": JSON Schema can require a user message
+but cannot name the newest one).
+
 The schema is built at import, from the same endpoint table the server serves (a test checks
 the running server's /openapi.json is that document), because schemathesis parametrizes
 tests at collection time, before any server runs.
@@ -19,20 +28,25 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import (
+    CheckContext,
     allow_header_conformance,
     content_type_conformance,
     negative_data_rejection,
     not_a_server_error,
+    positive_data_acceptance,
     response_schema_conformance,
     status_code_conformance,
     unsupported_method,
 )
+from schemathesis.core.failures import Failure
+from schemathesis.core.transport import Response
 from schemathesis.generation.case import Case
 from schemathesis.schemas import APIOperation
 from starlette.testclient import TestClient
 
 from agenthost.core.settings import Settings
 from agenthost.runtime.assembly import build_app
+from agenthost.web.adapters.newest_user import NEWEST_USER
 from tests.fixtures.agenthost import AgentHostProcess
 
 # The document as the app serves it (building the app opens nothing).
@@ -42,6 +56,34 @@ DOCUMENT = (
 schema = schemathesis.openapi.from_dict(json.loads(DOCUMENT))
 # The coverage phase also sends a query parameter twice (`?limit=1&limit=2`).
 schema.config.phases.coverage.generate_duplicate_query_parameters = True
+schema.config.checks.positive_data_acceptance.expected_statuses = [
+    "2xx",
+    "401",
+    "404",
+    "409",
+    "426",  # 401: admin off; 426: a WebSocket route over HTTP
+]
+
+
+def refused_by_a_rule_in_words(response: Response) -> bool:
+    """One of the three refusals of a schema-valid request (see the module's docstring)."""
+    if response.status_code not in (400, 422):
+        return False
+    error = response.json()["error"]
+    return error["code"] in ("idempotency_key_reused", "turn_id_required") or (
+        error["code"] == "validation_error" and error["message"].startswith(NEWEST_USER)
+    )
+
+
+def valid_data_is_taken(ctx: CheckContext, response: Response, case: Case[Any]) -> bool | None:
+    """schemathesis' positive-data acceptance, but for those three refusals."""
+    try:
+        return positive_data_acceptance(ctx, response, case)
+    except Failure:
+        if refused_by_a_rule_in_words(response):
+            return None
+        raise
+
 
 CHECKS = [
     not_a_server_error,
@@ -51,6 +93,9 @@ CHECKS = [
     # What the document forbids, the server refuses (4xx): the document says exactly what
     # the server accepts (e.g. an integer Last-Event-ID, `before` within its maximum).
     negative_data_rejection,
+    # What the document allows, the server takes (a conflict with the session's state aside):
+    # e.g. a `before` past the server's cap must be outside the document's maximum too.
+    valid_data_is_taken,
     # A method a path does not have gets 405 whose Allow header lists every one it has.
     unsupported_method,
     allow_header_conformance,

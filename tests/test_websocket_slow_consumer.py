@@ -15,10 +15,16 @@ from typing import Any
 
 import msgspec
 import psutil
+import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.fixtures.agenthost import AgentHostProcess, http_status
+
+# One after another on one worker: each floods its server with megabytes of frames, and a
+# loop loaded by the other packs more tokens into each frame, until the frames fit in the
+# kernel's socket buffers and no bound is ever reached.
+pytestmark = pytest.mark.xdist_group("slow_consumer")
 
 # 80,000 fast tokens, one frame each (no coalescing), under the longest turn id allowed:
 # about 17 MB of frames for a 0.5 MB answer, four times what Linux lets a loopback
@@ -141,13 +147,20 @@ TURNS_EACH = 2
 # of frames a turn, 12 MB a client, past what the kernel's socket buffers absorb (4 MB).
 BIG_LLM = "sim://?tokens_per_s=50000&words=25000"
 BIG_TURN = "big-" + "b" * 116
+# A loaded loop packs several tokens into a frame (measured: about 6,300 frames, 1.3 MB a
+# turn): the client that reads at the end runs six turns, well past the 4 MB.
+READER_TURNS = 6
 BUFFER_BYTES = 256 * 1024
 RSS_BOUND_MB = 40.0  # measured 23 MB (turns, broker); the 28 MB of frames held would pass it
 
 
-async def test_never_reading_clients_are_let_go_and_the_server_does_not_grow(
+async def test_never_reading_clients_are_closed_with_4001_let_go_and_the_server_does_not_grow(
     agenthost_factory: Callable[..., AgentHostProcess],
 ) -> None:
+    """On agenthost's lean protocols, whose fast path writes frames straight to the socket
+    while it takes them: the byte bound (queued frames and the transport's buffer) closes
+    never-reading clients with 4001 within a bounded time, the server's RSS stays bounded,
+    and their sockets are let go though they never read."""
     server = agenthost_factory(
         llm=BIG_LLM,
         chunk_coalesce_ms=0,
@@ -155,13 +168,16 @@ async def test_never_reading_clients_are_let_go_and_the_server_does_not_grow(
         ws_send_buffer_bytes=BUFFER_BYTES,
         ws_max_frames_per_s=1000,
         stream_ttl=1,  # the broker lets the turns' events go soon after: what stays is ours
+        log_level="info",
     )
+    # The fast path is in play: frames go straight to the socket until it pushes back.
+    assert "serving on agenthost's lean protocols" in server.log()
     ws_url = server.url.replace("http", "ws")
     async with connect(f"{ws_url}/v1/sessions/warm-up/ws", ping_interval=None) as warm:
         assert (await one_turn(warm, "warm up"))["type"] == "done"
     before = server_rss_mb(server)
 
-    async def never_reader(i: int, window: int) -> ClientConnection:
+    async def never_reader(i: int, window: int, turns: int = TURNS_EACH) -> ClientConnection:
         ws = await connect(
             f"{ws_url}/v1/sessions/never-reads-{i}/ws",
             sock=small_window_socket(server.port, window),
@@ -169,7 +185,7 @@ async def test_never_reading_clients_are_let_go_and_the_server_does_not_grow(
             max_queue=4,
             compression=None,
         )
-        for t in range(TURNS_EACH):
+        for t in range(turns):
             frame = {"type": "turn", "message": f"big {t}", "turn_id": f"{BIG_TURN}{t}"}
             await ws.send(msgspec.json.encode(frame).decode())
         return ws
@@ -180,10 +196,31 @@ async def test_never_reading_clients_are_let_go_and_the_server_does_not_grow(
             assert time.monotonic() < deadline, "never-reading clients were never closed"
             await asyncio.sleep(0.05)
 
-    # The server gives up on clients that never read (the 4001 they would read is checked
-    # above, on a client that reads once the server gave up)...
+    # One client that does not read while its turns run: by the time they have committed
+    # (their frames far past its byte bound), the server has given up on it with 4001. What
+    # was written before the close (frames in order), then the close frame, is there for it
+    # to read from then on (until the abort, 30 s after the close).
+    reader = await never_reader(NEVER_READERS, 4096, READER_TURNS)
+    last = f"{BIG_TURN}{READER_TURNS - 1}"
+    await wait_for_status(server, f"never-reads-{NEVER_READERS}", last, "completed", 60)
+    seqs: dict[str, list[int]] = {}
+    async with asyncio.timeout(25):
+        try:
+            while True:
+                frame = msgspec.json.decode(await reader.recv())
+                assert frame["type"] in ("chunk", "done"), frame
+                seqs.setdefault(frame["turn_id"], []).append(frame["seq"])
+        except ConnectionClosed as closed:
+            assert closed.rcvd is not None and closed.rcvd.code == 4001, closed
+            assert closed.rcvd.reason == "slow_consumer"
+    assert all(got == list(range(1, len(got) + 1)) for got in seqs.values())
+    await until_none_open()
+
+    # Clients that never read at all: the server gives up on them too...
     clients = [await never_reader(i, 4096) for i in range(NEVER_READERS)]
     await until_none_open()
+    grown = server_rss_mb(server) - before
+    assert grown < RSS_BOUND_MB, f"the server grew {grown:.1f} MB holding never-read frames"
     # ... and lets go of their sockets within a bounded time though they never read.
     ports = {ws.transport.get_extra_info("sockname")[1] for ws in clients}
     deadline = time.monotonic() + 30 + 15  # the grace time, and slack for a busy machine

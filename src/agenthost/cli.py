@@ -45,13 +45,13 @@ _TYPES = typing.get_type_hints(Settings)
 
 SERVE_PANELS: dict[str, tuple[str, ...]] = {
     "Server": (
-        "app", "app_dir", "host", "port", "lease_ttl", "enqueue_timeout", "turn_timeout",
-        "drain_timeout", "server_protocols", "header_timeout", "body_timeout",
+        "app", "app_dir", "host", "port", "workers", "lease_ttl", "enqueue_timeout",
+        "turn_timeout", "drain_timeout", "server_protocols", "header_timeout", "body_timeout",
         "keep_alive_timeout", "max_connections", "detailed_errors",
     ),
     "Store": (
         "store", "store_read_replica", "cache", "cache_ttl", "session_ttl", "retention",
-        "history_window",
+        "history_window", "window_cache_mb",
     ),
     "LLM": (
         "llm", "llm_model", "llm_api_key", "llm_transport", "llm_cache", "llm_cache_ttl",
@@ -176,12 +176,17 @@ def _fail(
 
 def _serve(**values: Any) -> None:
     """Run the agenthost server (uvicorn, uvloop, httptools) for the agent APP."""
+    from agenthost.core.settings import worker_count
     from agenthost.runtime.server import run
+    from agenthost.runtime.supervisor import supervise
 
     environ = dict(os.environ)
     settings = _settings_from(values, environ)
     try:
-        run(settings)
+        if worker_count(settings) > 1:
+            supervise(settings)
+        else:
+            run(settings)
     except SettingsError as exc:
         flags = {k: v for k, v in values.items() if v is not None}
         origins = {f: "flag" if f in flags else "env" for f in Settings.__struct_fields__

@@ -24,6 +24,7 @@ from agenthost.stores import (
     Started,
     TurnError,
 )
+from agenthost.stores.base import WindowMark
 
 TTL = 60.0
 LEASE_MS = 10_000
@@ -52,6 +53,7 @@ async def begin(
     patch: dict[str, Any] | None = None,
     ttl_s: float = TTL,
     fingerprint: str = "",
+    known: WindowMark | None = None,
 ) -> Started | Completed | Busy:
     return await store.begin_turn(
         session_id,
@@ -62,6 +64,7 @@ async def begin(
         window=window,
         ttl_s=ttl_s,
         fingerprint=fingerprint,
+        known=known,
     )
 
 
@@ -213,6 +216,67 @@ async def test_window_returns_only_the_newest_messages_oldest_first(store: Sessi
     assert none.history == [] and none.message_count == 12
 
 
+# Stores that answer a caller's mark with only the newer messages (the window cache); one
+# that does not must answer the whole window whatever the mark says.
+DELTA_STORES = ("memory", "sqlite", "redis", "redis-cluster", "postgres")
+
+
+def answers_deltas(request: pytest.FixtureRequest) -> bool:
+    return bool(request.node.callspec.params["store"] in DELTA_STORES)
+
+
+async def test_a_valid_mark_gets_only_the_messages_after_it(
+    store: SessionStore, request: pytest.FixtureRequest
+) -> None:
+    s = sid()
+    for i in range(3):
+        await full_turn(store, s, f"t{i}", f"m{i}")
+    first = await started(store, s, "t3", window=4)
+    assert not first.delta and [m.seq for m in first.history] == [2, 3, 4, 5]
+    await commit(store, first, "m3")
+    mark = WindowMark(first.created_at, 8)
+    if not answers_deltas(request):
+        again = await started(store, s, "t4", window=4, known=mark)
+        assert not again.delta and [m.seq for m in again.history] == [4, 5, 6, 7]
+        await commit(store, again, "m4")
+        return
+    assert first.created_at > 0
+    # Nothing new since the mark: an empty delta.
+    same = await started(store, s, "t4", window=4, known=mark)
+    assert same.delta and same.history == [] and same.message_count == 8
+    assert same.created_at == first.created_at
+    await commit(store, same, "m4")
+    # Two messages came after the mark (another process ran that turn): just those.
+    behind = await started(store, s, "t5", window=4, known=mark)
+    assert behind.delta and [m.content for m in behind.history] == ["m4", "re: m4"]
+    await commit(store, behind, "m5")
+    # Further behind than the window: the newest `window` messages, still a delta.
+    far = await started(store, s, "t6", window=3, known=WindowMark(first.created_at, 2))
+    assert far.delta and [m.seq for m in far.history] == [9, 10, 11]
+    await commit(store, far, "m6")
+
+
+async def test_a_mark_of_another_incarnation_gets_the_whole_window(store: SessionStore) -> None:
+    s = sid()
+    for i in range(2):
+        await full_turn(store, s, f"t{i}", f"m{i}")
+    old = await started(store, s, "t2", window=50)
+    await commit(store, old, "m2")
+    assert await store.delete_session(s)
+    for i in range(4):  # the same id again, grown past the old mark
+        await full_turn(store, s, f"n{i}", f"n{i}")
+    stale = WindowMark(old.created_at, 6)
+    fresh = await started(store, s, "n4", window=50, known=stale)
+    assert not fresh.delta
+    assert [m.content for m in fresh.history][:2] == ["n0", "re: n0"]
+    assert len(fresh.history) == 8
+    await commit(store, fresh, "n4")
+    # A mark ahead of the session is not of it either.
+    ahead = await started(store, s, "n5", window=2, known=WindowMark(fresh.created_at, 99))
+    assert not ahead.delta and [m.seq for m in ahead.history] == [8, 9]
+    await commit(store, ahead, "n5")
+
+
 async def test_list_messages_pages_with_before(store: SessionStore) -> None:
     s = sid()
     for i in range(4):
@@ -257,6 +321,27 @@ async def test_running_turn_is_the_live_lease_holder(store: SessionStore) -> Non
         return await store.running_turn(s) is None
 
     await eventually(expired)  # the holder died: its lease ran out
+
+
+async def test_unfinished_turn_is_the_newest_turn_while_it_has_not_ended(
+    store: SessionStore,
+) -> None:
+    s = sid()
+    assert await store.unfinished_turn(s) is None  # no session
+    await commit(store, await started(store, s, "t1"))
+    assert await store.unfinished_turn(s) is None  # the newest turn ended
+    await started(store, s, "t2", lease_ms=200)
+    assert await store.unfinished_turn(s) == "t2"  # running
+
+    async def lapsed() -> bool:
+        return await store.running_turn(s) is None
+
+    await eventually(lapsed)  # its process died: nothing runs, and t2 is still not done
+    assert await store.unfinished_turn(s) == "t2"
+    failing = await started(store, s, "t3")  # a newer turn: t2 is history now
+    assert await store.unfinished_turn(s) == "t3"
+    await store.fail_turn(failing.lease, TurnError("agent_error", "boom"), TTL)
+    assert await store.unfinished_turn(s) is None
 
 
 async def test_a_dead_owners_lease_expires_and_the_next_owner_gets_a_higher_fence(

@@ -263,6 +263,28 @@ class RedisWire:
             return await self.call("EVALSHA", sha, len(keys), *keys, *args)
         return self._check(reply)
 
+    async def evalsha_then(
+        self, sha: str, script: str, keys: list[str], args: list[Any], then: tuple[Any, ...]
+    ) -> tuple[Any, Any]:
+        """EVALSHA and the command `then` in the same write: Redis runs `then` right after
+        the script, so it reads what the script left. The script's reply has errors raised;
+        `then`'s is returned as it came (a value or a ReplyError)."""
+        conn = self._conn
+        if conn is None or conn.closed:
+            conn = await self._connection()
+        first = conn.send(_pack(("EVALSHA", sha, len(keys), *keys, *args)))
+        second = conn.send(_pack(then))
+        try:
+            reply = await first
+        finally:
+            after = await asyncio.gather(second, return_exceptions=True)
+        if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
+            await self.call("SCRIPT", "LOAD", script)
+            return await self.evalsha_then(sha, script, keys, args, then)
+        if isinstance(after[0], BaseException) and not isinstance(after[0], ReplyError):
+            raise after[0]
+        return self._check(reply), after[0]
+
     async def close(self) -> None:
         if self._connecting is not None:
             self._connecting.cancel()

@@ -33,6 +33,7 @@ __all__ = [
     "playground_on",
     "shared_store",
     "store_ttl",
+    "worker_count",
 ]
 
 ENV_PREFIX = "AGENTHOST_"
@@ -86,6 +87,7 @@ class Settings(msgspec.Struct, kw_only=True):
     app_dir: str = "."
     host: str = "127.0.0.1"
     port: int = 8000
+    workers: str = "1"
     store: str = "sqlite:///./agenthost.db"
     store_read_replica: list[str] = msgspec.field(default_factory=list)
     cache: str | None = None
@@ -99,6 +101,7 @@ class Settings(msgspec.Struct, kw_only=True):
     session_ttl: float = 3600.0
     retention: float = 0.0
     history_window: int = 50
+    window_cache_mb: float = 64.0
     max_body_bytes: int = 1024 * 1024
     max_message_chars: int = 32_000
     max_metadata_bytes: int = 16 * 1024
@@ -153,6 +156,7 @@ class Settings(msgspec.Struct, kw_only=True):
         problems: list[tuple[str, str]] = []
         if not 0 < self.port < 65536:
             problems.append(("port", "must be 1-65535"))
+        problems += self._workers_problems()
         if self.session_ttl <= 0:
             problems.append(("session_ttl", "must be > 0 seconds"))
         if self.retention < 0:
@@ -177,6 +181,8 @@ class Settings(msgspec.Struct, kw_only=True):
             problems.append(("cache_ttl", "must be > 0 seconds"))
         if self.history_window < 0:
             problems.append(("history_window", "must be >= 0"))
+        if self.window_cache_mb < 0:
+            problems.append(("window_cache_mb", "must be >= 0 (0 = off)"))
         if self.max_body_bytes < 1024:
             problems.append(("max_body_bytes", "must be >= 1024"))
         if self.max_message_chars < 1:
@@ -243,6 +249,21 @@ class Settings(msgspec.Struct, kw_only=True):
         if problems:
             raise SettingsError(problems)
 
+    def _workers_problems(self) -> list[tuple[str, str]]:
+        text = self.workers.strip().lower()
+        if text != "auto" and not (text.isdigit() and int(text) >= 1):
+            return [("workers", "must be a whole number >= 1, or auto (one per core)")]
+        if worker_count(self) > 1 and not shared_store(self.store):
+            return [
+                (
+                    "workers",
+                    "more than one process needs a store they share (redis://, "
+                    "redis+cluster://, postgresql://): sqlite:// and memory:// hold leases, "
+                    "enqueued turns and interrupts in one process",
+                )
+            ]
+        return []
+
     def _auth_problems(self) -> list[tuple[str, str]]:
         problems: list[tuple[str, str]] = []
         if self.auth not in ("none", "keys", "jwt"):
@@ -296,6 +317,16 @@ _FIELD_TYPES: dict[str, Any] = typing.get_type_hints(Settings)
 
 
 _LISTS = {"store_read_replica"}
+
+
+def worker_count(settings: Settings) -> int:
+    """How many server processes `--workers` asks for: `auto` is one per core this process
+    may run on."""
+    text = settings.workers.strip().lower()
+    if text == "auto":
+        affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere every core
+        return max(1, len(affinity(0)) if affinity else os.cpu_count() or 1)
+    return int(text)
 
 
 def broker_url(settings: Settings) -> str:
@@ -352,6 +383,8 @@ SETTINGS_HELP: dict[str, str] = {
     "uvicorn's --app-dir).",
     "host": "Address to listen on (0.0.0.0 in a container).",
     "port": "TCP port to listen on.",
+    "workers": "Server processes sharing the port (auto: one per core), restarted when they "
+    "die; needs a shared store (Redis, PostgreSQL).",
     "store": "Session store: sqlite:///path.db (embedded), memory://, redis://host:port/db, "
     "rediss://..., redis+cluster://host:port.",
     "llm": "sim:// (the in-process simulator; ?ttft_ms=, ?tokens_per_s=, ?latency_ms= pace "
@@ -368,12 +401,14 @@ SETTINGS_HELP: dict[str, str] = {
     "store_read_replica": "postgresql:// only: a read replica for history reads; repeatable "
     "(environment: URLs separated by spaces).",
     "cache": "postgresql:// only: Redis in front of it (redis://, redis+cluster://) for "
-    "the window, metadata and answers; turns commit in PostgreSQL.",
+    "the window and answers; turns commit in PostgreSQL.",
     "cache_ttl": "Seconds a session's cache entry outlives its last commit (then the next "
     "turn reads PostgreSQL).",
     "retention": "postgresql:// only: remove sessions idle longer than this many seconds "
     "(0: keep until deleted).",
     "history_window": "How many of the newest messages the agent is handed each turn.",
+    "window_cache_mb": "Megabytes of history windows a process keeps, so a session's next "
+    "turn here reads only new messages (0: off).",
     "max_body_bytes": "Largest request body; larger gets 413.",
     "max_message_chars": "Longest message, in characters; longer gets 413 message_too_long "
     "(WebSocket: an error frame).",

@@ -8,6 +8,12 @@ What still fails is raised as an `LLMError` subclass with a clear code.
 
 The SDK's HTTP transport is chosen by `transport`: `aiohttp` (the SDK's `DefaultAioHttpClient`)
 or `httpx` (its default); `benchmarks/llm_transport.py` measures what each costs per request.
+
+The SDK builds and sends every request (base URL, key, headers, options, status errors), but
+its answer is read raw, through its public `with_raw_response` / `with_streaming_response`:
+building a pydantic model for every streamed chunk cost about 0.1 ms of CPU each (6 ms for a
+50-token stream). Answers and chunks are decoded with msgspec into the few fields agenthost
+reads; an agent that wants the SDK's typed objects calls the SDK itself (`OpenAILLM.sdk`).
 """
 
 from __future__ import annotations
@@ -17,13 +23,12 @@ import email.utils
 import random
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any, Literal, cast, get_args
+from typing import Any, Literal, get_args
 
 import aiohttp
 import httpx2
 import msgspec
 import openai
-from openai.types.chat import ChatCompletionMessageParam
 
 from agenthost.llm.base import ChatMessage
 from agenthost.llm.errors import (
@@ -33,6 +38,7 @@ from agenthost.llm.errors import (
     LLMTimeout,
     LLMUpstreamError,
 )
+from agenthost.llm.openai_requests import choose_requests
 from agenthost.observability.tracing import with_trace_headers
 
 __all__ = [
@@ -43,6 +49,7 @@ __all__ = [
     "RetryPolicy",
     "map_openai_error",
     "retry_after_s",
+    "sse_data",
 ]
 
 LLMTransport = Literal["aiohttp", "httpx"]
@@ -154,8 +161,77 @@ def http_client_for(transport: LLMTransport) -> httpx2.AsyncClient | None:
     raise ValueError(f"unknown LLM transport {transport!r}: expected one of {LLM_TRANSPORTS}")
 
 
-def _params(messages: Sequence[ChatMessage]) -> list[ChatCompletionMessageParam]:
-    return [cast("ChatCompletionMessageParam", dict(m)) for m in messages]
+class _Message(msgspec.Struct):
+    content: str | None = None
+
+
+class _Choice(msgspec.Struct):
+    message: _Message = msgspec.field(default_factory=_Message)
+
+
+class _Completion(msgspec.Struct):
+    """The fields of a chat completion agenthost reads (others are skipped undecoded)."""
+
+    choices: list[_Choice] = msgspec.field(default_factory=list)
+
+
+class _Delta(msgspec.Struct):
+    content: str | None = None
+
+
+class _ChunkChoice(msgspec.Struct):
+    delta: _Delta = msgspec.field(default_factory=_Delta)
+
+
+class _Chunk(msgspec.Struct):
+    """The fields of a streamed chunk agenthost reads; `error` is an error event's body."""
+
+    choices: list[_ChunkChoice] = msgspec.field(default_factory=list)
+    error: Any = None
+
+
+_decode_completion = msgspec.json.Decoder(_Completion).decode
+_decode_chunk = msgspec.json.Decoder(_Chunk).decode
+_DONE = b"[DONE]"
+
+
+async def sse_data(pieces: AsyncIterator[bytes]) -> AsyncIterator[tuple[bytes, bytes]]:
+    """`(event, data)` of each server-sent event in a byte stream (data lines joined with a
+    newline, the event name b"" when none was given); comments and other fields skipped."""
+    rest = b""
+    event = b""
+    data: list[bytes] = []
+    async for piece in pieces:
+        lines = (rest + piece).split(b"\n")
+        rest = lines.pop()
+        for line in lines:
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if not line:
+                if data:
+                    yield event, b"\n".join(data)
+                event, data = b"", []
+            elif line.startswith(b"data:"):
+                value = line[5:]
+                data.append(value[1:] if value.startswith(b" ") else value)
+            elif line.startswith(b"event:"):
+                event = line[6:].strip()
+    if rest.startswith(b"data:"):  # a last line with no line break after it
+        value = rest[5:].rstrip(b"\r")
+        data.append(value[1:] if value.startswith(b" ") else value)
+    if data:
+        yield event, b"\n".join(data)
+
+
+def _broken_stream(exc: httpx2.TransportError) -> LLMUpstreamError:
+    error = LLMUpstreamError(f"the LLM's stream broke: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+def _stream_error(body: Any) -> LLMUpstreamError:
+    message = body.get("message") if isinstance(body, dict) else None
+    return LLMUpstreamError(f"the LLM failed: {message or body}")
 
 
 class OpenAILLM:
@@ -176,6 +252,7 @@ class OpenAILLM:
         timeout: float = 60.0,
         retry: RetryPolicy | None = None,
         transport: LLMTransport = DEFAULT_LLM_TRANSPORT,
+        lean: bool = True,
     ) -> None:
         self.model = model
         self.base_url = base_url
@@ -190,10 +267,12 @@ class OpenAILLM:
             max_retries=0,
             http_client=http_client_for(transport),
         )
+        # lean=False: the SDK's own request building (agenthost.llm.openai_requests).
+        self.requests = choose_requests(self._client, lean=lean)
 
-    async def _wait_or_raise(self, exc: openai.OpenAIError, attempt: int) -> None:
+    async def _wait_or_raise(self, exc: openai.OpenAIError | LLMError, attempt: int) -> None:
         """Sleep before the next attempt, or raise the mapped error if none is due."""
-        error = map_openai_error(exc)
+        error = exc if isinstance(exc, LLMError) else map_openai_error(exc)
         policy = self.retry
         retry_after = error.upstream_retry_after
         if (
@@ -208,46 +287,64 @@ class OpenAILLM:
         await asyncio.sleep(policy.backoff_s(attempt, retry_after))
 
     async def complete(self, messages: Sequence[ChatMessage], **options: Any) -> str:
-        params = _params(messages)
         options = with_trace_headers(options)  # traceparent, when tracing is on
         attempt = 0
         while True:
             try:
-                response = await self._client.chat.completions.create(
-                    model=self.model, messages=params, stream=False, **options
-                )
+                body = await self.requests.complete(self.model, messages, options)
                 break
             except openai.OpenAIError as exc:
                 await self._wait_or_raise(exc, attempt)
                 attempt += 1
+        try:
+            response = _decode_completion(body)
+        except msgspec.DecodeError:
+            raise LLMUpstreamError("the LLM answered with no completion") from None
         if not response.choices:
             raise LLMUpstreamError("the LLM answered with no choices")
         return response.choices[0].message.content or ""
 
     async def stream(self, messages: Sequence[ChatMessage], **options: Any) -> AsyncIterator[str]:
-        params = _params(messages)
         options = with_trace_headers(options)  # traceparent, when tracing is on
         attempt = 0
         while True:
             started = False
             try:
-                chunks = await self._client.chat.completions.create(
-                    model=self.model, messages=params, stream=True, **options
-                )
                 # The context closes the HTTP response even when the caller stops early.
-                async with chunks:
-                    async for chunk in chunks:
+                async with self.requests.stream(self.model, messages, options) as pieces:
+                    async for event, data in sse_data(pieces):
+                        if data == _DONE:
+                            return
+                        try:
+                            chunk = _decode_chunk(data)
+                        except msgspec.DecodeError:
+                            raise LLMUpstreamError("the LLM sent a bad chunk") from None
+                        if chunk.error is not None or event == b"error":
+                            raise _stream_error(chunk.error)
                         if chunk.choices:
                             text = chunk.choices[0].delta.content
                             if text:
                                 started = True
                                 yield text
                 return
-            except openai.OpenAIError as exc:
+            except (openai.OpenAIError, httpx2.TransportError) as exc:
+                # Read raw, a broken stream raises the transport's error, not the SDK's.
+                error = (
+                    map_openai_error(exc)
+                    if isinstance(exc, openai.OpenAIError)
+                    else _broken_stream(exc)
+                )
                 if started:
-                    raise map_openai_error(exc) from exc
-                await self._wait_or_raise(exc, attempt)
+                    raise error from exc
+                await self._wait_or_raise(error, attempt)
                 attempt += 1
+
+    @property
+    def sdk(self) -> openai.AsyncOpenAI:
+        """The SDK client this one sends through (base URL, key, transport), for an agent that
+        wants the SDK's typed objects: `await turn.llm.sdk.chat.completions.create(...)`.
+        Its calls are the SDK's own: not retried by agenthost, not in its LLM metrics."""
+        return self._client
 
     async def close(self) -> None:
         """Close the HTTP client and its connections (aiohttp's session too)."""

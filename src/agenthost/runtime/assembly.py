@@ -40,6 +40,7 @@ from agenthost.ratelimit import create_limiter
 from agenthost.ratelimit.gate import TurnGate
 from agenthost.registry import ProcessRegistry, create_registry
 from agenthost.runtime.heartbeat import Heartbeat
+from agenthost.runtime.worker_slot import WorkerPeers, WorkerSlot
 from agenthost.stores import SessionStore, create_store
 from agenthost.stores.cached import CachedStore
 from agenthost.stores.instrumented import InstrumentedStore
@@ -48,6 +49,7 @@ from agenthost.turns.chunks import ChunkFlusher
 from agenthost.turns.drain import Drain
 from agenthost.turns.engine import TurnEngine
 from agenthost.turns.service import TurnService
+from agenthost.turns.window_cache import WindowCache
 from agenthost.web.adapters.ag_ui import AGUIRoutes
 from agenthost.web.adapters.ai_sdk import AISDKRoutes
 from agenthost.web.adapters.openai_chat import OpenAIChatRoutes
@@ -83,10 +85,13 @@ def assemble(
     agent: AgentRunner | None = None,
     llm: LLMClient | None = None,
     tracing: Tracing | None = None,
+    worker: WorkerSlot | None = None,
 ) -> Assembly:
     """Build every part for `settings`; `store`, `agent`, `llm` and `tracing` replace the
-    configured ones (tests and embedding). Raises SettingsError, naming the setting, for one
-    that cannot work (a bad URL, an agent that cannot be imported or has the wrong shape)."""
+    configured ones (tests and embedding); `worker` places the process in a group started by
+    `--workers` (its /metrics then covers the whole group). Raises SettingsError, naming the
+    setting, for one that cannot work (a bad URL, an agent that cannot be imported or has the
+    wrong shape)."""
     with blame("otel"):
         tracing = tracing or create_tracing(settings.otel)
     options: dict[str, Any] = {}
@@ -145,6 +150,7 @@ def assemble(
         detailed_errors=settings.detailed_errors,
         metrics=metrics,
         tracing=tracing,
+        window_cache=WindowCache(int(settings.window_cache_mb * 2**20)),
     )
     service = TurnService(
         engine,
@@ -169,6 +175,7 @@ def assemble(
         settings.drain_timeout,
         on_start=(open_websockets.close_idle, heartbeat.beat_soon),
     )
+    peers = WorkerPeers(worker, metrics, lambda: drain.start("supervisor gone")) if worker else None
     limits = InputLimits.from_settings(settings)
     cors_origins = parse_origins(settings.cors_origins)
     endpoints = route_table(
@@ -192,6 +199,7 @@ def assemble(
             metrics,
             admin_token=settings.admin_token,
             metrics_require_admin=settings.metrics_require_admin,
+            export=peers.export if peers else None,
         ),
         WebSocketRoutes(
             service, auth, limits, WebSocketOptions.from_settings(settings), open_websockets
@@ -235,9 +243,13 @@ def assemble(
         await registry.open()
         engine.start()
         heartbeat.start()
+        if peers is not None:
+            await peers.open()
         try:
             yield
         finally:
+            if peers is not None:
+                await peers.close()
             # Whatever stops the server, in-flight turns get the drain's chance to commit.
             drain.start("shutdown")
             await drain.wait()

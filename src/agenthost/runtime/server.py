@@ -21,25 +21,30 @@ from agenthost.runtime.accept import BatchAcceptor
 from agenthost.runtime.assembly import assemble
 from agenthost.runtime.connection_limits import ConnectionLimits, OverCapacityGate, raise_file_limit
 from agenthost.runtime.protocols import choose_protocols
+from agenthost.runtime.worker_slot import WorkerSlot
 from agenthost.turns.drain import Drain
 
-__all__ = ["run"]
+__all__ = ["DrainingServer", "bind", "bind_problem", "run"]
 
 _STARTUP_FAILURE = 3  # uvicorn's exit status when the app's start-up fails
 
 log = logging.getLogger("agenthost")
 
 
-def run(settings: Settings) -> None:
+def run(settings: Settings, *, worker: WorkerSlot | None = None) -> None:
     """Serve until SIGINT/SIGTERM. A setting that cannot work raises SettingsError (naming
-    it) before anything listens; a taken port exits with status 1 in one line."""
+    it) before anything listens; a taken port exits with status 1 in one line. `worker`: this
+    process is one of a `--workers` group and serves on its supervisor's listening socket."""
     configure_logging(settings)
-    assembly = assemble(settings)
-    try:
-        sock = bind(settings.host, settings.port)
-    except OSError as exc:
-        print(f"agenthost: {_bind_problem(settings, exc)}", file=sys.stderr)
-        raise SystemExit(1) from None
+    assembly = assemble(settings, worker=worker)
+    if worker is not None:
+        sock = socket.socket(fileno=worker.listen_fd)
+    else:
+        try:
+            sock = bind(settings.host, settings.port)
+        except OSError as exc:
+            print(f"agenthost: {bind_problem(settings, exc)}", file=sys.stderr)
+            raise SystemExit(1) from None
     protocols = choose_protocols(settings.server_protocols)
     limits = ConnectionLimits.from_settings(settings, raise_file_limit())
     config = uvicorn.Config(
@@ -75,7 +80,8 @@ def run(settings: Settings) -> None:
         config, assembly.drain, batch_accept=protocols.batch_accept, listen_socket=sock
     )
     log.info(
-        "agenthost serving on http://%s:%d (agent %s, store %s, llm %s)",
+        "agenthost %sserving on http://%s:%d (agent %s, store %s, llm %s)",
+        "" if worker is None else f"process {worker.index} ",
         settings.host,
         settings.port,
         settings.app or "the built-in demo agent",
@@ -99,7 +105,7 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _bind_problem(settings: Settings, exc: OSError) -> str:
+def bind_problem(settings: Settings, exc: OSError) -> str:
     where = f"{settings.host}:{settings.port}"
     if exc.errno == errno.EADDRINUSE:
         return (

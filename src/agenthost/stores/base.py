@@ -40,7 +40,9 @@ __all__ = [
     "TurnError",
     "TurnRecord",
     "TurnStatus",
+    "WindowMark",
     "key_reused",
+    "known_holds",
 ]
 
 TurnStatus = Literal["pending", "running", "completed", "failed"]
@@ -108,11 +110,24 @@ class Lease(msgspec.Struct, frozen=True):
     keep it."""
 
 
+class WindowMark(msgspec.Struct, frozen=True):
+    """What a caller already holds of a session's history: every message before seq `count`
+    of the session as created at `created_at` (a session deleted or expired and started again
+    is another one, with another `created_at`)."""
+
+    created_at: float
+    count: int
+
+
 class Started(msgspec.Struct):
     """`begin_turn` took the lease: run the agent on `history` (oldest first) and `metadata`.
 
     `message_count` is the number of messages in the history before this turn, so the new
     user message gets seq `message_count` and the answer `message_count + 1`.
+
+    `created_at` names the session's incarnation (0.0 from a store that does not say), and
+    `delta` is True when `history` holds only the messages from the caller's `known` mark on
+    (the caller adds the ones it has); False: `history` is the whole window.
     """
 
     lease: Lease
@@ -120,6 +135,8 @@ class Started(msgspec.Struct):
     metadata: dict[str, Any]
     message_count: int
     created: bool
+    created_at: float = 0.0
+    delta: bool = False
 
 
 class Completed(msgspec.Struct):
@@ -139,6 +156,12 @@ class Busy(msgspec.Struct):
 
 
 BeginResult = Started | Completed | Busy
+
+
+def known_holds(known: WindowMark | None, created_at: float, count: int) -> bool:
+    """Whether a caller's mark is of this incarnation of the session and not ahead of it, so
+    the messages it holds are the session's first `known.count`."""
+    return known is not None and known.created_at == created_at and known.count <= count
 
 
 def key_reused(turn_id: str) -> IdempotencyKeyReused:
@@ -221,8 +244,11 @@ class SessionStore(Protocol):
         window: int,
         ttl_s: float,
         fingerprint: str = "",
+        known: WindowMark | None = None,
     ) -> Started | Completed | Busy:
-        """The first step of a turn; see the module docstring. `metadata_patch` is merged
+        """The first step of a turn; see the module docstring. `known`: the caller holds
+        the messages before `known.count` already; a store may then answer only the newer
+        ones of the window (`Started.delta`), or ignore it. `metadata_patch` is merged
         (shallowly) into the session metadata handed back in `Started`, not saved yet.
 
         `fingerprint` is kept in the turn record. If a record of `turn_id` exists with
@@ -264,6 +290,12 @@ class SessionStore(Protocol):
 
     async def running_turn(self, session_id: str) -> str | None:
         """The id of the turn holding the session's live lease (one runs now), or None."""
+        ...
+
+    async def unfinished_turn(self, session_id: str) -> str | None:
+        """The id of the session's newest turn if it has not ended: running now, or pending
+        (its process died; a retry runs it again). None when the newest turn ended, or the
+        session has none. What a client resuming "the chat" means (the AI SDK's resume)."""
         ...
 
     async def wait_for_release(self, session_id: str, timeout: float) -> None:

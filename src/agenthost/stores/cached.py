@@ -3,17 +3,18 @@
 `CachedStore` is a `SessionStore` that wraps the PostgreSQL store. PostgreSQL stays the
 system of record and keeps the lease: every step that changes a session runs there first,
 so a turn acknowledged to a client is committed in PostgreSQL whatever Redis does. Redis
-holds, per session, the window of recent messages, the metadata and the answers of its
-latest turns, each labelled with the session's version (`SessionVersion`: created_at and
-message count), and serves them only when PostgreSQL confirms that version:
+holds, per session, the window of recent messages and the answers of its latest turns,
+each labelled with the session's version (a `WindowMark`: created_at and message count),
+and serves them only when PostgreSQL confirms that version:
 
-* begin: one Redis round trip reads the labelled window and metadata (and a cached answer
-  of this turn id); PostgreSQL's begin step, which takes the lease anyway, is told the
-  label and builds no window when it is current. A stale or missing entry costs nothing
-  but PostgreSQL building the window, as without a cache.
+* begin: one Redis round trip reads the labelled window (and a cached answer of this turn
+  id); PostgreSQL's begin step, which takes the lease and reads the metadata anyway, is
+  told the label and answers only the messages after it (none when it is current). A
+  stale label of another incarnation, or a missing entry, costs nothing but PostgreSQL
+  building the whole window, as without a cache.
 * a retried completed turn: its cached answer is served when PostgreSQL's read of the
   session's incarnation (no lock, no write) matches the answer's label.
-* commit: PostgreSQL commits, then the window, metadata and answer are written to Redis
+* commit: PostgreSQL commits, then the window and answer are written to Redis
   with the new label (`lua/cache_commit.lua`), so the next turn of the session hits.
 
 Redis down, restarted empty, or an entry expired (`--cache-ttl`): the next turn of each
@@ -46,11 +47,12 @@ from agenthost.stores.base import (
     Started,
     TurnError,
     TurnRecord,
+    WindowMark,
 )
 from agenthost.stores.notify import ReleaseWaiters
 
 if TYPE_CHECKING:  # asyncpg is imported only by a process whose store is PostgreSQL
-    from agenthost.stores.postgres import PostgresStore, SessionVersion
+    from agenthost.stores.postgres import PostgresStore
 
 __all__ = ["CachedStore"]
 
@@ -77,7 +79,6 @@ class _Answer(msgspec.Struct, array_like=True):
 _encode = msgspec.json.encode
 _decode_answer = msgspec.json.Decoder(_Answer).decode
 _decode_messages = msgspec.json.Decoder(list[Message]).decode
-_decode_meta = msgspec.json.Decoder(dict[str, Any]).decode
 
 
 def _script(name: str) -> tuple[str, str]:
@@ -90,14 +91,14 @@ def _keys(session_id: str) -> list[str]:
     return [f"{tag}:state", f"{tag}:window", f"{tag}:answered"]
 
 
-def _label(version: SessionVersion) -> str:
-    return f"{version[0]!r}/{version[1]}"
+def _label(version: WindowMark) -> str:
+    return f"{version.created_at!r}/{version.count}"
 
 
-def _parse_label(raw: bytes) -> SessionVersion | None:
+def _parse_label(raw: bytes) -> WindowMark | None:
     created, _, count = raw.decode().partition("/")
     try:
-        return float(created), int(count)
+        return WindowMark(float(created), int(count))
     except ValueError:
         return None
 
@@ -106,8 +107,7 @@ def _parse_label(raw: bytes) -> SessionVersion | None:
 class _Cached:
     """What the cache held for a session at the start of a turn."""
 
-    version: SessionVersion | None
-    metadata: dict[str, Any]
+    version: WindowMark | None
     window: list[Message]
     answer: _Answer | None
 
@@ -225,12 +225,11 @@ class CachedStore:
             self.bypassed += 1
             return None
         try:
-            version, metadata, answer, messages = await self._run(
+            version, answer, messages = await self._run(
                 "cache_read", _keys(session_id), [turn_id, window]
             )
             cached = _Cached(
                 None if not version else _parse_label(version),
-                _decode_meta(metadata) if metadata else {},
                 # One decode of the whole window, not one per message.
                 _decode_messages(b"[" + b",".join(messages) + b"]") if messages else [],
                 _decode_answer(answer) if answer else None,
@@ -281,9 +280,13 @@ class CachedStore:
         window: int,
         ttl_s: float,
         fingerprint: str = "",
+        known: WindowMark | None = None,
     ) -> Started | Completed | Busy:
+        """As the PostgreSQL store's, with the window built from Redis's copy plus whatever
+        PostgreSQL has after it. The caller's own mark (`known`, a process's window cache)
+        is not needed: the answer is always the whole window (`delta` False)."""
         cached = await self._read(session_id, turn_id, window)
-        known: SessionVersion | None = None
+        mark: WindowMark | None = None
         if cached is not None:
             answer = cached.answer
             # A completed turn's answer never changes while its session lives: served if
@@ -296,9 +299,9 @@ class CachedStore:
                 self.hits += 1
                 return Completed(answer.record)
             version = cached.version
-            if version is not None and len(cached.window) >= min(window, version[1]):
-                known = version
-        begun = await self.store.begin_versioned(
+            if version is not None and len(cached.window) >= min(window, version.count):
+                mark = version
+        result = await self.store.begin_turn(
             session_id,
             turn_id,
             message,
@@ -307,19 +310,24 @@ class CachedStore:
             window=window,
             ttl_s=ttl_s,
             fingerprint=fingerprint,
-            known=known,
+            known=mark,
         )
-        result = begun.result
-        if result is None:  # PostgreSQL confirmed the cached version
-            assert cached is not None and begun.lease is not None
-            metadata = {**cached.metadata, **metadata_patch} if metadata_patch else cached.metadata
-            result = Started(begun.lease, cached.window, metadata, begun.message_count, False)
-            self.hits += 1
+        if not isinstance(result, Started):
+            return result
+        current = WindowMark(result.created_at, result.message_count)
+        if result.delta:  # PostgreSQL confirmed Redis's copy and sent what came after it
+            assert cached is not None
+            joined = [*cached.window, *result.history]
+            result.history = joined[len(joined) - window :] if window else []
+            result.delta = False
+        current_in_redis = cached is not None and cached.version == current
+        if current_in_redis:
+            self.hits += 1  # nothing of the window came from PostgreSQL
         elif cached is not None:
             self.misses += 1
-        if isinstance(result, Started) and begun.created_at is not None:
-            pending = _Pending(begun.created_at, result.history, window, begun.result is None)
-            self._remember(result.lease, pending)
+        self._remember(
+            result.lease, _Pending(result.created_at, result.history, window, current_in_redis)
+        )
         return result
 
     async def commit_turn(
@@ -338,8 +346,8 @@ class CachedStore:
         # to the answer.
         pending = self._take(lease)
         if pending is not None:
-            before = (pending.created_at, user.seq)
-            after = (pending.created_at, assistant.seq + 1)
+            before = WindowMark(pending.created_at, user.seq)
+            after = WindowMark(pending.created_at, assistant.seq + 1)
             if pending.appends:
                 mode, messages = "append", [user, assistant]
             else:
@@ -350,7 +358,6 @@ class CachedStore:
                 mode,
                 _label(before),
                 _label(after),
-                _encode(metadata),
                 lease.turn_id,
                 _encode(_Answer(pending.created_at, record)),
                 pending.cap,
@@ -406,6 +413,9 @@ class CachedStore:
 
     async def running_turn(self, session_id: str) -> str | None:
         return await self.store.running_turn(session_id)
+
+    async def unfinished_turn(self, session_id: str) -> str | None:
+        return await self.store.unfinished_turn(session_id)
 
     async def wait_for_release(self, session_id: str, timeout: float) -> None:
         await self.store.wait_for_release(session_id, timeout)

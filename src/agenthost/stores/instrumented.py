@@ -24,6 +24,7 @@ from agenthost.stores.base import (
     Started,
     TurnError,
     TurnRecord,
+    WindowMark,
 )
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ class InstrumentedStore:
         self._get_turn = h("get_turn")
         self._get_session = h("get_session")
         self._running_turn = h("running_turn")
+        self._unfinished_turn = h("unfinished_turn")
         self._create_session = h("create_session")
         self._delete_session = h("delete_session")
         self._list_messages = h("list_messages")
@@ -84,6 +86,7 @@ class InstrumentedStore:
         window: int,
         ttl_s: float,
         fingerprint: str = "",
+        known: WindowMark | None = None,
     ) -> Started | Completed | Busy:
         call = self.inner.begin_turn(
             session_id,
@@ -94,6 +97,7 @@ class InstrumentedStore:
             window=window,
             ttl_s=ttl_s,
             fingerprint=fingerprint,
+            known=known,
         )
         if self._tracing is not None:
             call = self._tracing.traced(call, "store.begin_turn")
@@ -194,6 +198,11 @@ class InstrumentedStore:
     async def running_turn(self, session_id: str) -> str | None:
         return await self._timed(
             "running_turn", self.inner.running_turn(session_id), self._running_turn
+        )
+
+    async def unfinished_turn(self, session_id: str) -> str | None:
+        return await self._timed(
+            "unfinished_turn", self.inner.unfinished_turn(session_id), self._unfinished_turn
         )
 
     async def wait_for_release(self, session_id: str, timeout: float) -> None:

@@ -21,7 +21,9 @@ from agenthost.stores.base import (
     Started,
     TurnError,
     TurnRecord,
+    WindowMark,
     key_reused,
+    known_holds,
 )
 from agenthost.stores.notify import ReleaseWaiters
 
@@ -157,6 +159,7 @@ class MemoryStore:
         window: int,
         ttl_s: float,
         fingerprint: str = "",
+        known: WindowMark | None = None,
     ) -> Started | Completed | Busy:
         now = time.time()
         session = self._live(session_id, now)
@@ -184,13 +187,21 @@ class MemoryStore:
         metadata = copy.deepcopy(session.metadata)
         if metadata_patch:
             metadata.update(copy.deepcopy(metadata_patch))
-        history = session.messages[-window:] if window > 0 else []
+        count = len(session.messages)
+        delta = known_holds(known, session.created_at, count)
+        start = max(0, count - window)
+        if delta:
+            assert known is not None
+            start = max(start, known.count)
+        history = session.messages[start:] if window > 0 else []
         return Started(
             Lease(session_id, turn_id, session.fence, fingerprint),
             history,
             metadata,
-            len(session.messages),
+            count,
             created,
+            session.created_at,
+            delta,
         )
 
     def _held(self, lease: Lease, now: float) -> _Session | None:
@@ -262,6 +273,13 @@ class MemoryStore:
         now = time.time()
         session = self._live(session_id, now)
         return None if session is None else session.live_lease(now)
+
+    async def unfinished_turn(self, session_id: str) -> str | None:
+        session = self._live(session_id, time.time())
+        if session is None or not session.turns:
+            return None
+        newest = max(session.turns.values(), key=lambda record: record.created_at)
+        return newest.turn_id if newest.status == "running" else None
 
     async def get_turn(self, session_id: str, turn_id: str) -> TurnRecord | None:
         now = time.time()

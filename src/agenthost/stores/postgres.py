@@ -3,11 +3,11 @@
 Conversations are kept until deleted (or, with a retention, until idle longer than it).
 Each step of a turn is one call of a server-side function (`stores/migrations/`), so one
 round trip on an asyncpg connection (`stores/pg_connections.py`) whose prepared statements
-are cached: begin, commit, fail. The begin step also answers the session's version, so a
-cache in front (`stores/cached.py`) can have its copy of the window confirmed instead of
-rebuilt. Messages are append-only rows keyed by `(session_id, seq)`; the window is read
-with `ORDER BY seq DESC LIMIT n` on that key, so a turn costs the same at history 10,000 as
-at 10. Fencing is checked inside the commit, under the session row's lock.
+are cached: begin, commit, fail. Given a mark of what the caller holds (a window cache's:
+`turns/window_cache.py`, or Redis's in front, `stores/cached.py`), the begin step answers
+only the messages after it. Messages are append-only rows keyed by `(session_id, seq)`;
+the window is read with `ORDER BY seq DESC LIMIT n` on that key, so a turn costs the same
+at history 10,000 as at 10. Fencing is checked inside the commit, under the session row's lock.
 
 Release wake-ups and interrupts travel by LISTEN/NOTIFY on one connection per process. A
 step that drops a lease notifies only if a waiter asked (`release_wanted`), so a turn with
@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
@@ -39,13 +39,14 @@ from agenthost.stores.base import (
     Started,
     TurnError,
     TurnRecord,
+    WindowMark,
     key_reused,
 )
 from agenthost.stores.notify import ReleaseWaiters
 from agenthost.stores.pg_connections import PgConnections
 from agenthost.stores.pg_schema import SchemaTooNew, migrate_schema, schema_status
 
-__all__ = ["FAILURES", "Begun", "PostgresStore", "SessionVersion", "split_options"]
+__all__ = ["FAILURES", "PostgresStore", "split_options"]
 
 log = logging.getLogger("agenthost.stores.postgres")
 T = TypeVar("T")
@@ -86,22 +87,6 @@ class _Turn(msgspec.Struct):
 
 
 _decode_turn = msgspec.json.Decoder(_Turn).decode
-
-SessionVersion = tuple[float, int]
-"""A session's version: (created_at, message_count). Commits only add messages, and only a
-commit (or a new incarnation, with a new created_at) changes metadata, so one version names
-one window and one metadata (schema 4)."""
-
-
-class Begun(NamedTuple):
-    """`begin_versioned`'s answer: `result` (None when the caller's known version is
-    current), the session's `created_at` (None when busy), and for a started turn its
-    lease and the message count before it."""
-
-    result: Started | Completed | Busy | None
-    created_at: float | None
-    lease: Lease | None = None
-    message_count: int = 0
 
 
 _OPTIONS = {"pool_size": 20, "command_timeout": 5.0, "connect_timeout": 2.0, "migrate": 1}
@@ -373,43 +358,13 @@ class PostgresStore:
         window: int,
         ttl_s: float,
         fingerprint: str = "",
+        known: WindowMark | None = None,
     ) -> Started | Completed | Busy:
-        begun = await self.begin_versioned(
-            session_id,
-            turn_id,
-            message,
-            metadata_patch=metadata_patch,
-            lease_ms=lease_ms,
-            window=window,
-            ttl_s=ttl_s,
-            fingerprint=fingerprint,
-        )
-        assert begun.result is not None  # asked with no known version: always complete
-        return begun.result
-
-    async def begin_versioned(
-        self,
-        session_id: str,
-        turn_id: str,
-        message: str,
-        *,
-        metadata_patch: dict[str, Any] | None,
-        lease_ms: int,
-        window: int,
-        ttl_s: float,
-        fingerprint: str = "",
-        known: SessionVersion | None = None,
-    ) -> Begun:
-        """`begin_turn`, also answering the session's version. With `known` (the version
-        of a cached window and metadata) equal to the session's, PostgreSQL builds no
-        window: `Begun.result` is None and `Begun.lease` / `message_count` say what the
-        caller needs to run the turn on its cached copy."""
         patch = _encode(metadata_patch).decode() if metadata_patch else None
-        known_created, known_count = (None, None) if known is None else known
         row = await self._call(
             lambda pool: pool.fetchrow(
                 "SELECT kind, fence, message_count, created, created_at, metadata::text,"
-                " history::text, turn::text, busy_turn_id"
+                " history::text, turn::text, busy_turn_id, delta"
                 " FROM agenthost_begin($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10)",
                 session_id,
                 turn_id,
@@ -419,22 +374,26 @@ class PostgresStore:
                 window,
                 float(ttl_s),
                 fingerprint,
-                known_created,
-                known_count,
+                None if known is None else known.created_at,
+                0 if known is None else known.count,
             )
         )
         kind = row[0]
         if kind == "reused":
             raise key_reused(turn_id)
         if kind == "completed":
-            return Begun(Completed(_record(session_id, turn_id, row[7])), row[4])
+            return Completed(_record(session_id, turn_id, row[7]))
         if kind == "busy":
-            return Begun(Busy(row[8]), None)
-        lease = Lease(session_id, turn_id, row[1], fingerprint)
-        if row[5] is None:  # the known version is current
-            return Begun(None, row[4], lease, row[2])
-        started = Started(lease, _decode_messages(row[6]), _decode_meta(row[5]), row[2], row[3])
-        return Begun(started, row[4], lease, row[2])
+            return Busy(row[8])
+        return Started(
+            Lease(session_id, turn_id, row[1], fingerprint),
+            _decode_messages(row[6]),
+            _decode_meta(row[5]),
+            row[2],
+            row[3],
+            row[4],
+            row[9],
+        )
 
     async def session_created(self, session_id: str) -> float | None:
         """The live session's created_at (its incarnation), or None: a read on the
@@ -533,6 +492,15 @@ class PostgresStore:
             session_id,
         )
         return holder
+
+    async def unfinished_turn(self, session_id: str) -> str | None:
+        newest: str | None = await self._fetchval(
+            "SELECT CASE WHEN t.status = 'running' THEN t.turn_id END FROM agenthost_turns t"
+            " JOIN agenthost_sessions s USING (session_id) WHERE t.session_id = $1"
+            " AND s.expires_at > agenthost_now() ORDER BY t.created_at DESC LIMIT 1",
+            session_id,
+        )
+        return newest
 
     async def get_turn(self, session_id: str, turn_id: str) -> TurnRecord | None:
         turn = await self._fetchval("SELECT agenthost_get_turn($1, $2)::text", session_id, turn_id)

@@ -43,7 +43,9 @@ from agenthost.stores.base import (
     Started,
     TurnError,
     TurnRecord,
+    WindowMark,
     key_reused,
+    known_holds,
 )
 from agenthost.stores.notify import ReleaseWaiters, wait_event
 
@@ -82,6 +84,13 @@ def _script(name: str) -> str:
 def _keys(session_id: str) -> tuple[str, str, str, str]:
     tag = f"ah:{{{session_id}}}"
     return f"{tag}:meta", f"{tag}:msgs", f"{tag}:turns", f"{tag}:lease"
+
+
+def _window(items: Any) -> list[Message]:
+    """The window's messages from an LRANGE reply, decoded in one call."""
+    if not items or not isinstance(items, list):
+        return []  # none asked for, none stored, or the session was deleted meanwhile
+    return _decode_messages(b"[" + b",".join(items) + b"]")
 
 
 def _channel(session_id: str) -> str:
@@ -255,28 +264,49 @@ class RedisStore:
         window: int,
         ttl_s: float,
         fingerprint: str = "",
+        known: WindowMark | None = None,
     ) -> Started | Completed | Busy:
         now = time.time()
         running = _encode(
             TurnRecord(turn_id, session_id, "running", message, now, now, fingerprint=fingerprint)
         )
-        reply = await self._run(
-            "begin_turn",
-            list(_keys(session_id)),
-            [turn_id, running, repr(now), lease_ms, window, int(ttl_s * 1000), fingerprint],
-        )
+        keys = list(_keys(session_id))
+        args = [turn_id, running, repr(now), lease_ms, int(ttl_s * 1000), fingerprint]
+        # With a mark, read what came after it (normally nothing: this process committed
+        # the session's last turn); else the window.
+        window_read = ("LRANGE", keys[1], known.count if known else -window, -1)
+        items: Any = None
+        if self._wire is not None and window > 0:
+            # The read rides in the same write and runs right after the script: once the
+            # script took the lease, nothing but a delete can change the list in between.
+            sha, source = self._sources["begin_turn"]
+            reply, items = await self._wire.evalsha_then(sha, source, keys, args, window_read)
+        else:
+            reply = await self._run("begin_turn", keys, args)
         kind = reply[0]
         if kind == b"started":
-            _, fence, count, meta, created, history = reply
+            _, fence, count, meta, created, created_at = reply
+            count, created_at = int(count), float(created_at)
             metadata = _decode_meta(meta)
             if metadata_patch:
                 metadata.update(metadata_patch)
+            delta = known_holds(known, created_at, count)
+            since = known.count if delta and known is not None else 0
+            if window > 0 and count > since and (items is None or (known and not delta)):
+                # A Cluster, or a mark of another incarnation: a second round trip.
+                start = since if delta else -window
+                items = await self._command("LRANGE", keys[1], start, -1)
+            history = _window(items)
+            if len(history) > window:
+                history = history[-window:]
             return Started(
                 Lease(session_id, turn_id, int(fence), fingerprint),
-                _decode_messages(history),
+                history,
                 metadata,
-                int(count),
+                count,
                 bool(created),
+                created_at,
+                delta,
             )
         if kind == b"busy":
             return Busy(reply[1].decode().split(":", 1)[1])
@@ -354,6 +384,17 @@ class RedisStore:
         # The lease key expires with the lease, so a value is a live lease.
         holder = await self._run("session", list(_keys(session_id)), ["lease"])
         return None if not holder else bytes(holder).decode().split(":", 1)[1]
+
+    async def unfinished_turn(self, session_id: str) -> str | None:
+        # A scan of the session's turn records: a resume's question, not a turn's step.
+        reply = await self._command("HGETALL", _keys(session_id)[2])
+        # A flat [field, value, ...] list from the wire client, a dict from redis-py's.
+        raws = reply.values() if isinstance(reply, dict) else (reply or [])[1::2]
+        records = [_decode_record(raw) for raw in raws]
+        if not records:
+            return None
+        newest = max(records, key=lambda record: record.created_at)
+        return newest.turn_id if newest.status == "running" else None
 
     async def get_turn(self, session_id: str, turn_id: str) -> TurnRecord | None:
         reply = await self._run("session", list(_keys(session_id)), ["turn", turn_id])

@@ -33,7 +33,9 @@ from agenthost.stores.base import (
     Started,
     TurnError,
     TurnRecord,
+    WindowMark,
     key_reused,
+    known_holds,
 )
 from agenthost.stores.notify import ReleaseWaiters
 
@@ -84,13 +86,16 @@ _SESSION = (
     "SELECT created_at, updated_at, turns, message_count, fence, metadata, lease_turn_id,"
     " lease_fence, lease_expires_at FROM sessions WHERE session_id = ? AND expires_at > ?"
 )
+_NEWEST_TURN = (
+    "SELECT turn_id, status FROM turns WHERE session_id = ? ORDER BY created_at DESC LIMIT 1"
+)
 _TURN = (
     "SELECT status, message, response, error_code, error_message, created_at, updated_at,"
     " fingerprint FROM turns WHERE session_id = ? AND turn_id = ?"
 )
 _WINDOW = (
     "SELECT role, content, turn_id, created_at, seq FROM messages"
-    " WHERE session_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?"
+    " WHERE session_id = ? AND seq < ? AND seq >= ? ORDER BY seq DESC LIMIT ?"
 )
 _HELD = (
     "SELECT message_count FROM sessions WHERE session_id = ? AND expires_at > ?"
@@ -241,7 +246,7 @@ class SQLiteStore:
         def page(conn: sqlite3.Connection) -> list[Message] | None:
             if conn.execute(_SESSION, (session_id, time.time())).fetchone() is None:
                 return None
-            rows = conn.execute(_WINDOW, (session_id, upper, limit)).fetchall()
+            rows = conn.execute(_WINDOW, (session_id, upper, 0, limit)).fetchall()
             return [Message(*row) for row in reversed(rows)]
 
         return await self._run(page)
@@ -259,11 +264,13 @@ class SQLiteStore:
         window: int,
         ttl_s: float,
         fingerprint: str = "",
+        known: WindowMark | None = None,
     ) -> Started | Completed | Busy:
         def begin(conn: sqlite3.Connection) -> Started | Completed | Busy:
             now = time.time()
             row = conn.execute(_SESSION, (session_id, now)).fetchone()
             created = row is None
+            created_at = now
             if row is None:
                 _delete(conn, session_id)
                 conn.execute(
@@ -280,7 +287,7 @@ class SQLiteStore:
                     return Completed(_record(session_id, turn_id, turn))
                 if row[6] is not None and row[8] > now:
                     return Busy(row[6])
-                count, fence, meta = row[3], row[4], row[5]
+                count, fence, meta, created_at = row[3], row[4], row[5], row[0]
             fence += 1
             conn.execute(
                 "UPDATE sessions SET fence = ?, lease_turn_id = ?, lease_fence = ?,"
@@ -293,14 +300,16 @@ class SQLiteStore:
                 (session_id, turn_id, message, now, now, fingerprint),
             )
             history: list[Message] = []
-            if window > 0 and count:
-                rows = conn.execute(_WINDOW, (session_id, count, window)).fetchall()
+            delta = known_holds(known, created_at, count)
+            since = known.count if delta and known is not None else 0
+            if window > 0 and count > since:
+                rows = conn.execute(_WINDOW, (session_id, count, since, window)).fetchall()
                 history = [Message(*r) for r in reversed(rows)]
             metadata = _decode_meta(meta)
             if metadata_patch:
                 metadata.update(metadata_patch)
             lease = Lease(session_id, turn_id, fence, fingerprint)
-            return Started(lease, history, metadata, count, created)
+            return Started(lease, history, metadata, count, created, created_at, delta)
 
         return await self._run(begin)
 
@@ -409,6 +418,15 @@ class SQLiteStore:
                 return None
             holder: str = row[6]
             return holder
+
+        return await self._run(get)
+
+    async def unfinished_turn(self, session_id: str) -> str | None:
+        def get(conn: sqlite3.Connection) -> str | None:
+            if conn.execute(_SESSION, (session_id, time.time())).fetchone() is None:
+                return None
+            row = conn.execute(_NEWEST_TURN, (session_id,)).fetchone()
+            return None if row is None or row[1] != "running" else str(row[0])
 
         return await self._run(get)
 

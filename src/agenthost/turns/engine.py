@@ -43,6 +43,7 @@ from agenthost.stores.base import (
 )
 from agenthost.turns.agents import AgentRunner, ChunkSink, Turn
 from agenthost.turns.fingerprint import request_fingerprint
+from agenthost.turns.window_cache import WindowCache
 
 if TYPE_CHECKING:
     from agenthost.observability.tracing import Tracing
@@ -97,6 +98,7 @@ class TurnEngine:
         detailed_errors: bool = False,
         metrics: Metrics | None = None,
         tracing: Tracing | None = None,
+        window_cache: WindowCache | None = None,
     ) -> None:
         self.store = store
         self.agent = agent
@@ -116,6 +118,8 @@ class TurnEngine:
         self.metrics = metrics or Metrics()
         self.metrics.watch_engine(lambda: self._admitted, lambda: self.draining)
         self.tracing = tracing
+        # Off unless given one: each turn then reads its whole window from the store.
+        self.window_cache = WindowCache(0) if window_cache is None else window_cache
         self._running: dict[tuple[str, str], _Running] = {}
         self._admitted = 0
         self._renewer: asyncio.Task[None] | None = None
@@ -260,6 +264,7 @@ class TurnEngine:
         deadline: float | None = None
         interrupted: str | None = None
         while True:
+            cached = self.window_cache.get(session_id)
             result = await self.store.begin_turn(
                 session_id,
                 turn_id,
@@ -269,8 +274,11 @@ class TurnEngine:
                 window=self.history_window,
                 ttl_s=self.session_ttl,
                 fingerprint=fingerprint,
+                known=None if cached is None else cached.mark,
             )
             if type(result) is Started:
+                result.history = self.window_cache.window(cached, result, self.history_window)
+                result.delta = False
                 return result
             if type(result) is Completed:
                 return result.record
@@ -361,13 +369,24 @@ class TurnEngine:
             # Past this point the answer exists: an interrupt must not cancel the commit.
             running.task = None
             count = started.message_count
-            return await self.store.commit_turn(
+            user = Message("user", message, lease.turn_id, user_at, count)
+            assistant = Message("assistant", answer, lease.turn_id, time.time(), count + 1)
+            record = await self.store.commit_turn(
                 lease,
-                user=Message("user", message, lease.turn_id, user_at, count),
-                assistant=Message("assistant", answer, lease.turn_id, time.time(), count + 1),
+                user=user,
+                assistant=assistant,
                 metadata=turn.metadata,
                 ttl_s=self.session_ttl,
             )
+            # What the store now holds, so the next turn here reads nothing but news.
+            self.window_cache.put(
+                session_id,
+                started.created_at,
+                count + 2,
+                [*started.history, user, assistant],
+                self.history_window,
+            )
+            return record
         finally:
             del self._running[key]
 

@@ -7,6 +7,10 @@ frame's `turn_id`) makes a streamed request resumable anywhere: sent again with 
 number seen, it replays a completed turn's events after that number, follows the turn if it
 runs on a live process, and runs it again (after a `reset` event) if the process running it
 died. A streamed turn goes on when its reader leaves (unless asked to stop), so it commits.
+
+The client adapters' resume endpoints name a turn by id alone (no request body): `follow`
+replays it, follows it where it runs, or runs it again from its recorded message when its
+process died, the same three outcomes as a native request sent again.
 """
 
 from __future__ import annotations
@@ -174,6 +178,58 @@ class TurnService:
 
     # -- streamed turns ---------------------------------------------------------------------
 
+    async def stream(
+        self,
+        principal: Principal,
+        session_id: str,
+        turn_id: str | None,
+        message: str,
+        *,
+        metadata: dict[str, Any] | None = None,
+        on_busy: OnBusy = "enqueue",
+        after: int = 0,
+        skip_void: bool = False,
+    ) -> StreamedTurn:
+        """`start_streamed` within the tenant's limits: take an in-flight slot (429 past
+        them), start or rejoin the turn, and hold the slot until the turn's task ends (freed
+        at once if the start is refused, or for a replay)."""
+        turn_id = await self.enter(principal, session_id, turn_id)
+        try:
+            streamed = await self.start_streamed(
+                session_id,
+                turn_id,
+                message,
+                metadata=metadata,
+                on_busy=on_busy,
+                after=after,
+                skip_void=skip_void,
+            )
+        except BaseException:
+            self.leave(principal, session_id, turn_id)
+            raise
+        self.leave_when_done(principal, streamed)
+        return streamed
+
+    async def follow(
+        self, principal: Principal, session_id: str, turn_id: str, after: int = 0
+    ) -> StreamedTurn:
+        """A turn's events after `after`, asked for by its id alone (an adapter's resume):
+        a finished turn's from the broker (or its record); a running turn's wherever it
+        runs; and a turn whose process died is run again from its recorded message, after a
+        `reset` event, as when a native request is sent again. A turn recorded with metadata
+        (which the record does not keep) is followed, never run again, from here. Raises
+        TurnNotFound, and StreamEnded as `events` does."""
+        record = await self.store.get_turn(session_id, turn_id)
+        if record is None:
+            raise TurnNotFound(f"no turn {turn_id} in session {public_session_id(session_id)}")
+        rerunnable = record.fingerprint in ("", request_fingerprint(record.message, None))
+        if record.status in ("completed", "failed") or not rerunnable:
+            events = await self.events(session_id, turn_id, after)
+            return StreamedTurn(self.engine, session_id, turn_id, events, None)
+        return await self.stream(
+            principal, session_id, turn_id, record.message, after=after, skip_void=True
+        )
+
     async def start_streamed(
         self,
         session_id: str,
@@ -183,8 +239,13 @@ class TurnService:
         metadata: dict[str, Any] | None,
         on_busy: OnBusy,
         after: int = 0,
+        skip_void: bool = False,
     ) -> StreamedTurn:
-        """Admit, start (or rejoin) the turn and return its events after `after`."""
+        """Admit, start (or rejoin) the turn and return its events after `after`.
+
+        `skip_void`: a reader from the start (`after` 0) of a turn whose process died (its
+        lease lapsed) starts at the new attempt's `reset`, past the dead attempt's events,
+        which are void: for client protocols that cannot take text back (the adapters)."""
         engine = self.engine
         broker = self.broker
         engine.check_admission()
@@ -205,6 +266,10 @@ class TurnService:
             resume = True
             if record is None:
                 broker.drop_stale(session_id, turn_id)  # a deleted session's, if any
+            elif skip_void and after == 0 and record.status == "pending":
+                last = await broker.last(session_id, turn_id)
+                if last is not None and not last.final:
+                    after = last.seq
             # Where another process already streams it, read its stream, not a local one.
             claim = record is None or not await broker.exists(session_id, turn_id)
         bind_turn(session_id, turn_id)  # this request's log lines name the turn
@@ -268,6 +333,7 @@ class TurnService:
         store did not know it (its streams, if any, go anyway). A turn running meanwhile
         loses its lease: its commit is refused, and its stream ends with an error and goes."""
         deleted = await self.store.delete_session(session_id)
+        self.engine.window_cache.drop(session_id)
         await self.broker.forget(session_id)
         return deleted
 

@@ -4,6 +4,8 @@ are off without one."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -27,12 +29,16 @@ class ProcessRoutes:
         *,
         admin_token: str | None,
         metrics_require_admin: bool,
+        export: Callable[[], Awaitable[bytes]] | None = None,
     ) -> None:
+        """`export` renders /metrics when it covers more than this process (a `--workers`
+        group); by default this process's metrics."""
         self.store = store
         self.drain = drain
         self.process_metrics = metrics
         self.admin_token = admin_token
         self.metrics_require_admin = metrics_require_admin
+        self.export = export
 
     async def healthz(self, request: Request) -> Response:
         return json_response(Health("ok"))
@@ -54,9 +60,8 @@ class ProcessRoutes:
     async def metrics(self, request: Request) -> Response:
         if self.metrics_require_admin:
             self._check_admin(request)
-        return Response(
-            self.process_metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
-        )
+        text = await self.export() if self.export else self.process_metrics.render()
+        return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     def _check_admin(self, request: Request) -> None:
         check_admin(request, self.admin_token)

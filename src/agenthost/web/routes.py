@@ -112,7 +112,7 @@ def route_table(
     min_seq = Param(
         "min_seq",
         "query",
-        {"type": "integer", "minimum": 0},
+        {"type": "integer", "minimum": 0, "maximum": MAX_BEFORE},
         "Read-your-writes: the answer includes at least the message with this seq (a server "
         "reading from a PostgreSQL replica that is behind asks the primary instead).",
     )
@@ -120,7 +120,8 @@ def route_table(
         "Last-Event-ID",
         "header",
         LAST_EVENT_ID_SCHEMA,
-        "Resume after this event number (what an EventSource sends when it reconnects).",
+        "Resume after this event number (what an EventSource sends when it reconnects). "
+        "A turn POST that sends it must send Idempotency-Key too (else 400 turn_id_required).",
     )
     return [
         Endpoint("POST", "/v1/sessions", sessions.create_session, "Create a session",
@@ -180,8 +181,9 @@ def route_table(
                  params=(key,), streams=True, tags=("openai",), asgi=True, fast=True),
         Endpoint("GET", "/openai/v1/responses/{response_id}", openai_responses.retrieve,
                  "A response's status and answer; stream=true: its events after "
-                 "starting_after (agenthost's event number), from any process", None,
-                 ResponseObject, 200, (400, 401, 404, 422, 503), streams=True,
+                 "starting_after (agenthost's event number), from any process (run again if "
+                 "its process died; 204 after the final event)", None,
+                 ResponseObject, 200, (204, 400, 401, 404, 422, 429, 503), streams=True,
                  tags=("openai",),
                  params=(Param("stream", "query", {"type": "boolean"}),
                          Param("starting_after", "query", {"type": "integer", "minimum": 0},
@@ -193,8 +195,9 @@ def route_table(
                  tags=("ai-sdk",), asgi=True, fast=True),
         Endpoint("GET", "/ai-sdk/v1/chat/{chat_id}/stream", ai_sdk.resume,
                  "Resume (useChat's resume / reconnectToStream): the running turn's UI message "
-                 "stream from its start; 204 when no turn runs", None, None, 200,
-                 (400, 401, 503), streams=True, tags=("ai-sdk",),
+                 "stream from its start, run again if its process died; 204 when no turn runs",
+                 None, None, 200,
+                 (400, 401, 429, 503), streams=True, tags=("ai-sdk",),
                  extra={"responses": {"204": {"description": "No turn runs in the chat"}}}),
         Endpoint("POST", "/ag-ui/v1/run", fast_asgi(ag_ui.run),
                  "AG-UI (HttpAgent, CopilotKit): a RunAgentInput runs the newest user message "

@@ -59,7 +59,7 @@ class SessionRoutes:
 
     async def get_session(self, request: Request) -> Response:
         session_id = await scoped_path_session(self.auth, request)
-        min_seq = int_query(request, "min_seq", None, 0, 2**62)
+        min_seq = int_query(request, "min_seq", None, 0, MAX_BEFORE)
         info = await self.store.get_session(session_id, min_seq=min_seq)
         if info is None:
             raise SessionNotFound(f"no session {public_session_id(session_id)}")

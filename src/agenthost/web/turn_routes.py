@@ -96,18 +96,14 @@ class TurnRoutes:
             raise TurnIdRequired(
                 "Last-Event-ID resumes a turn: send the turn's id as Idempotency-Key"
             )
-        turn_id = await service.enter(principal, session_id, turn_id)
         if streamed:
             try:
                 response = await self._stream_turn(session_id, turn_id, req, after, principal)
             except StreamEnded:
-                service.leave(principal, session_id, turn_id)
                 response = Response(status_code=204)
-            except BaseException:
-                service.leave(principal, session_id, turn_id)
-                raise
             await response(scope, receive, send)
             return
+        turn_id = await service.enter(principal, session_id, turn_id)
         try:
             if req.on_disconnect == "cancel":
                 record = await self._run_until_disconnect(session_id, turn_id, req, receive)
@@ -180,7 +176,8 @@ class TurnRoutes:
         finishes and commits even if the client leaves (unless `on_disconnect=cancel`); the
         client resumes on any process by sending the same request again with its
         `Idempotency-Key` and `Last-Event-ID`, or with GET .../turns/{turn_id}/stream."""
-        streamed = await self.service.start_streamed(
+        streamed = await self.service.stream(
+            principal,
             session_id,
             turn_id,
             req.message,
@@ -192,7 +189,6 @@ class TurnRoutes:
             # A busy session is a 409, not a 200 whose stream says so: wait for the lease
             # (one store step; a reject never waits for another turn) before answering.
             await streamed.admission()
-        self.service.leave_when_done(principal, streamed)
         on_gone = streamed.cancel if req.on_disconnect == "cancel" else None
         return SSEResponse(streamed.events, self.service.metrics, self.sse_heartbeat_s, on_gone)
 

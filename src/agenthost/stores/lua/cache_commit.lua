@@ -2,7 +2,7 @@
 -- KEYS: state hash, window list, answered turn ids (a list, oldest first).
 -- ARGV: mode ('append': the cache held version ARGV[2] when the turn began, so the two new
 -- messages extend it; 'replace': the window is given whole), version before, version after,
--- metadata, turn id, answer, window cap, TTL in ms, answers kept, messages...
+-- turn id, answer, window cap, TTL in ms, answers kept, messages...
 -- Everything written is labelled with the version it belongs to, and an append onto a
 -- version other than the one it extends drops the entry instead: a later reader checks
 -- the label against PostgreSQL, so whatever order writers race in, nothing stale is used.
@@ -15,8 +15,8 @@ if ARGV[1] == 'append' then
 else
     redis.call('DEL', window)
 end
-local cap = tonumber(ARGV[7])
-for i = 10, #ARGV do
+local cap = tonumber(ARGV[6])
+for i = 9, #ARGV do
     redis.call('RPUSH', window, ARGV[i])
 end
 if cap > 0 then
@@ -24,13 +24,13 @@ if cap > 0 then
 else
     redis.call('DEL', window)
 end
-redis.call('HSET', state, 'version', ARGV[3], 'metadata', ARGV[4], 'a:' .. ARGV[5], ARGV[6])
-redis.call('RPUSH', answered, ARGV[5])
-local keep = tonumber(ARGV[9])
+redis.call('HSET', state, 'version', ARGV[3], 'a:' .. ARGV[4], ARGV[5])
+redis.call('RPUSH', answered, ARGV[4])
+local keep = tonumber(ARGV[8])
 while redis.call('LLEN', answered) > keep do
     redis.call('HDEL', state, 'a:' .. redis.call('LPOP', answered))
 end
-local ttl = tonumber(ARGV[8])
+local ttl = tonumber(ARGV[7])
 redis.call('PEXPIRE', state, ttl)
 redis.call('PEXPIRE', window, ttl)
 redis.call('PEXPIRE', answered, ttl)

@@ -9,7 +9,7 @@ message of `messages` is read; agenthost's history is the agent's.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from starlette.requests import Request
@@ -23,6 +23,7 @@ from agenthost.core.ids import check_session_id, check_turn_id
 from agenthost.core.input_limits import InputLimits
 from agenthost.turns.service import TurnService
 from agenthost.web.adapters.events import chunk_text_json, final_error, final_turn
+from agenthost.web.adapters.newest_user import ID_SCHEMA, no_text, user_messages_schema
 from agenthost.web.requests import BodyDecoder, request_body
 from agenthost.web.sse import SSE_HEADERS, SSEResponse
 
@@ -45,9 +46,11 @@ class RunAgentInput(msgspec.Struct):
     """What agenthost reads of AG-UI's `RunAgentInput` (tools, context, state and
     forwardedProps are accepted and not used)."""
 
-    thread_id: str = msgspec.field(name="threadId")
-    run_id: str = msgspec.field(name="runId")
-    messages: list[AGUIMessage] = []
+    thread_id: Annotated[str, msgspec.Meta(extra_json_schema=ID_SCHEMA)] = msgspec.field(
+        name="threadId"
+    )
+    run_id: Annotated[str, msgspec.Meta(extra_json_schema=ID_SCHEMA)] = msgspec.field(name="runId")
+    messages: Annotated[list[AGUIMessage], msgspec.Meta(extra_json_schema=user_messages_schema())]
 
 
 def _text(message: AGUIMessage) -> str:
@@ -60,15 +63,32 @@ def _text(message: AGUIMessage) -> str:
 
 
 class AGUIRunFrames:
-    """A turn's events as AG-UI events, each one `data: {json}` line."""
+    """A turn's events as AG-UI events, each one `data: {json}` line.
 
-    __slots__ = ("ids", "message_id", "opened", "said")
+    A `reset` (the run goes again after its process died) ends the assistant message
+    streamed so far and starts a new one (`a-<runId>-<event number>`) for the new attempt:
+    AG-UI cannot take text back, so the void attempt stays a message of its own, and the
+    new attempt's text is never appended to it."""
+
+    __slots__ = ("ids", "message_id", "opened", "run_id", "said")
 
     def __init__(self, thread_id: str, run_id: str) -> None:
         self.ids = b'"threadId":%s,"runId":%s' % (_encode(thread_id), _encode(run_id))
+        self.run_id = run_id
         self.message_id = _encode(f"a-{run_id}")
         self.opened = False
         self.said = False
+
+    def _restart(self, seq: int) -> bytes:
+        if not self.opened:
+            return b""
+        end = b'data: {"type":"TEXT_MESSAGE_END","messageId":%s}\n\n' % self.message_id
+        self.message_id = _encode(f"a-{self.run_id}-{seq}")
+        self.said = False
+        return end + (
+            b'data: {"type":"TEXT_MESSAGE_START","messageId":%s,"role":"assistant"}\n\n'
+            % self.message_id
+        )
 
     def _open(self) -> bytes:
         if self.opened:
@@ -104,7 +124,7 @@ class AGUIRunFrames:
             err = final_error(event)
             body = _encode({"type": "RUN_ERROR", "message": err.message, "code": err.code})
             return self._open() + b"data: %s\n\n" % body
-        return b""  # reset: the stream cannot take text back
+        return self._restart(event.seq)  # reset
 
 
 class AGUIRoutes:
@@ -131,21 +151,13 @@ class AGUIRoutes:
             raise ValidationFailed("messages has no user message")
         text = _text(users[-1])
         if not text:
-            raise ValidationFailed("the last user message has no text")
+            raise no_text()
         self.limits.check_message(text)
         public_id = check_session_id(run.thread_id)
         session_id = scoped_session_id(principal.tenant, public_id)
         turn_id = check_turn_id(run.run_id)
         service = self.service
         service.metrics.protocol_request(PROTOCOL)
-        turn_id = await service.enter(principal, session_id, turn_id) or turn_id
-        try:
-            streamed = await service.start_streamed(
-                session_id, turn_id, text, metadata=None, on_busy="enqueue"
-            )
-        except BaseException:
-            service.leave(principal, session_id, turn_id)
-            raise
-        service.leave_when_done(principal, streamed)
+        streamed = await service.stream(principal, session_id, turn_id, text, skip_void=True)
         frames = AGUIRunFrames(public_id, turn_id)
         return SSEResponse(streamed.events, service.metrics, frame=frames, headers=SSE_HEADERS)

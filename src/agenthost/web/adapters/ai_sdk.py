@@ -3,7 +3,7 @@ and anything built on it (assistant-ui): `POST /ai-sdk/v1/chat` runs a turn and 
 `start`, `text-start`, `text-delta`..., `text-end`, `finish` (or `error`), then `[DONE]`;
 `GET /ai-sdk/v1/chat/{id}/stream` is the resume `useChat` calls after a reload or a lost
 connection: the running turn's stream from its start (the SDK's transport treats a resumed
-stream as a replay), or 204 when no turn runs.
+stream as a replay), run again here if its process died, or 204 when no turn runs.
 
 The chat id is the session; the id of the newest user message is the turn id, so a retry and
 a "regenerate" (the same user message sent again) get the committed answer back instead of
@@ -12,7 +12,7 @@ a second commit.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from starlette.requests import Request
@@ -21,11 +21,17 @@ from starlette.responses import Response
 from agenthost.auth.authenticators import Authenticator
 from agenthost.auth.principal import Principal, scoped_session_id
 from agenthost.brokers.base import StreamEvent
-from agenthost.core.errors import ValidationFailed
-from agenthost.core.ids import check_session_id, check_turn_id
+from agenthost.core.errors import TurnNotFound, ValidationFailed
+from agenthost.core.ids import check_session_id
 from agenthost.core.input_limits import InputLimits
 from agenthost.turns.service import TurnService
 from agenthost.web.adapters.events import chunk_text_json, final_error, final_turn
+from agenthost.web.adapters.newest_user import (
+    ID_SCHEMA,
+    check_message_id,
+    no_text,
+    user_messages_schema,
+)
 from agenthost.web.requests import BodyDecoder, request_body
 from agenthost.web.sse import SSE_HEADERS, SSEResponse
 
@@ -48,8 +54,10 @@ class UIMessage(msgspec.Struct):
 class AISDKChatRequest(msgspec.Struct):
     """What `DefaultChatTransport` posts (other fields of a custom `body` are ignored)."""
 
-    id: str
-    messages: list[UIMessage]
+    id: Annotated[str, msgspec.Meta(extra_json_schema=ID_SCHEMA)]
+    messages: Annotated[
+        list[UIMessage], msgspec.Meta(extra_json_schema=user_messages_schema(needs_id=True))
+    ]
     trigger: str = "submit-message"
     message_id: str | None = msgspec.field(default=None, name="messageId")
 
@@ -63,15 +71,31 @@ def _text(message: UIMessage) -> str:
 
 
 class UIStreamFrames:
-    """A turn's events as UI message stream chunks (`data: {json}` lines)."""
+    """A turn's events as UI message stream chunks (`data: {json}` lines).
 
-    __slots__ = ("message_id", "opened", "said", "text_id")
+    A `reset` (the turn runs again after its process died, and the text sent so far is
+    void) cannot take text back in this protocol, so it restarts the message: the open text
+    part ends, and a `start` with a new `messageId` opens the new attempt's message and text
+    part. `readUIMessageStream` and `useChat`'s resume start a message afresh when its id
+    changes, so the client holds the new attempt's text once, not after the void text."""
+
+    __slots__ = ("first_id", "message_id", "opened", "said", "text_id", "turn_id")
 
     def __init__(self, turn_id: str, message_id: str | None = None) -> None:
-        self.message_id = message_id or f"a-{turn_id}"
+        self.turn_id = turn_id
+        self.first_id = self.message_id = message_id or f"a-{turn_id}"
         self.text_id = b"%s" % _encode(f"text-{turn_id}")
         self.opened = False
         self.said = False
+
+    def _restart(self, seq: int) -> bytes:
+        if not self.opened:
+            return b""  # nothing said yet: the new attempt opens the message
+        end = b'data: {"type":"text-end","id":%s}\n\n' % self.text_id
+        self.message_id = f"{self.first_id}-{seq}"
+        self.text_id = b"%s" % _encode(f"text-{self.turn_id}-{seq}")
+        self.opened = self.said = False
+        return end + self._open()
 
     def _open(self) -> bytes:
         if self.opened:
@@ -100,7 +124,7 @@ class UIStreamFrames:
             err = final_error(event)
             body = _encode({"type": "error", "errorText": f"{err.code}: {err.message}"})
             return self._open() + b"data: %s\n\ndata: [DONE]\n\n" % body
-        return b""  # reset: the stream cannot take text back
+        return self._restart(event.seq)  # reset
 
 
 class AISDKRoutes:
@@ -127,12 +151,10 @@ class AISDKRoutes:
             raise ValidationFailed("messages has no user message")
         text = _text(users[-1])
         if not text:
-            raise ValidationFailed("the last user message has no text part")
-        if not users[-1].id:
-            raise ValidationFailed("the last user message has no id")
+            raise no_text()
+        turn_id = check_message_id(users[-1].id)
         self.limits.check_message(text)
         session_id = scoped_session_id(principal.tenant, check_session_id(req.id))
-        turn_id = check_turn_id(users[-1].id)
         message_id = req.message_id if req.trigger == "regenerate-message" else None
         self.service.metrics.protocol_request(PROTOCOL)
         return await self._stream(principal, session_id, turn_id, text, message_id)
@@ -141,25 +163,23 @@ class AISDKRoutes:
         self, principal: Principal, session_id: str, turn_id: str, text: str, message_id: str | None
     ) -> Response:
         service = self.service
-        turn_id = await service.enter(principal, session_id, turn_id) or turn_id
-        try:
-            streamed = await service.start_streamed(
-                session_id, turn_id, text, metadata=None, on_busy="enqueue"
-            )
-        except BaseException:
-            service.leave(principal, session_id, turn_id)
-            raise
-        service.leave_when_done(principal, streamed)
+        streamed = await service.stream(principal, session_id, turn_id, text, skip_void=True)
         frames = UIStreamFrames(turn_id, message_id)
         return SSEResponse(streamed.events, service.metrics, frame=frames, headers=HEADERS)
 
     async def resume(self, request: Request) -> Response:
+        """The chat's newest turn if it has not ended, from its first event: followed where
+        it runs, or run again here if its process died; 204 when its newest turn ended."""
         principal = await self.auth.authenticate(request.headers.get("authorization"))
         public_id = check_session_id(request.path_params["chat_id"])
         session_id = scoped_session_id(principal.tenant, public_id)
-        turn_id = await self.service.store.running_turn(session_id)
+        service = self.service
+        turn_id = await service.store.unfinished_turn(session_id)
         if turn_id is None:
             return Response(status_code=204)
-        events = await self.service.events(session_id, turn_id, 0)
+        try:
+            streamed = await service.follow(principal, session_id, turn_id)
+        except TurnNotFound:  # it ended and its session went meanwhile
+            return Response(status_code=204)
         frames = UIStreamFrames(turn_id)
-        return SSEResponse(events, self.service.metrics, frame=frames, headers=HEADERS)
+        return SSEResponse(streamed.events, service.metrics, frame=frames, headers=HEADERS)

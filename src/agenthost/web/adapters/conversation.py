@@ -26,6 +26,7 @@ import msgspec
 
 from agenthost.core.errors import ValidationFailed
 from agenthost.core.ids import check_session_id, check_turn_id
+from agenthost.web.adapters.newest_user import no_text
 
 __all__ = [
     "SESSION_HEADERS",
@@ -75,7 +76,7 @@ def conversation_ids(
         raise ValidationFailed("messages has no user message")
     text = message_text(users[-1])
     if not text:
-        raise ValidationFailed("the last user message has no text")
+        raise no_text()
     session_id = next((headers[h] for h in SESSION_HEADERS if headers.get(h)), None)
     if session_id is None:
         opening = [message_text(m) for m in messages if m.role in ("system", "developer")]

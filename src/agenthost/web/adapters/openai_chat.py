@@ -13,7 +13,7 @@ never into the session.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from starlette.requests import Request
@@ -27,6 +27,7 @@ from agenthost.llm.base import LLMClient
 from agenthost.turns.service import TurnService
 from agenthost.web.adapters.conversation import ChatMessageIn, conversation_ids, message_text
 from agenthost.web.adapters.events import chunk_text_json, final_error, final_turn
+from agenthost.web.adapters.newest_user import user_messages_schema
 from agenthost.web.error_responses import json_response
 from agenthost.web.requests import BodyDecoder, request_body
 from agenthost.web.sse import SSE_HEADERS, SSEResponse
@@ -49,7 +50,7 @@ _encode = msgspec.json.encode
 class ChatCompletionRequest(msgspec.Struct):
     """What agenthost reads of a chat-completions request (other fields are ignored)."""
 
-    messages: list[ChatMessageIn]
+    messages: Annotated[list[ChatMessageIn], msgspec.Meta(extra_json_schema=user_messages_schema())]
     model: str = ""
     stream: bool = False
     user: str | None = None
@@ -190,18 +191,11 @@ class OpenAIChatRoutes:
         self.limits.check_message(text)
         session_id = scoped_session_id(principal.tenant, public_id)
         model = req.model or self.model
-        turn_id = await service.enter(principal, session_id, turn_id) or turn_id
         if req.stream:
-            try:
-                streamed = await service.start_streamed(
-                    session_id, turn_id, text, metadata=None, on_busy="enqueue"
-                )
-            except BaseException:
-                service.leave(principal, session_id, turn_id)
-                raise
-            service.leave_when_done(principal, streamed)
+            streamed = await service.stream(principal, session_id, turn_id, text, skip_void=True)
             frames = ChunkFrames(turn_id, model)
             return SSEResponse(streamed.events, service.metrics, frame=frames, headers=SSE_HEADERS)
+        turn_id = await service.enter(principal, session_id, turn_id) or turn_id
         try:
             record = await service.run(session_id, text, turn_id=turn_id, on_busy="enqueue")
         finally:

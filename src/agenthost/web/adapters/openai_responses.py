@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from starlette.requests import Request
@@ -32,8 +32,14 @@ from agenthost.core.errors import AgentHostError, TurnNotFound, ValidationFailed
 from agenthost.core.ids import check_session_id, check_turn_id, new_session_id, new_turn_id
 from agenthost.core.input_limits import InputLimits
 from agenthost.stores.base import TurnRecord
-from agenthost.turns.service import TurnService
+from agenthost.turns.service import StreamEnded, TurnService
 from agenthost.web.adapters.events import chunk_text_json, final_error, final_turn
+from agenthost.web.adapters.newest_user import (
+    ID_SCHEMA,
+    NEWEST_USER,
+    no_text,
+    user_messages_schema,
+)
 from agenthost.web.error_responses import json_response
 from agenthost.web.requests import BodyDecoder, event_number, request_body
 from agenthost.web.sse import SSE_HEADERS, SSEResponse
@@ -59,12 +65,25 @@ class InputItem(msgspec.Struct):
     content: str | list[dict[str, Any]] | None = None
 
 
+# A message item is a user message unless it says otherwise (`role` and `type` default).
+_USER_ITEM = {
+    "type": "object",
+    "properties": {"role": {"const": "user"}, "type": {"const": "message"}},
+}
+_USER_ITEMS = msgspec.Meta(extra_json_schema=user_messages_schema(_USER_ITEM))
+_CONVERSATION_OBJECT = {"properties": {"id": {"type": "string", **ID_SCHEMA}}, "required": ["id"]}
+
+
 class ResponsesRequest(msgspec.Struct):
     """What agenthost reads of a Responses request (other fields are ignored)."""
 
-    input: str | list[InputItem]
+    input: Annotated[str, msgspec.Meta(min_length=1)] | Annotated[list[InputItem], _USER_ITEMS]
     model: str = ""
-    conversation: str | dict[str, Any] | None = None
+    conversation: (
+        Annotated[str, msgspec.Meta(extra_json_schema=ID_SCHEMA)]
+        | Annotated[dict[str, Any], msgspec.Meta(extra_json_schema=_CONVERSATION_OBJECT)]
+        | None
+    ) = None
     previous_response_id: str | None = None
     stream: bool = False
     background: bool = False
@@ -132,7 +151,7 @@ def _input_text(req: ResponsesRequest) -> str:
         return req.input
     users = [i for i in req.input if i.role == "user" and i.type == "message"]
     if not users:
-        raise ValidationFailed("input has no user message")
+        raise ValidationFailed("input has no user message")  # the schema's `contains`
     content = users[-1].content
     if content is None or isinstance(content, str):
         return content or ""
@@ -163,12 +182,17 @@ def _event(kind: bytes, seq: int, body: bytes) -> bytes:
 class ResponseFrames:
     """A turn's events as Responses streaming events (`event:` and `data:` lines). What every
     turn repeats (the response as JSON, the delta event's head) is built once, and the answer
-    is encoded once for the four closing events, so a chunk costs one bytes format."""
+    is encoded once for the four closing events, so a chunk costs one bytes format.
 
-    __slots__ = ("base_json", "delta_head", "delta_mid", "msg_id", "opened")
+    A `reset` (the turn runs again after its process died: the text streamed so far is
+    void) opens a new output message item at the next `output_index` (`msg_...-<event
+    number>`), which the new attempt's deltas fill; the completed response holds that
+    item alone."""
+
+    __slots__ = ("base_json", "base_msg_id", "delta_head", "delta_mid", "index", "msg_id", "opened")
 
     def __init__(self, base: ResponseObject, after: int) -> None:
-        self.msg_id = _encode(base.id.replace("resp_", "msg_", 1))
+        self.base_msg_id = base.id.replace("resp_", "msg_", 1)
         self.base_json = _encode(base)  # in_progress, no output yet
         if _IN_PROGRESS not in self.base_json:
             raise ValueError("a base response must be in_progress with no output")
@@ -176,29 +200,40 @@ class ResponseFrames:
             b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta",'
             b'"sequence_number":'
         )
-        self.delta_mid = b',"item_id":%s,"output_index":0,"content_index":0,"delta":' % self.msg_id
+        self._item(0, self.base_msg_id)
         self.opened = after > 0  # a resumed stream: the client has the opening events
+
+    def _item(self, index: int, msg_id: str) -> None:
+        """The output item the deltas and closing events are about from now on."""
+        self.index = index
+        self.msg_id = _encode(msg_id)
+        self.delta_mid = b',"item_id":%s,"output_index":%d,"content_index":0,"delta":' % (
+            self.msg_id,
+            index,
+        )
+
+    def _item_added(self, seq: int) -> bytes:
+        where = b'"item_id":%s,"output_index":%d,"content_index":0' % (self.msg_id, self.index)
+        return _event(
+            b"response.output_item.added",
+            seq,
+            b'"output_index":%d,"item":{"id":%s,"type":"message","role":"assistant",'
+            b'"status":"in_progress","content":[]}' % (self.index, self.msg_id),
+        ) + _event(
+            b"response.content_part.added",
+            seq,
+            where + b',"part":{"type":"output_text","text":"","annotations":[]}',
+        )
 
     def _open(self) -> bytes:
         if self.opened:
             return b""
         self.opened = True
         response = b'"response":%s' % self.base_json
-        where = b'"item_id":%s,"output_index":0,"content_index":0' % self.msg_id
         return (
             _event(b"response.created", 0, response)
             + _event(b"response.in_progress", 0, response)
-            + _event(
-                b"response.output_item.added",
-                0,
-                b'"output_index":0,"item":{"id":%s,"type":"message","role":"assistant",'
-                b'"status":"in_progress","content":[]}' % self.msg_id,
-            )
-            + _event(
-                b"response.content_part.added",
-                0,
-                where + b',"part":{"type":"output_text","text":"","annotations":[]}',
-            )
+            + self._item_added(0)
         )
 
     def __call__(self, event: StreamEvent) -> bytes:
@@ -223,10 +258,14 @@ class ResponseFrames:
                 b'"error":null', b'"error":%s' % _encode(ResponseError(err.code, err.message)), 1
             )
             return self._open() + _event(b"response.failed", event.seq, b'"response":%s' % failed)
-        return b""  # reset: the stream cannot take text back
+        # reset: the new attempt writes a new item
+        if not self.opened:
+            return b""  # the client has seen nothing of the void attempt
+        self._item(self.index + 1, f"{self.base_msg_id}-{event.seq}")
+        return self._item_added(event.seq)
 
     def _closing(self, seq: int, text_json: bytes) -> bytes:
-        where = b'"item_id":%s,"output_index":0,"content_index":0' % self.msg_id
+        where = b'"item_id":%s,"output_index":%d,"content_index":0' % (self.msg_id, self.index)
         part = b'{"type":"output_text","text":%s,"annotations":[]}' % text_json
         item = (
             b'{"id":%s,"content":[%s],"type":"message","role":"assistant","status":"completed"}'
@@ -241,7 +280,9 @@ class ResponseFrames:
         return (
             _event(b"response.output_text.done", seq, where + b',"text":%s' % text_json)
             + _event(b"response.content_part.done", seq, where + b',"part":' + part)
-            + _event(b"response.output_item.done", seq, b'"output_index":0,"item":' + item)
+            + _event(
+                b"response.output_item.done", seq, b'"output_index":%d,"item":' % self.index + item
+            )
             + _event(b"response.completed", seq, b'"response":' + completed)
         )
 
@@ -284,7 +325,7 @@ class OpenAIResponsesRoutes:
         req: ResponsesRequest = self._decoder(body)
         text = _input_text(req)
         if not text:
-            raise ValidationFailed("the input has no text")
+            raise no_text(f"{NEWEST_USER} of input")
         self.limits.check_message(text)
         public_id = _conversation_id(req)
         if public_id is None and req.previous_response_id:
@@ -316,15 +357,7 @@ class OpenAIResponsesRoutes:
         base: ResponseObject, stream: bool,
     ) -> Response:  # fmt: skip
         service = self.service
-        await service.enter(principal, session_id, turn_id)
-        try:
-            streamed = await service.start_streamed(
-                session_id, turn_id, text, metadata=None, on_busy="enqueue"
-            )
-        except BaseException:
-            service.leave(principal, session_id, turn_id)
-            raise
-        service.leave_when_done(principal, streamed)
+        streamed = await service.stream(principal, session_id, turn_id, text, skip_void=True)
         if not stream:  # background: the turn runs on; its events stay readable
             return json_response(base)
         return SSEResponse(
@@ -343,9 +376,16 @@ class OpenAIResponsesRoutes:
         if request.query_params.get("stream") not in ("true", "1"):
             return json_response(_from_record(base, record))
         after = event_number(request.query_params.get("starting_after"))
-        events = await self.service.events(session_id, turn_id, after)
+        try:
+            # Followed where it runs, run again here if its process died.
+            streamed = await self.service.follow(principal, session_id, turn_id, after)
+        except StreamEnded:  # starting_after is the final event: nothing more to send
+            return Response(status_code=204)
         return SSEResponse(
-            events, self.service.metrics, frame=ResponseFrames(base, after), headers=SSE_HEADERS
+            streamed.events,
+            self.service.metrics,
+            frame=ResponseFrames(base, after),
+            headers=SSE_HEADERS,
         )
 
 

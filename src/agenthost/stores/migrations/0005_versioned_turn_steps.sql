@@ -1,27 +1,27 @@
--- agenthost schema 4: the turn's two steps as single flat functions, and the session's
--- version for a cache in front of PostgreSQL (--cache, stores/cached.py).
+-- agenthost schema 5: the turn's two steps as single flat functions, answering the window
+-- after a caller's mark (schema 4's agenthost_begin_turn_since, without its nested calls):
+-- for the per-process window cache (turns/window_cache.py) and the Redis cache in front of
+-- PostgreSQL (--cache, stores/cached.py).
 --
 -- A session's version is (created_at, message_count): the history only grows by commits,
 -- each adding two messages (and the only way metadata changes, besides a new incarnation,
 -- which has a new created_at). A cached window and metadata labelled with the version
 -- PostgreSQL reports under the session row's lock are the committed ones.
 --
--- Schema 1/3's functions stay, so servers of the previous release keep working during a
+-- The functions of schemas 1-4 stay, so servers of the previous release keep working during a
 -- rolling update.
 
--- The first step of a turn. As agenthost_begin_turn_fp, in one function body (no nested
--- calls), with the fingerprint written by the turn's own insert, and:
--- * created_at: the session's incarnation, half of its version;
--- * p_known_created / p_known_count: the version of the caller's cached window and
---   metadata. When they are the session's own, metadata and history come back NULL (the
---   caller's copy is current) and PostgreSQL builds no window.
+-- The first step of a turn. As agenthost_begin_turn_since, in one function body (no nested
+-- calls), with the fingerprint written by the turn's own insert: created_at names the
+-- session's incarnation; with a mark (p_known_created, p_known_count) of this incarnation
+-- and not ahead of it, history holds only the window's messages from the mark on (delta).
 CREATE FUNCTION agenthost_begin(
     p_sid text, p_tid text, p_message text, p_patch jsonb, p_lease_ms integer,
     p_window integer, p_ttl double precision, p_fingerprint text,
     p_known_created double precision, p_known_count integer,
     OUT kind text, OUT fence bigint, OUT message_count integer, OUT created boolean,
     OUT created_at double precision, OUT metadata jsonb, OUT history json, OUT turn jsonb,
-    OUT busy_turn_id text)
+    OUT busy_turn_id text, OUT delta boolean)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
@@ -33,21 +33,23 @@ DECLARE
     v_lease_expires double precision;
     v_status text;
     v_fp text;
+    v_since integer;
+    v_meta jsonb;
 BEGIN
-    -- Scalar variables, not a row variable: only the columns the step needs are copied
-    -- (the metadata is read only when the caller's copy is not current).
+    -- Scalar variables, not a row variable: only the columns the step needs are copied.
     created := false;
+    delta := false;
     SELECT s.fence, s.message_count, s.created_at, s.expires_at, s.lease_turn_id,
-           s.lease_expires_at
-      INTO v_fence, v_count, created_at, v_expires, v_lease_tid, v_lease_expires
+           s.lease_expires_at, s.metadata
+      INTO v_fence, v_count, created_at, v_expires, v_lease_tid, v_lease_expires, v_meta
       FROM agenthost_sessions s WHERE s.session_id = p_sid FOR UPDATE;
     IF NOT FOUND THEN
         INSERT INTO agenthost_sessions (session_id, created_at, updated_at, expires_at)
         VALUES (p_sid, v_now, v_now, v_now + p_ttl) ON CONFLICT (session_id) DO NOTHING;
         created := FOUND;
         SELECT s.fence, s.message_count, s.created_at, s.expires_at, s.lease_turn_id,
-               s.lease_expires_at
-          INTO v_fence, v_count, created_at, v_expires, v_lease_tid, v_lease_expires
+               s.lease_expires_at, s.metadata
+          INTO v_fence, v_count, created_at, v_expires, v_lease_tid, v_lease_expires, v_meta
           FROM agenthost_sessions s WHERE s.session_id = p_sid FOR UPDATE;
     END IF;
     IF NOT created AND v_expires <= v_now THEN
@@ -57,6 +59,7 @@ BEGIN
         WHERE session_id = p_sid;
         created := true;
         v_count := 0;
+        v_meta := '{}';
         created_at := v_now;
     END IF;
     IF NOT created THEN
@@ -99,18 +102,17 @@ BEGIN
         created_at = excluded.created_at, updated_at = excluded.updated_at,
         fingerprint = CASE WHEN excluded.fingerprint <> '' THEN excluded.fingerprint
                            ELSE t.fingerprint END;
-    IF NOT created AND p_known_created = created_at AND p_known_count = v_count THEN
-        RETURN;  -- the caller's cached window and metadata are current
-    END IF;
-    SELECT s.metadata || coalesce(p_patch, '{}') INTO metadata
-      FROM agenthost_sessions s WHERE s.session_id = p_sid;
+    metadata := v_meta || coalesce(p_patch, '{}');
+    delta := coalesce(NOT created AND p_known_created = created_at
+        AND p_known_count <= v_count, false);
+    v_since := CASE WHEN delta THEN p_known_count ELSE 0 END;
     history := '[]';
-    IF p_window > 0 AND v_count > 0 THEN
+    IF p_window > 0 AND v_count > v_since THEN
         -- json of whole rows, not jsonb_build_object: measured at a 50-message window,
         -- 0.08 ms of PostgreSQL's CPU against 0.18.
         SELECT coalesce(json_agg(w ORDER BY seq), '[]') INTO history
         FROM (SELECT role, content, turn_id, created_at, seq FROM agenthost_messages
-              WHERE session_id = p_sid AND seq < v_count
+              WHERE session_id = p_sid AND seq < v_count AND seq >= v_since
               ORDER BY seq DESC LIMIT p_window) w;
     END IF;
 END $$;
