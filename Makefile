@@ -46,6 +46,14 @@ test: system-deps js-deps lint
 bench: system-deps $(VENV)/.dev-installed
 	$(BIN)/python benchmarks/run_all.py
 
+# `langgraph dev` for benchmarks/framework_cpu.py, in its own environment (langgraph-cli's
+# server pins other versions than agenthost's dev environment).
+.PHONY: langgraph-dev-env
+langgraph-dev-env: .venv-langgraph-dev/bin/langgraph
+.venv-langgraph-dev/bin/langgraph:
+	python3 -m venv .venv-langgraph-dev
+	.venv-langgraph-dev/bin/python -m pip install -q 'langgraph-cli[inmem]' -e '.[langgraph]'
+
 # Not part of `test`: the protocol tests on the lowest and the highest uvicorn and websockets
 # pyproject.toml allows, each pairing in a throwaway venv (PACKAGES="... starlette" adds it).
 .PHONY: deps-range

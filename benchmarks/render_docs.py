@@ -516,7 +516,38 @@ def durability(result: dict[str, Any]) -> str:
     )
 
 
+def framework_cpu(result: dict[str, Any]) -> str:
+    p = result["params"]
+    git = result["git"]
+    dirty = " plus uncommitted changes under src/" if git.get("dirty_src") else ""
+    lines = [
+        "## CPU per turn of the hosted frameworks (`benchmarks/framework_cpu.py`)",
+        "",
+        f"Command: `{result['command']}` — {result['date']}, commit `{git['commit']}`{dirty}, "
+        f"{_machine(result['machine'])}. The same echo-like agent (one model call on "
+        f"`{p['llm']}`, no tool) written plainly and with each framework, served by agenthost "
+        f"on `{p['store']}`, and the same LangGraph graph served by `langgraph dev` "
+        f"(in-memory); {p['turns']} non-streaming turns after {p['warmup']} of warm-up, "
+        f"{p['concurrency']} at a time over {p['sessions']} sessions; the server's CPU "
+        "(with its children) per turn answered.",
+        "",
+        "| served by | **CPU ms/turn** | to the plain agent | turns/s | errors |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for target, r in result["results"].items():
+        if "skipped" in r:
+            lines.append(f"| {target} | skipped: {r['skipped']} | | | |")
+            continue
+        ratio = f"{r['vs_plain']:.1f}x" if "vs_plain" in r else ""
+        lines.append(
+            f"| {target} | **{r['cpu_ms_per_turn']:.3f}** | {ratio} | {r['turns_per_s']} "
+            f"| {r['errors']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 RENDERERS = {
+    "framework_cpu": framework_cpu,
     "durability": durability,
     "turn_cpu": turn_cpu,
     "concurrent_sessions": concurrent_sessions,

@@ -9,6 +9,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
+# `langgraph dev` (langgraph-cli[inmem]) lives in its own environment: its dependencies pin
+# other versions than agenthost's (`make langgraph-dev-env`).
+LANGGRAPH_DEV = ROOT / ".venv-langgraph-dev" / "bin" / "langgraph"
 
 
 def written(name: str) -> str:
@@ -65,6 +68,12 @@ BENCHMARKS = [
     # Server CPU per streamed turn through each client protocol adapter against native SSE.
     ["benchmarks/adapter_cpu.py", "--turns", "1000", "--repeats", "9",
      "--json", "benchmarks/results/adapter_cpu.json"],
+    # CPU per turn of each hosted framework beside a plain agent, and beside `langgraph dev`
+    # when `make langgraph-dev-env` made its environment.
+    ["benchmarks/framework_cpu.py", "--turns", "2000",
+     *(["--langgraph-bin", str(LANGGRAPH_DEV)] if LANGGRAPH_DEV.exists() else []),
+     # (its results are written by the first quiet run: RESULTS has none yet)
+     "--json", str(RESULTS / "framework_cpu.json")],
 ]  # fmt: skip
 
 

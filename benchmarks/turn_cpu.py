@@ -217,14 +217,16 @@ def psql(url: str, statement: str) -> str:
 
 def statements_run(url: str) -> int:
     """Top-level statements run so far in the benchmark's database, by any client but psql,
-    less the `SELECT 1` with which each server's listening connection checks itself every
-    5 s (a cost per process, not per turn)."""
+    leaving out what a process runs by the clock whatever its turns: the fleet registry's
+    heartbeat (every --heartbeat-interval) and the listener's liveness `SELECT 1` (every 5 s)."""
     return int(
         psql(
             url,
             "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s JOIN pg_database d"
             " ON d.oid = s.dbid WHERE d.datname = current_database() AND s.toplevel"
             " AND s.query NOT LIKE '%pg_stat_statements%'"
+            " AND s.query NOT LIKE '%agenthost_processes%'"
+            " AND s.query NOT LIKE '%agenthost_autoscale%'"
             " AND s.query NOT IN ('SELECT 1', 'SELECT $1')",
         )
     )

@@ -293,3 +293,23 @@ def test_durability_kills_redis_mid_run_and_the_verifier_finds_nothing_lost(
     assert result["verification"]["lost"] == 0
     rendered = load_script("render_docs").durability(result)
     assert "| 80 / 80 |" in rendered and "{" not in rendered
+
+
+def test_framework_cpu_runs_each_adapter_beside_the_plain_agent(tmp_path: Path) -> None:
+    out = tmp_path / "framework_cpu.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/framework_cpu.py", "--turns", "10", "--warmup", "2",
+         "--sessions", "2", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result == json.loads(proc.stdout) and result["benchmark"] == "framework_cpu"
+    rows = result["results"]
+    for target in ("plain", "langgraph", "openai-agents", "pydantic-ai"):
+        assert rows[target]["turns"] == 10 and rows[target]["errors"] == 0
+        assert rows[target]["cpu_ms_per_turn"] >= 0
+    # `langgraph dev` needs its own environment (--langgraph-bin); without it, it is said.
+    assert rows["langgraph-dev"] == {"skipped": "no --langgraph-bin"}
+    rendered = load_script("render_docs").framework_cpu(result)
+    assert "| langgraph | **" in rendered and "skipped: no --langgraph-bin" in rendered

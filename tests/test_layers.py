@@ -1,11 +1,11 @@
 """The package's imports run one way and form no cycle.
 
 Layers, from the top: the tools and the package face (`cli`, `client`, `loadtest`,
-`cluster`, `k8s`, `agenthost/__init__.py`) → `runtime` → `web` → `turns` → the backends
-(`stores`, `brokers`, `ratelimit`, `auth`, `llm`, `registry`) → the basics (`core`,
-`observability`, `connections`). A module imports only from its own layer or the ones below
-it; every import counts, inside functions and under `TYPE_CHECKING` too. Only `runtime`
-imports the private modules of uvicorn and websockets.
+`cluster`, `k8s`, `testing`, `agenthost/__init__.py`) → `runtime` → `web` → `turns` → the
+backends (`stores`, `brokers`, `ratelimit`, `auth`, `llm`, `registry`, `frameworks`) → the
+basics (`core`, `observability`, `connections`). A module imports only from its own layer or
+the ones below it; every import counts, inside functions and under `TYPE_CHECKING` too. Only
+`runtime` imports the private modules of uvicorn and websockets.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "auth": 1,
     "llm": 1,
     "registry": 1,
+    "frameworks": 1,
     "turns": 2,
     "web": 3,
     "runtime": 4,
@@ -35,6 +36,7 @@ LAYERS: dict[str, int] = {
     "loadtest": 5,
     "cluster": 5,
     "k8s": 5,
+    "testing": 5,
     "cli": 5,
     "__init__": 5,
 }

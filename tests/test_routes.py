@@ -84,7 +84,9 @@ def test_the_websocket_route_is_described_as_a_websocket(client: TestClient) -> 
     client_names = {ref["$ref"].rsplit("/", 1)[1] for ref in frames["client-frames"]["anyOf"]}
     server_names = {ref["$ref"].rsplit("/", 1)[1] for ref in frames["server-frames"]["anyOf"]}
     assert client_names == {"TurnFrame", "ResumeFrame"}
-    assert server_names == {"ChunkFrame", "ResetFrame", "DoneFrame", "ErrorFrame"}
+    assert server_names == {
+        *("ChunkFrame", "ToolFrame", "InterruptFrame", "ResetFrame", "DoneFrame", "ErrorFrame")
+    }
     assert schemas["TurnFrame"]["properties"]["type"]["enum"] == ["turn"]
     assert "4001" in op["description"] and "1012" in op["description"]
     page = client.get("/docs").text

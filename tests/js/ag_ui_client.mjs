@@ -13,7 +13,9 @@ agent.addMessage({ id: `u-${runId}`, role: "user", content: text });
 const types = [];
 const { newMessages } = await agent.runAgent({ runId }, { onEvent: ({ event }) => types.push(event.type) });
 out.types = types;
-out.newMessages = newMessages.map((m) => ({ role: m.role, content: m.content }));
+out.newMessages = newMessages.map((m) => ({
+  role: m.role, content: m.content, toolCalls: m.toolCalls, toolCallId: m.toolCallId,
+}));
 
 // The retry, read through the verifier explicitly.
 const input = {

@@ -26,6 +26,9 @@ if (abortAfter === undefined) {
   const message = await lastMessage(stream);
   out.role = message.role;
   out.text = textOf(message);
+  out.parts = message.parts.map((p) => ({
+    type: p.type, state: p.state, toolCallId: p.toolCallId, input: p.input, output: p.output, data: p.data,
+  }));
   // regenerate: the same user message again
   const again = await transport.sendMessages({
     chatId, messages: [user], trigger: "regenerate-message", messageId: message.id, abortSignal: undefined,

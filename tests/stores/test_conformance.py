@@ -304,6 +304,75 @@ async def test_metadata_patch_is_merged_and_saved_only_on_commit(store: SessionS
     assert info is not None and info.metadata == {"a": 1, "b": 3, "c": 4, "d": {"nested": [1]}}
 
 
+async def test_agent_state_commits_with_the_turn_and_only_then(store: SessionStore) -> None:
+    s = sid()
+    first = await started(store, s, "t1")
+    assert first.state is None
+    await store.commit_turn(
+        first.lease,
+        user=Message("user", "a", "t1", time.time(), 0),
+        assistant=Message("assistant", "b", "t1", time.time(), 1),
+        metadata={},
+        ttl_s=TTL,
+        state=b"\x00state-1\xff",
+    )
+    second = await started(store, s, "t2")
+    assert second.state == b"\x00state-1\xff"
+    # A failed turn writes no state: the next attempt starts from the last commit's.
+    await store.fail_turn(second.lease, TurnError("agent_error", "boom"), TTL)
+    third = await started(store, s, "t2")
+    assert third.state == b"\x00state-1\xff"
+    # A commit without a state keeps the one saved.
+    await commit(store, third, "c")
+    fourth = await started(store, s, "t3")
+    assert fourth.state == b"\x00state-1\xff"
+    # A stale owner's state is refused with its commit.
+    await store.release_lease(fourth.lease)
+    fifth = await started(store, s, "t4")
+    with pytest.raises(LeaseLost):
+        await store.commit_turn(
+            fourth.lease,
+            user=Message("user", "x", "t3", time.time(), fourth.message_count),
+            assistant=Message("assistant", "y", "t3", time.time(), fourth.message_count + 1),
+            metadata={},
+            ttl_s=TTL,
+            state=b"stale",
+        )
+    await store.release_lease(fifth.lease)
+    assert (await started(store, s, "t5")).state == b"\x00state-1\xff"
+
+
+async def test_deleting_or_expiring_a_session_drops_its_agent_state(store: SessionStore) -> None:
+    s = sid()
+    st = await started(store, s, "t1")
+    await store.commit_turn(
+        st.lease,
+        user=Message("user", "a", "t1", time.time(), 0),
+        assistant=Message("assistant", "b", "t1", time.time(), 1),
+        metadata={},
+        ttl_s=0.5,
+        state=b"old",
+    )
+
+    async def gone() -> bool:
+        return await store.get_session(s) is None
+
+    await eventually(gone)
+    assert (await started(store, s, "t2")).state is None
+    s2 = sid()
+    st = await started(store, s2, "t1")
+    await store.commit_turn(
+        st.lease,
+        user=Message("user", "a", "t1", time.time(), 0),
+        assistant=Message("assistant", "b", "t1", time.time(), 1),
+        metadata={},
+        ttl_s=TTL,
+        state=b"kept",
+    )
+    assert await store.delete_session(s2)
+    assert (await started(store, s2, "t1")).state is None
+
+
 # -- fencing and leases -------------------------------------------------------------------
 
 

@@ -13,7 +13,7 @@ import msgspec
 
 __all__ = ["Emit", "EventKind", "PushableEvents", "StreamBroker", "StreamEvent", "forward"]
 
-EventKind = Literal["chunk", "reset", "done", "error"]
+EventKind = Literal["chunk", "tool", "interrupt", "reset", "done", "error"]
 
 
 class StreamEvent(msgspec.Struct, frozen=True):

@@ -12,10 +12,12 @@ __all__ = [
     "Chunk",
     "Done",
     "ErrorDetail",
+    "Interrupt",
     "Message",
     "Reset",
     "Session",
     "StreamEvent",
+    "ToolCall",
     "TurnResult",
     "TurnStatus",
 ]
@@ -72,6 +74,25 @@ class Chunk(msgspec.Struct, frozen=True):
     text: str
 
 
+class ToolCall(msgspec.Struct, frozen=True):
+    """The agent called a tool: its call id, name, arguments and result (JSON values)."""
+
+    seq: int
+    call_id: str
+    name: str
+    arguments: Any
+    result: Any
+
+
+class Interrupt(msgspec.Struct, frozen=True):
+    """The agent stopped to ask the human `value`; the turn ends, and the session's next
+    turn's message is the answer."""
+
+    seq: int
+    value: Any
+    id: str | None = None
+
+
 class Reset(msgspec.Struct, frozen=True):
     """The process running the turn died and another runs it again from the start: discard
     the text received so far for this turn (the stream's `text` is already emptied)."""
@@ -87,4 +108,4 @@ class Done(msgspec.Struct, frozen=True):
     result: TurnResult
 
 
-StreamEvent = Chunk | Reset | Done
+StreamEvent = Chunk | ToolCall | Interrupt | Reset | Done

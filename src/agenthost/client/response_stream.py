@@ -20,7 +20,15 @@ import msgspec
 
 from agenthost.client.errors import APIError, RetryableFailure, StreamProtocolError, TurnFailed
 from agenthost.client.http import FAILOVER_CODES, RETRYABLE_CODES, HttpTransport
-from agenthost.client.models import Chunk, Done, Reset, StreamEvent, TurnResult
+from agenthost.client.models import (
+    Chunk,
+    Done,
+    Interrupt,
+    Reset,
+    StreamEvent,
+    ToolCall,
+    TurnResult,
+)
 
 __all__ = ["EventSource", "ResponseStream", "WireEvent"]
 
@@ -49,7 +57,7 @@ class EventSource(Protocol):
 
 class ResponseStream:
     """The events of one turn: iterate it (`async for event in stream`) for `Chunk`,
-    `Reset` and `Done`, or `await stream.collect()` for the `TurnResult`.
+    `ToolCall`, `Interrupt`, `Reset` and `Done`, or `await stream.collect()` for the `TurnResult`.
 
     `text` is the answer so far (emptied by a `Reset`; the committed response once `Done`
     arrives). A failed turn raises `TurnFailed`; when reconnecting stops helping,
@@ -169,6 +177,17 @@ class ResponseStream:
                 raise StreamProtocolError(f"a chunk without text: {data!r}")
             self._parts.append(text)
             return Chunk(wire.seq, text)
+        if wire.kind == "tool":
+            return ToolCall(
+                wire.seq,
+                str(data.get("call_id", "")),
+                str(data.get("name", "")),
+                data.get("arguments"),
+                data.get("result"),
+            )
+        if wire.kind == "interrupt":
+            interrupt_id = data.get("id")
+            return Interrupt(wire.seq, data.get("value"), interrupt_id if interrupt_id else None)
         if wire.kind == "reset":
             self._parts.clear()
             self.resets += 1

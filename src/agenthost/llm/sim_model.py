@@ -1,6 +1,7 @@
 """The simulated model shared by the in-process `sim://` client and `agenthost llm-sim`.
 
-Its answer is `sim: <last user message> | <words from a keyed hash of the whole prompt>`: the
+Its answer is `sim: <last user message> | <words from a keyed hash of the whole prompt>`
+(with `| tool: <results>` after the message once tools answered since it: `sim_tools.py`): the
 same messages and seed always give the same answer, and a test (or the load-test verifier)
 can tell which turn an answer belongs to. Injected failures are `LLMError`s, drawn from a
 seeded generator (`error_rate`) or asked for by model name (`error-429`, `error-503-x2`, ...).
@@ -188,10 +189,16 @@ class Answerer:
     def text(self, messages: Sequence[Mapping[str, Any]], digest: bytes) -> str:
         """The answer to `messages` given their `digest`."""
         last = ""
+        results: list[str] = []
         for message in reversed(messages):
-            if message.get("role") == "user":
+            role = message.get("role")
+            if role == "user":
                 last = str(message.get("content", ""))
                 break
+            if role == "tool":  # a tool's result since the user spoke: the answer quotes it
+                results.append(str(message.get("content") or ""))
+        if results:
+            last = f"{last} | tool: {'; '.join(reversed(results))}"
         if self.words == 0:
             return f"sim: {last}"
         if self.words <= len(digest):

@@ -7,6 +7,11 @@ error JSON with its status. Failures are injected by `error_rate` (503 + Retry-A
 model name: `error-429` (429 + Retry-After), `error-500`, `error-502`, `error-503`,
 `error-timeout` (never answers), each with an optional `-x<N>` to fail only the first N
 requests of each prompt.
+
+A request that offers `tools` and whose newest message is the user's naming one of them is
+answered with a call of that tool (`finish_reason: tool_calls`), streamed or not, the way
+OpenAI sends one; the tool's result in the next request is quoted in the answer
+(`sim_tools.py`).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from starlette.routing import Route
 
 from agenthost.llm.errors import LLMError, LLMTimeout
 from agenthost.llm.sim_model import SimSettings, SimulatedModel, split_tokens
+from agenthost.llm.sim_tools import SimToolCall, tool_call_for
 
 __all__ = ["build_llm_sim_app", "run_llm_sim"]
 
@@ -46,6 +52,8 @@ class ContentPart(msgspec.Struct):
 class ChatMessageIn(msgspec.Struct):
     role: str
     content: str | list[ContentPart] | None = None
+    tool_call_id: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 class StreamOptions(msgspec.Struct):
@@ -59,6 +67,7 @@ class ChatRequest(msgspec.Struct):
     model: str
     messages: list[ChatMessageIn]
     stream: bool | None = False
+    tools: list[dict[str, Any]] | None = None
     stream_options: StreamOptions | None = None
 
 
@@ -68,9 +77,21 @@ class Usage(msgspec.Struct):
     total_tokens: int
 
 
+class FunctionOut(msgspec.Struct):
+    name: str
+    arguments: str
+
+
+class ToolCallOut(msgspec.Struct):
+    id: str
+    function: FunctionOut
+    type: str = "function"
+
+
 class MessageOut(msgspec.Struct):
     role: str
-    content: str
+    content: str | None
+    tool_calls: list[ToolCallOut] | None = None
 
 
 class Choice(msgspec.Struct):
@@ -164,8 +185,22 @@ class _StreamFrames:
     def token(self, text: str) -> bytes:
         return self._open + _encode(text) + self._close
 
-    def stop(self) -> bytes:
-        return self._delta_head + b'{},"logprobs":null,"finish_reason":"stop"}]}\n\n'
+    def stop(self, reason: bytes = b"stop") -> bytes:
+        return self._delta_head + b'{},"logprobs":null,"finish_reason":"' + reason + b'"}]}\n\n'
+
+    def tool_call(self, call: SimToolCall) -> list[bytes]:
+        """A call as OpenAI streams one: its id and name, then its arguments."""
+        function = {"name": call.name, "arguments": ""}
+        opening = {"index": 0, "id": call.id, "type": "function", "function": function}
+        arguments = {"index": 0, "function": {"arguments": call.arguments}}
+        return [
+            self._delta_head
+            + b'{"role":"assistant","content":null,"tool_calls":['
+            + _encode(opening)
+            + b"]"
+            + self._close,
+            self._delta_head + b'{"tool_calls":[' + _encode(arguments) + b"]" + self._close,
+        ]
 
     def usage(self, usage: Usage) -> bytes:
         return self.head + b',"choices":[],"usage":' + _encode(usage) + b"}\n\n"
@@ -200,6 +235,7 @@ def build_llm_sim_app(settings: SimSettings) -> Starlette:
         if not req.messages:
             return _error(400, "messages must not be empty")
         messages = [{"role": m.role, "content": _text_of(m.content)} for m in req.messages]
+        call = tool_call_for(messages, req.tools)
         try:
             text = sim.respond(messages, req.model)
         except LLMTimeout:
@@ -208,6 +244,8 @@ def build_llm_sim_app(settings: SimSettings) -> Starlette:
         except LLMError as exc:
             return _error(exc.upstream_status or 500, exc.message, exc.upstream_retry_after)
 
+        if call is not None:
+            text = call.arguments
         tokens = split_tokens(text)
         prompt_tokens = sum(len(m["content"].split()) for m in messages)
         usage = Usage(prompt_tokens, len(tokens), prompt_tokens + len(tokens))
@@ -217,7 +255,11 @@ def build_llm_sim_app(settings: SimSettings) -> Starlette:
             delay = sim.complete_delay_s(text) - (time.monotonic() - start)
             if delay > 0:
                 await asyncio.sleep(delay)
-            choice = Choice(0, MessageOut("assistant", text), "stop")
+            if call is not None:
+                tool_call = ToolCallOut(call.id, FunctionOut(call.name, call.arguments))
+                choice = Choice(0, MessageOut("assistant", None, [tool_call]), "tool_calls")
+            else:
+                choice = Choice(0, MessageOut("assistant", text), "stop")
             body = ChatCompletion(completion_id, created, req.model, [choice], usage)
             return Response(_encode(body), media_type=JSON)
 
@@ -225,6 +267,16 @@ def build_llm_sim_app(settings: SimSettings) -> Starlette:
         include_usage = req.stream_options is not None and req.stream_options.include_usage
 
         async def events() -> AsyncIterator[bytes]:
+            if call is not None:
+                async for _ in sim.pace("", start):  # a call arrives after the first token's time
+                    pass
+                for frame in frames.tool_call(call):
+                    yield frame
+                yield frames.stop(b"tool_calls")
+                if include_usage:
+                    yield frames.usage(usage)
+                yield b"data: [DONE]\n\n"
+                return
             yield frames.first()
             async for token in sim.pace(text, start):
                 yield frames.token(token)

@@ -29,6 +29,7 @@ from agenthost.core.settings import (
     store_ttl,
 )
 from agenthost.core.version import __version__
+from agenthost.frameworks import FrameworkLLM
 from agenthost.llm import create_llm
 from agenthost.llm.base import LLMClient
 from agenthost.llm.cache import cached_llm
@@ -118,7 +119,8 @@ def assemble(
                 store_url=settings.store,
             )
     with blame("app"):
-        the_agent = agent or load_agent(settings.app, settings.app_dir)
+        framework_llm = FrameworkLLM(settings.llm, settings.llm_model, settings.llm_api_key)
+        the_agent = agent or load_agent(settings.app, settings.app_dir, framework_llm)
     session_cache = the_store.counts if isinstance(the_store, CachedStore) else None
     metrics = Metrics(
         llm_cache=lambda: cache_counts(the_llm),

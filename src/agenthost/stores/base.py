@@ -11,8 +11,9 @@ one atomic and, where the backend allows, one round trip:
   A turn id already recorded with a different request fingerprint is refused
   (`IdempotencyKeyReused`), before anything else is looked at.
 * `commit_turn` — one step: check that the lease is still ours (owner and fence), append the
-  user and assistant messages, save the metadata, mark the turn completed, release the lease,
-  refresh the TTL. The cost does not depend on the history length.
+  user and assistant messages, save the metadata (and the agent's state, if it gave one),
+  mark the turn completed, release the lease, refresh the TTL. The cost does not depend on
+  the history length.
 * `fail_turn` — one step: mark the turn failed with a code (its user message stays in the
   turn record, nothing is appended to the history) and release the lease.
 
@@ -127,7 +128,9 @@ class Started(msgspec.Struct):
 
     `created_at` names the session's incarnation (0.0 from a store that does not say), and
     `delta` is True when `history` holds only the messages from the caller's `known` mark on
-    (the caller adds the ones it has); False: `history` is the whole window.
+    (the caller adds the ones it has); False: `history` is the whole window. `state` is the
+    session's agent state as the last commit saved it (a hosted framework's checkpoint or
+    message history; opaque bytes), None if none was ever saved.
     """
 
     lease: Lease
@@ -137,6 +140,7 @@ class Started(msgspec.Struct):
     created: bool
     created_at: float = 0.0
     delta: bool = False
+    state: bytes | None = None
 
 
 class Completed(msgspec.Struct):
@@ -264,9 +268,13 @@ class SessionStore(Protocol):
         assistant: Message,
         metadata: dict[str, Any],
         ttl_s: float,
+        state: bytes | None = None,
     ) -> TurnRecord:
         """Append both messages, save metadata, complete the turn, release the lease.
 
+        `state` (bytes) replaces the session's agent state in the same step; None keeps it.
+        A failed turn, or one whose process died, never writes it: the next attempt starts
+        from the state of the last commit. Deleting the session deletes it.
         Raises LeaseLost (nothing written) if the lease is not held by `lease` any more.
         """
         ...

@@ -338,9 +338,10 @@ class CachedStore:
         assistant: Message,
         metadata: dict[str, Any],
         ttl_s: float,
+        state: bytes | None = None,
     ) -> TurnRecord:
         record = await self.store.commit_turn(
-            lease, user=user, assistant=assistant, metadata=metadata, ttl_s=ttl_s
+            lease, user=user, assistant=assistant, metadata=metadata, ttl_s=ttl_s, state=state
         )
         # Committed in PostgreSQL: from here on, nothing that happens to the cache matters
         # to the answer.

@@ -115,9 +115,10 @@ class InstrumentedStore:
         assistant: Message,
         metadata: dict[str, Any],
         ttl_s: float,
+        state: bytes | None = None,
     ) -> TurnRecord:
         call = self.inner.commit_turn(
-            lease, user=user, assistant=assistant, metadata=metadata, ttl_s=ttl_s
+            lease, user=user, assistant=assistant, metadata=metadata, ttl_s=ttl_s, state=state
         )
         if self._tracing is not None:
             call = self._tracing.traced(call, "store.commit_turn")

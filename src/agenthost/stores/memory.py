@@ -40,6 +40,7 @@ class _Session:
         "lease_turn_id",
         "messages",
         "metadata",
+        "state",
         "turns",
         "turns_done",
         "updated_at",
@@ -50,6 +51,7 @@ class _Session:
         self.updated_at = now
         self.expires_at = now + ttl_s
         self.metadata = metadata
+        self.state: bytes | None = None
         self.messages: list[Message] = []
         self.turns: dict[str, TurnRecord] = {}
         self.turns_done = 0
@@ -202,6 +204,7 @@ class MemoryStore:
             created,
             session.created_at,
             delta,
+            session.state,
         )
 
     def _held(self, lease: Lease, now: float) -> _Session | None:
@@ -218,6 +221,7 @@ class MemoryStore:
         assistant: Message,
         metadata: dict[str, Any],
         ttl_s: float,
+        state: bytes | None = None,
     ) -> TurnRecord:
         now = time.time()
         session = self._held(lease, now)
@@ -226,6 +230,8 @@ class MemoryStore:
         session.messages.append(user)
         session.messages.append(assistant)
         session.metadata = copy.deepcopy(metadata)
+        if state is not None:
+            session.state = state
         session.turns_done += 1
         session.updated_at = now
         session.expires_at = now + ttl_s

@@ -364,7 +364,7 @@ class PostgresStore:
         row = await self._call(
             lambda pool: pool.fetchrow(
                 "SELECT kind, fence, message_count, created, created_at, metadata::text,"
-                " history::text, turn::text, busy_turn_id, delta"
+                " history::text, turn::text, busy_turn_id, delta, state"
                 " FROM agenthost_begin($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10)",
                 session_id,
                 turn_id,
@@ -393,6 +393,7 @@ class PostgresStore:
             row[3],
             row[4],
             row[9],
+            row[10],
         )
 
     async def session_created(self, session_id: str) -> float | None:
@@ -411,12 +412,13 @@ class PostgresStore:
         assistant: Message,
         metadata: dict[str, Any],
         ttl_s: float,
+        state: bytes | None = None,
     ) -> TurnRecord:
         sid, tid = lease.session_id, lease.turn_id
         row = await self._call(
             lambda pool: pool.fetchrow(
                 "SELECT turn_created_at, committed_at"
-                " FROM agenthost_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11)",
+                " FROM agenthost_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12)",
                 sid,
                 tid,
                 lease.fence,
@@ -428,6 +430,7 @@ class PostgresStore:
                 assistant.seq,
                 _encode(metadata).decode(),
                 float(ttl_s),
+                state,
             )
         )
         if row[1] is None:

@@ -285,7 +285,7 @@ class RedisStore:
             reply = await self._run("begin_turn", keys, args)
         kind = reply[0]
         if kind == b"started":
-            _, fence, count, meta, created, created_at = reply
+            _, fence, count, meta, created, created_at, *rest = reply
             count, created_at = int(count), float(created_at)
             metadata = _decode_meta(meta)
             if metadata_patch:
@@ -307,6 +307,7 @@ class RedisStore:
                 bool(created),
                 created_at,
                 delta,
+                rest[0] if rest else None,
             )
         if kind == b"busy":
             return Busy(reply[1].decode().split(":", 1)[1])
@@ -322,6 +323,7 @@ class RedisStore:
         assistant: Message,
         metadata: dict[str, Any],
         ttl_s: float,
+        state: bytes | None = None,
     ) -> TurnRecord:
         now = time.time()
         sid, tid = lease.session_id, lease.turn_id
@@ -348,6 +350,7 @@ class RedisStore:
                 repr(now),
                 int(ttl_s * 1000),
                 _channel(sid),
+                *(() if state is None else (state,)),
             ],
         )
         if not ok:

@@ -55,7 +55,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     metadata BLOB NOT NULL,
     lease_turn_id TEXT,
     lease_fence INTEGER NOT NULL DEFAULT 0,
-    lease_expires_at REAL NOT NULL DEFAULT 0
+    lease_expires_at REAL NOT NULL DEFAULT 0,
+    state BLOB
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions (expires_at);
 CREATE TABLE IF NOT EXISTS messages (
@@ -82,10 +83,14 @@ CREATE TABLE IF NOT EXISTS turns (
 ) WITHOUT ROWID;
 """
 
-_SESSION = (
+_COLUMNS = (
     "SELECT created_at, updated_at, turns, message_count, fence, metadata, lease_turn_id,"
-    " lease_fence, lease_expires_at FROM sessions WHERE session_id = ? AND expires_at > ?"
+    " lease_fence, lease_expires_at"
 )
+_WHERE_LIVE = " FROM sessions WHERE session_id = ? AND expires_at > ?"
+_SESSION = _COLUMNS + _WHERE_LIVE
+# begin_turn's read also hands out the agent state; other reads leave the blob alone.
+_SESSION_STATE = _COLUMNS + ", state" + _WHERE_LIVE
 _NEWEST_TURN = (
     "SELECT turn_id, status FROM turns WHERE session_id = ? ORDER BY created_at DESC LIMIT 1"
 )
@@ -145,6 +150,9 @@ class SQLiteStore:
         columns = {row[1] for row in conn.execute("PRAGMA table_info(turns)")}
         if "fingerprint" not in columns:  # a database made before turns kept one
             conn.execute("ALTER TABLE turns ADD COLUMN fingerprint TEXT NOT NULL DEFAULT ''")
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(sessions)")}
+        if "state" not in columns:  # a database made before sessions kept an agent state
+            conn.execute("ALTER TABLE sessions ADD COLUMN state BLOB")
         return conn
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -268,7 +276,7 @@ class SQLiteStore:
     ) -> Started | Completed | Busy:
         def begin(conn: sqlite3.Connection) -> Started | Completed | Busy:
             now = time.time()
-            row = conn.execute(_SESSION, (session_id, now)).fetchone()
+            row = conn.execute(_SESSION_STATE, (session_id, now)).fetchone()
             created = row is None
             created_at = now
             if row is None:
@@ -278,7 +286,7 @@ class SQLiteStore:
                     " metadata) VALUES (?, ?, ?, ?, ?)",
                     (session_id, now, now, now + ttl_s, b"{}"),
                 )
-                count, fence, meta = 0, 0, b"{}"
+                count, fence, meta, state = 0, 0, b"{}", None
             else:
                 turn = conn.execute(_TURN, (session_id, turn_id)).fetchone()
                 if turn is not None and fingerprint and turn[7] not in ("", fingerprint):
@@ -287,7 +295,8 @@ class SQLiteStore:
                     return Completed(_record(session_id, turn_id, turn))
                 if row[6] is not None and row[8] > now:
                     return Busy(row[6])
-                count, fence, meta, created_at = row[3], row[4], row[5], row[0]
+                count, fence, meta = row[3], row[4], row[5]
+                created_at, state = row[0], row[9]
             fence += 1
             conn.execute(
                 "UPDATE sessions SET fence = ?, lease_turn_id = ?, lease_fence = ?,"
@@ -309,7 +318,7 @@ class SQLiteStore:
             if metadata_patch:
                 metadata.update(metadata_patch)
             lease = Lease(session_id, turn_id, fence, fingerprint)
-            return Started(lease, history, metadata, count, created, created_at, delta)
+            return Started(lease, history, metadata, count, created, created_at, delta, state)
 
         return await self._run(begin)
 
@@ -321,6 +330,7 @@ class SQLiteStore:
         assistant: Message,
         metadata: dict[str, Any],
         ttl_s: float,
+        state: bytes | None = None,
     ) -> TurnRecord:
         meta = _encode(metadata)
         sid, tid = lease.session_id, lease.turn_id
@@ -344,6 +354,8 @@ class SQLiteStore:
                 " WHERE session_id = ?",
                 (assistant.seq + 1, meta, now, now + ttl_s, sid),
             )
+            if state is not None:
+                conn.execute("UPDATE sessions SET state = ? WHERE session_id = ?", (state, sid))
             conn.execute(
                 "UPDATE turns SET status = 'completed', response = ?, error_code = NULL,"
                 " error_message = NULL, updated_at = ? WHERE session_id = ? AND turn_id = ?",

@@ -4,6 +4,8 @@ Accepted shapes, detected once at load time so a turn pays no inspection cost:
 * `async def agent(turn) -> str`
 * `async def agent(turn)` that is an async generator yielding text chunks
 * the reference design's `async def call_agent(messages, metadata) -> str`
+* a framework's agent object: a compiled LangGraph graph, an OpenAI Agents SDK `Agent`, a
+  Pydantic AI `Agent` (`agenthost.frameworks`), run on the `--llm` model unless it has one
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from agenthost.frameworks import FrameworkLLM, configure, framework_runner
 from agenthost.llm.base import ChatMessage, LLMClient
 from agenthost.stores.base import Message
+from agenthost.turns.turn_events import EventSink, InterruptEvent, ToolEvent, encode_event
 
 __all__ = ["AgentRunner", "ChunkSink", "Turn", "demo_agent", "load_agent", "wrap_agent"]
 
@@ -32,9 +36,23 @@ class Turn:
 
     `history` is the window of the newest messages (oldest first) before this turn;
     `metadata` is the session's metadata: changes made to it are saved with the turn.
+    `tool()` and `interrupt()` tell a streaming client what the agent does besides writing.
+    `state` is the session's agent state (opaque bytes) as the last committed turn saved it;
+    `save_state()` replaces it in this turn's commit, so a turn that fails leaves it as it was.
     """
 
-    __slots__ = ("history", "llm", "message", "metadata", "session_id", "streaming", "turn_id")
+    __slots__ = (
+        "events",
+        "history",
+        "llm",
+        "message",
+        "metadata",
+        "new_state",
+        "session_id",
+        "state",
+        "streaming",
+        "turn_id",
+    )
 
     def __init__(
         self,
@@ -45,6 +63,8 @@ class Turn:
         metadata: dict[str, Any],
         llm: LLMClient,
         streaming: bool = False,
+        events: EventSink | None = None,
+        state: bytes | None = None,
     ) -> None:
         self.session_id = session_id
         self.turn_id = turn_id
@@ -53,6 +73,25 @@ class Turn:
         self.metadata = metadata
         self.llm = llm
         self.streaming = streaming  # a client watches the answer arrive: yield chunks
+        self.events = events
+        self.state = state
+        self.new_state: bytes | None = None
+
+    def save_state(self, state: bytes) -> None:
+        """Commit `state` with this turn (atomically with its messages, under its fence)."""
+        self.new_state = state
+
+    def tool(self, call_id: str, name: str, arguments: Any, result: Any) -> None:
+        """Tell a streaming client that the agent called tool `name` (a `tool` event, after
+        the text so far); nothing for a client that waits for the whole answer."""
+        if self.events is not None:
+            self.events("tool", encode_event(ToolEvent(call_id, name, arguments, result)))
+
+    def interrupt(self, value: Any, interrupt_id: str | None = None) -> None:
+        """Tell a streaming client the agent stopped to ask `value` (an `interrupt` event);
+        the turn then ends, and the next turn's message is the human's answer."""
+        if self.events is not None:
+            self.events("interrupt", encode_event(InterruptEvent(value, interrupt_id)))
 
     def messages(self) -> list[ChatMessage]:
         """History plus the new user message, as OpenAI-style chat messages."""
@@ -74,14 +113,20 @@ async def demo_agent(turn: Turn) -> AsyncIterator[str]:
         yield await turn.llm.complete(turn.messages())
 
 
-def load_agent(spec: str | None, app_dir: str = ".") -> AgentRunner:
+def load_agent(
+    spec: str | None, app_dir: str = ".", llm: FrameworkLLM | None = None
+) -> AgentRunner:
     """Import `module:attr` (None: the demo agent) and wrap it; ValueError explains misuse.
 
     `app_dir` (default: the current directory) goes first on the import path, as uvicorn's
-    `--app-dir` does, so `agenthost serve mybot:agent` finds `./mybot.py`.
+    `--app-dir` does, so `agenthost serve mybot:agent` finds `./mybot.py`. `llm` is the model
+    a framework's agent gets unless it has its own (configured before the import, so a
+    module that builds its graph at import time gets it too).
     """
+    llm = llm or FrameworkLLM()
     if spec is None:
         return wrap_agent(demo_agent)
+    configure(llm)
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f"agent {spec!r} must be given as module:attribute, e.g. mypkg.bot:agent")
@@ -103,7 +148,7 @@ def load_agent(spec: str | None, app_dir: str = ".") -> AgentRunner:
             target = getattr(target, part)
         except AttributeError:
             raise ValueError(f"module {module_name!r} has no attribute {attr!r}") from None
-    return wrap_agent(target)
+    return wrap_agent(target, llm)
 
 
 def _positional_names(fn: Callable[..., Any]) -> list[str]:
@@ -115,11 +160,16 @@ def _positional_names(fn: Callable[..., Any]) -> list[str]:
     ]
 
 
-def wrap_agent(fn: Any) -> AgentRunner:
+def wrap_agent(fn: Any, llm: FrameworkLLM | None = None) -> AgentRunner:
     """Wrap one of the accepted agent shapes into an `AgentRunner`; TypeError otherwise.
 
-    An object with an async `__call__` is accepted like the function it wraps.
+    An object with an async `__call__` is accepted like the function it wraps; a framework's
+    agent object runs on its adapter (`agenthost.frameworks`), with `llm` as its model
+    unless it has one.
     """
+    hosted = framework_runner(fn, llm or FrameworkLLM())
+    if hosted is not None:
+        return hosted
     if not callable(fn):
         raise TypeError(f"agent {fn!r} is not callable")
     call: Callable[..., Any] = fn if inspect.isroutine(fn) else fn.__call__

@@ -116,6 +116,11 @@ class TurnStream:
             self.flusher.add(self)  # the first text since the last flush opens a window
         self._pending.append(text)
 
+    def event(self, kind: EventKind, data: bytes) -> None:
+        """Publish a non-text event (`tool`, `interrupt`) after the text before it."""
+        self.flush()
+        self._enqueue(kind, data)
+
     def flush(self) -> None:
         """Publish the text waiting (if any) as one chunk event."""
         if self._pending:

@@ -43,6 +43,7 @@ from agenthost.stores.base import (
 )
 from agenthost.turns.agents import AgentRunner, ChunkSink, Turn
 from agenthost.turns.fingerprint import request_fingerprint
+from agenthost.turns.turn_events import EventSink
 from agenthost.turns.window_cache import WindowCache
 
 if TYPE_CHECKING:
@@ -169,13 +170,16 @@ class TurnEngine:
         on_chunk: ChunkSink | None = None,
         on_start: Callable[[], None] | None = None,
         attach: bool = False,
+        on_event: EventSink | None = None,
     ) -> TurnRecord:
         """Run one turn to its end and return its committed record.
 
-        `on_start` is called once this process holds the lease and is about to run the agent
-        (not for a replayed turn). With `attach`, a request for the turn id that is running
-        right now waits for its answer whatever `on_busy` says (a resumed stream), and runs it
-        again if its process died (the lease expires).
+        `on_chunk` gets the answer's text as it comes, `on_event` the agent's tool calls and
+        interrupts (`Turn.tool`, `Turn.interrupt`). `on_start` is called once this process
+        holds the lease and is about to run the agent (not for a replayed turn). With
+        `attach`, a request for the turn id that is running right now waits for its answer
+        whatever `on_busy` says (a resumed stream), and runs it again if its process died
+        (the lease expires).
 
         A `turn_id` recorded before for another message or metadata raises
         IdempotencyKeyReused (422). Raises SessionBusy (409), TurnInterrupted (409),
@@ -206,7 +210,7 @@ class TurnEngine:
                     return started
                 if on_start is not None:
                     on_start()
-                record = await self._run_leased(session_id, message, started, on_chunk)
+                record = await self._run_leased(session_id, message, started, on_chunk, on_event)
                 return record
             finally:
                 self._admitted -= 1
@@ -313,6 +317,7 @@ class TurnEngine:
         message: str,
         started: Started,
         on_chunk: ChunkSink | None,
+        on_event: EventSink | None = None,
     ) -> TurnRecord:
         lease = started.lease
         key = (session_id, lease.turn_id)
@@ -327,6 +332,8 @@ class TurnEngine:
             started.metadata,
             self.llm,
             on_chunk is not None,
+            on_event,
+            started.state,
         )
         # One timer handle instead of an asyncio.timeout context: the same bound, cheaper on
         # the hot path.
@@ -377,6 +384,7 @@ class TurnEngine:
                 assistant=assistant,
                 metadata=turn.metadata,
                 ttl_s=self.session_ttl,
+                state=turn.new_state,
             )
             # What the store now holds, so the next turn here reads nothing but news.
             self.window_cache.put(

@@ -300,6 +300,7 @@ class TurnService:
                     metadata=metadata,
                     on_busy=on_busy,
                     on_chunk=stream.sink,
+                    on_event=stream.event,
                     on_start=on_start,
                     attach=resume,
                 )

@@ -185,8 +185,10 @@ asks for auth) <input id="key" autocomplete="off" size="40"></label></p>
 <code>turn_id</code> makes it resumable; a turn sent again with <code>after</code> resumes
 after that event), and <code>{{"type": "resume", "turn_id", "after"}}</code> reads a
 turn's events after <code>after</code>, from any process. The server answers with
-<code>{{"type": "chunk", "turn_id", "seq", "text"}}</code> frames, then
-<code>{{"type": "done", ...the turn}}</code>, or <code>{{"type": "error", "code",
+<code>{{"type": "chunk", "turn_id", "seq", "text"}}</code> frames (with
+<code>{{"type": "tool", "call_id", "name", "arguments", "result"}}</code> for a tool the
+agent called and <code>{{"type": "interrupt", "value", "id"}}</code> when it asks the
+human), then <code>{{"type": "done", ...the turn}}</code>, or <code>{{"type": "error", "code",
 "message"}}</code>; <code>reset</code> tells the client to drop the text it has of a turn
 that runs again. Every frame of a turn carries its <code>seq</code>: resume after the last
 one seen. Close codes: 1000 normal or idle, 1003 binary frame, 1008 frame rate exceeded,

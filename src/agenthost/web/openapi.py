@@ -22,11 +22,18 @@ SSE_EVENT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "id": {"type": "string", "pattern": "^[0-9]+$", "description": "The event number."},
-        "event": {"type": "string", "description": "chunk, done, error (or reset)."},
+        "event": {
+            "type": "string",
+            "enum": ["chunk", "tool", "interrupt", "reset", "done", "error"],
+            "description": "chunk, tool, interrupt, then done or error (reset: a rerun).",
+        },
         "data": {
             "type": "string",
             "contentMediaType": "application/json",
-            "description": "chunk: {text}; done: the turn; error: {code, message}.",
+            "description": (
+                "chunk: {text}; tool: {call_id, name, arguments, result}; interrupt: "
+                "{value, id}; reset: {reason}; done: the turn; error: {code, message}."
+            ),
         },
     },
     "required": ["data"],

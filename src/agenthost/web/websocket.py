@@ -2,12 +2,14 @@
 
 Client frames: `{"type": "turn", "message", "turn_id"?, "metadata"?, "on_busy"?, "after"?,
 "on_disconnect"?}` and `{"type": "resume", "turn_id", "after"}`. Server frames: `{"type":
-"chunk", "turn_id", "seq", "text"}`, `{"type": "reset", "turn_id", "seq", "reason"}` (the turn
-runs again after its process died: drop its text so far), `{"type": "done", "turn_id", "seq",
-"session_id", "response"}` and `{"type": "error", "code", "message", "turn_id"?}`. Turns publish
-through the stream broker, so a client whose connection dropped resumes on any process with
-the last `seq` it saw: `resume` only reads; a `turn` frame with the same `turn_id` and `after`
-also runs the turn again if the process running it died.
+"chunk", "turn_id", "seq", "text"}`, `{"type": "tool", "turn_id", "seq", "call_id", "name",
+"arguments", "result"}` (the agent called a tool), `{"type": "interrupt", "turn_id", "seq",
+"value", "id"}` (the agent asks the human; the next turn answers), `{"type": "reset", "turn_id",
+"seq", "reason"}` (the turn runs again after its process died: drop its text so far), `{"type":
+"done", "turn_id", "seq", "session_id", "response"}` and `{"type": "error", "code", "message",
+"turn_id"?}`. Turns publish through the stream broker, so a client whose connection dropped
+resumes on any process with the last `seq` it saw: `resume` only reads; a `turn` frame with the
+same `turn_id` and `after` also runs the turn again if the process running it died.
 
 Each connection has a bounded send buffer: a client that cannot keep up is closed with
 4001 (`slow_consumer`) instead of growing the server's memory. A connection idle for
@@ -119,6 +121,26 @@ class ChunkFrame(msgspec.Struct, tag="chunk"):
     text: str
 
 
+class ToolFrame(msgspec.Struct, tag="tool"):
+    """The agent called a tool: its call id, name, arguments and result."""
+
+    turn_id: str
+    seq: int
+    call_id: str
+    name: str
+    arguments: Any
+    result: Any
+
+
+class InterruptFrame(msgspec.Struct, tag="interrupt"):
+    """The agent stopped to ask the human `value`; the next turn's message answers it."""
+
+    turn_id: str
+    seq: int
+    value: Any
+    id: str | None = None
+
+
 class ResetFrame(msgspec.Struct, tag="reset"):
     """The turn runs again after its process died: drop the text received for it so far."""
 
@@ -145,7 +167,7 @@ class ErrorFrame(msgspec.Struct, tag="error"):
     seq: int | None = None
 
 
-ServerFrame = ChunkFrame | ResetFrame | DoneFrame | ErrorFrame
+ServerFrame = ChunkFrame | ToolFrame | InterruptFrame | ResetFrame | DoneFrame | ErrorFrame
 """What the server sends (built by hand on the hot path; these types document it)."""
 
 WEBSOCKET_PROTOCOL = (
@@ -154,8 +176,9 @@ WEBSOCKET_PROTOCOL = (
     "`agenthost` and `bearer.<key>` instead). Client frames are JSON text: `turn` runs a "
     "turn (give `turn_id` to make it resumable; with `after`, a turn sent again resumes after that "
     "event), `resume` reads a turn's events after `after` from any process. Server frames: "
-    "`chunk`, `reset`, `done`, `error`, each with the turn's `seq`. Close codes: 1000 normal "
-    "or idle, 1003 binary frame, 1008 frame rate exceeded, 1009 frame too large, 1012 the "
+    "`chunk`, `tool`, `interrupt`, `reset`, `done`, `error`, each with the turn's `seq`. "
+    "Close codes: 1000 normal or idle, 1003 binary frame, 1008 frame rate exceeded, "
+    "1009 frame too large, 1012 the "
     "process drains (reconnect elsewhere), 4001 too slow to read, 4004 invalid session id, "
     "4401 unauthorized. The frame schemas are under `x-websocket`."
 )
@@ -447,12 +470,8 @@ class WebSocketSession:
                 self.send_encoded(b"%s%d,%s" % (chunk_head, event.seq, event.data[1:]))
                 return
             payload = _decode(event.data)
-            if event.kind == "reset":
-                self.send({"type": "reset", "turn_id": turn_id, "seq": event.seq, **payload})
-            elif event.kind == "done":
-                self.send({"type": "done", "turn_id": turn_id, "seq": event.seq, **payload})
-            else:
-                self.send({"type": "error", "turn_id": turn_id, "seq": event.seq, **payload})
+            # tool, interrupt, reset, done, error: the kind is the frame's type.
+            self.send({"type": event.kind, "turn_id": turn_id, "seq": event.seq, **payload})
 
         await forward(events, emit)
 

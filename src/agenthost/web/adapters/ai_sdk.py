@@ -1,6 +1,8 @@
 """The Vercel AI SDK's UI message stream (protocol v1) over the turn service, for `useChat`
 and anything built on it (assistant-ui): `POST /ai-sdk/v1/chat` runs a turn and streams
 `start`, `text-start`, `text-delta`..., `text-end`, `finish` (or `error`), then `[DONE]`;
+a tool the agent called is a `tool-input-available` and a `tool-output-available` part
+between text parts, and an interrupt a `data-interrupt` part (the UI stream's own data part);
 `GET /ai-sdk/v1/chat/{id}/stream` is the resume `useChat` calls after a reload or a lost
 connection: the running turn's stream from its start (the SDK's transport treats a resumed
 stream as a replay), run again here if its process died, or 204 when no turn runs.
@@ -25,6 +27,7 @@ from agenthost.core.errors import TurnNotFound, ValidationFailed
 from agenthost.core.ids import check_session_id
 from agenthost.core.input_limits import InputLimits
 from agenthost.turns.service import TurnService
+from agenthost.turns.turn_events import decode_interrupt, decode_tool
 from agenthost.web.adapters.events import chunk_text_json, final_error, final_turn
 from agenthost.web.adapters.newest_user import (
     ID_SCHEMA,
@@ -75,34 +78,61 @@ class UIStreamFrames:
 
     A `reset` (the turn runs again after its process died, and the text sent so far is
     void) cannot take text back in this protocol, so it restarts the message: the open text
-    part ends, and a `start` with a new `messageId` opens the new attempt's message and text
-    part. `readUIMessageStream` and `useChat`'s resume start a message afresh when its id
+    part ends, and a `start` with a new `messageId` opens the new attempt's message.
+    `readUIMessageStream` and `useChat`'s resume start a message afresh when its id
     changes, so the client holds the new attempt's text once, not after the void text."""
 
-    __slots__ = ("first_id", "message_id", "opened", "said", "text_id", "turn_id")
+    __slots__ = (
+        "first_id",
+        "message_id",
+        "parts",
+        "prefix",
+        "said",
+        "started",
+        "text_id",
+        "turn_id",
+    )
 
     def __init__(self, turn_id: str, message_id: str | None = None) -> None:
         self.turn_id = turn_id
+        self.prefix = f"text-{turn_id}"  # text part ids; a new attempt after a reset has its own
         self.first_id = self.message_id = message_id or f"a-{turn_id}"
-        self.text_id = b"%s" % _encode(f"text-{turn_id}")
-        self.opened = False
+        self.text_id = b""  # the open text part's id (JSON), b"" when none is open
+        self.parts = 0  # text parts opened: a tool call ends one, the next text opens another
+        self.started = False
         self.said = False
 
     def _restart(self, seq: int) -> bytes:
-        if not self.opened:
+        if not self.started:
             return b""  # nothing said yet: the new attempt opens the message
-        end = b'data: {"type":"text-end","id":%s}\n\n' % self.text_id
+        end = self._close()
         self.message_id = f"{self.first_id}-{seq}"
-        self.text_id = b"%s" % _encode(f"text-{self.turn_id}-{seq}")
-        self.opened = self.said = False
-        return end + self._open()
+        self.prefix = f"text-{self.turn_id}-{seq}"
+        self.parts = 0
+        self.started = self.said = False
+        return end + self._start()
+
+    def _start(self) -> bytes:
+        if self.started:
+            return b""
+        self.started = True
+        return b"data: %s\n\n" % _encode({"type": "start", "messageId": self.message_id})
 
     def _open(self) -> bytes:
-        if self.opened:
+        head = self._start()
+        if self.text_id:
+            return head
+        self.parts += 1
+        name = self.prefix if self.parts == 1 else f"{self.prefix}-{self.parts}"
+        self.text_id = _encode(name)
+        return head + b'data: {"type":"text-start","id":%s}\n\n' % self.text_id
+
+    def _close(self) -> bytes:
+        if not self.text_id:
             return b""
-        self.opened = True
-        start = _encode({"type": "start", "messageId": self.message_id})
-        return b'data: %s\n\ndata: {"type":"text-start","id":%s}\n\n' % (start, self.text_id)
+        end = b'data: {"type":"text-end","id":%s}\n\n' % self.text_id
+        self.text_id = b""
+        return end
 
     def _delta(self, text_json: bytes) -> bytes:
         self.said = True
@@ -111,19 +141,42 @@ class UIStreamFrames:
     def __call__(self, event: StreamEvent) -> bytes:
         kind = event.kind
         if kind == "chunk":
-            return self._open() + self._delta(chunk_text_json(event.data))
-        if kind == "done":
             head = self._open()
-            if not self.said:  # a replay whose chunks expired: the answer whole
-                head += self._delta(_encode(final_turn(event).response))
-            return head + (
-                b'data: {"type":"text-end","id":%s}\n\n'
-                b'data: {"type":"finish","finishReason":"stop"}\n\ndata: [DONE]\n\n' % self.text_id
+            return head + self._delta(chunk_text_json(event.data))
+        if kind == "tool":
+            tool = decode_tool(event.data)
+            ids = {"toolCallId": tool.call_id}
+            parts = (
+                {"type": "tool-input-available", **ids, "toolName": tool.name,
+                 "input": tool.arguments},
+                {"type": "tool-output-available", **ids, "output": tool.result},
+            )  # fmt: skip
+            return (
+                self._start()
+                + self._close()
+                + b"".join(b"data: %s\n\n" % _encode(p) for p in parts)
             )
+        if kind == "interrupt":
+            interrupt = decode_interrupt(event.data)
+            part = {
+                "type": "data-interrupt",
+                "data": {"value": interrupt.value, "id": interrupt.id},
+            }
+            return self._start() + self._close() + b"data: %s\n\n" % _encode(part)
+        if kind == "done":
+            response = final_turn(event).response
+            head = b""
+            if not self.said and response:  # a replay whose chunks expired: the answer whole
+                head = self._open()
+                head += self._delta(_encode(response))
+            elif not self.said and not self.started:
+                head = self._open()  # an empty answer is still one (empty) text part
+            head = self._start() + head + self._close()
+            return head + b'data: {"type":"finish","finishReason":"stop"}\n\ndata: [DONE]\n\n'
         if kind == "error":
             err = final_error(event)
             body = _encode({"type": "error", "errorText": f"{err.code}: {err.message}"})
-            return self._open() + b"data: %s\n\ndata: [DONE]\n\n" % body
+            return self._start() + self._close() + b"data: %s\n\ndata: [DONE]\n\n" % body
         return self._restart(event.seq)  # reset
 
 

@@ -1,5 +1,6 @@
--- agenthost schema 5: the turn's two steps as single flat functions, answering the window
--- after a caller's mark (schema 4's agenthost_begin_turn_since, without its nested calls):
+-- agenthost schema 6: the turn's two steps as single flat functions, answering the window
+-- after a caller's mark and the agent state (schema 5's agenthost_begin_turn_state and
+-- agenthost_commit_turn_state, without their nested calls):
 -- for the per-process window cache (turns/window_cache.py) and the Redis cache in front of
 -- PostgreSQL (--cache, stores/cached.py).
 --
@@ -8,10 +9,10 @@
 -- which has a new created_at). A cached window and metadata labelled with the version
 -- PostgreSQL reports under the session row's lock are the committed ones.
 --
--- The functions of schemas 1-4 stay, so servers of the previous release keep working during a
+-- The functions of schemas 1-5 stay, so servers of the previous release keep working during a
 -- rolling update.
 
--- The first step of a turn. As agenthost_begin_turn_since, in one function body (no nested
+-- The first step of a turn. As agenthost_begin_turn_state, in one function body (no nested
 -- calls), with the fingerprint written by the turn's own insert: created_at names the
 -- session's incarnation; with a mark (p_known_created, p_known_count) of this incarnation
 -- and not ahead of it, history holds only the window's messages from the mark on (delta).
@@ -21,7 +22,7 @@ CREATE FUNCTION agenthost_begin(
     p_known_created double precision, p_known_count integer,
     OUT kind text, OUT fence bigint, OUT message_count integer, OUT created boolean,
     OUT created_at double precision, OUT metadata jsonb, OUT history json, OUT turn jsonb,
-    OUT busy_turn_id text, OUT delta boolean)
+    OUT busy_turn_id text, OUT delta boolean, OUT state bytea)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
@@ -35,21 +36,24 @@ DECLARE
     v_fp text;
     v_since integer;
     v_meta jsonb;
+    v_state bytea;
 BEGIN
     -- Scalar variables, not a row variable: only the columns the step needs are copied.
     created := false;
     delta := false;
     SELECT s.fence, s.message_count, s.created_at, s.expires_at, s.lease_turn_id,
-           s.lease_expires_at, s.metadata
-      INTO v_fence, v_count, created_at, v_expires, v_lease_tid, v_lease_expires, v_meta
+           s.lease_expires_at, s.metadata, s.state
+      INTO v_fence, v_count, created_at, v_expires, v_lease_tid, v_lease_expires, v_meta,
+           v_state
       FROM agenthost_sessions s WHERE s.session_id = p_sid FOR UPDATE;
     IF NOT FOUND THEN
         INSERT INTO agenthost_sessions (session_id, created_at, updated_at, expires_at)
         VALUES (p_sid, v_now, v_now, v_now + p_ttl) ON CONFLICT (session_id) DO NOTHING;
         created := FOUND;
         SELECT s.fence, s.message_count, s.created_at, s.expires_at, s.lease_turn_id,
-               s.lease_expires_at, s.metadata
-          INTO v_fence, v_count, created_at, v_expires, v_lease_tid, v_lease_expires, v_meta
+               s.lease_expires_at, s.metadata, s.state
+          INTO v_fence, v_count, created_at, v_expires, v_lease_tid, v_lease_expires, v_meta,
+               v_state
           FROM agenthost_sessions s WHERE s.session_id = p_sid FOR UPDATE;
     END IF;
     IF NOT created AND v_expires <= v_now THEN
@@ -60,6 +64,7 @@ BEGIN
         created := true;
         v_count := 0;
         v_meta := '{}';
+        v_state := NULL;  -- agenthost_forget dropped it
         created_at := v_now;
     END IF;
     IF NOT created THEN
@@ -103,6 +108,7 @@ BEGIN
         fingerprint = CASE WHEN excluded.fingerprint <> '' THEN excluded.fingerprint
                            ELSE t.fingerprint END;
     metadata := v_meta || coalesce(p_patch, '{}');
+    state := v_state;
     delta := coalesce(NOT created AND p_known_created = created_at
         AND p_known_count <= v_count, false);
     v_since := CASE WHEN delta THEN p_known_count ELSE 0 END;
@@ -118,14 +124,15 @@ BEGIN
 END $$;
 
 -- The commit, fenced, in one function body: the first statement checks the lease, locks
--- the row and updates it (count, metadata, lease dropped); then both messages are inserted
+-- the row and updates it (count, metadata, the agent state when p_state is given, lease
+-- dropped); then both messages are inserted
 -- and the turn completed. Returns the turn's created_at and the commit's time; both NULL if
 -- the lease is not ours (nothing written).
 CREATE FUNCTION agenthost_commit(
     p_sid text, p_tid text, p_fence bigint,
     p_user text, p_user_at double precision, p_user_seq integer,
     p_answer text, p_answer_at double precision, p_answer_seq integer,
-    p_metadata jsonb, p_ttl double precision,
+    p_metadata jsonb, p_ttl double precision, p_state bytea,
     OUT turn_created_at double precision, OUT committed_at double precision)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -134,7 +141,7 @@ DECLARE
 BEGIN
     UPDATE agenthost_sessions SET turns = turns + 1, message_count = p_answer_seq + 1,
         metadata = p_metadata, updated_at = v_now, expires_at = v_now + p_ttl,
-        lease_turn_id = NULL, lease_expires_at = 0
+        lease_turn_id = NULL, lease_expires_at = 0, state = coalesce(p_state, state)
     WHERE session_id = p_sid AND expires_at > v_now AND lease_turn_id = p_tid
         AND lease_fence = p_fence AND lease_expires_at > v_now
     RETURNING release_wanted INTO v_wanted;
