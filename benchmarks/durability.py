@@ -5,8 +5,14 @@ again empty on the same port. The loadtest's verifier then reads every history b
 counts lost, duplicated, reordered and mismatched turns: with PostgreSQL as the system of
 record, losing Redis must lose no acknowledged turn. Prints one JSON object.
 
+With `--cache`, the same redis-server is also the session cache in front of PostgreSQL
+(`--cache redis://...`: windows, metadata and answers served from Redis): its loss then
+empties the cache too, and the next turn of each session reads PostgreSQL. The result
+tells how the server's turns were served (`agenthost_session_cache_requests_total`).
+
     python benchmarks/durability.py --sessions 500 --turns 5 \
         --json benchmarks/results/durability.json
+    python benchmarks/durability.py --cache --sessions 500 --turns 5 --json OUT.json
 """
 
 from __future__ import annotations
@@ -15,11 +21,13 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -50,6 +58,14 @@ def committed(url: str) -> int:
     return int(psql(url, "SELECT count(*) FROM agenthost_turns WHERE status = 'completed'"))
 
 
+def cache_counts(base: str) -> dict[str, int]:
+    """The server's turn begins by how the session cache served them."""
+    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    found = re.findall(r'agenthost_session_cache_requests_total\{result="(\w+)"\} (\d+)', text)
+    return {result: int(count) for result, count in found}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -58,6 +74,9 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=5)
     parser.add_argument("--mode", default="sse", choices=["http", "sse", "ws"])
     parser.add_argument("--llm", default="sim://?latency_ms=300")
+    parser.add_argument(
+        "--cache", action="store_true", help="the redis-server is the session cache too"
+    )
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args()
     total = args.sessions * args.turns
@@ -76,7 +95,8 @@ def main() -> None:
             process(
                 [AGENTHOST, "serve", "--port", str(port), "--store", pg_url,
                  "--broker", f"redis://127.0.0.1:{redis_port}/0", "--llm", args.llm,
-                 "--allow-no-auth", "--log-level", "warning"],
+                 "--allow-no-auth", "--log-level", "warning",
+                 *(["--cache", f"redis://127.0.0.1:{redis_port}/0"] if args.cache else [])],
                 log,
                 env,
             )
@@ -101,6 +121,7 @@ def main() -> None:
         loadtest.wait(600)
         report: dict[str, Any] = json.loads(report_path.read_text())
         in_postgres = committed(pg_url)
+        served = cache_counts(f"http://127.0.0.1:{port}") if args.cache else None
     verification = report["verification"]
     result = {
         **result_header("durability"),
@@ -111,6 +132,7 @@ def main() -> None:
             "llm": args.llm,
             "store": "postgresql://… (our own PostgreSQL, default durability)",
             "broker": "redis://… (no persistence; SIGKILLed and restarted empty mid-run)",
+            "cache": "the broker's redis-server" if args.cache else None,
         },
         "committed_when_redis_was_killed": at_kill,
         "committed_in_postgres_at_end": in_postgres,
@@ -119,6 +141,7 @@ def main() -> None:
         "failed": report["failed"],
         "retries": report["retries"],
         "verification": verification,
+        **({} if served is None else {"session_cache": served}),
         "clean": not any(
             verification[k]
             for k in ("lost", "duplicated", "out_of_order", "mismatched", "unreadable")

@@ -130,7 +130,7 @@ def turn_cpu(result: dict[str, Any]) -> str:
         "turn adds two, so the column *history during run* gives the range really seen.",
         "",
         "| target | history | history during run | server CPU ms/turn "
-        "| store CPU ms/turn (redis-server or postgres) "
+        "| store CPU ms/turn (redis-server, postgres, or postgres + cache) "
         "| **total CPU ms/turn** | turns/s | errors |" + (" statements/turn |" if counted else ""),
         "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if counted else ""),
     ]
@@ -481,16 +481,28 @@ def streamed_turns(result: dict[str, Any]) -> str:
 def durability(result: dict[str, Any]) -> str:
     p = result["params"]
     v = result["verification"]
+    cached = p.get("cache")
+    served = result.get("session_cache")
     return "\n".join(
         [
-            "## Durability: PostgreSQL store, Redis killed mid-run (`benchmarks/durability.py`)",
+            "## Durability: PostgreSQL store"
+            + (" with a Redis cache" if cached else "")
+            + ", Redis killed mid-run (`benchmarks/durability.py`)",
             "",
             f"Command: `{result['command']}` — {result['date']}, commit "
             f"`{result['git_commit']}`, {_machine(result['machine'])}. `agenthost loadtest` "
             f"of {p['sessions']} sessions x {p['turns']} turns ({p['mode']}, `{p['llm']}`) "
-            f"against one server with store {p['store']} and broker {p['broker']}; the "
+            f"against one server with store {p['store']} and broker {p['broker']}"
+            + (f", session cache: {cached}" if cached else "")
+            + "; the "
             f"redis-server was killed after {result['committed_when_redis_was_killed']} "
-            "committed turns.",
+            "committed turns."
+            + (
+                f" Turn begins served by the cache: {served.get('hit', 0)}, by PostgreSQL: "
+                f"{served.get('miss', 0)}, past the dead cache: {served.get('bypass', 0)}."
+                if served
+                else ""
+            ),
             "",
             "| answered / sent | failed | retried | lost | duplicated | out of order "
             "| mismatched | unreadable | turns in PostgreSQL | clean |",

@@ -36,8 +36,9 @@ PYTHON = sys.executable
 AGENTHOST = str(Path(PYTHON).with_name("agenthost"))
 STORES = ("sqlite", "memory", "redis", "redis-tenant", "redis-cluster", "postgres")
 # Each agenthost target also as `<target>-nocache`: the same server with --window-cache-mb 0,
-# so the window cache's effect is measured in the same run (A/B).
-TARGETS = ("baseline", *STORES, *(f"{t}-nocache" for t in STORES))
+# so the window cache's effect is measured in the same run (A/B). postgres+cache: PostgreSQL
+# with a redis-server as its --cache (issue 16's hot tier).
+TARGETS = ("baseline", *STORES, *(f"{t}-nocache" for t in STORES), "postgres+cache")
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 # Top-level statements PostgreSQL ran, read before and after each measured run: the figure
 # "statements per turn" (pg_stat_statements; a server-side function call counts once).
@@ -47,6 +48,9 @@ STATEMENTS: dict[str, str] = {}  # base URL -> the database's URL
 # add to a turn.
 TENANT_LIMITS = ["--turns-per-minute", "10000000", "--max-inflight", "100000"]
 BEARER: dict[str, str] = {}  # base URL -> the API key loadgen sends
+# postgres+cache: PostgreSQL as the store with a redis-server as its --cache; the Redis
+# process's share is told apart from PostgreSQL's.
+CACHE_PIDS: dict[str, int] = {}  # base URL -> the cache's redis-server
 # words=0: the simulator echoes the message, as the baseline's agent does, so both sides do
 # the same agent work and the figure compares the servers, not the fake models.
 LLM_URL = "sim://?words=0"
@@ -223,7 +227,7 @@ def statements_run(url: str) -> int:
             " AND s.query NOT LIKE '%pg_stat_statements%'"
             " AND s.query NOT LIKE '%agenthost_processes%'"
             " AND s.query NOT LIKE '%agenthost_autoscale%'"
-            " AND s.query <> 'SELECT 1'",
+            " AND s.query NOT IN ('SELECT 1', 'SELECT $1')",
         )
     )
 
@@ -296,7 +300,7 @@ def target_server(
             store = "memory://"
         elif target in ("redis", "redis-tenant"):
             store, extra = stack.enter_context(redis_server(workdir))
-        elif target == "postgres":
+        elif target in ("postgres", "postgres+cache"):
             store, extra = stack.enter_context(postgres_server(workdir))
             STATEMENTS[f"http://127.0.0.1:{port}"] = store
         else:
@@ -306,6 +310,11 @@ def target_server(
         args = [AGENTHOST, "serve", "--port", str(port), "--store", store,
                 "--llm", LLM_URL, "--history-window", str(history_window),
                 "--log-level", "warning", "--allow-no-auth", *cache_args]  # fmt: skip
+        if target == "postgres+cache":
+            cache, cache_pids = stack.enter_context(redis_server(workdir))
+            extra = [*extra, *cache_pids]
+            CACHE_PIDS[f"http://127.0.0.1:{port}"] = cache_pids[0]
+            args += ["--cache", cache]
         if target == "redis-tenant":
             created = subprocess.run(
                 [AGENTHOST, "keys", "create", "--tenant", "bench", "--store", store,
@@ -325,6 +334,7 @@ def target_server(
                 if target == "redis-tenant"
                 else ""
             )
+            + (" --cache redis://…" if target == "postgres+cache" else "")
         )
         yield f"http://127.0.0.1:{port}", "agenthost", [proc.pid, *extra], command
 
@@ -365,6 +375,10 @@ def measure_point(
     statements = statements_run(database) - statements_before if database else None
     server_ms = (after[pids[0]] - before[pids[0]]) * 1000 / answered
     redis_ms = sum(after[p] - before[p] for p in pids[1:]) * 1000 / answered
+    cache_pid = CACHE_PIDS.get(url)
+    cache_ms = (
+        None if cache_pid is None else (after[cache_pid] - before[cache_pid]) * 1000 / answered
+    )
     return {
         "turns": result["answered"],
         "errors": result["errors"],
@@ -375,6 +389,9 @@ def measure_point(
         "redis_cpu_ms_per_turn": round(redis_ms, 4),
         "cpu_ms_per_turn": round(server_ms + redis_ms, 4),
         **({} if statements is None else {"statements_per_turn": round(statements / answered, 3)}),
+        # postgres+cache: redis_cpu_ms_per_turn is PostgreSQL's and the cache's together;
+        # this is the cache's part.
+        **({} if cache_ms is None else {"cache_cpu_ms_per_turn": round(cache_ms, 4)}),
     }
 
 
@@ -475,6 +492,15 @@ def summarize(
                     entry[f"nocache_over_this_h{h}"] = round(
                         by[(f"{target}-nocache", h)] / by[(target, h)], 2
                     )
+        # Issue 16's bars: PostgreSQL alone at most the reference design's figure, and with
+        # the cache at most 1.3x agenthost on Redis.
+        for h in histories:
+            if target == "postgres" and ("baseline", h) in by:
+                entry[f"meets_baseline_h{h}"] = by[(target, h)] <= by[("baseline", h)]
+            if target == "postgres+cache" and ("redis", h) in by and by[("redis", h)]:
+                ratio = round(by[(target, h)] / by[("redis", h)], 2)
+                entry[f"over_redis_h{h}"] = ratio
+                entry[f"meets_redis_1_3x_h{h}"] = ratio <= 1.3
         summary[target] = entry
     return summary
 

@@ -232,6 +232,50 @@ def test_turn_cpu_counts_postgres_cpu_and_two_statements_per_turn(tmp_path: Path
     assert "| postgres | 5 |" in rendered and "1024-byte messages" in rendered
 
 
+def test_turn_cpu_with_the_cache_counts_two_statements_and_the_caches_cpu(
+    tmp_path: Path,
+) -> None:
+    """postgres+cache: a warm turn is still begin and commit in PostgreSQL (the window and
+    metadata come from Redis, the lease and the commit do not), and the cache's
+    redis-server CPU is told apart from PostgreSQL's."""
+    out = tmp_path / "turn_cpu.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/turn_cpu.py", "--targets", "postgres+cache", "--turns",
+         "40", "--sessions", "10", "--warmup", "20", "--histories", "5", "--repeats", "1",
+         "--concurrency", "1", "--max-seconds", "30", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    (row,) = result["results"]
+    assert row["target"] == "postgres+cache" and row["turns"] == 40 and row["errors"] == 0
+    assert row["statements_per_turn"] == 2
+    assert 0 < row["cache_cpu_ms_per_turn"] < row["redis_cpu_ms_per_turn"]
+    assert "--cache redis://" in row["server_command"]
+    rendered = load_script("render_docs").turn_cpu(result)
+    assert "| postgres+cache | 5 |" in rendered
+
+
+def test_durability_with_the_cache_kills_it_mid_run_and_nothing_is_lost(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "durability.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/durability.py", "--cache", "--sessions", "20", "--turns",
+         "4", "--llm", "sim://?latency_ms=100", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["clean"] and result["params"]["cache"]
+    assert result["answered"] == 80 and result["committed_in_postgres_at_end"] == 80
+    assert result["verification"]["lost"] == 0
+    served = result["session_cache"]
+    assert served["hit"] > 0 and sum(served.values()) >= 80
+    rendered = load_script("render_docs").durability(result)
+    assert "with a Redis cache" in rendered and "served by the cache" in rendered
+
+
 def test_durability_kills_redis_mid_run_and_the_verifier_finds_nothing_lost(
     tmp_path: Path,
 ) -> None:

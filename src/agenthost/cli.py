@@ -50,8 +50,8 @@ SERVE_PANELS: dict[str, tuple[str, ...]] = {
         "keep_alive_timeout", "max_connections", "detailed_errors",
     ),
     "Store": (
-        "store", "store_read_replica", "session_ttl", "retention", "history_window",
-        "window_cache_mb",
+        "store", "store_read_replica", "cache", "cache_ttl", "session_ttl", "retention",
+        "history_window", "window_cache_mb",
     ),
     "LLM": (
         "llm", "llm_model", "llm_api_key", "llm_transport", "llm_cache", "llm_cache_ttl",
@@ -79,7 +79,7 @@ SERVE_PANELS: dict[str, tuple[str, ...]] = {
 
 _LIST_FIELDS = frozenset(f for f, kind in _TYPES.items() if typing.get_origin(kind) is list)
 _SECRETS = frozenset({"llm_api_key", "jwt_secret", "admin_token"})
-_URLS = frozenset({"store", "llm", "llm_cache", "broker", "rate_limiter"})
+_URLS = frozenset({"store", "cache", "llm", "llm_cache", "broker", "rate_limiter"})
 
 
 @app.callback()

@@ -10,7 +10,15 @@ import pytest
 
 from agenthost.stores import SessionStore, create_store
 
-BACKENDS = ["memory", "sqlite", "redis", "redis-cluster", "postgres"]
+BACKENDS = [
+    "memory",
+    "sqlite",
+    "redis",
+    "redis-cluster",
+    "postgres",
+    "postgres+cache",
+    "postgres+cluster-cache",
+]
 
 
 def _url(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
@@ -24,7 +32,7 @@ def _url(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if name == "redis-cluster":
         cluster_url: str = request.getfixturevalue("redis_cluster_url")
         return cluster_url
-    if name == "postgres":
+    if name.startswith("postgres"):
         pg_url: str = request.getfixturevalue("postgres_url")
         return pg_url
     raise AssertionError(f"no URL for backend {name}")
@@ -32,7 +40,11 @@ def _url(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture(params=BACKENDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SessionStore]:
-    s = create_store(_url(request.param, request, tmp_path))
+    cache = {"postgres+cache": "redis_url", "postgres+cluster-cache": "redis_cluster_url"}.get(
+        request.param
+    )
+    cache_url = None if cache is None else request.getfixturevalue(cache)
+    s = create_store(_url(request.param, request, tmp_path), cache=cache_url)
     await s.open()
     try:
         yield s

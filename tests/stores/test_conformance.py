@@ -600,7 +600,11 @@ async def test_wait_for_release_wakes_on_commit_fail_and_release(store: SessionS
         async def registered(s: str = s) -> bool:
             # Every backend keeps its waiters in a `ReleaseWaiters`. (Redis may still be
             # subscribing: it re-checks the lease once subscribed, so it cannot miss this.)
-            return bool(store._waiters.waiting(s))  # type: ignore[attr-defined]
+            # A wrapping store (the cache) shows its PostgreSQL store's as `waiters`.
+            waiters = getattr(store, "waiters", None)
+            if waiters is None:
+                waiters = store._waiters  # type: ignore[attr-defined]
+            return bool(waiters.waiting(s))
 
         await eventually(registered)
         assert not waiter.done()

@@ -90,6 +90,8 @@ class Settings(msgspec.Struct, kw_only=True):
     workers: str = "1"
     store: str = "sqlite:///./agenthost.db"
     store_read_replica: list[str] = msgspec.field(default_factory=list)
+    cache: str | None = None
+    cache_ttl: float = 3600.0
     llm: str = DEFAULT_LLM
     llm_model: str | None = None
     llm_api_key: str | None = None
@@ -169,6 +171,14 @@ class Settings(msgspec.Struct, kw_only=True):
             problems.append(
                 ("store_read_replica", "postgresql:// replicas of a postgresql:// store")
             )
+        if self.cache is not None and not (
+            is_postgres_url(self.store) and is_redis_url(self.cache)
+        ):
+            problems.append(
+                ("cache", "redis:// or redis+cluster:// in front of a postgresql:// store")
+            )
+        if self.cache_ttl <= 0:
+            problems.append(("cache_ttl", "must be > 0 seconds"))
         if self.history_window < 0:
             problems.append(("history_window", "must be >= 0"))
         if self.window_cache_mb < 0:
@@ -390,6 +400,10 @@ SETTINGS_HELP: dict[str, str] = {
     "postgresql://, which keeps sessions until deleted.",
     "store_read_replica": "postgresql:// only: a read replica for history reads; repeatable "
     "(environment: URLs separated by spaces).",
+    "cache": "postgresql:// only: Redis in front of it (redis://, redis+cluster://) for "
+    "the window and answers; turns commit in PostgreSQL.",
+    "cache_ttl": "Seconds a session's cache entry outlives its last commit (then the next "
+    "turn reads PostgreSQL).",
     "retention": "postgresql:// only: remove sessions idle longer than this many seconds "
     "(0: keep until deleted).",
     "history_window": "How many of the newest messages the agent is handed each turn.",

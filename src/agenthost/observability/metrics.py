@@ -77,6 +77,7 @@ METRIC_NAMES = (
     "agenthost_llm_time_to_first_token_seconds",
     "agenthost_llm_errors_total",
     "agenthost_llm_cache_requests_total",
+    "agenthost_session_cache_requests_total",
     "agenthost_store_operation_duration_seconds",
     "agenthost_broker_operation_duration_seconds",
     "agenthost_rejections_total",
@@ -129,6 +130,7 @@ class Metrics:
         self,
         *,
         llm_cache: Callable[[], tuple[int, int]] = lambda: (0, 0),
+        session_cache: Callable[[], dict[str, int]] | None = None,
         activity: Activity | None = None,
     ) -> None:
         self.turns: dict[str, int] = {}
@@ -148,6 +150,8 @@ class Metrics:
         self.draining: Callable[[], bool] = lambda: False
         self.llm_cache = llm_cache
         """(hits, misses) of the LLM response cache; (0, 0) without one."""
+        self.session_cache = session_cache or (lambda: {"hit": 0, "miss": 0, "bypass": 0})
+        """Turn begins by how the session cache (`--cache`) served them; zeros without one."""
         self.activity = activity or Activity()
         """Recent turns and refusals by tenant, for the dashboard (never exported here)."""
 
@@ -255,6 +259,14 @@ class Metrics:
             "Cacheable LLM calls answered from the cache (hit) or upstream (miss).",
             "result",
             (("hit", hits), ("miss", misses)),
+        )
+        _counter(
+            out,
+            "agenthost_session_cache_requests_total",
+            "Turn begins whose window came from the session cache (hit), from PostgreSQL "
+            "(miss), or from PostgreSQL past a failing cache (bypass).",
+            "result",
+            self.session_cache().items(),
         )
         _histogram_head(
             out,

@@ -12,6 +12,7 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.applications import Starlette
 
@@ -42,6 +43,7 @@ from agenthost.registry import ProcessRegistry, create_registry
 from agenthost.runtime.heartbeat import Heartbeat
 from agenthost.runtime.worker_slot import WorkerPeers, WorkerSlot
 from agenthost.stores import SessionStore, create_store
+from agenthost.stores.cached import CachedStore
 from agenthost.stores.instrumented import InstrumentedStore
 from agenthost.turns.agents import AgentRunner, load_agent
 from agenthost.turns.chunks import ChunkFlusher
@@ -93,9 +95,13 @@ def assemble(
     wrong shape)."""
     with blame("otel"):
         tracing = tracing or create_tracing(settings.otel)
-    replicas = {"read_replicas": settings.store_read_replica} if settings.store_read_replica else {}
+    options: dict[str, Any] = {}
+    if settings.store_read_replica:
+        options["read_replicas"] = settings.store_read_replica
+    if settings.cache:
+        options.update(cache=settings.cache, cache_ttl=settings.cache_ttl)
     with blame("store"):
-        the_store = store or create_store(settings.store, **replicas)
+        the_store = store or create_store(settings.store, **options)
     with blame("llm"):
         the_llm = llm or create_llm(
             settings.llm,
@@ -115,8 +121,10 @@ def assemble(
     with blame("app"):
         framework_llm = FrameworkLLM(settings.llm, settings.llm_model, settings.llm_api_key)
         the_agent = agent or load_agent(settings.app, settings.app_dir, framework_llm)
+    session_cache = the_store.counts if isinstance(the_store, CachedStore) else None
     metrics = Metrics(
         llm_cache=lambda: cache_counts(the_llm),
+        session_cache=session_cache,
         activity=Activity(log_content=settings.log_content),
     )
     measured_llm = InstrumentedLLM(the_llm, metrics, tracing)

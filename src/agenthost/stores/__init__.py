@@ -7,6 +7,9 @@
 | `redis://host:port/db`, `rediss://...` | the fleet store |
 | `redis+cluster://host:port` | Redis Cluster |
 | `postgresql://user:pass@host:port/db`, `postgres://...` | PostgreSQL, the system of record |
+
+`cache=redis://...` (or `redis+cluster://`) puts Redis in front of a PostgreSQL store
+(`stores/cached.py`).
 """
 
 from __future__ import annotations
@@ -41,8 +44,21 @@ __all__ = [
 ]
 
 
-def create_store(url: str, **options: Any) -> SessionStore:
-    """Build (not open) the store named by `url`; raise ValueError for an unknown scheme."""
+def create_store(
+    url: str, *, cache: str | None = None, cache_ttl: float = 3600.0, **options: Any
+) -> SessionStore:
+    """Build (not open) the store named by `url`, behind a Redis cache at `cache` (its
+    entries kept `cache_ttl` seconds) if given; ValueError for an unknown scheme or a cache
+    in front of anything but PostgreSQL."""
+    if cache is not None:
+        if not is_postgres_url(url):
+            raise ValueError("a session cache goes in front of a postgresql:// store only")
+        if not is_redis_url(cache):
+            raise ValueError(f"the session cache must be redis:// or redis+cluster://: {cache!r}")
+        from agenthost.stores.cached import CachedStore
+        from agenthost.stores.postgres import PostgresStore
+
+        return CachedStore(PostgresStore(url, **options), cache, ttl_s=cache_ttl)
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme == "memory":
         from agenthost.stores.memory import MemoryStore

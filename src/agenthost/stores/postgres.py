@@ -2,15 +2,18 @@
 
 Conversations are kept until deleted (or, with a retention, until idle longer than it).
 Each step of a turn is one call of a server-side function (`stores/migrations/`), so one
-round trip on a pooled asyncpg connection whose prepared statements are cached: begin,
-commit, fail. Messages are append-only rows keyed by `(session_id, seq)`; the window is read
-with `ORDER BY seq DESC LIMIT n` on that key, so a turn costs the same at history 10,000 as
-at 10. Fencing is checked inside the commit, under the session row's lock.
+round trip on an asyncpg connection (`stores/pg_connections.py`) whose prepared statements
+are cached: begin, commit, fail. Given a mark of what the caller holds (a window cache's:
+`turns/window_cache.py`, or Redis's in front, `stores/cached.py`), the begin step answers
+only the messages after it. Messages are append-only rows keyed by `(session_id, seq)`;
+the window is read with `ORDER BY seq DESC LIMIT n` on that key, so a turn costs the same
+at history 10,000 as at 10. Fencing is checked inside the commit, under the session row's lock.
 
 Release wake-ups and interrupts travel by LISTEN/NOTIFY on one connection per process. A
 step that drops a lease notifies only if a waiter asked (`release_wanted`), so a turn with
 no waiter sends nothing. Every connection failure or timeout becomes `StoreUnavailable`
-(503 + Retry-After); the pool reconnects on the next call, so service resumes by itself.
+(503 + Retry-After); a failed connection is replaced on the next call, so service resumes
+by itself.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from agenthost.stores.base import (
     key_reused,
 )
 from agenthost.stores.notify import ReleaseWaiters
+from agenthost.stores.pg_connections import PgConnections
 from agenthost.stores.pg_schema import SchemaTooNew, migrate_schema, schema_status
 
 __all__ = ["FAILURES", "PostgresStore", "split_options"]
@@ -84,6 +88,7 @@ class _Turn(msgspec.Struct):
 
 _decode_turn = msgspec.json.Decoder(_Turn).decode
 
+
 _OPTIONS = {"pool_size": 20, "command_timeout": 5.0, "connect_timeout": 2.0, "migrate": 1}
 
 
@@ -116,18 +121,23 @@ class PostgresStore:
         self.url = url
         self.dsn, options = split_options(url)
         self.replica_dsns = [split_options(u)[0] for u in read_replicas]
-        self._replicas: list[asyncpg.Pool] = []
+        self._replicas: list[PgConnections] = []
         self._next_replica = 0
         self.pool_size = max(1, int(options["pool_size"]))
         self.command_timeout = options["command_timeout"]
         self.connect_timeout = options["connect_timeout"]
         self.auto_migrate = bool(options["migrate"])
         self.purge_interval = purge_interval
-        self._pool: asyncpg.Pool | None = None
+        self._pool: PgConnections | None = None
         self._waiters = ReleaseWaiters()
         self._interrupt_callbacks: list[Callable[[str, str], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._listening = asyncio.Event()
+
+    @property
+    def waiters(self) -> ReleaseWaiters:
+        """The processes' turns waiting here for a session's release."""
+        return self._waiters
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -163,23 +173,19 @@ class PostgresStore:
             async with asyncio.timeout(self.connect_timeout + 1):
                 await self._listening.wait()
 
-    async def _new_pool(self, dsn: str) -> asyncpg.Pool:
-        """A pool that connects when first used (so a replica that is down now does not stop
-        the server from starting)."""
-        pool: asyncpg.Pool = await asyncpg.create_pool(
+    async def _new_pool(self, dsn: str) -> PgConnections:
+        """Connections opened when first used (so a replica that is down now does not stop
+        the server from starting). Every call here is one autocommit statement that leaves
+        no session state, so a connection goes back without a reset: asyncpg's pool reset
+        each connection on release with a query of four statements (UNLISTEN, RESET ALL,
+        ...), 10 statements per turn where 2 do the work; and its release machinery cost
+        more CPU than the call (`stores/pg_connections.py`)."""
+        return PgConnections(
             dsn,
-            min_size=0,
-            max_size=self.pool_size,
-            timeout=self.connect_timeout,
+            size=self.pool_size,
+            connect_timeout=self.connect_timeout,
             command_timeout=self.command_timeout,
-            max_inactive_connection_lifetime=60.0,
-            # asyncpg's default reset on release is a query of four statements (UNLISTEN,
-            # RESET ALL, ...) per call; every call here is one autocommit statement that
-            # leaves no session state, so there is nothing to reset. Measured: 10 statements
-            # per turn with the default, 2 without.
-            reset=_leave_as_is,
         )
-        return pool
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -196,7 +202,7 @@ class PostgresStore:
                 with contextlib.suppress(*FAILURES):
                     await asyncio.wait_for(pool.close(), 5)
 
-    async def _call(self, call: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+    async def _call(self, call: Callable[[PgConnections], Awaitable[T]]) -> T:
         pool = self._pool
         if pool is None:
             raise StoreUnavailable("the postgresql store is not open")
@@ -205,7 +211,7 @@ class PostgresStore:
         except FAILURES as exc:
             raise StoreUnavailable(f"postgresql: {exc}") from exc
 
-    async def _read(self, call: Callable[[asyncpg.Pool], Awaitable[T]]) -> T | None:
+    async def _read(self, call: Callable[[PgConnections], Awaitable[T]]) -> T | None:
         """`call` on the next read replica; None if there is none or it failed (the caller
         then asks the primary)."""
         if not self._replicas:
@@ -292,7 +298,7 @@ class PostgresStore:
     async def get_session(
         self, session_id: str, *, min_seq: int | None = None
     ) -> SessionInfo | None:
-        def query(pool: asyncpg.Pool) -> Any:
+        def query(pool: PgConnections) -> Any:
             return pool.fetchrow(
                 "SELECT created_at, updated_at, turns, metadata::text, message_count"
                 " FROM agenthost_sessions"
@@ -325,7 +331,7 @@ class PostgresStore:
     ) -> list[Message] | None:
         upper = 2**31 - 1 if before is None else min(before, 2**31 - 1)
 
-        def query(pool: asyncpg.Pool) -> Any:
+        def query(pool: PgConnections) -> Any:
             return pool.fetchval(
                 "SELECT agenthost_page($1, $2, $3)::text", session_id, limit, upper
             )
@@ -357,9 +363,9 @@ class PostgresStore:
         patch = _encode(metadata_patch).decode() if metadata_patch else None
         row = await self._call(
             lambda pool: pool.fetchrow(
-                "SELECT kind, fence, message_count, created, metadata::text, history::text,"
-                " turn::text, busy_turn_id, created_at, delta, state"
-                " FROM agenthost_begin_turn_state($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10)",
+                "SELECT kind, fence, message_count, created, created_at, metadata::text,"
+                " history::text, turn::text, busy_turn_id, delta, state"
+                " FROM agenthost_begin($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10)",
                 session_id,
                 turn_id,
                 message,
@@ -376,19 +382,27 @@ class PostgresStore:
         if kind == "reused":
             raise key_reused(turn_id)
         if kind == "completed":
-            return Completed(_record(session_id, turn_id, row[6]))
+            return Completed(_record(session_id, turn_id, row[7]))
         if kind == "busy":
-            return Busy(row[7])
+            return Busy(row[8])
         return Started(
             Lease(session_id, turn_id, row[1], fingerprint),
-            _decode_messages(row[5]),
-            _decode_meta(row[4]),
+            _decode_messages(row[6]),
+            _decode_meta(row[5]),
             row[2],
             row[3],
-            row[8],
+            row[4],
             row[9],
             row[10],
         )
+
+    async def session_created(self, session_id: str) -> float | None:
+        """The live session's created_at (its incarnation), or None: a read on the
+        primary, no lock."""
+        created: float | None = await self._fetchval(
+            "SELECT agenthost_session_created($1)", session_id
+        )
+        return created
 
     async def commit_turn(
         self,
@@ -401,26 +415,37 @@ class PostgresStore:
         state: bytes | None = None,
     ) -> TurnRecord:
         sid, tid = lease.session_id, lease.turn_id
-        turn = await self._fetchval(
-            "SELECT agenthost_commit_turn_state($1, $2, $3, $4, $5, $6, $7, $8, $9,"
-            " $10::jsonb, $11, $12)::text",
-            sid,
-            tid,
-            lease.fence,
-            user.content,
-            user.created_at,
-            user.seq,
-            assistant.content,
-            assistant.created_at,
-            assistant.seq,
-            _encode(metadata).decode(),
-            float(ttl_s),
-            state,
+        row = await self._call(
+            lambda pool: pool.fetchrow(
+                "SELECT turn_created_at, committed_at"
+                " FROM agenthost_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12)",
+                sid,
+                tid,
+                lease.fence,
+                user.content,
+                user.created_at,
+                user.seq,
+                assistant.content,
+                assistant.created_at,
+                assistant.seq,
+                _encode(metadata).decode(),
+                float(ttl_s),
+                state,
+            )
         )
-        if turn is None:
+        if row[1] is None:
             raise LeaseLost(f"turn {tid} no longer holds session {sid}")
         self._waiters.wake(sid)
-        return _record(sid, tid, turn)
+        return TurnRecord(
+            tid,
+            sid,
+            "completed",
+            user.content,
+            row[0],
+            row[1],
+            assistant.content,
+            fingerprint=lease.fingerprint,
+        )
 
     async def fail_turn(self, lease: Lease, error: TurnError, ttl_s: float) -> TurnRecord | None:
         sid, tid = lease.session_id, lease.turn_id
@@ -512,10 +537,6 @@ class PostgresStore:
             total += removed
             if removed < PURGE_BATCH:
                 return total
-
-
-async def _leave_as_is(_conn: Any) -> None:
-    """The pool's reset on release: nothing (see `open`)."""
 
 
 async def _wait(event: asyncio.Event, timeout: float) -> None:
