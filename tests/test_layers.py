@@ -27,6 +27,7 @@ LAYERS: dict[str, int] = {
     "ratelimit": 1,
     "auth": 1,
     "llm": 1,
+    "queue": 1,
     "turns": 2,
     "web": 3,
     "runtime": 4,

@@ -8,7 +8,9 @@ it closes them in the reverse order.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -17,6 +19,7 @@ from starlette.applications import Starlette
 from agenthost.auth.authenticators import create_authenticator
 from agenthost.brokers import create_broker
 from agenthost.brokers.instrumented import InstrumentedBroker
+from agenthost.core.errors import AgentHostError
 from agenthost.core.input_limits import InputLimits
 from agenthost.core.settings import Settings, blame, broker_url, limiter_url, store_ttl
 from agenthost.core.version import __version__
@@ -26,6 +29,7 @@ from agenthost.llm.cache import cached_llm
 from agenthost.llm.instrumented import InstrumentedLLM, cache_counts
 from agenthost.observability.metrics import Metrics
 from agenthost.observability.tracing import Tracing, create_tracing
+from agenthost.queue import WorkQueue, create_queue
 from agenthost.ratelimit import create_limiter
 from agenthost.ratelimit.gate import TurnGate
 from agenthost.stores import SessionStore, create_store
@@ -35,6 +39,7 @@ from agenthost.turns.chunks import ChunkFlusher
 from agenthost.turns.drain import Drain
 from agenthost.turns.engine import TurnEngine
 from agenthost.turns.service import TurnService
+from agenthost.turns.worker import TurnWorker
 from agenthost.web.adapters.ag_ui import AGUIRoutes
 from agenthost.web.adapters.ai_sdk import AISDKRoutes
 from agenthost.web.adapters.openai_chat import OpenAIChatRoutes
@@ -48,6 +53,8 @@ from agenthost.web.turn_routes import TurnRoutes
 from agenthost.web.websocket import OpenWebSockets, WebSocketOptions, WebSocketRoutes
 
 __all__ = ["Assembly", "assemble", "build_app"]
+
+log = logging.getLogger("agenthost")
 
 
 @dataclass(frozen=True)
@@ -121,14 +128,41 @@ def assemble(
         metrics=metrics,
         tracing=tracing,
     )
+    queue: WorkQueue | None = None
+    if settings.role != "all":
+        with blame("role"):
+            # A turn whose worker stopped touching it is taken over once its lease could
+            # have lapsed too.
+            queue = create_queue(
+                settings.store,
+                claim_after=settings.lease_ttl,
+                max_queued=settings.max_queued_turns,
+            )
+    chunk_flusher = ChunkFlusher(settings.chunk_coalesce_ms / 1000)
     service = TurnService(
         engine,
         broker,
         TurnGate(limiter, metrics),
-        ChunkFlusher(settings.chunk_coalesce_ms / 1000),
+        chunk_flusher,
+        queue if settings.role == "api" else None,
     )
+    worker: TurnWorker | None = None
+    if settings.role == "worker" and queue is not None:
+        worker = TurnWorker(
+            engine,
+            broker,
+            queue,
+            chunk_flusher,
+            concurrency=settings.worker_concurrency,
+        )
+        metrics.worker_busy = lambda: worker.busy if worker is not None else 0
     open_websockets = OpenWebSockets(metrics)
-    drain = Drain(engine, settings.drain_timeout, on_start=(open_websockets.close_idle,))
+    drain = Drain(
+        engine,
+        settings.drain_timeout,
+        on_start=(open_websockets.close_idle,) + (() if worker is None else (worker.stop_taking,)),
+        cancel=None if worker is None else worker.hand_back,
+    )
     limits = InputLimits.from_settings(settings)
     cors_origins = parse_origins(settings.cors_origins)
     endpoints = route_table(
@@ -182,14 +216,25 @@ def assemble(
         await auth.open()
         await limiter.open()
         await broker.open()
+        if queue is not None:
+            await queue.open()
         engine.start()
+        sampler = None if queue is None else asyncio.create_task(_sample_queue(queue, metrics))
+        if worker is not None:
+            worker.start()
         try:
             yield
         finally:
             # Whatever stops the server, in-flight turns get the drain's chance to commit.
             drain.start("shutdown")
             await drain.wait()
+            if worker is not None:
+                await worker.stop()
+            if sampler is not None:
+                sampler.cancel()
             await engine.stop()
+            if queue is not None:
+                await queue.close()
             await broker.close()
             await limiter.close()
             await auth.close()
@@ -206,6 +251,19 @@ def assemble(
         cors_origins=cors_origins,
     )
     return Assembly(app=app, engine=engine, drain=drain, metrics=metrics)
+
+
+async def _sample_queue(queue: WorkQueue, metrics: Metrics, period: float = 5.0) -> None:
+    """Keep the queue gauges of /metrics fresh (counting the queue costs a few commands)."""
+    while True:
+        try:
+            stats = await queue.stats()
+        except AgentHostError as exc:
+            log.warning("could not sample the work queue: %s", exc)
+        else:
+            metrics.queue_depth = stats.depth
+            metrics.queue_oldest_age_s = stats.oldest_age_s
+        await asyncio.sleep(period)
 
 
 def build_app(

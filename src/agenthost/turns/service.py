@@ -12,18 +12,20 @@ died. A streamed turn goes on when its reader leaves (unless asked to stop), so 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
 import msgspec
 
 from agenthost.auth.principal import Principal, public_session_id
 from agenthost.brokers.base import EventKind, StreamBroker, StreamEvent
-from agenthost.core.errors import AgentHostError, EventBeyondEnd, TurnNotFound
+from agenthost.core.errors import AgentHostError, EventBeyondEnd, TurnNotFound, error_for
 from agenthost.core.ids import new_turn_id
 from agenthost.observability.logs import bind_turn
 from agenthost.observability.metrics import Metrics
+from agenthost.queue.base import QueuedTurn, WorkQueue
 from agenthost.ratelimit.gate import TurnGate
 from agenthost.stores.base import SessionStore, TurnRecord, key_reused
 from agenthost.turns.chunks import ChunkFlusher, TurnStream
@@ -31,7 +33,7 @@ from agenthost.turns.engine import TurnEngine
 from agenthost.turns.fingerprint import request_fingerprint
 from agenthost.turns.payloads import ErrorDetail, error_event_data, turn_out
 
-__all__ = ["OnBusy", "OnDisconnect", "StreamEnded", "StreamedTurn", "TurnService"]
+__all__ = ["OnBusy", "OnDisconnect", "StreamEnded", "StreamedTurn", "TurnEnd", "TurnService"]
 
 log = logging.getLogger("agenthost.streams")
 
@@ -39,6 +41,9 @@ OnBusy = Literal["reject", "enqueue", "interrupt"]
 OnDisconnect = Literal["continue", "cancel"]
 
 _encode = msgspec.json.encode
+
+TurnEnd = Callable[[str, str, TurnRecord | None, AgentHostError | None], Awaitable[None]]
+"""Told when a background turn ends: session id, turn id, and its record or its error."""
 
 _CLIENT_GONE = "the client disconnected (on_disconnect=cancel)"
 
@@ -93,7 +98,11 @@ class StreamedTurn:
 
 
 class TurnService:
-    """The turn layer's face to the web layer, one per process."""
+    """The turn layer's face to the web layer, one per process.
+
+    With a `queue` (an `api` process), turns are not run here: each is put on the work queue
+    and a worker runs it, publishing its events on the shared broker; a plain turn's answer
+    and a streamed turn's events are read back from there, so a client sees no difference."""
 
     def __init__(
         self,
@@ -101,15 +110,18 @@ class TurnService:
         broker: StreamBroker,
         gate: TurnGate,
         chunk_flusher: ChunkFlusher,
+        queue: WorkQueue | None = None,
     ) -> None:
         self.engine = engine
         self.broker = broker
         self.gate = gate
+        self.queue = queue
         # One timer per coalescing window for all of this process's streams.
         self.chunk_flusher = chunk_flusher
         # A reader waits for the next event at most as long as a turn may run.
         self.stream_wait = engine.turn_timeout + engine.lease_ttl
         self._background: set[asyncio.Task[None]] = set()
+        self._submitted: set[tuple[str, str]] = set()
 
     @property
     def store(self) -> SessionStore:
@@ -164,9 +176,62 @@ class TurnService:
         on_busy: OnBusy = "enqueue",
     ) -> TurnRecord:
         """Run a turn to its commit and return its record (see `TurnEngine.run_turn`)."""
+        if self.queue is not None:
+            return await self._run_queued(session_id, message, turn_id, metadata, on_busy)
         return await self.engine.run_turn(
             session_id, message, turn_id=turn_id, metadata=metadata, on_busy=on_busy
         )
+
+    async def _run_queued(
+        self,
+        session_id: str,
+        message: str,
+        turn_id: str | None,
+        metadata: dict[str, Any] | None,
+        on_busy: OnBusy,
+    ) -> TurnRecord:
+        """Queue the turn and wait for its end on the broker (an `api` process)."""
+        after, record = await self._dispatch(
+            session_id, turn_id or new_turn_id(), message, metadata, on_busy
+        )
+        if record is not None:
+            return record
+        tid = after[0]
+        async for event in self.broker.read(session_id, tid, after[1], self.stream_wait):
+            if event.kind == "error":
+                detail = msgspec.json.decode(event.data, type=ErrorDetail)
+                raise error_for(detail.code, detail.message)
+            if event.kind == "done":
+                done = await self.store.get_turn(session_id, tid)
+                if done is not None and done.status == "completed":
+                    return done
+        raise error_for("unavailable", f"turn {tid} is queued; read it later with its id")
+
+    async def _dispatch(
+        self,
+        session_id: str,
+        turn_id: str,
+        message: str,
+        metadata: dict[str, Any] | None,
+        on_busy: OnBusy,
+        callback_url: str | None = None,
+    ) -> tuple[tuple[str, int], TurnRecord | None]:
+        """Put the turn on the queue unless it completed already (then its record). Returns
+        where its events of this attempt start (after an earlier attempt's final event)."""
+        assert self.queue is not None
+        self.engine.check_admission()
+        record = await self.store.get_turn(session_id, turn_id)
+        if record is not None:
+            if record.fingerprint not in ("", request_fingerprint(message, metadata)):
+                raise key_reused(turn_id)
+            if record.status == "completed":
+                return (turn_id, 0), record
+        last = await self.broker.last(session_id, turn_id)
+        after = last.seq if last is not None and last.final else 0
+        await self.queue.enqueue(
+            QueuedTurn(session_id, turn_id, message, metadata, on_busy, callback_url)
+        )
+        return (turn_id, after), None
 
     def cancel(self, session_id: str, turn_id: str, reason: str) -> bool:
         """Stop a turn running on this process; False if none runs here."""
@@ -187,6 +252,8 @@ class TurnService:
         """Admit, start (or rejoin) the turn and return its events after `after`."""
         engine = self.engine
         broker = self.broker
+        if self.queue is not None:
+            return await self._stream_queued(session_id, turn_id, message, metadata, on_busy, after)
         engine.check_admission()
         if turn_id is None:
             turn_id = new_turn_id()
@@ -261,6 +328,76 @@ class TurnService:
         self._keep(task)
         events = broker.read(session_id, turn_id, after, self.stream_wait)
         return StreamedTurn(engine, session_id, turn_id, events, task, admitted)
+
+    async def _stream_queued(
+        self,
+        session_id: str,
+        turn_id: str | None,
+        message: str,
+        metadata: dict[str, Any] | None,
+        on_busy: OnBusy,
+        after: int,
+    ) -> StreamedTurn:
+        """A streamed turn in an `api` process: queued, its events read from the broker."""
+        tid = turn_id or new_turn_id()
+        bind_turn(session_id, tid)
+        start, record = await self._dispatch(session_id, tid, message, metadata, on_busy)
+        if record is not None:
+            events = await self.events(session_id, tid, after)
+        else:
+            events = self.broker.read(session_id, tid, max(after, start[1]), self.stream_wait)
+        return StreamedTurn(self.engine, session_id, tid, events, None)
+
+    async def submit(
+        self,
+        session_id: str,
+        turn_id: str | None,
+        message: str,
+        *,
+        metadata: dict[str, Any] | None,
+        on_busy: OnBusy,
+        on_end: TurnEnd | None = None,
+        callback_url: str | None = None,
+    ) -> str:
+        """Start a background turn and return its id at once: queued for a worker (an `api`
+        process), else run here in its own task. Its status and answer are read with
+        `GET .../turns/{turn_id}`, its events with the stream endpoint; `on_end` (here) or
+        the worker (queued, with `callback_url`) reports its end."""
+        tid = turn_id or new_turn_id()
+        if self.queue is not None:
+            await self._dispatch(session_id, tid, message, metadata, on_busy, callback_url)
+            return tid
+        streamed = await self.start_streamed(
+            session_id, tid, message, metadata=metadata, on_busy=on_busy
+        )
+        self._submitted.add((session_id, tid))
+        task = streamed.task
+
+        async def ended() -> None:
+            record: TurnRecord | None = None
+            error: AgentHostError | None = None
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(task)
+            self._submitted.discard((session_id, tid))
+            found = await self.store.get_turn(session_id, tid)
+            if found is not None and found.status == "completed":
+                record = found
+            elif found is not None and found.error is not None:
+                error = error_for(found.error.code, found.error.message)
+            else:
+                error = error_for("unavailable", "the turn did not end")
+            if on_end is not None:
+                await on_end(session_id, tid, record, error)
+
+        self._keep(asyncio.ensure_future(ended()))
+        return tid
+
+    async def is_waiting(self, session_id: str, turn_id: str) -> bool:
+        """Whether a turn with no record yet is queued or about to start here (pending)."""
+        if (session_id, turn_id) in self._submitted:
+            return True
+        return self.queue is not None and await self.queue.is_queued(session_id, turn_id)
 
     async def delete_session(self, session_id: str) -> bool:
         """Delete the session with everything of it: messages, turns (the idempotency

@@ -1,0 +1,251 @@
+"""`redis://`: the work queue as Redis Streams with one consumer group, a stream per tenant.
+
+- `ahq:{t:<tenant>}:turns`, a stream with the group `workers`: the tenant's queued and
+  running turns (the hash tag spreads tenants over a Cluster's shards);
+- `ahq:tenants`, a set: tenants that have queued turns (the round-robin's list);
+- `ahq:wake`, a list: one token per enqueue, which an idle worker's `BLPOP` wakes on;
+- `ah:{sid}:queued`, a hash on the session's slot: turn id -> tenant stream, while the turn
+  is queued or running.
+
+A worker takes with `XREADGROUP ... >` (one entry per tenant stream, tenants in rotation);
+the entry stays in the group's pending list, owned by that worker, until `XACK` (+ `XDEL`)
+after the turn's fenced commit. The worker touches what it runs (`XCLAIM` to itself,
+`JUSTID`: its idle time restarts); an entry idle for `claim_after` (its worker was killed or
+paused) is taken over with `XAUTOCLAIM`. A draining worker hands a turn back by setting its
+idle time past `claim_after` (`XCLAIM ... IDLE`), so the next worker's `XAUTOCLAIM` takes it
+at once, in its place in the stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import msgspec
+import redis.exceptions as rexc
+
+from agenthost.connections.redis import RedisSettings, close_clients
+from agenthost.core.errors import QueueFull, StoreUnavailable
+from agenthost.queue.base import Delivery, QueuedTurn, QueueStats
+
+__all__ = ["RedisWorkQueue"]
+
+log = logging.getLogger("agenthost.queue")
+
+_FAILURES = (rexc.ConnectionError, rexc.TimeoutError, rexc.ClusterDownError, OSError)
+GROUP = "workers"
+TENANTS = "ahq:tenants"
+WAKE = "ahq:wake"
+QUEUED_TTL_S = 7 * 24 * 3600  # a queued-turn marker outlives any turn it names
+
+# XLEN counts queued and running entries (acknowledged ones are deleted): the tenant's limit.
+# The group is made with the stream, so every entry is delivered by `>`.
+_ENQUEUE = """
+local n = redis.call('XLEN', KEYS[1])
+if tonumber(ARGV[1]) > 0 and n >= tonumber(ARGV[1]) then return false end
+if n == 0 and redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('XGROUP', 'CREATE', KEYS[1], 'workers', '$', 'MKSTREAM')
+end
+return redis.call('XADD', KEYS[1], '*', 'j', ARGV[2])
+"""
+
+_encode = msgspec.json.encode
+_decode = msgspec.json.Decoder(QueuedTurn).decode
+
+
+def stream_key(tenant: str) -> str:
+    return f"ahq:{{t:{tenant or '-'}}}:turns"
+
+
+def _queued_key(session_id: str) -> str:
+    return f"ah:{{{session_id}}}:queued"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisWorkQueue:
+    """The queue on a Redis server or Cluster (see the module's docstring)."""
+
+    def __init__(self, url: str, *, claim_after: float = 10.0, max_queued: int = 0) -> None:
+        self.url = url
+        self.settings = RedisSettings.from_url(url)
+        self.claim_after = claim_after
+        self.max_queued = max_queued
+        self._client: Any = None
+        self._blocking: Any = None
+        self._enqueue: Any = None
+        self._rotation = 0
+        self._tenants: list[str] = []
+        self._tenants_at = 0.0
+        self._reclaimed_at = 0.0
+
+    async def open(self) -> None:
+        self._client = self.settings.pooled_client(
+            max_connections=1000, connect_timeout=1.0, pool_timeout=2.0, socket_timeout=2.0
+        )
+        # BLPOP's own: a reply may come up to its timeout after the command.
+        self._blocking = self.settings.pooled_client(
+            max_connections=1000, connect_timeout=1.0, pool_timeout=2.0, socket_timeout=10.0
+        )
+        self._enqueue = self._client.register_script(_ENQUEUE)
+
+    async def close(self) -> None:
+        await close_clients(None, self._client)
+        await close_clients(None, self._blocking)
+        self._client = self._blocking = None
+
+    async def enqueue(self, turn: QueuedTurn) -> bool:
+        if not turn.enqueued_at:
+            turn = msgspec.structs.replace(turn, enqueued_at=time.time())
+        key = stream_key(turn.tenant)
+        queued = _queued_key(turn.session_id)
+        try:
+            if not await self._client.hsetnx(queued, turn.turn_id, key):
+                return False
+            entry = await self._enqueue(keys=[key], args=[self.max_queued, _encode(turn)])
+            if entry is None:
+                await self._client.hdel(queued, turn.turn_id)
+                raise QueueFull(
+                    f"tenant has {self.max_queued} turns queued; retry when some have run"
+                )
+            await self._client.expire(queued, QUEUED_TTL_S)
+            await self._client.sadd(TENANTS, turn.tenant or "-")
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.lpush(WAKE, 1)
+                pipe.ltrim(WAKE, 0, 999)
+                await pipe.execute()
+        except _FAILURES as exc:
+            raise StoreUnavailable(f"redis queue: {exc}") from None
+        return True
+
+    async def _tenant_keys(self) -> list[str]:
+        now = time.monotonic()
+        if now - self._tenants_at > 1.0:
+            members = await self._client.smembers(TENANTS)
+            self._tenants = sorted(_text(m) for m in members)
+            self._tenants_at = now
+        return [stream_key("" if t == "-" else t) for t in self._tenants]
+
+    async def take(self, consumer: str, count: int, wait: float) -> list[Delivery]:
+        deadline = time.monotonic() + wait
+        try:
+            while True:
+                taken = await self._take_now(consumer, count)
+                remaining = deadline - time.monotonic()
+                if taken or remaining <= 0:
+                    return taken
+                # Woken by an enqueue, or at most every second to take back stopped turns.
+                await self._blocking.blpop([WAKE], timeout=max(0.01, min(remaining, 1.0)))
+                self._tenants_at = 0.0  # a new tenant may have come
+        except _FAILURES as exc:
+            raise StoreUnavailable(f"redis queue: {exc}") from None
+
+    async def _take_now(self, consumer: str, count: int) -> list[Delivery]:
+        keys = await self._tenant_keys()
+        if not keys:
+            return []
+        start = self._rotation % len(keys)
+        self._rotation += 1
+        order = keys[start:] + keys[:start]
+        taken: list[Delivery] = []
+        now = time.monotonic()
+        if now - self._reclaimed_at >= self.claim_after / 4:
+            self._reclaimed_at = now
+            for key in order:
+                if len(taken) >= count:
+                    break
+                taken += await self._reclaim(key, consumer, count - len(taken))
+        # Round-robin: one turn of each tenant per pass, passes until `count` or none left.
+        while len(taken) < count:
+            before = len(taken)
+            for key in order:
+                if len(taken) >= count:
+                    break
+                reply = await self._client.xreadgroup(
+                    GROUP, consumer, {key: ">"}, count=1, noack=False
+                )
+                for _, entries in reply or ():
+                    for entry_id, fields in entries:
+                        taken.append(self._delivery(key, entry_id, fields, 1))
+            if len(taken) == before:
+                break
+        return taken
+
+    async def _reclaim(self, key: str, consumer: str, count: int) -> list[Delivery]:
+        """Entries whose worker stopped touching them for `claim_after`: now `consumer`'s."""
+        try:
+            reply = await self._client.xautoclaim(
+                key, GROUP, consumer, int(self.claim_after * 1000), "0-0", count=count
+            )
+        except rexc.ResponseError:  # no such stream or group (yet)
+            return []
+        claimed = reply[1]
+        deliveries = []
+        for entry_id, fields in claimed:
+            if not fields:
+                continue  # deleted meanwhile (acknowledged by its worker)
+            deliveries.append(self._delivery(key, entry_id, fields, 2))
+        return deliveries
+
+    @staticmethod
+    def _delivery(key: str, entry_id: bytes | str, fields: Any, attempt: int) -> Delivery:
+        turn = _decode(fields[b"j"] if b"j" in fields else fields["j"])
+        return Delivery(turn, f"{key} {_text(entry_id)}", attempt)
+
+    async def touch(self, consumer: str, deliveries: list[Delivery]) -> None:
+        by_key: dict[str, list[str]] = {}
+        for delivery in deliveries:
+            key, entry_id = delivery.receipt.split(" ")
+            by_key.setdefault(key, []).append(entry_id)
+        try:
+            for key, ids in by_key.items():
+                await self._client.xclaim(key, GROUP, consumer, 0, ids, justid=True)
+        except _FAILURES as exc:
+            raise StoreUnavailable(f"redis queue: {exc}") from None
+
+    async def ack(self, delivery: Delivery) -> None:
+        key, entry_id = delivery.receipt.split(" ")
+        turn = delivery.turn
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.xack(key, GROUP, entry_id)
+                pipe.xdel(key, entry_id)
+                await pipe.execute()
+            await self._client.hdel(_queued_key(turn.session_id), turn.turn_id)
+        except _FAILURES as exc:
+            raise StoreUnavailable(f"redis queue: {exc}") from None
+
+    async def release(self, consumer: str, delivery: Delivery) -> None:
+        key, entry_id = delivery.receipt.split(" ")
+        idle = int(self.claim_after * 1000) + 1000
+        try:
+            await self._client.xclaim(key, GROUP, consumer, 0, [entry_id], idle=idle, justid=True)
+            await self._client.lpush(WAKE, 1)
+        except _FAILURES as exc:
+            raise StoreUnavailable(f"redis queue: {exc}") from None
+
+    async def is_queued(self, session_id: str, turn_id: str) -> bool:
+        try:
+            return bool(await self._client.hexists(_queued_key(session_id), turn_id))
+        except _FAILURES as exc:
+            raise StoreUnavailable(f"redis queue: {exc}") from None
+
+    async def stats(self) -> QueueStats:
+        try:
+            self._tenants_at = 0.0
+            keys = await self._tenant_keys()
+            depth = 0
+            oldest: float | None = None
+            for key in keys:
+                depth += await self._client.xlen(key)
+                first = await self._client.xrange(key, count=1)
+                if first:
+                    ms = int(_text(first[0][0]).split("-", 1)[0])
+                    oldest = ms / 1000 if oldest is None else min(oldest, ms / 1000)
+        except _FAILURES as exc:
+            raise StoreUnavailable(f"redis queue: {exc}") from None
+        age = 0.0 if oldest is None else max(0.0, time.time() - oldest)
+        return QueueStats(depth, age)
