@@ -37,7 +37,7 @@ def test_every_setting_has_help_and_exactly_one_panel() -> None:
     placed = [field for fields in SERVE_PANELS.values() for field in fields]
     assert sorted(placed) == sorted(Settings.__struct_fields__)
     assert set(SERVE_PANELS) == {
-        "Server", "Store", "LLM", "Streams", "Limits", "Auth", "Observability",
+        "Server", "Store", "LLM", "Streams", "Limits", "Auth", "Observability", "Queue",
     }  # fmt: skip
 
 

@@ -30,11 +30,14 @@ from agenthost.llm.instrumented import InstrumentedLLM, cache_counts
 from agenthost.observability.metrics import Metrics
 from agenthost.observability.tracing import Tracing, create_tracing
 from agenthost.queue import WorkQueue, create_queue
+from agenthost.queue.base import Delivery
 from agenthost.ratelimit import create_limiter
 from agenthost.ratelimit.gate import TurnGate
 from agenthost.stores import SessionStore, create_store
+from agenthost.stores.base import TurnRecord
 from agenthost.stores.instrumented import InstrumentedStore
 from agenthost.turns.agents import AgentRunner, load_agent
+from agenthost.turns.callbacks import CallbackSender
 from agenthost.turns.chunks import ChunkFlusher
 from agenthost.turns.drain import Drain
 from agenthost.turns.engine import TurnEngine
@@ -146,6 +149,17 @@ def assemble(
         chunk_flusher,
         queue if settings.role == "api" else None,
     )
+    callbacks = CallbackSender(
+        secret=settings.callback_secret, allow_private=settings.callback_allow_private
+    )
+
+    async def queued_turn_ended(
+        delivery: Delivery, record: TurnRecord | None, error: AgentHostError | None
+    ) -> None:
+        turn = delivery.turn
+        if turn.callback_url is not None:
+            callbacks.turn_ended(turn.callback_url, turn.session_id, turn.turn_id, record, error)
+
     worker: TurnWorker | None = None
     if settings.role == "worker" and queue is not None:
         worker = TurnWorker(
@@ -154,6 +168,7 @@ def assemble(
             queue,
             chunk_flusher,
             concurrency=settings.worker_concurrency,
+            on_end=queued_turn_ended,
         )
         metrics.worker_busy = lambda: worker.busy if worker is not None else 0
     open_websockets = OpenWebSockets(metrics)
@@ -179,6 +194,7 @@ def assemble(
             limits,
             max_body_bytes=settings.max_body_bytes,
             sse_heartbeat_s=settings.sse_heartbeat_s,
+            callbacks=callbacks,
         ),
         ProcessRoutes(
             engine.store,
@@ -232,6 +248,7 @@ def assemble(
                 await worker.stop()
             if sampler is not None:
                 sampler.cancel()
+            await callbacks.close()
             await engine.stop()
             if queue is not None:
                 await queue.close()

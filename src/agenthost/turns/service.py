@@ -416,6 +416,8 @@ class TurnService:
         StreamEnded, beyond it EventBeyondEnd (422)."""
         record = await self.store.get_turn(session_id, turn_id)
         if record is None:
+            if await self.is_waiting(session_id, turn_id):  # queued: its events are to come
+                return self.broker.read(session_id, turn_id, after, self.stream_wait)
             raise TurnNotFound(f"no turn {turn_id} in session {public_session_id(session_id)}")
         if after > 0 or record.status in ("completed", "failed"):
             last = await self.broker.last(session_id, turn_id)
