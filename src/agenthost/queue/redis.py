@@ -78,8 +78,6 @@ class RedisWorkQueue:
         self._blocking: Any = None
         self._enqueue: Any = None
         self._rotation = 0
-        self._tenants: list[str] = []
-        self._tenants_at = 0.0
         self._reclaimed_at = 0.0
 
     async def open(self) -> None:
@@ -122,12 +120,10 @@ class RedisWorkQueue:
         return True
 
     async def _tenant_keys(self) -> list[str]:
-        now = time.monotonic()
-        if now - self._tenants_at > 1.0:
-            members = await self._client.smembers(TENANTS)
-            self._tenants = sorted(_text(m) for m in members)
-            self._tenants_at = now
-        return [stream_key("" if t == "-" else t) for t in self._tenants]
+        """Every tenant's stream, read afresh each time: a tenant that just queued its first
+        turn is served in the very next round."""
+        members = await self._client.smembers(TENANTS)
+        return [stream_key("" if t == "-" else t) for t in sorted(_text(m) for m in members)]
 
     async def take(self, consumer: str, count: int, wait: float) -> list[Delivery]:
         deadline = time.monotonic() + wait
@@ -139,7 +135,6 @@ class RedisWorkQueue:
                     return taken
                 # Woken by an enqueue, or at most every second to take back stopped turns.
                 await self._blocking.blpop([WAKE], timeout=max(0.01, min(remaining, 1.0)))
-                self._tenants_at = 0.0  # a new tenant may have come
         except _FAILURES as exc:
             raise StoreUnavailable(f"redis queue: {exc}") from None
 
@@ -235,7 +230,6 @@ class RedisWorkQueue:
 
     async def stats(self) -> QueueStats:
         try:
-            self._tenants_at = 0.0
             keys = await self._tenant_keys()
             depth = 0
             oldest: float | None = None
