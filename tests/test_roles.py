@@ -5,6 +5,7 @@ twice, and a draining worker hands back what it could not finish."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from tests.fixtures.agenthost import AGENTHOST, AgentHostProcess, async_wait_unt
 from tests.test_stream_resume import SLOW_LLM, committed, read_events, sid, text_after_last_reset
 
 Factory = Callable[..., AgentHostProcess]
+SESSIONS, TURNS = 50, 20  # 1,000 turns
 
 
 def fleet(factory: Factory, redis_url: str, workers: int = 1, **settings: Any) -> tuple[
@@ -214,3 +216,68 @@ def test_agenthost_worker_is_serve_with_role_worker(tmp_path: Path) -> None:
     )  # fmt: skip
     assert out.returncode == 2
     assert "--role worker" in out.stderr
+
+
+async def test_a_thousand_background_turns_over_three_workers_commit_once_in_order(
+    agenthost_factory: Factory, redis_url: str
+) -> None:
+    api, _ = fleet(agenthost_factory, redis_url, workers=3, worker_concurrency=8)
+    sessions = [sid() for _ in range(SESSIONS)]
+    async with aiohttp.ClientSession() as http:
+
+        async def submit(s: str) -> None:
+            for n in range(TURNS):
+                async with http.post(
+                    f"{api.url}/v1/sessions/{s}/turns",
+                    json={"message": f"turn {n}", "background": True},
+                    headers={"Idempotency-Key": f"{s}-{n}"},
+                ) as resp:
+                    assert resp.status == 202, await resp.text()
+
+        await asyncio.gather(*(submit(s) for s in sessions))
+
+        async def all_answered(s: str) -> list[dict[str, Any]]:
+            deadline = asyncio.get_running_loop().time() + 300
+            while True:
+                found = await messages_page(http, api.url, s)
+                if len(found) >= 2 * TURNS or asyncio.get_running_loop().time() > deadline:
+                    return found
+                await asyncio.sleep(0.2)
+
+        histories = await asyncio.gather(*(all_answered(s) for s in sessions))
+    for s, history in zip(sessions, histories, strict=True):
+        users = [m["content"] for m in history if m["role"] == "user"]
+        assert users == [f"turn {n}" for n in range(TURNS)], f"{s}: {users}"
+        assert [m["turn_id"] for m in history] == [f"{s}-{n}" for n in range(TURNS) for _ in "ua"]
+
+
+async def messages_page(http: aiohttp.ClientSession, url: str, s: str) -> list[dict[str, Any]]:
+    async with http.get(f"{url}/v1/sessions/{s}/messages?limit=1000") as resp:
+        if resp.status == 404:
+            return []
+        found: list[dict[str, Any]] = (await resp.json())["messages"]
+        return found
+
+
+async def test_background_turns_complete_when_their_api_process_is_killed(
+    agenthost_factory: Factory, redis_url: str
+) -> None:
+    api, _ = fleet(agenthost_factory, redis_url, workers=1, llm="sim://?latency_ms=100")
+    sessions = [sid() for _ in range(10)]
+    async with aiohttp.ClientSession() as http:
+        for s in sessions:
+            async with http.post(
+                f"{api.url}/v1/sessions/{s}/turns", json={"message": "hi", "background": True}
+            ) as resp:
+                assert resp.status == 202
+        api.kill()
+        again = agenthost_factory(role="api", store=redis_url, llm="sim://")
+        for s in sessions:
+            deadline = asyncio.get_running_loop().time() + 120
+            while len(await messages_page(http, again.url, s)) < 2:
+                assert asyncio.get_running_loop().time() < deadline, f"{s} never answered"
+                await asyncio.sleep(0.2)
+            assert [m["role"] for m in await messages_page(http, again.url, s)] == [
+                "user",
+                "assistant",
+            ]

@@ -134,3 +134,20 @@ async def test_stats_count_queued_turns_and_the_oldest_age(queues: QueueFactory)
     await queue.enqueue(turn("b"))
     stats = await queue.stats()
     assert stats.depth == 2 and stats.oldest_age_s >= 0
+
+
+async def test_a_sessions_earlier_turn_is_known_until_acknowledged(queues: QueueFactory) -> None:
+    queue = await queues()
+    first, second = turn("acme", "s1", 1), turn("acme", "s1", 2)
+    other = turn("acme", "s2", 3)
+    for each in (first, second, other):
+        await queue.enqueue(each)
+    taken: list[Delivery] = []
+    while len(taken) < 3:
+        taken += await queue.take("w", 3, wait=5)
+    by_id = {d.turn.turn_id: d for d in taken}
+    assert await queue.earlier(by_id[second.turn_id])
+    assert not await queue.earlier(by_id[first.turn_id])
+    assert not await queue.earlier(by_id[other.turn_id])
+    await queue.ack(by_id[first.turn_id])
+    assert not await queue.earlier(by_id[second.turn_id])

@@ -10,7 +10,8 @@ delivered.
 
 Fair across tenants: each tenant has its own queue, and `take` serves the tenants
 round-robin, one turn of each in turn, so one tenant's ten thousand queued turns delay
-another tenant's single turn by at most one turn per worker slot. A tenant may have at most
+another tenant's single turn by at most one turn per worker slot. Within a session, turns
+run in the order they were queued (`earlier`). A tenant may have at most
 `max_queued` turns queued or running (`QueueFull`, 429, past it).
 """
 
@@ -93,6 +94,11 @@ class WorkQueue(Protocol):
 
     async def release(self, consumer: str, delivery: Delivery) -> None:
         """Hand the turn back (a draining worker): deliverable again to another at once."""
+        ...
+
+    async def earlier(self, delivery: Delivery) -> bool:
+        """Whether a turn of the same session queued before this one is still queued or
+        running: a worker waits for it, so a session's turns run in the order they came."""
         ...
 
     async def is_queued(self, session_id: str, turn_id: str) -> bool:

@@ -188,6 +188,18 @@ class PostgresWorkQueue:
         )
         await self._execute("SELECT pg_notify('agenthost_queue', '')")
 
+    async def earlier(self, delivery: Delivery) -> bool:
+        try:
+            found = await self.pool.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM agenthost_turn_queue "
+                "WHERE session_id = $1 AND id < $2)",
+                delivery.turn.session_id,
+                int(delivery.receipt),
+            )
+        except FAILURES as exc:
+            raise StoreUnavailable(f"postgresql queue: {exc}") from exc
+        return bool(found)
+
     async def is_queued(self, session_id: str, turn_id: str) -> bool:
         try:
             async with self.pool.acquire() as conn:

@@ -4,8 +4,9 @@
   running turns (the hash tag spreads tenants over a Cluster's shards);
 - `ahq:tenants`, a set: tenants that have queued turns (the round-robin's list);
 - `ahq:wake`, a list: one token per enqueue, which an idle worker's `BLPOP` wakes on;
-- `ah:{sid}:queued`, a hash on the session's slot: turn id -> tenant stream, while the turn
-  is queued or running.
+- `ah:{sid}:queued`, a hash on the session's slot: turn id -> its entry id, while the turn
+  is queued or running (a session's turns share their tenant's stream, so entry ids order
+  them).
 
 A worker takes with `XREADGROUP ... >` (one entry per tenant stream, tenants in rotation);
 the entry stays in the group's pending list, owned by that worker, until `XACK` (+ `XDEL`)
@@ -50,6 +51,15 @@ end
 return redis.call('XADD', KEYS[1], '*', 'j', ARGV[2])
 """
 
+# The turn's place, set only while its "" placeholder is there: a worker that already ran the
+# turn and acknowledged it (HDEL) must not see it come back.
+_PLACE = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == '' then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+"""
+
 _encode = msgspec.json.encode
 _decode = msgspec.json.Decoder(QueuedTurn).decode
 
@@ -60,6 +70,11 @@ def stream_key(tenant: str) -> str:
 
 def _queued_key(session_id: str) -> str:
     return f"ah:{{{session_id}}}:queued"
+
+
+def _entry_order(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def _text(value: bytes | str) -> str:
@@ -77,6 +92,7 @@ class RedisWorkQueue:
         self._client: Any = None
         self._blocking: Any = None
         self._enqueue: Any = None
+        self._place: Any = None
         self._rotation = 0
         self._reclaimed_at = 0.0
 
@@ -89,6 +105,7 @@ class RedisWorkQueue:
             max_connections=1000, connect_timeout=1.0, pool_timeout=2.0, socket_timeout=10.0
         )
         self._enqueue = self._client.register_script(_ENQUEUE)
+        self._place = self._client.register_script(_PLACE)
 
     async def close(self) -> None:
         await close_clients(None, self._client)
@@ -101,7 +118,8 @@ class RedisWorkQueue:
         key = stream_key(turn.tenant)
         queued = _queued_key(turn.session_id)
         try:
-            if not await self._client.hsetnx(queued, turn.turn_id, key):
+            # The entry id is set once the entry exists; "" meanwhile (a later turn).
+            if not await self._client.hsetnx(queued, turn.turn_id, ""):
                 return False
             entry = await self._enqueue(keys=[key], args=[self.max_queued, _encode(turn)])
             if entry is None:
@@ -109,7 +127,7 @@ class RedisWorkQueue:
                 raise QueueFull(
                     f"tenant has {self.max_queued} turns queued; retry when some have run"
                 )
-            await self._client.expire(queued, QUEUED_TTL_S)
+            await self._place(keys=[queued], args=[turn.turn_id, entry, QUEUED_TTL_S])
             await self._client.sadd(TENANTS, turn.tenant or "-")
             async with self._client.pipeline(transaction=False) as pipe:
                 pipe.lpush(WAKE, 1)
@@ -221,6 +239,18 @@ class RedisWorkQueue:
             await self._client.lpush(WAKE, 1)
         except _FAILURES as exc:
             raise StoreUnavailable(f"redis queue: {exc}") from None
+
+    async def earlier(self, delivery: Delivery) -> bool:
+        _, entry_id = delivery.receipt.split(" ")
+        ours = _entry_order(entry_id)
+        try:
+            places = await self._client.hgetall(_queued_key(delivery.turn.session_id))
+        except _FAILURES as exc:
+            raise StoreUnavailable(f"redis queue: {exc}") from None
+        return any(
+            _text(turn_id) != delivery.turn.turn_id and place and _entry_order(_text(place)) < ours
+            for turn_id, place in places.items()
+        )
 
     async def is_queued(self, session_id: str, turn_id: str) -> bool:
         try:

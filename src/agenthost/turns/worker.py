@@ -2,6 +2,8 @@
 publishing its events on the stream broker, as a streamed turn of `--role all` would.
 
 Up to `concurrency` turns run at once; the worker takes only as many as it has free slots.
+A session's turns run in the order they were queued: a turn whose session has an earlier
+turn still on the queue waits for it.
 Every turn's stream is a resumed one: a turn delivered again (its first worker was killed or
 paused past `claim_after`) waits for the dead worker's lease to lapse, then starts with a
 `reset` event and numbers on after the newest event, so a reader anywhere sees the text of
@@ -163,6 +165,19 @@ class TurnWorker:
         claim_after: float = getattr(self.queue, "claim_after", self.engine.lease_ttl)
         return claim_after
 
+    async def _after_earlier_turns(self, delivery: Delivery) -> None:
+        """Wait while a turn of the same session queued before this one is still queued or
+        running (another worker took it), so a session's turns run in the order they came;
+        at most as long as a turn may run (then that turn's worker is gone anyway)."""
+        engine = self.engine
+        deadline = asyncio.get_running_loop().time() + engine.turn_timeout + engine.lease_ttl
+        while await self.queue.earlier(delivery):
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return
+            # The earlier turn's commit releases the session's lease: that wakes us.
+            await engine.store.wait_for_release(delivery.turn.session_id, min(remaining, 0.1))
+
     async def _run(self, delivery: Delivery) -> None:
         turn = delivery.turn
         session_id, turn_id = turn.session_id, turn.turn_id
@@ -176,6 +191,7 @@ class TurnWorker:
         record: TurnRecord | None = None
         error: AgentHostError | None = None
         try:
+            await self._after_earlier_turns(delivery)
             record = await self.engine.run_turn(
                 session_id,
                 turn.message,
