@@ -281,3 +281,32 @@ async def test_background_turns_complete_when_their_api_process_is_killed(
                 "user",
                 "assistant",
             ]
+
+
+async def test_api_and_workers_on_a_postgresql_store_with_a_redis_broker(
+    agenthost_factory: Factory, redis_url: str, postgres_url: str
+) -> None:
+    common = {"store": postgres_url, "broker": redis_url, "llm": SLOW_LLM,
+              "chunk_coalesce_ms": 0, "lease_ttl": 1}  # fmt: skip
+    api = agenthost_factory(role="api", **common)
+    first, second = (agenthost_factory(role="worker", **common) for _ in range(2))
+    s, tid = sid(), "pg-kill-1"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{api.url}/v1/sessions/{s}/turns",
+            json={"message": "a long story", "stream": True},
+            headers={"Idempotency-Key": tid},
+        ) as resp:
+            head = await read_events(resp, stop_after=3)
+            for worker in (first, second):
+                if await worker_runs(http, worker):
+                    worker.kill()
+                    break
+            else:
+                raise AssertionError("no worker was running the turn")
+            rest = await read_events(resp)
+        events = head + rest
+        assert "reset" in [k for _, k, _ in events] and events[-1][1] == "done"
+        record = await committed(http, api.url, s, tid)
+        assert text_after_last_reset(events) == record["response"]
+        assert [m["role"] for m in await messages(http, api.url, s)] == ["user", "assistant"]
