@@ -6,6 +6,7 @@ twice, and a draining worker hands back what it could not finish."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -310,3 +311,20 @@ async def test_api_and_workers_on_a_postgresql_store_with_a_redis_broker(
         record = await committed(http, api.url, s, tid)
         assert text_after_last_reset(events) == record["response"]
         assert [m["role"] for m in await messages(http, api.url, s)] == ["user", "assistant"]
+
+
+@pytest.mark.parametrize("how", ["poll", "stream"])
+def test_loadtest_with_background_turns_through_the_queue_verifies_clean(
+    agenthost_factory: Factory, redis_url: str, tmp_path: Path, how: str
+) -> None:
+    api, _ = fleet(agenthost_factory, redis_url, workers=2, llm="sim://?latency_ms=50")
+    out = tmp_path / "report.json"
+    proc = subprocess.run(
+        [AGENTHOST, "loadtest", "--url", api.url, "--background", how, "--sessions", "30",
+         "--turns", "3", "--quiet", "--json", str(out)],
+        capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(out.read_text())
+    assert report["answered"] == 90 and report["failed"] == 0
+    assert report["verification"]["lost"] == 0 and report["verification"]["acknowledged"] == 90
