@@ -199,3 +199,18 @@ async def test_a_bad_callback_url_is_refused_with_422(agenthost_factory: Factory
             body = {"message": "hi", "background": True, "callback_url": url}
             async with http.post(f"{server.url}/v1/sessions/{sid()}/turns", json=body) as resp:
                 assert resp.status == 422, (url, await resp.text())
+
+
+async def test_background_turns_of_a_tenant_are_bounded_with_role_all(
+    agenthost_factory: Factory,
+) -> None:
+    server = agenthost_factory(llm="sim://?latency_ms=3000", max_queued_turns=2)
+    async with aiohttp.ClientSession() as http:
+        statuses = []
+        for _ in range(3):
+            body = {"message": "hi", "background": True}
+            async with http.post(f"{server.url}/v1/sessions/{sid()}/turns", json=body) as resp:
+                statuses.append(resp.status)
+                if resp.status == 429:
+                    assert (await resp.json())["error"]["code"] == "queue_full"
+        assert statuses == [202, 202, 429]

@@ -453,7 +453,7 @@ SETTINGS_HELP: dict[str, str] = {
     "role": "all (take and run turns), api (take turns, queue them for workers) or worker "
     "(run queued turns); api and worker need a shared store.",
     "worker_concurrency": "Queued turns one worker process runs at once.",
-    "max_queued_turns": "Turns one tenant may have on the work queue, queued or running; past "
+    "max_queued_turns": "Turns one tenant may have queued or running in the background; past "
     "it 429 queue_full (0 = no limit).",
     "callback_secret": "Key of the HMAC-SHA256 signature of a background turn's callback POST "
     "(X-Agenthost-Signature). Unset: callbacks unsigned.",

@@ -148,6 +148,7 @@ def assemble(
         TurnGate(limiter, metrics),
         chunk_flusher,
         queue if settings.role == "api" else None,
+        max_background=settings.max_queued_turns,
     )
     callbacks = CallbackSender(
         secret=settings.callback_secret, allow_private=settings.callback_allow_private

@@ -21,11 +21,17 @@ import msgspec
 
 from agenthost.auth.principal import Principal, public_session_id
 from agenthost.brokers.base import EventKind, StreamBroker, StreamEvent
-from agenthost.core.errors import AgentHostError, EventBeyondEnd, TurnNotFound, error_for
+from agenthost.core.errors import (
+    AgentHostError,
+    EventBeyondEnd,
+    QueueFull,
+    TurnNotFound,
+    error_for,
+)
 from agenthost.core.ids import new_turn_id
 from agenthost.observability.logs import bind_turn
 from agenthost.observability.metrics import Metrics
-from agenthost.queue.base import QueuedTurn, WorkQueue
+from agenthost.queue.base import QueuedTurn, WorkQueue, tenant_of
 from agenthost.ratelimit.gate import TurnGate
 from agenthost.stores.base import SessionStore, TurnRecord, key_reused
 from agenthost.turns.chunks import ChunkFlusher, TurnStream
@@ -111,6 +117,8 @@ class TurnService:
         gate: TurnGate,
         chunk_flusher: ChunkFlusher,
         queue: WorkQueue | None = None,
+        *,
+        max_background: int = 0,
     ) -> None:
         self.engine = engine
         self.broker = broker
@@ -122,6 +130,10 @@ class TurnService:
         self.stream_wait = engine.turn_timeout + engine.lease_ttl
         self._background: set[asyncio.Task[None]] = set()
         self._submitted: set[tuple[str, str]] = set()
+        # Background turns of each tenant running here (`--role all`): bounded as the
+        # queue bounds a tenant's queued turns, so no tenant piles up tasks without end.
+        self.max_background = max_background
+        self._background_of: dict[str, int] = {}
 
     @property
     def store(self) -> SessionStore:
@@ -367,10 +379,17 @@ class TurnService:
         if self.queue is not None:
             await self._dispatch(session_id, tid, message, metadata, on_busy, callback_url)
             return tid
+        tenant = tenant_of(session_id)
+        running = self._background_of.get(tenant, 0)
+        if self.max_background and running >= self.max_background:
+            raise QueueFull(
+                f"tenant has {running} background turns running; retry when some have ended"
+            )
         streamed = await self.start_streamed(
             session_id, tid, message, metadata=metadata, on_busy=on_busy
         )
         self._submitted.add((session_id, tid))
+        self._background_of[tenant] = self._background_of.get(tenant, 0) + 1
         task = streamed.task
 
         async def ended() -> None:
@@ -380,6 +399,9 @@ class TurnService:
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.shield(task)
             self._submitted.discard((session_id, tid))
+            left = self._background_of.pop(tenant, 1) - 1
+            if left:
+                self._background_of[tenant] = left
             found = await self.store.get_turn(session_id, tid)
             if found is not None and found.status == "completed":
                 record = found
