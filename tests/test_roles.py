@@ -328,3 +328,28 @@ def test_loadtest_with_background_turns_through_the_queue_verifies_clean(
     report = json.loads(out.read_text())
     assert report["answered"] == 90 and report["failed"] == 0
     assert report["verification"]["lost"] == 0 and report["verification"]["acknowledged"] == 90
+
+
+async def test_a_turn_sent_to_a_workers_own_port_goes_through_the_queue(
+    agenthost_factory: Factory, redis_url: str
+) -> None:
+    api, (worker,) = fleet(agenthost_factory, redis_url)
+    s = sid()
+    url = f"{worker.url}/v1/sessions/{s}/turns"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, json={"message": "hi", "background": True}) as resp:
+            assert resp.status == 202  # queued, as an api process queues it
+            tid = (await resp.json())["turn_id"]
+        record = await poll_status(http, f"{api.url}/v1/sessions/{s}/turns/{tid}")
+        assert record["status"] == "completed"
+
+
+async def poll_status(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
+    deadline = asyncio.get_running_loop().time() + 60
+    while True:
+        async with http.get(url) as resp:
+            body: dict[str, Any] = await resp.json()
+        if body.get("status") in ("completed", "failed"):
+            return body
+        assert asyncio.get_running_loop().time() < deadline, body
+        await asyncio.sleep(0.1)

@@ -36,6 +36,8 @@ class QueuedTurn(msgspec.Struct, frozen=True):
     metadata: dict[str, Any] | None = None
     on_busy: OnBusy = "enqueue"
     callback_url: str | None = None
+    resume: bool = False
+    """The turn has a stream already (an earlier attempt): its worker numbers on after it."""
     enqueued_at: float = 0.0
 
     @property

@@ -147,7 +147,8 @@ def assemble(
         broker,
         TurnGate(limiter, metrics),
         chunk_flusher,
-        queue if settings.role == "api" else None,
+        # A turn sent to a worker's own port is queued as an api process would queue it.
+        queue,
         max_background=settings.max_queued_turns,
     )
     callbacks = CallbackSender(

@@ -203,9 +203,7 @@ class TurnService:
         on_busy: OnBusy,
     ) -> TurnRecord:
         """Queue the turn and wait for its end on the broker (an `api` process)."""
-        after, record = await self._dispatch(
-            session_id, turn_id or new_turn_id(), message, metadata, on_busy
-        )
+        after, record = await self._dispatch(session_id, turn_id, message, metadata, on_busy)
         if record is not None:
             return record
         tid = after[0]
@@ -222,26 +220,33 @@ class TurnService:
     async def _dispatch(
         self,
         session_id: str,
-        turn_id: str,
+        turn_id: str | None,
         message: str,
         metadata: dict[str, Any] | None,
         on_busy: OnBusy,
         callback_url: str | None = None,
     ) -> tuple[tuple[str, int], TurnRecord | None]:
         """Put the turn on the queue unless it completed already (then its record). Returns
-        where its events of this attempt start (after an earlier attempt's final event)."""
+        its id and where its events of this attempt start (after an earlier attempt's final
+        event). A turn id made here names nothing stored yet: no store or broker look-up."""
         assert self.queue is not None
         self.engine.check_admission()
-        record = await self.store.get_turn(session_id, turn_id)
-        if record is not None:
-            if record.fingerprint not in ("", request_fingerprint(message, metadata)):
-                raise key_reused(turn_id)
-            if record.status == "completed":
-                return (turn_id, 0), record
-        last = await self.broker.last(session_id, turn_id)
-        after = last.seq if last is not None and last.final else 0
+        after = 0
+        resume = False
+        if turn_id is None:
+            turn_id = new_turn_id()
+        else:
+            record = await self.store.get_turn(session_id, turn_id)
+            if record is not None:
+                if record.fingerprint not in ("", request_fingerprint(message, metadata)):
+                    raise key_reused(turn_id)
+                if record.status == "completed":
+                    return (turn_id, 0), record
+            last = await self.broker.last(session_id, turn_id)
+            resume = last is not None
+            after = last.seq if last is not None and last.final else 0
         await self.queue.enqueue(
-            QueuedTurn(session_id, turn_id, message, metadata, on_busy, callback_url)
+            QueuedTurn(session_id, turn_id, message, metadata, on_busy, callback_url, resume)
         )
         return (turn_id, after), None
 
@@ -351,9 +356,9 @@ class TurnService:
         after: int,
     ) -> StreamedTurn:
         """A streamed turn in an `api` process: queued, its events read from the broker."""
-        tid = turn_id or new_turn_id()
+        start, record = await self._dispatch(session_id, turn_id, message, metadata, on_busy)
+        tid = start[0]
         bind_turn(session_id, tid)
-        start, record = await self._dispatch(session_id, tid, message, metadata, on_busy)
         if record is not None:
             events = await self.events(session_id, tid, after)
         else:
@@ -375,10 +380,12 @@ class TurnService:
         process), else run here in its own task. Its status and answer are read with
         `GET .../turns/{turn_id}`, its events with the stream endpoint; `on_end` (here) or
         the worker (queued, with `callback_url`) reports its end."""
-        tid = turn_id or new_turn_id()
         if self.queue is not None:
-            await self._dispatch(session_id, tid, message, metadata, on_busy, callback_url)
-            return tid
+            start, _ = await self._dispatch(
+                session_id, turn_id, message, metadata, on_busy, callback_url
+            )
+            return start[0]
+        tid = turn_id or new_turn_id()
         tenant = tenant_of(session_id)
         running = self._background_of.get(tenant, 0)
         if self.max_background and running >= self.max_background:

@@ -4,10 +4,10 @@ publishing its events on the stream broker, as a streamed turn of `--role all` w
 Up to `concurrency` turns run at once; the worker takes only as many as it has free slots.
 A session's turns run in the order they were queued: a turn whose session has an earlier
 turn still on the queue waits for it.
-Every turn's stream is a resumed one: a turn delivered again (its first worker was killed or
-paused past `claim_after`) waits for the dead worker's lease to lapse, then starts with a
-`reset` event and numbers on after the newest event, so a reader anywhere sees the text of
-the new attempt only. A turn is acknowledged after its fenced commit (or its recorded
+A turn delivered again (its first worker was killed or paused past `claim_after`, or a
+draining one handed it back) waits for the old lease to lapse, then its stream goes on with
+a `reset` event numbered after the newest event, so a reader anywhere sees the text of the
+new attempt only. A turn is acknowledged after its fenced commit (or its recorded
 failure). A worker whose commit was refused by the fence (`lease_lost`: another worker took
 the turn) neither acknowledges it nor ends its stream: the new owner does both.
 
@@ -184,8 +184,11 @@ class TurnWorker:
         bind_turn(session_id, turn_id)
         if delivery.attempt == 1:
             self.broker.drop_stale(session_id, turn_id)
+        # A first delivery of a turn with no stream numbers from 1; any other continues the
+        # stream after its newest event (a `reset` first, if an attempt ran).
+        resume = turn.resume or delivery.attempt > 1
         stream = TurnStream(
-            self.broker, session_id, turn_id, self.chunk_flusher, claim=True, resume=True
+            self.broker, session_id, turn_id, self.chunk_flusher, claim=True, resume=resume
         )
         kind: EventKind
         record: TurnRecord | None = None
