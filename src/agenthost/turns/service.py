@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
@@ -37,7 +38,7 @@ from agenthost.stores.base import SessionStore, TurnRecord, key_reused
 from agenthost.turns.chunks import ChunkFlusher, TurnStream
 from agenthost.turns.engine import TurnEngine
 from agenthost.turns.fingerprint import request_fingerprint
-from agenthost.turns.payloads import ErrorDetail, error_event_data, turn_out
+from agenthost.turns.payloads import ErrorDetail, TurnOut, error_event_data, turn_out
 
 __all__ = ["OnBusy", "OnDisconnect", "StreamEnded", "StreamedTurn", "TurnEnd", "TurnService"]
 
@@ -212,9 +213,12 @@ class TurnService:
                 detail = msgspec.json.decode(event.data, type=ErrorDetail)
                 raise error_for(detail.code, detail.message)
             if event.kind == "done":
-                done = await self.store.get_turn(session_id, tid)
-                if done is not None and done.status == "completed":
-                    return done
+                # The committed turn as the worker published it: no store read.
+                out = msgspec.json.decode(event.data, type=TurnOut)
+                now = time.time()
+                return TurnRecord(
+                    tid, session_id, "completed", message, now, now, response=out.response
+                )
         raise error_for("unavailable", f"turn {tid} is queued; read it later with its id")
 
     async def _dispatch(
