@@ -141,6 +141,8 @@ async def test_workers_scaled_up_and_down_under_load_fail_nothing(cluster_dir: s
              serve_env={"AGENTHOST_LLM": "sim://?latency_ms=100"}, drain_timeout=20,
              log=lambda _: None)  # fmt: skip
     first = load(cluster_dir).workers[0].pid
+    _, rows = fleet.status(cluster_dir)
+    assert [(row.lb_status, row.ready) for row in rows] == [("UP", True), ("worker", True)]
 
     def workers_up_then_down() -> None:
         fleet.scale_workers(cluster_dir, 3, log=lambda _: None)

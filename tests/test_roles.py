@@ -353,3 +353,22 @@ async def poll_status(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
             return body
         assert asyncio.get_running_loop().time() < deadline, body
         await asyncio.sleep(0.1)
+
+
+async def test_a_websocket_turn_through_the_queue_streams_as_with_role_all(
+    agenthost_factory: Factory, redis_url: str
+) -> None:
+    api, _ = fleet(agenthost_factory, redis_url, llm=SLOW_LLM)
+    s = sid()
+    frames: list[dict[str, Any]] = []
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{api.url.replace('http', 'ws', 1)}/v1/sessions/{s}/ws") as ws:
+            await ws.send_json({"type": "turn", "message": "a story", "turn_id": "ws-q-1"})
+            async for msg in ws:
+                frames.append(msg.json())
+                if frames[-1]["type"] in ("done", "error"):
+                    break
+        assert frames[-1]["type"] == "done", frames[-1]
+        text = "".join(f["text"] for f in frames if f["type"] == "chunk")
+        assert text == frames[-1]["response"]
+        assert [m["role"] for m in await messages(http, api.url, s)] == ["user", "assistant"]

@@ -90,7 +90,8 @@ def status(directory: Dir = ".agenthost-cluster") -> None:
         table.add_column(column)
     for row in rows:
         r = row.replica
-        table.add_row(f"r{r.slot}", str(r.pid), str(r.port), "yes" if row.ready else "no",
+        name = f"w{r.slot}" if row.lb_status == "worker" else f"r{r.slot}"
+        table.add_row(name, str(r.pid), str(r.port), "yes" if row.ready else "no",
                       row.lb_status, str(row.connections), str(row.inflight))  # fmt: skip
     console.print(table)
 

@@ -282,6 +282,7 @@ def status(directory: str) -> tuple[ClusterState, list[ReplicaStatus]]:
     state = load(directory)
     lb = HAProxyAPI(state.socket).statuses() if alive(state.haproxy_pid) else {}
     rows = [ReplicaStatus(r, *lb.get(r.slot, ("gone", 0))) for r in state.replicas]
+    rows += [ReplicaStatus(w, "worker", 0) for w in state.workers]  # not behind HAProxy
     return state, rows
 
 
