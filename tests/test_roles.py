@@ -372,3 +372,20 @@ async def test_a_websocket_turn_through_the_queue_streams_as_with_role_all(
         text = "".join(f["text"] for f in frames if f["type"] == "chunk")
         assert text == frames[-1]["response"]
         assert [m["role"] for m in await messages(http, api.url, s)] == ["user", "assistant"]
+
+
+async def test_a_worker_past_its_inflight_limit_hands_turns_back_instead_of_failing_them(
+    agenthost_factory: Factory, redis_url: str
+) -> None:
+    # Two slots for queued turns but one turn in flight allowed: the second is refused by
+    # the engine (overloaded), goes back to the queue and runs when the first is done.
+    api, _ = fleet(agenthost_factory, redis_url, llm="sim://?latency_ms=300", lease_ttl=1,
+                   worker_concurrency=2, max_inflight_turns=1)  # fmt: skip
+    sessions = [sid() for _ in range(4)]
+    async with aiohttp.ClientSession() as http:
+
+        async def turn(s: str) -> int:
+            async with http.post(f"{api.url}/v1/sessions/{s}/turns", json={"message": "x"}) as r:
+                return r.status
+
+        assert await asyncio.gather(*(turn(s) for s in sessions)) == [200] * 4

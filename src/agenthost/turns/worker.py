@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 import msgspec
 
 from agenthost.brokers.base import EventKind, StreamBroker
-from agenthost.core.errors import AgentHostError, LeaseLost
+from agenthost.core.errors import AgentHostError, LeaseLost, Unavailable
 from agenthost.observability.logs import bind_turn
 from agenthost.queue.base import Delivery, WorkQueue
 from agenthost.stores.base import TurnRecord
@@ -217,7 +217,11 @@ class TurnWorker:
                 await self.queue.release(self.consumer, delivery)
             raise
         except AgentHostError as exc:
-            if exc.code == "draining":
+            if isinstance(exc, Unavailable):
+                # Draining, at --max-inflight-turns, or the store out of reach: nothing of
+                # the turn was decided. It goes back to the queue for a worker that can run
+                # it (its readers wait; a retry numbers on after a `reset`).
+                log.warning("turn %s handed back: %s", turn_id, exc.message)
                 with contextlib.suppress(AgentHostError):
                     await self.queue.release(self.consumer, delivery)
                 return
