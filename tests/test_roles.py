@@ -389,3 +389,21 @@ async def test_a_worker_past_its_inflight_limit_hands_turns_back_instead_of_fail
                 return r.status
 
         assert await asyncio.gather(*(turn(s) for s in sessions)) == [200] * 4
+
+
+async def test_on_disconnect_cancel_reaches_the_worker_that_runs_the_turn(
+    agenthost_factory: Factory, redis_url: str
+) -> None:
+    api, _ = fleet(agenthost_factory, redis_url, llm="sim://?ttft_ms=50&tokens_per_s=10&words=80")
+    s, tid = sid(), "cancel-q-1"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{api.url}/v1/sessions/{s}/turns",
+            json={"message": "a long story", "stream": True, "on_disconnect": "cancel"},
+            headers={"Idempotency-Key": tid},
+        ) as resp:
+            await read_events(resp, stop_after=2)
+        # The client left mid-answer: the worker stops the turn; its message is kept.
+        record = await poll_status(http, f"{api.url}/v1/sessions/{s}/turns/{tid}")
+        assert record["status"] == "failed" and record["error"]["code"] == "interrupted"
+        assert await messages(http, api.url, s) == []

@@ -69,7 +69,7 @@ class StreamedTurn:
     """A streamed turn: its id, its events from the asked position, its running task
     (None when a completed turn is only replayed), and whether it got its session's lease."""
 
-    __slots__ = ("admitted", "engine", "events", "session_id", "task", "turn_id")
+    __slots__ = ("admitted", "engine", "events", "interrupt", "session_id", "task", "turn_id")
 
     def __init__(
         self,
@@ -79,8 +79,10 @@ class StreamedTurn:
         events: AsyncIterator[StreamEvent],
         task: asyncio.Task[None] | None,
         admitted: asyncio.Future[None] | None = None,
+        interrupt: Callable[[], None] | None = None,
     ) -> None:
         self.engine = engine
+        self.interrupt = interrupt
         self.session_id = session_id
         self.turn_id = turn_id
         self.events = events
@@ -97,6 +99,9 @@ class StreamedTurn:
     def cancel(self) -> None:
         """The client left and asked for `on_disconnect=cancel`: stop the turn if it runs here
         (it ends as failed/interrupted, its user message kept)."""
+        if self.interrupt is not None:
+            self.interrupt()  # it runs on a worker: ask there
+            return
         task = self.task
         if task is None or task.done():
             return
@@ -255,8 +260,26 @@ class TurnService:
         return (turn_id, after), None
 
     def cancel(self, session_id: str, turn_id: str, reason: str) -> bool:
-        """Stop a turn running on this process; False if none runs here."""
-        return self.engine.cancel_turn(session_id, turn_id, reason)
+        """Stop a turn running on this process, or (an `api` process) ask the worker that
+        runs it to; False if none runs here and there is no queue."""
+        if self.engine.cancel_turn(session_id, turn_id, reason):
+            return True
+        if self.queue is None:
+            return False
+        self.interrupt_remote(session_id, turn_id)
+        return True
+
+    def interrupt_remote(self, session_id: str, turn_id: str) -> None:
+        """Ask whichever process runs the turn to stop it (the fleet-wide interrupt); a
+        turn still waiting on the queue is not reached."""
+
+        async def send() -> None:
+            try:
+                await self.store.request_interrupt(session_id, turn_id)
+            except AgentHostError as exc:
+                log.warning("could not interrupt turn %s: %s", turn_id, exc)
+
+        self._keep(asyncio.ensure_future(send()))
 
     # -- streamed turns ---------------------------------------------------------------------
 
@@ -367,7 +390,14 @@ class TurnService:
             events = await self.events(session_id, tid, after)
         else:
             events = self.broker.read(session_id, tid, max(after, start[1]), self.stream_wait)
-        return StreamedTurn(self.engine, session_id, tid, events, None)
+        return StreamedTurn(
+            self.engine,
+            session_id,
+            tid,
+            events,
+            None,
+            interrupt=lambda: self.interrupt_remote(session_id, tid),
+        )
 
     async def submit(
         self,
