@@ -243,3 +243,5 @@ def test_queue_split_compares_all_with_api_and_worker(tmp_path: Path) -> None:
     assert set(rows) == {"all", "split"}
     assert all(r["cpu_ms_per_turn"] > 0 and r["p99_ms"] >= 50 for r in rows.values())
     assert result["cpu_ratio"] > 0
+    rendered = load_script("render_docs").queue_split(result)
+    assert "| split |" in rendered and "Split over all" in rendered
