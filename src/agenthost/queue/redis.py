@@ -2,13 +2,15 @@
 
 - `ahq:{t:<tenant>}:turns`, a stream with the group `workers`: the tenant's queued and
   running turns (the hash tag spreads tenants over a Cluster's shards);
-- `ahq:tenants`, a set: tenants that have queued turns (the round-robin's list);
+- `ahq:tenants`, a set: tenants with turns queued or running (the round-robin's list; on a
+  single server a tenant leaves it with its last acknowledgement, in the same script);
 - `ahq:wake`, a list: one token per enqueue, which an idle worker's `BLPOP` wakes on;
 - `ah:{sid}:queued`, a hash on the session's slot: turn id -> its entry id, while the turn
   is queued or running (a session's turns share their tenant's stream, so entry ids order
   them).
 
-A worker takes with `XREADGROUP ... >` (one entry per tenant stream, tenants in rotation);
+A worker takes with `XREADGROUP ... >` (one entry per tenant stream, tenants in rotation;
+on a single server one XREADGROUP over every tenant's stream per pass);
 the entry stays in the group's pending list, owned by that worker, until `XACK` (+ `XDEL`)
 after the turn's fenced commit. The worker touches what it runs (`XCLAIM` to itself,
 `JUSTID`: its idle time restarts); an entry idle for `claim_after` (its worker was killed or
@@ -83,11 +85,14 @@ redis.call('LTRIM', KEYS[4], 0, 999)
 return 1
 """
 
-# Acknowledge on a single server: KEYS tenant stream, queued hash.
+# Acknowledge on a single server: KEYS tenant stream, queued hash, tenants set. A tenant with
+# nothing queued or running leaves the round-robin's list (its next enqueue adds it again, in
+# a script too, so the two never interleave).
 _ACK_ONE_NODE = """
 redis.call('XACK', KEYS[1], 'workers', ARGV[1])
 redis.call('XDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[2])
+if redis.call('XLEN', KEYS[1]) == 0 then redis.call('SREM', KEYS[3], ARGV[3]) end
 """
 
 _ENQUEUE_SHA = hashlib.sha1(_ENQUEUE_ONE_NODE.encode()).hexdigest()
@@ -234,15 +239,25 @@ class RedisWorkQueue:
         # a tenant that had none leaves the passes, and the last one left gives the rest.
         active = order
         while len(taken) < count and active:
-            still: list[str] = []
-            for key in active:
-                if len(taken) >= count:
-                    break
-                ask = count - len(taken) if len(active) == 1 else 1
+            if len(active) == 1:
+                key, ask = active[0], count - len(taken)
                 got = await self._read_group(key, consumer, ask)
                 taken += [self._delivery(key, entry_id, fields, 1) for entry_id, fields in got]
-                if len(got) == ask:
-                    still.append(key)
+                if len(got) < ask:
+                    break
+                continue
+            still: list[str] = []
+            done = 0
+            while done < len(active) and len(taken) < count:
+                # Never more streams in one read than turns still wanted: each gives <= 1.
+                chunk = active[done : done + count - len(taken)]
+                done += len(chunk)
+                got_by_key = await self._read_one_each(chunk, consumer)
+                for key in chunk:
+                    got = got_by_key.get(key, [])
+                    taken += [self._delivery(key, eid, fields, 1) for eid, fields in got]
+                    if got:
+                        still.append(key)
             active = still
         return taken
 
@@ -259,6 +274,22 @@ class RedisWorkQueue:
         return [
             (entry_id, _pairs(fields)) for _, entries in raw or () for entry_id, fields in entries
         ]
+
+    async def _read_one_each(
+        self, keys: list[str], consumer: str
+    ) -> dict[str, list[tuple[Any, Any]]]:
+        """At most one new entry of each stream: one XREADGROUP for all of them on a single
+        server (one round trip per pass of the round-robin), one per stream on a Cluster."""
+        if self._wire is None:
+            return {key: await self._read_group(key, consumer, 1) for key in keys}
+        raw = await self._wire.call(
+            "XREADGROUP", "GROUP", GROUP, consumer, "COUNT", 1, "STREAMS", *keys,
+            *([">"] * len(keys)),
+        )  # fmt: skip
+        return {
+            _text(key): [(entry_id, _pairs(fields)) for entry_id, fields in entries]
+            for key, entries in raw or ()
+        }
 
     async def _reclaim(self, key: str, consumer: str, count: int) -> list[Delivery]:
         """Entries whose worker stopped touching them for `claim_after`: now `consumer`'s."""
@@ -299,8 +330,8 @@ class RedisWorkQueue:
             await self._wire.evalsha(
                 _ACK_SHA,
                 _ACK_ONE_NODE,
-                [key, _queued_key(turn.session_id)],
-                [entry_id, turn.turn_id],
+                [key, _queued_key(turn.session_id), TENANTS],
+                [entry_id, turn.turn_id, turn.tenant or "-"],
             )
             return
         try:
