@@ -40,10 +40,6 @@ BENCHMARKS = [
     # Server CPU per streamed turn through each client protocol adapter against native SSE.
     ["benchmarks/adapter_cpu.py", "--turns", "1000", "--repeats", "9",
      "--json", "benchmarks/results/adapter_cpu.json"],
-    # CPU per turn of --role api + --role worker against --role all, and the p99 a 2 s LLM
-    # turn gains through the queue.
-    ["benchmarks/queue_split.py", "--turns", "3000", "--repeats", "3",
-     "--latency-turns", "2000", "--json", "benchmarks/results/queue_split.json"],
 ]  # fmt: skip
 
 
