@@ -70,6 +70,8 @@ class QueueStats(msgspec.Struct, frozen=True):
 @runtime_checkable
 class WorkQueue(Protocol):
     url: str
+    claim_after: float
+    """Seconds a taken turn may go untouched before another worker may take it."""
 
     async def open(self) -> None: ...
 

@@ -150,7 +150,7 @@ class TurnWorker:
         self._free.set()
 
     async def _touch_forever(self) -> None:
-        period = self.queue_claim_after / 3
+        period = self.queue.claim_after / 3
         while True:
             await asyncio.sleep(period)
             running = [delivery for delivery, _ in self._running.values()]
@@ -159,11 +159,6 @@ class TurnWorker:
                     await self.queue.touch(self.consumer, running)
                 except AgentHostError as exc:
                     log.warning("could not touch running turns: %s", exc)
-
-    @property
-    def queue_claim_after(self) -> float:
-        claim_after: float = getattr(self.queue, "claim_after", self.engine.lease_ttl)
-        return claim_after
 
     async def _after_earlier_turns(self, delivery: Delivery) -> None:
         """Wait while a turn of the same session queued before this one is still queued or
