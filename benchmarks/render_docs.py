@@ -546,6 +546,45 @@ def framework_cpu(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def queue_split(result: dict[str, Any]) -> str:
+    settings = result["settings"]
+    git = result["git"]
+    dirty = " plus uncommitted changes under src/" if git.get("dirty_src") else ""
+    ratio, added = result["cpu_ratio"], result["added_p99_ms"]
+    target_ratio, target_added = result["target_cpu_ratio"], result["target_added_p99_ms"]
+    lines = [
+        "## API and workers apart against one process (`benchmarks/queue_split.py`)",
+        "",
+        f"Command: `{result['command']}` — {result['date']}, commit `{git['commit']}`{dirty}, "
+        f"{_machine(result['machine'])}. On one redis-server: `all` is one process that takes "
+        "and runs turns; `split` is one `--role api` and one `--role worker` "
+        f"(`--worker-concurrency {settings['worker_concurrency']}`). CPU: {settings['turns']} "
+        f"plain turns per layout per round on the instant simulator at concurrency "
+        f"{settings['concurrency']}, every agenthost process and redis-server counted, median "
+        f"of {settings['repeats']} rounds. Latency: {settings['latency_turns']} plain turns at "
+        f"a {settings['llm_latency_ms']:g} ms LLM, concurrency "
+        f"{settings['latency_concurrency']}. Targets: the split costs at most "
+        f"{target_ratio}x the CPU and adds at most {target_added:g} ms at p99.",
+        "",
+        "| layout | **CPU ms/turn** (processes + Redis) | rounds min to max | p50 ms | p99 ms "
+        "| errors |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["results"]:
+        lines.append(
+            f"| {r['layout']} | **{r['cpu_ms_per_turn']:.3f}** "
+            f"| {min(r['samples_ms']):.3f} to {max(r['samples_ms']):.3f} "
+            f"| {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} |"
+        )
+    lines += [
+        "",
+        f"Split over all: **{ratio:.2f}x** CPU (within {target_ratio}x: "
+        f"{_verdict(ratio <= target_ratio)}), **{added:+.1f} ms** at p99 (within "
+        f"{target_added:g} ms: {_verdict(added <= target_added)}).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 RENDERERS = {
     "framework_cpu": framework_cpu,
     "durability": durability,
@@ -557,6 +596,7 @@ RENDERERS = {
     "idle_websockets": idle_websockets,
     "adapter_cpu": adapter_cpu,
     "streamed_turns": streamed_turns,
+    "queue_split": queue_split,
 }
 
 

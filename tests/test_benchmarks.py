@@ -313,3 +313,22 @@ def test_framework_cpu_runs_each_adapter_beside_the_plain_agent(tmp_path: Path) 
     assert rows["langgraph-dev"] == {"skipped": "no --langgraph-bin"}
     rendered = load_script("render_docs").framework_cpu(result)
     assert "| langgraph | **" in rendered and "skipped: no --langgraph-bin" in rendered
+
+
+def test_queue_split_compares_all_with_api_and_worker(tmp_path: Path) -> None:
+    out = tmp_path / "queue_split.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/queue_split.py", "--turns", "12", "--repeats", "1",
+         "--concurrency", "3", "--latency-turns", "6", "--latency-concurrency", "3",
+         "--llm-latency-ms", "50", "--worker-concurrency", "4", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["benchmark"] == "queue_split" and result["errors_total"] == 0
+    rows = {r["layout"]: r for r in result["results"]}
+    assert set(rows) == {"all", "split"}
+    assert all(r["cpu_ms_per_turn"] > 0 and r["p99_ms"] >= 50 for r in rows.values())
+    assert result["cpu_ratio"] > 0
+    rendered = load_script("render_docs").queue_split(result)
+    assert "| split |" in rendered and "Split over all" in rendered

@@ -38,6 +38,7 @@ def test_every_setting_has_help_and_exactly_one_panel() -> None:
     assert sorted(placed) == sorted(Settings.__struct_fields__)
     assert set(SERVE_PANELS) == {
         "Server", "Store", "LLM", "Streams", "Limits", "Auth", "Observability", "Pages",
+        "Queue",
     }  # fmt: skip
 
 

@@ -136,6 +136,30 @@ async def test_scale_up_and_down_under_load_fails_nothing(cluster_dir: str) -> N
     assert len(load(cluster_dir).replicas) == 1
 
 
+async def test_workers_scaled_up_and_down_under_load_fail_nothing(cluster_dir: str) -> None:
+    port = free_port()
+    fleet.up(cluster_dir, replicas=1, workers=1, port=port, store=None,
+             serve_env={"AGENTHOST_LLM": "sim://?latency_ms=100"}, drain_timeout=20,
+             log=lambda _: None)  # fmt: skip
+    first = load(cluster_dir).workers[0].pid
+    _, rows = fleet.status(cluster_dir)
+    assert [(row.lb_status, row.ready) for row in rows] == [("UP", True), ("worker", True)]
+
+    def workers_up_then_down() -> None:
+        fleet.scale_workers(cluster_dir, 3, log=lambda _: None)
+        assert len(load(cluster_dir).workers) == 3
+        # The first worker drains too: every turn it ran is finished or handed back.
+        state = load(cluster_dir)
+        for worker in sorted(state.workers, key=lambda w: w.pid != first)[:2]:
+            fleet._drain_worker(state, worker, lambda _: None)
+
+    result = await run_with_load(cluster_dir, port, workers_up_then_down, sessions=40)
+    assert result.failed == []
+    state = load(cluster_dir)
+    assert len(state.workers) == 1 and not alive(first)
+    assert all(r.pid for r in state.replicas)
+
+
 async def test_the_autoscaler_reads_each_replicas_metric(cluster_dir: str) -> None:
     port = free_port()
     state = fleet.up(cluster_dir, replicas=2, port=port, store=None,

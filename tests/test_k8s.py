@@ -42,12 +42,14 @@ def rendered(overlay: str) -> list[Obj]:
 
 
 def server_container(objects: list[Obj]) -> tuple[Obj, Obj]:
-    """(pod template, container) of the overlay's one agenthost server."""
+    """(pod template, container) of the overlay's one agenthost server behind the Service
+    (not a queue worker's)."""
     found = [
         (template, container)
         for _, template in pod_templates(objects)
         for container in template["spec"]["containers"]
         if is_server_container(container)
+        and template["metadata"]["labels"].get("app.kubernetes.io/component") != "worker"
     ]
     assert len(found) == 1, found
     return found[0]
@@ -68,7 +70,37 @@ def scrape_metric_names(url: str) -> set[str]:
 
 
 def test_the_overlays_are_dev_production_and_production_keda() -> None:
-    assert OVERLAYS == ["dev", "production", "production-keda", "production-postgres"]
+    assert OVERLAYS == [
+        "dev", "production", "production-keda", "production-postgres", "production-workers",
+    ]  # fmt: skip
+
+
+def test_the_workers_overlay_splits_api_and_workers_each_with_its_autoscaler() -> None:
+    objects = rendered("production-workers")
+    deployments = {d["metadata"]["name"]: d for d in find(objects, "Deployment")}
+    assert set(deployments) == {"agenthost", "agenthost-worker"}
+    roles = {}
+    for name, deployment in deployments.items():
+        [container] = deployment["spec"]["template"]["spec"]["containers"]
+        env, missing = container_env(objects, container)
+        assert missing == ["Secret/agenthost-secrets"]  # made outside git, as in production
+        assert env["AGENTHOST_AUTH"] == "keys"  # the overlay's ConfigMap reaches both
+        roles[name] = env[env_name("role")]
+        assert container["image"].startswith("registry.example.com/")
+    assert roles == {"agenthost": "api", "agenthost-worker": "worker"}
+    # No Service selects the workers: clients reach the api pods only.
+    for service in find(objects, "Service"):
+        assert service["spec"]["selector"].get("app.kubernetes.io/component") == "server"
+    [hpa] = find(objects, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "agenthost"
+    [scaled] = find(objects, "ScaledObject")
+    assert scaled["spec"]["scaleTargetRef"]["name"] == "agenthost-worker"
+    [trigger] = scaled["spec"]["triggers"]
+    assert metric_names_in_query(trigger["metadata"]["query"]) == {"agenthost_queue_depth"}
+    worker_env, _ = container_env(
+        objects, deployments["agenthost-worker"]["spec"]["template"]["spec"]["containers"][0]
+    )
+    assert trigger["metadata"]["threshold"] == worker_env[env_name("worker_concurrency")]
 
 
 def test_the_postgres_overlay_takes_its_database_from_the_secret_and_ships_none() -> None:
@@ -93,8 +125,18 @@ def test_every_object_of_every_overlay_is_valid(overlay: str) -> None:
     objects = rendered(overlay)
     kinds = {obj["kind"] for obj in objects}
     assert {"Deployment", "Service", "Ingress", "PodDisruptionBudget", "ConfigMap"} <= kinds
-    # Exactly one autoscaler: the HPA, or KEDA's ScaledObject in its place.
-    assert len(kinds & {"HorizontalPodAutoscaler", "ScaledObject"}) == 1
+    # Exactly one autoscaler per Deployment: the HPA, or KEDA's ScaledObject in its place.
+    scaled = sorted(
+        o["spec"]["scaleTargetRef"]["name"]
+        for o in objects
+        if o["kind"] in ("HorizontalPodAutoscaler", "ScaledObject")
+    )
+    servers = [
+        d["metadata"]["name"]
+        for d in find(objects, "Deployment")
+        if any(is_server_container(c) for c in d["spec"]["template"]["spec"]["containers"])
+    ]
+    assert scaled == sorted(servers)
     for obj in objects:
         assert validate_object(obj, DEFAULT_KUBERNETES_VERSION) == [], obj["metadata"]["name"]
 

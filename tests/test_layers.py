@@ -29,6 +29,7 @@ LAYERS: dict[str, int] = {
     "llm": 1,
     "registry": 1,
     "frameworks": 1,
+    "queue": 1,
     "turns": 2,
     "web": 3,
     "runtime": 4,

@@ -12,6 +12,7 @@ import re
 import shlex
 import signal
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -187,11 +188,40 @@ def test_a_model_to_develop_against_runs_as_written(shell: Shell) -> None:
     assert turn(shell.ports[8000], "to the sim")["response"].startswith("sim: to the sim")
 
 
+def test_api_and_worker_processes_run_as_written_and_a_background_turn_completes(
+    shell: Shell, redis_url: str
+) -> None:
+    shell.replace["redis://127.0.0.1:6379/0"] = redis_url
+    fleet, split = sh_blocks("A fleet on Redis")
+    key = ""
+    for line in commands(fleet):
+        if "keys create" in line or line.startswith("export"):
+            out = shell.run(line)
+            key = out.strip() or key
+    accepted: dict[str, Any] = {}
+    for line in commands(split):
+        out = shell.run(line.replace("ahk_...", key))
+        if line.startswith("curl"):
+            accepted = json.loads(out)
+    assert accepted["status"] == "pending" and accepted["session_id"] == "s2"
+    url = f"http://127.0.0.1:{shell.ports[8000]}/v1/sessions/s2/turns/{accepted['turn_id']}"
+    status: dict[str, Any] = {}
+
+    def completed() -> bool:
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"})
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            status.update(json.loads(resp.read()))
+        return status["status"] == "completed"
+
+    wait_until(completed, 30, "the background turn to complete")
+    assert status["response"].startswith("sim: hi")
+
+
 def test_the_fleet_with_keys_runs_as_written_and_a_second_turn_is_not_refused(
     shell: Shell, redis_url: str
 ) -> None:
     shell.replace["redis://127.0.0.1:6379/0"] = redis_url
-    (block,) = sh_blocks("A fleet on Redis")
+    block, _ = sh_blocks("A fleet on Redis")
     lines = commands(block)
     key = ""
     for line in lines:

@@ -74,11 +74,15 @@ SERVE_PANELS: dict[str, tuple[str, ...]] = {
     ),
     "Observability": ("log_level", "log_format", "log_content", "access_log", "otel"),
     "Pages": ("playground", "heartbeat_interval", "grafana_url"),
+    "Queue": (
+        "role", "worker_concurrency", "max_queued_turns", "callback_secret",
+        "callback_allow_private",
+    ),
 }  # fmt: skip
 """Where each setting shows in `serve --help`: every field in exactly one panel."""
 
 _LIST_FIELDS = frozenset(f for f, kind in _TYPES.items() if typing.get_origin(kind) is list)
-_SECRETS = frozenset({"llm_api_key", "jwt_secret", "admin_token"})
+_SECRETS = frozenset({"llm_api_key", "jwt_secret", "admin_token", "callback_secret"})
 _URLS = frozenset({"store", "cache", "llm", "llm_cache", "broker", "rate_limiter"})
 
 
@@ -286,6 +290,16 @@ def _panel_body(fields: tuple[str, ...], inner: int) -> Text:
 _serve.__signature__ = inspect.Signature(_serve_parameters())  # type: ignore[attr-defined]
 _serve.__annotations__ = {p.name: p.annotation for p in _serve_parameters()}
 serve = app.command("serve", cls=_ServeCommand)(_serve)
+
+
+def _worker(**values: Any) -> None:
+    """Run queued turns: `agenthost serve --role worker`, with every serve option."""
+    _serve(**{**values, "role": "worker"})
+
+
+_worker.__signature__ = _serve.__signature__  # type: ignore[attr-defined]
+_worker.__annotations__ = _serve.__annotations__
+worker = app.command("worker", cls=_ServeCommand)(_worker)
 
 
 _OPTIONAL_COMMANDS = (

@@ -227,6 +227,11 @@ class RedisBroker(MemoryBroker):
                 )
             except _FAILURES as exc:
                 raise StoreUnavailable(f"redis broker: {exc}") from None
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # Cancelled while redis-py waited (the reader's client left): redis-py may
+                # swallow the cancellation mid-read, so it is honoured here.
+                raise asyncio.CancelledError
             if not reply:
                 if last != "0-0" and not await self._exists(key):
                     return  # the stream was deleted (its session was)

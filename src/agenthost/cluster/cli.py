@@ -34,6 +34,13 @@ def _fail(exc: Exception) -> typer.Exit:
 @cluster_app.command()
 def up(
     replicas: Annotated[int, typer.Option(help="agenthost processes to start.")] = 2,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="Worker processes (--role worker); with any, the replicas run "
+            "--role api and queue turns for them."
+        ),
+    ] = 0,
     port: Annotated[int, typer.Option(help="HAProxy's port: the fleet's address.")] = 8080,
     store: Annotated[
         str | None, typer.Option(help="Session store URL; default: start a redis-server.")
@@ -60,7 +67,7 @@ def up(
         if autoscale:
             parse_spec(autoscale)
         fleet.up(directory, replicas=replicas, port=port, store=store, serve_env=env,
-                 drain_timeout=drain_timeout)  # fmt: skip
+                 drain_timeout=drain_timeout, workers=workers)  # fmt: skip
     except (RuntimeError, ValueError, OSError) as exc:
         raise _fail(exc) from None
     console.print(f"fleet up: http://127.0.0.1:{port}")
@@ -88,7 +95,8 @@ def status(directory: Dir = ".agenthost-cluster") -> None:
         table.add_column(column)
     for row in rows:
         r = row.replica
-        table.add_row(f"r{r.slot}", str(r.pid), str(r.port), "yes" if row.ready else "no",
+        name = f"w{r.slot}" if row.lb_status == "worker" else f"r{r.slot}"
+        table.add_row(name, str(r.pid), str(r.port), "yes" if row.ready else "no",
                       row.lb_status, str(row.connections), str(row.inflight))  # fmt: skip
     console.print(table)
 
@@ -96,10 +104,16 @@ def status(directory: Dir = ".agenthost-cluster") -> None:
 @cluster_app.command(name="scale")
 def scale_command(
     replicas: Annotated[int, typer.Argument(help="The number of replicas to run.")],
+    workers: Annotated[
+        int | None, typer.Option(help="The number of worker processes to run.")
+    ] = None,
     directory: Dir = ".agenthost-cluster",
 ) -> None:
-    """Add replicas, or drain the newest ones (in-flight turns commit first)."""
+    """Add replicas (and workers), or drain the newest ones (in-flight turns commit
+    first; a drained worker hands back what it could not finish)."""
     try:
+        if workers is not None:
+            fleet.scale_workers(directory, workers)
         fleet.scale(directory, replicas)
     except (FileNotFoundError, RuntimeError, ValueError) as exc:
         raise _fail(exc) from None

@@ -3,6 +3,10 @@
 A replica is replaced with maxSurge 1 / maxUnavailable 0: the new one starts and turns
 ready before the old one is drained (HAProxy stops sending it new connections, then
 `POST /admin/drain` lets its in-flight turns commit and it exits).
+
+With workers (`up --workers N`), the replicas behind HAProxy run `--role api` and the
+workers `--role worker`; workers are scaled on their own (`scale_workers`), and a worker
+drained takes no more turns, finishes its running ones and hands back the rest.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from pathlib import Path
 from agenthost.cluster.haproxy import HAProxyAPI, render_config
 from agenthost.cluster.state import ClusterState, Replica, alive, load, save
 
-__all__ = ["ReplicaStatus", "down", "rollout", "scale", "status", "up"]
+__all__ = ["ReplicaStatus", "down", "rollout", "scale", "scale_workers", "status", "up"]
 
 AGENTHOST = str(Path(sys.executable).with_name("agenthost"))
 Log = Callable[[str], None]
@@ -76,9 +80,13 @@ def up(
     serve_env: dict[str, str],
     drain_timeout: float = 30.0,
     slots: int = 16,
+    workers: int = 0,
     log: Log = print,
 ) -> ClusterState:
-    """Start redis-server (unless `store` names one), HAProxy and the replicas."""
+    """Start redis-server (unless `store` names one), HAProxy, the replicas and `workers`
+    worker processes (with any, the replicas queue turns for them: `--role api`)."""
+    if workers:
+        serve_env = {**serve_env, "AGENTHOST_ROLE": "api"}
     path = Path(directory).resolve()
     if (path / "cluster.json").exists():
         state = load(path)
@@ -120,14 +128,14 @@ def up(
         redis_pid=redis_pid,
     )
     save(state)
+    for _ in range(workers):
+        _start_worker(state, log)
     for _ in range(replicas):
         _start_replica(state, log)
     return state
 
 
-def _start_replica(state: ClusterState, log: Log) -> Replica:
-    slot = state.free_slot()
-    port = _free_port()
+def _process_env(state: ClusterState, port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTHOST_")}
     # A loopback fleet for development and tests: no authentication unless asked for, and
     # the playground on (a shared store turns it off by default).
@@ -143,6 +151,60 @@ def _start_replica(state: ClusterState, log: Log) -> Replica:
             "AGENTHOST_DRAIN_TIMEOUT": str(state.drain_timeout),
         }
     )
+    return env
+
+
+def _start_worker(state: ClusterState, log: Log) -> Replica:
+    used = {w.slot for w in state.workers}
+    slot = next(n for n in range(1, len(used) + 2) if n not in used)
+    port = _free_port()  # its /readyz and /metrics; clients never reach it
+    env = {**_process_env(state, port), "AGENTHOST_ROLE": "worker"}
+    pid = _spawn([AGENTHOST, "serve"], Path(state.dir) / f"worker-{slot}-{port}.log", env)
+
+    def ready() -> bool:
+        if not alive(pid):
+            raise RuntimeError(f"worker on port {port} exited; see its log in {state.dir}")
+        return _http(f"http://127.0.0.1:{port}/readyz")[0] == 200
+
+    _wait(ready, 30, f"worker on port {port} to be ready")
+    worker = Replica(slot, pid, port, state.generation)
+    state.workers.append(worker)
+    save(state)
+    log(f"worker w{slot} ready on port {port} (pid {pid})")
+    return worker
+
+
+def _drain_worker(state: ClusterState, worker: Replica, log: Log) -> None:
+    code, _ = _http(
+        f"http://127.0.0.1:{worker.port}/admin/drain", method="POST", token=state.admin_token
+    )
+    if code != 202 and alive(worker.pid):
+        os.kill(worker.pid, signal.SIGTERM)
+    _wait(lambda: not alive(worker.pid), state.drain_timeout + 15, f"w{worker.slot} to exit")
+    state.workers = [w for w in state.workers if w.slot != worker.slot]
+    save(state)
+    log(f"worker w{worker.slot} drained and stopped")
+
+
+def scale_workers(directory: str, workers: int, log: Log = print) -> ClusterState:
+    """Add workers, or drain the newest ones, until there are `workers` (at least one: the
+    replicas of a fleet with workers only queue turns)."""
+    state = load(directory)
+    if not state.workers:
+        raise ValueError("this cluster has no workers: start it with `up --workers N`")
+    if workers < 1:
+        raise ValueError("a cluster with workers keeps at least one")
+    while len(state.workers) < workers:
+        _start_worker(state, log)
+    while len(state.workers) > workers:
+        _drain_worker(state, max(state.workers, key=lambda w: (w.generation, w.slot)), log)
+    return state
+
+
+def _start_replica(state: ClusterState, log: Log) -> Replica:
+    slot = state.free_slot()
+    port = _free_port()
+    env = _process_env(state, port)
     pid = _spawn([AGENTHOST, "serve"], Path(state.dir) / f"replica-{slot}-{port}.log", env)
     replica = Replica(slot, pid, port, state.generation)
 
@@ -222,6 +284,7 @@ def status(directory: str) -> tuple[ClusterState, list[ReplicaStatus]]:
     state = load(directory)
     lb = HAProxyAPI(state.socket).statuses() if alive(state.haproxy_pid) else {}
     rows = [ReplicaStatus(r, *lb.get(r.slot, ("gone", 0))) for r in state.replicas]
+    rows += [ReplicaStatus(w, "worker", 0) for w in state.workers]  # not behind HAProxy
     return state, rows
 
 
@@ -231,6 +294,9 @@ def down(directory: str, log: Log = print) -> None:
     for replica in list(state.replicas):
         if alive(replica.pid):
             _drain_replica(state, replica, log)
+    for worker in list(state.workers):
+        if alive(worker.pid):
+            _drain_worker(state, worker, log)
     for pid, name in ((state.haproxy_pid, "haproxy"), (state.redis_pid, "redis-server")):
         if pid is not None and alive(pid):
             os.kill(pid, signal.SIGTERM)

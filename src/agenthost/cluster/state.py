@@ -32,6 +32,8 @@ class ClusterState(msgspec.Struct):
     redis_pid: int | None = None
     generation: int = 1
     replicas: list[Replica] = []
+    workers: list[Replica] = []
+    """`--role worker` processes (not behind HAProxy); with any, the replicas are `api`."""
 
     @property
     def socket(self) -> str:

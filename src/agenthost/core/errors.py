@@ -28,6 +28,7 @@ __all__ = [
     "NotFound",
     "Overloaded",
     "PayloadTooLarge",
+    "QueueFull",
     "RateLimited",
     "SessionBusy",
     "SessionExists",
@@ -40,6 +41,7 @@ __all__ = [
     "Unavailable",
     "UpgradeRequired",
     "ValidationFailed",
+    "error_for",
 ]
 
 
@@ -118,6 +120,13 @@ class ConcurrencyLimited(RateLimited):
     """The tenant already runs as many turns at once as it may."""
 
     code = "concurrency_limited"
+
+
+class QueueFull(RateLimited):
+    """The tenant has as many turns queued for workers as it may; retry when some ran."""
+
+    code = "queue_full"
+    retry_after = 1.0
 
 
 class NotFound(AgentHostError):
@@ -276,3 +285,20 @@ class LeaseLost(Unavailable):
     it), so its commit was refused. A retry with the same turn id completes the turn."""
 
     code = "lease_lost"
+
+
+def error_for(code: str, message: str) -> AgentHostError:
+    """The error of `code` (the most specific class that has it), carrying `message`: an
+    error that crossed a process boundary (a queued turn's `error` event) raised again."""
+    found: type[AgentHostError] = AgentHostError
+    pending: list[type[AgentHostError]] = [AgentHostError]
+    while pending:
+        kind = pending.pop()
+        if kind.code == code:
+            found = kind
+            break
+        pending.extend(kind.__subclasses__())
+    error = found(message)
+    if found is AgentHostError:
+        error.code = code
+    return error

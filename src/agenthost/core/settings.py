@@ -151,6 +151,11 @@ class Settings(msgspec.Struct, kw_only=True):
     playground: str = "auto"
     heartbeat_interval: float = 2.0
     grafana_url: str = ""
+    role: str = "all"
+    worker_concurrency: int = 16
+    max_queued_turns: int = 1000
+    callback_secret: str | None = None
+    callback_allow_private: bool = False
 
     def __post_init__(self) -> None:
         problems: list[tuple[str, str]] = []
@@ -246,6 +251,7 @@ class Settings(msgspec.Struct, kw_only=True):
         if self.heartbeat_interval < 0.2:
             problems.append(("heartbeat_interval", "must be >= 0.2 seconds"))
         problems += self._auth_problems()
+        problems += self._role_problems()
         if problems:
             raise SettingsError(problems)
 
@@ -298,6 +304,34 @@ class Settings(msgspec.Struct, kw_only=True):
                     "set --rate-limiter redis://... (--rate-limiter memory:// counts per process)",
                 )
             )
+        return problems
+
+    def _role_problems(self) -> list[tuple[str, str]]:
+        problems: list[tuple[str, str]] = []
+        if self.role not in ("all", "api", "worker"):
+            problems.append(("role", "must be all, api or worker"))
+        elif self.role != "all":
+            if not shared_store(self.store):
+                problems.append(
+                    (
+                        "role",
+                        f"{self.role} needs the work queue of a shared store (redis://, "
+                        "redis+cluster:// or postgresql://); sqlite:// and memory:// serve "
+                        "one process: use --role all",
+                    )
+                )
+            elif not is_redis_url(broker_url(self)):
+                problems.append(
+                    (
+                        "role",
+                        f"{self.role} hands a turn's events between processes: set "
+                        "--broker redis://... (a postgresql:// store has no broker of its own)",
+                    )
+                )
+        if self.worker_concurrency < 1:
+            problems.append(("worker_concurrency", "must be >= 1"))
+        if self.max_queued_turns < 0:
+            problems.append(("max_queued_turns", "must be >= 0 (0 = no limit)"))
         return problems
 
     @classmethod
@@ -486,6 +520,15 @@ SETTINGS_HELP: dict[str, str] = {
     "registry (what /dashboard shows).",
     "grafana_url": "The Grafana dashboard /dashboard links to for long history (import "
     "docs/grafana/agenthost-dashboard.json).",
+    "role": "all (take and run turns), api (take turns, queue them for workers) or worker "
+    "(run queued turns); api and worker need a shared store.",
+    "worker_concurrency": "Queued turns one worker process runs at once.",
+    "max_queued_turns": "Turns one tenant may have queued or running in the background; past "
+    "it 429 queue_full (0 = no limit).",
+    "callback_secret": "Key of the HMAC-SHA256 signature of a background turn's callback POST "
+    "(X-Agenthost-Signature). Unset: callbacks unsigned.",
+    "callback_allow_private": "Let callback_url (and its redirects) reach loopback, private "
+    "and link-local addresses (development).",
     "server_protocols": "auto (agenthost's lean HTTP/WebSocket protocols where this uvicorn "
     "allows, else uvicorn's) or stock (uvicorn's).",
 }

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from agenthost.loadtest.config import LoadConfig, Mode
+from agenthost.loadtest.config import Background, LoadConfig, Mode
 from agenthost.loadtest.plot import write_plot
 from agenthost.loadtest.report import LoadReport, report_table
 from agenthost.loadtest.runner import Progress, run_load
@@ -37,6 +37,13 @@ def loadtest(
         str, typer.Option(help="The server (or load balancer), e.g. http://127.0.0.1:8000.")
     ],
     mode: Annotated[Mode, typer.Option(help="http, sse (streamed) or ws (WebSocket).")] = "http",
+    background: Annotated[
+        Background,
+        typer.Option(
+            help="poll or stream: send background turns (202) and read each answer "
+            "by polling its status or from its stream; off: --mode."
+        ),
+    ] = "off",
     sessions: Annotated[int, typer.Option(help="Concurrent sessions.")] = 100,
     turns: Annotated[int, typer.Option(help="Turns per session (unless --duration).")] = 3,
     duration: Annotated[
@@ -70,7 +77,8 @@ def loadtest(
     reordered or mismatched. Exits 1 if anything was, or if a turn failed for good."""
     try:
         config = LoadConfig(
-            url=url, mode=mode, sessions=sessions, turns=turns, duration=duration, think=think,
+            url=url, mode=mode, background=background, sessions=sessions, turns=turns,
+            duration=duration, think=think,
             ramp=ramp, on_busy=on_busy, payload_bytes=payload_bytes,  # type: ignore[arg-type]
             api_key=api_key, max_retries=max_retries, verify=verify, seed=seed,
         )  # fmt: skip

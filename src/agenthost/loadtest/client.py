@@ -167,7 +167,74 @@ async def send_ws(
     return Attempt(0, error=f"ws_closed_{close}" if close else "ws_closed")
 
 
-_SENDERS = {"http": send_http, "sse": send_sse, "ws": send_ws}
+async def _submit(
+    http: aiohttp.ClientSession, base: str, sid: str, tid: str, body: dict[str, Any]
+) -> Attempt | None:
+    """POST a background turn; None once it is accepted (202), else the failed Attempt."""
+    async with http.post(
+        f"{base}/v1/sessions/{sid}/turns",
+        json={**body, "background": True},
+        headers={"Idempotency-Key": tid},
+    ) as resp:
+        if resp.status != 202:
+            return await _error_attempt(resp)
+        await resp.read()
+    return None
+
+
+async def send_background_poll(
+    http: aiohttp.ClientSession, base: str, sid: str, tid: str, body: dict[str, Any]
+) -> Attempt:
+    """A background turn, its answer read by polling its status (every 50 ms at first,
+    backing off to 500 ms)."""
+    refused = await _submit(http, base, sid, tid, body)
+    if refused is not None:
+        return refused
+    delay = 0.05
+    while True:
+        async with http.get(f"{base}/v1/sessions/{sid}/turns/{tid}") as resp:
+            if resp.status != 200:
+                return await _error_attempt(resp)
+            status = await resp.json(content_type=None)
+        if status["status"] == "completed":
+            return Attempt(200, response=str(status.get("response", "")))
+        if status["status"] == "failed":
+            code = str((status.get("error") or {}).get("code", "failed"))
+            # A turn that failed for a transient reason is sent again (same key): it reruns.
+            return _error_frame(code) if code in _RETRYABLE_CODES else Attempt(200, error=code)
+        await asyncio.sleep(delay)
+        delay = min(delay * 1.5, 0.5)
+
+
+async def send_background_stream(
+    http: aiohttp.ClientSession, base: str, sid: str, tid: str, body: dict[str, Any]
+) -> Attempt:
+    """A background turn, its answer read from its stream (resumed if it breaks off)."""
+    started = time.monotonic()
+    refused = await _submit(http, base, sid, tid, body)
+    if refused is not None:
+        return refused
+    state: dict[str, Any] = {"first": None, "text": [], "last_id": None}
+    for _ in range(3):
+        headers = {"Last-Event-ID": state["last_id"]} if state["last_id"] else {}
+        async with http.get(
+            f"{base}/v1/sessions/{sid}/turns/{tid}/stream", headers=headers
+        ) as resp:
+            if resp.status != 200:
+                return await _error_attempt(resp)
+            result = await _read_events(resp, started, state)
+        if result is not None:
+            return result
+    return Attempt(0, error="stream_cut")
+
+
+_SENDERS = {
+    "http": send_http,
+    "sse": send_sse,
+    "ws": send_ws,
+    "background-poll": send_background_poll,
+    "background-stream": send_background_stream,
+}
 
 
 async def send_turn(

@@ -6,9 +6,10 @@ from typing import Literal
 
 import msgspec
 
-__all__ = ["LoadConfig", "Mode"]
+__all__ = ["Background", "LoadConfig", "Mode"]
 
 Mode = Literal["http", "sse", "ws"]
+Background = Literal["off", "poll", "stream"]
 
 
 class LoadConfig(msgspec.Struct, kw_only=True):
@@ -16,6 +17,9 @@ class LoadConfig(msgspec.Struct, kw_only=True):
 
     url: str
     mode: Mode = "http"
+    background: Background = "off"
+    """`poll` or `stream`: every turn is a background turn (202), whose answer is read by
+    polling GET .../turns/{id} or from its stream; `mode` is then not used."""
     sessions: int = 100
     turns: int = 3
     duration: float | None = None  # seconds; when set, sessions send turns until it ends
@@ -42,6 +46,8 @@ class LoadConfig(msgspec.Struct, kw_only=True):
             problems.append("duration must be > 0")
         if self.think < 0 or self.ramp < 0 or self.payload_bytes < 0:
             problems.append("think, ramp and payload_bytes must be >= 0")
+        if self.background not in ("off", "poll", "stream"):
+            problems.append("background must be off, poll or stream")
         if self.max_retries < 0:
             problems.append("max_retries must be >= 0")
         if problems:

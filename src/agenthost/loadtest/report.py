@@ -113,7 +113,9 @@ class LoadReport(msgspec.Struct):
 
 
 def report_table(report: LoadReport) -> Table:
-    table = Table(title=f"agenthost loadtest: {report.config.url} ({report.config.mode})")
+    config = report.config
+    how = config.mode if config.background == "off" else f"background, {config.background}"
+    table = Table(title=f"agenthost loadtest: {config.url} ({how})")
     table.add_column("what")
     table.add_column("value", justify="right")
     v = report.verification

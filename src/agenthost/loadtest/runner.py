@@ -78,6 +78,7 @@ async def run_load(
         headers=headers,
         cookie_jar=aiohttp.DummyCookieJar(),
     ) as http:
+        sender = config.mode if config.background == "off" else f"background-{config.background}"
 
         async def one_turn(sid: str, n: int) -> None:
             tid = f"{sid}-t{n}"
@@ -88,7 +89,7 @@ async def run_load(
             progress.inflight += 1
             try:
                 for attempt in range(config.max_retries + 1):
-                    result: Attempt = await send_turn(config.mode, http, config.url, sid, tid, body)
+                    result: Attempt = await send_turn(sender, http, config.url, sid, tid, body)
                     if result.status == 200 and result.error is None:
                         answered_at = time.monotonic()
                         latency = (answered_at - t0) * 1000

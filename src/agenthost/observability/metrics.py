@@ -84,6 +84,9 @@ METRIC_NAMES = (
     "agenthost_rate_limited_total",
     "agenthost_protocol_requests_total",
     "agenthost_connections_refused_total",
+    "agenthost_queue_depth",
+    "agenthost_queue_oldest_age_seconds",
+    "agenthost_worker_busy",
 )
 """Every metric family `Metrics.render` exports (histograms add _bucket, _sum, _count)."""
 
@@ -154,6 +157,11 @@ class Metrics:
         """Turn begins by how the session cache (`--cache`) served them; zeros without one."""
         self.activity = activity or Activity()
         """Recent turns and refusals by tenant, for the dashboard (never exported here)."""
+        self.queue_depth = 0
+        self.queue_oldest_age_s = 0.0
+        """The work queue's turns queued or running and the oldest's age, fleet-wide, as an
+        `api` or `worker` process last sampled them (0 without a queue)."""
+        self.worker_busy: Callable[[], int] = lambda: 0
 
     def watch_engine(self, inflight: Callable[[], int], draining: Callable[[], bool]) -> None:
         """Read the turn engine's in-flight count and drain state when rendering (the engine
@@ -313,6 +321,24 @@ class Metrics:
             "Connections refused past --max-connections or closed past a request deadline.",
             "reason",
             self.connections_refused.items(),
+        )
+        _gauge(
+            out,
+            "agenthost_queue_depth",
+            "Turns on the work queue, queued or running, fleet-wide (sampled).",
+            self.queue_depth,
+        )
+        out += [
+            "# HELP agenthost_queue_oldest_age_seconds Age of the oldest turn on the work "
+            "queue (sampled).",
+            "# TYPE agenthost_queue_oldest_age_seconds gauge",
+            f"agenthost_queue_oldest_age_seconds {self.queue_oldest_age_s:.3f}",
+        ]
+        _gauge(
+            out,
+            "agenthost_worker_busy",
+            "Queued turns this worker process runs now.",
+            self.worker_busy(),
         )
         return ("\n".join(out) + "\n").encode()  # fmt: skip
 

@@ -8,7 +8,9 @@ it closes them in the reverse order.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from starlette.applications import Starlette
 from agenthost.auth.authenticators import create_authenticator
 from agenthost.brokers import create_broker
 from agenthost.brokers.instrumented import InstrumentedBroker
+from agenthost.core.errors import AgentHostError
 from agenthost.core.input_limits import InputLimits
 from agenthost.core.settings import (
     Settings,
@@ -37,20 +40,25 @@ from agenthost.llm.instrumented import InstrumentedLLM, cache_counts
 from agenthost.observability.activity import Activity
 from agenthost.observability.metrics import Metrics
 from agenthost.observability.tracing import Tracing, create_tracing
+from agenthost.queue import WorkQueue, create_queue
+from agenthost.queue.base import Delivery
 from agenthost.ratelimit import create_limiter
 from agenthost.ratelimit.gate import TurnGate
 from agenthost.registry import ProcessRegistry, create_registry
 from agenthost.runtime.heartbeat import Heartbeat
 from agenthost.runtime.worker_slot import WorkerPeers, WorkerSlot
 from agenthost.stores import SessionStore, create_store
+from agenthost.stores.base import TurnRecord
 from agenthost.stores.cached import CachedStore
 from agenthost.stores.instrumented import InstrumentedStore
 from agenthost.turns.agents import AgentRunner, load_agent
+from agenthost.turns.callbacks import CallbackSender
 from agenthost.turns.chunks import ChunkFlusher
 from agenthost.turns.drain import Drain
 from agenthost.turns.engine import TurnEngine
 from agenthost.turns.service import TurnService
 from agenthost.turns.window_cache import WindowCache
+from agenthost.turns.worker import TurnWorker
 from agenthost.web.adapters.ag_ui import AGUIRoutes
 from agenthost.web.adapters.ai_sdk import AISDKRoutes
 from agenthost.web.adapters.openai_chat import OpenAIChatRoutes
@@ -66,6 +74,8 @@ from agenthost.web.turn_routes import TurnRoutes
 from agenthost.web.websocket import OpenWebSockets, WebSocketOptions, WebSocketRoutes
 
 __all__ = ["Assembly", "assemble", "build_app"]
+
+log = logging.getLogger("agenthost")
 
 
 @dataclass(frozen=True)
@@ -154,12 +164,48 @@ def assemble(
         tracing=tracing,
         window_cache=WindowCache(int(settings.window_cache_mb * 2**20)),
     )
+    queue: WorkQueue | None = None
+    if settings.role != "all":
+        with blame("role"):
+            # A turn whose worker stopped touching it is taken over once its lease could
+            # have lapsed too.
+            queue = create_queue(
+                settings.store,
+                claim_after=settings.lease_ttl,
+                max_queued=settings.max_queued_turns,
+            )
+    chunk_flusher = ChunkFlusher(settings.chunk_coalesce_ms / 1000)
     service = TurnService(
         engine,
         broker,
         TurnGate(limiter, metrics),
-        ChunkFlusher(settings.chunk_coalesce_ms / 1000),
+        chunk_flusher,
+        # A turn sent to a worker's own port is queued as an api process would queue it.
+        queue,
+        max_background=settings.max_queued_turns,
     )
+    callbacks = CallbackSender(
+        secret=settings.callback_secret, allow_private=settings.callback_allow_private
+    )
+
+    async def queued_turn_ended(
+        delivery: Delivery, record: TurnRecord | None, error: AgentHostError | None
+    ) -> None:
+        turn = delivery.turn
+        if turn.callback_url is not None:
+            callbacks.turn_ended(turn.callback_url, turn.session_id, turn.turn_id, record, error)
+
+    turn_worker: TurnWorker | None = None
+    if settings.role == "worker" and queue is not None:
+        turn_worker = TurnWorker(
+            engine,
+            broker,
+            queue,
+            chunk_flusher,
+            concurrency=settings.worker_concurrency,
+            on_end=queued_turn_ended,
+        )
+        metrics.worker_busy = lambda: turn_worker.busy if turn_worker is not None else 0
     open_websockets = OpenWebSockets(metrics)
     registry: ProcessRegistry
     with blame("store"):
@@ -169,13 +215,15 @@ def assemble(
         metrics,
         address=_address(settings),
         version=__version__,
-        role="all",
+        role=settings.role,
         interval=settings.heartbeat_interval,
     )
     drain = Drain(
         engine,
         settings.drain_timeout,
-        on_start=(open_websockets.close_idle, heartbeat.beat_soon),
+        on_start=(open_websockets.close_idle, heartbeat.beat_soon)
+        + (() if turn_worker is None else (turn_worker.stop_taking,)),
+        cancel=None if turn_worker is None else turn_worker.hand_back,
     )
     peers = WorkerPeers(worker, metrics, lambda: drain.start("supervisor gone")) if worker else None
     limits = InputLimits.from_settings(settings)
@@ -194,6 +242,7 @@ def assemble(
             limits,
             max_body_bytes=settings.max_body_bytes,
             sse_heartbeat_s=settings.sse_heartbeat_s,
+            callbacks=callbacks,
         ),
         ProcessRoutes(
             engine.store,
@@ -243,8 +292,13 @@ def assemble(
         await limiter.open()
         await broker.open()
         await registry.open()
+        if queue is not None:
+            await queue.open()
         engine.start()
         heartbeat.start()
+        sampler = None if queue is None else asyncio.create_task(_sample_queue(queue, metrics))
+        if turn_worker is not None:
+            turn_worker.start()
         if peers is not None:
             await peers.open()
         try:
@@ -255,9 +309,16 @@ def assemble(
             # Whatever stops the server, in-flight turns get the drain's chance to commit.
             drain.start("shutdown")
             await drain.wait()
+            if turn_worker is not None:
+                await turn_worker.stop()
+            if sampler is not None:
+                sampler.cancel()
+            await callbacks.close()
             await heartbeat.stop()
             await registry.close()
             await engine.stop()
+            if queue is not None:
+                await queue.close()
             await broker.close()
             await limiter.close()
             await auth.close()
@@ -285,6 +346,19 @@ def _address(settings: Settings) -> str:
     elif ":" in host:
         host = f"[{host}]"
     return f"http://{host}:{settings.port}"
+
+
+async def _sample_queue(queue: WorkQueue, metrics: Metrics, period: float = 5.0) -> None:
+    """Keep the queue gauges of /metrics fresh (counting the queue costs a few commands)."""
+    while True:
+        try:
+            stats = await queue.stats()
+        except AgentHostError as exc:
+            log.warning("could not sample the work queue: %s", exc)
+        else:
+            metrics.queue_depth = stats.depth
+            metrics.queue_oldest_age_s = stats.oldest_age_s
+        await asyncio.sleep(period)
 
 
 def build_app(

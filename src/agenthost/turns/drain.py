@@ -29,10 +29,14 @@ class Drain:
         timeout: float,
         *,
         on_start: Sequence[Callable[[], None]] = (),
+        cancel: Callable[[str], int] | None = None,
     ) -> None:
         self.engine = engine
         self.timeout = timeout
         self.on_start = tuple(on_start)
+        # What stops the turns still running at the timeout: the engine's cancel (each ends
+        # as failed/interrupted), or a queue worker's hand-back (each is run again elsewhere).
+        self.cancel = cancel or engine.cancel_all
         self._task: asyncio.Task[None] | None = None
         self._drained = asyncio.Event()
 
@@ -54,7 +58,7 @@ class Drain:
 
     async def _run(self) -> None:
         if not await self.engine.wait_idle(self.timeout):
-            cancelled = self.engine.cancel_all("the process drained before the turn ended")
+            cancelled = self.cancel("the process drained before the turn ended")
             log.warning("drain timeout after %g s: cancelled %d turns", self.timeout, cancelled)
             await self.engine.wait_idle(10.0)
         log.info("drained")

@@ -16,26 +16,35 @@ process died, the same three outcomes as a native request sent again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
 import msgspec
 
 from agenthost.auth.principal import Principal, public_session_id
 from agenthost.brokers.base import EventKind, StreamBroker, StreamEvent
-from agenthost.core.errors import AgentHostError, EventBeyondEnd, TurnNotFound
+from agenthost.core.errors import (
+    AgentHostError,
+    EventBeyondEnd,
+    QueueFull,
+    TurnNotFound,
+    error_for,
+)
 from agenthost.core.ids import new_turn_id
 from agenthost.observability.logs import bind_turn
 from agenthost.observability.metrics import Metrics
+from agenthost.queue.base import QueuedTurn, WorkQueue, tenant_of
 from agenthost.ratelimit.gate import TurnGate
 from agenthost.stores.base import SessionStore, TurnRecord, key_reused
 from agenthost.turns.chunks import ChunkFlusher, TurnStream
 from agenthost.turns.engine import TurnEngine
 from agenthost.turns.fingerprint import request_fingerprint
-from agenthost.turns.payloads import ErrorDetail, error_event_data, turn_out
+from agenthost.turns.payloads import ErrorDetail, TurnOut, error_event_data, turn_out
 
-__all__ = ["OnBusy", "OnDisconnect", "StreamEnded", "StreamedTurn", "TurnService"]
+__all__ = ["OnBusy", "OnDisconnect", "StreamEnded", "StreamedTurn", "TurnEnd", "TurnService"]
 
 log = logging.getLogger("agenthost.streams")
 
@@ -43,6 +52,9 @@ OnBusy = Literal["reject", "enqueue", "interrupt"]
 OnDisconnect = Literal["continue", "cancel"]
 
 _encode = msgspec.json.encode
+
+TurnEnd = Callable[[str, str, TurnRecord | None, AgentHostError | None], Awaitable[None]]
+"""Told when a background turn ends: session id, turn id, and its record or its error."""
 
 _CLIENT_GONE = "the client disconnected (on_disconnect=cancel)"
 
@@ -61,7 +73,7 @@ class StreamedTurn:
     """A streamed turn: its id, its events from the asked position, its running task
     (None when a completed turn is only replayed), and whether it got its session's lease."""
 
-    __slots__ = ("admitted", "engine", "events", "session_id", "task", "turn_id")
+    __slots__ = ("admitted", "engine", "events", "interrupt", "session_id", "task", "turn_id")
 
     def __init__(
         self,
@@ -71,8 +83,10 @@ class StreamedTurn:
         events: AsyncIterator[StreamEvent],
         task: asyncio.Task[None] | None,
         admitted: asyncio.Future[None] | None = None,
+        interrupt: Callable[[], None] | None = None,
     ) -> None:
         self.engine = engine
+        self.interrupt = interrupt
         self.session_id = session_id
         self.turn_id = turn_id
         self.events = events
@@ -89,6 +103,9 @@ class StreamedTurn:
     def cancel(self) -> None:
         """The client left and asked for `on_disconnect=cancel`: stop the turn if it runs here
         (it ends as failed/interrupted, its user message kept)."""
+        if self.interrupt is not None:
+            self.interrupt()  # it runs on a worker: ask there
+            return
         task = self.task
         if task is None or task.done():
             return
@@ -97,7 +114,11 @@ class StreamedTurn:
 
 
 class TurnService:
-    """The turn layer's face to the web layer, one per process."""
+    """The turn layer's face to the web layer, one per process.
+
+    With a `queue` (an `api` process), turns are not run here: each is put on the work queue
+    and a worker runs it, publishing its events on the shared broker; a plain turn's answer
+    and a streamed turn's events are read back from there, so a client sees no difference."""
 
     def __init__(
         self,
@@ -105,15 +126,24 @@ class TurnService:
         broker: StreamBroker,
         gate: TurnGate,
         chunk_flusher: ChunkFlusher,
+        queue: WorkQueue | None = None,
+        *,
+        max_background: int = 0,
     ) -> None:
         self.engine = engine
         self.broker = broker
         self.gate = gate
+        self.queue = queue
         # One timer per coalescing window for all of this process's streams.
         self.chunk_flusher = chunk_flusher
         # A reader waits for the next event at most as long as a turn may run.
         self.stream_wait = engine.turn_timeout + engine.lease_ttl
         self._background: set[asyncio.Task[None]] = set()
+        self._submitted: set[tuple[str, str]] = set()
+        # Background turns of each tenant running here (`--role all`): bounded as the
+        # queue bounds a tenant's queued turns, so no tenant piles up tasks without end.
+        self.max_background = max_background
+        self._background_of: dict[str, int] = {}
 
     @property
     def store(self) -> SessionStore:
@@ -168,13 +198,92 @@ class TurnService:
         on_busy: OnBusy = "enqueue",
     ) -> TurnRecord:
         """Run a turn to its commit and return its record (see `TurnEngine.run_turn`)."""
+        if self.queue is not None:
+            return await self._run_queued(session_id, message, turn_id, metadata, on_busy)
         return await self.engine.run_turn(
             session_id, message, turn_id=turn_id, metadata=metadata, on_busy=on_busy
         )
 
+    async def _run_queued(
+        self,
+        session_id: str,
+        message: str,
+        turn_id: str | None,
+        metadata: dict[str, Any] | None,
+        on_busy: OnBusy,
+    ) -> TurnRecord:
+        """Queue the turn and wait for its end on the broker (an `api` process)."""
+        after, record = await self._dispatch(session_id, turn_id, message, metadata, on_busy)
+        if record is not None:
+            return record
+        tid = after[0]
+        async for event in self.broker.read(session_id, tid, after[1], self.stream_wait):
+            if event.kind == "error":
+                detail = msgspec.json.decode(event.data, type=ErrorDetail)
+                raise error_for(detail.code, detail.message)
+            if event.kind == "done":
+                # The committed turn as the worker published it: no store read.
+                out = msgspec.json.decode(event.data, type=TurnOut)
+                now = time.time()
+                return TurnRecord(
+                    tid, session_id, "completed", message, now, now, response=out.response
+                )
+        raise error_for("unavailable", f"turn {tid} is queued; read it later with its id")
+
+    async def _dispatch(
+        self,
+        session_id: str,
+        turn_id: str | None,
+        message: str,
+        metadata: dict[str, Any] | None,
+        on_busy: OnBusy,
+        callback_url: str | None = None,
+    ) -> tuple[tuple[str, int], TurnRecord | None]:
+        """Put the turn on the queue unless it completed already (then its record). Returns
+        its id and where its events of this attempt start (after an earlier attempt's final
+        event). A turn id made here names nothing stored yet: no store or broker look-up."""
+        assert self.queue is not None
+        self.engine.check_admission()
+        after = 0
+        resume = False
+        if turn_id is None:
+            turn_id = new_turn_id()
+        else:
+            record = await self.store.get_turn(session_id, turn_id)
+            if record is not None:
+                if record.fingerprint not in ("", request_fingerprint(message, metadata)):
+                    raise key_reused(turn_id)
+                if record.status == "completed":
+                    return (turn_id, 0), record
+            last = await self.broker.last(session_id, turn_id)
+            resume = last is not None
+            after = last.seq if last is not None and last.final else 0
+        await self.queue.enqueue(
+            QueuedTurn(session_id, turn_id, message, metadata, on_busy, callback_url, resume)
+        )
+        return (turn_id, after), None
+
     def cancel(self, session_id: str, turn_id: str, reason: str) -> bool:
-        """Stop a turn running on this process; False if none runs here."""
-        return self.engine.cancel_turn(session_id, turn_id, reason)
+        """Stop a turn running on this process, or (an `api` process) ask the worker that
+        runs it to; False if none runs here and there is no queue."""
+        if self.engine.cancel_turn(session_id, turn_id, reason):
+            return True
+        if self.queue is None:
+            return False
+        self.interrupt_remote(session_id, turn_id)
+        return True
+
+    def interrupt_remote(self, session_id: str, turn_id: str) -> None:
+        """Ask whichever process runs the turn to stop it (the fleet-wide interrupt); a
+        turn still waiting on the queue is not reached."""
+
+        async def send() -> None:
+            try:
+                await self.store.request_interrupt(session_id, turn_id)
+            except AgentHostError as exc:
+                log.warning("could not interrupt turn %s: %s", turn_id, exc)
+
+        self._keep(asyncio.ensure_future(send()))
 
     # -- streamed turns ---------------------------------------------------------------------
 
@@ -248,6 +357,8 @@ class TurnService:
         which are void: for client protocols that cannot take text back (the adapters)."""
         engine = self.engine
         broker = self.broker
+        if self.queue is not None:
+            return await self._stream_queued(session_id, turn_id, message, metadata, on_busy, after)
         engine.check_admission()
         if turn_id is None:
             turn_id = new_turn_id()
@@ -328,6 +439,95 @@ class TurnService:
         events = broker.read(session_id, turn_id, after, self.stream_wait)
         return StreamedTurn(engine, session_id, turn_id, events, task, admitted)
 
+    async def _stream_queued(
+        self,
+        session_id: str,
+        turn_id: str | None,
+        message: str,
+        metadata: dict[str, Any] | None,
+        on_busy: OnBusy,
+        after: int,
+    ) -> StreamedTurn:
+        """A streamed turn in an `api` process: queued, its events read from the broker."""
+        start, record = await self._dispatch(session_id, turn_id, message, metadata, on_busy)
+        tid = start[0]
+        bind_turn(session_id, tid)
+        if record is not None:
+            events = await self.events(session_id, tid, after)
+        else:
+            events = self.broker.read(session_id, tid, max(after, start[1]), self.stream_wait)
+        return StreamedTurn(
+            self.engine,
+            session_id,
+            tid,
+            events,
+            None,
+            interrupt=lambda: self.interrupt_remote(session_id, tid),
+        )
+
+    async def submit(
+        self,
+        session_id: str,
+        turn_id: str | None,
+        message: str,
+        *,
+        metadata: dict[str, Any] | None,
+        on_busy: OnBusy,
+        on_end: TurnEnd | None = None,
+        callback_url: str | None = None,
+    ) -> str:
+        """Start a background turn and return its id at once: queued for a worker (an `api`
+        process), else run here in its own task. Its status and answer are read with
+        `GET .../turns/{turn_id}`, its events with the stream endpoint; `on_end` (here) or
+        the worker (queued, with `callback_url`) reports its end."""
+        if self.queue is not None:
+            start, _ = await self._dispatch(
+                session_id, turn_id, message, metadata, on_busy, callback_url
+            )
+            return start[0]
+        tid = turn_id or new_turn_id()
+        tenant = tenant_of(session_id)
+        running = self._background_of.get(tenant, 0)
+        if self.max_background and running >= self.max_background:
+            raise QueueFull(
+                f"tenant has {running} background turns running; retry when some have ended"
+            )
+        streamed = await self.start_streamed(
+            session_id, tid, message, metadata=metadata, on_busy=on_busy
+        )
+        self._submitted.add((session_id, tid))
+        self._background_of[tenant] = self._background_of.get(tenant, 0) + 1
+        task = streamed.task
+
+        async def ended() -> None:
+            record: TurnRecord | None = None
+            error: AgentHostError | None = None
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(task)
+            self._submitted.discard((session_id, tid))
+            left = self._background_of.pop(tenant, 1) - 1
+            if left:
+                self._background_of[tenant] = left
+            found = await self.store.get_turn(session_id, tid)
+            if found is not None and found.status == "completed":
+                record = found
+            elif found is not None and found.error is not None:
+                error = error_for(found.error.code, found.error.message)
+            else:
+                error = error_for("unavailable", "the turn did not end")
+            if on_end is not None:
+                await on_end(session_id, tid, record, error)
+
+        self._keep(asyncio.ensure_future(ended()))
+        return tid
+
+    async def is_waiting(self, session_id: str, turn_id: str) -> bool:
+        """Whether a turn with no record yet is queued or about to start here (pending)."""
+        if (session_id, turn_id) in self._submitted:
+            return True
+        return self.queue is not None and await self.queue.is_queued(session_id, turn_id)
+
     async def delete_session(self, session_id: str) -> bool:
         """Delete the session with everything of it: messages, turns (the idempotency
         records) and lease in the store, then every stream of it in the broker. False if the
@@ -346,6 +546,8 @@ class TurnService:
         StreamEnded, beyond it EventBeyondEnd (422)."""
         record = await self.store.get_turn(session_id, turn_id)
         if record is None:
+            if await self.is_waiting(session_id, turn_id):  # queued: its events are to come
+                return self.broker.read(session_id, turn_id, after, self.stream_wait)
             raise TurnNotFound(f"no turn {turn_id} in session {public_session_id(session_id)}")
         if after > 0 or record.status in ("completed", "failed"):
             last = await self.broker.last(session_id, turn_id)

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 
 from agenthost.web.endpoints import Endpoint
-from agenthost.web.schemas import ErrorBody
+from agenthost.web.schemas import ErrorBody, TurnAccepted
 
 __all__ = ["openapi_document"]
 
@@ -112,7 +112,7 @@ def _path_params(path: str) -> list[dict[str, Any]]:
 
 def openapi_document(endpoints: Sequence[Endpoint], *, title: str, version: str) -> bytes:
     """The OpenAPI 3.1 document for `endpoints`, encoded as JSON."""
-    types: list[Any] = [ErrorBody]
+    types: list[Any] = [ErrorBody, TurnAccepted]  # TurnAccepted: a background turn's 202
     for ep in endpoints:
         types += [t for t in (ep.body, ep.response) if t is not None]
     unique = list(dict.fromkeys(types))

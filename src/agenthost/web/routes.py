@@ -144,9 +144,14 @@ def route_table(
                  )),
         Endpoint("POST", "/v1/sessions/{session_id}/turns", turns.post_turn,
                  "Run a turn (creates the session if unknown); SSE with stream:true",
-                 TurnRequest, TurnOut, 200, (204, *turn_errors), params=(key, last_event_id),
-                 streams=True,
-                 asgi=True, fast=True),
+                 TurnRequest, TurnOut, 200, (204, *turn_errors, 429),
+                 params=(key, last_event_id), streams=True, asgi=True, fast=True,
+                 extra={"responses": {"202": {
+                     "description": "Accepted: a background turn (background: true); poll "
+                                    "the Location header's URL",
+                     "content": {"application/json": {
+                         "schema": {"$ref": "#/components/schemas/TurnAccepted"}}},
+                 }}}),
         Endpoint("GET", "/v1/sessions/{session_id}/turns/{turn_id}", turns.get_turn,
                  "A turn's status", None, TurnStatusOut, 200, sid_errors),
         Endpoint("GET", "/v1/sessions/{session_id}/turns/{turn_id}/stream",

@@ -23,6 +23,7 @@ __all__ = [
     "MessageOut",
     "MessagesOut",
     "SessionOut",
+    "TurnAccepted",
     "TurnOut",
     "TurnRequest",
     "TurnStatusOut",
@@ -30,6 +31,14 @@ __all__ = [
 
 Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN, description="[A-Za-z0-9._:-]{1,128}")]
 Text = Annotated[str, msgspec.Meta(min_length=1, description="The user's message.")]
+CallbackURL = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^https?://[^\s]+$",
+        max_length=2048,
+        description="http(s) URL POSTed the turn's outcome when it ends (background turns).",
+    ),
+]
 
 
 class CreateSession(msgspec.Struct, forbid_unknown_fields=True):
@@ -73,6 +82,9 @@ class TurnRequest(msgspec.Struct, forbid_unknown_fields=True):
     run) or `interrupt` (cancel the running turn, then run). `on_disconnect` says what happens
     to the turn if the client leaves before the answer: `continue` (it finishes and commits;
     read or resume it later) or `cancel` (it stops and ends as failed/interrupted).
+    `background: true` answers 202 at once with the turn id and a `Location` to poll; the
+    turn runs on (on a worker, with `--role api`), and `callback_url`, if given, receives a
+    POST of its outcome when it ends.
     """
 
     message: Text
@@ -80,6 +92,17 @@ class TurnRequest(msgspec.Struct, forbid_unknown_fields=True):
     on_busy: Literal["reject", "enqueue", "interrupt"] = "enqueue"
     stream: bool = False
     on_disconnect: Literal["continue", "cancel"] = "continue"
+    background: bool = False
+    callback_url: CallbackURL | None = None
+
+
+class TurnAccepted(msgspec.Struct):
+    """Answer 202 to a background turn: poll `GET .../turns/{turn_id}` (the `Location`
+    header) or read its events from `GET .../turns/{turn_id}/stream`."""
+
+    session_id: str
+    turn_id: str
+    status: Literal["pending"] = "pending"
 
 
 class TurnErrorOut(msgspec.Struct):

@@ -19,6 +19,7 @@ from agenthost.core.ids import check_session_id, check_turn_id, new_turn_id
 from agenthost.core.input_limits import InputLimits
 from agenthost.observability.logs import bind_turn
 from agenthost.stores.base import TurnRecord
+from agenthost.turns.callbacks import CallbackSender
 from agenthost.turns.payloads import turn_out
 from agenthost.turns.service import StreamEnded, TurnService
 from agenthost.web.error_responses import json_response
@@ -34,6 +35,7 @@ from agenthost.web.requests import (
 from agenthost.web.schemas import (
     ChatRequest,
     ChatResponse,
+    TurnAccepted,
     TurnErrorOut,
     TurnRequest,
     TurnStatusOut,
@@ -56,8 +58,10 @@ class TurnRoutes:
         *,
         max_body_bytes: int,
         sse_heartbeat_s: float = 15.0,
+        callbacks: CallbackSender | None = None,
     ) -> None:
         self.service = service
+        self.callbacks = callbacks or CallbackSender()
         self.auth = auth
         self.limits = limits
         self.max_body_bytes = max_body_bytes
@@ -96,6 +100,9 @@ class TurnRoutes:
             raise TurnIdRequired(
                 "Last-Event-ID resumes a turn: send the turn's id as Idempotency-Key"
             )
+        if req.background:
+            await self._background_turn(session_id, turn_id, req, send)
+            return
         if streamed:
             try:
                 response = await self._stream_turn(session_id, turn_id, req, after, principal)
@@ -125,6 +132,45 @@ class TurnRoutes:
                 "type": "http.response.start",
                 "status": 200,
                 "headers": [*_JSON_HEADERS, (b"content-length", b"%d" % len(payload))],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+    async def _background_turn(
+        self, session_id: str, turn_id: str | None, req: TurnRequest, send: Send
+    ) -> None:
+        """`background: true`: 202 with the turn id and its Location as soon as the turn is
+        queued (or started here); the turn runs on, and its callback_url hears its end."""
+        callbacks = self.callbacks
+        url = req.callback_url
+
+        async def on_end(
+            sid: str, tid: str, record: TurnRecord | None, error: AgentHostError | None
+        ) -> None:
+            if url is not None:
+                callbacks.turn_ended(url, sid, tid, record, error)
+
+        turn_id = await self.service.submit(
+            session_id,
+            turn_id,
+            req.message,
+            metadata=req.metadata,
+            on_busy=req.on_busy,
+            on_end=on_end,
+            callback_url=url,
+        )
+        public = public_session_id(session_id)
+        payload = _encode(TurnAccepted(public, turn_id))
+        location = f"/v1/sessions/{public}/turns/{turn_id}".encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 202,
+                "headers": [
+                    *_JSON_HEADERS,
+                    (b"content-length", b"%d" % len(payload)),
+                    (b"location", location),
+                ],
             }
         )
         await send({"type": "http.response.body", "body": payload})
@@ -210,6 +256,8 @@ class TurnRoutes:
         session_id = await scoped_path_session(self.auth, request)
         turn_id = check_turn_id(request.path_params["turn_id"])
         record = await self.service.store.get_turn(session_id, turn_id)
+        if record is None and await self.service.is_waiting(session_id, turn_id):
+            return json_response(TurnStatusOut(turn_id, "pending"))  # queued, not yet begun
         if record is None:
             raise TurnNotFound(f"no turn {turn_id} in session {public_session_id(session_id)}")
         error = (

@@ -1,0 +1,199 @@
+"""What the api / worker split costs against `--role all`, on one Redis, in the same run.
+
+For each layout — `all` (one process that takes and runs turns) and `split` (one
+`--role api` process and one `--role worker`) — it starts the processes on a throw-away
+redis-server and measures:
+
+- CPU per turn: `--turns` plain turns (`--concurrency` sessions, each sending its turns one
+  after another) on the instant simulator; the CPU of every agenthost process and of
+  redis-server over the batch, divided by the turns answered (median of `--repeats` rounds,
+  the layouts taking turns round by round). `cpu_ratio` is split over all (the issue's
+  target: at most 1.3).
+- Latency through the queue: `--latency-turns` plain turns at a `--llm-latency-ms` LLM (2 s
+  by default, `--latency-concurrency` sessions); p50 and p99 of the answer's wall time.
+  `added_p99_ms` is split's p99 minus all's (target: at most 20 ms).
+
+Prints one JSON object (also written to `--json FILE`). Run on a quiet machine:
+
+    python benchmarks/queue_split.py --turns 3000 --repeats 3 --latency-turns 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+
+from turn_cpu import (
+    AGENTHOST,
+    cpu_seconds,
+    free_port,
+    process,
+    redis_server,
+    result_header,
+    wait_http,
+)
+
+TARGET_CPU_RATIO = 1.3
+TARGET_ADDED_P99_MS = 20.0
+
+LAYOUTS = {"all": ("all",), "split": ("api", "worker")}
+
+
+@contextlib.contextmanager
+def layout(
+    name: str, store: str, llm: str, workdir: Path, concurrency: int
+) -> Iterator[tuple[str, list[int]]]:
+    """The layout's processes, ready: (the URL clients use, every process's pid)."""
+    with contextlib.ExitStack() as stack:
+        pids: list[int] = []
+        base = ""
+        for role in LAYOUTS[name]:
+            port = free_port()
+            log = workdir / f"{name}-{role}-{port}.log"
+            env = {
+                "AGENTHOST_PORT": str(port),
+                "AGENTHOST_STORE": store,
+                "AGENTHOST_LLM": llm,
+                "AGENTHOST_ROLE": role,
+                "AGENTHOST_ALLOW_NO_AUTH": "true",
+                "AGENTHOST_WORKER_CONCURRENCY": str(concurrency),
+                "AGENTHOST_MAX_QUEUED_TURNS": "0",
+                "AGENTHOST_ACCESS_LOG": "false",
+                "AGENTHOST_LOG_LEVEL": "warning",
+                "PATH": "/usr/bin:/bin",
+            }
+            proc = stack.enter_context(process([AGENTHOST, "serve"], log, env))
+            wait_http(f"http://127.0.0.1:{port}/readyz", proc, log)
+            pids.append(proc.pid)
+            if role != "worker":
+                base = f"http://127.0.0.1:{port}"
+        yield base, pids
+
+
+async def batch(base: str, turns: int, concurrency: int) -> tuple[list[float], int]:
+    """`turns` plain turns; (each answered turn's seconds, errors)."""
+    latencies: list[float] = []
+    errors = 0
+    per_session = max(1, turns // concurrency)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    timeout = aiohttp.ClientTimeout(total=600)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+
+        async def session() -> None:
+            nonlocal errors
+            sid = f"q-{uuid.uuid4().hex[:12]}"
+            for n in range(per_session):
+                started = time.monotonic()
+                async with http.post(
+                    f"{base}/v1/sessions/{sid}/turns", json={"message": f"m{n}"}
+                ) as resp:
+                    await resp.read()
+                    if resp.status == 200:
+                        latencies.append(time.monotonic() - started)
+                    else:
+                        errors += 1
+
+        await asyncio.gather(*(session() for _ in range(concurrency)))
+    return latencies, errors
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--turns", type=int, default=3000, help="turns per layout per round")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--latency-turns", type=int, default=2000)
+    parser.add_argument("--latency-concurrency", type=int, default=500)
+    parser.add_argument("--llm-latency-ms", type=float, default=2000.0)
+    parser.add_argument("--worker-concurrency", type=int, default=1000)
+    parser.add_argument("--json", type=Path, help="also write the result here")
+    args = parser.parse_args()
+    cpu: dict[str, list[float]] = {name: [] for name in LAYOUTS}
+    latency: dict[str, dict[str, float]] = {}
+    errors = dict.fromkeys(LAYOUTS, 0)
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        for _ in range(args.repeats):
+            for name in LAYOUTS:
+                with (
+                    redis_server(workdir) as (store, redis_pids),
+                    layout(name, store, "sim://", workdir, args.worker_concurrency) as (base, pids),
+                ):
+                    asyncio.run(batch(base, args.concurrency * 2, args.concurrency))  # warm
+                    before = sum(cpu_seconds(p) for p in pids + redis_pids)
+                    answered, failed = asyncio.run(batch(base, args.turns, args.concurrency))
+                    used = sum(cpu_seconds(p) for p in pids + redis_pids) - before
+                    errors[name] += failed
+                    cpu[name].append(used * 1000 / max(len(answered), 1))
+        llm = f"sim://?latency_ms={args.llm_latency_ms:g}"
+        for name in LAYOUTS:
+            with (
+                redis_server(workdir) as (store, _),
+                layout(name, store, llm, workdir, args.worker_concurrency) as (base, _),
+            ):
+                seconds, failed = asyncio.run(
+                    batch(base, args.latency_turns, args.latency_concurrency)
+                )
+                errors[name] += failed
+                latency[name] = {
+                    "p50_ms": round(percentile(seconds, 0.5) * 1000, 1),
+                    "p99_ms": round(percentile(seconds, 0.99) * 1000, 1),
+                    "turns": len(seconds),
+                }
+    rows = [
+        {
+            "layout": name,
+            "cpu_ms_per_turn": round(statistics.median(cpu[name]), 4),
+            "samples_ms": [round(s, 4) for s in cpu[name]],
+            **latency[name],
+            "errors": errors[name],
+        }
+        for name in LAYOUTS
+    ]
+    by = {r["layout"]: r for r in rows}
+    result = {
+        **result_header("queue_split"),
+        "settings": {
+            "turns": args.turns,
+            "repeats": args.repeats,
+            "concurrency": args.concurrency,
+            "latency_turns": args.latency_turns,
+            "latency_concurrency": args.latency_concurrency,
+            "llm_latency_ms": args.llm_latency_ms,
+            "worker_concurrency": args.worker_concurrency,
+            "store": "redis://",
+        },
+        "results": rows,
+        "cpu_ratio": round(by["split"]["cpu_ms_per_turn"] / by["all"]["cpu_ms_per_turn"], 3),
+        "added_p99_ms": round(by["split"]["p99_ms"] - by["all"]["p99_ms"], 1),
+        "target_cpu_ratio": TARGET_CPU_RATIO,
+        "target_added_p99_ms": TARGET_ADDED_P99_MS,
+        "errors_total": sum(errors.values()),
+    }
+    text = json.dumps(result, indent=2)
+    if args.json:
+        args.json.write_text(text + "\n")
+    print(text)
+    sys.exit(1 if result["errors_total"] else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,392 @@
+"""`redis://`: the work queue as Redis Streams with one consumer group, a stream per tenant.
+
+- `ahq:{t:<tenant>}:turns`, a stream with the group `workers`: the tenant's queued and
+  running turns (the hash tag spreads tenants over a Cluster's shards);
+- `ahq:tenants`, a set: tenants with turns queued or running (the round-robin's list; on a
+  single server a tenant leaves it with its last acknowledgement, in the same script);
+- `ahq:wake`, a list: one token per enqueue, which an idle worker's `BLPOP` wakes on;
+- `ah:{sid}:queued`, a hash on the session's slot: turn id -> its entry id, while the turn
+  is queued or running (a session's turns share their tenant's stream, so entry ids order
+  them).
+
+A worker takes with `XREADGROUP ... >` (one entry per tenant stream, tenants in rotation;
+on a single server one XREADGROUP over every tenant's stream per pass);
+the entry stays in the group's pending list, owned by that worker, until `XACK` (+ `XDEL`)
+after the turn's fenced commit. The worker touches what it runs (`XCLAIM` to itself,
+`JUSTID`: its idle time restarts); an entry idle for `claim_after` (its worker was killed or
+paused) is taken over with `XAUTOCLAIM`. A draining worker hands a turn back by setting its
+idle time past `claim_after` (`XCLAIM ... IDLE`), so the next worker's `XAUTOCLAIM` takes it
+at once, in its place in the stream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from typing import Any
+
+import msgspec
+import redis.exceptions as rexc
+
+from agenthost.connections.redis import RedisSettings, close_clients
+from agenthost.connections.redis_wire import RedisWire
+from agenthost.core.errors import QueueFull, StoreUnavailable
+from agenthost.queue.base import Delivery, QueuedTurn, QueueStats
+
+__all__ = ["RedisWorkQueue"]
+
+log = logging.getLogger("agenthost.queue")
+
+_FAILURES = (rexc.ConnectionError, rexc.TimeoutError, rexc.ClusterDownError, OSError)
+GROUP = "workers"
+TENANTS = "ahq:tenants"
+WAKE = "ahq:wake"
+QUEUED_TTL_S = 7 * 24 * 3600  # a queued-turn marker outlives any turn it names
+
+# XLEN counts queued and running entries (acknowledged ones are deleted): the tenant's limit.
+# The group is made with the stream, so every entry is delivered by `>`.
+_ENQUEUE = """
+local n = redis.call('XLEN', KEYS[1])
+if tonumber(ARGV[1]) > 0 and n >= tonumber(ARGV[1]) then return false end
+if n == 0 and redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('XGROUP', 'CREATE', KEYS[1], 'workers', '$', 'MKSTREAM')
+end
+return redis.call('XADD', KEYS[1], '*', 'j', ARGV[2])
+"""
+
+# The turn's place, set only while its "" placeholder is there: a worker that already ran the
+# turn and acknowledged it (HDEL) must not see it come back.
+_PLACE = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == '' then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+"""
+
+# On a single server every key is on the one node: the whole enqueue is one script, one
+# round trip. KEYS: queued hash, tenant stream, tenants set, wake list.
+_ENQUEUE_ONE_NODE = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], '') == 0 then return 0 end
+local n = redis.call('XLEN', KEYS[2])
+if tonumber(ARGV[2]) > 0 and n >= tonumber(ARGV[2]) then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  return -1
+end
+if n == 0 and redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('XGROUP', 'CREATE', KEYS[2], 'workers', '$', 'MKSTREAM')
+end
+local entry = redis.call('XADD', KEYS[2], '*', 'j', ARGV[3])
+redis.call('HSET', KEYS[1], ARGV[1], entry)
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('SADD', KEYS[3], ARGV[5])
+redis.call('LPUSH', KEYS[4], 1)
+redis.call('LTRIM', KEYS[4], 0, 999)
+return 1
+"""
+
+# Acknowledge on a single server: KEYS tenant stream, queued hash, tenants set. A tenant with
+# nothing queued or running leaves the round-robin's list (its next enqueue adds it again, in
+# a script too, so the two never interleave).
+_ACK_ONE_NODE = """
+redis.call('XACK', KEYS[1], 'workers', ARGV[1])
+redis.call('XDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[2])
+if redis.call('XLEN', KEYS[1]) == 0 then redis.call('SREM', KEYS[3], ARGV[3]) end
+"""
+
+_ENQUEUE_SHA = hashlib.sha1(_ENQUEUE_ONE_NODE.encode()).hexdigest()
+_ACK_SHA = hashlib.sha1(_ACK_ONE_NODE.encode()).hexdigest()
+
+_encode = msgspec.json.encode
+_decode = msgspec.json.Decoder(QueuedTurn).decode
+
+
+def stream_key(tenant: str) -> str:
+    return f"ahq:{{t:{tenant or '-'}}}:turns"
+
+
+def _queued_key(session_id: str) -> str:
+    return f"ah:{{{session_id}}}:queued"
+
+
+def _pairs(flat: list[Any] | None) -> dict[Any, Any]:
+    """A RESP2 flat list of fields and values as a dict."""
+    items = flat or []
+    return dict(zip(items[::2], items[1::2], strict=True))
+
+
+def _entry_order(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisWorkQueue:
+    """The queue on a Redis server or Cluster (see the module's docstring)."""
+
+    def __init__(self, url: str, *, claim_after: float = 10.0, max_queued: int = 0) -> None:
+        self.url = url
+        self.settings = RedisSettings.from_url(url)
+        self.claim_after = claim_after
+        self.max_queued = max_queued
+        self._client: Any = None
+        self._blocking: Any = None
+        self._enqueue: Any = None
+        # On a single server the steps of every turn (enqueue, take, order, acknowledge) go
+        # through the pipelining client: measured, each redis-py call cost a turn far more.
+        self._wire: RedisWire | None = None
+        self._place: Any = None
+        self._rotation = 0
+        self._reclaimed_at = 0.0
+
+    async def open(self) -> None:
+        self._client = self.settings.pooled_client(
+            max_connections=1000, connect_timeout=1.0, pool_timeout=2.0, socket_timeout=2.0
+        )
+        # BLPOP's own: a reply may come up to its timeout after the command.
+        self._blocking = self.settings.pooled_client(
+            max_connections=1000, connect_timeout=1.0, pool_timeout=2.0, socket_timeout=10.0
+        )
+        self._enqueue = self._client.register_script(_ENQUEUE)
+        if not self.settings.cluster:
+            self._wire = self.settings.wire(timeout=2.0, connect_timeout=1.0)
+        self._place = self._client.register_script(_PLACE)
+
+    async def close(self) -> None:
+        await close_clients(self._wire, self._client)
+        self._wire = None
+        await close_clients(None, self._blocking)
+        self._client = self._blocking = None
+
+    async def enqueue(self, turn: QueuedTurn) -> bool:
+        if not turn.enqueued_at:
+            turn = msgspec.structs.replace(turn, enqueued_at=time.time())
+        key = stream_key(turn.tenant)
+        queued = _queued_key(turn.session_id)
+        if self._wire is not None:
+            added = await self._wire.evalsha(
+                _ENQUEUE_SHA, _ENQUEUE_ONE_NODE, [queued, key, TENANTS, WAKE],
+                [turn.turn_id, self.max_queued, _encode(turn), QUEUED_TTL_S, turn.tenant or "-"],
+            )  # fmt: skip
+            if added == -1:
+                raise QueueFull(
+                    f"tenant has {self.max_queued} turns queued; retry when some have run"
+                )
+            return bool(added)
+        # A Cluster: the keys live on different nodes, so step by step.
+        try:
+            # The entry id is set once the entry exists; "" meanwhile (a later turn).
+            if not await self._client.hsetnx(queued, turn.turn_id, ""):
+                return False
+            entry = await self._enqueue(keys=[key], args=[self.max_queued, _encode(turn)])
+            if entry is None:
+                await self._client.hdel(queued, turn.turn_id)
+                raise QueueFull(
+                    f"tenant has {self.max_queued} turns queued; retry when some have run"
+                )
+            await self._place(keys=[queued], args=[turn.turn_id, entry, QUEUED_TTL_S])
+            await self._client.sadd(TENANTS, turn.tenant or "-")
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.lpush(WAKE, 1)
+                pipe.ltrim(WAKE, 0, 999)
+                await pipe.execute()
+        except _FAILURES as exc:
+            raise StoreUnavailable(f"redis queue: {exc}") from None
+        return True
+
+    async def _tenant_keys(self) -> list[str]:
+        """Every tenant's stream, read afresh each time: a tenant that just queued its first
+        turn is served in the very next round."""
+        if self._wire is not None:
+            members = await self._wire.call("SMEMBERS", TENANTS)
+        else:
+            members = await self._client.smembers(TENANTS)
+        return [stream_key("" if t == "-" else t) for t in sorted(_text(m) for m in members)]
+
+    async def take(self, consumer: str, count: int, wait: float) -> list[Delivery]:
+        deadline = time.monotonic() + wait
+        try:
+            while True:
+                taken = await self._take_now(consumer, count)
+                remaining = deadline - time.monotonic()
+                if taken or remaining <= 0:
+                    return taken
+                # Woken by an enqueue, or at most every second to take back stopped turns.
+                await self._blocking.blpop([WAKE], timeout=max(0.01, min(remaining, 1.0)))
+        except _FAILURES as exc:
+            raise StoreUnavailable(f"redis queue: {exc}") from None
+
+    async def _take_now(self, consumer: str, count: int) -> list[Delivery]:
+        keys = await self._tenant_keys()
+        if not keys:
+            return []
+        start = self._rotation % len(keys)
+        self._rotation += 1
+        order = keys[start:] + keys[:start]
+        taken: list[Delivery] = []
+        now = time.monotonic()
+        if now - self._reclaimed_at >= self.claim_after / 4:
+            self._reclaimed_at = now
+            for key in order:
+                if len(taken) >= count:
+                    break
+                taken += await self._reclaim(key, consumer, count - len(taken))
+        # Round-robin: one turn of each tenant per pass, passes until `count` or none left;
+        # a tenant that had none leaves the passes, and the last one left gives the rest.
+        active = order
+        while len(taken) < count and active:
+            if len(active) == 1:
+                key, ask = active[0], count - len(taken)
+                got = await self._read_group(key, consumer, ask)
+                taken += [self._delivery(key, entry_id, fields, 1) for entry_id, fields in got]
+                if len(got) < ask:
+                    break
+                continue
+            still: list[str] = []
+            done = 0
+            while done < len(active) and len(taken) < count:
+                # Never more streams in one read than turns still wanted: each gives <= 1.
+                chunk = active[done : done + count - len(taken)]
+                done += len(chunk)
+                got_by_key = await self._read_one_each(chunk, consumer)
+                for key in chunk:
+                    got = got_by_key.get(key, [])
+                    taken += [self._delivery(key, eid, fields, 1) for eid, fields in got]
+                    if got:
+                        still.append(key)
+            active = still
+        return taken
+
+    async def _read_group(self, key: str, consumer: str, count: int) -> list[tuple[Any, Any]]:
+        """New entries of `key` for `consumer`: [(entry id, fields)]."""
+        if self._wire is None:
+            reply = await self._client.xreadgroup(
+                GROUP, consumer, {key: ">"}, count=count, noack=False
+            )
+            return [e for _, entries in reply or () for e in entries]
+        raw = await self._wire.call(
+            "XREADGROUP", "GROUP", GROUP, consumer, "COUNT", count, "STREAMS", key, ">"
+        )
+        return [
+            (entry_id, _pairs(fields)) for _, entries in raw or () for entry_id, fields in entries
+        ]
+
+    async def _read_one_each(
+        self, keys: list[str], consumer: str
+    ) -> dict[str, list[tuple[Any, Any]]]:
+        """At most one new entry of each stream: one XREADGROUP for all of them on a single
+        server (one round trip per pass of the round-robin), one per stream on a Cluster."""
+        if self._wire is None:
+            return {key: await self._read_group(key, consumer, 1) for key in keys}
+        raw = await self._wire.call(
+            "XREADGROUP", "GROUP", GROUP, consumer, "COUNT", 1, "STREAMS", *keys,
+            *([">"] * len(keys)),
+        )  # fmt: skip
+        return {
+            _text(key): [(entry_id, _pairs(fields)) for entry_id, fields in entries]
+            for key, entries in raw or ()
+        }
+
+    async def _reclaim(self, key: str, consumer: str, count: int) -> list[Delivery]:
+        """Entries whose worker stopped touching them for `claim_after`: now `consumer`'s."""
+        try:
+            reply = await self._client.xautoclaim(
+                key, GROUP, consumer, int(self.claim_after * 1000), "0-0", count=count
+            )
+        except rexc.ResponseError:  # no such stream or group (yet)
+            return []
+        claimed = reply[1]
+        deliveries = []
+        for entry_id, fields in claimed:
+            if not fields:
+                continue  # deleted meanwhile (acknowledged by its worker)
+            deliveries.append(self._delivery(key, entry_id, fields, 2))
+        return deliveries
+
+    @staticmethod
+    def _delivery(key: str, entry_id: bytes | str, fields: Any, attempt: int) -> Delivery:
+        turn = _decode(fields[b"j"] if b"j" in fields else fields["j"])
+        return Delivery(turn, f"{key} {_text(entry_id)}", attempt)
+
+    async def touch(self, consumer: str, deliveries: list[Delivery]) -> None:
+        by_key: dict[str, list[str]] = {}
+        for delivery in deliveries:
+            key, entry_id = delivery.receipt.split(" ")
+            by_key.setdefault(key, []).append(entry_id)
+        try:
+            for key, ids in by_key.items():
+                await self._client.xclaim(key, GROUP, consumer, 0, ids, justid=True)
+        except _FAILURES as exc:
+            raise StoreUnavailable(f"redis queue: {exc}") from None
+
+    async def ack(self, delivery: Delivery) -> None:
+        key, entry_id = delivery.receipt.split(" ")
+        turn = delivery.turn
+        if self._wire is not None:
+            await self._wire.evalsha(
+                _ACK_SHA,
+                _ACK_ONE_NODE,
+                [key, _queued_key(turn.session_id), TENANTS],
+                [entry_id, turn.turn_id, turn.tenant or "-"],
+            )
+            return
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.xack(key, GROUP, entry_id)
+                pipe.xdel(key, entry_id)
+                await pipe.execute()
+            await self._client.hdel(_queued_key(turn.session_id), turn.turn_id)
+        except _FAILURES as exc:
+            raise StoreUnavailable(f"redis queue: {exc}") from None
+
+    async def release(self, consumer: str, delivery: Delivery) -> None:
+        key, entry_id = delivery.receipt.split(" ")
+        idle = int(self.claim_after * 1000) + 1000
+        try:
+            await self._client.xclaim(key, GROUP, consumer, 0, [entry_id], idle=idle, justid=True)
+            await self._client.lpush(WAKE, 1)
+        except _FAILURES as exc:
+            raise StoreUnavailable(f"redis queue: {exc}") from None
+
+    async def earlier(self, delivery: Delivery) -> bool:
+        _, entry_id = delivery.receipt.split(" ")
+        ours = _entry_order(entry_id)
+        try:
+            if self._wire is not None:
+                places = _pairs(
+                    await self._wire.call("HGETALL", _queued_key(delivery.turn.session_id))
+                )
+            else:
+                places = await self._client.hgetall(_queued_key(delivery.turn.session_id))
+        except _FAILURES as exc:
+            raise StoreUnavailable(f"redis queue: {exc}") from None
+        return any(
+            _text(turn_id) != delivery.turn.turn_id and place and _entry_order(_text(place)) < ours
+            for turn_id, place in places.items()
+        )
+
+    async def is_queued(self, session_id: str, turn_id: str) -> bool:
+        try:
+            return bool(await self._client.hexists(_queued_key(session_id), turn_id))
+        except _FAILURES as exc:
+            raise StoreUnavailable(f"redis queue: {exc}") from None
+
+    async def stats(self) -> QueueStats:
+        try:
+            keys = await self._tenant_keys()
+            depth = 0
+            oldest: float | None = None
+            for key in keys:
+                depth += await self._client.xlen(key)
+                first = await self._client.xrange(key, count=1)
+                if first:
+                    ms = int(_text(first[0][0]).split("-", 1)[0])
+                    oldest = ms / 1000 if oldest is None else min(oldest, ms / 1000)
+        except _FAILURES as exc:
+            raise StoreUnavailable(f"redis queue: {exc}") from None
+        age = 0.0 if oldest is None else max(0.0, time.time() - oldest)
+        return QueueStats(depth, age)

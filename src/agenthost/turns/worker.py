@@ -1,0 +1,238 @@
+"""A queue worker: takes turns from the work queue and runs each on the turn engine,
+publishing its events on the stream broker, as a streamed turn of `--role all` would.
+
+Up to `concurrency` turns run at once; the worker takes only as many as it has free slots.
+A session's turns run in the order they were queued: a turn whose session has an earlier
+turn still on the queue waits for it.
+A turn delivered again (its first worker was killed or paused past `claim_after`, or a
+draining one handed it back) waits for the old lease to lapse, then its stream goes on with
+a `reset` event numbered after the newest event, so a reader anywhere sees the text of the
+new attempt only. A turn is acknowledged after its fenced commit (or its recorded
+failure). A worker whose commit was refused by the fence (`lease_lost`: another worker took
+the turn) neither acknowledges it nor ends its stream: the new owner does both.
+
+Draining (SIGTERM): no turn is taken any more; running turns have `--drain-timeout` to finish
+and commit; those still running are cancelled and handed back to the queue, where another
+worker takes them at once and runs them again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable
+
+import msgspec
+
+from agenthost.brokers.base import EventKind, StreamBroker
+from agenthost.core.errors import AgentHostError, LeaseLost, Unavailable
+from agenthost.observability.logs import bind_turn
+from agenthost.queue.base import Delivery, WorkQueue
+from agenthost.stores.base import TurnRecord
+from agenthost.turns.chunks import ChunkFlusher, TurnStream
+from agenthost.turns.engine import TurnEngine
+from agenthost.turns.payloads import ErrorDetail, turn_out
+
+__all__ = ["TurnEnded", "TurnWorker"]
+
+log = logging.getLogger("agenthost.worker")
+
+_encode = msgspec.json.encode
+
+_HANDED_BACK = "handed back to the queue by a draining worker"
+
+TurnEnded = Callable[[Delivery, TurnRecord | None, AgentHostError | None], Awaitable[None]]
+"""Told when a queued turn ended here (committed: the record; failed: the error), before it
+is acknowledged: background turns' callbacks hang on it."""
+
+
+def consumer_name() -> str:
+    """This worker's name in the queue: host and process id."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class TurnWorker:
+    """Runs queued turns on `engine` until stopped."""
+
+    def __init__(
+        self,
+        engine: TurnEngine,
+        broker: StreamBroker,
+        queue: WorkQueue,
+        chunk_flusher: ChunkFlusher,
+        *,
+        concurrency: int = 16,
+        consumer: str | None = None,
+        on_end: TurnEnded | None = None,
+    ) -> None:
+        self.engine = engine
+        self.broker = broker
+        self.queue = queue
+        self.chunk_flusher = chunk_flusher
+        self.concurrency = concurrency
+        self.consumer = consumer or consumer_name()
+        self.on_end = on_end
+        self._running: dict[str, tuple[Delivery, asyncio.Task[None]]] = {}
+        self._free = asyncio.Event()
+        self._free.set()
+        self._loop: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def busy(self) -> int:
+        """Turns running on this worker now."""
+        return len(self._running)
+
+    def start(self) -> None:
+        """Start taking turns (call from inside the event loop)."""
+        if self._loop is None:
+            self._loop = asyncio.create_task(self._take_forever(), name="queue-worker")
+            self._heartbeat = asyncio.create_task(self._touch_forever(), name="queue-heartbeat")
+
+    def stop_taking(self) -> None:
+        """Drain: take no more turns (those running go on)."""
+        self._stopping = True
+        if self._loop is not None:
+            self._loop.cancel()
+
+    def hand_back(self, reason: str) -> int:
+        """Cancel every turn running here (the drain timed out): each is handed back to the
+        queue and run again by another worker. Returns how many."""
+        log.warning("handing back %d running turns: %s", len(self._running), reason)
+        tasks = [task for _, task in self._running.values() if not task.done()]
+        for task in tasks:
+            task.cancel()
+        return len(tasks)
+
+    async def stop(self) -> None:
+        """Stop taking, hand back whatever still runs (cancelled), stop the heartbeat."""
+        self.stop_taking()
+        for task in (self._loop,):
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        for _, task in list(self._running.values()):
+            task.cancel()
+        for _, task in list(self._running.values()):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+        self._loop = self._heartbeat = None
+
+    async def _take_forever(self) -> None:
+        while not self._stopping:
+            free = self.concurrency - len(self._running)
+            if free <= 0:
+                self._free.clear()
+                await self._free.wait()
+                continue
+            try:
+                deliveries = await self.queue.take(self.consumer, free, wait=2.0)
+            except AgentHostError as exc:
+                log.warning("could not take turns from the queue: %s", exc)
+                await asyncio.sleep(1.0)  # the store is down: ask again shortly
+                continue
+            for delivery in deliveries:
+                receipt = delivery.receipt
+                task = asyncio.create_task(self._run(delivery))
+                self._running[receipt] = (delivery, task)
+                task.add_done_callback(lambda _, r=receipt: self._done(r))  # type: ignore[misc]
+
+    def _done(self, receipt: str) -> None:
+        self._running.pop(receipt, None)
+        self._free.set()
+
+    async def _touch_forever(self) -> None:
+        period = self.queue.claim_after / 3
+        while True:
+            await asyncio.sleep(period)
+            running = [delivery for delivery, _ in self._running.values()]
+            if running:
+                try:
+                    await self.queue.touch(self.consumer, running)
+                except AgentHostError as exc:
+                    log.warning("could not touch running turns: %s", exc)
+
+    async def _after_earlier_turns(self, delivery: Delivery) -> None:
+        """Wait while a turn of the same session queued before this one is still queued or
+        running (another worker took it), so a session's turns run in the order they came;
+        at most as long as a turn may run (then that turn's worker is gone anyway)."""
+        engine = self.engine
+        deadline = asyncio.get_running_loop().time() + engine.turn_timeout + engine.lease_ttl
+        while await self.queue.earlier(delivery):
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return
+            # The earlier turn's commit releases the session's lease: that wakes us.
+            await engine.store.wait_for_release(delivery.turn.session_id, min(remaining, 0.1))
+
+    async def _run(self, delivery: Delivery) -> None:
+        turn = delivery.turn
+        session_id, turn_id = turn.session_id, turn.turn_id
+        bind_turn(session_id, turn_id)
+        if delivery.attempt == 1:
+            self.broker.drop_stale(session_id, turn_id)
+        # A first delivery of a turn with no stream numbers from 1; any other continues the
+        # stream after its newest event (a `reset` first, if an attempt ran).
+        resume = turn.resume or delivery.attempt > 1
+        stream = TurnStream(
+            self.broker, session_id, turn_id, self.chunk_flusher, claim=True, resume=resume
+        )
+        kind: EventKind
+        record: TurnRecord | None = None
+        error: AgentHostError | None = None
+        try:
+            await self._after_earlier_turns(delivery)
+            record = await self.engine.run_turn(
+                session_id,
+                turn.message,
+                turn_id=turn_id,
+                metadata=turn.metadata,
+                on_busy=turn.on_busy,
+                on_chunk=stream.sink,
+                on_start=stream.started,
+                attach=True,
+            )
+            kind, data = "done", _encode(turn_out(record))
+        except LeaseLost:
+            # Another worker holds the turn now (this one was paused or cut off): it ends
+            # the stream and acknowledges the turn.
+            log.warning("turn %s was taken over by another worker; not committed here", turn_id)
+            return
+        except asyncio.CancelledError:
+            # Stopped here (drain timeout, shutdown): another worker runs it again.
+            with contextlib.suppress(AgentHostError):
+                await self.queue.release(self.consumer, delivery)
+            raise
+        except AgentHostError as exc:
+            if isinstance(exc, Unavailable):
+                # Draining, at --max-inflight-turns, or the store out of reach: nothing of
+                # the turn was decided. It goes back to the queue for a worker that can run
+                # it (its readers wait; a retry numbers on after a `reset`).
+                log.warning("turn %s handed back: %s", turn_id, exc.message)
+                with contextlib.suppress(AgentHostError):
+                    await self.queue.release(self.consumer, delivery)
+                return
+            error = exc
+            kind, data = "error", _encode(ErrorDetail(exc.code, exc.message))
+        try:
+            await stream.finish(kind, data)
+        except AgentHostError as exc:
+            log.warning("could not publish the end of turn %s: %s", turn_id, exc)
+        if self.on_end is not None:
+            try:
+                await self.on_end(delivery, record, error)
+            except Exception:
+                log.exception("the end of turn %s could not be reported", turn_id)
+        try:
+            await self.queue.ack(delivery)
+        except AgentHostError as exc:
+            # Delivered again later: the store answers the committed turn without a run.
+            log.warning("could not acknowledge turn %s: %s", turn_id, exc)
