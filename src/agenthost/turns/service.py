@@ -548,6 +548,10 @@ class TurnService:
         if record is None:
             if await self.is_waiting(session_id, turn_id):  # queued: its events are to come
                 return self.broker.read(session_id, turn_id, after, self.stream_wait)
+            # A worker records a turn before it leaves the queue: one that left between the
+            # two reads above is in the store now.
+            record = await self.store.get_turn(session_id, turn_id)
+        if record is None:
             raise TurnNotFound(f"no turn {turn_id} in session {public_session_id(session_id)}")
         if after > 0 or record.status in ("completed", "failed"):
             last = await self.broker.last(session_id, turn_id)
