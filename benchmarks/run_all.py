@@ -35,6 +35,16 @@ BENCHMARKS = [
      "--turns", "3000", "--flatness-target", "1.3",
      "--json", written("turn_cpu_1kb_window50")],
     # Sessions held by one process at a 2 s LLM, verified by agenthost loadtest.
+    ["benchmarks/turn_cpu.py", "--targets", "baseline,redis,postgres,postgres+cache",
+     "--histories", "5,100", "--turns", "2000", "--sessions", "200", "--repeats", "5",
+     "--json", written("turn_cpu_postgres")],
+    ["benchmarks/turn_cpu.py", "--targets", "baseline,redis,postgres,postgres+cache",
+     "--histories", "5,100", "--turns", "2000", "--sessions", "200", "--repeats", "5",
+     "--message-bytes", "1024", "--json", written("turn_cpu_postgres_1kb")],
+    ["benchmarks/durability.py", "--cache", "--sessions", "500", "--turns", "5",
+     "--json", written("durability_cache")],
+    ["benchmarks/queue_split.py", "--turns", "3000", "--repeats", "3", "--latency-turns", "2000",
+     "--json", written("queue_split")],
     ["benchmarks/concurrent_sessions.py", "--sessions", "2000,10000", "--turns", "3",
      "--json", "benchmarks/results/concurrent_sessions.json"],
     # The same at 10,000 sessions on every core: --workers 2 on Redis (issue 21's target:

@@ -32,6 +32,13 @@ def test_serve_help_lists_every_setting_with_its_env_var_and_default() -> None:
     assert "sqlite:///./agenthost.db" in text and "3600" in text
 
 
+def test_worker_help_names_its_own_command() -> None:
+    result = CliRunner().invoke(app, ["worker", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert result.output.startswith("Usage: agenthost worker [OPTIONS] [APP]")
+    assert "--role worker" in result.output and "--worker-concurrency" in result.output
+
+
 def test_every_setting_has_help_and_exactly_one_panel() -> None:
     assert set(SETTINGS_HELP) == set(Settings.__struct_fields__)
     placed = [field for fields in SERVE_PANELS.values() for field in fields]

@@ -238,10 +238,17 @@ class _ServeCommand(TyperCommand):
     def format_help(self, ctx: Any, formatter: Any) -> None:  # typer's own click types
         width = min(Console().width, 100)
         console = Console(width=width, highlight=False, soft_wrap=False)
-        console.print("Usage: agenthost serve [OPTIONS] [APP]\n")
+        name = ctx.info_name or "serve"
+        console.print(f"Usage: agenthost {name} [OPTIONS] [APP]\n")
+        what = (
+            "Run the turns api processes queue, with the agent APP: `agenthost serve --role "
+            "worker`."
+            if name == "worker"
+            else "Serve the agent APP (default: a built-in demo agent) for many concurrent "
+            "chat sessions."
+        )
         console.print(
-            "Serve the agent APP (default: a built-in demo agent) for many concurrent chat "
-            "sessions. Every option is also the environment variable shown beside it; a flag "
+            f"{what} Every option is also the environment variable shown beside it; a flag "
             "wins over it.\n"
         )
         for title, fields in SERVE_PANELS.items():
