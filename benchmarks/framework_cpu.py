@@ -185,7 +185,14 @@ def run_langgraph_dev(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     )
     env = {**os.environ, "FRAMEWORK_BENCH_LLM": LLM_URL, "LANGSMITH_TRACING": "false"}
     env["PYTHONPATH"] = str(ROOT)
-    command = [args.langgraph_bin, "dev", "--port", str(port), "--host", "127.0.0.1"]
+    command = [
+        str(Path(args.langgraph_bin).resolve()),
+        "dev",
+        "--port",
+        str(port),
+        "--host",
+        "127.0.0.1",
+    ]
     command += ["--no-browser", "--no-reload"]
     with log.open("ab") as out:
         server = subprocess.Popen(

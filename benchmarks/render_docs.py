@@ -177,14 +177,35 @@ def turn_cpu(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _processes(result: dict[str, Any]) -> str:
+    """ "one process" or "N processes", from the rows of a result."""
+    n = max((int(r.get("server_processes", r.get("workers", 1)) or 1) for r in result["results"]),
+            default=1)  # fmt: skip
+    return "one process" if n == 1 else f"{n} processes"
+
+
+def _servers(result: dict[str, Any], llm: str = "") -> str:
+    """What served a run: one process on the embedded default, or `serve --workers N` on
+    the store its rows name."""
+    rows = result["results"]
+    n = max((int(r.get("server_processes", r.get("workers", 1)) or 1) for r in rows), default=1)
+    store = rows[0].get("store", "sqlite") if rows else "sqlite"
+    what = (
+        "One `agenthost serve` process on the embedded default (SQLite)"
+        if n == 1
+        else f"`agenthost serve --workers {n}` ({n} processes on one port, {store} store)"
+    )
+    return what + (f" with `{llm}`" if llm else "")
+
+
 def concurrent_sessions(result: dict[str, Any]) -> str:
     lines = [
         "## Concurrent sessions at a 2 s LLM (`benchmarks/concurrent_sessions.py`)",
         "",
         f"Command: `{result['command']}` — {result['date']}, commit `{result['git_commit']}`, "
         f"{result['machine'].get('cpu', 'CPU unknown')}, {result['machine'].get('cores')} cores, "
-        f"Python {result['machine'].get('python')}. One `agenthost serve` process on the "
-        "embedded default (SQLite) with `--llm sim://?latency_ms=2000`, driven by "
+        f"Python {result['machine'].get('python')}. {_servers(result)} "
+        "with `--llm sim://?latency_ms=2000`, driven by "
         "`agenthost loadtest` from another process "
         "(sessions started over the ramp, every history read back and verified). "
         "Added p99 = the report's p99 minus the LLM's 2 s. The reference design's sample "
@@ -304,11 +325,11 @@ def idle_websockets(result: dict[str, Any]) -> str:
         else ""
     )
     lines = [
-        "## Idle WebSockets on one process (`benchmarks/idle_websockets.py`)",
+        f"## Idle WebSockets on {_processes(result)} (`benchmarks/idle_websockets.py`)",
         "",
         f"Command: `{result['command']}` — {result['date']}, commit `{git['commit']}`{dirty}, "
-        f"{_machine(result['machine'])}. One `agenthost serve` process (SQLite store, "
-        "`sim://`); after 100 warm-up connections are opened, used and closed, its memory is "
+        f"{_machine(result['machine'])}. {_servers(result, 'sim://')}; after 100 warm-up "
+        "connections are opened, used and closed, its memory is "
         "read, then the connections (one session each) are opened from separate load-client "
         "processes and held idle, and its memory is read again once it counts them all and "
         "its RSS is steady; then one turn on every connection, and again. USS = pages only "
