@@ -218,7 +218,8 @@ def psql(url: str, statement: str) -> str:
 def statements_run(url: str) -> int:
     """Top-level statements run so far in the benchmark's database, by any client but psql,
     leaving out what a process runs by the clock whatever its turns: the fleet registry's
-    heartbeat (every --heartbeat-interval) and the listener's liveness `SELECT 1` (every 5 s)."""
+    heartbeat (every --heartbeat-interval) and the listener's liveness `SELECT 1` (every 5 s;
+    pg_stat_statements keeps it as `SELECT $1`)."""
     return int(
         psql(
             url,

@@ -4,6 +4,7 @@ last `stopped` record when the process stops."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import urllib.request
@@ -144,3 +145,20 @@ async def test_an_unreachable_registry_is_logged_once_and_never_stops_the_beat(
         await beat.stop()
         await registry.close()
     assert len([r for r in caplog.records if "unreachable" in r.message]) == 1
+
+
+async def test_a_stop_that_meets_a_wake_ends_every_time() -> None:
+    """A drain wakes the beat (beat_soon) while the process stops: the stop must end. On
+    Python 3.11 a beat waiting in asyncio.wait_for lost the cancellation in this race now
+    and then, and the app's shutdown waited for ever."""
+    registry = MemoryRegistry()
+    for _ in range(300):
+        beat = Heartbeat(registry, Metrics(), address="http://a:1", version="v", role="all",
+                         interval=60)  # fmt: skip
+        beat.start()
+        for _ in range(3):  # let the first write finish and the wait begin
+            await asyncio.sleep(0)
+        beat.beat_soon()
+        await asyncio.sleep(0)
+        async with asyncio.timeout(5):
+            await beat.stop()

@@ -107,8 +107,12 @@ class Heartbeat:
     async def _run(self) -> None:
         while True:
             await self._write(self.record(), self.interval * 3)
+            # asyncio.timeout, not wait_for: on Python 3.11 a wait_for cancelled as its inner
+            # wait ends can lose the cancellation, and stop() then waited for ever (seen once
+            # in a few hundred in-process app shutdowns).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
+                async with asyncio.timeout(self.interval):
+                    await self._wake.wait()
             self._wake.clear()
 
     async def _write(self, record: ProcessRecord, ttl_s: float) -> None:
