@@ -218,8 +218,9 @@ def psql(url: str, statement: str) -> str:
 def statements_run(url: str) -> int:
     """Top-level statements run so far in the benchmark's database, by any client but psql,
     leaving out what a process runs by the clock whatever its turns: the fleet registry's
-    heartbeat (every --heartbeat-interval) and the listener's liveness `SELECT 1` (every 5 s;
-    pg_stat_statements keeps it as `SELECT $1`)."""
+    heartbeat (every --heartbeat-interval) with its asyncpg pool's reset when the connection
+    goes back (`RESET ALL`, `UNLISTEN *`, ...), and the listener's liveness `SELECT 1` (every
+    5 s; pg_stat_statements keeps it as `SELECT $1`)."""
     return int(
         psql(
             url,
@@ -228,7 +229,8 @@ def statements_run(url: str) -> int:
             " AND s.query NOT LIKE '%pg_stat_statements%'"
             " AND s.query NOT LIKE '%agenthost_processes%'"
             " AND s.query NOT LIKE '%agenthost_autoscale%'"
-            " AND s.query NOT IN ('SELECT 1', 'SELECT $1')",
+            " AND s.query NOT IN ('SELECT 1', 'SELECT $1', 'RESET ALL', 'UNLISTEN *',"
+            " 'CLOSE ALL', 'SELECT pg_advisory_unlock_all()')",
         )
     )
 
