@@ -22,8 +22,9 @@ import msgspec
 
 from agenthost.core.errors import QueueFull, StoreUnavailable
 from agenthost.queue.base import Delivery, QueuedTurn, QueueStats
+from agenthost.stores.pg_pool import PgPool
 from agenthost.stores.pg_schema import migrate_schema
-from agenthost.stores.postgres import FAILURES, split_options
+from agenthost.stores.postgres import FAILURES
 
 __all__ = ["PostgresWorkQueue"]
 
@@ -70,52 +71,31 @@ class PostgresWorkQueue:
 
     def __init__(self, url: str, *, claim_after: float = 10.0, max_queued: int = 0) -> None:
         self.url = url
-        self.dsn, options = split_options(url)
         self.claim_after = claim_after
         self.max_queued = max_queued
-        self.connect_timeout = options["connect_timeout"]
-        self.command_timeout = options["command_timeout"]
-        self._pool: asyncpg.Pool | None = None
+        self._db = PgPool(url, "postgresql queue", max_size=10)
         self._listener: asyncpg.Connection | None = None
         self._queued = asyncio.Event()
 
     async def open(self) -> None:
-        try:
-            conn = await asyncpg.connect(self.dsn, timeout=self.connect_timeout)
-            try:
-                await migrate_schema(conn)  # the store migrates too; this one is idempotent
-            finally:
-                await conn.close()
-            self._pool = await asyncpg.create_pool(
-                self.dsn,
-                min_size=0,
-                max_size=10,
-                timeout=self.connect_timeout,
-                command_timeout=self.command_timeout,
-            )
-        except FAILURES as exc:
-            raise StoreUnavailable(f"postgresql queue: {exc}") from exc
+        await self._db.open(migrate_schema)  # the store migrates too; this one is idempotent
 
     async def close(self) -> None:
         if self._listener is not None:
             with contextlib.suppress(*FAILURES):
                 await self._listener.close()
             self._listener = None
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        await self._db.close()
 
     @property
     def pool(self) -> asyncpg.Pool:
-        if self._pool is None:
-            raise StoreUnavailable("postgresql queue: not open")
-        return self._pool
+        return self._db.pool
 
     async def _listen(self) -> None:
         """LISTEN for enqueues (first take only: api processes never listen)."""
         if self._listener is not None and not self._listener.is_closed():
             return
-        self._listener = await asyncpg.connect(self.dsn, timeout=self.connect_timeout)
+        self._listener = await asyncpg.connect(self._db.dsn, timeout=self._db.connect_timeout)
         await self._listener.add_listener(CHANNEL, lambda *_: self._queued.set())
 
     async def enqueue(self, turn: QueuedTurn) -> bool:

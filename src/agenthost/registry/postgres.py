@@ -5,11 +5,9 @@ its own: heartbeats are a few writes a second per fleet, off the turn's path."""
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import asyncpg
 
-from agenthost.core.errors import StoreUnavailable
 from agenthost.registry.base import (
     DECISIONS_KEPT,
     AutoscaleDecision,
@@ -19,7 +17,7 @@ from agenthost.registry.base import (
     encode,
     order,
 )
-from agenthost.stores.postgres import FAILURES, split_options
+from agenthost.stores.pg_pool import PgPool
 
 __all__ = ["PostgresRegistry"]
 
@@ -38,47 +36,24 @@ CREATE TABLE IF NOT EXISTS agenthost_autoscale (
 """
 
 
+async def _create_schema(conn: asyncpg.Connection) -> None:
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)
+        await conn.execute(_SCHEMA)
+
+
 class PostgresRegistry:
     def __init__(self, url: str) -> None:
-        self.dsn, options = split_options(url)
-        self.connect_timeout = options["connect_timeout"]
-        self.command_timeout = options["command_timeout"]
-        self._pool: Any = None
+        self._db = PgPool(url, "postgresql registry", max_size=2)
 
     async def open(self) -> None:
-        try:
-            conn = await asyncpg.connect(self.dsn, timeout=self.connect_timeout)
-            try:
-                async with conn.transaction():
-                    await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)
-                    await conn.execute(_SCHEMA)
-            finally:
-                await conn.close()
-            self._pool = await asyncpg.create_pool(
-                self.dsn,
-                min_size=0,
-                max_size=2,
-                timeout=self.connect_timeout,
-                command_timeout=self.command_timeout,
-            )
-        except FAILURES as exc:
-            raise StoreUnavailable(f"postgresql registry: {exc}") from None
+        await self._db.open(_create_schema)
 
     async def close(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
-
-    async def _call(self, method: str, query: str, *args: Any) -> Any:
-        if self._pool is None:
-            raise StoreUnavailable("the postgresql registry is not open")
-        try:
-            return await getattr(self._pool, method)(query, *args)
-        except FAILURES as exc:
-            raise StoreUnavailable(f"postgresql registry: {exc}") from None
+        await self._db.close()
 
     async def beat(self, record: ProcessRecord, ttl_s: float) -> None:
-        await self._call(
+        await self._db.call(
             "execute",
             "INSERT INTO agenthost_processes VALUES ($1, $2, $3) ON CONFLICT (process_id) "
             "DO UPDATE SET expires_at = EXCLUDED.expires_at, record = EXCLUDED.record",
@@ -88,21 +63,21 @@ class PostgresRegistry:
         )
 
     async def remove(self, process_id: str) -> None:
-        await self._call(
+        await self._db.call(
             "execute", "DELETE FROM agenthost_processes WHERE process_id = $1", process_id
         )
 
     async def processes(self) -> list[ProcessRecord]:
-        rows = await self._call(
+        rows = await self._db.call(
             "fetch", "SELECT record FROM agenthost_processes WHERE expires_at > $1", time.time()
         )
         return order([decode_record(row[0]) for row in rows])
 
     async def add_decision(self, decision: AutoscaleDecision) -> None:
-        await self._call(
+        await self._db.call(
             "execute", "INSERT INTO agenthost_autoscale (record) VALUES ($1)", encode(decision)
         )
-        await self._call(
+        await self._db.call(
             "execute",
             "DELETE FROM agenthost_autoscale WHERE id <= "
             "(SELECT max(id) FROM agenthost_autoscale) - $1",
@@ -110,7 +85,7 @@ class PostgresRegistry:
         )
 
     async def decisions(self, limit: int = 20) -> list[AutoscaleDecision]:
-        rows = await self._call(
+        rows = await self._db.call(
             "fetch", "SELECT record FROM agenthost_autoscale ORDER BY id DESC LIMIT $1", limit
         )
         return [decode_decision(row[0]) for row in rows]
