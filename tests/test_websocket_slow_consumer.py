@@ -19,7 +19,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.fixtures.agenthost import AgentHostProcess, http_status
+from tests.fixtures.agenthost import AgentHostProcess, async_wait_until, http_status
 
 # One after another on one worker: each floods its server with megabytes of frames, and a
 # loop loaded by the other packs more tokens into each frame, until the frames fit in the
@@ -191,10 +191,9 @@ async def test_never_reading_clients_are_closed_with_4001_let_go_and_the_server_
         return ws
 
     async def until_none_open() -> None:
-        deadline = time.monotonic() + 120
-        while open_websockets(server) > 0:
-            assert time.monotonic() < deadline, "never-reading clients were never closed"
-            await asyncio.sleep(0.05)
+        await async_wait_until(
+            lambda: open_websockets(server) == 0, 120, "never-reading clients to be closed"
+        )
 
     # One client that does not read while its turns run: by the time they have committed
     # (their frames far past its byte bound), the server has given up on it with 4001. What
