@@ -4,8 +4,10 @@ same Idempotency-Key, and report in the shapes it promises."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import pytest
 from agenthost.loadtest import LoadConfig, run_load
 from agenthost.loadtest.report import timeline
 from agenthost.loadtest.verify import Acked, Verification, check_session
-from tests.fixtures.agenthost import AgentHostProcess
+from tests.fixtures.agenthost import AgentHostProcess, wait_until
 from tests.loadtest_servers import serving
 
 AGENTHOST = str(Path(sys.executable).with_name("agenthost"))
@@ -100,6 +102,14 @@ def test_cli_exits_1_when_the_server_loses_a_turn() -> None:
     assert "lost" in proc.stdout
 
 
+def committed_turns(server: AgentHostProcess) -> float:
+    """The server's `agenthost_turns_total`, summed over its labels."""
+    with urllib.request.urlopen(server.url + "/metrics", timeout=5) as resp:
+        lines = resp.read().decode().splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines
+               if line.startswith("agenthost_turns_total{"))  # fmt: skip
+
+
 def test_the_timeline_counts_turns_by_when_they_were_answered_and_leaves_gaps() -> None:
     # Two turns answered 0.05 s and 2.95 s into a 3 s run: 0.1 s slices (at most 30), the
     # first and the last with one turn each, the 28 between with none and no latency.
@@ -112,3 +122,30 @@ def test_the_timeline_counts_turns_by_when_they_were_answered_and_leaves_gaps() 
     long_run = timeline([(n * 0.5, 5.0) for n in range(1200)], span_s=600.0)
     assert len(long_run) <= 30 and sum(p.turns for p in long_run) == 1200
     assert timeline([], span_s=0.0) == []
+
+
+def test_a_signal_ends_the_run_early_and_what_was_sent_is_verified(
+    agenthost_factory: Callable[..., AgentHostProcess], tmp_path: Path
+) -> None:
+    server = agenthost_factory(llm="sim://?latency_ms=200")
+    out = tmp_path / "report.json"
+    proc = subprocess.Popen(
+        [AGENTHOST, "loadtest", "--url", server.url, "--sessions", "10", "--duration", "600",
+         "--mode", "sse", "--quiet", "--json", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: committed_turns(server) >= 20, 60, "turns to be answered")
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stdout + stderr
+    report = json.loads(out.read_text())
+    assert report["stopped_early"] is True
+    assert report["wall_s"] < 60
+    assert report["failed"] == 0 and report["answered"] >= 20
+    assert report["verification"]["acknowledged"] == report["answered"]
+    damage = ("lost", "duplicated", "out_of_order", "mismatched", "unreadable")
+    assert [report["verification"][k] for k in damage] == [0] * len(damage)
+    assert "stopped by a signal" in stderr + stdout

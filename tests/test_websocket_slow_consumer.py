@@ -151,55 +151,65 @@ BIG_TURN = "big-" + "b" * 116
 # turn): the client that reads at the end runs six turns, well past the 4 MB.
 READER_TURNS = 6
 BUFFER_BYTES = 256 * 1024
+GRACE_S = 3.0  # after the 4001, until the abort (30 s by default), for clients that never read
+# The server's kernel send buffer per connection: the frames past it wait in the server, where
+# the byte bound sees them, however many tokens a loaded loop packs into a frame. (Autotuned,
+# the kernel takes up to 4 MB, which a loaded loop's frames may never fill.)
+SOCKET_SEND_BUFFER = 64 * 1024
 RSS_BOUND_MB = 40.0  # measured 23 MB (turns, broker); the 28 MB of frames held would pass it
 
 
-async def test_never_reading_clients_are_closed_with_4001_let_go_and_the_server_does_not_grow(
-    agenthost_factory: Callable[..., AgentHostProcess],
-) -> None:
-    """On agenthost's lean protocols, whose fast path writes frames straight to the socket
-    while it takes them: the byte bound (queued frames and the transport's buffer) closes
-    never-reading clients with 4001 within a bounded time, the server's RSS stays bounded,
-    and their sockets are let go though they never read."""
+def lean_server(
+    agenthost_factory: Callable[..., AgentHostProcess], **settings: Any
+) -> AgentHostProcess:
+    """A server on agenthost's lean protocols, whose fast path writes frames straight to the
+    socket until it pushes back, where the byte bound is the one that bites."""
     server = agenthost_factory(
         llm=BIG_LLM,
         chunk_coalesce_ms=0,
-        ws_send_buffer=1_000_000,  # the byte bound is the one that bites
+        ws_send_buffer=1_000_000,
         ws_send_buffer_bytes=BUFFER_BYTES,
         ws_max_frames_per_s=1000,
         stream_ttl=1,  # the broker lets the turns' events go soon after: what stays is ours
         log_level="info",
+        **settings,
     )
-    # The fast path is in play: frames go straight to the socket until it pushes back.
     assert "serving on agenthost's lean protocols" in server.log()
-    ws_url = server.url.replace("http", "ws")
-    async with connect(f"{ws_url}/v1/sessions/warm-up/ws", ping_interval=None) as warm:
-        assert (await one_turn(warm, "warm up"))["type"] == "done"
-    before = server_rss_mb(server)
+    return server
 
-    async def never_reader(i: int, window: int, turns: int = TURNS_EACH) -> ClientConnection:
-        ws = await connect(
-            f"{ws_url}/v1/sessions/never-reads-{i}/ws",
-            sock=small_window_socket(server.port, window),
-            ping_interval=None,
-            max_queue=4,
-            compression=None,
-        )
-        for t in range(turns):
-            frame = {"type": "turn", "message": f"big {t}", "turn_id": f"{BIG_TURN}{t}"}
-            await ws.send(msgspec.json.encode(frame).decode())
-        return ws
 
-    async def until_none_open() -> None:
-        await async_wait_until(
-            lambda: open_websockets(server) == 0, 120, "never-reading clients to be closed"
-        )
+async def never_reader(
+    server: AgentHostProcess, i: int, window: int, turns: int = TURNS_EACH
+) -> ClientConnection:
+    """A client on a tiny receive window that sends `turns` big turns and does not read."""
+    ws = await connect(
+        f"{server.url.replace('http', 'ws')}/v1/sessions/never-reads-{i}/ws",
+        sock=small_window_socket(server.port, window),
+        ping_interval=None,
+        max_queue=4,
+        compression=None,
+    )
+    for t in range(turns):
+        frame = {"type": "turn", "message": f"big {t}", "turn_id": f"{BIG_TURN}{t}"}
+        await ws.send(msgspec.json.encode(frame).decode())
+    return ws
 
-    # One client that does not read while its turns run: by the time they have committed
-    # (their frames far past its byte bound), the server has given up on it with 4001. What
-    # was written before the close (frames in order), then the close frame, is there for it
-    # to read from then on (until the abort, 30 s after the close).
-    reader = await never_reader(NEVER_READERS, 4096, READER_TURNS)
+
+async def until_none_open(server: AgentHostProcess, timeout: float = 120) -> None:
+    await async_wait_until(
+        lambda: open_websockets(server) == 0, timeout, "never-reading clients to be closed"
+    )
+
+
+async def test_a_client_that_reads_only_after_its_turns_finds_its_frames_then_4001(
+    agenthost_factory: Callable[..., AgentHostProcess],
+) -> None:
+    """A client that does not read while its turns run: by the time they have committed
+    (their frames far past its byte bound), the server has given up on it with 4001. What
+    was written before the close (frames in order), then the close frame, is there for it
+    to read from then on (until the abort, 30 s after the close by default)."""
+    server = lean_server(agenthost_factory)
+    reader = await never_reader(server, NEVER_READERS, 4096, READER_TURNS)
     last = f"{BIG_TURN}{READER_TURNS - 1}"
     await wait_for_status(server, f"never-reads-{NEVER_READERS}", last, "completed", 60)
     seqs: dict[str, list[int]] = {}
@@ -212,17 +222,37 @@ async def test_never_reading_clients_are_closed_with_4001_let_go_and_the_server_
         except ConnectionClosed as closed:
             assert closed.rcvd is not None and closed.rcvd.code == 4001, closed
             assert closed.rcvd.reason == "slow_consumer"
-    assert all(got == list(range(1, len(got) + 1)) for got in seqs.values())
-    await until_none_open()
+    assert seqs and all(got == list(range(1, len(got) + 1)) for got in seqs.values())
+    await until_none_open(server)
 
-    # Clients that never read at all: the server gives up on them too...
-    clients = [await never_reader(i, 4096) for i in range(NEVER_READERS)]
-    await until_none_open()
+
+async def test_never_reading_clients_are_closed_with_4001_let_go_and_the_server_does_not_grow(
+    agenthost_factory: Callable[..., AgentHostProcess],
+) -> None:
+    """On agenthost's lean protocols: the byte bound (queued frames and the transport's
+    buffer) closes never-reading clients with 4001, the server's RSS stays bounded, and
+    their sockets are let go `--ws-slow-consumer-grace` later though they never read; with
+    `--socket-send-buffer` the kernel holds no more than that for each."""
+    server = lean_server(
+        agenthost_factory,
+        ws_slow_consumer_grace=GRACE_S,
+        socket_send_buffer=SOCKET_SEND_BUFFER,
+    )
+    ws_url = server.url.replace("http", "ws")
+    async with connect(f"{ws_url}/v1/sessions/warm-up/ws", ping_interval=None) as warm:
+        assert (await one_turn(warm, "warm up"))["type"] == "done"
+    before = server_rss_mb(server)
+
+    clients = [await never_reader(server, i, 4096) for i in range(NEVER_READERS)]
+    # Closed by the byte bound and aborted after the grace, well before the WebSocket
+    # heartbeat would give up on them (40 s).
+    await until_none_open(server, GRACE_S + 20)
     grown = server_rss_mb(server) - before
     assert grown < RSS_BOUND_MB, f"the server grew {grown:.1f} MB holding never-read frames"
-    # ... and lets go of their sockets within a bounded time though they never read.
+    # They never read, so they never see the close: the server lets go of their sockets
+    # within a bounded time all the same.
     ports = {ws.transport.get_extra_info("sockname")[1] for ws in clients}
-    deadline = time.monotonic() + 30 + 15  # the grace time, and slack for a busy machine
+    deadline = time.monotonic() + GRACE_S + 15  # the grace time, and slack for a busy machine
     while held := [
         c
         for c in psutil.Process(server.pid).net_connections()

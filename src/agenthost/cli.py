@@ -59,7 +59,8 @@ SERVE_PANELS: dict[str, tuple[str, ...]] = {
     ),
     "Streams": (
         "broker", "stream_ttl", "chunk_coalesce_ms", "sse_heartbeat_s", "ws_send_buffer",
-        "ws_send_buffer_bytes", "ws_idle_timeout",
+        "ws_send_buffer_bytes", "ws_slow_consumer_grace", "ws_idle_timeout",
+        "socket_send_buffer",
     ),
     "Limits": (
         "max_inflight_turns", "max_body_bytes", "max_message_chars", "max_metadata_bytes",

@@ -134,6 +134,8 @@ class Settings(msgspec.Struct, kw_only=True):
     sse_heartbeat_s: float = 15.0
     ws_send_buffer: int = 256
     ws_send_buffer_bytes: int = 1024 * 1024
+    ws_slow_consumer_grace: float = 30.0
+    socket_send_buffer: int = 0
     ws_idle_timeout: float = 300.0
     header_timeout: float = 10.0
     body_timeout: float = 30.0
@@ -227,6 +229,10 @@ class Settings(msgspec.Struct, kw_only=True):
             problems.append(("ws_send_buffer", "must be >= 1"))
         if self.ws_send_buffer_bytes < 64 * 1024:
             problems.append(("ws_send_buffer_bytes", "must be >= 65536"))
+        if self.socket_send_buffer and self.socket_send_buffer < 4096:
+            problems.append(("socket_send_buffer", "must be 0 (the kernel's) or >= 4096"))
+        if not self.ws_slow_consumer_grace > 0:
+            problems.append(("ws_slow_consumer_grace", "must be > 0 seconds"))
         if self.ws_idle_timeout <= 0:
             problems.append(("ws_idle_timeout", "must be > 0"))
         for name in ("header_timeout", "body_timeout", "keep_alive_timeout"):
@@ -492,7 +498,11 @@ SETTINGS_HELP: dict[str, str] = {
     "ws_send_buffer": "Frames queued for one WebSocket client; past it the client is too "
     "slow and is closed with 4001.",
     "ws_send_buffer_bytes": "Bytes waiting for one WebSocket client (queue and socket buffer); "
-    "past it: close 4001, aborted 30 s later if still open.",
+    "past it: close 4001, aborted --ws-slow-consumer-grace later if still open.",
+    "socket_send_buffer": "Kernel send buffer (SO_SNDBUF) per connection, bytes: what a client "
+    "that does not read holds in the kernel. 0: autotuned (to 4 MB).",
+    "ws_slow_consumer_grace": "Seconds a WebSocket client closed with 4001 has to read to the "
+    "close; then the connection is aborted.",
     "ws_idle_timeout": "Seconds a WebSocket may stay silent with no turn running; then 1000.",
     "header_timeout": "Seconds a client has to send a request's headers; then 408 and the "
     "connection is closed (slowloris).",

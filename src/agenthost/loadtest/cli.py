@@ -74,7 +74,8 @@ def loadtest(
     quiet: Annotated[bool, typer.Option(help="No live display.")] = False,
 ) -> None:
     """Drive sessions at a server and verify afterwards that nothing was lost, duplicated,
-    reordered or mismatched. Exits 1 if anything was, or if a turn failed for good."""
+    reordered or mismatched. Exits 1 if anything was, or if a turn failed for good.
+    Ctrl-C (or SIGTERM) ends the run early: the turns in flight finish and are verified."""
     try:
         config = LoadConfig(
             url=url, mode=mode, background=background, sessions=sessions, turns=turns,

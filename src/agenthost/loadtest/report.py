@@ -96,6 +96,7 @@ class LoadReport(msgspec.Struct):
     saturated: bool
     warnings: list[str]
     timeline: list[TimelinePoint]
+    stopped_early: bool = False  # ended by SIGINT or SIGTERM before its turns or duration
 
     @property
     def ok(self) -> bool:

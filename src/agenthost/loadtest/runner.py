@@ -1,16 +1,22 @@
 """Runs the sessions: ramp, think time with jitter, a fixed number of turns or a duration,
 and retries of transient failures with the same Idempotency-Key after Retry-After or a
-jittered backoff — then verifies."""
+jittered backoff — then verifies.
+
+SIGINT (Ctrl-C) or SIGTERM ends a run early without losing what it proves: no session starts
+another turn, the turns in flight finish, and every history is verified as after a normal
+end. A second signal acts as it would without the load tester's handler."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import random
 import secrets
+import signal
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import aiohttp
 
@@ -45,6 +51,41 @@ class Progress:
         return window[len(window) // 2], window[min(len(window) - 1, int(len(window) * 0.99))]
 
 
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    """Set `stop` on the first SIGINT or SIGTERM, then give the signals back. Where the loop
+    cannot take signals (not the main thread), the run simply has no early end."""
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+
+    def first(_: signal.Signals) -> None:
+        stop.set()
+        for each in installed:
+            loop.remove_signal_handler(each)
+
+    for sig in _STOP_SIGNALS:
+        try:
+            loop.add_signal_handler(sig, first, sig)
+        except (NotImplementedError, RuntimeError, ValueError):
+            continue
+        installed.append(sig)
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep `seconds`, or less if the run is told to stop."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await stop.wait()
+
+
 def _backoff(attempt: int, rng: random.Random) -> float:
     delay: float = min(5.0, 0.05 * 2**attempt) * rng.uniform(0.5, 1.5)
     return delay
@@ -67,6 +108,7 @@ async def run_load(
     cpu0, wall0 = time.process_time(), time.monotonic()
     end = wall0 + config.duration if config.duration else None
     started_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    stop = asyncio.Event()
 
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, force_close=False)
     timeout = aiohttp.ClientTimeout(total=config.request_timeout)
@@ -117,14 +159,16 @@ async def run_load(
 
         async def session(i: int) -> None:
             if config.ramp:
-                await asyncio.sleep(config.ramp * i / config.sessions)
+                await _pause(stop, config.ramp * i / config.sessions)
             sid = f"{config.session_prefix}-{run_id}-{i}"
             n = 0
-            while (n < config.turns) if end is None else (time.monotonic() < end):
+            while not stop.is_set() and (
+                (n < config.turns) if end is None else (time.monotonic() < end)
+            ):
                 await one_turn(sid, n)
                 n += 1
                 if config.think:
-                    await asyncio.sleep(config.think * rng.uniform(0.5, 1.5))
+                    await _pause(stop, config.think * rng.uniform(0.5, 1.5))
 
         async def ticker() -> None:
             while True:
@@ -134,7 +178,8 @@ async def run_load(
 
         tick = asyncio.create_task(ticker())
         try:
-            await asyncio.gather(*(session(i) for i in range(config.sessions)))
+            with _stop_on_signals(stop):
+                await asyncio.gather(*(session(i) for i in range(config.sessions)))
         finally:
             tick.cancel()
         wall = time.monotonic() - wall0
@@ -144,6 +189,8 @@ async def run_load(
     cpu_pct = 100 * cpu / wall if wall > 0 else 0.0
     warnings = []
     saturated = cpu_pct > 80
+    if stop.is_set():
+        warnings.append(f"stopped by a signal after {wall:.1f} s; the turns sent were verified")
     if saturated:
         warnings.append(
             f"the load generator used {cpu_pct:.0f}% of a core: it may be the bottleneck; "
@@ -168,4 +215,5 @@ async def run_load(
         saturated=saturated,
         warnings=warnings,
         timeline=timeline(done, span_s=wall),
+        stopped_early=stop.is_set(),
     )

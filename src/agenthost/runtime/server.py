@@ -45,6 +45,9 @@ def run(settings: Settings, *, worker: WorkerSlot | None = None) -> None:
         except OSError as exc:
             print(f"agenthost: {bind_problem(settings, exc)}", file=sys.stderr)
             raise SystemExit(1) from None
+    if settings.socket_send_buffer:
+        # Accepted connections inherit the listening socket's buffer sizes (Linux).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, settings.socket_send_buffer)
     protocols = choose_protocols(settings.server_protocols)
     limits = ConnectionLimits.from_settings(settings, raise_file_limit())
     config = uvicorn.Config(

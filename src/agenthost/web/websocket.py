@@ -84,7 +84,6 @@ CLOSE_MESSAGE_TOO_BIG = 1009
 CLOSE_SERVICE_RESTART = 1012
 CLOSE_SLOW_CONSUMER = 4001
 _CLOSE_ANSWER_WAIT_S = 10.0  # after our close frame, how long the client has to answer
-_SLOW_CONSUMER_GRACE_S = 30.0  # past its send buffer: a client has this long to read to the 4001
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_BAD_SESSION = 4004
 
@@ -229,6 +228,7 @@ class WebSocketOptions:
     idle_timeout: float
     max_frame_bytes: int
     max_frames_per_s: float
+    slow_consumer_grace: float  # after the 4001: a client has this long to read to it
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WebSocketOptions:
@@ -238,6 +238,7 @@ class WebSocketOptions:
             idle_timeout=settings.ws_idle_timeout,
             max_frame_bytes=settings.ws_max_frame_bytes,
             max_frames_per_s=settings.ws_max_frames_per_s,
+            slow_consumer_grace=settings.ws_slow_consumer_grace,
         )
 
 
@@ -274,6 +275,7 @@ class WebSocketSession:
         "service",
         "serving",
         "session_id",
+        "slow_consumer_grace",
         "tasks",
         "write_now",
         "ws",
@@ -311,6 +313,7 @@ class WebSocketSession:
         self.principal = principal
         self.send_buffer = options.send_buffer
         self.send_buffer_bytes = options.send_buffer_bytes
+        self.slow_consumer_grace = options.slow_consumer_grace
         self.queued_bytes = 0
         self.outgoing: collections.deque[bytes] | None = None  # made on the first frame
         self.sender: asyncio.Task[None] | None = None
@@ -371,11 +374,11 @@ class WebSocketSession:
         self.close(CLOSE_SLOW_CONSUMER, "slow_consumer")
         close_now = self.close_now
         if close_now is None or not close_now(
-            CLOSE_SLOW_CONSUMER, "slow_consumer", _SLOW_CONSUMER_GRACE_S
+            CLOSE_SLOW_CONSUMER, "slow_consumer", self.slow_consumer_grace
         ):
             if self.idle_timer is not None:
                 self.idle_timer.cancel()
-            self._arm_idle_timer(_SLOW_CONSUMER_GRACE_S)
+            self._arm_idle_timer(self.slow_consumer_grace)
 
     def close(self, code: int, reason: str = "", last_frame: bytes | None = None) -> None:
         """Close with `code` once the sender gets to it, dropping what is queued; the sender
