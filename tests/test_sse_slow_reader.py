@@ -5,20 +5,28 @@ the turn itself never waits for the client)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
+from typing import Any
 
-from tests.fixtures.agenthost import AgentHostProcess
+from tests.fixtures.agenthost import AgentHostProcess, async_wait_until
 from tests.test_streaming import parse_sse
 
 
 async def test_a_slow_sse_reader_gets_every_event_once_in_order(
     agenthost_factory: Callable[..., AgentHostProcess],
 ) -> None:
-    # About 5 MB of events in 2.5 s, far more than the socket buffers hold while the
-    # client does not read.
-    server = agenthost_factory(llm="sim://?tokens_per_s=40000&words=100000", chunk_coalesce_ms=0)
+    # About 1 MB of events in 0.5 s, far more than the socket buffers hold while the client
+    # does not read: its own 4 KB and the server's send buffer, held to 64 KB.
+    server = agenthost_factory(
+        llm="sim://?tokens_per_s=40000&words=20000",
+        chunk_coalesce_ms=0,
+        socket_send_buffer=64 * 1024,
+    )
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.setblocking(False)
@@ -32,7 +40,12 @@ async def test_a_slow_sse_reader_gets_every_event_once_in_order(
         b"Content-Length: %d\r\n\r\n%s" % (len(body), body),
     )
     received = bytearray(await loop.sock_recv(sock, 1024))
-    await asyncio.sleep(3.0)  # the client stalls while the model writes the whole answer
+    # The client stalls while the model writes the whole answer and the turn commits...
+    await async_wait_until(
+        lambda: len(history(server, "slow")) == 2, 60, "the turn to commit unread"
+    )
+    # ... then reads as fast as it can.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     deadline = time.monotonic() + 60
     while not received.endswith(b"0\r\n\r\n"):
         assert time.monotonic() < deadline, "the stream did not end"
@@ -49,6 +62,16 @@ async def test_a_slow_sse_reader_gets_every_event_once_in_order(
     text = "".join(data["text"] for _, kind, data in events if kind == "chunk")
     assert text == events[-1][2]["response"]
     assert len(text) > 50_000
+
+
+def history(server: AgentHostProcess, session_id: str) -> list[dict[str, Any]]:
+    url = f"{server.url}/v1/sessions/{session_id}/messages"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            messages: list[dict[str, Any]] = json.loads(resp.read())["messages"]
+    except urllib.error.HTTPError:
+        return []  # not created yet
+    return messages
 
 
 def _dechunk(body: bytes) -> bytes:
