@@ -208,3 +208,16 @@ def test_a_second_server_on_a_taken_port_says_so_in_one_line_before_announcing(
         f"agenthost: port {first.port} is taken on 127.0.0.1 (another server is listening "
         "there); choose another with --port or AGENTHOST_PORT"
     ]
+
+
+def test_the_serve_path_leaves_optional_clients_unimported() -> None:
+    """`agenthost serve` on the embedded default starts without redis-py, aiohttp or PyJWT
+    (a large share of a start-up's CPU): each is imported by the part that uses it, and the
+    other verbs' modules are loaded when they are asked for."""
+    probe = (
+        "import sys, agenthost.cli, agenthost.runtime.server, agenthost.runtime.supervisor;"
+        "print(' '.join(sorted(m for m in ('redis', 'aiohttp', 'jwt', 'agenthost.loadtest',"
+        " 'agenthost.cluster', 'agenthost.auth.keystores') if m in sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == []

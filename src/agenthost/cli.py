@@ -13,6 +13,7 @@ import os
 import shlex
 import textwrap
 import typing
+from collections.abc import Callable
 from typing import Annotated, Any, NoReturn
 from urllib.parse import urlsplit
 
@@ -20,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.panel import Panel
 from rich.text import Text
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
 from agenthost.core.settings import (
     SETTINGS_HELP,
@@ -32,7 +33,57 @@ from agenthost.core.settings import (
 
 __all__ = ["SERVE_PANELS", "app", "main"]
 
+
+def _function_command(module_name: str, attr: str, name: str, text: str) -> Any:
+    """The click command of a typer function in `module_name`."""
+    single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    single.command(name, help=text)(getattr(importlib.import_module(module_name), attr))
+    return typer.main.get_command(single)
+
+
+def _typer_command(module_name: str, attr: str, name: str) -> Any:
+    """The click group of a typer app in `module_name`, as `agenthost <name>`."""
+    outer = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    outer.add_typer(getattr(importlib.import_module(module_name), attr), name=name)
+    group: Any = typer.main.get_command(outer)
+    return group.commands[name]
+
+
+# Verbs that live in their own modules, imported when asked for (or listed by --help): a
+# `serve` does not load the load tester's HTTP client, the key stores or the fleet tools.
+_LAZY_COMMANDS: dict[str, Callable[[], Any]] = {
+    "llm-sim": lambda: _function_command(
+        "agenthost.llm.cli", "llm_sim", "llm-sim",
+        "Run an OpenAI-compatible simulated LLM server.",
+    ),
+    "loadtest": lambda: _function_command(
+        "agenthost.loadtest.cli", "loadtest", "loadtest",
+        "Drive load and verify nothing was lost.",
+    ),
+    "cluster": lambda: _typer_command("agenthost.cluster.cli", "cluster_app", "cluster"),
+    "k8s": lambda: _typer_command("agenthost.k8s.cli", "k8s_app", "k8s"),
+    "keys": lambda: _typer_command("agenthost.auth.cli", "keys_app", "keys"),
+    "db": lambda: _typer_command("agenthost.stores.db_cli", "db_app", "db"),
+}  # fmt: skip
+
+
+class _LazyGroup(TyperGroup):
+    """The `agenthost` group: `serve` and `worker` defined here, the other verbs built from
+    their modules on first use."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*super().list_commands(ctx), *(n for n in _LAZY_COMMANDS if n not in self.commands)]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        found = super().get_command(ctx, cmd_name)
+        if found is None and cmd_name in _LAZY_COMMANDS:
+            found = _LAZY_COMMANDS[cmd_name]()
+            self.add_command(found, cmd_name)
+        return found
+
+
 app = typer.Typer(
+    cls=_LazyGroup,
     name="agenthost",
     help="Host an AI agent for thousands of concurrent chat sessions.",
     no_args_is_help=True,
@@ -308,61 +359,6 @@ def _worker(**values: Any) -> None:
 _worker.__signature__ = _serve.__signature__  # type: ignore[attr-defined]
 _worker.__annotations__ = _serve.__annotations__
 worker = app.command("worker", cls=_ServeCommand)(_worker)
-
-
-_OPTIONAL_COMMANDS = (
-    ("agenthost.llm.cli", "llm_sim", "llm-sim", "Run an OpenAI-compatible simulated LLM server."),
-    ("agenthost.loadtest.cli", "loadtest", "loadtest", "Drive load and verify nothing was lost."),
-)
-
-
-def _register_optional_commands() -> None:
-    """Verbs that live in their own modules, registered when their module is installed."""
-    for module_name, attr, name, text in _OPTIONAL_COMMANDS:
-        try:
-            command = getattr(importlib.import_module(module_name), attr)
-        except ImportError:
-            continue
-        app.command(name, help=text)(command)
-
-
-_register_optional_commands()
-
-
-def _register_cluster() -> None:
-    from agenthost.cluster.cli import cluster_app
-
-    app.add_typer(cluster_app, name="cluster")
-
-
-_register_cluster()
-
-
-def _register_k8s() -> None:
-    from agenthost.k8s.cli import k8s_app
-
-    app.add_typer(k8s_app, name="k8s")
-
-
-_register_k8s()
-
-
-def _register_keys() -> None:
-    from agenthost.auth.cli import keys_app
-
-    app.add_typer(keys_app, name="keys")
-
-
-_register_keys()
-
-
-def _register_db() -> None:
-    from agenthost.stores.db_cli import db_app
-
-    app.add_typer(db_app, name="db")
-
-
-_register_db()
 
 
 def main() -> None:

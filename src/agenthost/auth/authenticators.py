@@ -14,8 +14,6 @@ import time
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-import jwt
-
 from agenthost.auth.keys import KeyRecord, KeyStore, hash_key
 from agenthost.auth.principal import Principal, TenantLimits, is_tenant
 from agenthost.core.errors import Unauthorized
@@ -138,6 +136,10 @@ class JWTAuthenticator:
         self.issuer = issuer
         self.limits = limits
         self._cache: dict[str, tuple[Principal, float]] = {}
+        # PyJWT (and what it loads for RS256) is imported where tokens are checked.
+        import jwt
+
+        self._jwt = jwt
 
     async def open(self) -> None:
         return None
@@ -152,7 +154,7 @@ class JWTAuthenticator:
             bind_tenant(cached[0].tenant)
             return cached[0]
         try:
-            claims = jwt.decode(
+            claims = self._jwt.decode(
                 token,
                 self.key,
                 algorithms=self.algorithms,
@@ -160,7 +162,7 @@ class JWTAuthenticator:
                 issuer=self.issuer,
                 options={"require": ["exp"]},
             )
-        except jwt.PyJWTError as exc:
+        except self._jwt.PyJWTError as exc:
             raise Unauthorized(f"invalid token: {exc}") from None
         for claim in _NUMERIC_CLAIMS:
             value = claims.get(claim)

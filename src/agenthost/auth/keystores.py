@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import redis.exceptions as rexc
 
 from agenthost.auth.keys import KeyRecord, KeyStore
 from agenthost.connections.redis import RedisSettings, close_clients, is_redis_url
@@ -173,9 +172,6 @@ class SQLiteKeyStore:
 
 
 _IDS = "ah:{keys}:ids"
-_FAILURES = (rexc.ConnectionError, rexc.TimeoutError, rexc.ClusterDownError, OSError)
-
-
 def _hash_key(key_hash: str) -> str:
     return "ah:{keys}:hash:" + key_hash
 
@@ -185,9 +181,15 @@ class RedisKeyStore:
     authenticator, so they are rare)."""
 
     def __init__(self, url: str) -> None:
+        # redis-py is imported by the key store that uses it, not by `import agenthost`.
+        import redis.exceptions as rexc
+
         self.url = url
         self.settings = RedisSettings.from_url(url)
         self._client: Any = None
+        self._failures: tuple[type[BaseException], ...] = (
+            rexc.ConnectionError, rexc.TimeoutError, rexc.ClusterDownError, OSError,
+        )  # fmt: skip
 
     async def open(self) -> None:
         self._client = self.settings.light_client()
@@ -199,7 +201,7 @@ class RedisKeyStore:
     async def _call(self, coro: Any) -> Any:
         try:
             return await coro
-        except _FAILURES as exc:
+        except self._failures as exc:
             raise StoreUnavailable(f"redis key store: {exc}") from None
 
     async def add(self, record: KeyRecord) -> None:

@@ -17,8 +17,6 @@ from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
-import redis.exceptions as rexc
-
 from agenthost.connections.redis import RedisSettings, close_clients, is_redis_url
 
 __all__ = [
@@ -151,7 +149,6 @@ class MemoryCacheBackend:
         self._entries.clear()
 
 
-_FAILURES = (rexc.RedisError, OSError)
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(CachedAnswer).decode
 
@@ -190,6 +187,11 @@ class RedisCacheBackend:
     ) -> None:
         if ttl_s <= 0:
             raise ValueError(f"LLM cache TTL must be > 0 s, not {ttl_s}")
+        # redis-py is imported by the backend that uses it (a server without a Redis LLM
+        # cache starts without it: it is the largest import of agenthost's start-up).
+        import redis.exceptions as rexc
+
+        self._failures: tuple[type[BaseException], ...] = (rexc.RedisError, OSError)
         settings = RedisSettings.from_url(url)
         self.url = url
         self.ttl_s = ttl_s
@@ -220,7 +222,7 @@ class RedisCacheBackend:
     async def get(self, key: str, *, count: bool = True) -> CachedAnswer | None:
         try:
             raw = await self._client.get(_answer_key(key))
-        except _FAILURES as exc:
+        except self._failures as exc:
             self._failed(exc)
             raw = None
         else:
@@ -235,13 +237,13 @@ class RedisCacheBackend:
     async def put(self, key: str, answer: CachedAnswer) -> None:
         try:
             await self._client.set(_answer_key(key), _encode(answer), px=self._ttl_ms)
-        except _FAILURES as exc:
+        except self._failures as exc:
             self._failed(exc)
 
     async def lock(self, key: str, token: str) -> bool:
         try:
             taken = await self._client.set(_lock_key(key), token, nx=True, px=self._lock_ms)
-        except _FAILURES as exc:
+        except self._failures as exc:
             self._failed(exc)
             return True
         return bool(taken)
@@ -249,7 +251,7 @@ class RedisCacheBackend:
     async def renew(self, key: str, token: str) -> bool:
         try:
             renewed = await self._renew(keys=[_lock_key(key)], args=[token, self._lock_ms])
-        except _FAILURES as exc:
+        except self._failures as exc:
             self._failed(exc)
             return False
         return bool(renewed)
@@ -257,7 +259,7 @@ class RedisCacheBackend:
     async def unlock(self, key: str, token: str) -> None:
         try:
             await self._unlock(keys=[_lock_key(key)], args=[token])
-        except _FAILURES as exc:
+        except self._failures as exc:
             self._failed(exc)
 
     async def wait(self, key: str, timeout_s: float) -> CachedAnswer | None:
@@ -276,7 +278,7 @@ class RedisCacheBackend:
                 # followed by "no answer" means the call failed, never that it was too quick.
                 locked = await self._client.exists(_lock_key(key))
                 raw = await self._client.get(_answer_key(key))
-            except _FAILURES as exc:
+            except self._failures as exc:
                 self._failed(exc)
                 return None
             answer = _decoded(raw)

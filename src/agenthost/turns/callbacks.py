@@ -24,18 +24,15 @@ import hmac
 import ipaddress
 import logging
 import random
-import socket
 import time
 from urllib.parse import urljoin, urlsplit
 
-import aiohttp
 import msgspec
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
 
 from agenthost.auth.principal import public_session_id
 from agenthost.core.errors import AgentHostError
 from agenthost.stores.base import TurnRecord
+from agenthost.turns.public_addresses import public_address
 
 __all__ = ["CallbackBody", "CallbackSender", "public_address", "signature"]
 
@@ -60,41 +57,10 @@ class CallbackBody(msgspec.Struct, omit_defaults=True):
     error: CallbackError | None = None
 
 
-def public_address(address: str) -> bool:
-    """Whether `address` (an IP) is one a callback may reach without
-    `--callback-allow-private`: a global unicast address."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
-
-
 def signature(secret: str, body: bytes, at: int) -> str:
     """The `X-Agenthost-Signature` value of `body` sent at Unix time `at`."""
     mac = hmac.new(secret.encode(), b"%d." % at + body, hashlib.sha256).hexdigest()
     return f"t={at},sha256={mac}"
-
-
-class _PublicResolver(AbstractResolver):
-    """Resolves names to their public addresses only (none left: the connection fails)."""
-
-    def __init__(self) -> None:
-        self._resolver = DefaultResolver()
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        found = await self._resolver.resolve(host, port, family)
-        public = [entry for entry in found if public_address(entry["host"])]
-        if not public:
-            raise OSError(f"{host} resolves to no public address (callback refused)")
-        return public
-
-    async def close(self) -> None:
-        await self._resolver.close()
 
 
 class _Refused(Exception):
@@ -156,7 +122,7 @@ class CallbackSender:
             except _Refused as exc:
                 log.warning("callback to %s refused: %s", _safe(url), exc)
                 return False
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            except (OSError, TimeoutError) as exc:
                 status, why = 0, str(exc) or type(exc).__name__
             else:
                 why = f"HTTP {status}"
@@ -174,24 +140,21 @@ class CallbackSender:
         return False
 
     async def _post(self, url: str, body: bytes) -> int:
+        # aiohttp is imported by the first callback, not by every server's start-up.
+        from agenthost.turns.callback_http import post_once
+
         headers = {"content-type": "application/json", "user-agent": "agenthost-callback"}
         if self.secret:
             headers["x-agenthost-signature"] = signature(self.secret, body, int(time.time()))
-        connector = aiohttp.TCPConnector(
-            resolver=None if self.allow_private else _PublicResolver(), force_close=True
-        )
-        timeout = aiohttp.ClientTimeout(total=self.timeout)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
-            for _ in range(MAX_REDIRECTS + 1):
-                self._check(url)
-                async with http.post(
-                    url, data=body, headers=headers, allow_redirects=False
-                ) as resp:
-                    location = resp.headers.get("location")
-                    if resp.status in (301, 302, 303, 307, 308) and location:
-                        url = urljoin(url, location)
-                        continue
-                    return resp.status
+        for _ in range(MAX_REDIRECTS + 1):
+            self._check(url)
+            status, location = await post_once(
+                url, body, headers, public_only=not self.allow_private, timeout=self.timeout
+            )
+            if status in (301, 302, 303, 307, 308) and location:
+                url = urljoin(url, location)
+                continue
+            return status
         raise _Refused(f"more than {MAX_REDIRECTS} redirects")
 
     def _check(self, url: str) -> None:

@@ -1,0 +1,58 @@
+"""One POST of a callback (`turns/callbacks.py`) over aiohttp, connecting to public
+addresses only unless told otherwise: names are resolved here and any address that is not
+global unicast is dropped before connecting, so a name that resolves to a public address now
+and a private one later cannot slip through."""
+
+from __future__ import annotations
+
+import socket
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+
+from agenthost.turns.public_addresses import public_address
+
+__all__ = ["CallbackConnectionError", "post_once"]
+
+
+class CallbackConnectionError(OSError):
+    """The POST did not get an answer (aiohttp's client error, as an OSError)."""
+
+
+class _PublicResolver(AbstractResolver):
+    """Resolves names to their public addresses only (none left: the connection fails)."""
+
+    def __init__(self) -> None:
+        self._resolver = DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        found = await self._resolver.resolve(host, port, family)
+        public = [entry for entry in found if public_address(entry["host"])]
+        if not public:
+            raise OSError(f"{host} resolves to no public address (callback refused)")
+        return public
+
+    async def close(self) -> None:
+        await self._resolver.close()
+
+
+async def post_once(
+    url: str, body: bytes, headers: dict[str, str], *, public_only: bool, timeout: float
+) -> tuple[int, str | None]:
+    """POST `body` to `url` without following a redirect: the status and the `Location`."""
+    connector = aiohttp.TCPConnector(
+        resolver=_PublicResolver() if public_only else None, force_close=True
+    )
+    try:
+        async with (
+            aiohttp.ClientSession(
+                connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as http,
+            http.post(url, data=body, headers=headers, allow_redirects=False) as resp,
+        ):
+            return resp.status, resp.headers.get("location")
+    except aiohttp.ClientError as exc:
+        raise CallbackConnectionError(str(exc) or type(exc).__name__) from exc
