@@ -234,13 +234,15 @@ class TurnWorker:
                 await self.on_end(delivery, record, error)
             except Exception:
                 log.exception("the end of turn %s could not be reported", turn_id)
+        if turn.reply_to is not None:
+            # Sent in the same pass as the acknowledgement, not after its reply (a round
+            # trip per turn): the api answers, and its client sends the session's next turn,
+            # round trips later, by when the acknowledgement is applied; were it not, that
+            # turn would only wait for this one (`earlier`), never run before it.
+            event = StreamEvent(max(stream.seq, 1), kind, data)
+            self.broker.notify_end(turn.reply_to, session_id, turn_id, event)
         try:
             await self.queue.ack(delivery)
         except AgentHostError as exc:
             # Delivered again later: the store answers the committed turn without a run.
             log.warning("could not acknowledge turn %s: %s", turn_id, exc)
-        if turn.reply_to is not None:
-            # After the acknowledgement: a client answered at once may send its session's
-            # next turn, which then finds this one gone from the queue.
-            event = StreamEvent(max(stream.seq, 1), kind, data)
-            self.broker.notify_end(turn.reply_to, session_id, turn_id, event)
