@@ -9,6 +9,10 @@ redis-server and measures:
   redis-server over the batch, divided by the turns answered (median of `--repeats` rounds,
   the layouts taking turns round by round). `cpu_ratio` is split over all (the issue's
   target: at most 1.3).
+- Where it goes: the same batch's CPU per turn of each process (`cpu_ms_by_process`: each
+  role and redis-server) and the Redis commands per turn (`redis_commands_per_turn`, from
+  `INFO commandstats` before and after: commands run inside a Lua script count too, each
+  script also as one `evalsha`).
 - Latency through the queue: `--latency-turns` plain turns at a `--llm-latency-ms` LLM (2 s
   by default, `--latency-concurrency` sessions); p50 and p99 of the answer's wall time.
   `added_p99_ms` is split's p99 minus all's (target: at most 20 ms).
@@ -25,6 +29,7 @@ import asyncio
 import contextlib
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -50,13 +55,31 @@ TARGET_ADDED_P99_MS = 20.0
 LAYOUTS = {"all": ("all",), "split": ("api", "worker")}
 
 
+def command_calls(store: str) -> dict[str, int]:
+    """Commands redis-server ran so far, by name (`INFO commandstats`)."""
+    port = store.rsplit(":", 1)[1].split("/", 1)[0]
+    info = subprocess.run(
+        ["redis-cli", "-h", "127.0.0.1", "-p", port, "INFO", "commandstats"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    calls: dict[str, int] = {}
+    for line in info.splitlines():
+        if line.startswith("cmdstat_"):
+            name, _, stats = line.partition(":")
+            fields = dict(kv.split("=", 1) for kv in stats.split(","))
+            calls[name.removeprefix("cmdstat_")] = int(fields["calls"])
+    return calls
+
+
 @contextlib.contextmanager
 def layout(
     name: str, store: str, llm: str, workdir: Path, concurrency: int
-) -> Iterator[tuple[str, list[int]]]:
-    """The layout's processes, ready: (the URL clients use, every process's pid)."""
+) -> Iterator[tuple[str, dict[str, int]]]:
+    """The layout's processes, ready: (the URL clients use, each role's pid)."""
     with contextlib.ExitStack() as stack:
-        pids: list[int] = []
+        pids: dict[str, int] = {}
         base = ""
         for role in LAYOUTS[name]:
             port = free_port()
@@ -75,7 +98,7 @@ def layout(
             }
             proc = stack.enter_context(process([AGENTHOST, "serve"], log, env))
             wait_http(f"http://127.0.0.1:{port}/readyz", proc, log)
-            pids.append(proc.pid)
+            pids[role] = proc.pid
             if role != "worker":
                 base = f"http://127.0.0.1:{port}"
         yield base, pids
@@ -108,6 +131,12 @@ async def batch(base: str, turns: int, concurrency: int) -> tuple[list[float], i
     return latencies, errors
 
 
+def _median_of(rounds: list[dict[str, float]], digits: int) -> dict[str, float]:
+    """Each key's median over the rounds (0 in a round that lacks it)."""
+    keys = sorted({key for r in rounds for key in r})
+    return {k: round(statistics.median(r.get(k, 0.0) for r in rounds), digits) for k in keys}
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
@@ -127,6 +156,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args()
     cpu: dict[str, list[float]] = {name: [] for name in LAYOUTS}
+    # Per round: each process's CPU per turn, and the Redis commands per turn.
+    by_process: dict[str, list[dict[str, float]]] = {name: [] for name in LAYOUTS}
+    commands: dict[str, list[dict[str, float]]] = {name: [] for name in LAYOUTS}
     latency: dict[str, dict[str, float]] = {}
     errors = dict.fromkeys(LAYOUTS, 0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -138,11 +170,23 @@ def main() -> None:
                     layout(name, store, "sim://", workdir, args.worker_concurrency) as (base, pids),
                 ):
                     asyncio.run(batch(base, args.concurrency * 2, args.concurrency))  # warm
-                    before = sum(cpu_seconds(p) for p in pids + redis_pids)
+                    every = {**pids, "redis-server": redis_pids[0]}
+                    calls_before = command_calls(store)
+                    before = {role: cpu_seconds(pid) for role, pid in every.items()}
                     answered, failed = asyncio.run(batch(base, args.turns, args.concurrency))
-                    used = sum(cpu_seconds(p) for p in pids + redis_pids) - before
+                    used = {role: cpu_seconds(pid) - before[role] for role, pid in every.items()}
+                    calls_after = command_calls(store)
                     errors[name] += failed
-                    cpu[name].append(used * 1000 / max(len(answered), 1))
+                    n = max(len(answered), 1)
+                    cpu[name].append(sum(used.values()) * 1000 / n)
+                    by_process[name].append({role: s * 1000 / n for role, s in used.items()})
+                    commands[name].append(
+                        {
+                            cmd: (calls - calls_before.get(cmd, 0)) / n
+                            for cmd, calls in calls_after.items()
+                            if calls > calls_before.get(cmd, 0) and cmd != "info"
+                        }
+                    )
         llm = f"sim://?latency_ms={args.llm_latency_ms:g}"
         for name in LAYOUTS:
             with (
@@ -163,6 +207,8 @@ def main() -> None:
             "layout": name,
             "cpu_ms_per_turn": round(statistics.median(cpu[name]), 4),
             "samples_ms": [round(s, 4) for s in cpu[name]],
+            "cpu_ms_by_process": _median_of(by_process[name], 4),
+            "redis_commands_per_turn": _median_of(commands[name], 2),
             **latency[name],
             "errors": errors[name],
         }

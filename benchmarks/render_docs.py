@@ -597,6 +597,15 @@ def queue_split(result: dict[str, Any]) -> str:
             f"| {min(r['samples_ms']):.3f} to {max(r['samples_ms']):.3f} "
             f"| {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} |"
         )
+    where = [
+        f"`{r['layout']}`: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in r["cpu_ms_by_process"].items())
+        + f" ms; {sum(r['redis_commands_per_turn'].values()):.1f} Redis commands"
+        for r in result["results"]
+        if "cpu_ms_by_process" in r  # results written before the breakdown have none
+    ]
+    if where:
+        lines += ["", "Per turn, by process: " + "; ".join(where) + "."]
     lines += [
         "",
         f"Split over all: **{ratio:.2f}x** CPU (within {target_ratio}x: "

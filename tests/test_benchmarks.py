@@ -330,5 +330,10 @@ def test_queue_split_compares_all_with_api_and_worker(tmp_path: Path) -> None:
     assert set(rows) == {"all", "split"}
     assert all(r["cpu_ms_per_turn"] > 0 and r["p99_ms"] >= 50 for r in rows.values())
     assert result["cpu_ratio"] > 0
+    # Where the CPU goes: each process's share, and the Redis commands per turn.
+    assert set(rows["split"]["cpu_ms_by_process"]) == {"api", "worker", "redis-server"}
+    assert rows["split"]["redis_commands_per_turn"]["xadd"] > 0  # the queue's entries
+    assert "xadd" not in rows["all"]["redis_commands_per_turn"]
     rendered = load_script("render_docs").queue_split(result)
     assert "| split |" in rendered and "Split over all" in rendered
+    assert "Per turn, by process: `all`: all " in rendered

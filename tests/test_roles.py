@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 
 from tests.fixtures.agenthost import AGENTHOST, AgentHostProcess, async_wait_until, free_port
+from tests.fixtures.redis import command_calls, port_of
 from tests.test_stream_resume import SLOW_LLM, committed, read_events, sid, text_after_last_reset
 
 Factory = Callable[..., AgentHostProcess]
@@ -60,6 +61,27 @@ async def test_a_plain_turn_through_the_queue_answers_as_with_role_all(
             again = await resp.json()
         assert again["response"] == body["response"]
         assert [m["role"] for m in await messages(http, api.url, s)] == ["user", "assistant"]
+
+
+async def test_a_plain_turn_ends_with_one_message_to_its_api_process_and_no_chunks(
+    agenthost_factory: Factory, redis_url: str
+) -> None:
+    """As `--role all` publishes no chunks of a plain turn, its worker publishes its final
+    event only, and sends that to the waiting api process's inbox: the api reads no stream
+    (it read one per event, through a connection per waiting turn)."""
+    api, _ = fleet(agenthost_factory, redis_url)
+    port, s = port_of(redis_url), sid()
+    stream_reads = command_calls(port, "xread")
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{api.url}/v1/sessions/{s}/turns", json={"message": "hi"}) as resp:
+            assert resp.status == 200, await resp.text()
+            body = await resp.json()
+        assert command_calls(port, "xread") == stream_reads
+        stream_url = f"{api.url}/v1/sessions/{s}/turns/{body['turn_id']}/stream"
+        async with http.get(stream_url) as resp:
+            events = await read_events(resp)
+        assert [(seq, kind) for seq, kind, _ in events] == [(1, "done")]
+        assert events[0][2]["response"] == body["response"]
 
 
 async def test_a_streamed_turn_through_the_queue_streams_from_the_worker(

@@ -19,7 +19,7 @@ from agenthost.brokers.base import forward
 from agenthost.core.errors import StoreUnavailable
 from agenthost.turns.chunks import ChunkFlusher, TurnStream
 from tests.fixtures.agenthost import AgentHostProcess
-from tests.fixtures.redis import RedisServer
+from tests.fixtures.redis import RedisServer, command_calls, port_of, redis_cli
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -209,6 +209,50 @@ async def test_a_redis_stream_is_readable_from_another_broker(redis_url: str) ->
     finally:
         await writer.close()
         await reader.close()
+
+
+async def test_a_turn_ending_sent_to_the_brokers_inbox_resolves_its_waiters_only(
+    broker: StreamBroker,
+) -> None:
+    sid = f"s-{uuid.uuid4().hex[:8]}"
+    first, second = broker.expect_end(sid, "t1"), broker.expect_end(sid, "t1")
+    other = broker.expect_end(sid, "t2")
+    gone = broker.expect_end(sid, "t3")
+    gone.cancel()  # gave up: nothing of it stays
+    end = StreamEvent(2, "done", b'{"response":"hi"}')
+    broker.notify_end(broker.inbox, sid, "t1", end)
+    broker.notify_end(broker.inbox, sid, "t3", end)
+    assert await asyncio.wait_for(first, 10) == end
+    assert await asyncio.wait_for(second, 10) == end
+    assert not other.done()
+    other.cancel()
+
+
+async def test_turn_endings_reach_the_waiting_process_through_redis_in_few_reads(
+    redis_url: str,
+) -> None:
+    """A worker's broker sends each ending to the api's inbox; the api's one reader takes
+    what waits there at once: a burst of endings is not one read per turn."""
+    api, worker = create_broker(redis_url), create_broker(redis_url)
+    await api.open()
+    await worker.open()
+    try:
+        assert api.inbox != worker.inbox
+        sid, port = f"s-{uuid.uuid4().hex[:8]}", port_of(redis_url)
+        waiters = {f"t{n}": api.expect_end(sid, f"t{n}") for n in range(200)}
+        reads_before = command_calls(port, "blmpop")
+        stream_reads_before = command_calls(port, "xread")
+        await worker.publish(sid, "warm", StreamEvent(1, "chunk", b"{}"))  # connected
+        for n, tid in enumerate(waiters):
+            worker.notify_end(api.inbox, sid, tid, StreamEvent(1, "done", b'{"n":%d}' % n))
+        ended = await asyncio.wait_for(asyncio.gather(*waiters.values()), 20)
+        assert [msgspec.json.decode(e.data)["n"] for e in ended] == list(range(200))
+        assert command_calls(port, "blmpop") - reads_before < 50
+        assert command_calls(port, "xread") == stream_reads_before  # no stream read for them
+        assert redis_cli(port, "EXISTS", api.inbox) == "0"  # taken, nothing left behind
+    finally:
+        await worker.close()
+        await api.close()
 
 
 async def test_chunks_within_the_window_leave_as_one_event() -> None:

@@ -6,6 +6,7 @@ text so far is void), then the new attempt's chunks, numbers still rising."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Literal, Protocol, runtime_checkable
 
@@ -55,6 +56,13 @@ async def forward(events: AsyncIterator[StreamEvent], emit: Emit) -> None:
 
 @runtime_checkable
 class StreamBroker(Protocol):
+    @property
+    def inbox(self) -> str:
+        """This process's address for turn endings (`notify_end`): a queued plain turn names
+        it, so the worker that ends the turn tells this process, and no other
+        (`brokers.endings`)."""
+        ...
+
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -88,6 +96,17 @@ class StreamBroker(Protocol):
     def drop_stale(self, session_id: str, turn_id: str) -> None:
         """A turn with no record is starting under `turn_id`: drop this process's copy of
         a finished stream of that id (left by a deleted session), so it is not replayed."""
+        ...
+
+    def expect_end(self, session_id: str, turn_id: str) -> asyncio.Future[StreamEvent]:
+        """A future for the turn's final event as sent to this process's `inbox`; ask for it
+        before the turn is queued. Cancel it to stop waiting (nothing of it stays)."""
+        ...
+
+    def notify_end(self, inbox: str, session_id: str, turn_id: str, event: StreamEvent) -> None:
+        """Send the turn's final `event` to the process whose inbox is `inbox`: one message,
+        however many events the turn had. Best effort, never raises: a waiter that misses it
+        falls back to the turn's record."""
         ...
 
     def read(

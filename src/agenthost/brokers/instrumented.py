@@ -8,6 +8,7 @@ histogram already measures.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Coroutine
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -77,6 +78,16 @@ class InstrumentedBroker:
 
     async def forget(self, session_id: str, turn_id: str | None = None) -> None:
         await self.inner.forget(session_id, turn_id)
+
+    @property
+    def inbox(self) -> str:
+        return self.inner.inbox
+
+    def expect_end(self, session_id: str, turn_id: str) -> asyncio.Future[StreamEvent]:
+        return self.inner.expect_end(session_id, turn_id)
+
+    def notify_end(self, inbox: str, session_id: str, turn_id: str, event: StreamEvent) -> None:
+        self.inner.notify_end(inbox, session_id, turn_id, event)
 
     def drop_stale(self, session_id: str, turn_id: str) -> None:
         self.inner.drop_stale(session_id, turn_id)

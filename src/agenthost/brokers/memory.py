@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterator
 
 from agenthost.brokers.base import Emit, StreamEvent
+from agenthost.brokers.endings import Ending, TurnEndings
+from agenthost.core.errors import StoreUnavailable
 
 __all__ = ["LocalEvents", "MemoryBroker"]
 
@@ -229,6 +232,9 @@ class MemoryBroker:
     def __init__(self, *, stream_ttl: float = 300.0) -> None:
         self.stream_ttl = stream_ttl
         self._streams: dict[tuple[str, str], _Stream] = {}
+        # Endings reach this broker only: an inbox of this process.
+        self.inbox = f"memory-{uuid.uuid4().hex}"
+        self.endings = TurnEndings()
 
     async def open(self) -> None:
         return None
@@ -236,6 +242,14 @@ class MemoryBroker:
     async def close(self) -> None:
         for stream in self._streams.values():
             stream.end()
+        self.endings.fail_all(StoreUnavailable("the stream broker closed"))
+
+    def expect_end(self, session_id: str, turn_id: str) -> asyncio.Future[StreamEvent]:
+        return self.endings.expect(session_id, turn_id)
+
+    def notify_end(self, inbox: str, session_id: str, turn_id: str, event: StreamEvent) -> None:
+        if inbox == self.inbox:
+            self.endings.deliver(Ending(session_id, turn_id, event))
 
     def _expire(self) -> None:
         cutoff = time.monotonic() - self.stream_ttl

@@ -12,6 +12,11 @@ its process died), however long the model pauses: each `XREAD BLOCK` asks for at
 whose own timeout is longer than that, then asks again. A read timeout therefore means a
 Redis that does not answer, never a quiet turn.
 
+Turn endings (`notify_end`, see `brokers.endings`) go to a list per process,
+`ah:ends:<id>` (`RPUSH`, with a TTL so a dead process's inbox goes); while anyone here waits
+for one, one task takes every ending there at once (`BLMPOP ... COUNT`) on a connection of
+its own.
+
 On a single server, events are written through the pipelining client (`RedisWire`): the
 XADDs of every stream flushed in one pass of the event loop leave in one socket write, and an
 event costs no task (`publish_nowait`). A failed write is logged (once per outage): local
@@ -22,14 +27,18 @@ for what it cannot read. On a Cluster, each event is written by redis-py's clust
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 import redis.exceptions as rexc
 
 from agenthost.brokers.base import StreamEvent
+from agenthost.brokers.endings import Ending, decode_ending, encode_ending
 from agenthost.brokers.memory import MemoryBroker
 from agenthost.connections.redis import DEFAULT_SOCKET_TIMEOUT, RedisSettings, close_clients
 from agenthost.connections.redis_wire import RedisWire, ReplyError
@@ -41,6 +50,8 @@ __all__ = ["RedisBroker"]
 _FAILURES = (rexc.ConnectionError, rexc.TimeoutError, rexc.ClusterDownError, OSError)
 MAX_EVENTS = 100_000  # a stream longer than this keeps its newest events
 RUNNING_TTL_S = 3600  # a turn whose process died leaves no stream behind for longer
+INBOX_TTL_S = 600  # a dead process's inbox of turn endings goes after this
+ENDINGS_PER_READ = 1000
 
 log = logging.getLogger("agenthost.streams")
 
@@ -94,6 +105,11 @@ class RedisBroker(MemoryBroker):
         self._blocking: Any = None
         self._wire: RedisWire | None = None
         self._failing = False
+        self.inbox = f"ah:ends:{uuid.uuid4().hex}"
+        # The inbox's reader: its own connection, as its reads block.
+        self._inbox_wire: RedisWire | None = None
+        self._inbox_reader: asyncio.Task[None] | None = None
+        self._sending: set[asyncio.Task[None]] = set()
 
     async def open(self) -> None:
         self._client = self.settings.pooled_client(
@@ -112,9 +128,19 @@ class RedisBroker(MemoryBroker):
         if not self.cluster:
             # XREAD BLOCK would hold up a pipelined connection: reads stay on redis-py.
             self._wire = self.settings.wire(timeout=self.reply_timeout, connect_timeout=1.0)
+            self._inbox_wire = self.settings.wire(
+                timeout=self.block_s + self.reply_timeout, connect_timeout=1.0
+            )
 
     async def close(self) -> None:
+        reader, self._inbox_reader = self._inbox_reader, None
+        if reader is not None:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
         await super().close()
+        await close_clients(self._inbox_wire, None)
+        self._inbox_wire = None
         await close_clients(self._wire, self._client)
         await close_clients(None, self._blocking)
         self._wire = self._client = self._blocking = None
@@ -186,6 +212,88 @@ class RedisBroker(MemoryBroker):
             raise StoreUnavailable(f"redis broker: {exc}") from None
         except RuntimeError as exc:  # an error reply through the pipelining client
             raise StoreUnavailable(f"redis broker: {exc}") from None
+
+    # -- turn endings ----------------------------------------------------------------------
+
+    def expect_end(self, session_id: str, turn_id: str) -> asyncio.Future[StreamEvent]:
+        future = self.endings.expect(session_id, turn_id)
+        if self._inbox_reader is None or self._inbox_reader.done():
+            self._inbox_reader = asyncio.ensure_future(self._read_inbox())
+        return future
+
+    def notify_end(self, inbox: str, session_id: str, turn_id: str, event: StreamEvent) -> None:
+        if inbox == self.inbox:
+            self.endings.deliver(Ending(session_id, turn_id, event))  # no round trip
+            return
+        payload = encode_ending(Ending(session_id, turn_id, event))
+        wire = self._wire
+        if wire is not None and wire.connected:
+            sent = functools.partial(self._ending_sent, session_id, turn_id)
+            wire.call_nowait("RPUSH", inbox, payload, on_reply=sent)
+            wire.call_nowait("EXPIRE", inbox, INBOX_TTL_S, on_reply=sent)
+            return
+        task = asyncio.ensure_future(self._send_ending(inbox, session_id, turn_id, payload))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send_ending(self, inbox: str, session_id: str, turn_id: str, payload: bytes) -> None:
+        """`notify_end` through a call that connects, or through the cluster client."""
+        try:
+            if self._wire is not None:
+                await self._wire.call("RPUSH", inbox, payload)
+                await self._wire.call("EXPIRE", inbox, INBOX_TTL_S)
+                return
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.rpush(inbox, payload)
+                pipe.expire(inbox, INBOX_TTL_S)
+                await pipe.execute()
+        except (*_FAILURES, StoreUnavailable, RuntimeError) as exc:
+            self._ending_sent(session_id, turn_id, StoreUnavailable(f"redis broker: {exc}"))
+
+    def _ending_sent(self, session_id: str, turn_id: str, reply: Any) -> None:
+        if isinstance(reply, ReplyError | StoreUnavailable):
+            in_turn_context(
+                session_id,
+                turn_id,
+                log.warning,
+                "redis broker: the end of turn %s not sent to its api process (%s); "
+                "it reads the turn record",
+                turn_id,
+                reply,
+            )
+
+    async def _read_inbox(self) -> None:
+        """Take every ending in this process's inbox at once, while anyone here waits."""
+        failing = False
+        while len(self.endings):
+            try:
+                popped = await self._pop_endings()
+            except (*_FAILURES, StoreUnavailable, RuntimeError) as exc:
+                if not failing:
+                    log.warning("redis broker: cannot read turn endings (%s); retrying", exc)
+                failing = True
+                await asyncio.sleep(0.5)  # the waiters look at their turn records meanwhile
+                continue
+            failing = False
+            for raw in popped:
+                try:
+                    self.endings.deliver(decode_ending(raw))
+                except msgspec.DecodeError:
+                    log.warning("redis broker: a malformed turn ending in %s", self.inbox)
+
+    async def _pop_endings(self) -> list[bytes]:
+        block = self.block_s
+        if self._inbox_wire is not None:
+            reply = await self._inbox_wire.call(
+                "BLMPOP", block, 1, self.inbox, "LEFT", "COUNT", ENDINGS_PER_READ
+            )
+        else:
+            reply = await self._blocking.blmpop(
+                block, 1, self.inbox, direction="LEFT", count=ENDINGS_PER_READ
+            )
+        return list(reply[1]) if reply else []
+
+    # -- deletes ----------------------------------------------------------------------------
 
     async def forget(self, session_id: str, turn_id: str | None = None) -> None:
         self.forget_local(session_id, turn_id)

@@ -39,6 +39,13 @@ class QueuedTurn(msgspec.Struct, frozen=True):
     resume: bool = False
     """The turn has a stream already (an earlier attempt): its worker numbers on after it."""
     enqueued_at: float = 0.0
+    streamed: bool = True
+    """Its events are read as they come (a streamed or background turn). False for a plain
+    turn, which answers once: its worker publishes its final event only, as `--role all`
+    publishes none for a plain turn."""
+    reply_to: str | None = None
+    """The inbox (`StreamBroker.inbox`) of the api process waiting for the turn's end: its
+    worker sends the final event there (`StreamBroker.notify_end`), one message per turn."""
 
     @property
     def tenant(self) -> str:
@@ -58,6 +65,9 @@ class Delivery(msgspec.Struct, frozen=True):
     receipt: str
     attempt: int = 1
     """1 for a first delivery; more when the turn was taken back from a worker that stopped."""
+    alone: bool = False
+    """No other turn of its session was queued or running when it was queued: no turn of
+    the session can be earlier (`earlier` answers False without asking the store)."""
 
 
 class QueueStats(msgspec.Struct, frozen=True):

@@ -4,10 +4,12 @@
   running turns (the hash tag spreads tenants over a Cluster's shards);
 - `ahq:tenants`, a set: tenants with turns queued or running (the round-robin's list; on a
   single server a tenant leaves it with its last acknowledgement, in the same script);
-- `ahq:wake`, a list: one token per enqueue, which an idle worker's `BLPOP` wakes on;
+- `ahq:wake`, a list: one token per enqueue, which an idle worker's `BLMPOP` wakes on (taking
+  as many tokens as it has free slots, so stale ones cost no empty takes);
 - `ah:{sid}:queued`, a hash on the session's slot: turn id -> its entry id, while the turn
   is queued or running (a session's turns share their tenant's stream, so entry ids order
-  them).
+  them). A turn queued while nothing of its session is queued or running is marked `a`
+  ("alone") in its entry: its worker need not look for earlier turns of its session.
 
 A worker takes with `XREADGROUP ... >` (one entry per tenant stream, tenants in rotation;
 on a single server one XREADGROUP over every tenant's stream per pass);
@@ -21,6 +23,7 @@ at once, in its place in the stream.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -52,6 +55,7 @@ if tonumber(ARGV[1]) > 0 and n >= tonumber(ARGV[1]) then return false end
 if n == 0 and redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('XGROUP', 'CREATE', KEYS[1], 'workers', '$', 'MKSTREAM')
 end
+if ARGV[3] == '1' then return redis.call('XADD', KEYS[1], '*', 'j', ARGV[2], 'a', '1') end
 return redis.call('XADD', KEYS[1], '*', 'j', ARGV[2])
 """
 
@@ -76,12 +80,16 @@ end
 if n == 0 and redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('XGROUP', 'CREATE', KEYS[2], 'workers', '$', 'MKSTREAM')
 end
-local entry = redis.call('XADD', KEYS[2], '*', 'j', ARGV[3])
+local entry
+if redis.call('HLEN', KEYS[1]) == 1 then
+  entry = redis.call('XADD', KEYS[2], '*', 'j', ARGV[3], 'a', '1')
+else
+  entry = redis.call('XADD', KEYS[2], '*', 'j', ARGV[3])
+end
 redis.call('HSET', KEYS[1], ARGV[1], entry)
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('SADD', KEYS[3], ARGV[5])
-redis.call('LPUSH', KEYS[4], 1)
-redis.call('LTRIM', KEYS[4], 0, 999)
+if redis.call('LPUSH', KEYS[4], 1) > 1000 then redis.call('LTRIM', KEYS[4], 0, 999) end
 return 1
 """
 
@@ -139,6 +147,9 @@ class RedisWorkQueue:
         # On a single server the steps of every turn (enqueue, take, order, acknowledge) go
         # through the pipelining client: measured, each redis-py call cost a turn far more.
         self._wire: RedisWire | None = None
+        # The take's wait for an enqueue: a connection of its own, as the wait blocks it.
+        self._waking: RedisWire | None = None
+        self._waking_lock = asyncio.Lock()
         self._place: Any = None
         self._rotation = 0
         self._reclaimed_at = 0.0
@@ -154,9 +165,12 @@ class RedisWorkQueue:
         self._enqueue = self._client.register_script(_ENQUEUE)
         if not self.settings.cluster:
             self._wire = self.settings.wire(timeout=2.0, connect_timeout=1.0)
+            self._waking = self.settings.wire(timeout=3.0, connect_timeout=1.0)
         self._place = self._client.register_script(_PLACE)
 
     async def close(self) -> None:
+        await close_clients(self._waking, None)
+        self._waking = None
         await close_clients(self._wire, self._client)
         self._wire = None
         await close_clients(None, self._blocking)
@@ -180,9 +194,14 @@ class RedisWorkQueue:
         # A Cluster: the keys live on different nodes, so step by step.
         try:
             # The entry id is set once the entry exists; "" meanwhile (a later turn).
-            if not await self._client.hsetnx(queued, turn.turn_id, ""):
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.hsetnx(queued, turn.turn_id, "")
+                pipe.hlen(queued)
+                added, places = await pipe.execute()
+            if not added:
                 return False
-            entry = await self._enqueue(keys=[key], args=[self.max_queued, _encode(turn)])
+            alone = "1" if places == 1 else "0"
+            entry = await self._enqueue(keys=[key], args=[self.max_queued, _encode(turn), alone])
             if entry is None:
                 await self._client.hdel(queued, turn.turn_id)
                 raise QueueFull(
@@ -216,9 +235,25 @@ class RedisWorkQueue:
                 if taken or remaining <= 0:
                     return taken
                 # Woken by an enqueue, or at most every second to take back stopped turns.
-                await self._blocking.blpop([WAKE], timeout=max(0.01, min(remaining, 1.0)))
+                await self._wait_for_enqueue(count, max(0.01, min(remaining, 1.0)))
         except _FAILURES as exc:
             raise StoreUnavailable(f"redis queue: {exc}") from None
+
+    async def _wait_for_enqueue(self, count: int, timeout: float) -> None:
+        """Block until a wake token is pushed (an enqueue), up to `timeout` seconds.
+
+        Takes up to `count` tokens at once: a token pushed while no worker waited is stale by
+        the time a worker waits (its turn was there for the take before the wait), and one
+        token per wait made a worker spin through one empty take per stale token, about one
+        per turn (measured). A worker with `count` free slots takes as many tokens as turns
+        it can run, leaving the rest to wake other workers.
+        """
+        wire = self._waking
+        if wire is not None and not self._waking_lock.locked():
+            async with self._waking_lock:  # one blocked command per connection
+                await wire.call("BLMPOP", timeout, 1, WAKE, "LEFT", "COUNT", count)
+            return
+        await self._blocking.blpop([WAKE], timeout=timeout)
 
     async def _take_now(self, consumer: str, count: int) -> list[Delivery]:
         keys = await self._tenant_keys()
@@ -310,7 +345,8 @@ class RedisWorkQueue:
     @staticmethod
     def _delivery(key: str, entry_id: bytes | str, fields: Any, attempt: int) -> Delivery:
         turn = _decode(fields[b"j"] if b"j" in fields else fields["j"])
-        return Delivery(turn, f"{key} {_text(entry_id)}", attempt)
+        alone = b"a" in fields or "a" in fields
+        return Delivery(turn, f"{key} {_text(entry_id)}", attempt, alone)
 
     async def touch(self, consumer: str, deliveries: list[Delivery]) -> None:
         by_key: dict[str, list[str]] = {}
@@ -353,6 +389,8 @@ class RedisWorkQueue:
             raise StoreUnavailable(f"redis queue: {exc}") from None
 
     async def earlier(self, delivery: Delivery) -> bool:
+        if delivery.alone:
+            return False  # nothing of its session was queued before it: no look-up
         _, entry_id = delivery.receipt.split(" ")
         ours = _entry_order(entry_id)
         try:

@@ -138,6 +138,8 @@ class TurnService:
         self.chunk_flusher = chunk_flusher
         # A reader waits for the next event at most as long as a turn may run.
         self.stream_wait = engine.turn_timeout + engine.lease_ttl
+        # How often a plain turn's waiter looks at its record (`_await_end`).
+        self.recheck_s = max(1.0, engine.lease_ttl)
         self._background: set[asyncio.Task[None]] = set()
         self._submitted: set[tuple[str, str]] = set()
         # Background turns of each tenant running here (`--role all`): bounded as the
@@ -212,23 +214,46 @@ class TurnService:
         metadata: dict[str, Any] | None,
         on_busy: OnBusy,
     ) -> TurnRecord:
-        """Queue the turn and wait for its end on the broker (an `api` process)."""
-        after, record = await self._dispatch(session_id, turn_id, message, metadata, on_busy)
-        if record is not None:
-            return record
-        tid = after[0]
+        """Queue the turn and wait for its end (an `api` process): the worker sends its final
+        event to this process's inbox, one message per turn. A turn queued already (the same
+        turn id sent again meanwhile) is followed on its stream instead."""
+        tid = turn_id or new_turn_id()
+        ending = self.broker.expect_end(session_id, tid)
+        try:
+            after, record = await self._dispatch(
+                session_id, tid, message, metadata, on_busy, fresh=turn_id is None, streamed=False
+            )
+            if record is not None:
+                return record
+            if after[2]:
+                return await self._await_end(session_id, tid, message, ending)
+        finally:
+            ending.cancel()
         async for event in self.broker.read(session_id, tid, after[1], self.stream_wait):
-            if event.kind == "error":
-                detail = msgspec.json.decode(event.data, type=ErrorDetail)
-                raise error_for(detail.code, detail.message)
-            if event.kind == "done":
-                # The committed turn as the worker published it: no store read.
-                out = msgspec.json.decode(event.data, type=TurnOut)
-                now = time.time()
-                return TurnRecord(
-                    tid, session_id, "completed", message, now, now, response=out.response
-                )
+            if event.final:
+                return _ended(session_id, tid, message, event)
         raise error_for("unavailable", f"turn {tid} is queued; read it later with its id")
+
+    async def _await_end(
+        self, session_id: str, turn_id: str, message: str, ending: asyncio.Future[StreamEvent]
+    ) -> TurnRecord:
+        """The queued turn's end, from its worker's message to this process; the turn's
+        record is looked at every `recheck_s` meanwhile, so an ending lost on its way (a
+        Redis restart) costs that much delay, not the answer."""
+        deadline = time.monotonic() + self.stream_wait
+        while True:
+            done, _ = await asyncio.wait((ending,), timeout=self.recheck_s)
+            if done:
+                return _ended(session_id, turn_id, message, ending.result())
+            record = await self.store.get_turn(session_id, turn_id)
+            if record is not None and record.status == "completed":
+                return record
+            if record is not None and record.status == "failed" and record.error is not None:
+                raise error_for(record.error.code, record.error.message)
+            if time.monotonic() >= deadline:
+                raise error_for(
+                    "unavailable", f"turn {turn_id} is queued; read it later with its id"
+                )
 
     async def _dispatch(
         self,
@@ -238,30 +263,40 @@ class TurnService:
         metadata: dict[str, Any] | None,
         on_busy: OnBusy,
         callback_url: str | None = None,
-    ) -> tuple[tuple[str, int], TurnRecord | None]:
+        *,
+        fresh: bool = False,
+        streamed: bool = True,
+    ) -> tuple[tuple[str, int, bool], TurnRecord | None]:
         """Put the turn on the queue unless it completed already (then its record). Returns
-        its id and where its events of this attempt start (after an earlier attempt's final
-        event). A turn id made here names nothing stored yet: no store or broker look-up."""
+        its id, where its events of this attempt start (after an earlier attempt's final
+        event) and whether this call queued it (False: it was queued already). A turn id
+        made here, or `fresh` (the caller made it), names nothing stored yet: no store or
+        broker look-up. A plain turn (`streamed` False) has its end sent to this
+        process's inbox, where `broker.expect_end` waits for it."""
         assert self.queue is not None
         self.engine.check_admission()
         after = 0
         resume = False
         if turn_id is None:
             turn_id = new_turn_id()
-        else:
+        elif not fresh:
             record = await self.store.get_turn(session_id, turn_id)
             if record is not None:
                 if record.fingerprint not in ("", request_fingerprint(message, metadata)):
                     raise key_reused(turn_id)
                 if record.status == "completed":
-                    return (turn_id, 0), record
+                    return (turn_id, 0, False), record
             last = await self.broker.last(session_id, turn_id)
             resume = last is not None
             after = last.seq if last is not None and last.final else 0
-        await self.queue.enqueue(
-            QueuedTurn(session_id, turn_id, message, metadata, on_busy, callback_url, resume)
-        )
-        return (turn_id, after), None
+        reply_to = None if streamed else self.broker.inbox
+        queued = await self.queue.enqueue(
+            QueuedTurn(
+                session_id, turn_id, message, metadata, on_busy, callback_url, resume,
+                streamed=streamed, reply_to=reply_to,
+            )
+        )  # fmt: skip
+        return (turn_id, after, queued), None
 
     def cancel(self, session_id: str, turn_id: str, reason: str) -> bool:
         """Stop a turn running on this process, or (an `api` process) ask the worker that
@@ -572,6 +607,17 @@ class TurnService:
         """Hold a reference to a background task until it ends."""
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _ended(session_id: str, turn_id: str, message: str, event: StreamEvent) -> TurnRecord:
+    """A queued plain turn's record from its final event as the worker published it (no
+    store read), or its error raised."""
+    if event.kind == "error":
+        detail = msgspec.json.decode(event.data, type=ErrorDetail)
+        raise error_for(detail.code, detail.message)
+    out = msgspec.json.decode(event.data, type=TurnOut)
+    now = time.time()
+    return TurnRecord(turn_id, session_id, "completed", message, now, now, response=out.response)
 
 
 async def _final_event(record: TurnRecord, after: int) -> AsyncIterator[StreamEvent]:

@@ -4,6 +4,8 @@ publishing its events on the stream broker, as a streamed turn of `--role all` w
 Up to `concurrency` turns run at once; the worker takes only as many as it has free slots.
 A session's turns run in the order they were queued: a turn whose session has an earlier
 turn still on the queue waits for it.
+A plain turn's chunks are not published (its client reads the answer only); its end goes to
+the api process that waits for it (`QueuedTurn.reply_to`, `StreamBroker.notify_end`).
 A turn delivered again (its first worker was killed or paused past `claim_after`, or a
 draining one handed it back) waits for the old lease to lapse, then its stream goes on with
 a `reset` event numbered after the newest event, so a reader anywhere sees the text of the
@@ -27,7 +29,7 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 
-from agenthost.brokers.base import EventKind, StreamBroker
+from agenthost.brokers.base import EventKind, StreamBroker, StreamEvent
 from agenthost.core.errors import AgentHostError, LeaseLost, Unavailable
 from agenthost.observability.logs import bind_turn
 from agenthost.queue.base import Delivery, WorkQueue
@@ -196,7 +198,8 @@ class TurnWorker:
                 turn_id=turn_id,
                 metadata=turn.metadata,
                 on_busy=turn.on_busy,
-                on_chunk=stream.sink,
+                # A plain turn's client reads its answer only (`streamed` False).
+                on_chunk=stream.sink if turn.streamed else None,
                 on_start=stream.started,
                 attach=True,
             )
@@ -231,6 +234,13 @@ class TurnWorker:
                 await self.on_end(delivery, record, error)
             except Exception:
                 log.exception("the end of turn %s could not be reported", turn_id)
+        if turn.reply_to is not None:
+            # Sent in the same pass as the acknowledgement, not after its reply (a round
+            # trip per turn): the api answers, and its client sends the session's next turn,
+            # round trips later, by when the acknowledgement is applied; were it not, that
+            # turn would only wait for this one (`earlier`), never run before it.
+            event = StreamEvent(max(stream.seq, 1), kind, data)
+            self.broker.notify_end(turn.reply_to, session_id, turn_id, event)
         try:
             await self.queue.ack(delivery)
         except AgentHostError as exc:
