@@ -14,7 +14,12 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from starlette.testclient import TestClient
 
+from agenthost.core.settings import Settings
+from agenthost.runtime.assembly import assemble
+from agenthost.stores.base import TurnRecord
+from agenthost.stores.memory import MemoryStore
 from agenthost.turns.callbacks import CallbackSender, public_address
 from tests.fixtures.agenthost import AgentHostProcess, async_wait_until, free_port
 from tests.test_stream_resume import read_events, sid
@@ -214,3 +219,30 @@ async def test_background_turns_of_a_tenant_are_bounded_with_role_all(
                 if resp.status == 429:
                     assert (await resp.json())["error"]["code"] == "queue_full"
         assert statuses == [202, 202, 429]
+
+
+class _ReadBeforeItBegan(MemoryStore):
+    """A store whose next read of a turn answers as it would have before a worker began it:
+    the interleaving where a poll reads no record, then the worker runs and commits the
+    turn and drops its queued mark, then the poll asks whether it is queued."""
+
+    miss_next = False
+
+    async def get_turn(self, session_id: str, turn_id: str) -> TurnRecord | None:
+        if self.miss_next:
+            self.miss_next = False
+            return None
+        return await super().get_turn(session_id, turn_id)
+
+
+def test_a_poll_racing_the_turns_commit_finds_its_record_not_404() -> None:
+    store = _ReadBeforeItBegan()
+    assembly = assemble(Settings(store="memory://"), store=store)
+    with TestClient(assembly.app, raise_server_exceptions=False) as client:
+        done = client.post("/v1/sessions/race/turns", json={"message": "hi"})
+        assert done.status_code == 200, done.text
+        turn_id = done.json()["turn_id"]
+        store.miss_next = True
+        polled = client.get(f"/v1/sessions/race/turns/{turn_id}")
+    assert polled.status_code == 200, polled.text
+    assert polled.json()["status"] == "completed"

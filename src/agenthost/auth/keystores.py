@@ -172,6 +172,8 @@ class SQLiteKeyStore:
 
 
 _IDS = "ah:{keys}:ids"
+
+
 def _hash_key(key_hash: str) -> str:
     return "ah:{keys}:hash:" + key_hash
 

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
+
 from agenthost.connections.redis import RedisSettings, close_clients, is_redis_url
 
 __all__ = [

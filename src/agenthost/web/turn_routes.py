@@ -256,8 +256,12 @@ class TurnRoutes:
         session_id = await scoped_path_session(self.auth, request)
         turn_id = check_turn_id(request.path_params["turn_id"])
         record = await self.service.store.get_turn(session_id, turn_id)
-        if record is None and await self.service.is_waiting(session_id, turn_id):
-            return json_response(TurnStatusOut(turn_id, "pending"))  # queued, not yet begun
+        if record is None:
+            if await self.service.is_waiting(session_id, turn_id):
+                return json_response(TurnStatusOut(turn_id, "pending"))  # queued, not begun
+            # Not queued any more: a worker may have begun, run and committed it between the
+            # two reads (its mark goes after its commit), so the record is there now if so.
+            record = await self.service.store.get_turn(session_id, turn_id)
         if record is None:
             raise TurnNotFound(f"no turn {turn_id} in session {public_session_id(session_id)}")
         error = (
