@@ -250,3 +250,25 @@ async def test_a_batch_whose_connection_dies_leaves_every_turn_retryable_and_com
         assert messages is not None and [m.seq for m in messages] == [0, 1]
         info = await store.get_session(st.lease.session_id)
         assert info is not None and info.turns == 1
+
+
+async def test_batch_min_above_the_queue_sends_each_step_alone(postgres_url: str) -> None:
+    """`?batch_min=N`: fewer than N queued steps go alone, side by side (what a Citus
+    deployment sets, where a batch would span workers)."""
+    store = create_store(f"{postgres_url}?batch_min=1000")
+    assert isinstance(store, PostgresStore)
+    await store.open()
+    try:
+        blocker, others = sid("a"), [sid() for _ in range(3)]
+        first = await started(store, blocker, "first")
+        turns = [await started(store, s, "t") for s in others]
+        async with row_locked(store, blocker):
+            lone = asyncio.create_task(commit(store, first))
+            await blocked(store, "agenthost_commit")
+            tasks = [asyncio.create_task(commit(store, st)) for st in turns]
+            await queued(store, "commit", len(turns))
+        results = await asyncio.gather(lone, *tasks)
+        assert all(r.status == "completed" for r in results)
+        assert store.batchers["commit"].sizes == {1: 1 + len(turns)}
+    finally:
+        await store.close()

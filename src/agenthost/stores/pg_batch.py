@@ -110,10 +110,11 @@ class Batcher(Generic[A, R]):
 
     async def _send(self, batch: list[tuple[A, asyncio.Future[R]]]) -> None:
         try:
-            self.sizes[len(batch)] += 1
-            if len(batch) < self.min_many:
-                await _settle(batch[0][1], self._one(batch[0][0]))
+            if len(batch) < self.min_many:  # too few to batch: each alone, side by side
+                self.sizes[1] += len(batch)
+                await asyncio.gather(*(_settle(f, self._one(a)) for a, f in batch))
             else:
+                self.sizes[len(batch)] += 1
                 await self._send_many(batch)
         finally:
             self._running -= 1
