@@ -16,6 +16,7 @@ BACKENDS = [
     "redis",
     "redis-cluster",
     "postgres",
+    "postgres-batched",
     "postgres+cache",
     "postgres+cluster-cache",
 ]
@@ -32,6 +33,10 @@ def _url(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if name == "redis-cluster":
         cluster_url: str = request.getfixturevalue("redis_cluster_url")
         return cluster_url
+    if name == "postgres-batched":
+        # Every turn step through the batch functions (stores/pg_batch.py), as a batch of one.
+        batched: str = request.getfixturevalue("postgres_url")
+        return f"{batched}?batch_min=1"
     if name.startswith("postgres"):
         pg_url: str = request.getfixturevalue("postgres_url")
         return pg_url

@@ -118,6 +118,20 @@ async def test_a_warm_turn_gets_the_window_and_metadata_from_the_cache(
     assert cached.counts() == {"hit": 5, "miss": 1, "bypass": 0}
 
 
+async def test_a_warm_window_longer_than_half_the_cap_is_whole(cached: CachedStore) -> None:
+    """A history of more than half the window but less than all of it: the cached window
+    plus what PostgreSQL adds is handed over whole (a negative slice start once cut it to
+    its last `2 * len - window` messages)."""
+    s = sid()
+    for i in range(8):  # 16 messages, window 20: 10 < 16 < 20
+        await turn(cached, s, f"t{i}", f"m{i}", window=20)
+    expected = await cached.list_messages(s, 20)
+    assert expected is not None and len(expected) == 16
+    begun = await turn(cached, s, "t8", "m8", window=20)
+    assert cached.counts()["hit"] == 8
+    assert begun.history == expected
+
+
 async def test_a_turn_committed_by_another_process_is_never_hidden_by_the_cache(
     cached: CachedStore, plain: PostgresStore
 ) -> None:

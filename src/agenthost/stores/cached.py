@@ -318,7 +318,7 @@ class CachedStore:
         if result.delta:  # PostgreSQL confirmed Redis's copy and sent what came after it
             assert cached is not None
             joined = [*cached.window, *result.history]
-            result.history = joined[len(joined) - window :] if window else []
+            result.history = joined[max(0, len(joined) - window) :] if window else []
             result.delta = False
         current_in_redis = cached is not None and cached.version == current
         if current_in_redis:

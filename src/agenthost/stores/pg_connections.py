@@ -73,6 +73,10 @@ class PgConnections:
     async def fetchrow(self, query: str, *args: Any) -> Any:
         return await self.run(lambda conn: conn.fetchrow(query, *args))
 
+    async def fetch(self, query: str, *args: Any) -> list[Any]:
+        rows: list[Any] = await self.run(lambda conn: conn.fetch(query, *args))
+        return rows
+
     async def execute(self, query: str, *args: Any) -> str:
         status: str = await self.run(lambda conn: conn.execute(query, *args))
         return status

@@ -43,6 +43,7 @@ from agenthost.stores.base import (
     key_reused,
 )
 from agenthost.stores.notify import ReleaseWaiters
+from agenthost.stores.pg_batch import Batcher
 from agenthost.stores.pg_connections import PgConnections
 from agenthost.stores.pg_schema import SchemaTooNew, migrate_schema, schema_status
 
@@ -89,12 +90,58 @@ class _Turn(msgspec.Struct):
 _decode_turn = msgspec.json.Decoder(_Turn).decode
 
 
-_OPTIONS = {"pool_size": 20, "command_timeout": 5.0, "connect_timeout": 2.0, "migrate": 1}
+# A turn's begin and commit, each sent alone or, under load, with the others that waited
+# (stores/pg_batch.py); column 0 is the row's place in its batch (0 alone).
+BEGIN_ONE = (
+    "SELECT 0, kind, fence, message_count, created, created_at, metadata::text,"
+    " history::text, turn::text, busy_turn_id, delta, state"
+    " FROM agenthost_begin($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10)"
+)
+BEGIN_MANY = "SELECT * FROM agenthost_begin_many($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+COMMIT_ONE = (
+    "SELECT 0, turn_created_at, committed_at"
+    " FROM agenthost_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12)"
+)
+COMMIT_MANY = (
+    "SELECT * FROM agenthost_commit_many($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+)
+_BeginArgs = tuple[str, str, str, str | None, int, int, float, str, float | None, int]
+_CommitArgs = tuple[str, str, int, str, float, int, str, float, int, str, float, bytes | None]
+
+
+def _columns(batch: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
+    """A batch of argument rows as one array per argument (what unnest takes apart)."""
+    return [list(column) for column in zip(*batch, strict=True)]
+
+
+def _refused(exc: BaseException) -> bool:
+    """PostgreSQL answered the statement with an error about it (so rolled it back), not
+    with a shutdown or a lost connection."""
+    return isinstance(exc, asyncpg.PostgresError) and not isinstance(exc, FAILURES)
+
+
+def _in_order(rows: list[Any], size: int) -> list[Any]:
+    """A batch's result rows (in session order) back in the order of its calls."""
+    ordered: list[Any] = [None] * size
+    for row in rows:
+        ordered[row[0] - 1] = row
+    return ordered
+
+
+_OPTIONS = {
+    "pool_size": 20,
+    "command_timeout": 5.0,
+    "connect_timeout": 2.0,
+    "migrate": 1,
+    "batch_min": 2,
+}
 
 
 def split_options(url: str) -> tuple[str, dict[str, float]]:
     """The DSN for asyncpg, and agenthost's own options taken out of the URL's query
-    (`pool_size`, `command_timeout`, `connect_timeout`, `migrate`)."""
+    (`pool_size`, `command_timeout`, `connect_timeout`, `migrate`, `batch_min`: turn steps
+    sent together at least for the batch functions to be used; 1 sends even a lone step
+    through them)."""
     parts = urlsplit(url)
     ours: dict[str, float] = {k: float(v) for k, v in _OPTIONS.items()}
     rest: list[tuple[str, str]] = []
@@ -133,6 +180,24 @@ class PostgresStore:
         self._interrupt_callbacks: list[Callable[[str, str], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._listening = asyncio.Event()
+        batch_min = max(1, int(options["batch_min"]))
+        self._begins: Batcher[_BeginArgs, Any] = Batcher(
+            self._begin_one, self._begin_many, refused=_refused, min_many=batch_min
+        )
+        self._commits: Batcher[_CommitArgs, Any] = Batcher(
+            self._commit_one, self._commit_many, refused=_refused, min_many=batch_min
+        )
+
+    @property
+    def batchers(self) -> dict[str, Batcher[Any, Any]]:
+        """The begin and commit steps' batchers (their `sizes` say how turns were sent)."""
+        return {"begin": self._begins, "commit": self._commits}
+
+    def _primary(self) -> PgConnections:
+        pool = self._pool
+        if pool is None:
+            raise StoreUnavailable("the postgresql store is not open")
+        return pool
 
     @property
     def waiters(self) -> ReleaseWaiters:
@@ -194,6 +259,8 @@ class PostgresStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        for batcher in (self._begins, self._commits):
+            await batcher.close()
         self._waiters.wake_all()
         pools = [self._pool, *self._replicas]
         self._pool, self._replicas = None, []
@@ -361,40 +428,42 @@ class PostgresStore:
         known: WindowMark | None = None,
     ) -> Started | Completed | Busy:
         patch = _encode(metadata_patch).decode() if metadata_patch else None
-        row = await self._call(
-            lambda pool: pool.fetchrow(
-                "SELECT kind, fence, message_count, created, created_at, metadata::text,"
-                " history::text, turn::text, busy_turn_id, delta, state"
-                " FROM agenthost_begin($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10)",
-                session_id,
-                turn_id,
-                message,
-                patch,
-                lease_ms,
-                window,
-                float(ttl_s),
-                fingerprint,
-                None if known is None else known.created_at,
-                0 if known is None else known.count,
-            )
+        args: _BeginArgs = (
+            session_id,
+            turn_id,
+            message,
+            patch,
+            lease_ms,
+            window,
+            float(ttl_s),
+            fingerprint,
+            None if known is None else known.created_at,
+            0 if known is None else known.count,
         )
-        kind = row[0]
+        row = await self._call(lambda _pool: self._begins.submit(args))
+        kind = row[1]
         if kind == "reused":
             raise key_reused(turn_id)
         if kind == "completed":
-            return Completed(_record(session_id, turn_id, row[7]))
+            return Completed(_record(session_id, turn_id, row[8]))
         if kind == "busy":
-            return Busy(row[8])
+            return Busy(row[9])
         return Started(
-            Lease(session_id, turn_id, row[1], fingerprint),
-            _decode_messages(row[6]),
-            _decode_meta(row[5]),
-            row[2],
+            Lease(session_id, turn_id, row[2], fingerprint),
+            _decode_messages(row[7]),
+            _decode_meta(row[6]),
             row[3],
             row[4],
-            row[9],
+            row[5],
             row[10],
+            row[11],
         )
+
+    async def _begin_one(self, args: _BeginArgs) -> Any:
+        return await self._primary().fetchrow(BEGIN_ONE, *args)
+
+    async def _begin_many(self, batch: Sequence[_BeginArgs]) -> list[Any]:
+        return _in_order(await self._primary().fetch(BEGIN_MANY, *_columns(batch)), len(batch))
 
     async def session_created(self, session_id: str) -> float | None:
         """The live session's created_at (its incarnation), or None: a read on the
@@ -415,25 +484,22 @@ class PostgresStore:
         state: bytes | None = None,
     ) -> TurnRecord:
         sid, tid = lease.session_id, lease.turn_id
-        row = await self._call(
-            lambda pool: pool.fetchrow(
-                "SELECT turn_created_at, committed_at"
-                " FROM agenthost_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12)",
-                sid,
-                tid,
-                lease.fence,
-                user.content,
-                user.created_at,
-                user.seq,
-                assistant.content,
-                assistant.created_at,
-                assistant.seq,
-                _encode(metadata).decode(),
-                float(ttl_s),
-                state,
-            )
+        args: _CommitArgs = (
+            sid,
+            tid,
+            lease.fence,
+            user.content,
+            user.created_at,
+            user.seq,
+            assistant.content,
+            assistant.created_at,
+            assistant.seq,
+            _encode(metadata).decode(),
+            float(ttl_s),
+            state,
         )
-        if row[1] is None:
+        row = await self._call(lambda _pool: self._commits.submit(args))
+        if row[2] is None:
             raise LeaseLost(f"turn {tid} no longer holds session {sid}")
         self._waiters.wake(sid)
         return TurnRecord(
@@ -441,11 +507,17 @@ class PostgresStore:
             sid,
             "completed",
             user.content,
-            row[0],
             row[1],
+            row[2],
             assistant.content,
             fingerprint=lease.fingerprint,
         )
+
+    async def _commit_one(self, args: _CommitArgs) -> Any:
+        return await self._primary().fetchrow(COMMIT_ONE, *args)
+
+    async def _commit_many(self, batch: Sequence[_CommitArgs]) -> list[Any]:
+        return _in_order(await self._primary().fetch(COMMIT_MANY, *_columns(batch)), len(batch))
 
     async def fail_turn(self, lease: Lease, error: TurnError, ttl_s: float) -> TurnRecord | None:
         sid, tid = lease.session_id, lease.turn_id
