@@ -5,12 +5,15 @@ jittered backoff — then verifies."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
+import gc
 import random
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import aiohttp
 
@@ -133,10 +136,14 @@ async def run_load(
                     on_tick()
 
         tick = asyncio.create_task(ticker())
+        lags: list[float] = []
+        lag_probe = asyncio.create_task(_loop_lag(lags))
         try:
-            await asyncio.gather(*(session(i) for i in range(config.sessions)))
+            with _gc_pauses() as pauses:
+                await asyncio.gather(*(session(i) for i in range(config.sessions)))
         finally:
             tick.cancel()
+            lag_probe.cancel()
         wall = time.monotonic() - wall0
         cpu = time.process_time() - cpu0
         verification = await verify(http, config.url, acked) if config.verify else None
@@ -166,6 +173,38 @@ async def run_load(
         client_cpu_s=round(cpu, 3),
         client_cpu_pct=round(cpu_pct, 1),
         saturated=saturated,
+        client_loop_lag_ms=percentiles([lag * 1000 for lag in lags]),
+        client_gc_pauses=len(pauses),
+        client_gc_pause_max_ms=round(max(pauses, default=0.0) * 1000, 2),
         warnings=warnings,
         timeline=timeline(done, span_s=wall),
     )
+
+
+async def _loop_lag(lags: list[float], period: float = 0.05) -> None:
+    """How late this client's event loop runs a timer: a late client stamps every answer
+    late, and its lag would be read as the server's latency."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + period
+        await asyncio.sleep(period)
+        lags.append(max(0.0, loop.time() - due))
+
+
+@contextlib.contextmanager
+def _gc_pauses() -> Iterator[list[float]]:
+    """The duration of every garbage collection of this process while the block runs."""
+    pauses: list[float] = []
+    started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        elif started[0]:
+            pauses.append(time.perf_counter() - started[0])
+
+    gc.callbacks.append(on_gc)
+    try:
+        yield pauses
+    finally:
+        gc.callbacks.remove(on_gc)
