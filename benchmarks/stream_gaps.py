@@ -406,6 +406,18 @@ def server_processes_cpu(pid: int) -> dict[int, float]:
     return out
 
 
+def user_system_seconds(pid: int) -> tuple[float, float]:
+    """User and system CPU of the serving processes so far (psutil's 10 ms ticks: enough
+    over a run of seconds). System time is mostly the loopback TCP sends, whose cost (the
+    receiver's side of the stack too) lands on the sender."""
+    user = system = 0.0
+    for p in server_processes(pid):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = p.cpu_times()
+            user, system = user + times.user, system + times.system
+    return user, system
+
+
 def llm_url(tokens_per_s: float, answer_s: float) -> str:
     words = max(1, round(tokens_per_s * answer_s) - ECHO_TOKENS)
     return f"sim://?tokens_per_s={tokens_per_s:g}&words={words}"
@@ -464,6 +476,7 @@ def measure(
         load_before = os.getloadavg()[0]
         cpu_before = cpu_seconds(server.pid)
         per_process_before = server_processes_cpu(server.pid)
+        user_before, system_before = user_system_seconds(server.pid)
         redis_before = sum(cpu_seconds(pid) for pid in redis_pids)
         start_at = time.monotonic() + 1.0  # every client is up before the first stream
         workers = [
@@ -475,6 +488,7 @@ def measure(
             out, _ = worker.communicate(timeout=args.answer_s * 4 + args.ramp + 120)
             parts.append(json.loads(out.decode().strip().splitlines()[-1]))
         cpu_after = cpu_seconds(server.pid)  # with --workers: the supervisor and its processes
+        user_after, system_after = user_system_seconds(server.pid)
         per_process = [
             cpu - per_process_before.get(pid, 0.0)
             for pid, cpu in server_processes_cpu(server.pid).items()
@@ -547,6 +561,13 @@ def measure(
         "server_cpu_pct_per_process": [round(100 * s / max(window, 1e-9), 1) for s in per_process],
         "meets_cpu_headroom_target": cpu_pct < TARGET_SERVER_CPU_PCT,
         "server_cpu_ms_per_stream_s": round(1000 * server_cpu / max(stream_seconds, 1e-9), 3),
+        # The same split in two: the Python side (user) and the kernel's (system).
+        "server_user_ms_per_stream_s": round(
+            1000 * (user_after - user_before) / max(stream_seconds, 1e-9), 3
+        ),
+        "server_system_ms_per_stream_s": round(
+            1000 * (system_after - system_before) / max(stream_seconds, 1e-9), 3
+        ),
         "server_rss_mb_after": round(rss_mb, 1),
         "client_processes": args.clients,
         "client_cpu_pct": round(100 * client_cpu / max(client_wall, 1e-9), 1),
