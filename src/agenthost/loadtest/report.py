@@ -100,6 +100,8 @@ class LoadReport(msgspec.Struct):
     """How late the client's event loop ran a 50 ms probe timer: added to every latency."""
     client_gc_pauses: int = 0
     client_gc_pause_max_ms: float = 0.0
+    client_gc_pause_ms_by_generation: dict[str, float] = {}
+    """Time the client's collections took in all, by generation."""
 
     @property
     def ok(self) -> bool:

@@ -175,7 +175,11 @@ async def run_load(
         saturated=saturated,
         client_loop_lag_ms=percentiles([lag * 1000 for lag in lags]),
         client_gc_pauses=len(pauses),
-        client_gc_pause_max_ms=round(max(pauses, default=0.0) * 1000, 2),
+        client_gc_pause_max_ms=round(max((p for _, p in pauses), default=0.0) * 1000, 2),
+        client_gc_pause_ms_by_generation={
+            str(g): round(1000 * sum(p for gen, p in pauses if gen == g), 2)
+            for g in sorted({gen for gen, _ in pauses})
+        },
         warnings=warnings,
         timeline=timeline(done, span_s=wall),
     )
@@ -192,16 +196,17 @@ async def _loop_lag(lags: list[float], period: float = 0.05) -> None:
 
 
 @contextlib.contextmanager
-def _gc_pauses() -> Iterator[list[float]]:
-    """The duration of every garbage collection of this process while the block runs."""
-    pauses: list[float] = []
+def _gc_pauses() -> Iterator[list[tuple[int, float]]]:
+    """The generation and duration of every garbage collection of this process while the
+    block runs."""
+    pauses: list[tuple[int, float]] = []
     started = [0.0]
 
     def on_gc(phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             started[0] = time.perf_counter()
         elif started[0]:
-            pauses.append(time.perf_counter() - started[0])
+            pauses.append((int(info.get("generation", 0)), time.perf_counter() - started[0]))
 
     gc.callbacks.append(on_gc)
     try:
