@@ -166,6 +166,7 @@ def measure(
         "llm_latency_ms": latency_ms,
         "answered": report["answered"],
         "failed": report["failed"],
+        "failed_by_kind": report.get("failed_by_kind"),
         "lost": v.get("lost"),
         "duplicated": v.get("duplicated"),
         "out_of_order": v.get("out_of_order"),
