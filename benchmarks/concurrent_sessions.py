@@ -6,7 +6,10 @@ then runs `agenthost loadtest` from a separate process: N sessions x T turns, ev
 read back and verified. With `--workers N` (above 1) the server is `agenthost serve
 --workers N` on a throw-away redis-server (the processes need a store they share). The
 server's CPU over the run (its whole process tree) is reported as a share of the cores it
-may use, so headroom shows. Prints one JSON object (also to `--json FILE`).
+may use, so headroom shows. What the p99 may wait on is measured, not guessed: the server's
+event-loop lag and garbage-collection pauses (its /metrics, summed over its processes) and the
+load client's own loop lag and collections (its report). Prints one JSON object (also to
+`--json FILE`).
 
     python benchmarks/concurrent_sessions.py --sessions 2000 --turns 3
     python benchmarks/concurrent_sessions.py --sessions 10000 --turns 3 --workers 2
@@ -18,6 +21,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -51,6 +55,72 @@ def wait_ready(url: str, timeout: float = 20) -> None:
     raise RuntimeError(f"{url} not ready")
 
 
+_SAMPLE = re.compile(r"^(agenthost_[a-z_]+)(?:\{([^}]*)\})? ([0-9.e+-]+)$")
+
+
+def histogram(text: str, name: str, label: str = "") -> dict[str, dict[str, float]]:
+    """`name`'s buckets (by upper bound), _sum and _count in Prometheus text, summed over
+    processes; keyed by the value of `label` ("" when it has none)."""
+    out: dict[str, dict[str, float]] = {}
+    for line in text.splitlines():
+        m = _SAMPLE.match(line)
+        if m is None or not m.group(1).startswith(name):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
+        key = labels.get(label, "") if label else ""
+        suffix = m.group(1)[len(name) :]
+        field = labels.get("le", "") if suffix == "_bucket" else suffix
+        series = out.setdefault(key, {})
+        series[field] = series.get(field, 0.0) + float(m.group(3))
+    return out
+
+
+def bucket_quantile(series: dict[str, float], q: float) -> float | None:
+    """The upper bound of the bucket holding quantile `q` (a histogram says no more)."""
+    count = series.get("_count", 0.0)
+    if not count:
+        return None
+    bounds = sorted((float(k), v) for k, v in series.items() if k and not k.startswith("_"))
+    for bound, cumulative in bounds:
+        if cumulative >= q * count:
+            return bound
+    return float("inf")
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
+
+
+def server_waits(url: str) -> dict[str, Any]:
+    """The server's event-loop lag and GC pauses over its life (the load is most of it)."""
+    try:
+        with urllib.request.urlopen(url + "/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return {}
+    lag = histogram(text, "agenthost_event_loop_lag_seconds").get("")
+    pauses = histogram(text, "agenthost_gc_pause_seconds", "generation")
+    if lag is None:
+        return {}  # a server without these metrics
+    p99, p999 = bucket_quantile(lag, 0.99), bucket_quantile(lag, 0.999)
+    return {
+        "server_loop_lag_probes": int(lag.get("_count", 0)),
+        # Upper bounds of the buckets: the lag of the 99th / 99.9th percentile probe was
+        # at most this.
+        "server_loop_lag_p99_ms_at_most": _ms(p99),
+        "server_loop_lag_p999_ms_at_most": _ms(p999),
+        "server_loop_lag_mean_ms": round(1000 * lag["_sum"] / max(lag["_count"], 1), 2),
+        "server_gc": {
+            generation: {
+                "collections": int(series.get("_count", 0)),
+                "total_ms": round(1000 * series.get("_sum", 0.0), 1),
+                "p99_ms_at_most": _ms(bucket_quantile(series, 0.99)),
+            }
+            for generation, series in sorted(pauses.items())
+        },
+    }
+
+
 def measure(
     sessions: int, turns: int, latency_ms: int, ramp: float, tmp: Path, workers: int = 1
 ) -> dict[str, Any]:
@@ -79,6 +149,7 @@ def measure(
             )  # fmt: skip
             server_cpu = cpu_seconds(server.pid) - cpu_before
             wall = time.monotonic() - started
+            waits = server_waits(url)
             report = json.loads(out.read_text())
         finally:
             server.terminate()
@@ -95,6 +166,7 @@ def measure(
         "llm_latency_ms": latency_ms,
         "answered": report["answered"],
         "failed": report["failed"],
+        "failed_by_kind": report.get("failed_by_kind"),
         "lost": v.get("lost"),
         "duplicated": v.get("duplicated"),
         "out_of_order": v.get("out_of_order"),
@@ -106,6 +178,11 @@ def measure(
         "turns_per_s": report["turns_per_s"],
         "client_cpu_pct": report["client_cpu_pct"],
         "client_saturated": report["saturated"],
+        "client_loop_lag_ms": report.get("client_loop_lag_ms"),
+        "client_gc_pauses": report.get("client_gc_pauses"),
+        "client_gc_pause_max_ms": report.get("client_gc_pause_max_ms"),
+        "client_gc_pause_ms_by_generation": report.get("client_gc_pause_ms_by_generation"),
+        **waits,
     }
 
 

@@ -1,15 +1,18 @@
 """Streamed turns at a model's pace: does the server deliver every chunk on time when it
 streams to thousands of clients at once?
 
-Starts one `agenthost serve` process per row (the simulated model at `--tokens-per-s`,
+Starts one `agenthost serve` per row (`--workers N`: N server processes on one port, whose
+CPU is summed; the simulated model at `--tokens-per-s`,
 answers about `--answer-s` long; `--stores`: the in-process broker, or Redis Streams on a
 redis-server of its own), then opens `--streams` streamed turns (SSE: POST .../turns with
 `{"stream": true}`; or WebSocket `turn` frames) over `--ramp` seconds from `--clients`
 load-client processes, and records the arrival time of every chunk. Reports the gap between
 consecutive chunks of a stream (p50/p99/max; the time to the first chunk is reported on its
 own), chunks/s, server (and redis-server) CPU per stream-second, the clients' own CPU and
-event-loop lag (a lagging client would inflate the gaps), and errors. One row per store,
-transport and `--chunk-coalesce-ms` value. Prints one JSON object (also to `--json FILE`).
+event-loop lag (a lagging client would inflate the gaps), and errors. The server's share of
+its cores is its CPU over the run divided by the wall time and by N (one core per process).
+One row per store, transport and `--chunk-coalesce-ms` value. Prints one JSON object (also
+to `--json FILE`).
 
     python benchmarks/stream_gaps.py --streams 2000 --stores memory,redis --transport sse,ws
 
@@ -309,7 +312,7 @@ async def loop_lag_probe(stop: asyncio.Event, lags: list[float], period: float =
 async def run_client(args: argparse.Namespace) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     total = int(args.streams)  # a single count in a client process
-    mine = list(range(args.worker, total, args.workers))
+    mine = list(range(args.client_index, total, args.client_count))
     records = [StreamRecord() for _ in mine]
     stop = asyncio.Event()
     lags: list[float] = []
@@ -388,6 +391,33 @@ def client_main(args: argparse.Namespace) -> None:
 # -- the measurement --------------------------------------------------------------------------
 
 
+def server_processes(pid: int) -> list[psutil.Process]:
+    """The processes that serve: `pid` itself, or with --workers the supervisor's children."""
+    proc = psutil.Process(pid)
+    return proc.children() or [proc]
+
+
+def server_processes_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds of each serving process so far, by process id."""
+    out = {}
+    for p in server_processes(pid):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            out[p.pid] = cpu_seconds(p.pid)
+    return out
+
+
+def user_system_seconds(pid: int) -> tuple[float, float]:
+    """User and system CPU of the serving processes so far (psutil's 10 ms ticks: enough
+    over a run of seconds). System time is mostly the loopback TCP sends, whose cost (the
+    receiver's side of the stack too) lands on the sender."""
+    user = system = 0.0
+    for p in server_processes(pid):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = p.cpu_times()
+            user, system = user + times.user, system + times.system
+    return user, system
+
+
 def llm_url(tokens_per_s: float, answer_s: float) -> str:
     words = max(1, round(tokens_per_s * answer_s) - ECHO_TOKENS)
     return f"sim://?tokens_per_s={tokens_per_s:g}&words={words}"
@@ -408,8 +438,8 @@ def start_client(
         "--port": str(port),
         "--transport": transport,
         "--streams": str(streams),
-        "--workers": str(args.clients),
-        "--worker": str(worker),
+        "--client-count": str(args.clients),
+        "--client-index": str(worker),
         "--ramp": str(args.ramp),
         "--start-at": repr(start_at),
         "--prefix": prefix,
@@ -438,12 +468,15 @@ def measure(
     # --allow-no-auth: a loopback benchmark, and --store may be a shared (Redis) store.
     server_args = [AGENTHOST, "serve", "--port", str(port), "--store", store_url,
                    "--llm", llm, "--chunk-coalesce-ms", f"{coalesce_ms:g}",
-                   "--log-level", "warning", "--allow-no-auth"]  # fmt: skip
+                   "--log-level", "warning", "--allow-no-auth",
+                   "--workers", str(args.workers)]  # fmt: skip
     log = tmp / f"server-{transport}-{coalesce_ms:g}.log"
     with process(server_args, log, env) as server:
         wait_http(url + "/readyz", server, log)
         load_before = os.getloadavg()[0]
         cpu_before = cpu_seconds(server.pid)
+        per_process_before = server_processes_cpu(server.pid)
+        user_before, system_before = user_system_seconds(server.pid)
         redis_before = sum(cpu_seconds(pid) for pid in redis_pids)
         start_at = time.monotonic() + 1.0  # every client is up before the first stream
         workers = [
@@ -454,9 +487,14 @@ def measure(
         for worker in workers:
             out, _ = worker.communicate(timeout=args.answer_s * 4 + args.ramp + 120)
             parts.append(json.loads(out.decode().strip().splitlines()[-1]))
-        cpu_after = cpu_seconds(server.pid)
+        cpu_after = cpu_seconds(server.pid)  # with --workers: the supervisor and its processes
+        user_after, system_after = user_system_seconds(server.pid)
+        per_process = [
+            cpu - per_process_before.get(pid, 0.0)
+            for pid, cpu in server_processes_cpu(server.pid).items()
+        ]
         redis_cpu = sum(cpu_seconds(pid) for pid in redis_pids) - redis_before
-        rss_mb = psutil.Process(server.pid).memory_info().rss / 2**20
+        rss_mb = sum(p.memory_info().rss for p in server_processes(server.pid)) / 2**20
         load_after = os.getloadavg()[0]
         alive = server.poll() is None
     gaps = sorted(g for p in parts for g in p["gaps_ms"])
@@ -474,6 +512,7 @@ def measure(
     client_cpu = sum(p["cpu_s"] for p in parts)
     client_wall = max(p["wall_s"] for p in parts)
     p99 = percentile(gaps, 99)
+    cpu_pct = 100 * server_cpu / max(window, 1e-9) / args.workers
     return {
         "store": store_name,
         "transport": transport,
@@ -516,9 +555,19 @@ def measure(
         "server_and_redis_cpu_ms_per_stream_s": round(
             1000 * (server_cpu + redis_cpu) / max(stream_seconds, 1e-9), 3
         ),
-        "server_cpu_pct": round(100 * server_cpu / max(window, 1e-9), 1),
-        "meets_cpu_headroom_target": 100 * server_cpu / max(window, 1e-9) < TARGET_SERVER_CPU_PCT,
+        "server_processes": args.workers,
+        # Of the cores the server's processes may use: one per process.
+        "server_cpu_pct": round(cpu_pct, 1),
+        "server_cpu_pct_per_process": [round(100 * s / max(window, 1e-9), 1) for s in per_process],
+        "meets_cpu_headroom_target": cpu_pct < TARGET_SERVER_CPU_PCT,
         "server_cpu_ms_per_stream_s": round(1000 * server_cpu / max(stream_seconds, 1e-9), 3),
+        # The same split in two: the Python side (user) and the kernel's (system).
+        "server_user_ms_per_stream_s": round(
+            1000 * (user_after - user_before) / max(stream_seconds, 1e-9), 3
+        ),
+        "server_system_ms_per_stream_s": round(
+            1000 * (system_after - system_before) / max(stream_seconds, 1e-9), 3
+        ),
         "server_rss_mb_after": round(rss_mb, 1),
         "client_processes": args.clients,
         "client_cpu_pct": round(100 * client_cpu / max(client_wall, 1e-9), 1),
@@ -552,6 +601,13 @@ def main() -> None:
     parser.add_argument("--ramp", type=float, default=2.0, help="seconds to open all streams")
     parser.add_argument("--clients", type=int, default=2, help="load-client processes")
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes on one port (agenthost serve --workers N); more than one "
+        "needs --stores redis. CPU is summed over them, its share of cores is of N cores",
+    )
+    parser.add_argument(
         "--stores",
         default="memory",
         help="comma-separated: memory (in-process broker), redis (a redis-server of its own "
@@ -562,8 +618,8 @@ def main() -> None:
     parser.add_argument("--client-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--host", default="127.0.0.1", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
-    parser.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--client-count", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--client-index", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--start-at", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--prefix", default="gaps", help=argparse.SUPPRESS)
     parser.add_argument("--stream-timeout", type=float, default=60.0, help=argparse.SUPPRESS)
@@ -576,11 +632,17 @@ def main() -> None:
         if t not in ("sse", "ws"):
             parser.error(f"unknown transport {t!r}")
     coalesce = [float(c) for c in args.coalesce_ms.split(",")]
+    if args.workers < 1:
+        parser.error("--workers must be >= 1")
+    stores = [name.strip() for name in args.stores.split(",") if name.strip()]
+    if args.workers > 1 and any(
+        n == "memory" or n.startswith(("memory:", "sqlite:")) for n in stores
+    ):
+        parser.error("--workers > 1 needs a store the processes share: --stores redis")
     counts = [int(n) for n in args.streams.split(",")]
     raise_open_files_limit()
     started = time.monotonic()
     rows = []
-    stores = [name.strip() for name in args.stores.split(",") if name.strip()]
     with tempfile.TemporaryDirectory(prefix="bench-gaps-") as tmp:
         for name in stores:
             with contextlib.ExitStack() as stack:
@@ -605,6 +667,7 @@ def main() -> None:
             "answer_s": args.answer_s,
             "ramp_s": args.ramp,
             "clients": args.clients,
+            "server_processes": args.workers,
             "stores": stores,
         },
         "target_p99_gap_ms": TARGET_P99_GAP_MS,

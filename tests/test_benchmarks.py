@@ -107,6 +107,46 @@ def test_stream_gaps_runs_both_transports_and_stores_and_reports_gaps(tmp_path: 
     assert "{" not in rendered
 
 
+def test_stream_gaps_with_workers_sums_the_cpu_of_every_server_process(tmp_path: Path) -> None:
+    out = tmp_path / "stream_gaps.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/stream_gaps.py", "--streams", "40", "--coalesce-ms", "0",
+         "--answer-s", "1", "--ramp", "0.2", "--stores", "redis", "--workers", "2",
+         "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["errors_total"] == 0 and result["params"]["server_processes"] == 2
+    (row,) = result["results"]
+    assert row["completed"] == 40 and row["server_processes"] == 2
+    shares = row["server_cpu_pct_per_process"]
+    assert len(shares) == 2 and all(share > 0 for share in shares)  # both processes served
+    # The share of the cores is of two cores: the mean of the processes' shares.
+    assert abs(row["server_cpu_pct"] - sum(shares) / 2) < 1.0
+    assert row["server_user_ms_per_stream_s"] > 0
+    refused = subprocess.run(
+        [sys.executable, "benchmarks/stream_gaps.py", "--stores", "memory", "--workers", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "--stores redis" in refused.stderr
+
+
+def test_concurrent_sessions_reports_what_the_p99_may_wait_on(tmp_path: Path) -> None:
+    out = tmp_path / "sessions.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/concurrent_sessions.py", "--sessions", "50", "--turns",
+         "2", "--llm-latency-ms", "300", "--ramp", "0.2", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    (row,) = json.loads(out.read_text())["results"]
+    assert row["answered"] == 100 and row["lost"] == 0
+    assert row["server_loop_lag_probes"] > 0 and row["server_loop_lag_p99_ms_at_most"] > 0
+    assert set(row["server_gc"]) == {"0", "1", "2"}
+    assert row["client_loop_lag_ms"]["max"] >= 0 and row["client_gc_pauses"] >= 0
+
+
 def test_idle_websockets_runs_and_reports_memory_per_connection(tmp_path: Path) -> None:
     out = tmp_path / "idle_websockets.json"
     proc = subprocess.run(

@@ -3,10 +3,12 @@ same Idempotency-Key, and report in the shapes it promises."""
 
 from __future__ import annotations
 
+import gc
 import json
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -88,7 +90,15 @@ def test_cli_against_the_real_server_writes_json_and_plot(
     assert report["latency_ms"]["p99"] >= report["latency_ms"]["p50"] > 0
     assert report["first_chunk_ms"] is not None
     assert report["config"]["api_key"] == "***"
-    assert set(report) >= {"client_cpu_s", "client_cpu_pct", "saturated", "timeline"}
+    assert set(report) >= {
+        "client_cpu_s",
+        "client_cpu_pct",
+        "saturated",
+        "timeline",
+        "client_loop_lag_ms",
+        "client_gc_pauses",
+        "client_gc_pause_max_ms",
+    }
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -149,3 +159,26 @@ def test_a_signal_ends_the_run_early_and_what_was_sent_is_verified(
     damage = ("lost", "duplicated", "out_of_order", "mismatched", "unreadable")
     assert [report["verification"][k] for k in damage] == [0] * len(damage)
     assert "stopped by a signal" in stderr + stdout
+
+
+async def test_the_report_carries_the_clients_own_loop_lag_and_gc_pauses(
+    agenthost_factory: Callable[..., AgentHostProcess],
+) -> None:
+    """A busy or collecting client stamps every answer late; the report says by how much, so
+    its lag is not read as the server's."""
+    server = agenthost_factory(llm="sim://?latency_ms=700")
+    ticks = 0
+
+    def busy_tick() -> None:  # runs on the client's loop every 0.5 s
+        nonlocal ticks
+        ticks += 1
+        if ticks == 1:
+            gc.collect()
+            end = time.monotonic() + 0.2
+            while time.monotonic() < end:
+                pass
+
+    report = await run_load(LoadConfig(url=server.url, sessions=4, turns=2), on_tick=busy_tick)
+    assert report.ok and ticks >= 1
+    assert report.client_loop_lag_ms is not None and report.client_loop_lag_ms.max >= 150
+    assert report.client_gc_pauses >= 1

@@ -97,6 +97,12 @@ class LoadReport(msgspec.Struct):
     warnings: list[str]
     timeline: list[TimelinePoint]
     stopped_early: bool = False  # ended by SIGINT or SIGTERM before its turns or duration
+    client_loop_lag_ms: Percentiles | None = None
+    """How late the client's event loop ran a 50 ms probe timer: added to every latency."""
+    client_gc_pauses: int = 0
+    client_gc_pause_max_ms: float = 0.0
+    client_gc_pause_ms_by_generation: dict[str, float] = {}
+    """Time the client's collections took in all, by generation."""
 
     @property
     def ok(self) -> bool:
@@ -144,6 +150,15 @@ def report_table(report: LoadReport) -> Table:
         rows.append(("first chunk p50 / p99 ms", f"{f.p50} / {f.p99}"))
     rows.append(
         ("client CPU", f"{report.client_cpu_s:.1f} s ({report.client_cpu_pct:.0f}% of a core)")
+    )
+    if report.client_loop_lag_ms is not None:
+        lag = report.client_loop_lag_ms
+        rows.append(("client loop lag p50 / p99 / max ms", f"{lag.p50} / {lag.p99} / {lag.max}"))
+    rows.append(
+        (
+            "client GC pauses",
+            f"{report.client_gc_pauses} (longest {report.client_gc_pause_max_ms} ms)",
+        )
     )
     for name, value in rows:
         table.add_row(name, str(value))

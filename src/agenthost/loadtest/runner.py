@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import gc
 import random
 import secrets
 import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import aiohttp
 
@@ -177,11 +179,14 @@ async def run_load(
                     on_tick()
 
         tick = asyncio.create_task(ticker())
+        lags: list[float] = []
+        lag_probe = asyncio.create_task(_loop_lag(lags))
         try:
-            with _stop_on_signals(stop):
+            with _stop_on_signals(stop), _gc_pauses() as pauses:
                 await asyncio.gather(*(session(i) for i in range(config.sessions)))
         finally:
             tick.cancel()
+            lag_probe.cancel()
         wall = time.monotonic() - wall0
         cpu = time.process_time() - cpu0
         verification = await verify(http, config.url, acked) if config.verify else None
@@ -213,7 +218,44 @@ async def run_load(
         client_cpu_s=round(cpu, 3),
         client_cpu_pct=round(cpu_pct, 1),
         saturated=saturated,
+        client_loop_lag_ms=percentiles([lag * 1000 for lag in lags]),
+        client_gc_pauses=len(pauses),
+        client_gc_pause_max_ms=round(max((p for _, p in pauses), default=0.0) * 1000, 2),
+        client_gc_pause_ms_by_generation={
+            str(g): round(1000 * sum(p for gen, p in pauses if gen == g), 2)
+            for g in sorted({gen for gen, _ in pauses})
+        },
         warnings=warnings,
         timeline=timeline(done, span_s=wall),
         stopped_early=stop.is_set(),
     )
+
+
+async def _loop_lag(lags: list[float], period: float = 0.05) -> None:
+    """How late this client's event loop runs a timer: a late client stamps every answer
+    late, and its lag would be read as the server's latency."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + period
+        await asyncio.sleep(period)
+        lags.append(max(0.0, loop.time() - due))
+
+
+@contextlib.contextmanager
+def _gc_pauses() -> Iterator[list[tuple[int, float]]]:
+    """The generation and duration of every garbage collection of this process while the
+    block runs."""
+    pauses: list[tuple[int, float]] = []
+    started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        elif started[0]:
+            pauses.append((int(info.get("generation", 0)), time.perf_counter() - started[0]))
+
+    gc.callbacks.append(on_gc)
+    try:
+        yield pauses
+    finally:
+        gc.callbacks.remove(on_gc)

@@ -87,6 +87,8 @@ METRIC_NAMES = (
     "agenthost_queue_depth",
     "agenthost_queue_oldest_age_seconds",
     "agenthost_worker_busy",
+    "agenthost_event_loop_lag_seconds",
+    "agenthost_gc_pause_seconds",
 )
 """Every metric family `Metrics.render` exports (histograms add _bucket, _sum, _count)."""
 
@@ -162,6 +164,10 @@ class Metrics:
         """The work queue's turns queued or running and the oldest's age, fleet-wide, as an
         `api` or `worker` process last sampled them (0 without a queue)."""
         self.worker_busy: Callable[[], int] = lambda: 0
+        self.loop_lag = Histogram(FAST_BUCKETS)
+        """How much later than asked the event loop ran a timer (observability.loop_health)."""
+        self.gc_pauses = {str(generation): Histogram(FAST_BUCKETS) for generation in range(3)}
+        """Garbage collections by generation, and how long each stopped the process."""
 
     def watch_engine(self, inflight: Callable[[], int], draining: Callable[[], bool]) -> None:
         """Read the turn engine's in-flight count and drain state when rendering (the engine
@@ -340,6 +346,19 @@ class Metrics:
             "Queued turns this worker process runs now.",
             self.worker_busy(),
         )
+        _histogram_head(
+            out,
+            "agenthost_event_loop_lag_seconds",
+            "How much later than asked the event loop ran a probe timer (every 0.1 s).",
+        )
+        self.loop_lag.render(out, "agenthost_event_loop_lag_seconds")
+        _histogram_head(
+            out,
+            "agenthost_gc_pause_seconds",
+            "Garbage collections, by generation, and how long each stopped the process.",
+        )
+        for generation, histogram in self.gc_pauses.items():
+            histogram.render(out, "agenthost_gc_pause_seconds", f'generation="{generation}",')
         return ("\n".join(out) + "\n").encode()  # fmt: skip
 
 

@@ -38,6 +38,7 @@ from agenthost.llm.base import LLMClient
 from agenthost.llm.cache import cached_llm
 from agenthost.llm.instrumented import InstrumentedLLM, cache_counts
 from agenthost.observability.activity import Activity
+from agenthost.observability.loop_health import LoopHealth
 from agenthost.observability.metrics import Metrics
 from agenthost.observability.tracing import Tracing, create_tracing
 from agenthost.queue import WorkQueue, create_queue
@@ -138,6 +139,7 @@ def assemble(
         activity=Activity(log_content=settings.log_content),
     )
     measured_llm = InstrumentedLLM(the_llm, metrics, tracing)
+    loop_health = LoopHealth(metrics.loop_lag, metrics.gc_pauses)
     with blame("auth"):
         auth = create_authenticator(settings)
     # An in-flight slot of a process that died frees itself after the longest turn.
@@ -296,6 +298,7 @@ def assemble(
             await queue.open()
         engine.start()
         heartbeat.start()
+        loop_health.start()
         sampler = None if queue is None else asyncio.create_task(_sample_queue(queue, metrics))
         if turn_worker is not None:
             turn_worker.start()
@@ -315,6 +318,7 @@ def assemble(
                 sampler.cancel()
             await callbacks.close()
             await heartbeat.stop()
+            await loop_health.stop()
             await registry.close()
             await engine.stop()
             if queue is not None:
