@@ -12,7 +12,8 @@ load client's own loop lag and collections (its report). Prints one JSON object 
 `--json FILE`).
 
     python benchmarks/concurrent_sessions.py --sessions 2000 --turns 3
-    python benchmarks/concurrent_sessions.py --sessions 10000 --turns 3 --workers 2
+    python benchmarks/concurrent_sessions.py --sessions 10000 --turns 3 --workers 2 \
+        --client-processes 2
 """
 
 from __future__ import annotations
@@ -122,7 +123,13 @@ def server_waits(url: str) -> dict[str, Any]:
 
 
 def measure(
-    sessions: int, turns: int, latency_ms: int, ramp: float, tmp: Path, workers: int = 1
+    sessions: int,
+    turns: int,
+    latency_ms: int,
+    ramp: float,
+    tmp: Path,
+    workers: int = 1,
+    client_processes: int = 1,
 ) -> dict[str, Any]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -144,7 +151,8 @@ def measure(
             cpu_before, started = cpu_seconds(server.pid), time.monotonic()
             subprocess.run(
                 [AGENTHOST, "loadtest", "--url", url, "--sessions", str(sessions), "--turns",
-                 str(turns), "--ramp", str(ramp), "--quiet", "--json", str(out)],
+                 str(turns), "--ramp", str(ramp), "--processes", str(client_processes),
+                 "--quiet", "--json", str(out)],
                 check=False, stdout=subprocess.DEVNULL, timeout=900,
             )  # fmt: skip
             server_cpu = cpu_seconds(server.pid) - cpu_before
@@ -159,6 +167,7 @@ def measure(
     return {
         "sessions": sessions,
         "workers": workers,
+        "client_processes": client_processes,
         "store": store.split("://")[0],
         # The server's CPU over the load test, as a share of the cores its processes may use.
         "server_cpu_pct_of_cores": round(100 * server_cpu / max(wall * workers, 1e-9), 1),
@@ -203,6 +212,12 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, default=1, help="server processes (above 1: on a redis-server)"
     )
+    parser.add_argument(
+        "--client-processes",
+        type=int,
+        default=1,
+        help="agenthost loadtest --processes: client processes the sessions are spread over",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -211,7 +226,15 @@ def main() -> None:
     for count in [int(s) for s in args.sessions.split(",")]:
         with tempfile.TemporaryDirectory(prefix="bench-sessions-") as tmp:
             rows.append(
-                measure(count, args.turns, args.llm_latency_ms, args.ramp, Path(tmp), args.workers)
+                measure(
+                    count,
+                    args.turns,
+                    args.llm_latency_ms,
+                    args.ramp,
+                    Path(tmp),
+                    args.workers,
+                    args.client_processes,
+                )
             )
         print(json.dumps(rows[-1]), file=sys.stderr)
     result = {

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from agenthost.loadtest import LoadConfig, run_load
+from agenthost.loadtest.processes import shares
 from agenthost.loadtest.report import timeline
 from agenthost.loadtest.verify import Acked, Verification, check_session
 from tests.fixtures.agenthost import AgentHostProcess, wait_until
@@ -182,3 +183,66 @@ async def test_the_report_carries_the_clients_own_loop_lag_and_gc_pauses(
     assert report.ok and ticks >= 1
     assert report.client_loop_lag_ms is not None and report.client_loop_lag_ms.max >= 150
     assert report.client_gc_pauses >= 1
+
+
+def test_shares_deal_every_session_out_and_leave_no_process_empty() -> None:
+    assert shares(10, 3) == [4, 3, 3]
+    assert shares(2, 4) == [1, 1]
+    assert sum(shares(10_001, 4)) == 10_001
+
+
+def test_processes_spread_the_sessions_and_make_one_verified_report(
+    agenthost_factory: Callable[..., AgentHostProcess], tmp_path: Path
+) -> None:
+    server = agenthost_factory(llm="sim://?latency_ms=20")
+    out = tmp_path / "report.json"
+    proc = subprocess.run(
+        [AGENTHOST, "loadtest", "--url", server.url, "--sessions", "30", "--turns", "3",
+         "--processes", "3", "--mode", "sse", "--quiet", "--json", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(out.read_text())
+    assert report["answered"] == 90 and report["sent"] == 90 and report["failed"] == 0
+    verification = report["verification"]
+    assert verification["sessions"] == 30 and verification["acknowledged"] == 90
+    assert verification["lost"] == verification["duplicated"] == 0
+    assert sum(point["turns"] for point in report["timeline"]) == 90
+    assert report["latency_ms"]["p99"] >= report["latency_ms"]["p50"] > 0
+    assert report["first_chunk_ms"] is not None and report["client_loop_lag_ms"] is not None
+    # Each process's sessions are its own: 30 distinct sessions hold 3 turns each.
+    assert committed_turns(server) == 90
+
+
+def test_a_turn_lost_in_any_process_is_reported(tmp_path: Path) -> None:
+    with serving("drop") as (url, _):
+        proc = subprocess.run(
+            [AGENTHOST, "loadtest", "--url", url, "--sessions", "4", "--turns", "5",
+             "--processes", "2", "--quiet"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "lost" in proc.stdout
+
+
+def test_sigterm_stops_every_process_early_and_all_is_verified(
+    agenthost_factory: Callable[..., AgentHostProcess], tmp_path: Path
+) -> None:
+    server = agenthost_factory(llm="sim://?latency_ms=200")
+    out = tmp_path / "report.json"
+    proc = subprocess.Popen(
+        [AGENTHOST, "loadtest", "--url", server.url, "--sessions", "8", "--duration", "600",
+         "--processes", "2", "--quiet", "--json", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: committed_turns(server) >= 16, 60, "turns to be answered")
+        proc.send_signal(signal.SIGTERM)  # to the parent alone: it passes it on
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stdout + stderr
+    report = json.loads(out.read_text())
+    assert report["stopped_early"] is True and report["failed"] == 0
+    assert report["verification"]["acknowledged"] == report["answered"] >= 16
+    assert report["verification"]["lost"] == 0

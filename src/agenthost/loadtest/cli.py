@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import sys
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from rich.text import Text
 
 from agenthost.loadtest.config import Background, LoadConfig, Mode
 from agenthost.loadtest.plot import write_plot
+from agenthost.loadtest.processes import run_in_processes, tune_client_process
 from agenthost.loadtest.report import LoadReport, report_table
 from agenthost.loadtest.runner import Progress, run_load
 
@@ -72,6 +72,14 @@ def loadtest(
     ] = True,
     seed: Annotated[int, typer.Option(help="Seed of think times and backoff jitter.")] = 0,
     quiet: Annotated[bool, typer.Option(help="No live display.")] = False,
+    processes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Client processes to spread the sessions over, each with its own event "
+            "loop: more when a run warns that the load generator is saturated.",
+        ),
+    ] = 1,
 ) -> None:
     """Drive sessions at a server and verify afterwards that nothing was lost, duplicated,
     reordered or mismatched. Exits 1 if anything was, or if a turn failed for good.
@@ -88,19 +96,12 @@ def loadtest(
     console = Console(stderr=True)
     progress = Progress()
     live = not quiet and sys.stderr.isatty()
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    # A full garbage collection of the client's own bookkeeping would show up as server
-    # latency: freeze what exists and collect young objects only while the load runs.
-    gc.freeze()
-    gc.set_threshold(100_000, 50, 1_000_000)
-    if live:
+    tune_client_process()
+    if processes > 1:
+        report: LoadReport = run_in_processes(config, processes)
+    elif live:
         with Live(_line(progress), console=console, refresh_per_second=2) as display:
-            report: LoadReport = asyncio.run(
+            report = asyncio.run(
                 run_load(config, progress, on_tick=lambda: display.update(_line(progress)))
             )
     else:

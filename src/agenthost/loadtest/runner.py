@@ -17,17 +17,18 @@ import secrets
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import aiohttp
+import msgspec
 
 from agenthost.loadtest.client import Attempt, send_turn
 from agenthost.loadtest.config import LoadConfig
 from agenthost.loadtest.report import LoadReport, percentiles, timeline
-from agenthost.loadtest.verify import Acked, verify
+from agenthost.loadtest.verify import Acked, Verification, merge_verifications, verify
 
-__all__ = ["Progress", "run_load"]
+__all__ = ["Progress", "RunData", "build_report", "collect", "run_load"]
 
 # Failures a retry with the same key can fix: nothing was committed twice, by design.
 _TRANSIENT_STATUS = {0, 409, 429, 502, 503, 504}
@@ -93,15 +94,43 @@ def _backoff(attempt: int, rng: random.Random) -> float:
     return delay
 
 
+class RunData(msgspec.Struct):
+    """What one client process measured: merged with other processes' into one report."""
+
+    started_at: str
+    began: float  # time.monotonic() at the start (the clock is the machine's, not the process's)
+    ended: float
+    cpu_s: float
+    sent: int
+    answered: int
+    failed: int
+    retries: int
+    failed_by: dict[str, int]
+    retried_by: dict[str, int]
+    done: list[tuple[float, float]]  # (answered at, monotonic s; latency ms)
+    first_chunks: list[float]
+    lags: list[float]
+    pauses: list[tuple[int, float]]
+    verification: Verification | None
+    stopped: bool
+
+
 async def run_load(
     config: LoadConfig, progress: Progress | None = None, on_tick: Callable[[], None] | None = None
 ) -> LoadReport:
     """Run `config` against its server and return the verified report."""
+    return build_report(config, [await collect(config, progress, on_tick)])
+
+
+async def collect(
+    config: LoadConfig, progress: Progress | None = None, on_tick: Callable[[], None] | None = None
+) -> RunData:
+    """Run `config` in this process and return what it measured, verified."""
     progress = progress or Progress()
     rng = random.Random(config.seed)
     run_id = secrets.token_hex(3)
     acked: dict[str, list[Acked]] = {}
-    done: list[tuple[float, float]] = []  # (answered at, s since the start; latency ms)
+    done: list[tuple[float, float]] = []  # (answered at, monotonic s; latency ms)
     first_chunks: list[float] = []
     failed_by: Counter[str] = Counter()
     retried_by: Counter[str] = Counter()
@@ -138,7 +167,7 @@ async def run_load(
                         answered_at = time.monotonic()
                         latency = (answered_at - t0) * 1000
                         acked.setdefault(sid, []).append(Acked(tid, message, result.response or ""))
-                        done.append((answered_at - wall0, latency))
+                        done.append((answered_at, latency))
                         progress.latencies.append(latency)
                         progress.answered += 1
                         if result.first_chunk_s is not None:
@@ -187,38 +216,67 @@ async def run_load(
         finally:
             tick.cancel()
             lag_probe.cancel()
-        wall = time.monotonic() - wall0
+        ended = time.monotonic()
         cpu = time.process_time() - cpu0
         verification = await verify(http, config.url, acked) if config.verify else None
-
-    cpu_pct = 100 * cpu / wall if wall > 0 else 0.0
-    warnings = []
-    saturated = cpu_pct > 80
-    if stop.is_set():
-        warnings.append(f"stopped by a signal after {wall:.1f} s; the turns sent were verified")
-    if saturated:
-        warnings.append(
-            f"the load generator used {cpu_pct:.0f}% of a core: it may be the bottleneck; "
-            "split the load over several processes or machines"
-        )
-    return LoadReport(
-        config=config,
+    return RunData(
         started_at=started_at,
-        wall_s=round(wall, 3),
+        began=wall0,
+        ended=ended,
+        cpu_s=cpu,
         sent=progress.sent,
         answered=progress.answered,
         failed=progress.failed,
         retries=progress.retries,
-        failed_by_kind=dict(failed_by),
-        retried_by_kind=dict(retried_by),
-        turns_per_s=round(progress.answered / wall, 2) if wall > 0 else 0.0,
-        latency_ms=percentiles([latency for _, latency in done]),
-        first_chunk_ms=percentiles(first_chunks),
+        failed_by=dict(failed_by),
+        retried_by=dict(retried_by),
+        done=done,
+        first_chunks=first_chunks,
+        lags=lags,
+        pauses=pauses,
         verification=verification,
+        stopped=stop.is_set(),
+    )
+
+
+def build_report(config: LoadConfig, parts: Sequence[RunData]) -> LoadReport:
+    """One report of the runs of one or more client processes, as if one had run them all;
+    the client's CPU share is that of its busiest process (each has one core at most)."""
+    began = min(p.began for p in parts)
+    wall = max(p.ended for p in parts) - began
+    cpu = sum(p.cpu_s for p in parts)
+    cpu_pct = max(100 * p.cpu_s / (p.ended - p.began) if p.ended > p.began else 0.0 for p in parts)
+    done = sorted((at - began, latency) for p in parts for at, latency in p.done)
+    pauses = [pause for p in parts for pause in p.pauses]
+    stopped = any(p.stopped for p in parts)
+    answered = sum(p.answered for p in parts)
+    warnings = []
+    saturated = cpu_pct > 80
+    if stopped:
+        warnings.append(f"stopped by a signal after {wall:.1f} s; the turns sent were verified")
+    if saturated:
+        warnings.append(
+            f"a load generator process used {cpu_pct:.0f}% of a core: it may be the "
+            "bottleneck; spread the load over more (--processes) or other machines"
+        )
+    return LoadReport(
+        config=config,
+        started_at=min(p.started_at for p in parts),
+        wall_s=round(wall, 3),
+        sent=sum(p.sent for p in parts),
+        answered=answered,
+        failed=sum(p.failed for p in parts),
+        retries=sum(p.retries for p in parts),
+        failed_by_kind=dict(sum((Counter(p.failed_by) for p in parts), Counter())),
+        retried_by_kind=dict(sum((Counter(p.retried_by) for p in parts), Counter())),
+        turns_per_s=round(answered / wall, 2) if wall > 0 else 0.0,
+        latency_ms=percentiles([latency for _, latency in done]),
+        first_chunk_ms=percentiles([ms for p in parts for ms in p.first_chunks]),
+        verification=merge_verifications([p.verification for p in parts]),
         client_cpu_s=round(cpu, 3),
         client_cpu_pct=round(cpu_pct, 1),
         saturated=saturated,
-        client_loop_lag_ms=percentiles([lag * 1000 for lag in lags]),
+        client_loop_lag_ms=percentiles([lag * 1000 for p in parts for lag in p.lags]),
         client_gc_pauses=len(pauses),
         client_gc_pause_max_ms=round(max((p for _, p in pauses), default=0.0) * 1000, 2),
         client_gc_pause_ms_by_generation={
@@ -227,7 +285,7 @@ async def run_load(
         },
         warnings=warnings,
         timeline=timeline(done, span_s=wall),
-        stopped_early=stop.is_set(),
+        stopped_early=stopped,
     )
 
 

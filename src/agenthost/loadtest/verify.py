@@ -39,6 +39,15 @@ class Verification(msgspec.Struct):
         )
 
 
+def merge_verifications(parts: Sequence[Verification | None]) -> Verification | None:
+    """The counts of several verifiers (client processes), added up; None if none ran."""
+    ran = [v for v in parts if v is not None]
+    if not ran:
+        return None
+    fields = Verification.__struct_fields__
+    return Verification(**{f: sum(getattr(v, f) for v in ran) for f in fields})
+
+
 def check_session(
     acked: Sequence[Acked], history: Sequence[dict[str, Any]], into: Verification
 ) -> None:
