@@ -31,8 +31,8 @@ import redis.exceptions as rexc
 
 from agenthost.connections.redis import RedisSettings, close_clients
 from agenthost.connections.redis_wire import RedisWire
-from agenthost.core.errors import QueueFull, StoreUnavailable
-from agenthost.queue.base import Delivery, QueuedTurn, QueueStats
+from agenthost.core.errors import QueueFull, SessionBusy, StoreUnavailable
+from agenthost.queue.base import Delivery, QueuedTurn, QueueStats, Withdrawn, tenant_of
 
 __all__ = ["RedisWorkQueue"]
 
@@ -65,9 +65,15 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 """
 
 # On a single server every key is on the one node: the whole enqueue is one script, one
-# round trip. KEYS: queued hash, tenant stream, tenants set, wake list.
+# round trip. KEYS: queued hash, tenant stream, tenants set, wake list. With ARGV[6] "1" (a
+# turn with on_busy=reject), a session with another turn queued or running gets that hash
+# back instead (busy: nothing queued).
 _ENQUEUE_ONE_NODE = """
-if redis.call('HSETNX', KEYS[1], ARGV[1], '') == 0 then return 0 end
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+if ARGV[6] == '1' and redis.call('HLEN', KEYS[1]) > 0 then
+  return redis.call('HGETALL', KEYS[1])
+end
+redis.call('HSET', KEYS[1], ARGV[1], '')
 local n = redis.call('XLEN', KEYS[2])
 if tonumber(ARGV[2]) > 0 and n >= tonumber(ARGV[2]) then
   redis.call('HDEL', KEYS[1], ARGV[1])
@@ -95,8 +101,51 @@ redis.call('HDEL', KEYS[2], ARGV[2])
 if redis.call('XLEN', KEYS[1]) == 0 then redis.call('SREM', KEYS[3], ARGV[3]) end
 """
 
+# A Cluster's reject check, on the session's own slot: the turn's placeholder is set only if
+# no other turn of the session is queued or running (else that hash comes back).
+_PLACEHOLD_ALONE = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+if redis.call('HLEN', KEYS[1]) > 0 then return redis.call('HGETALL', KEYS[1]) end
+redis.call('HSET', KEYS[1], ARGV[1], '')
+return 1
+"""
+
+# Withdraw a turn on a single server (KEYS queued hash, tenant stream, tenants set; ARGV turn
+# id, tenant): its marker goes; its entry goes too unless a worker took it (then that worker
+# finds the marker gone). 1: removed, nobody took it.
+_CANCEL_ONE_NODE = """
+local place = redis.call('HGET', KEYS[1], ARGV[1])
+if not place then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+if place == '' or #redis.call('XPENDING', KEYS[2], 'workers', place, place, 1) > 0 then
+  return 0
+end
+redis.call('XDEL', KEYS[2], place)
+if redis.call('XLEN', KEYS[2]) == 0 then redis.call('SREM', KEYS[3], ARGV[2]) end
+return 1
+"""
+
+# Withdraw every turn of a deleted session (same KEYS; ARGV tenant): the ids of those removed.
+_DROP_ONE_NODE = """
+local places = redis.call('HGETALL', KEYS[1])
+if #places == 0 then return {} end
+redis.call('DEL', KEYS[1])
+local removed = {}
+for i = 1, #places, 2 do
+  local place = places[i + 1]
+  if place ~= '' and #redis.call('XPENDING', KEYS[2], 'workers', place, place, 1) == 0 then
+    redis.call('XDEL', KEYS[2], place)
+    removed[#removed + 1] = places[i]
+  end
+end
+if redis.call('XLEN', KEYS[2]) == 0 then redis.call('SREM', KEYS[3], ARGV[1]) end
+return removed
+"""
+
 _ENQUEUE_SHA = hashlib.sha1(_ENQUEUE_ONE_NODE.encode()).hexdigest()
 _ACK_SHA = hashlib.sha1(_ACK_ONE_NODE.encode()).hexdigest()
+_CANCEL_SHA = hashlib.sha1(_CANCEL_ONE_NODE.encode()).hexdigest()
+_DROP_SHA = hashlib.sha1(_DROP_ONE_NODE.encode()).hexdigest()
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.Decoder(QueuedTurn).decode
@@ -125,6 +174,15 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _busy(places: dict[Any, Any]) -> SessionBusy:
+    """The reject of a turn whose session has these turns (id -> entry) queued or running,
+    worded as the engine words it: the first of them (by queue order) is the one running."""
+    ordered = sorted(
+        (_entry_order(_text(p)) if p else (2**63, 0), _text(t)) for t, p in places.items()
+    )
+    return SessionBusy(f"this session is running turn {ordered[0][1]}")
+
+
 class RedisWorkQueue:
     """The queue on a Redis server or Cluster (see the module's docstring)."""
 
@@ -140,6 +198,7 @@ class RedisWorkQueue:
         # through the pipelining client: measured, each redis-py call cost a turn far more.
         self._wire: RedisWire | None = None
         self._place: Any = None
+        self._placehold_alone: Any = None
         self._rotation = 0
         self._reclaimed_at = 0.0
 
@@ -155,6 +214,7 @@ class RedisWorkQueue:
         if not self.settings.cluster:
             self._wire = self.settings.wire(timeout=2.0, connect_timeout=1.0)
         self._place = self._client.register_script(_PLACE)
+        self._placehold_alone = self._client.register_script(_PLACEHOLD_ALONE)
 
     async def close(self) -> None:
         await close_clients(self._wire, self._client)
@@ -167,11 +227,15 @@ class RedisWorkQueue:
             turn = msgspec.structs.replace(turn, enqueued_at=time.time())
         key = stream_key(turn.tenant)
         queued = _queued_key(turn.session_id)
+        alone = turn.on_busy == "reject"
         if self._wire is not None:
             added = await self._wire.evalsha(
                 _ENQUEUE_SHA, _ENQUEUE_ONE_NODE, [queued, key, TENANTS, WAKE],
-                [turn.turn_id, self.max_queued, _encode(turn), QUEUED_TTL_S, turn.tenant or "-"],
+                [turn.turn_id, self.max_queued, _encode(turn), QUEUED_TTL_S, turn.tenant or "-",
+                 int(alone)],
             )  # fmt: skip
+            if isinstance(added, list):
+                raise _busy(_pairs(added))
             if added == -1:
                 raise QueueFull(
                     f"tenant has {self.max_queued} turns queued; retry when some have run"
@@ -180,7 +244,13 @@ class RedisWorkQueue:
         # A Cluster: the keys live on different nodes, so step by step.
         try:
             # The entry id is set once the entry exists; "" meanwhile (a later turn).
-            if not await self._client.hsetnx(queued, turn.turn_id, ""):
+            if alone:
+                held = await self._placehold_alone(keys=[queued], args=[turn.turn_id])
+                if isinstance(held, list):
+                    raise _busy(_pairs(held))
+                if not held:
+                    return False
+            elif not await self._client.hsetnx(queued, turn.turn_id, ""):
                 return False
             entry = await self._enqueue(keys=[key], args=[self.max_queued, _encode(turn)])
             if entry is None:
@@ -364,10 +434,50 @@ class RedisWorkQueue:
                 places = await self._client.hgetall(_queued_key(delivery.turn.session_id))
         except _FAILURES as exc:
             raise StoreUnavailable(f"redis queue: {exc}") from None
-        return any(
-            _text(turn_id) != delivery.turn.turn_id and place and _entry_order(_text(place)) < ours
-            for turn_id, place in places.items()
-        )
+        found = False
+        before = False
+        for turn_id, place in places.items():
+            if _text(turn_id) == delivery.turn.turn_id:
+                # Its marker names this entry ("" while a Cluster's enqueue places it); gone,
+                # or naming another entry of a turn sent again since, it was withdrawn.
+                found = not place or _text(place) == entry_id
+            elif place and _entry_order(_text(place)) < ours:
+                before = True
+        if not found:
+            raise Withdrawn(delivery.turn.turn_id)
+        return before
+
+    async def cancel(self, session_id: str, turn_id: str) -> bool:
+        queued = _queued_key(session_id)
+        tenant = tenant_of(session_id) or "-"
+        try:
+            if self._wire is not None:
+                removed = await self._wire.evalsha(
+                    _CANCEL_SHA, _CANCEL_ONE_NODE,
+                    [queued, stream_key(tenant_of(session_id)), TENANTS], [turn_id, tenant],
+                )  # fmt: skip
+                return bool(removed == 1)
+            # A Cluster: the marker goes; the entry stays for a worker to find withdrawn (a
+            # check of its pending state and a delete could race with a worker's take).
+            await self._client.hdel(queued, turn_id)
+        except _FAILURES as exc:
+            raise StoreUnavailable(f"redis queue: {exc}") from None
+        return False
+
+    async def drop_session(self, session_id: str) -> list[str]:
+        queued = _queued_key(session_id)
+        tenant = tenant_of(session_id) or "-"
+        try:
+            if self._wire is not None:
+                removed = await self._wire.evalsha(
+                    _DROP_SHA, _DROP_ONE_NODE,
+                    [queued, stream_key(tenant_of(session_id)), TENANTS], [tenant],
+                )  # fmt: skip
+                return [_text(t) for t in removed or ()]
+            await self._client.delete(queued)  # a Cluster: as `cancel` does, one by one
+        except _FAILURES as exc:
+            raise StoreUnavailable(f"redis queue: {exc}") from None
+        return []
 
     async def is_queued(self, session_id: str, turn_id: str) -> bool:
         try:
