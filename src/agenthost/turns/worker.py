@@ -277,13 +277,14 @@ class TurnWorker:
             error = TurnInterrupted(_WITHDRAWN)
             kind, data = "error", _encode(ErrorDetail(error.code, error.message))
         except LeaseLost as exc:
-            if await self._still_queued(delivery):
+            if await self._taken_over(delivery):
                 # Another worker holds the turn now (this one was paused or cut off): it
                 # ends the stream and acknowledges the turn.
                 log.warning("turn %s was taken over by another worker; not committed here",
                             turn_id)  # fmt: skip
                 return
-            # Withdrawn while it ran (its session deleted): nobody else will end it.
+            # Its session was deleted while it ran (no record of it left): nobody else will
+            # end it.
             error = exc
             kind, data = "error", _encode(ErrorDetail(exc.code, exc.message))
         except asyncio.CancelledError:
@@ -321,10 +322,12 @@ class TurnWorker:
             # Delivered again later: the store answers the committed turn without a run.
             log.warning("could not acknowledge turn %s: %s", turn_id, exc)
 
-    async def _still_queued(self, delivery: Delivery) -> bool:
-        """Whether the turn is still on the queue (not withdrawn); True if the queue cannot
+    async def _taken_over(self, delivery: Delivery) -> bool:
+        """After a lost lease: whether the turn is still recorded (another worker took it
+        over, and ends it), not gone with its deleted session. True if the store cannot
         say (the safe answer: another worker may hold it)."""
         try:
-            return await self.queue.is_queued(delivery.turn.session_id, delivery.turn.turn_id)
+            turn = delivery.turn
+            return await self.engine.store.get_turn(turn.session_id, turn.turn_id) is not None
         except AgentHostError:
             return True
