@@ -134,8 +134,12 @@ async def test_stats_count_queued_turns_and_the_oldest_age(queues: QueueFactory)
     assert (await queue.stats()).depth == 0
     await queue.enqueue(turn("a"))
     await queue.enqueue(turn("b"))
+    await queue.enqueue(turn(""))
     stats = await queue.stats()
-    assert stats.depth == 2 and stats.oldest_age_s >= 0
+    assert stats.depth == 3 and stats.oldest_age_s >= 0
+    # Per tenant ("" unauthenticated): the oldest age of each, the fleet-wide one their max.
+    assert set(stats.oldest_age_by_tenant) == {"a", "b", ""}
+    assert max(stats.oldest_age_by_tenant.values()) == stats.oldest_age_s
 
 
 async def test_a_sessions_earlier_turn_is_known_until_acknowledged(queues: QueueFactory) -> None:

@@ -71,10 +71,12 @@ class Delivery(msgspec.Struct, frozen=True):
 
 
 class QueueStats(msgspec.Struct, frozen=True):
-    """Turns queued or running, and the age of the oldest, fleet-wide."""
+    """Turns queued or running, and the age of the oldest, fleet-wide and per tenant."""
 
     depth: int
     oldest_age_s: float
+    oldest_age_by_tenant: dict[str, float] = msgspec.field(default_factory=dict)
+    """Tenant ("" unauthenticated) -> the age of its oldest turn queued or running."""
 
 
 @runtime_checkable

@@ -261,15 +261,16 @@ class PostgresWorkQueue:
 
     async def stats(self) -> QueueStats:
         try:
-            row = await self.pool.fetchrow(
-                "SELECT count(*) AS depth, "
-                "coalesce(extract(epoch FROM now() - min(enqueued_at)), 0) AS age "
-                "FROM agenthost_turn_queue"
+            rows = await self.pool.fetch(
+                "SELECT tenant, count(*) AS depth, "
+                "extract(epoch FROM now() - min(enqueued_at)) AS age "
+                "FROM agenthost_turn_queue GROUP BY tenant"
             )
         except FAILURES as exc:
             raise StoreUnavailable(f"postgresql queue: {exc}") from exc
-        assert row is not None
-        return QueueStats(int(row["depth"]), max(0.0, float(row["age"])))
+        ages = {row["tenant"]: max(0.0, float(row["age"])) for row in rows}
+        depth = sum(int(row["depth"]) for row in rows)
+        return QueueStats(depth, max(ages.values(), default=0.0), ages)
 
     async def _execute(self, sql: str, *args: Any) -> None:
         try:

@@ -271,11 +271,14 @@ class RedisWorkQueue:
     async def _tenant_keys(self) -> list[str]:
         """Every tenant's stream, read afresh each time: a tenant that just queued its first
         turn is served in the very next round."""
+        return [stream_key(t) for t in await self._tenants()]
+
+    async def _tenants(self) -> list[str]:
         if self._wire is not None:
             members = await self._wire.call("SMEMBERS", TENANTS)
         else:
             members = await self._client.smembers(TENANTS)
-        return [stream_key("" if t == "-" else t) for t in sorted(_text(m) for m in members)]
+        return ["" if t == "-" else t for t in sorted(_text(m) for m in members)]
 
     async def take(self, consumer: str, count: int, wait: float) -> list[Delivery]:
         deadline = time.monotonic() + wait
@@ -487,16 +490,16 @@ class RedisWorkQueue:
 
     async def stats(self) -> QueueStats:
         try:
-            keys = await self._tenant_keys()
             depth = 0
-            oldest: float | None = None
-            for key in keys:
+            since: dict[str, float] = {}
+            for tenant in await self._tenants():
+                key = stream_key(tenant)
                 depth += await self._client.xlen(key)
                 first = await self._client.xrange(key, count=1)
                 if first:
-                    ms = int(_text(first[0][0]).split("-", 1)[0])
-                    oldest = ms / 1000 if oldest is None else min(oldest, ms / 1000)
+                    since[tenant] = int(_text(first[0][0]).split("-", 1)[0]) / 1000
         except _FAILURES as exc:
             raise StoreUnavailable(f"redis queue: {exc}") from None
-        age = 0.0 if oldest is None else max(0.0, time.time() - oldest)
-        return QueueStats(depth, age)
+        now = time.time()
+        ages = {tenant: max(0.0, now - at) for tenant, at in since.items()}
+        return QueueStats(depth, max(ages.values(), default=0.0), ages)
