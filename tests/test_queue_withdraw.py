@@ -214,3 +214,31 @@ async def test_deleting_a_session_withdraws_its_queued_turns(
         assert await history(http, url, s) is None
         for tid in (LONG, "held", "queued"):
             assert await status_of(http, f"{turns}/{tid}") is None, tid
+
+
+async def test_a_turn_interrupted_on_a_worker_runs_when_sent_again(
+    agenthost_factory: Factory, redis_url: str
+) -> None:
+    # The worker remembers interrupts of turns it does not hold yet; one its engine ran and
+    # interrupted is not among them, so sending that turn again runs it.
+    url = start(agenthost_factory, "api", {"store": redis_url})
+    s = sid()
+    turns = f"{url}/v1/sessions/{s}/turns"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            turns,
+            json={"message": "a story", "stream": True, "on_disconnect": "cancel"},
+            headers={"Idempotency-Key": "again-1"},
+        ) as resp:
+            await read_events(resp, stop_after=2)  # it runs; then the client leaves
+        deadline = asyncio.get_running_loop().time() + 30
+        while await status_of(http, f"{turns}/again-1") != "failed":
+            assert asyncio.get_running_loop().time() < deadline, "never interrupted"
+            await asyncio.sleep(0.05)
+        async with http.post(
+            turns, json={"message": "a story"}, headers={"Idempotency-Key": "again-1"}
+        ) as resp:
+            body = await resp.json()
+            assert resp.status == 200, body
+        assert body["response"]
+        await wait_for_history(http, url, s, [("user", "again-1"), ("assistant", "again-1")])

@@ -308,7 +308,7 @@ class TurnService:
             self.broker, session_id, turn_id, self.chunk_flusher, claim=False, resume=True
         )
         error = TurnInterrupted(why)
-        await stream.finish("error", _encode(ErrorDetail(error.code, error.message)))
+        await stream.end_unrun("error", _encode(ErrorDetail(error.code, error.message)))
 
     # -- streamed turns ---------------------------------------------------------------------
 

@@ -190,6 +190,8 @@ class TurnWorker:
         if receipt is not None:
             self._cancelled.add(receipt)
             return
+        if self.engine.runs(session_id, turn_id):
+            return  # the engine's: it was interrupted there (a retry of it must not be)
         self._recent[key] = time.monotonic()
         self._recent.move_to_end(key)
         while len(self._recent) > _RECENT_INTERRUPTS:
@@ -260,6 +262,7 @@ class TurnWorker:
         kind: EventKind
         record: TurnRecord | None = None
         error: AgentHostError | None = None
+        withdrawn = False
         try:
             await self._after_earlier_turns(delivery)
             record = await self.engine.run_turn(
@@ -274,6 +277,7 @@ class TurnWorker:
             )
             kind, data = "done", _encode(turn_out(record))
         except Withdrawn:
+            withdrawn = True
             error = TurnInterrupted(_WITHDRAWN)
             kind, data = "error", _encode(ErrorDetail(error.code, error.message))
         except LeaseLost as exc:
@@ -304,7 +308,10 @@ class TurnWorker:
             error = exc
             kind, data = "error", _encode(ErrorDetail(exc.code, exc.message))
         try:
-            await stream.finish(kind, data)
+            if withdrawn:
+                await stream.end_unrun(kind, data)
+            else:
+                await stream.finish(kind, data)
             if kind == "error" and await self.engine.store.get_session(session_id) is None:
                 # Its session was deleted (or never made: its first turn was withdrawn):
                 # its readers have the error, and nothing of it stays behind.
