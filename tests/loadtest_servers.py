@@ -1,9 +1,12 @@
 """A small contract-following chat server for the load-test tests, with faults on demand:
 `drop` loses a turn, `duplicate` stores one twice, `reorder` swaps two, `mismatch` stores an
-answer that is not the one returned, `flaky` answers 503 + Retry-After to first attempts."""
+answer that is not the one returned, `flaky` answers 503 + Retry-After to first attempts.
+A background turn (`background: true`) is stored the same way and answered 202; its answer
+is read with `GET .../turns/{tid}` (completed at once) or its one-event stream."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -13,7 +16,7 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests.fixtures.agenthost import free_port
@@ -34,7 +37,7 @@ def build(fault: str | None) -> tuple[Starlette, dict[str, Any]]:
             return JSONResponse({"error": {"code": "unavailable", "message": "try again"}},
                                 status_code=503, headers={"Retry-After": "0"})  # fmt: skip
         if (sid, tid) in answers:
-            return JSONResponse({"session_id": sid, "turn_id": tid, "response": answers[sid, tid]})
+            return answered(sid, tid, body)
         stats["turns"] += 1
         n = stats["turns"]
         answer = f"echo {body['message']}"
@@ -57,7 +60,26 @@ def build(fault: str | None) -> tuple[Starlette, dict[str, Any]]:
         for seq, m in enumerate(history):
             m["seq"] = seq
             m.setdefault("created_at", time.time())
-        return JSONResponse({"session_id": sid, "turn_id": tid, "response": answer})
+        return answered(sid, tid, body)
+
+    def answered(sid: str, tid: str, body: dict[str, Any]) -> JSONResponse:
+        if body.get("background"):
+            return JSONResponse(
+                {"session_id": sid, "turn_id": tid, "status": "pending"},
+                status_code=202,
+                headers={"Location": f"/v1/sessions/{sid}/turns/{tid}"},
+            )
+        return JSONResponse({"session_id": sid, "turn_id": tid, "response": answers[sid, tid]})
+
+    async def status(request: Request) -> JSONResponse:
+        sid, tid = request.path_params["sid"], request.path_params["tid"]
+        return JSONResponse({"turn_id": tid, "status": "completed", "response": answers[sid, tid]})
+
+    async def stream(request: Request) -> Response:
+        sid, tid = request.path_params["sid"], request.path_params["tid"]
+        done = json.dumps({"session_id": sid, "turn_id": tid, "response": answers[sid, tid]})
+        return Response(f"id: 1\nevent: done\ndata: {done}\n\n",
+                        media_type="text/event-stream")  # fmt: skip
 
     async def messages(request: Request) -> JSONResponse:
         history = histories.get(request.path_params["sid"])
@@ -71,6 +93,8 @@ def build(fault: str | None) -> tuple[Starlette, dict[str, Any]]:
     app = Starlette(routes=[
         Route("/v1/sessions/{sid}/turns", turn, methods=["POST"]),
         Route("/v1/sessions/{sid}/messages", messages),
+        Route("/v1/sessions/{sid}/turns/{tid}", status),
+        Route("/v1/sessions/{sid}/turns/{tid}/stream", stream),
     ])  # fmt: skip
     return app, stats
 

@@ -167,6 +167,34 @@ async def test_a_name_that_resolves_to_a_private_address_is_not_called(
     assert receiver.requests == []
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+async def test_a_redirect_to_a_private_address_is_not_followed(
+    receiver: Receiver, host: str
+) -> None:
+    # 127.0.0.2 stands in for a public address (the rule of what a callback may reach is
+    # the sender's `allowed`): its server redirects to the private receiver, by address or
+    # by a name resolving to it; every hop is checked, so the receiver is never called.
+    hops: list[str] = []
+
+    async def redirect(request: web.Request) -> web.Response:
+        hops.append(request.path)
+        raise web.HTTPTemporaryRedirect(f"http://{host}:{receiver.port}/hook")
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", redirect)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.2", port).start()
+    try:
+        sender = CallbackSender(attempts=1, allowed=lambda address: address == "127.0.0.2")
+        assert not await sender.deliver(f"http://127.0.0.2:{port}/start", b"{}")
+    finally:
+        await runner.cleanup()
+    assert hops == ["/start"]  # the allowed first hop was called...
+    assert receiver.requests == []  # ...and the private one it pointed at never was
+
+
 async def test_redirects_are_followed_at_most_three_times() -> None:
     hops: list[str] = []
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from typer.testing import CliRunner
 
@@ -27,6 +28,7 @@ from agenthost.k8s.objects import container_env, find, is_server_container, pod_
 from agenthost.k8s.references import metric_names_in_query
 from agenthost.k8s.render import list_overlays, render
 from agenthost.k8s.validate import DEFAULT_KUBERNETES_VERSION, validate_object
+from agenthost.queue import QueuedTurn, create_queue
 from tests.fixtures.agenthost import AGENTHOST, AgentHostProcess, http_status, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,6 +74,7 @@ def scrape_metric_names(url: str) -> set[str]:
 def test_the_overlays_are_dev_production_and_production_keda() -> None:
     assert OVERLAYS == [
         "dev", "production", "production-keda", "production-postgres", "production-workers",
+        "production-workers-postgres",
     ]  # fmt: skip
 
 
@@ -101,6 +104,44 @@ def test_the_workers_overlay_splits_api_and_workers_each_with_its_autoscaler() -
         objects, deployments["agenthost-worker"]["spec"]["template"]["spec"]["containers"][0]
     )
     assert trigger["metadata"]["threshold"] == worker_env[env_name("worker_concurrency")]
+
+
+async def test_the_postgres_workers_overlay_scales_workers_on_the_queue_tables_count(
+    postgres_url: str,
+) -> None:
+    objects = rendered("production-workers-postgres")
+    [scaled] = find(objects, "ScaledObject")
+    assert scaled["spec"]["scaleTargetRef"]["name"] == "agenthost-worker"
+    [trigger] = scaled["spec"]["triggers"]  # the Prometheus trigger is replaced, not added to
+    assert trigger["type"] == "postgresql" and trigger["metricType"] == "AverageValue"
+    # Its connection comes from a Secret made outside git, through the overlay's
+    # TriggerAuthentication; nothing of the database is in the manifests.
+    [auth] = find(objects, "TriggerAuthentication", trigger["authenticationRef"]["name"])
+    assert auth["spec"]["secretTargetRef"] == [
+        {"parameter": "connection", "name": "agenthost-keda-postgresql", "key": "connection"}
+    ]
+    assert not find(objects, "Secret")
+    worker = next(d for d in find(objects, "Deployment") if d["metadata"]["name"].endswith("r"))
+    env, missing = container_env(objects, worker["spec"]["template"]["spec"]["containers"][0])
+    assert missing == ["Secret/agenthost-secrets"] and env[env_name("role")] == "worker"
+    assert trigger["metadata"]["targetQueryValue"] == env[env_name("worker_concurrency")]
+    assert env["AGENTHOST_RETENTION"] == "0"  # production-postgres's data tier
+    # The query, run on a database with agenthost's schema, counts the queue's turns.
+    queue = create_queue(postgres_url, claim_after=10.0)
+    await queue.open()
+    try:
+        for n in range(3):
+            await queue.enqueue(QueuedTurn(f"acme/s{n}", f"t{n}", "hi"))
+        [delivery] = await queue.take("w", 1, wait=5)  # running turns count too
+        conn = await asyncpg.connect(postgres_url)
+        try:
+            assert await conn.fetchval(trigger["metadata"]["query"]) == 3
+            await queue.ack(delivery)
+            assert await conn.fetchval(trigger["metadata"]["query"]) == 2
+        finally:
+            await conn.close()
+    finally:
+        await queue.close()
 
 
 def test_the_postgres_overlay_takes_its_database_from_the_secret_and_ships_none() -> None:
@@ -228,6 +269,8 @@ def test_probes_and_autoscaling_metrics_exist_on_a_running_server(
                 assert metric["pods"]["metric"]["name"] in exported
         for scaled in find(objects, "ScaledObject"):
             for trigger in scaled["spec"]["triggers"]:
+                if trigger["type"] != "prometheus":
+                    continue  # a postgresql trigger asks the database (tested above)
                 names = metric_names_in_query(trigger["metadata"]["query"])
                 assert names and names <= exported
     for rule in load_adapter_rules(K8S / "prometheus-adapter" / "values.yaml"):
@@ -371,6 +414,23 @@ def test_check_names_a_broken_reference_and_a_setting_that_does_not_parse(
     assert code == 1
     assert "Service/agenthost: targetPort 'web' is no container port" in output
     assert "settings do not parse" in output and "drain_timeout" in output
+
+
+def test_check_names_a_missing_trigger_authentication_and_a_query_off_the_queue(
+    broken_copy: Path,
+) -> None:
+    overlay = broken_copy / "overlays/production-workers-postgres"
+    edit(overlay / "worker-scaledobject.yaml", "name: agenthost-worker-postgresql",
+         "name: agenthost-worker-pg")  # fmt: skip
+    edit(overlay / "worker-scaledobject.yaml", "FROM agenthost_turn_queue",
+         "FROM agenthost_turns_queue")  # fmt: skip
+    edit(overlay / "worker-scaledobject.yaml", 'targetQueryValue: "16"',
+         'targetQueryValu: "16"')  # fmt: skip
+    code, output = run_check("--dir", str(broken_copy), "--overlay", "production-workers-postgres")
+    assert code == 1
+    assert "authenticationRef agenthost-worker-pg is not in the overlay" in output
+    assert "query reads agenthost_turns_queue, not a queue table" in output
+    assert "'targetQueryValu' was unexpected" in output
 
 
 def test_check_reports_an_unknown_overlay_and_a_kustomize_error(broken_copy: Path) -> None:

@@ -38,6 +38,25 @@ async def test_the_verifier_catches_a_broken_server(fault: str, counter: str) ->
     assert not report.ok
 
 
+@pytest.mark.parametrize("background", ["poll", "stream"])
+@pytest.mark.parametrize(
+    ("fault", "counter"),
+    [("drop", "lost"), ("duplicate", "duplicated"), ("reorder", "out_of_order")],
+)
+async def test_the_verifier_catches_a_broken_server_with_background_turns(
+    fault: str, counter: str, background: str
+) -> None:
+    # --background reads answers by polling or streaming, and verifies the same histories.
+    with serving(fault) as (url, _):
+        report = await run_load(LoadConfig(url=url, sessions=1, turns=6, background=background))
+    assert report.verification is not None and report.answered == 6
+    assert getattr(report.verification, counter) >= 1, report.verification
+    assert not report.ok
+    with serving() as (url, _):
+        clean = await run_load(LoadConfig(url=url, sessions=3, turns=4, background=background))
+    assert clean.ok and clean.answered == 12, clean.verification
+
+
 async def test_a_correct_server_passes_clean() -> None:
     with serving() as (url, stats):
         report = await run_load(LoadConfig(url=url, sessions=20, turns=4))

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterator
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,11 +25,13 @@ from agenthost.observability.metrics import (
     Metrics,
     rejection_reason,
 )
+from agenthost.queue import QueuedTurn, create_queue
 from agenthost.runtime.assembly import build_app
 from agenthost.stores import create_store
 from agenthost.stores.instrumented import InstrumentedStore
 from agenthost.turns.agents import Turn, wrap_agent
 from agenthost.turns.engine import TurnEngine
+from tests.fixtures.agenthost import AgentHostProcess, async_wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "docs" / "grafana" / "agenthost-dashboard.json"
@@ -255,6 +259,30 @@ def test_rate_limited_is_counted_by_tenant_class() -> None:
     family = parse_exposition(metrics.render().decode())["agenthost_rate_limited_total"]
     assert family.value(tenant_class="free") == 2
     assert family.value(tenant_class="default") == 1
+
+
+async def test_the_queues_oldest_age_is_exported_per_tenant_class(
+    agenthost_factory: Callable[..., AgentHostProcess], redis_url: str
+) -> None:
+    api = agenthost_factory(role="api", store=redis_url, tenant_classes="gold=acme,globex")
+    queue = create_queue(redis_url, claim_after=10.0)
+    await queue.open()
+    try:
+        # Queued with no worker to run them: they stay, ageing.
+        for session in ("acme/s1", "globex/s2", "zeta/s3"):
+            await queue.enqueue(QueuedTurn(session, "t1", "hi", enqueued_at=time.time()))
+    finally:
+        await queue.close()
+
+    def sampled() -> dict[str, float]:
+        text = urllib.request.urlopen(api.url + "/metrics", timeout=5).read().decode()
+        family = parse_exposition(text)["agenthost_queue_oldest_age_seconds"]
+        return {labels.get("tenant_class", ""): value for _, labels, value in family.samples}
+
+    await async_wait_until(lambda: sampled().get("gold", 0) > 0, 30, "the queue sampled")
+    ages = sampled()
+    assert set(ages) == {"gold", "other"}  # a bounded label set: the classes and `other`
+    assert ages["other"] > 0
 
 
 def test_the_grafana_dashboard_queries_only_exported_metrics() -> None:

@@ -82,6 +82,17 @@ async def test_a_replay_does_not_end_a_stream_twice() -> None:
     assert [e.seq for e in await collect(broker, "s", "t", 0)] == [1]
 
 
+async def test_a_withdrawn_attempt_ends_after_an_earlier_attempts_end() -> None:
+    # Sent again after it failed, then withdrawn from the queue before it ran: its readers
+    # start after the failed attempt's final event, so the new one is published after it.
+    broker = create_broker("memory://")
+    first = TurnStream(broker, "s", "t", ChunkFlusher(0.0))
+    await first.finish("error", b'{"code":"interrupted","message":"x"}')
+    withdrawn = TurnStream(broker, "s", "t", ChunkFlusher(0.0), claim=False, resume=True)
+    await withdrawn.end_unrun("error", b'{"code":"interrupted","message":"y"}')
+    assert [(e.seq, e.kind) for e in await collect(broker, "s", "t", 1)] == [(2, "error")]
+
+
 async def test_a_replay_of_an_expired_stream_ends_after_the_clients_position() -> None:
     broker = create_broker("memory://")
     replay = TurnStream(broker, "s", "t", ChunkFlusher(0.0), resume=True, after=7)

@@ -127,7 +127,7 @@ SERVE_PANELS: dict[str, tuple[str, ...]] = {
     "Observability": ("log_level", "log_format", "log_content", "access_log", "otel"),
     "Pages": ("playground", "heartbeat_interval", "grafana_url"),
     "Queue": (
-        "role", "worker_concurrency", "max_queued_turns", "callback_secret",
+        "role", "worker_concurrency", "max_queued_turns", "tenant_classes", "callback_secret",
         "callback_allow_private",
     ),
 }  # fmt: skip

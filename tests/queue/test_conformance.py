@@ -6,10 +6,12 @@ import asyncio
 import time
 import uuid
 
+import msgspec
 import pytest
 
-from agenthost.core.errors import QueueFull
-from agenthost.queue import Delivery, QueuedTurn
+from agenthost.core.errors import QueueFull, SessionBusy
+from agenthost.queue import Delivery, QueuedTurn, WorkQueue
+from agenthost.queue.base import Withdrawn
 from tests.fixtures.agenthost import async_wait_until
 from tests.queue.conftest import QueueFactory
 
@@ -132,8 +134,12 @@ async def test_stats_count_queued_turns_and_the_oldest_age(queues: QueueFactory)
     assert (await queue.stats()).depth == 0
     await queue.enqueue(turn("a"))
     await queue.enqueue(turn("b"))
+    await queue.enqueue(turn(""))
     stats = await queue.stats()
-    assert stats.depth == 2 and stats.oldest_age_s >= 0
+    assert stats.depth == 3 and stats.oldest_age_s >= 0
+    # Per tenant ("" unauthenticated): the oldest age of each, the fleet-wide one their max.
+    assert set(stats.oldest_age_by_tenant) == {"a", "b", ""}
+    assert max(stats.oldest_age_by_tenant.values()) == stats.oldest_age_s
 
 
 async def test_a_sessions_earlier_turn_is_known_until_acknowledged(queues: QueueFactory) -> None:
@@ -151,3 +157,97 @@ async def test_a_sessions_earlier_turn_is_known_until_acknowledged(queues: Queue
     assert not await queue.earlier(by_id[other.turn_id])
     await queue.ack(by_id[first.turn_id])
     assert not await queue.earlier(by_id[second.turn_id])
+
+
+async def take_all(queue: WorkQueue, count: int) -> list[Delivery]:
+    taken: list[Delivery] = []
+    deadline = time.monotonic() + 10
+    while len(taken) < count and time.monotonic() < deadline:
+        taken += await queue.take("w", count - len(taken), wait=1)
+    return taken
+
+
+async def test_a_reject_turn_is_refused_while_its_session_has_another_queued(
+    queues: QueueFactory,
+) -> None:
+    queue = await queues()
+    first = turn("acme", "s1", 1)
+    assert await queue.enqueue(first)
+    rejecting = msgspec.structs.replace(turn("acme", "s1", 2), on_busy="reject")
+    with pytest.raises(SessionBusy) as refused:
+        await queue.enqueue(rejecting)
+    assert refused.value.status == 409
+    assert str(refused.value) == f"this session is running turn {first.turn_id}"
+    assert not await queue.is_queued(rejecting.session_id, rejecting.turn_id)
+    # Another session's reject turn is queued; the same one sent again is not doubled.
+    alone = msgspec.structs.replace(turn("acme", "s2", 3), on_busy="reject")
+    assert await queue.enqueue(alone)
+    assert not await queue.enqueue(alone)
+    [taken] = await take_all(queue, 1)  # still running: the session stays busy
+    await queue.ack((await take_all(queue, 1))[0])
+    with pytest.raises(SessionBusy):
+        await queue.enqueue(msgspec.structs.replace(turn("acme", "s1", 4), on_busy="reject"))
+    await queue.ack(taken)
+    later = msgspec.structs.replace(turn("acme", taken.turn.session_id.split("/")[1], 5),
+                                    on_busy="reject")  # fmt: skip
+    assert await queue.enqueue(later)
+
+
+async def test_a_cancelled_turn_nobody_took_never_runs(queues: QueueFactory) -> None:
+    api, worker = await queues(), await queues()
+    queued = turn()
+    await api.enqueue(queued)
+    removed = await api.cancel(queued.session_id, queued.turn_id)
+    assert not await api.is_queued(queued.session_id, queued.turn_id)
+    taken = await worker.take("w", 5, wait=1 if removed else 5)
+    if removed:
+        assert taken == []
+    else:  # marked (a Cluster): the worker that takes it finds it withdrawn
+        [delivery] = taken
+        with pytest.raises(Withdrawn):
+            await worker.earlier(delivery)
+        await worker.ack(delivery)
+    assert (await api.stats()).depth == 0
+    assert not await api.cancel(queued.session_id, queued.turn_id)  # nothing left to cancel
+
+
+async def test_a_cancelled_turn_a_worker_holds_is_found_withdrawn(queues: QueueFactory) -> None:
+    api, worker = await queues(), await queues()
+    queued = turn()
+    await api.enqueue(queued)
+    [delivery] = await worker.take("w", 1, wait=5)
+    assert not await api.cancel(queued.session_id, queued.turn_id)  # held: marked
+    with pytest.raises(Withdrawn):
+        await worker.earlier(delivery)
+    await worker.ack(delivery)
+    assert (await api.stats()).depth == 0
+    # Sent again under the same id, it is queued anew; the old delivery stays withdrawn.
+    assert await api.enqueue(queued)
+    with pytest.raises(Withdrawn):
+        await worker.earlier(delivery)
+
+
+async def test_a_deleted_sessions_turns_are_withdrawn(queues: QueueFactory) -> None:
+    api, worker = await queues(), await queues()
+    held, waiting = turn("acme", "gone", 1), turn("acme", "gone", 2)
+    kept = turn("acme", "kept", 3)
+    await api.enqueue(held)
+    [delivery] = await worker.take("w", 1, wait=5)
+    assert delivery.turn.turn_id == held.turn_id
+    await api.enqueue(waiting)
+    await api.enqueue(kept)
+    removed = await api.drop_session(held.session_id)
+    assert set(removed) <= {waiting.turn_id}
+    with pytest.raises(Withdrawn):
+        await worker.earlier(delivery)
+    await worker.ack(delivery)
+    rest = await take_all(worker, 2 if not removed else 1)
+    for each in rest:
+        if each.turn.turn_id == kept.turn_id:
+            assert not await worker.earlier(each)
+        else:
+            with pytest.raises(Withdrawn):
+                await worker.earlier(each)
+        await worker.ack(each)
+    assert kept.turn_id in [d.turn.turn_id for d in rest]
+    assert (await api.stats()).depth == 0

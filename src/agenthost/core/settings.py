@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 
 from agenthost.connections.redis import is_redis_url
+from agenthost.core.tenant_classes import TenantClasses
 
 __all__ = [
     "DEFAULT_LLM",
@@ -156,6 +157,7 @@ class Settings(msgspec.Struct, kw_only=True):
     role: str = "all"
     worker_concurrency: int = 16
     max_queued_turns: int = 1000
+    tenant_classes: str = ""
     callback_secret: str | None = None
     callback_allow_private: bool = False
 
@@ -338,6 +340,10 @@ class Settings(msgspec.Struct, kw_only=True):
             problems.append(("worker_concurrency", "must be >= 1"))
         if self.max_queued_turns < 0:
             problems.append(("max_queued_turns", "must be >= 0 (0 = no limit)"))
+        try:
+            TenantClasses(self.tenant_classes)
+        except ValueError as exc:
+            problems.append(("tenant_classes", str(exc)))
         return problems
 
     @classmethod
@@ -535,6 +541,8 @@ SETTINGS_HELP: dict[str, str] = {
     "worker_concurrency": "Queued turns one worker process runs at once.",
     "max_queued_turns": "Turns one tenant may have queued or running in the background; past "
     "it 429 queue_full (0 = no limit).",
+    "tenant_classes": "Label the queue's oldest-age gauge by class: 'gold=acme,globex;"
+    "free=-' ('-': no auth; the rest: other).",
     "callback_secret": "Key of the HMAC-SHA256 signature of a background turn's callback POST "
     "(X-Agenthost-Signature). Unset: callbacks unsigned.",
     "callback_allow_private": "Let callback_url (and its redirects) reach loopback, private "

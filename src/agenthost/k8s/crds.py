@@ -1,5 +1,6 @@
 """JSON schemas for the custom resources the manifests use, which the Kubernetes API schemas
-do not cover: KEDA's ScaledObject and prometheus-operator's ServiceMonitor.
+do not cover: KEDA's ScaledObject and TriggerAuthentication, and prometheus-operator's
+ServiceMonitor.
 
 Written from the CRDs' documented fields, covering the fields a deployment sets.
 `additionalProperties: false` wherever a misspelt field would otherwise be dropped without a
@@ -116,6 +117,26 @@ _PROMETHEUS_METADATA: Schema = {
     },
 }
 
+# Trigger metadata KEDA's PostgreSQL scaler reads: a query returning a number, and either a
+# connection (`connectionFromEnv`, or a TriggerAuthentication's `connection`) or its parts.
+_POSTGRESQL_METADATA: Schema = {
+    "type": "object",
+    "required": ["query", "targetQueryValue"],
+    "additionalProperties": False,
+    "properties": {
+        "query": {"type": "string", "minLength": 1},
+        "targetQueryValue": _NUMBER_TEXT,
+        "activationTargetQueryValue": _NUMBER_TEXT,
+        "connectionFromEnv": {"type": "string"},
+        "host": {"type": "string"},
+        "port": {"type": "string", "pattern": "^[0-9]+$"},
+        "userName": {"type": "string"},
+        "passwordFromEnv": {"type": "string"},
+        "dbName": {"type": "string"},
+        "sslmode": {"enum": ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]},
+    },
+}
+
 _TRIGGER: Schema = {
     "type": "object",
     "required": ["type", "metadata"],
@@ -136,8 +157,16 @@ _TRIGGER: Schema = {
             },
         },
     },
-    "if": {"properties": {"type": {"const": "prometheus"}}},
-    "then": {"properties": {"metadata": _PROMETHEUS_METADATA}},
+    "allOf": [
+        {
+            "if": {"properties": {"type": {"const": "prometheus"}}},
+            "then": {"properties": {"metadata": _PROMETHEUS_METADATA}},
+        },
+        {
+            "if": {"properties": {"type": {"const": "postgresql"}}},
+            "then": {"properties": {"metadata": _POSTGRESQL_METADATA}},
+        },
+    ],
 }
 
 _REPLICAS: Schema = {"type": "integer", "minimum": 0}
@@ -327,8 +356,50 @@ SERVICE_MONITOR: Schema = _resource(
     },
 )
 
+# -- KEDA: keda.sh/v1alpha1 TriggerAuthentication -----------------------------------------------
+
+TRIGGER_AUTHENTICATION: Schema = _resource(
+    "keda.sh/v1alpha1",
+    "TriggerAuthentication",
+    {
+        "type": "object",
+        "additionalProperties": False,
+        "minProperties": 1,
+        "properties": {
+            "secretTargetRef": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "required": ["parameter", "name", "key"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "parameter": {"type": "string", "minLength": 1},
+                        "name": {"type": "string", "minLength": 1},
+                        "key": {"type": "string", "minLength": 1},
+                    },
+                },
+            },
+            "env": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["parameter", "name"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "parameter": {"type": "string", "minLength": 1},
+                        "name": {"type": "string", "minLength": 1},
+                        "containerName": {"type": "string"},
+                    },
+                },
+            },
+        },
+    },
+)
+
 CRD_SCHEMAS: dict[tuple[str, str], Schema] = {
     ("keda.sh/v1alpha1", "ScaledObject"): SCALED_OBJECT,
+    ("keda.sh/v1alpha1", "TriggerAuthentication"): TRIGGER_AUTHENTICATION,
     ("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICE_MONITOR,
 }
 

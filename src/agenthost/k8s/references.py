@@ -19,7 +19,7 @@ from agenthost.k8s.objects import (
 )
 from agenthost.k8s.problems import Problem, describe
 
-__all__ = ["check_references", "metric_names_in_query"]
+__all__ = ["QUEUE_TABLES", "check_references", "metric_names_in_query", "tables_in_query"]
 
 Obj = dict[str, Any]
 
@@ -123,12 +123,40 @@ def _check_autoscalers(objects: list[Obj], facts: ServerFacts) -> list[Problem]:
         spec = _d(scaled.get("spec"))
         problems += _check_target(objects, scaled, _d(spec.get("scaleTargetRef")))
         for trigger in _l(spec.get("triggers")):
-            query = str(_d(_d(trigger).get("metadata")).get("query", ""))
-            for name in sorted(metric_names_in_query(query) - facts.metric_names):
-                problems.append(
-                    Problem(describe(scaled), f"query reads {name}, not exported on /metrics")
-                )
+            trigger = _d(trigger)
+            query = str(_d(trigger.get("metadata")).get("query", ""))
+            if trigger.get("type") == "prometheus":
+                for name in sorted(metric_names_in_query(query) - facts.metric_names):
+                    problems.append(
+                        Problem(describe(scaled), f"query reads {name}, not exported on /metrics")
+                    )
+            elif trigger.get("type") == "postgresql":
+                for table in sorted(tables_in_query(query) - QUEUE_TABLES):
+                    problems.append(
+                        Problem(describe(scaled), f"query reads {table}, not a queue table")
+                    )
+            problems += _check_authentication(objects, scaled, _d(trigger.get("authenticationRef")))
     return problems
+
+
+QUEUE_TABLES = frozenset({"agenthost_turn_queue", "agenthost_queue_tenants"})
+"""The PostgreSQL work queue's tables (stores/migrations/0007_turn_queue.sql)."""
+
+
+def tables_in_query(query: str) -> set[str]:
+    """The agenthost_* tables a SQL query reads."""
+    return set(re.findall(r"\bagenthost_[a-z0-9_]+", query))
+
+
+def _check_authentication(objects: list[Obj], owner: Obj, ref: dict[str, Any]) -> list[Problem]:
+    """A trigger's authenticationRef names a TriggerAuthentication of the overlay (a
+    ClusterTriggerAuthentication lives outside it)."""
+    name = ref.get("name")
+    if name is None or ref.get("kind", "TriggerAuthentication") != "TriggerAuthentication":
+        return []
+    if any(name_of(o) == name for o in find(objects, "TriggerAuthentication")):
+        return []
+    return [Problem(describe(owner), f"authenticationRef {name} is not in the overlay")]
 
 
 def _check_budgets(objects: list[Obj]) -> list[Problem]:

@@ -160,6 +160,8 @@ class Metrics:
         self.activity = activity or Activity()
         """Recent turns and refusals by tenant, for the dashboard (never exported here)."""
         self.queue_depth = 0
+        self.queue_oldest_age_by_class: dict[str, float] = {}
+        """With --tenant-classes: each class's oldest queued turn's age (sampled)."""
         self.queue_oldest_age_s = 0.0
         """The work queue's turns queued or running and the oldest's age, fleet-wide, as an
         `api` or `worker` process last sampled them (0 without a queue)."""
@@ -336,10 +338,16 @@ class Metrics:
         )
         out += [
             "# HELP agenthost_queue_oldest_age_seconds Age of the oldest turn on the work "
-            "queue (sampled).",
+            "queue (sampled), per tenant class with --tenant-classes.",
             "# TYPE agenthost_queue_oldest_age_seconds gauge",
-            f"agenthost_queue_oldest_age_seconds {self.queue_oldest_age_s:.3f}",
         ]
+        if self.queue_oldest_age_by_class:
+            out += [
+                f'agenthost_queue_oldest_age_seconds{{tenant_class="{name}"}} {age:.3f}'
+                for name, age in self.queue_oldest_age_by_class.items()
+            ]
+        else:
+            out.append(f"agenthost_queue_oldest_age_seconds {self.queue_oldest_age_s:.3f}")
         _gauge(
             out,
             "agenthost_worker_busy",

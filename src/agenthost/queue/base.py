@@ -13,6 +13,11 @@ round-robin, one turn of each in turn, so one tenant's ten thousand queued turns
 another tenant's single turn by at most one turn per worker slot. Within a session, turns
 run in the order they were queued (`earlier`). A tenant may have at most
 `max_queued` turns queued or running (`QueueFull`, 429, past it).
+
+Withdrawn turns: a turn is cancelled (`cancel`) or its session deleted (`drop_session`)
+while on the queue. One no worker has taken yet is removed at once, and the caller ends its
+stream; one a worker holds is marked, and that worker finds it withdrawn (`earlier` raises
+`Withdrawn`) and ends it without running it.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import msgspec
 
-__all__ = ["Delivery", "QueueStats", "QueuedTurn", "WorkQueue", "tenant_of"]
+__all__ = ["Delivery", "QueueStats", "QueuedTurn", "Withdrawn", "WorkQueue", "tenant_of"]
 
 OnBusy = Literal["reject", "enqueue", "interrupt"]
 
@@ -58,6 +63,11 @@ def tenant_of(session_id: str) -> str:
     return tenant
 
 
+class Withdrawn(Exception):
+    """The delivered turn was cancelled or its session deleted after it was queued: its
+    worker ends it (an `interrupted` error event) and acknowledges it, without running it."""
+
+
 class Delivery(msgspec.Struct, frozen=True):
     """A queued turn handed to one worker; `receipt` names it to `touch`, `ack`, `release`."""
 
@@ -71,10 +81,12 @@ class Delivery(msgspec.Struct, frozen=True):
 
 
 class QueueStats(msgspec.Struct, frozen=True):
-    """Turns queued or running, and the age of the oldest, fleet-wide."""
+    """Turns queued or running, and the age of the oldest, fleet-wide and per tenant."""
 
     depth: int
     oldest_age_s: float
+    oldest_age_by_tenant: dict[str, float] = msgspec.field(default_factory=dict)
+    """Tenant ("" unauthenticated) -> the age of its oldest turn queued or running."""
 
 
 @runtime_checkable
@@ -89,7 +101,9 @@ class WorkQueue(Protocol):
 
     async def enqueue(self, turn: QueuedTurn) -> bool:
         """Queue `turn`; False if a turn of that id is queued or running already (nothing
-        done). Raises QueueFull (429) when its tenant has `max_queued` turns queued."""
+        done). Raises QueueFull (429) when its tenant has `max_queued` turns queued, and,
+        for a turn with `on_busy="reject"`, SessionBusy (409) when another turn of its
+        session is queued or running (checked and queued in one step)."""
         ...
 
     async def take(self, consumer: str, count: int, wait: float) -> list[Delivery]:
@@ -112,7 +126,20 @@ class WorkQueue(Protocol):
 
     async def earlier(self, delivery: Delivery) -> bool:
         """Whether a turn of the same session queued before this one is still queued or
-        running: a worker waits for it, so a session's turns run in the order they came."""
+        running: a worker waits for it, so a session's turns run in the order they came.
+        Raises Withdrawn if this turn was cancelled or its session deleted meanwhile."""
+        ...
+
+    async def cancel(self, session_id: str, turn_id: str) -> bool:
+        """Withdraw a queued turn: True if no worker had taken it (removed; the caller ends
+        its stream); False if it is not queued, or a worker holds it (marked: that worker
+        finds it withdrawn before it runs, or is asked to interrupt it as a running turn)."""
+        ...
+
+    async def drop_session(self, session_id: str) -> list[str]:
+        """Withdraw every queued turn of a deleted session. Returns the ids of those no
+        worker had taken (removed; the caller ends their streams); the others are marked,
+        and their workers end them without running them."""
         ...
 
     async def is_queued(self, session_id: str, turn_id: str) -> bool:

@@ -8,6 +8,12 @@ acknowledges the turn, after the fenced commit. Tenants are served round-robin: 
 serves the tenant whose turn was taken least recently (`agenthost_queue_tenants.served`).
 An enqueue `NOTIFY`s `agenthost_queue`; idle workers `LISTEN` to it, so a turn is taken as
 soon as it is queued, and poll at most every second besides (for rows whose worker stopped).
+
+A turn with `on_busy=reject` is queued under a transaction-scoped advisory lock on its
+session, after a look for the session's other rows, so two such turns never both pass. A
+withdrawn turn (cancelled, or its session deleted) that no worker holds is deleted; one a
+worker holds keeps its row with its turn id renamed `<turn id> withdrawn <row id>` (no turn
+id has a space), so its worker, or the next one if it stopped, finds it withdrawn and ends it.
 """
 
 from __future__ import annotations
@@ -20,8 +26,8 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from agenthost.core.errors import QueueFull, StoreUnavailable
-from agenthost.queue.base import Delivery, QueuedTurn, QueueStats
+from agenthost.core.errors import QueueFull, SessionBusy, StoreUnavailable
+from agenthost.queue.base import Delivery, QueuedTurn, QueueStats, Withdrawn
 from agenthost.stores.pg_pool import PgPool
 from agenthost.stores.pg_schema import migrate_schema
 from agenthost.stores.postgres import FAILURES
@@ -63,6 +69,26 @@ UPDATE agenthost_turn_queue q
 SET taken_by = $1, taken_until = now() + make_interval(secs => $2), attempts = q.attempts + 1
 FROM next WHERE q.id = next.id
 RETURNING q.id, q.job, q.attempts
+"""
+
+
+# Withdraw a session's turns ($2: one turn; NULL: all of them), their rows locked first (so a
+# take under way ends before): those nobody holds go, the others are renamed for their
+# workers to find. The ids of those that went.
+_LOCK_SESSION_ROWS = """
+SELECT 1 FROM agenthost_turn_queue
+WHERE session_id = $1 AND ($2::text IS NULL OR turn_id = $2) FOR UPDATE
+"""
+_WITHDRAW = """
+WITH marked AS (
+    UPDATE agenthost_turn_queue SET turn_id = turn_id || ' withdrawn ' || id
+    WHERE session_id = $1 AND ($2::text IS NULL OR turn_id = $2) AND taken_by IS NOT NULL
+      AND position(' ' IN turn_id) = 0
+)
+DELETE FROM agenthost_turn_queue
+WHERE session_id = $1 AND ($2::text IS NULL OR turn_id = $2) AND taken_by IS NULL
+  AND position(' ' IN turn_id) = 0
+RETURNING turn_id
 """
 
 
@@ -108,14 +134,11 @@ class PostgresWorkQueue:
                     "ON CONFLICT (tenant) DO NOTHING",
                     turn.tenant,
                 )
-                added = await conn.fetchval(
-                    _ENQUEUE,
-                    turn.tenant,
-                    turn.session_id,
-                    turn.turn_id,
-                    _encode(turn),
-                    self.max_queued,
-                )
+                if turn.on_busy == "reject":
+                    async with conn.transaction():
+                        added = await self._enqueue_alone(conn, turn)
+                else:
+                    added = await self._insert(conn, turn)
                 if added is not None:
                     return True
                 if await self._exists(conn, turn.session_id, turn.turn_id):
@@ -123,6 +146,26 @@ class PostgresWorkQueue:
         except FAILURES as exc:
             raise StoreUnavailable(f"postgresql queue: {exc}") from exc
         raise QueueFull(f"tenant has {self.max_queued} turns queued; retry when some have run")
+
+    async def _insert(self, conn: Any, turn: QueuedTurn) -> Any:
+        return await conn.fetchval(
+            _ENQUEUE, turn.tenant, turn.session_id, turn.turn_id, _encode(turn), self.max_queued
+        )
+
+    async def _enqueue_alone(self, conn: Any, turn: QueuedTurn) -> Any:
+        """on_busy=reject: queue the turn only if no other turn of its session is queued or
+        running (SessionBusy), under the session's lock for the transaction's length."""
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", turn.session_id)
+        rows = await conn.fetch(
+            "SELECT turn_id FROM agenthost_turn_queue WHERE session_id = $1 ORDER BY id",
+            turn.session_id,
+        )
+        others = [r["turn_id"] for r in rows]
+        if turn.turn_id in others:
+            return None  # queued already: the caller says so
+        if others:
+            raise SessionBusy(f"this session is running turn {others[0].split(' ', 1)[0]}")
+        return await self._insert(conn, turn)
 
     async def take(self, consumer: str, count: int, wait: float) -> list[Delivery]:
         deadline = time.monotonic() + wait
@@ -170,15 +213,34 @@ class PostgresWorkQueue:
 
     async def earlier(self, delivery: Delivery) -> bool:
         try:
-            found = await self.pool.fetchval(
+            row = await self.pool.fetchrow(
                 "SELECT EXISTS (SELECT 1 FROM agenthost_turn_queue "
-                "WHERE session_id = $1 AND id < $2)",
+                "WHERE session_id = $1 AND id < $2) AS before, "
+                "(SELECT turn_id FROM agenthost_turn_queue WHERE id = $2) AS turn_id",
                 delivery.turn.session_id,
                 int(delivery.receipt),
             )
         except FAILURES as exc:
             raise StoreUnavailable(f"postgresql queue: {exc}") from exc
-        return bool(found)
+        assert row is not None
+        if row["turn_id"] != delivery.turn.turn_id:
+            raise Withdrawn(delivery.turn.turn_id)
+        return bool(row["before"])
+
+    async def cancel(self, session_id: str, turn_id: str) -> bool:
+        return bool(await self._withdraw(session_id, turn_id))
+
+    async def drop_session(self, session_id: str) -> list[str]:
+        return await self._withdraw(session_id, None)
+
+    async def _withdraw(self, session_id: str, turn_id: str | None) -> list[str]:
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await conn.execute(_LOCK_SESSION_ROWS, session_id, turn_id)
+                rows = await conn.fetch(_WITHDRAW, session_id, turn_id)
+        except FAILURES as exc:
+            raise StoreUnavailable(f"postgresql queue: {exc}") from exc
+        return [r["turn_id"] for r in rows]
 
     async def is_queued(self, session_id: str, turn_id: str) -> bool:
         try:
@@ -199,15 +261,16 @@ class PostgresWorkQueue:
 
     async def stats(self) -> QueueStats:
         try:
-            row = await self.pool.fetchrow(
-                "SELECT count(*) AS depth, "
-                "coalesce(extract(epoch FROM now() - min(enqueued_at)), 0) AS age "
-                "FROM agenthost_turn_queue"
+            rows = await self.pool.fetch(
+                "SELECT tenant, count(*) AS depth, "
+                "extract(epoch FROM now() - min(enqueued_at)) AS age "
+                "FROM agenthost_turn_queue GROUP BY tenant"
             )
         except FAILURES as exc:
             raise StoreUnavailable(f"postgresql queue: {exc}") from exc
-        assert row is not None
-        return QueueStats(int(row["depth"]), max(0.0, float(row["age"])))
+        ages = {row["tenant"]: max(0.0, float(row["age"])) for row in rows}
+        depth = sum(int(row["depth"]) for row in rows)
+        return QueueStats(depth, max(ages.values(), default=0.0), ages)
 
     async def _execute(self, sql: str, *args: Any) -> None:
         try:

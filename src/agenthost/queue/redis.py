@@ -34,8 +34,8 @@ import redis.exceptions as rexc
 
 from agenthost.connections.redis import RedisSettings, close_clients
 from agenthost.connections.redis_wire import RedisWire
-from agenthost.core.errors import QueueFull, StoreUnavailable
-from agenthost.queue.base import Delivery, QueuedTurn, QueueStats
+from agenthost.core.errors import QueueFull, SessionBusy, StoreUnavailable
+from agenthost.queue.base import Delivery, QueuedTurn, QueueStats, Withdrawn, tenant_of
 
 __all__ = ["RedisWorkQueue"]
 
@@ -69,9 +69,15 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 """
 
 # On a single server every key is on the one node: the whole enqueue is one script, one
-# round trip. KEYS: queued hash, tenant stream, tenants set, wake list.
+# round trip. KEYS: queued hash, tenant stream, tenants set, wake list. With ARGV[6] "1" (a
+# turn with on_busy=reject), a session with another turn queued or running gets that hash
+# back instead (busy: nothing queued).
 _ENQUEUE_ONE_NODE = """
-if redis.call('HSETNX', KEYS[1], ARGV[1], '') == 0 then return 0 end
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+if ARGV[6] == '1' and redis.call('HLEN', KEYS[1]) > 0 then
+  return redis.call('HGETALL', KEYS[1])
+end
+redis.call('HSET', KEYS[1], ARGV[1], '')
 local n = redis.call('XLEN', KEYS[2])
 if tonumber(ARGV[2]) > 0 and n >= tonumber(ARGV[2]) then
   redis.call('HDEL', KEYS[1], ARGV[1])
@@ -103,8 +109,51 @@ redis.call('HDEL', KEYS[2], ARGV[2])
 if redis.call('XLEN', KEYS[1]) == 0 then redis.call('SREM', KEYS[3], ARGV[3]) end
 """
 
+# A Cluster's reject check, on the session's own slot: the turn's placeholder is set only if
+# no other turn of the session is queued or running (else that hash comes back).
+_PLACEHOLD_ALONE = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+if redis.call('HLEN', KEYS[1]) > 0 then return redis.call('HGETALL', KEYS[1]) end
+redis.call('HSET', KEYS[1], ARGV[1], '')
+return 1
+"""
+
+# Withdraw a turn on a single server (KEYS queued hash, tenant stream, tenants set; ARGV turn
+# id, tenant): its marker goes; its entry goes too unless a worker took it (then that worker
+# finds the marker gone). 1: removed, nobody took it.
+_CANCEL_ONE_NODE = """
+local place = redis.call('HGET', KEYS[1], ARGV[1])
+if not place then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+if place == '' or #redis.call('XPENDING', KEYS[2], 'workers', place, place, 1) > 0 then
+  return 0
+end
+redis.call('XDEL', KEYS[2], place)
+if redis.call('XLEN', KEYS[2]) == 0 then redis.call('SREM', KEYS[3], ARGV[2]) end
+return 1
+"""
+
+# Withdraw every turn of a deleted session (same KEYS; ARGV tenant): the ids of those removed.
+_DROP_ONE_NODE = """
+local places = redis.call('HGETALL', KEYS[1])
+if #places == 0 then return {} end
+redis.call('DEL', KEYS[1])
+local removed = {}
+for i = 1, #places, 2 do
+  local place = places[i + 1]
+  if place ~= '' and #redis.call('XPENDING', KEYS[2], 'workers', place, place, 1) == 0 then
+    redis.call('XDEL', KEYS[2], place)
+    removed[#removed + 1] = places[i]
+  end
+end
+if redis.call('XLEN', KEYS[2]) == 0 then redis.call('SREM', KEYS[3], ARGV[1]) end
+return removed
+"""
+
 _ENQUEUE_SHA = hashlib.sha1(_ENQUEUE_ONE_NODE.encode()).hexdigest()
 _ACK_SHA = hashlib.sha1(_ACK_ONE_NODE.encode()).hexdigest()
+_CANCEL_SHA = hashlib.sha1(_CANCEL_ONE_NODE.encode()).hexdigest()
+_DROP_SHA = hashlib.sha1(_DROP_ONE_NODE.encode()).hexdigest()
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.Decoder(QueuedTurn).decode
@@ -133,6 +182,15 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _busy(places: dict[Any, Any]) -> SessionBusy:
+    """The reject of a turn whose session has these turns (id -> entry) queued or running,
+    worded as the engine words it: the first of them (by queue order) is the one running."""
+    ordered = sorted(
+        (_entry_order(_text(p)) if p else (2**63, 0), _text(t)) for t, p in places.items()
+    )
+    return SessionBusy(f"this session is running turn {ordered[0][1]}")
+
+
 class RedisWorkQueue:
     """The queue on a Redis server or Cluster (see the module's docstring)."""
 
@@ -151,6 +209,7 @@ class RedisWorkQueue:
         self._waking: RedisWire | None = None
         self._waking_lock = asyncio.Lock()
         self._place: Any = None
+        self._placehold_alone: Any = None
         self._rotation = 0
         self._reclaimed_at = 0.0
 
@@ -167,6 +226,7 @@ class RedisWorkQueue:
             self._wire = self.settings.wire(timeout=2.0, connect_timeout=1.0)
             self._waking = self.settings.wire(timeout=3.0, connect_timeout=1.0)
         self._place = self._client.register_script(_PLACE)
+        self._placehold_alone = self._client.register_script(_PLACEHOLD_ALONE)
 
     async def close(self) -> None:
         await close_clients(self._waking, None)
@@ -181,11 +241,15 @@ class RedisWorkQueue:
             turn = msgspec.structs.replace(turn, enqueued_at=time.time())
         key = stream_key(turn.tenant)
         queued = _queued_key(turn.session_id)
+        reject_if_busy = turn.on_busy == "reject"
         if self._wire is not None:
             added = await self._wire.evalsha(
                 _ENQUEUE_SHA, _ENQUEUE_ONE_NODE, [queued, key, TENANTS, WAKE],
-                [turn.turn_id, self.max_queued, _encode(turn), QUEUED_TTL_S, turn.tenant or "-"],
+                [turn.turn_id, self.max_queued, _encode(turn), QUEUED_TTL_S, turn.tenant or "-",
+                 int(reject_if_busy)],
             )  # fmt: skip
+            if isinstance(added, list):
+                raise _busy(_pairs(added))
             if added == -1:
                 raise QueueFull(
                     f"tenant has {self.max_queued} turns queued; retry when some have run"
@@ -194,12 +258,20 @@ class RedisWorkQueue:
         # A Cluster: the keys live on different nodes, so step by step.
         try:
             # The entry id is set once the entry exists; "" meanwhile (a later turn).
-            async with self._client.pipeline(transaction=False) as pipe:
-                pipe.hsetnx(queued, turn.turn_id, "")
-                pipe.hlen(queued)
-                added, places = await pipe.execute()
-            if not added:
-                return False
+            if reject_if_busy:
+                held = await self._placehold_alone(keys=[queued], args=[turn.turn_id])
+                if isinstance(held, list):
+                    raise _busy(_pairs(held))
+                if not held:
+                    return False
+                places = 1  # alone in its session, or it was refused
+            else:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    pipe.hsetnx(queued, turn.turn_id, "")
+                    pipe.hlen(queued)
+                    added, places = await pipe.execute()
+                if not added:
+                    return False
             alone = "1" if places == 1 else "0"
             entry = await self._enqueue(keys=[key], args=[self.max_queued, _encode(turn), alone])
             if entry is None:
@@ -220,11 +292,14 @@ class RedisWorkQueue:
     async def _tenant_keys(self) -> list[str]:
         """Every tenant's stream, read afresh each time: a tenant that just queued its first
         turn is served in the very next round."""
+        return [stream_key(t) for t in await self._tenants()]
+
+    async def _tenants(self) -> list[str]:
         if self._wire is not None:
             members = await self._wire.call("SMEMBERS", TENANTS)
         else:
             members = await self._client.smembers(TENANTS)
-        return [stream_key("" if t == "-" else t) for t in sorted(_text(m) for m in members)]
+        return ["" if t == "-" else t for t in sorted(_text(m) for m in members)]
 
     async def take(self, consumer: str, count: int, wait: float) -> list[Delivery]:
         deadline = time.monotonic() + wait
@@ -402,10 +477,50 @@ class RedisWorkQueue:
                 places = await self._client.hgetall(_queued_key(delivery.turn.session_id))
         except _FAILURES as exc:
             raise StoreUnavailable(f"redis queue: {exc}") from None
-        return any(
-            _text(turn_id) != delivery.turn.turn_id and place and _entry_order(_text(place)) < ours
-            for turn_id, place in places.items()
-        )
+        found = False
+        before = False
+        for turn_id, place in places.items():
+            if _text(turn_id) == delivery.turn.turn_id:
+                # Its marker names this entry ("" while a Cluster's enqueue places it); gone,
+                # or naming another entry of a turn sent again since, it was withdrawn.
+                found = not place or _text(place) == entry_id
+            elif place and _entry_order(_text(place)) < ours:
+                before = True
+        if not found:
+            raise Withdrawn(delivery.turn.turn_id)
+        return before
+
+    async def cancel(self, session_id: str, turn_id: str) -> bool:
+        queued = _queued_key(session_id)
+        tenant = tenant_of(session_id) or "-"
+        try:
+            if self._wire is not None:
+                removed = await self._wire.evalsha(
+                    _CANCEL_SHA, _CANCEL_ONE_NODE,
+                    [queued, stream_key(tenant_of(session_id)), TENANTS], [turn_id, tenant],
+                )  # fmt: skip
+                return bool(removed == 1)
+            # A Cluster: the marker goes; the entry stays for a worker to find withdrawn (a
+            # check of its pending state and a delete could race with a worker's take).
+            await self._client.hdel(queued, turn_id)
+        except _FAILURES as exc:
+            raise StoreUnavailable(f"redis queue: {exc}") from None
+        return False
+
+    async def drop_session(self, session_id: str) -> list[str]:
+        queued = _queued_key(session_id)
+        tenant = tenant_of(session_id) or "-"
+        try:
+            if self._wire is not None:
+                removed = await self._wire.evalsha(
+                    _DROP_SHA, _DROP_ONE_NODE,
+                    [queued, stream_key(tenant_of(session_id)), TENANTS], [tenant],
+                )  # fmt: skip
+                return [_text(t) for t in removed or ()]
+            await self._client.delete(queued)  # a Cluster: as `cancel` does, one by one
+        except _FAILURES as exc:
+            raise StoreUnavailable(f"redis queue: {exc}") from None
+        return []
 
     async def is_queued(self, session_id: str, turn_id: str) -> bool:
         try:
@@ -415,16 +530,16 @@ class RedisWorkQueue:
 
     async def stats(self) -> QueueStats:
         try:
-            keys = await self._tenant_keys()
             depth = 0
-            oldest: float | None = None
-            for key in keys:
+            since: dict[str, float] = {}
+            for tenant in await self._tenants():
+                key = stream_key(tenant)
                 depth += await self._client.xlen(key)
                 first = await self._client.xrange(key, count=1)
                 if first:
-                    ms = int(_text(first[0][0]).split("-", 1)[0])
-                    oldest = ms / 1000 if oldest is None else min(oldest, ms / 1000)
+                    since[tenant] = int(_text(first[0][0]).split("-", 1)[0]) / 1000
         except _FAILURES as exc:
             raise StoreUnavailable(f"redis queue: {exc}") from None
-        age = 0.0 if oldest is None else max(0.0, time.time() - oldest)
-        return QueueStats(depth, age)
+        now = time.time()
+        ages = {tenant: max(0.0, now - at) for tenant, at in since.items()}
+        return QueueStats(depth, max(ages.values(), default=0.0), ages)

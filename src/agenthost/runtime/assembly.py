@@ -31,6 +31,7 @@ from agenthost.core.settings import (
     playground_on,
     store_ttl,
 )
+from agenthost.core.tenant_classes import TenantClasses
 from agenthost.core.version import __version__
 from agenthost.frameworks import FrameworkLLM
 from agenthost.llm import create_llm
@@ -299,7 +300,13 @@ def assemble(
         engine.start()
         heartbeat.start()
         loop_health.start()
-        sampler = None if queue is None else asyncio.create_task(_sample_queue(queue, metrics))
+        sampler = (
+            None
+            if queue is None
+            else asyncio.create_task(
+                _sample_queue(queue, metrics, TenantClasses(settings.tenant_classes))
+            )
+        )
         if turn_worker is not None:
             turn_worker.start()
         if peers is not None:
@@ -352,7 +359,9 @@ def _address(settings: Settings) -> str:
     return f"http://{host}:{settings.port}"
 
 
-async def _sample_queue(queue: WorkQueue, metrics: Metrics, period: float = 5.0) -> None:
+async def _sample_queue(
+    queue: WorkQueue, metrics: Metrics, classes: TenantClasses, period: float = 5.0
+) -> None:
     """Keep the queue gauges of /metrics fresh (counting the queue costs a few commands)."""
     while True:
         try:
@@ -362,6 +371,7 @@ async def _sample_queue(queue: WorkQueue, metrics: Metrics, period: float = 5.0)
         else:
             metrics.queue_depth = stats.depth
             metrics.queue_oldest_age_s = stats.oldest_age_s
+            metrics.queue_oldest_age_by_class = classes.oldest_by_class(stats.oldest_age_by_tenant)
         await asyncio.sleep(period)
 
 

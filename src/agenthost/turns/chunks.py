@@ -183,3 +183,18 @@ class TurnStream:
             self._enqueue(kind, data)
         if self._last is not None:
             await self._last
+
+    async def end_unrun(self, kind: EventKind, data: bytes) -> None:
+        """End an attempt that never ran (withdrawn from the queue): its final event after
+        the stream's newest, even where an earlier attempt's final event ends it, since this
+        attempt's readers start after that one."""
+        self.flush()
+
+        async def publish() -> bool:
+            await self._continue_numbering(reset=False)
+            await self._publish(kind, data)
+            return True
+
+        self._chain(publish())
+        if self._last is not None:
+            await self._last

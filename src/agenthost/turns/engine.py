@@ -410,6 +410,10 @@ class TurnEngine:
     def _on_interrupt(self, session_id: str, turn_id: str) -> None:
         self.cancel_turn(session_id, turn_id, "interrupted by a newer turn")
 
+    def runs(self, session_id: str, turn_id: str) -> bool:
+        """Whether this process runs the turn now (it holds its lease)."""
+        return (session_id, turn_id) in self._running
+
     def cancel_turn(self, session_id: str, turn_id: str, reason: str) -> bool:
         """Cancel a turn running in this process; False if it is not running here."""
         running = self._running.get((session_id, turn_id))

@@ -30,6 +30,8 @@ from agenthost.core.errors import (
     AgentHostError,
     EventBeyondEnd,
     QueueFull,
+    SessionBusy,
+    TurnInterrupted,
     TurnNotFound,
     error_for,
 )
@@ -57,6 +59,8 @@ TurnEnd = Callable[[str, str, TurnRecord | None, AgentHostError | None], Awaitab
 """Told when a background turn ends: session id, turn id, and its record or its error."""
 
 _CLIENT_GONE = "the client disconnected (on_disconnect=cancel)"
+_WITHDRAWN = "the turn was cancelled before it ran"
+_SESSION_DELETED = "its session was deleted before the turn ran"
 
 
 class StreamEnded(Exception):
@@ -289,6 +293,12 @@ class TurnService:
             last = await self.broker.last(session_id, turn_id)
             resume = last is not None
             after = last.seq if last is not None and last.final else 0
+        if on_busy == "reject":
+            # Refused here, as the engine refuses it with --role all: a session whose lease
+            # another turn holds (the queue's own check covers turns queued or running).
+            running = await self.store.running_turn(session_id)
+            if running is not None and running != turn_id:
+                raise SessionBusy(f"this session is running turn {running}")
         reply_to = None if streamed else self.broker.inbox
         queued = await self.queue.enqueue(
             QueuedTurn(
@@ -309,16 +319,31 @@ class TurnService:
         return True
 
     def interrupt_remote(self, session_id: str, turn_id: str) -> None:
-        """Ask whichever process runs the turn to stop it (the fleet-wide interrupt); a
-        turn still waiting on the queue is not reached."""
+        """Stop the turn wherever it is: withdrawn from the queue if no worker took it yet
+        (its stream ended here), else the fleet-wide interrupt asks whichever process holds
+        it (a worker stops a turn it has not started as well as a running one)."""
 
         async def send() -> None:
             try:
+                if self.queue is not None and await self.queue.cancel(session_id, turn_id):
+                    await self._end_withdrawn(session_id, turn_id, _WITHDRAWN)
+                    return
                 await self.store.request_interrupt(session_id, turn_id)
             except AgentHostError as exc:
                 log.warning("could not interrupt turn %s: %s", turn_id, exc)
 
         self._keep(asyncio.ensure_future(send()))
+
+    async def _end_withdrawn(self, session_id: str, turn_id: str, why: str) -> None:
+        """End the stream of a turn taken off the queue before any worker had it: an
+        `interrupted` error after whatever an earlier attempt published, as a cancelled turn
+        ends with --role all. Its readers have it; a reader who comes later finds no turn
+        (404), as nothing of it was recorded."""
+        stream = TurnStream(
+            self.broker, session_id, turn_id, self.chunk_flusher, claim=False, resume=True
+        )
+        error = TurnInterrupted(why)
+        await stream.end_unrun("error", _encode(ErrorDetail(error.code, error.message)))
 
     # -- streamed turns ---------------------------------------------------------------------
 
@@ -484,7 +509,12 @@ class TurnService:
         after: int,
     ) -> StreamedTurn:
         """A streamed turn in an `api` process: queued, its events read from the broker."""
-        start, record = await self._dispatch(session_id, turn_id, message, metadata, on_busy)
+        try:
+            start, record = await self._dispatch(session_id, turn_id, message, metadata, on_busy)
+        except SessionBusy as busy:
+            # As with --role all: the refusal is the admission's (an SSE answer is a 409)
+            # and the stream's one event (a WebSocket's error frame).
+            return _refused(self.engine, session_id, turn_id or new_turn_id(), after, busy)
         tid = start[0]
         bind_turn(session_id, tid)
         if record is not None:
@@ -519,7 +549,7 @@ class TurnService:
             start, _ = await self._dispatch(
                 session_id, turn_id, message, metadata, on_busy, callback_url
             )
-            return start[0]
+            return start[0]  # a busy session's reject was raised above: a 409
         tid = turn_id or new_turn_id()
         tenant = tenant_of(session_id)
         running = self._background_of.get(tenant, 0)
@@ -530,6 +560,10 @@ class TurnService:
         streamed = await self.start_streamed(
             session_id, tid, message, metadata=metadata, on_busy=on_busy
         )
+        if on_busy == "reject":
+            # A busy session's reject is the request's answer (409), as an api process
+            # answers it, not a 202 for a turn that never runs.
+            await streamed.admission()
         self._submitted.add((session_id, tid))
         self._background_of[tenant] = self._background_of.get(tenant, 0) + 1
         task = streamed.task
@@ -564,14 +598,23 @@ class TurnService:
         return self.queue is not None and await self.queue.is_queued(session_id, turn_id)
 
     async def delete_session(self, session_id: str) -> bool:
-        """Delete the session with everything of it: messages, turns (the idempotency
-        records) and lease in the store, then every stream of it in the broker. False if the
-        store did not know it (its streams, if any, go anyway). A turn running meanwhile
-        loses its lease: its commit is refused, and its stream ends with an error and goes."""
+        """Delete the session with everything of it: its turns on the work queue (each
+        queued turn's stream ends with an `interrupted` error; none runs), messages, turns
+        (the idempotency records) and lease in the store, then every stream of it in the
+        broker. False if neither the store nor the queue knew it (its streams, if any, go
+        anyway). A turn running meanwhile loses its lease: its commit is refused, and its
+        stream ends with an error and goes."""
+        removed: list[str] = []
+        if self.queue is not None:
+            # Off the queue first, so no worker starts one of its turns meanwhile (one that
+            # holds a turn finds it withdrawn and ends it without running it).
+            removed = await self.queue.drop_session(session_id)
         deleted = await self.store.delete_session(session_id)
         self.engine.window_cache.drop(session_id)
+        for turn_id in removed:
+            await self._end_withdrawn(session_id, turn_id, _SESSION_DELETED)
         await self.broker.forget(session_id)
-        return deleted
+        return deleted or bool(removed)
 
     async def events(self, session_id: str, turn_id: str, after: int) -> AsyncIterator[StreamEvent]:
         """A turn's events after `after`: from the broker while it has them, else (a
@@ -618,6 +661,21 @@ def _ended(session_id: str, turn_id: str, message: str, event: StreamEvent) -> T
     out = msgspec.json.decode(event.data, type=TurnOut)
     now = time.time()
     return TurnRecord(turn_id, session_id, "completed", message, now, now, response=out.response)
+
+
+def _refused(
+    engine: TurnEngine, session_id: str, turn_id: str, after: int, error: AgentHostError
+) -> StreamedTurn:
+    """A streamed turn refused before it was queued: its admission raises `error`, and its
+    events are that error alone, numbered as its stream's first event."""
+    admitted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    admitted.set_exception(error)
+    admitted.exception()  # retrieved: a WebSocket reads the event instead
+
+    async def events() -> AsyncIterator[StreamEvent]:
+        yield StreamEvent(after + 1, "error", _encode(ErrorDetail(error.code, error.message)))
+
+    return StreamedTurn(engine, session_id, turn_id, events(), None, admitted)
 
 
 async def _final_event(record: TurnRecord, after: int) -> AsyncIterator[StreamEvent]:

@@ -13,6 +13,13 @@ new attempt only. A turn is acknowledged after its fenced commit (or its recorde
 failure). A worker whose commit was refused by the fence (`lease_lost`: another worker took
 the turn) neither acknowledges it nor ends its stream: the new owner does both.
 
+A withdrawn turn (cancelled while queued, or its session deleted: `WorkQueue.cancel`,
+`drop_session`) is ended here without running: its stream gets an `interrupted` error, as
+a cancelled turn's does with `--role all`, and it is acknowledged. A worker finds it so while
+it waits for the session's earlier turns (the queue's marker is gone) or, between that and
+the agent's start, by the fleet-wide interrupt the cancel sends (then the engine interrupts it
+as it starts); a running turn is interrupted by the engine itself.
+
 Draining (SIGTERM): no turn is taken any more; running turns have `--drain-timeout` to finish
 and commit; those still running are cancelled and handed back to the queue, where another
 worker takes them at once and runs them again.
@@ -25,14 +32,22 @@ import contextlib
 import logging
 import os
 import socket
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 import msgspec
 
 from agenthost.brokers.base import EventKind, StreamBroker, StreamEvent
-from agenthost.core.errors import AgentHostError, LeaseLost, Unavailable
+from agenthost.core.errors import (
+    AgentHostError,
+    LeaseLost,
+    SessionBusy,
+    TurnInterrupted,
+    Unavailable,
+)
 from agenthost.observability.logs import bind_turn
-from agenthost.queue.base import Delivery, WorkQueue
+from agenthost.queue.base import Delivery, Withdrawn, WorkQueue
 from agenthost.stores.base import TurnRecord
 from agenthost.turns.chunks import ChunkFlusher, TurnStream
 from agenthost.turns.engine import TurnEngine
@@ -45,6 +60,9 @@ log = logging.getLogger("agenthost.worker")
 _encode = msgspec.json.encode
 
 _HANDED_BACK = "handed back to the queue by a draining worker"
+_WITHDRAWN = "the turn was cancelled before it ran"
+_RECENT_INTERRUPTS = 1024  # interrupts of turns not (yet) held here, kept this many...
+_RECENT_INTERRUPT_S = 10.0  # ...for this long: a take's reply may come after its cancel
 
 TurnEnded = Callable[[Delivery, TurnRecord | None, AgentHostError | None], Awaitable[None]]
 """Told when a queued turn ended here (committed: the record; failed: the error), before it
@@ -78,6 +96,11 @@ class TurnWorker:
         self.consumer = consumer or consumer_name()
         self.on_end = on_end
         self._running: dict[str, tuple[Delivery, asyncio.Task[None]]] = {}
+        # Turns held here that the engine does not run yet, by (session, turn): receipt.
+        self._held: dict[tuple[str, str], str] = {}
+        self._cancelled: set[str] = set()  # receipts of held turns asked to stop
+        self._recent: OrderedDict[tuple[str, str], float] = OrderedDict()
+        engine.store.on_interrupt(self._on_interrupt)
         self._free = asyncio.Event()
         self._free.set()
         self._loop: asyncio.Task[None] | None = None
@@ -143,13 +166,56 @@ class TurnWorker:
                 continue
             for delivery in deliveries:
                 receipt = delivery.receipt
+                key = (delivery.turn.session_id, delivery.turn.turn_id)
+                self._held[key] = receipt
+                asked = self._recent.pop(key, None)
+                if asked is not None and time.monotonic() - asked < _RECENT_INTERRUPT_S:
+                    self._cancelled.add(receipt)  # its cancel came before the take's reply
                 task = asyncio.create_task(self._run(delivery))
                 self._running[receipt] = (delivery, task)
                 task.add_done_callback(lambda _, r=receipt: self._done(r))  # type: ignore[misc]
 
     def _done(self, receipt: str) -> None:
-        self._running.pop(receipt, None)
+        found = self._running.pop(receipt, None)
+        if found is not None:
+            turn = found[0].turn
+            if self._held.get((turn.session_id, turn.turn_id)) == receipt:
+                del self._held[(turn.session_id, turn.turn_id)]
+        self._cancelled.discard(receipt)
         self._free.set()
+
+    def _on_interrupt(self, session_id: str, turn_id: str) -> None:
+        """A fleet-wide interrupt: a turn held here that has not started is stopped before
+        it does (a started one is the engine's). One not held here is remembered a while."""
+        key = (session_id, turn_id)
+        receipt = self._held.get(key)
+        if receipt is not None:
+            self._cancelled.add(receipt)
+            return
+        if self.engine.runs(session_id, turn_id):
+            return  # the engine's: it was interrupted there (a retry of it must not be)
+        self._recent[key] = time.monotonic()
+        self._recent.move_to_end(key)
+        while len(self._recent) > _RECENT_INTERRUPTS:
+            self._recent.popitem(last=False)
+
+    def _started(self, delivery: Delivery, stream: TurnStream) -> Callable[[], None]:
+        """The engine's `on_start` for a queued turn: from here the engine runs it (and
+        interrupts it); one asked to stop meanwhile is interrupted as it starts."""
+        turn = delivery.turn
+        key = (turn.session_id, turn.turn_id)
+
+        def on_start() -> None:
+            stream.started()
+            if self._held.get(key) == delivery.receipt:
+                del self._held[key]
+            if delivery.receipt in self._cancelled:
+                # The engine registers the turn as it enters its run, right after this.
+                asyncio.get_running_loop().call_soon(
+                    self.engine.cancel_turn, turn.session_id, turn.turn_id, _WITHDRAWN
+                )
+
+        return on_start
 
     async def _touch_forever(self) -> None:
         period = self.queue.claim_after / 3
@@ -168,7 +234,15 @@ class TurnWorker:
         at most as long as a turn may run (then that turn's worker is gone anyway)."""
         engine = self.engine
         deadline = asyncio.get_running_loop().time() + engine.turn_timeout + engine.lease_ttl
-        while await self.queue.earlier(delivery):
+        while True:
+            if delivery.receipt in self._cancelled:
+                raise Withdrawn(delivery.turn.turn_id)
+            if not await self.queue.earlier(delivery):  # raises Withdrawn too
+                return
+            if delivery.turn.on_busy == "reject":
+                # Queued at the same moment as another turn of its session (the enqueue's
+                # check saw neither): a reject never waits.
+                raise SessionBusy("this session is running an earlier turn")
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 return
@@ -190,6 +264,7 @@ class TurnWorker:
         kind: EventKind
         record: TurnRecord | None = None
         error: AgentHostError | None = None
+        withdrawn = False
         try:
             await self._after_earlier_turns(delivery)
             record = await self.engine.run_turn(
@@ -200,15 +275,25 @@ class TurnWorker:
                 on_busy=turn.on_busy,
                 # A plain turn's client reads its answer only (`streamed` False).
                 on_chunk=stream.sink if turn.streamed else None,
-                on_start=stream.started,
+                on_start=self._started(delivery, stream),
                 attach=True,
             )
             kind, data = "done", _encode(turn_out(record))
-        except LeaseLost:
-            # Another worker holds the turn now (this one was paused or cut off): it ends
-            # the stream and acknowledges the turn.
-            log.warning("turn %s was taken over by another worker; not committed here", turn_id)
-            return
+        except Withdrawn:
+            withdrawn = True
+            error = TurnInterrupted(_WITHDRAWN)
+            kind, data = "error", _encode(ErrorDetail(error.code, error.message))
+        except LeaseLost as exc:
+            if await self._taken_over(delivery):
+                # Another worker holds the turn now (this one was paused or cut off): it
+                # ends the stream and acknowledges the turn.
+                log.warning("turn %s was taken over by another worker; not committed here",
+                            turn_id)  # fmt: skip
+                return
+            # Its session was deleted while it ran (no record of it left): nobody else will
+            # end it.
+            error = exc
+            kind, data = "error", _encode(ErrorDetail(exc.code, exc.message))
         except asyncio.CancelledError:
             # Stopped here (drain timeout, shutdown): another worker runs it again.
             with contextlib.suppress(AgentHostError):
@@ -226,7 +311,14 @@ class TurnWorker:
             error = exc
             kind, data = "error", _encode(ErrorDetail(exc.code, exc.message))
         try:
-            await stream.finish(kind, data)
+            if withdrawn:
+                await stream.end_unrun(kind, data)
+            else:
+                await stream.finish(kind, data)
+            if kind == "error" and await self.engine.store.get_session(session_id) is None:
+                # Its session was deleted (or never made: its first turn was withdrawn):
+                # its readers have the error, and nothing of it stays behind.
+                await self.broker.forget(session_id, turn_id)
         except AgentHostError as exc:
             log.warning("could not publish the end of turn %s: %s", turn_id, exc)
         if self.on_end is not None:
@@ -246,3 +338,13 @@ class TurnWorker:
         except AgentHostError as exc:
             # Delivered again later: the store answers the committed turn without a run.
             log.warning("could not acknowledge turn %s: %s", turn_id, exc)
+
+    async def _taken_over(self, delivery: Delivery) -> bool:
+        """After a lost lease: whether the turn is still recorded (another worker took it
+        over, and ends it), not gone with its deleted session. True if the store cannot
+        say (the safe answer: another worker may hold it)."""
+        try:
+            turn = delivery.turn
+            return await self.engine.store.get_turn(turn.session_id, turn.turn_id) is not None
+        except AgentHostError:
+            return True
