@@ -464,9 +464,12 @@ class RedisWorkQueue:
             raise StoreUnavailable(f"redis queue: {exc}") from None
 
     async def earlier(self, delivery: Delivery) -> bool:
-        if delivery.alone:
-            return False  # nothing of its session was queued before it: no look-up
         _, entry_id = delivery.receipt.split(" ")
+        if delivery.alone:
+            # Nothing of its session was queued before it: only its own marker is read, to
+            # find it withdrawn (cancelled, or its session deleted).
+            await self._check_marker(delivery, entry_id)
+            return False
         ours = _entry_order(entry_id)
         try:
             if self._wire is not None:
@@ -489,6 +492,20 @@ class RedisWorkQueue:
         if not found:
             raise Withdrawn(delivery.turn.turn_id)
         return before
+
+    async def _check_marker(self, delivery: Delivery, entry_id: str) -> None:
+        """Withdrawn unless the turn's marker names this entry ("" while a Cluster's enqueue
+        places it)."""
+        key, turn_id = _queued_key(delivery.turn.session_id), delivery.turn.turn_id
+        try:
+            if self._wire is not None:
+                place = await self._wire.call("HGET", key, turn_id)
+            else:
+                place = await self._client.hget(key, turn_id)
+        except _FAILURES as exc:
+            raise StoreUnavailable(f"redis queue: {exc}") from None
+        if place is None or (place and _text(place) != entry_id):
+            raise Withdrawn(turn_id)
 
     async def cancel(self, session_id: str, turn_id: str) -> bool:
         queued = _queued_key(session_id)
