@@ -114,14 +114,11 @@ def test_a_resume_on_another_process_after_a_kill_runs_the_turn_again_in_a_new_i
     """A streams a response and is killed mid-answer; retrieve(stream=True, starting_after=N)
     on B runs the turn again (after A's lease lapses): the void text stays in item 0, the new
     attempt fills a new output item, and the completed response holds the answer once."""
-    common = {
-        "store": redis_url,
-        "llm": "sim://?ttft_ms=50&tokens_per_s=20&words=40",
-        "chunk_coalesce_ms": 0,
-        "lease_ttl": 3,
-    }
-    a = agenthost_factory(**common)
-    b = agenthost_factory(**common)
+    common = {"store": redis_url, "chunk_coalesce_ms": 0, "lease_ttl": 3}
+    # A answers slowly (8 s), so it is surely mid-answer when it is killed, however late a
+    # loaded machine lets the client read its third delta; B runs the turn again quickly.
+    a = agenthost_factory(llm="sim://?ttft_ms=50&tokens_per_s=5&words=40", **common)
+    b = agenthost_factory(llm="sim://?ttft_ms=50&tokens_per_s=200&words=40", **common)
     conv = "conv-" + uuid.uuid4().hex[:8]
     on_a = openai.OpenAI(base_url=a.url + "/openai/v1", api_key="unused", max_retries=0)
     on_b = openai.OpenAI(base_url=b.url + "/openai/v1", api_key="unused", max_retries=0)
