@@ -69,6 +69,7 @@ def test_reconnect_to_stream_replays_the_running_turn(
     assert out["afterResume"] is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lapsed", [False, True], ids=["lease-live", "lease-lapsed"])
 def test_reconnect_to_stream_after_a_process_is_killed_gets_the_whole_answer_once(
     agenthost_factory: Callable[..., AgentHostProcess],

@@ -98,6 +98,7 @@ def test_a_framework_agent_streams_calls_its_tool_and_commits_once_with_its_stat
     assert len(history(server, sid)) == 4
 
 
+@pytest.mark.slow
 def test_a_langgraph_interrupt_ends_the_turn_and_the_next_turn_resumes_on_another_process(
     agenthost_factory: Callable[..., AgentHostProcess],
     llm_sim_server: LLMSimServer,
@@ -122,6 +123,7 @@ def test_a_langgraph_interrupt_ends_the_turn_and_the_next_turn_resumes_on_anothe
     assert [role for role, _ in history(second, sid)] == ["user", "assistant"] * 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(AGENTS))
 def test_kill_9_mid_turn_then_a_retry_leaves_the_state_as_if_the_dead_turn_never_ran(
     name: str,

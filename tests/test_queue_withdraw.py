@@ -101,6 +101,7 @@ async def refusals(url: str) -> dict[str, Any]:
     return got
 
 
+@pytest.mark.slow
 async def test_a_reject_to_a_busy_session_answers_through_the_queue_as_with_role_all(
     agenthost_factory: Factory, store: dict[str, str]
 ) -> None:

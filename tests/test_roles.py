@@ -186,6 +186,7 @@ async def test_a_paused_workers_late_commit_is_refused_by_the_fence(
         assert text_after_last_reset(events) == record["response"]
 
 
+@pytest.mark.slow
 async def test_a_draining_worker_hands_back_the_turn_it_could_not_finish(
     agenthost_factory: Factory, redis_url: str
 ) -> None:
@@ -241,6 +242,7 @@ def test_agenthost_worker_is_serve_with_role_worker(tmp_path: Path) -> None:
     assert "--role worker" in out.stderr
 
 
+@pytest.mark.slow
 async def test_a_thousand_background_turns_over_three_workers_commit_once_in_order(
     agenthost_factory: Factory, redis_url: str
 ) -> None:

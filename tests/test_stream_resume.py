@@ -477,6 +477,7 @@ async def test_a_deleted_sessions_streams_never_come_back(
             assert "secret" not in json.dumps(again) and again[-1][1] == "done"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("deleted_on", ["its process", "another"])
 async def test_a_turn_running_when_its_session_is_deleted_is_cut_and_leaves_nothing(
     agenthost_factory: Callable[..., AgentHostProcess],
