@@ -12,6 +12,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -154,31 +155,40 @@ def test_the_timeline_counts_turns_by_when_they_were_answered_and_leaves_gaps() 
     assert timeline([], span_s=0.0) == []
 
 
-def test_a_signal_ends_the_run_early_and_what_was_sent_is_verified(
-    agenthost_factory: Callable[..., AgentHostProcess], tmp_path: Path
-) -> None:
-    server = agenthost_factory(llm="sim://?latency_ms=200")
-    out = tmp_path / "report.json"
+def stopped_by_signal(
+    server: AgentHostProcess, out: Path, sig: signal.Signals, answered: int, *args: str
+) -> tuple[dict[str, Any], str]:
+    """A long loadtest against `server` (with `args`), sent `sig` once `answered` turns are
+    committed: its report, and what it printed."""
     proc = subprocess.Popen(
-        [AGENTHOST, "loadtest", "--url", server.url, "--sessions", "10", "--duration", "600",
-         "--mode", "sse", "--quiet", "--json", str(out)],
+        [AGENTHOST, "loadtest", "--url", server.url, "--duration", "600", "--quiet",
+         "--json", str(out), *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        wait_until(lambda: committed_turns(server) >= 20, 60, "turns to be answered")
-        proc.send_signal(signal.SIGINT)
+        wait_until(lambda: committed_turns(server) >= answered, 60, "turns to be answered")
+        proc.send_signal(sig)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
         proc.kill()
     assert proc.returncode == 0, stdout + stderr
-    report = json.loads(out.read_text())
-    assert report["stopped_early"] is True
-    assert report["wall_s"] < 60
-    assert report["failed"] == 0 and report["answered"] >= 20
-    assert report["verification"]["acknowledged"] == report["answered"]
+    report: dict[str, Any] = json.loads(out.read_text())
+    assert report["stopped_early"] is True and report["failed"] == 0
+    assert report["verification"]["acknowledged"] == report["answered"] >= answered
     damage = ("lost", "duplicated", "out_of_order", "mismatched", "unreadable")
     assert [report["verification"][k] for k in damage] == [0] * len(damage)
-    assert "stopped by a signal" in stderr + stdout
+    return report, stdout + stderr
+
+
+def test_a_signal_ends_the_run_early_and_what_was_sent_is_verified(
+    agenthost_factory: Callable[..., AgentHostProcess], tmp_path: Path
+) -> None:
+    server = agenthost_factory(llm="sim://?latency_ms=200")
+    report, printed = stopped_by_signal(
+        server, tmp_path / "report.json", signal.SIGINT, 20, "--sessions", "10", "--mode", "sse"
+    )
+    assert report["wall_s"] < 60
+    assert "stopped by a signal" in printed
 
 
 async def test_the_report_carries_the_clients_own_loop_lag_and_gc_pauses(
@@ -248,20 +258,7 @@ def test_sigterm_stops_every_process_early_and_all_is_verified(
     agenthost_factory: Callable[..., AgentHostProcess], tmp_path: Path
 ) -> None:
     server = agenthost_factory(llm="sim://?latency_ms=200")
-    out = tmp_path / "report.json"
-    proc = subprocess.Popen(
-        [AGENTHOST, "loadtest", "--url", server.url, "--sessions", "8", "--duration", "600",
-         "--processes", "2", "--quiet", "--json", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        wait_until(lambda: committed_turns(server) >= 16, 60, "turns to be answered")
-        proc.send_signal(signal.SIGTERM)  # to the parent alone: it passes it on
-        stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, stdout + stderr
-    report = json.loads(out.read_text())
-    assert report["stopped_early"] is True and report["failed"] == 0
-    assert report["verification"]["acknowledged"] == report["answered"] >= 16
-    assert report["verification"]["lost"] == 0
+    # To the parent alone: it passes it on to its client processes.
+    stopped_by_signal(
+        server, tmp_path / "report.json", signal.SIGTERM, 16, "--sessions", "8", "--processes", "2"
+    )

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from agenthost.stores import SessionStore, create_store
+from agenthost.stores.postgres import PostgresStore
 
 BACKENDS = [
     "memory",
@@ -55,3 +56,13 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         yield s
     finally:
         await s.close()
+
+
+@pytest.fixture
+async def postgres_store(postgres_url: str) -> AsyncIterator[PostgresStore]:
+    """An open PostgreSQL store on the test PostgreSQL server."""
+    s = create_store(postgres_url)
+    assert isinstance(s, PostgresStore)
+    await s.open()
+    yield s
+    await s.close()

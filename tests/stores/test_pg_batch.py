@@ -29,12 +29,8 @@ def sid(prefix: str = "b") -> str:
 
 
 @pytest.fixture
-async def store(postgres_url: str) -> AsyncIterator[PostgresStore]:
-    s = create_store(postgres_url)
-    assert isinstance(s, PostgresStore)
-    await s.open()
-    yield s
-    await s.close()
+def store(postgres_store: PostgresStore) -> PostgresStore:
+    return postgres_store
 
 
 async def begin(store: PostgresStore, session_id: str, turn_id: str, fp: str = "") -> Any:

@@ -9,7 +9,7 @@ import math
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import pytest
@@ -26,12 +26,8 @@ def sid() -> str:
 
 
 @pytest.fixture
-async def store(postgres_url: str) -> AsyncIterator[PostgresStore]:
-    s = create_store(postgres_url)
-    assert isinstance(s, PostgresStore)
-    await s.open()
-    yield s
-    await s.close()
+def store(postgres_store: PostgresStore) -> PostgresStore:
+    return postgres_store
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], within: float, what: str) -> float:
