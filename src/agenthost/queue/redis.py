@@ -182,6 +182,12 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _marks(place: bytes | str | None, entry_id: str) -> bool:
+    """Whether a turn's queued marker names this entry ("" while a Cluster's enqueue places
+    it); gone, or naming another entry of a turn sent again since, it was withdrawn."""
+    return place is not None and (not place or _text(place) == entry_id)
+
+
 def _busy(places: dict[Any, Any]) -> SessionBusy:
     """The reject of a turn whose session has these turns (id -> entry) queued or running,
     worded as the engine words it: the first of them (by queue order) is the one running."""
@@ -484,9 +490,7 @@ class RedisWorkQueue:
         before = False
         for turn_id, place in places.items():
             if _text(turn_id) == delivery.turn.turn_id:
-                # Its marker names this entry ("" while a Cluster's enqueue places it); gone,
-                # or naming another entry of a turn sent again since, it was withdrawn.
-                found = not place or _text(place) == entry_id
+                found = _marks(place, entry_id)
             elif place and _entry_order(_text(place)) < ours:
                 before = True
         if not found:
@@ -504,7 +508,7 @@ class RedisWorkQueue:
                 place = await self._client.hget(key, turn_id)
         except _FAILURES as exc:
             raise StoreUnavailable(f"redis queue: {exc}") from None
-        if place is None or (place and _text(place) != entry_id):
+        if not _marks(place, entry_id):
             raise Withdrawn(turn_id)
 
     async def cancel(self, session_id: str, turn_id: str) -> bool:
