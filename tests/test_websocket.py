@@ -17,6 +17,7 @@ from starlette.websockets import WebSocketDisconnect
 from agenthost.core.settings import Settings
 from agenthost.runtime.assembly import build_app
 from tests.fixtures.agenthost import AgentHostProcess
+from tests.test_drain import wait_running
 
 
 @pytest.fixture
@@ -101,6 +102,9 @@ async def test_a_new_connection_to_a_draining_process_is_closed_with_1012(
     async with aiohttp.ClientSession() as http, http.ws_connect(ws_url) as busy:
         # A turn in flight keeps the process draining (not gone) while we connect again.
         await busy.send_json({"type": "turn", "message": "slow", "turn_id": "dr-1"})
+        # SIGTERM before the turn began would find nothing in flight: the process would exit
+        # at once and refuse the late connection.
+        await wait_running(http, server.url, "dr", "dr-1")
         assert server.proc is not None
         server.proc.send_signal(signal.SIGTERM)
         deadline = asyncio.get_running_loop().time() + 10
