@@ -195,6 +195,26 @@ def test_the_pipelining_client_gets_the_servers_facts_from_the_url() -> None:
     assert (tuned.timeout, tuned.connect_timeout) == (3.0, 0.1)
 
 
+async def test_the_shared_pipelining_client_is_one_per_server_and_closes_with_its_last_user() -> (
+    None
+):
+    settings = RedisSettings.from_url("redis://h:6390/2")
+    first = settings.wire(shared=True)
+    assert settings.wire(shared=True) is first
+    assert RedisSettings.from_url("redis://h:6390/2?socket_timeout=2").wire(shared=True) is first
+    # Another server, other timeouts, or a client of its own (a blocking command's): not it.
+    assert RedisSettings.from_url("redis://h:6390/3").wire(shared=True) is not first
+    assert settings.wire(timeout=9.0, shared=True) is not first
+    assert settings.wire() is not first
+    # Three users so far (the same server and timeouts asked thrice): closed thrice.
+    await first.close()
+    await first.close()
+    assert settings.wire(shared=True) is first  # one user left (and now another)
+    await first.close()
+    await first.close()
+    assert settings.wire(shared=True) is not first  # the last user closed it
+
+
 def test_the_pipelining_client_speaks_tls_as_the_url_asks() -> None:
     strict = RedisSettings.from_url("rediss://h:6380/0").wire()
     assert strict.ssl_context is not None

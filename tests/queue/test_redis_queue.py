@@ -3,8 +3,19 @@ round-robin's list, the mark of a turn alone in its session, and the wake tokens
 
 from __future__ import annotations
 
+from agenthost.brokers.base import StreamEvent
+from agenthost.brokers.redis import RedisBroker
 from agenthost.queue import Delivery, QueuedTurn, create_queue
+from agenthost.stores.redis import RedisStore
 from tests.fixtures.redis import command_calls, port_of, redis_cli
+
+
+def reads_processed(port: int) -> int:
+    """How many reads from its clients the server on `port` has made (requests arriving)."""
+    for line in redis_cli(port, "INFO", "stats").splitlines():
+        if line.startswith("total_reads_processed:"):
+            return int(line.split(":", 1)[1])
+    raise AssertionError("no total_reads_processed in INFO stats")
 
 
 async def test_a_tenant_leaves_the_round_robin_when_nothing_of_it_is_queued(
@@ -77,3 +88,83 @@ async def test_wake_tokens_left_by_turns_already_taken_cost_one_empty_take(
         assert command_calls(port, "smembers") - passes <= 3
     finally:
         await queue.close()
+
+
+async def test_a_take_is_one_script_serving_the_tenants_round_robin(redis_url: str) -> None:
+    """On a single server the tenant list and the round-robin's reads are one script (one
+    round trip); the passes give one turn per tenant each, the unauthenticated tenant too."""
+    queue = create_queue(redis_url, claim_after=100.0)
+    await queue.open()
+    try:
+        port = port_of(redis_url)
+        await queue.enqueue(QueuedTurn("z/s0", "t0", "m"))
+        [done] = await queue.take("w", 1, wait=0)  # with the look for stopped turns
+        await queue.ack(done)
+        assert await queue.take("w", 1, wait=0) == []  # the script, loaded
+        for n, session in enumerate(["a/s1", "a/s2", "a/s3", "b/s1", "b/s2", "s", "s2"], 1):
+            await queue.enqueue(QueuedTurn(session, f"t{n}", "m"))
+        idle = -reads_processed(port) + reads_processed(port)  # the look itself costs this
+        lists, reads = command_calls(port, "smembers"), command_calls(port, "xreadgroup")
+        requests = reads_processed(port)
+        first = await queue.take("w", 4, wait=0)
+        assert reads_processed(port) - requests - idle == 1  # one round trip
+        assert command_calls(port, "smembers") - lists == 1
+        assert command_calls(port, "xreadgroup") - reads == 2  # two passes, each gave
+        by_tenant = [d.turn.tenant for d in first]
+        assert sorted(set(by_tenant[:3])) == ["", "a", "b"]  # the first pass: one each
+        assert len(first) == 4 and max(map(by_tenant.count, ("", "a", "b"))) == 2
+        rest = await queue.take("w", 10, wait=0)
+        assert sorted(d.turn.turn_id for d in first + rest) == [f"t{n}" for n in range(1, 8)]
+        for delivery in first + rest:
+            await queue.ack(delivery)
+    finally:
+        await queue.close()
+
+
+async def test_a_take_after_one_that_emptied_the_queue_waits_before_it_looks(
+    redis_url: str,
+) -> None:
+    """A take that got fewer turns than it asked for left none behind: the next one waits
+    for a wake token first instead of asking for the tenant list and reading again."""
+    queue = create_queue(redis_url, claim_after=10.0)
+    await queue.open()
+    try:
+        port = port_of(redis_url)
+        await queue.enqueue(QueuedTurn("acme/s1", "t1", "m"))
+        [first] = await queue.take("w", 2, wait=5)  # its token stays: it did not wait
+        passes = command_calls(port, "smembers")
+        # The stale token wakes it once; then it waits out the rest: two looks, not three.
+        assert await queue.take("w", 2, wait=0.5) == []
+        assert command_calls(port, "smembers") - passes == 2
+        await queue.enqueue(QueuedTurn("acme/s2", "t2", "m"))
+        [second] = await queue.take("w", 2, wait=5)  # woken at once by its token
+        assert second.turn.turn_id == "t2"
+        for delivery in (first, second):
+            await queue.ack(delivery)
+    finally:
+        await queue.close()
+
+
+async def test_the_queue_store_and_broker_of_a_process_share_one_connection(
+    redis_url: str,
+) -> None:
+    """Their commands of one loop iteration leave in one write (`RedisSettings.wire`): one
+    connection for the three, beside the store's pub/sub (and the blocking waits, none
+    here). On a database of its own, so no other test's connection is counted."""
+    port = port_of(redis_url)
+    url = redis_url.rsplit("/", 1)[0] + "/7"
+    store, broker = RedisStore(url), RedisBroker(url)
+    queue = create_queue(url, claim_after=10.0)
+    for part in (store, broker, queue):
+        await part.open()
+    try:
+        await queue.enqueue(QueuedTurn("s1", "t1", "m"))
+        assert await store.get_session("s1") is None
+        await broker.publish("s1", "t1", StreamEvent(1, "done", b"{}"))
+        listed = redis_cli(port, "CLIENT", "LIST").splitlines()
+        ours = [c for c in listed if " db=7 " in c and " flags=N " in c]
+        assert len(ours) == 1, listed
+        assert " cmd=expire " in ours[0]  # the broker's last command, after the others'
+    finally:
+        for part in (queue, broker, store):
+            await part.close()

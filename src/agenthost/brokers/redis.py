@@ -127,7 +127,8 @@ class RedisBroker(MemoryBroker):
         )
         if not self.cluster:
             # XREAD BLOCK would hold up a pipelined connection: reads stay on redis-py.
-            self._wire = self.settings.wire(timeout=self.reply_timeout, connect_timeout=1.0)
+            # Shared with the store and the queue (`RedisSettings.wire`).
+            self._wire = self.settings.wire(timeout=self.reply_timeout, shared=True)
             self._inbox_wire = self.settings.wire(
                 timeout=self.block_s + self.reply_timeout, connect_timeout=1.0
             )

@@ -227,12 +227,29 @@ class RedisSettings:
         return Redis(connection_pool=pool)
 
     def wire(
-        self, *, timeout: float | None = None, connect_timeout: float | None = None
+        self,
+        *,
+        timeout: float | None = None,
+        connect_timeout: float | None = None,
+        shared: bool = False,
     ) -> RedisWire:
         """The pipelining client, for a single server only (it follows no cluster slot map).
-        Timeouts not given: the URL's, else 2 s per reply and 1 s to connect."""
+        Timeouts not given: the URL's, else 2 s per reply and 1 s to connect. `shared`: the
+        event loop's one client for this server and these timeouts, whichever part asks
+        (`redis_wire.shared_wire`); never for a blocking command."""
         if self.cluster:
             raise ValueError(f"the pipelining client talks to one server, not a cluster: {self!r}")
+        from agenthost.connections.redis_wire import shared_wire
+
+        timeout = timeout or self.socket_timeout or DEFAULT_SOCKET_TIMEOUT
+        connect_timeout = connect_timeout or self.connect_timeout or DEFAULT_CONNECT_TIMEOUT
+        if not shared:
+            return self._new_wire(timeout, connect_timeout)
+        key = (self.host, self.port, self.username, self.password, self.db, self.tls,
+               self.ssl_ca_certs, self.ssl_cert_reqs, timeout, connect_timeout)  # fmt: skip
+        return shared_wire(key, lambda: self._new_wire(timeout, connect_timeout))
+
+    def _new_wire(self, timeout: float, connect_timeout: float) -> RedisWire:
         from agenthost.connections.redis_wire import RedisWire
 
         context = None
@@ -250,8 +267,8 @@ class RedisSettings:
             password=self.password,
             db=self.db,
             ssl_context=context,
-            timeout=timeout or self.socket_timeout or DEFAULT_SOCKET_TIMEOUT,
-            connect_timeout=connect_timeout or self.connect_timeout or DEFAULT_CONNECT_TIMEOUT,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
         )
 
 

@@ -15,14 +15,15 @@ import collections
 import contextlib
 import ssl
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Hashable
 from typing import Any, cast
 
 import hiredis
 
 from agenthost.core.errors import StoreUnavailable
 
-__all__ = ["RedisWire", "ReplyError"]
+__all__ = ["RedisWire", "ReplyError", "shared_wire"]
 
 ReplyError = hiredis.ReplyError
 
@@ -173,6 +174,9 @@ class RedisWire:
         self.connect_timeout = connect_timeout
         self._conn: _Connection | None = None
         self._connecting: asyncio.Future[_Connection] | None = None
+        # Shared (`shared_wire`): how many parts use it, and where it is listed.
+        self._users = 1
+        self._listed: tuple[dict[Hashable, RedisWire], Hashable] | None = None
 
     async def _connection(self) -> _Connection:
         conn = self._conn
@@ -286,6 +290,15 @@ class RedisWire:
         return self._check(reply), after[0]
 
     async def close(self) -> None:
+        """Close the connection; a shared client closes when its last user closes it."""
+        if self._users > 1:
+            self._users -= 1
+            return
+        if self._listed is not None:
+            wires, key = self._listed
+            self._listed = None
+            if wires.get(key) is self:
+                del wires[key]
         if self._connecting is not None:
             self._connecting.cancel()
             with contextlib.suppress(BaseException):
@@ -294,3 +307,25 @@ class RedisWire:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+_SHARED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Hashable, RedisWire]]
+_SHARED = weakref.WeakKeyDictionary()
+
+
+def shared_wire(key: Hashable, make: Callable[[], RedisWire]) -> RedisWire:
+    """The running loop's client for `key` (a server and its timeouts), made by `make` for
+    its first user; each user closes it once (`RedisWire.close`), the last one for good.
+    Outside a running loop every call makes a client of its own."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return make()
+    wires = _SHARED.setdefault(loop, {})
+    wire = wires.get(key)
+    if wire is None:
+        wire = wires[key] = make()
+        wire._listed = (wires, key)
+    else:
+        wire._users += 1
+    return wire

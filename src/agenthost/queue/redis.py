@@ -150,7 +150,74 @@ if redis.call('XLEN', KEYS[2]) == 0 then redis.call('SREM', KEYS[3], ARGV[1]) en
 return removed
 """
 
+# A take's new entries on a single server, one round trip: the tenant list (sorted as
+# `_tenants` sorts it, "-" being the tenant ""), rotated by ARGV[4], then the passes of the
+# round-robin as `_take_now` makes them on a Cluster. KEYS: tenants set; ARGV: group,
+# consumer, count, rotation. The streams are named from the set, not passed as KEYS: the
+# script runs on a single server only, where every key is on it. Returns a flat list:
+# stream, entry id, fields, for each entry.
+_TAKE_ONE_NODE = """
+local tenants = redis.call('SMEMBERS', KEYS[1])
+local n = #tenants
+if n == 0 then return {} end
+table.sort(tenants, function(a, b)
+  if a == '-' then a = '' end
+  if b == '-' then b = '' end
+  return a < b
+end)
+local start = tonumber(ARGV[4]) % n
+local active = {}
+for i = 0, n - 1 do
+  active[i + 1] = 'ahq:{t:' .. tenants[(start + i) % n + 1] .. '}:turns'
+end
+local count = tonumber(ARGV[3])
+local out = {}
+local taken = 0
+local function add(reply)
+  local got = {}
+  for _, stream in ipairs(reply or {}) do
+    for _, entry in ipairs(stream[2]) do
+      out[#out + 1] = stream[1]
+      out[#out + 1] = entry[1]
+      out[#out + 1] = entry[2]
+      taken = taken + 1
+      got[stream[1]] = true
+    end
+  end
+  return got
+end
+while taken < count and #active > 0 do
+  if #active == 1 then
+    local ask = count - taken
+    local before = taken
+    add(redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ask, 'STREAMS',
+                   active[1], '>'))
+    if taken - before < ask then break end
+  else
+    local still = {}
+    local done = 0
+    while done < #active and taken < count do
+      local chunk = {}
+      local args = {'XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1, 'STREAMS'}
+      for i = done + 1, math.min(#active, done + count - taken) do
+        chunk[#chunk + 1] = active[i]
+        args[#args + 1] = active[i]
+      end
+      done = done + #chunk
+      for _ = 1, #chunk do args[#args + 1] = '>' end
+      local got = add(redis.call(unpack(args)))
+      for _, key in ipairs(chunk) do
+        if got[key] then still[#still + 1] = key end
+      end
+    end
+    active = still
+  end
+end
+return out
+"""
+
 _ENQUEUE_SHA = hashlib.sha1(_ENQUEUE_ONE_NODE.encode()).hexdigest()
+_TAKE_SHA = hashlib.sha1(_TAKE_ONE_NODE.encode()).hexdigest()
 _ACK_SHA = hashlib.sha1(_ACK_ONE_NODE.encode()).hexdigest()
 _CANCEL_SHA = hashlib.sha1(_CANCEL_ONE_NODE.encode()).hexdigest()
 _DROP_SHA = hashlib.sha1(_DROP_ONE_NODE.encode()).hexdigest()
@@ -210,6 +277,8 @@ class RedisWorkQueue:
         self._enqueue: Any = None
         # On a single server the steps of every turn (enqueue, take, order, acknowledge) go
         # through the pipelining client: measured, each redis-py call cost a turn far more.
+        # It is the process's one client for the server, shared with the store and the
+        # broker (`RedisSettings.wire(shared=True)`), so their commands share writes.
         self._wire: RedisWire | None = None
         # The take's wait for an enqueue: a connection of its own, as the wait blocks it.
         self._waking: RedisWire | None = None
@@ -218,6 +287,8 @@ class RedisWorkQueue:
         self._placehold_alone: Any = None
         self._rotation = 0
         self._reclaimed_at = 0.0
+        # The last take found fewer turns than it asked for: none was left to take.
+        self._drained = False
 
     async def open(self) -> None:
         self._client = self.settings.pooled_client(
@@ -229,7 +300,7 @@ class RedisWorkQueue:
         )
         self._enqueue = self._client.register_script(_ENQUEUE)
         if not self.settings.cluster:
-            self._wire = self.settings.wire(timeout=2.0, connect_timeout=1.0)
+            self._wire = self.settings.wire(shared=True)
             self._waking = self.settings.wire(timeout=3.0, connect_timeout=1.0)
         self._place = self._client.register_script(_PLACE)
         self._placehold_alone = self._client.register_script(_PLACEHOLD_ALONE)
@@ -310,8 +381,15 @@ class RedisWorkQueue:
     async def take(self, consumer: str, count: int, wait: float) -> list[Delivery]:
         deadline = time.monotonic() + wait
         try:
+            if self._drained and wait > 0:
+                # The last take left nothing behind: whatever came since pushed a token, so
+                # wait for one before looking (a look now costs the tenant list and a read,
+                # and finds nothing at least as often as not: measured, 2 of the worker's
+                # round trips per wake-up).
+                await self._wait_for_enqueue(count, max(0.01, min(wait, 1.0)))
             while True:
                 taken = await self._take_now(consumer, count)
+                self._drained = len(taken) < count
                 remaining = deadline - time.monotonic()
                 if taken or remaining <= 0:
                     return taken
@@ -337,15 +415,28 @@ class RedisWorkQueue:
         await self._blocking.blpop([WAKE], timeout=timeout)
 
     async def _take_now(self, consumer: str, count: int) -> list[Delivery]:
+        taken: list[Delivery] = []
+        now = time.monotonic()
+        reclaim = now - self._reclaimed_at >= self.claim_after / 4
+        if self._wire is not None and not reclaim:
+            # The tenant list and the round-robin's reads in one script: one round trip
+            # (measured: the list and a read were two of the worker's round trips per take).
+            rotation = self._rotation
+            self._rotation += 1
+            flat = await self._wire.evalsha(
+                _TAKE_SHA, _TAKE_ONE_NODE, [TENANTS], [GROUP, consumer, count, rotation]
+            )
+            for i in range(0, len(flat), 3):
+                key, entry_id, fields = _text(flat[i]), flat[i + 1], _pairs(flat[i + 2])
+                taken.append(self._delivery(key, entry_id, fields, 1))
+            return taken
         keys = await self._tenant_keys()
         if not keys:
             return []
         start = self._rotation % len(keys)
         self._rotation += 1
         order = keys[start:] + keys[:start]
-        taken: list[Delivery] = []
-        now = time.monotonic()
-        if now - self._reclaimed_at >= self.claim_after / 4:
+        if reclaim:
             self._reclaimed_at = now
             for key in order:
                 if len(taken) >= count:

@@ -83,7 +83,7 @@ class RedisLimiter:
 
     async def open(self) -> None:
         if not self.cluster:
-            self._wire = self.settings.wire()
+            self._wire = self.settings.wire(shared=True)
             return
         self._client = self.settings.light_client()
         self._admit = self._client.register_script(_ADMIT)

@@ -176,7 +176,7 @@ class CachedStore:
             for name, (_, source) in self._sources.items():
                 self._scripts[name] = self._client.register_script(source)
         else:
-            self._wire = self.settings.wire(timeout=timeout, connect_timeout=connect)
+            self._wire = self.settings.wire(timeout=timeout, connect_timeout=connect, shared=True)
 
     async def close(self) -> None:
         await close_clients(self._wire, self._client)

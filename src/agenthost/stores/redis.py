@@ -150,7 +150,7 @@ class RedisStore:
         if not self.cluster:
             # The hot path goes through the pipelining client; redis-py keeps pub/sub.
             self._wire = self.settings.wire(
-                timeout=self.socket_timeout, connect_timeout=self.connect_timeout
+                timeout=self.socket_timeout, connect_timeout=self.connect_timeout, shared=True
             )
         # Listen for interrupts before the first turn; if Redis is down now, the reader
         # subscribes once it is back (the server must start and report not-ready).
