@@ -581,6 +581,12 @@ def queue_split(result: dict[str, Any]) -> str:
     dirty = " plus uncommitted changes under src/" if git.get("dirty_src") else ""
     ratio, added = result["cpu_ratio"], result["added_p99_ms"]
     target_ratio, target_added = result["target_cpu_ratio"], result["target_added_p99_ms"]
+    ramp = ""
+    if "latency_ramp_s" in settings:  # results written before the ramp have none
+        ramp = (
+            f", the sessions starting evenly over {settings['latency_ramp_s']:g} s (burst: "
+            "all at once)"
+        )
     lines = [
         "## API and workers apart against one process (`benchmarks/queue_split.py`)",
         "",
@@ -592,7 +598,7 @@ def queue_split(result: dict[str, Any]) -> str:
         f"{settings['concurrency']}, every agenthost process and redis-server counted, median "
         f"of {settings['repeats']} rounds. Latency: {settings['latency_turns']} plain turns at "
         f"a {settings['llm_latency_ms']:g} ms LLM, concurrency "
-        f"{settings['latency_concurrency']}. Targets: the split costs at most "
+        f"{settings['latency_concurrency']}{ramp}. Targets: the split costs at most "
         f"{target_ratio}x the CPU and adds at most {target_added:g} ms at p99.",
         "",
         "| layout | **CPU ms/turn** (processes + Redis) | rounds min to max | p50 ms | p99 ms "
@@ -614,6 +620,18 @@ def queue_split(result: dict[str, Any]) -> str:
     ]
     if where:
         lines += ["", "Per turn, by process: " + "; ".join(where) + "."]
+    bursts = [
+        f"`{r['layout']}` p50 {r['burst_p50_ms']:.1f} ms, p99 {r['burst_p99_ms']:.1f} ms"
+        for r in result["results"]
+        if "burst_p99_ms" in r
+    ]
+    if bursts:
+        lines += [
+            "",
+            "Burst (every session's first turn at once): "
+            + "; ".join(bursts)
+            + f" ({result['added_burst_p99_ms']:+.1f} ms at p99).",
+        ]
     lines += [
         "",
         f"Split over all: **{ratio:.2f}x** CPU (within {target_ratio}x: "

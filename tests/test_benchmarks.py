@@ -377,3 +377,7 @@ def test_queue_split_compares_all_with_api_and_worker(tmp_path: Path) -> None:
     rendered = load_script("render_docs").queue_split(result)
     assert "| split |" in rendered and "Split over all" in rendered
     assert "Per turn, by process: `all`: all " in rendered
+    # Latency with the sessions ramped in (the target) and all at once (the burst).
+    assert result["settings"]["latency_ramp_s"] == 0.05
+    assert all(r["burst_p99_ms"] >= 50 and r["burst_turns"] == 6 for r in rows.values())
+    assert "evenly over 0.05 s" in rendered and "Burst (every session's first turn" in rendered
