@@ -6,6 +6,13 @@ call on both sides. Per command it costs one future: no task, no pool lock, no p
 timer. Timeouts are enforced by one watchdog per connection that aborts the connection
 when its oldest reply is overdue; every failure surfaces as `StoreUnavailable`, and the next
 call reconnects.
+
+The parts of a process that talk to the same server with the same timeouts (session store,
+stream broker, work queue, limiter) share one client (`shared_wire`, asked for with
+`RedisSettings.wire(shared=True)`): what they send in the same iteration leaves in one write
+and Redis reads it in one call. A slow reply fails the calls of every part on the client,
+as it would anyway: Redis runs one command at a time, so the others' replies are as late.
+A blocking command (`BLMPOP`) needs a client of its own.
 """
 
 from __future__ import annotations
