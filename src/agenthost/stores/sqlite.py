@@ -5,8 +5,9 @@ the connection (aiosqlite would hop threads once per statement). Operations that
 while the thread is busy run together in one transaction, each inside its own savepoint,
 and are answered with one wake-up of the event loop: group commit, so the cost of a commit
 and of a thread hop is shared by every turn in the batch. The history window is read with
-`ORDER BY seq DESC LIMIT n` on the primary key, never the whole history. One process per
-file: release notifications are in-process.
+`ORDER BY seq DESC LIMIT n` on the (session_id, seq) index, never the whole history. One
+process per file: release notifications are in-process. The schema and its migrations are in
+`sqlite_schema.py`.
 
 The connection's page cache is allowed to grow to `_CACHE_KIB` (SQLite's default is 2 MiB).
 With 1 KB messages a few hundred sessions outgrow 2 MiB, and then every turn read back from
@@ -45,50 +46,11 @@ from agenthost.stores.base import (
     known_holds,
 )
 from agenthost.stores.notify import ReleaseWaiters
+from agenthost.stores.sqlite_schema import migrate
 
 __all__ = ["SQLiteStore"]
 
 T = TypeVar("T")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS sessions (
-    session_id TEXT PRIMARY KEY,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    expires_at REAL NOT NULL,
-    turns INTEGER NOT NULL DEFAULT 0,
-    message_count INTEGER NOT NULL DEFAULT 0,
-    fence INTEGER NOT NULL DEFAULT 0,
-    metadata BLOB NOT NULL,
-    lease_turn_id TEXT,
-    lease_fence INTEGER NOT NULL DEFAULT 0,
-    lease_expires_at REAL NOT NULL DEFAULT 0,
-    state BLOB
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions (expires_at);
-CREATE TABLE IF NOT EXISTS messages (
-    session_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    role TEXT NOT NULL,
-    content TEXT NOT NULL,
-    turn_id TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    PRIMARY KEY (session_id, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS turns (
-    session_id TEXT NOT NULL,
-    turn_id TEXT NOT NULL,
-    status TEXT NOT NULL,
-    message TEXT NOT NULL,
-    response TEXT,
-    error_code TEXT,
-    error_message TEXT,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    fingerprint TEXT NOT NULL DEFAULT '',
-    PRIMARY KEY (session_id, turn_id)
-) WITHOUT ROWID;
-"""
 
 _COLUMNS = (
     "SELECT created_at, updated_at, turns, message_count, fence, metadata, lease_turn_id,"
@@ -156,13 +118,11 @@ class SQLiteStore:
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=5000")
         conn.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")  # negative: KiB, not pages
-        conn.executescript(_SCHEMA)
-        columns = {row[1] for row in conn.execute("PRAGMA table_info(turns)")}
-        if "fingerprint" not in columns:  # a database made before turns kept one
-            conn.execute("ALTER TABLE turns ADD COLUMN fingerprint TEXT NOT NULL DEFAULT ''")
-        columns = {row[1] for row in conn.execute("PRAGMA table_info(sessions)")}
-        if "state" not in columns:  # a database made before sessions kept an agent state
-            conn.execute("ALTER TABLE sessions ADD COLUMN state BLOB")
+        try:
+            migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
