@@ -14,7 +14,7 @@ the event loop run what is ready now, one pass and then another while calls keep
 (at most `linger` more), and leaves with those calls. Without it, turns in flight together
 fell into step: when a batch returned, the first of the next wave went alone and the rest
 queued behind it, so half the statements carried one turn (`benchmarks/turn_cpu.py`,
-PostgreSQL at history 5: 0.25 statements per turn, 0.17 with it). A lone call waits one
+PostgreSQL at history 5: 0.26 statements per turn, about 0.19 with it). A lone call waits one
 pass of the loop: microseconds, still no timer.
 
 Guarantees: a caller's result is delivered only after its statement returned, so after
