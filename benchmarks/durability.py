@@ -6,8 +6,10 @@ counts lost, duplicated, reordered and mismatched turns: with PostgreSQL as the 
 record, losing Redis must lose no acknowledged turn. Prints one JSON object.
 
 With `--cache`, the same redis-server is also the session cache in front of PostgreSQL
-(`--cache redis://...`: windows, metadata and answers served from Redis): its loss then
-empties the cache too, and the next turn of each session reads PostgreSQL. The result
+(`--cache redis://...`: windows, metadata and answers served from Redis; the server runs
+with `--window-cache-mb 0`, so every begin reads the cache rather than the process's own
+window): its loss then empties the cache too, and the next turn of each session reads
+PostgreSQL. The result
 tells how the server's turns were served (`agenthost_session_cache_requests_total`).
 
     python benchmarks/durability.py --sessions 500 --turns 5 \
@@ -96,7 +98,10 @@ def main() -> None:
                 [AGENTHOST, "serve", "--port", str(port), "--store", pg_url,
                  "--broker", f"redis://127.0.0.1:{redis_port}/0", "--llm", args.llm,
                  "--allow-no-auth", "--log-level", "warning",
-                 *(["--cache", f"redis://127.0.0.1:{redis_port}/0"] if args.cache else [])],
+                 # No window cache in the process: with one, a session's begins on its own
+                 # process skip Redis (`local`), and the run would not lean on the cache.
+                 *(["--cache", f"redis://127.0.0.1:{redis_port}/0", "--window-cache-mb", "0"]
+                   if args.cache else [])],
                 log,
                 env,
             )

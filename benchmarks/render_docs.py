@@ -528,7 +528,8 @@ def durability(result: dict[str, Any]) -> str:
             "committed turns."
             + (
                 f" Turn begins served by the cache: {served.get('hit', 0)}, by PostgreSQL: "
-                f"{served.get('miss', 0)}, past the dead cache: {served.get('bypass', 0)}."
+                f"{served.get('miss', 0)}, past the dead cache: {served.get('bypass', 0)}, "
+                f"by the process's own window: {served.get('local', 0)}."
                 if served
                 else ""
             ),

@@ -60,8 +60,13 @@ async def test_redis_killed_and_restarted_empty_between_turns_loses_no_turn(
     postgres_url: str,
     cache_redis: RedisServer,
 ) -> None:
+    # No window cache in the process: every begin reads Redis (with one, a process's own
+    # sessions are served from its memory and Redis only for the others').
     server = agenthost_factory(
-        store=postgres_url, cache=cache_redis.url, app="tests.test_fleet_cache:history_agent"
+        store=postgres_url,
+        cache=cache_redis.url,
+        app="tests.test_fleet_cache:history_agent",
+        window_cache_mb=0,
     )
     sessions = [f"between-{i}" for i in range(20)]
     acked: dict[str, dict[str, str]] = {s: {} for s in sessions}
@@ -105,7 +110,7 @@ async def test_redis_killed_mid_load_and_restarted_empty_loses_no_acknowledged_t
     cache_redis: RedisServer,
 ) -> None:
     server = agenthost_factory(
-        store=postgres_url, cache=cache_redis.url, llm="sim://?latency_ms=30"
+        store=postgres_url, cache=cache_redis.url, llm="sim://?latency_ms=30", window_cache_mb=0
     )
     sessions, turns = [f"load-{i}" for i in range(100)], 6
     acked: dict[str, dict[str, str]] = {s: {} for s in sessions}
@@ -140,16 +145,21 @@ async def test_redis_killed_mid_load_and_restarted_empty_loses_no_acknowledged_t
             assert_history_is(await messages_of(http, server.url, sid), acked[sid])
 
 
+@pytest.mark.parametrize("window_cache_mb", [0, 64], ids=["redis-window", "own-window"])
 async def test_a_window_made_stale_by_another_process_is_never_handed_to_the_agent(
     agenthost_factory: Callable[..., AgentHostProcess],
     postgres_url: str,
     cache_redis: RedisServer,
+    window_cache_mb: int,
 ) -> None:
-    """`cached` serves from Redis; `other` commits to PostgreSQL only, so after each of its
-    turns the cached window is one turn behind. Each answer lists the window the agent got:
-    it must always hold every turn before it, whichever process committed it."""
+    """`cached` serves from Redis (or, with a window cache, from its own memory, Redis not
+    read); `other` commits to PostgreSQL only, so after each of its turns the cached window
+    is one turn behind. Each answer lists the window the agent got: it must always hold
+    every turn before it, whichever process committed it."""
     app = "tests.test_fleet_cache:history_agent"
-    cached = agenthost_factory(store=postgres_url, cache=cache_redis.url, app=app)
+    cached = agenthost_factory(
+        store=postgres_url, cache=cache_redis.url, app=app, window_cache_mb=window_cache_mb
+    )
     other = agenthost_factory(store=postgres_url, app=app)
     sessions = [f"stale-{i}" for i in range(10)]
     async with aiohttp.ClientSession() as http:
@@ -168,6 +178,11 @@ async def test_a_window_made_stale_by_another_process_is_never_handed_to_the_age
 
         await asyncio.gather(*(alternate(s) for s in sessions))
         counts = await cache_counts(http, cached.url)
+        if window_cache_mb:
+            # Every turn after t0 began from the process's own window, confirmed (or
+            # completed with what came after it) by PostgreSQL.
+            assert counts["local"] >= 4 * len(sessions) and counts["hit"] == 0
+            return
         # t1 and t7 follow the cached process's own commit: hits; t3 and t6 follow the
         # other's: misses (the stale window was refused).
         assert counts["hit"] >= 2 * len(sessions) and counts["miss"] >= 3 * len(sessions)

@@ -20,6 +20,7 @@ import asyncpg
 import pytest
 
 from agenthost.stores import Completed, Message, SessionStore, Started, create_store
+from agenthost.stores.base import WindowMark
 from agenthost.stores.cached import CachedStore
 from agenthost.stores.postgres import PostgresStore
 from tests.fixtures.agenthost import free_port
@@ -106,7 +107,7 @@ async def test_a_warm_turn_gets_the_window_and_metadata_from_the_cache(
 ) -> None:
     s = sid()
     first = await turn(cached, s, "t0", "m0")
-    assert first.created and cached.counts() == {"hit": 0, "miss": 1, "bypass": 0}
+    assert first.created and cached.counts() == {"hit": 0, "miss": 1, "bypass": 0, "local": 0}
     for i in range(1, 6):
         expected = await cached.list_messages(s, WINDOW)  # PostgreSQL's window now
         assert expected is not None
@@ -115,7 +116,76 @@ async def test_a_warm_turn_gets_the_window_and_metadata_from_the_cache(
         assert begun.history == expected
         assert begun.metadata == {"last": f"m{i - 1}", "n": i}
         assert begun.message_count == 2 * i and not begun.created
-    assert cached.counts() == {"hit": 5, "miss": 1, "bypass": 0}
+    assert cached.counts() == {"hit": 5, "miss": 1, "bypass": 0, "local": 0}
+
+
+def redis_reads(server: RedisServer) -> int:
+    """EVALSHA/EVAL calls the cache's redis-server has answered (each cache step is one)."""
+    stats = redis_cli(server.port, "INFO", "commandstats")
+    return sum(
+        int(line.split("calls=")[1].split(",")[0])
+        for line in stats.splitlines()
+        if line.startswith(("cmdstat_evalsha:", "cmdstat_eval:"))
+    )
+
+
+async def test_a_begin_with_the_callers_own_window_reads_nothing_from_redis(
+    cached: CachedStore, plain: PostgresStore, own_redis: RedisServer
+) -> None:
+    """The process's window cache (`known`) holds what Redis would send: PostgreSQL confirms
+    that mark under the row lock and answers the delta after it, Redis is not read, and the
+    commit still writes Redis, so a process without the window hits."""
+    s = sid()
+    first = await turn(cached, s, "t0", "m0")
+    mark = WindowMark(first.created_at, 2)
+    steps = redis_reads(own_redis)
+    begun = await cached.begin_turn(
+        s, "t1", "m1", metadata_patch=None, lease_ms=10_000, window=WINDOW, ttl_s=TTL, known=mark
+    )
+    assert isinstance(begun, Started) and begun.delta and begun.history == []
+    assert redis_reads(own_redis) == steps, "the begin read Redis"
+    assert cached.counts()["local"] == 1
+    now = time.time()
+    await cached.commit_turn(
+        begun.lease,
+        user=Message("user", "m1", "t1", now, 2),
+        assistant=Message("assistant", "re: m1", "t1", now, 3),
+        metadata={},
+        ttl_s=TTL,
+    )
+    assert redis_reads(own_redis) == steps + 1  # the commit's labelled append
+    hits = cached.counts()["hit"]
+    after = await turn(cached, s, "t2", "m2")  # no mark: served by Redis, appended to
+    assert cached.counts()["hit"] == hits + 1
+    assert contents(after.history) == ["m0", "re: m0", "m1", "re: m1"]
+    # Another process committed since the caller's mark: PostgreSQL sends what came after.
+    await turn(plain, s, "t3", "m3")
+    behind = await cached.begin_turn(
+        s,
+        "t4",
+        "m4",
+        metadata_patch=None,
+        lease_ms=10_000,
+        window=WINDOW,
+        ttl_s=TTL,
+        known=WindowMark(first.created_at, 6),
+    )
+    assert isinstance(behind, Started) and behind.delta
+    assert contents(behind.history) == ["m3", "re: m3"]
+    now = time.time()
+    await cached.commit_turn(
+        behind.lease,
+        user=Message("user", "m4", "t4", now, 8),
+        assistant=Message("assistant", "re: m4", "t4", now, 9),
+        metadata={},
+        ttl_s=TTL,
+    )
+    # Redis was at version 6 (plain's commit never reached it): the append onto version 8
+    # dropped the entry, so the next reader without a mark misses and rebuilds it.
+    misses = cached.counts()["miss"]
+    last = await turn(cached, s, "t5", "m5")
+    assert cached.counts()["miss"] == misses + 1
+    assert contents(last.history) == ["m3", "re: m3", "m4", "re: m4"]
 
 
 async def test_a_warm_window_longer_than_half_the_cap_is_whole(cached: CachedStore) -> None:
@@ -210,7 +280,7 @@ async def test_an_expired_cache_entry_is_rehydrated_from_postgres(
         s = sid()
         await turn(store, s, "t0", "m0")
         await turn(store, s, "t1", "m1")
-        assert store.counts() == {"hit": 1, "miss": 1, "bypass": 0}
+        assert store.counts() == {"hit": 1, "miss": 1, "bypass": 0, "local": 0}
 
         async def expired() -> bool:
             return redis_cli(own_redis.port, "dbsize") == "0"
@@ -298,7 +368,7 @@ async def test_a_redis_cluster_serves_as_the_cache(
             s, "t1", "m1", metadata_patch=None, lease_ms=10_000, window=WINDOW, ttl_s=TTL
         )
         assert isinstance(again, Completed) and again.record.response == "re: m1"
-        assert store.counts() == {"hit": 4, "miss": 1, "bypass": 0}
+        assert store.counts() == {"hit": 4, "miss": 1, "bypass": 0, "local": 0}
         assert await store.delete_session(s)
     finally:
         await store.close()

@@ -218,7 +218,16 @@ async def test_window_returns_only_the_newest_messages_oldest_first(store: Sessi
 
 # Stores that answer a caller's mark with only the newer messages (the window cache); one
 # that does not must answer the whole window whatever the mark says.
-DELTA_STORES = ("memory", "sqlite", "redis", "redis-cluster", "postgres", "postgres-batched")
+DELTA_STORES = (
+    "memory",
+    "sqlite",
+    "redis",
+    "redis-cluster",
+    "postgres",
+    "postgres-batched",
+    "postgres+cache",
+    "postgres+cluster-cache",
+)
 
 
 def answers_deltas(request: pytest.FixtureRequest) -> bool:

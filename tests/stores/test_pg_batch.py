@@ -117,6 +117,33 @@ async def test_a_lone_step_goes_alone_at_once(store: PostgresStore) -> None:
     assert store.batchers["commit"].sizes == {1: 1}
 
 
+async def test_steps_submitted_in_one_pass_of_the_loop_go_as_one_batch(
+    store: PostgresStore,
+) -> None:
+    """A step that finds nothing in flight lingers while the event loop runs what is ready
+    (`batch_linger`), so the steps a burst submits together share its statement instead of
+    the first going alone."""
+    sessions = [sid() for _ in range(3)]
+    results = await asyncio.gather(*(begin(store, s, "t") for s in sessions))
+    assert all(isinstance(r, Started) and r.created for r in results), results
+    assert store.batchers["begin"].sizes == {3: 1}
+    records = await asyncio.gather(*(commit(store, r) for r in results))
+    assert all(r.status == "completed" for r in records)
+    assert store.batchers["commit"].sizes == {3: 1}
+
+
+async def test_batch_linger_0_sends_the_first_step_at_once(postgres_url: str) -> None:
+    store = create_store(f"{postgres_url}?batch_linger=0")
+    assert isinstance(store, PostgresStore)
+    await store.open()
+    try:
+        results = await asyncio.gather(*(begin(store, sid(), "t") for _ in range(3)))
+        assert all(isinstance(r, Started) for r in results), results
+        assert store.batchers["begin"].sizes == {1: 1, 2: 1}
+    finally:
+        await store.close()
+
+
 async def test_begins_queued_together_each_get_their_own_outcome(store: PostgresStore) -> None:
     blocker, fresh, idle, twice, replay, busy, reused = (sid("a"), *(sid() for _ in range(6)))
     await commit(store, await started(store, idle, "before"))
@@ -268,3 +295,30 @@ async def test_batch_min_above_the_queue_sends_each_step_alone(postgres_url: str
         assert store.batchers["commit"].sizes == {1: 1 + len(turns)}
     finally:
         await store.close()
+
+
+async def test_the_batch_functions_keep_one_generic_plan(store: PostgresStore) -> None:
+    """Schema 9: with arrays for parameters, PL/pgSQL would plan every statement of every
+    call again (a generic plan over arrays of unknown length is estimated dearer than the
+    custom ones); the batch functions force the generic plan, which finds every row by its
+    key as the custom one does."""
+    conn: asyncpg.Connection = await asyncpg.connect(store.dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT proname, proconfig FROM pg_proc WHERE proname = ANY ($1::text[])",
+            ["agenthost_begin_many", "agenthost_commit_many"],
+        )
+    finally:
+        await conn.close()
+    assert len(rows) == 2
+    for row in rows:
+        assert "plan_cache_mode=force_generic_plan" in row["proconfig"], row
+    # And the forced plans still answer: a batch of begins and commits.
+    sessions = [sid() for _ in range(3)]
+    for s in sessions:
+        await commit(store, await started(store, s, "t0"))
+    results = await asyncio.gather(*(begin(store, s, "t1") for s in sessions))
+    assert all(isinstance(r, Started) and r.message_count == 2 for r in results), results
+    records = await asyncio.gather(*(commit(store, r) for r in results))
+    assert all(r.status == "completed" for r in records)
+    assert store.batchers["begin"].sizes[3] == 1 and store.batchers["commit"].sizes[3] == 1

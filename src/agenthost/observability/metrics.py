@@ -155,7 +155,9 @@ class Metrics:
         self.draining: Callable[[], bool] = lambda: False
         self.llm_cache = llm_cache
         """(hits, misses) of the LLM response cache; (0, 0) without one."""
-        self.session_cache = session_cache or (lambda: {"hit": 0, "miss": 0, "bypass": 0})
+        self.session_cache = session_cache or (
+            lambda: {"hit": 0, "miss": 0, "bypass": 0, "local": 0}
+        )
         """Turn begins by how the session cache (`--cache`) served them; zeros without one."""
         self.activity = activity or Activity()
         """Recent turns and refusals by tenant, for the dashboard (never exported here)."""

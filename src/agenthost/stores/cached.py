@@ -12,6 +12,9 @@ and serves them only when PostgreSQL confirms that version:
   told the label and answers only the messages after it (none when it is current). A
   stale label of another incarnation, or a missing entry, costs nothing but PostgreSQL
   building the whole window, as without a cache.
+* a begin whose caller's own window cache holds the session (its mark, `known`): Redis is
+  not read, since its copy would duplicate the caller's; PostgreSQL checks that mark
+  instead and answers the messages after it (counted as `local`).
 * a retried completed turn: its cached answer is served when PostgreSQL's read of the
   session's incarnation (no lock, no write) matches the answer's label.
 * commit: PostgreSQL commits, then the window and answer are written to Redis
@@ -145,6 +148,7 @@ class CachedStore:
         self.hits = 0
         self.misses = 0
         self.bypassed = 0
+        self.local = 0
         self._wire: RedisWire | None = None
         self._client: Any = None
         self._scripts: dict[str, Any] = {}
@@ -159,9 +163,15 @@ class CachedStore:
         return self.store.waiters
 
     def counts(self) -> dict[str, int]:
-        """Turn begins served by the cache (hit), by PostgreSQL (miss), or past a failing
-        cache (bypass)."""
-        return {"hit": self.hits, "miss": self.misses, "bypass": self.bypassed}
+        """Turn begins served by the cache (hit), by PostgreSQL (miss), past a failing
+        cache (bypass), or by the process's own window, which PostgreSQL confirmed, without
+        reading the cache (local)."""
+        return {
+            "hit": self.hits,
+            "miss": self.misses,
+            "bypass": self.bypassed,
+            "local": self.local,
+        }
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -283,8 +293,23 @@ class CachedStore:
         known: WindowMark | None = None,
     ) -> Started | Completed | Busy:
         """As the PostgreSQL store's, with the window built from Redis's copy plus whatever
-        PostgreSQL has after it. The caller's own mark (`known`, a process's window cache)
-        is not needed: the answer is always the whole window (`delta` False)."""
+        PostgreSQL has after it (`delta` False). Given the caller's own mark (`known`: the
+        process's window cache holds the window up to it), Redis is not read: its copy
+        would duplicate the caller's, and PostgreSQL confirms the caller's mark under the
+        row lock as it would Redis's, answering a delta from it (the commit still writes
+        the cache, for the other processes)."""
+        if known is not None:
+            return await self._begin_known(
+                session_id,
+                turn_id,
+                message,
+                metadata_patch=metadata_patch,
+                lease_ms=lease_ms,
+                window=window,
+                ttl_s=ttl_s,
+                fingerprint=fingerprint,
+                known=known,
+            )
         cached = await self._read(session_id, turn_id, window)
         mark: WindowMark | None = None
         if cached is not None:
@@ -328,6 +353,44 @@ class CachedStore:
         self._remember(
             result.lease, _Pending(result.created_at, result.history, window, current_in_redis)
         )
+        return result
+
+    async def _begin_known(
+        self,
+        session_id: str,
+        turn_id: str,
+        message: str,
+        *,
+        metadata_patch: dict[str, Any] | None,
+        lease_ms: int,
+        window: int,
+        ttl_s: float,
+        fingerprint: str,
+        known: WindowMark,
+    ) -> Started | Completed | Busy:
+        """A begin whose caller holds the window up to `known`: PostgreSQL alone."""
+        result = await self.store.begin_turn(
+            session_id,
+            turn_id,
+            message,
+            metadata_patch=metadata_patch,
+            lease_ms=lease_ms,
+            window=window,
+            ttl_s=ttl_s,
+            fingerprint=fingerprint,
+            known=known,
+        )
+        if not isinstance(result, Started):
+            return result
+        if result.delta:
+            # The caller's copy is of this incarnation: the commit appends to Redis's copy
+            # if that is at the version the turn began with, and drops it otherwise.
+            self.local += 1
+            pending = _Pending(result.created_at, [], window, True)
+        else:  # the caller's mark was not the session's: PostgreSQL sent the whole window
+            self.misses += 1
+            pending = _Pending(result.created_at, result.history, window, False)
+        self._remember(result.lease, pending)
         return result
 
     async def commit_turn(

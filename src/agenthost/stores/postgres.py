@@ -134,6 +134,7 @@ _OPTIONS = {
     "connect_timeout": 2.0,
     "migrate": 1,
     "batch_min": 2,
+    "batch_linger": 2,
 }
 
 
@@ -141,7 +142,8 @@ def split_options(url: str) -> tuple[str, dict[str, float]]:
     """The DSN for asyncpg, and agenthost's own options taken out of the URL's query
     (`pool_size`, `command_timeout`, `connect_timeout`, `migrate`, `batch_min`: turn steps
     sent together at least for the batch functions to be used; 1 sends even a lone step
-    through them)."""
+    through them; `batch_linger`: event-loop passes a step that finds none of its kind in
+    flight waits for others to join it, 0 sends it at once)."""
     parts = urlsplit(url)
     ours: dict[str, float] = {k: float(v) for k, v in _OPTIONS.items()}
     rest: list[tuple[str, str]] = []
@@ -181,11 +183,12 @@ class PostgresStore:
         self._tasks: list[asyncio.Task[None]] = []
         self._listening = asyncio.Event()
         batch_min = max(1, int(options["batch_min"]))
+        linger = max(0, int(options["batch_linger"]))
         self._begins: Batcher[_BeginArgs, Any] = Batcher(
-            self._begin_one, self._begin_many, refused=_refused, min_many=batch_min
+            self._begin_one, self._begin_many, refused=_refused, min_many=batch_min, linger=linger
         )
         self._commits: Batcher[_CommitArgs, Any] = Batcher(
-            self._commit_one, self._commit_many, refused=_refused, min_many=batch_min
+            self._commit_one, self._commit_many, refused=_refused, min_many=batch_min, linger=linger
         )
 
     @property
