@@ -255,6 +255,23 @@ async def test_turn_endings_reach_the_waiting_process_through_redis_in_few_reads
         await api.close()
 
 
+async def test_a_stream_ended_by_its_first_event_is_kept_for_the_stream_ttl_only(
+    redis_url: str,
+) -> None:
+    """A queued plain turn's stream holds its final event only: kept `stream_ttl` seconds
+    as any ended stream, not the hour a running stream is given."""
+    broker = create_broker(redis_url, stream_ttl=60)
+    await broker.open()
+    try:
+        sid, port = f"s-{uuid.uuid4().hex[:8]}", port_of(redis_url)
+        await broker.publish(sid, "plain", StreamEvent(1, "done", b"{}"))
+        await broker.publish(sid, "running", StreamEvent(1, "chunk", b"{}"))
+        assert 0 < int(redis_cli(port, "TTL", f"ah:{{{sid}}}:stream:plain")) <= 60
+        assert int(redis_cli(port, "TTL", f"ah:{{{sid}}}:stream:running")) > 60
+    finally:
+        await broker.close()
+
+
 async def test_an_inbox_ttl_is_set_at_most_once_a_second_and_after_its_last_ending(
     redis_url: str,
 ) -> None:

@@ -81,7 +81,10 @@ def _commands(
     if event.seq == 1:
         index = _index(session_id)
         ttl = max(RUNNING_TTL_S, int(stream_ttl))  # outlives every stream it lists
-        return [xadd, ("EXPIRE", key, RUNNING_TTL_S), ("SADD", index, turn_id),
+        # A stream whose first event ends it (a queued plain turn's, an error) is kept as
+        # any ended stream is, not as a running one (an hour).
+        own = int(stream_ttl) if event.final else RUNNING_TTL_S
+        return [xadd, ("EXPIRE", key, own), ("SADD", index, turn_id),
                 ("EXPIRE", index, ttl)]  # fmt: skip
     if event.kind != "chunk":
         ttl = int(stream_ttl) if event.final else RUNNING_TTL_S
