@@ -5,12 +5,16 @@ an ending that never arrives costs its waiter a look at the turn record, not the
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
+import msgspec
 import pytest
 
-from agenthost.brokers import StreamBroker, create_broker
+from agenthost.brokers import StreamBroker, StreamEvent, create_broker
+from agenthost.core.errors import TurnInterrupted
 from agenthost.llm import create_llm
 from agenthost.observability.metrics import Metrics
 from agenthost.queue import WorkQueue, create_queue
@@ -20,6 +24,7 @@ from agenthost.stores import create_store
 from agenthost.turns.agents import Turn, wrap_agent
 from agenthost.turns.chunks import ChunkFlusher
 from agenthost.turns.engine import TurnEngine
+from agenthost.turns.payloads import ErrorDetail
 from agenthost.turns.service import TurnService
 
 
@@ -55,3 +60,60 @@ async def test_a_plain_turn_whose_ending_is_lost_is_answered_from_its_record(
     await queue.ack(delivery)
     got = await asyncio.wait_for(answer, 20)
     assert (got.turn_id, got.response) == (record.turn_id, "echo: hi")
+
+
+async def _after_a_look_at_the_record(
+    service: TurnService, monkeypatch: pytest.MonkeyPatch
+) -> list[str]:
+    """Count the waiter's looks at turn records; the list grows with each."""
+    looks: list[str] = []
+    get_turn = service.store.get_turn
+
+    async def counted(session_id: str, turn_id: str) -> Any:
+        looks.append(turn_id)
+        return await get_turn(session_id, turn_id)
+
+    monkeypatch.setattr(service.store, "get_turn", counted)
+    return looks
+
+
+async def _poll(condition: Callable[[], bool], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        await asyncio.sleep(0.02)
+
+
+async def test_an_ending_sent_after_the_waiter_looked_at_the_record_still_answers(
+    api: tuple[TurnService, WorkQueue, StreamBroker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The waiter goes on waiting for the ending after each look at the record: a turn
+    that ends with no record (withdrawn before it ran) is answered by its ending alone."""
+    service, queue, broker = api
+    looks = await _after_a_look_at_the_record(service, monkeypatch)
+    sid = f"s-{uuid.uuid4().hex[:8]}"
+    answer = asyncio.ensure_future(service.run(sid, "hi", turn_id=None))
+    [delivery] = await queue.take("stand-in-worker", 1, wait=10)
+    await _poll(lambda: len(looks) >= 2)  # two looks: the wait was renewed twice
+    error = msgspec.json.encode(ErrorDetail("interrupted", "cancelled before it ran"))
+    broker.notify_end(broker.inbox, sid, delivery.turn.turn_id, StreamEvent(1, "error", error))
+    with pytest.raises(TurnInterrupted):
+        await asyncio.wait_for(answer, 20)
+    assert len(broker.endings) == 0  # nobody waits any more
+    await queue.ack(delivery)
+
+
+async def test_a_waiter_cancelled_between_looks_at_the_record_stops_and_leaves_no_wait(
+    api: tuple[TurnService, WorkQueue, StreamBroker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service, queue, broker = api
+    looks = await _after_a_look_at_the_record(service, monkeypatch)
+    sid = f"s-{uuid.uuid4().hex[:8]}"
+    answer = asyncio.ensure_future(service.run(sid, "hi", turn_id=None))
+    [delivery] = await queue.take("stand-in-worker", 1, wait=10)
+    await _poll(lambda: len(looks) >= 1)
+    answer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await answer
+    assert len(broker.endings) == 0
+    await queue.ack(delivery)

@@ -255,6 +255,52 @@ async def test_turn_endings_reach_the_waiting_process_through_redis_in_few_reads
         await api.close()
 
 
+async def test_a_stream_ended_by_its_first_event_is_kept_for_the_stream_ttl_only(
+    redis_url: str,
+) -> None:
+    """A queued plain turn's stream holds its final event only: kept `stream_ttl` seconds
+    as any ended stream, not the hour a running stream is given."""
+    broker = create_broker(redis_url, stream_ttl=60)
+    await broker.open()
+    try:
+        sid, port = f"s-{uuid.uuid4().hex[:8]}", port_of(redis_url)
+        await broker.publish(sid, "plain", StreamEvent(1, "done", b"{}"))
+        await broker.publish(sid, "running", StreamEvent(1, "chunk", b"{}"))
+        assert 0 < int(redis_cli(port, "TTL", f"ah:{{{sid}}}:stream:plain")) <= 60
+        assert int(redis_cli(port, "TTL", f"ah:{{{sid}}}:stream:running")) > 60
+    finally:
+        await broker.close()
+
+
+async def test_an_inbox_ttl_is_set_at_most_once_a_second_and_after_its_last_ending(
+    redis_url: str,
+) -> None:
+    """Endings to one inbox within a second cost one EXPIRE, not one each; an ending sent
+    after the inbox's TTL was set in that second still gets it set when the second ends
+    (here the list lost its TTL in between, as a list emptied and made again does)."""
+    worker = create_broker(redis_url)
+    await worker.open()
+    try:
+        sid, port, inbox = f"s-{uuid.uuid4().hex[:8]}", port_of(redis_url), "ah:ends:t-inbox"
+        await worker.publish(sid, "warm", StreamEvent(1, "chunk", b"{}"))  # connected
+        expires_before = command_calls(port, "expire")
+        for n in range(50):
+            worker.notify_end(inbox, sid, f"t{n}", StreamEvent(1, "done", b"{}"))
+        await worker.publish(sid, "warm", StreamEvent(2, "chunk", b"{}"))  # written after them
+        assert redis_cli(port, "LLEN", inbox) == "50"
+        assert command_calls(port, "expire") - expires_before == 1
+        assert int(redis_cli(port, "TTL", inbox)) > 0
+        redis_cli(port, "PERSIST", inbox)
+        worker.notify_end(inbox, sid, "late", StreamEvent(1, "done", b"{}"))
+        deadline = time.monotonic() + 10
+        while int(redis_cli(port, "TTL", inbox)) < 0:
+            assert time.monotonic() < deadline, "the inbox's TTL was not set again"
+            await asyncio.sleep(0.05)
+        assert redis_cli(port, "LLEN", inbox) == "51"
+    finally:
+        await worker.close()
+
+
 async def test_chunks_within_the_window_leave_as_one_event() -> None:
     broker = create_broker("memory://")
     stream = TurnStream(broker, "s", "t", ChunkFlusher(0.05))

@@ -13,7 +13,10 @@ whose own timeout is longer than that, then asks again. A read timeout therefore
 Redis that does not answer, never a quiet turn.
 
 Turn endings (`notify_end`, see `brokers.endings`) go to a list per process,
-`ah:ends:<id>` (`RPUSH`, with a TTL so a dead process's inbox goes); while anyone here waits
+`ah:ends:<id>` (`RPUSH`, with a TTL so a dead process's inbox goes: set with an inbox's first
+ending, then at most once a second per inbox however many endings go to it, and always within
+a second of the last one; measured, an `EXPIRE` per ending was one of the worker's Redis
+commands per plain turn of the api / worker split); while anyone here waits
 for one, one task takes every ending there at once (`BLMPOP ... COUNT`) on a connection of
 its own.
 
@@ -51,6 +54,7 @@ _FAILURES = (rexc.ConnectionError, rexc.TimeoutError, rexc.ClusterDownError, OSE
 MAX_EVENTS = 100_000  # a stream longer than this keeps its newest events
 RUNNING_TTL_S = 3600  # a turn whose process died leaves no stream behind for longer
 INBOX_TTL_S = 600  # a dead process's inbox of turn endings goes after this
+INBOX_EXPIRE_EVERY_S = 1.0  # an inbox's TTL is set again at most this often
 ENDINGS_PER_READ = 1000
 
 log = logging.getLogger("agenthost.streams")
@@ -77,7 +81,10 @@ def _commands(
     if event.seq == 1:
         index = _index(session_id)
         ttl = max(RUNNING_TTL_S, int(stream_ttl))  # outlives every stream it lists
-        return [xadd, ("EXPIRE", key, RUNNING_TTL_S), ("SADD", index, turn_id),
+        # A stream whose first event ends it (a queued plain turn's, an error) is kept as
+        # any ended stream is, not as a running one (an hour).
+        own = int(stream_ttl) if event.final else RUNNING_TTL_S
+        return [xadd, ("EXPIRE", key, own), ("SADD", index, turn_id),
                 ("EXPIRE", index, ttl)]  # fmt: skip
     if event.kind != "chunk":
         ttl = int(stream_ttl) if event.final else RUNNING_TTL_S
@@ -110,6 +117,11 @@ class RedisBroker(MemoryBroker):
         self._inbox_wire: RedisWire | None = None
         self._inbox_reader: asyncio.Task[None] | None = None
         self._sending: set[asyncio.Task[None]] = set()
+        # Inboxes whose TTL was set in the current second, and those sent an ending since
+        # (their TTL is set again when the second ends).
+        self._inbox_expired: set[str] = set()
+        self._inbox_due: set[str] = set()
+        self._inbox_timer: asyncio.TimerHandle | None = None
 
     async def open(self) -> None:
         self._client = self.settings.pooled_client(
@@ -134,6 +146,14 @@ class RedisBroker(MemoryBroker):
             )
 
     async def close(self) -> None:
+        if self._inbox_timer is not None:
+            self._inbox_timer.cancel()
+            self._inbox_timer = None
+        due, self._inbox_due = self._inbox_due, set()
+        for inbox in due:  # the inboxes sent an ending in this last second keep their TTL
+            with contextlib.suppress(StoreUnavailable, RuntimeError):
+                if self._wire is not None:
+                    await self._wire.call("EXPIRE", inbox, INBOX_TTL_S)
         reader, self._inbox_reader = self._inbox_reader, None
         if reader is not None:
             reader.cancel()
@@ -231,11 +251,40 @@ class RedisBroker(MemoryBroker):
         if wire is not None and wire.connected:
             sent = functools.partial(self._ending_sent, session_id, turn_id)
             wire.call_nowait("RPUSH", inbox, payload, on_reply=sent)
-            wire.call_nowait("EXPIRE", inbox, INBOX_TTL_S, on_reply=sent)
+            if inbox in self._inbox_expired:
+                self._inbox_due.add(inbox)  # its TTL is set again as the second ends
+            else:
+                wire.call_nowait("EXPIRE", inbox, INBOX_TTL_S, on_reply=sent)
+                self._inbox_expired.add(inbox)
+                if self._inbox_timer is None:
+                    self._inbox_timer = asyncio.get_running_loop().call_later(
+                        INBOX_EXPIRE_EVERY_S, self._next_inbox_second
+                    )
             return
         task = asyncio.ensure_future(self._send_ending(inbox, session_id, turn_id, payload))
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
+
+    def _next_inbox_second(self) -> None:
+        """A second ended: the inboxes sent an ending during it get their TTL set again (and
+        count as set in the next second); with none, the timer stops until the next ending."""
+        self._inbox_timer = None
+        self._inbox_expired = self._expire_due_inboxes()
+        if self._inbox_expired:
+            self._inbox_timer = asyncio.get_running_loop().call_later(
+                INBOX_EXPIRE_EVERY_S, self._next_inbox_second
+            )
+
+    def _expire_due_inboxes(self) -> set[str]:
+        """Set the TTL of every inbox sent an ending since its TTL was last set; those set."""
+        due, self._inbox_due = self._inbox_due, set()
+        wire = self._wire
+        for inbox in due:
+            # Not connected: the list may have no TTL until an ending sent later sets it
+            # (as when the EXPIRE after an RPUSH is lost with its connection).
+            if wire is not None:
+                wire.call_nowait("EXPIRE", inbox, INBOX_TTL_S)
+        return due
 
     async def _send_ending(self, inbox: str, session_id: str, turn_id: str, payload: bytes) -> None:
         """`notify_end` through a call that connects, or through the cluster client."""
