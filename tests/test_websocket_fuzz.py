@@ -37,6 +37,7 @@ FRAME_ERRORS = {
     "message_too_long",
     "metadata_too_large",
     "metadata_too_deep",
+    "turn_id_required",
 }
 
 json_values = st.recursive(

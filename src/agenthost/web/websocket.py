@@ -188,7 +188,8 @@ def parse_frame(data: str | bytes, limits: InputLimits, max_frame_bytes: int) ->
     """A received frame as a typed client frame with valid ids, within the input limits.
 
     Raises only AgentHostError: BinaryFrame, FrameTooLarge, BadFrame (not JSON, wrong shape,
-    unknown type), JSONTooDeep, BadRequest (a bad turn id), MessageTooLong,
+    unknown type), JSONTooDeep, BadRequest (a bad turn id), TurnIdRequired (`after` with no
+    `turn_id`), MessageTooLong,
     MetadataTooLarge or MetadataTooDeep.
     """
     if not isinstance(data, str):
