@@ -113,9 +113,10 @@ async def test_reject_policy_gives_exactly_one_409_per_session_and_loses_nothing
 async def test_killed_process_turns_complete_exactly_once_on_retry_elsewhere(
     agenthost_factory: Callable[..., AgentHostProcess], redis_url: str
 ) -> None:
-    settings = {"store": redis_url, "llm": "sim://?latency_ms=1500", "lease_ttl": 1.0}
-    victim = agenthost_factory(**settings)
-    survivor = agenthost_factory(**settings)
+    # The victim's model never answers before the kill, so all 100 turns are seen running
+    # together however slowly the machine lets this test poll them; the survivor's is quick.
+    victim = agenthost_factory(store=redis_url, llm="sim://?latency_ms=60000", lease_ttl=1.0)
+    survivor = agenthost_factory(store=redis_url, llm="sim://?latency_ms=1500", lease_ttl=1.0)
     turns = [(f"crash-{i}", f"crash-{i}-t") for i in range(100)]
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=300)) as http:
 
