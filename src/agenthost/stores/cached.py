@@ -298,20 +298,10 @@ class CachedStore:
         would duplicate the caller's, and PostgreSQL confirms the caller's mark under the
         row lock as it would Redis's, answering a delta from it (the commit still writes
         the cache, for the other processes)."""
-        if known is not None:
-            return await self._begin_known(
-                session_id,
-                turn_id,
-                message,
-                metadata_patch=metadata_patch,
-                lease_ms=lease_ms,
-                window=window,
-                ttl_s=ttl_s,
-                fingerprint=fingerprint,
-                known=known,
-            )
-        cached = await self._read(session_id, turn_id, window)
-        mark: WindowMark | None = None
+        cached: _Cached | None = None
+        mark = known
+        if known is None:
+            cached = await self._read(session_id, turn_id, window)
         if cached is not None:
             answer = cached.answer
             # A completed turn's answer never changes while its session lives: served if
@@ -339,6 +329,9 @@ class CachedStore:
         )
         if not isinstance(result, Started):
             return result
+        if known is not None:
+            self._remember(result.lease, self._known_begun(result, window))
+            return result
         current = WindowMark(result.created_at, result.message_count)
         if result.delta:  # PostgreSQL confirmed Redis's copy and sent what came after it
             assert cached is not None
@@ -355,43 +348,16 @@ class CachedStore:
         )
         return result
 
-    async def _begin_known(
-        self,
-        session_id: str,
-        turn_id: str,
-        message: str,
-        *,
-        metadata_patch: dict[str, Any] | None,
-        lease_ms: int,
-        window: int,
-        ttl_s: float,
-        fingerprint: str,
-        known: WindowMark,
-    ) -> Started | Completed | Busy:
-        """A begin whose caller holds the window up to `known`: PostgreSQL alone."""
-        result = await self.store.begin_turn(
-            session_id,
-            turn_id,
-            message,
-            metadata_patch=metadata_patch,
-            lease_ms=lease_ms,
-            window=window,
-            ttl_s=ttl_s,
-            fingerprint=fingerprint,
-            known=known,
-        )
-        if not isinstance(result, Started):
-            return result
+    def _known_begun(self, result: Started, window: int) -> _Pending:
+        """What the commit needs of a begin whose caller held the window up to its mark."""
         if result.delta:
             # The caller's copy is of this incarnation: the commit appends to Redis's copy
             # if that is at the version the turn began with, and drops it otherwise.
             self.local += 1
-            pending = _Pending(result.created_at, [], window, True)
-        else:  # the caller's mark was not the session's: PostgreSQL sent the whole window
-            self.misses += 1
-            pending = _Pending(result.created_at, result.history, window, False)
-        self._remember(result.lease, pending)
-        return result
+            return _Pending(result.created_at, [], window, True)
+        # The caller's mark was not the session's: PostgreSQL sent the whole window.
+        self.misses += 1
+        return _Pending(result.created_at, result.history, window, False)
 
     async def commit_turn(
         self,
