@@ -87,6 +87,12 @@ async def turn(
         ttl_s=TTL,
     )
     assert isinstance(begun, Started), begun
+    await commit(store, begun, turn_id, message)
+    return begun
+
+
+async def commit(store: SessionStore, begun: Started, turn_id: str, message: str) -> None:
+    """Commit the begun turn: `message` and its answer `re: <message>`."""
     n = begun.message_count
     await store.commit_turn(
         begun.lease,
@@ -95,7 +101,6 @@ async def turn(
         metadata={**begun.metadata, "last": message},
         ttl_s=TTL,
     )
-    return begun
 
 
 def contents(messages: list[Message]) -> list[str]:
@@ -145,14 +150,8 @@ async def test_a_begin_with_the_callers_own_window_reads_nothing_from_redis(
     assert isinstance(begun, Started) and begun.delta and begun.history == []
     assert redis_reads(own_redis) == steps, "the begin read Redis"
     assert cached.counts()["local"] == 1
-    now = time.time()
-    await cached.commit_turn(
-        begun.lease,
-        user=Message("user", "m1", "t1", now, 2),
-        assistant=Message("assistant", "re: m1", "t1", now, 3),
-        metadata={},
-        ttl_s=TTL,
-    )
+    assert begun.message_count == 2
+    await commit(cached, begun, "t1", "m1")
     assert redis_reads(own_redis) == steps + 1  # the commit's labelled append
     hits = cached.counts()["hit"]
     after = await turn(cached, s, "t2", "m2")  # no mark: served by Redis, appended to
@@ -172,14 +171,8 @@ async def test_a_begin_with_the_callers_own_window_reads_nothing_from_redis(
     )
     assert isinstance(behind, Started) and behind.delta
     assert contents(behind.history) == ["m3", "re: m3"]
-    now = time.time()
-    await cached.commit_turn(
-        behind.lease,
-        user=Message("user", "m4", "t4", now, 8),
-        assistant=Message("assistant", "re: m4", "t4", now, 9),
-        metadata={},
-        ttl_s=TTL,
-    )
+    assert behind.message_count == 8
+    await commit(cached, behind, "t4", "m4")
     # Redis was at version 6 (plain's commit never reached it): the append onto version 8
     # dropped the entry, so the next reader without a mark misses and rebuilds it.
     misses = cached.counts()["miss"]
