@@ -22,6 +22,7 @@ from agenthost.stores.base import TurnRecord
 from agenthost.stores.memory import MemoryStore
 from agenthost.turns.callbacks import CallbackSender, public_address
 from tests.fixtures.agenthost import AgentHostProcess, async_wait_until, free_port
+from tests.fixtures.aiohttp_server import served
 from tests.test_stream_resume import read_events, sid
 
 Factory = Callable[..., AgentHostProcess]
@@ -51,12 +52,8 @@ async def receiver() -> AsyncIterator[Receiver]:
     hook = Receiver(failures=2)
     app = web.Application()
     app.router.add_post("/hook", hook.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", hook.port)
-    await site.start()
-    yield hook
-    await runner.cleanup()
+    async with served(app, port=hook.port):
+        yield hook
 
 
 def start(role: str, factory: Factory, request: pytest.FixtureRequest, **settings: Any) -> str:
@@ -182,15 +179,9 @@ async def test_a_redirect_to_a_private_address_is_not_followed(
 
     app = web.Application()
     app.router.add_post("/{tail:.*}", redirect)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.2", port).start()
-    try:
+    async with served(app, "127.0.0.2") as port:
         sender = CallbackSender(attempts=1, allowed=lambda address: address == "127.0.0.2")
         assert not await sender.deliver(f"http://127.0.0.2:{port}/start", b"{}")
-    finally:
-        await runner.cleanup()
     assert hops == ["/start"]  # the allowed first hop was called...
     assert receiver.requests == []  # ...and the private one it pointed at never was
 
@@ -204,15 +195,9 @@ async def test_redirects_are_followed_at_most_three_times() -> None:
 
     app = web.Application()
     app.router.add_post("/{tail:.*}", loop)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
+    async with served(app) as port:
         sender = CallbackSender(allow_private=True, attempts=1)
         assert not await sender.deliver(f"http://127.0.0.1:{port}/start", b"{}")
-    finally:
-        await runner.cleanup()
     assert hops == ["/start", "/hop1", "/hop2", "/hop3"]
 
 

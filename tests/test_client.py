@@ -5,6 +5,7 @@ dead URL, and retries that reuse the Idempotency-Key and honour Retry-After."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from pathlib import Path
@@ -29,6 +30,7 @@ from agenthost.client.errors import RetryableFailure
 from agenthost.client.retry import Endpoints, RetryBudget, parse_retry_after
 from agenthost.client.sse_parser import ServerSentEvent, SSEParser
 from tests.fixtures.agenthost import AgentHostProcess, free_port
+from tests.fixtures.aiohttp_server import served
 
 # -- the SSE parser -----------------------------------------------------------------------
 
@@ -328,7 +330,7 @@ class RecordingServer:
         self.refusals = refusals
         self.retry_after = retry_after
         self.requests: list[tuple[float, dict[str, str]]] = []
-        self.runner: web.AppRunner | None = None
+        self._serving = contextlib.AsyncExitStack()
         self.url = ""
 
     async def turn(self, request: web.Request) -> web.Response:
@@ -345,16 +347,12 @@ class RecordingServer:
     async def __aenter__(self) -> RecordingServer:
         app = web.Application()
         app.router.add_post("/v1/sessions/{sid}/turns", self.turn)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        port = free_port()
-        await web.TCPSite(self.runner, "127.0.0.1", port).start()
+        port = await self._serving.enter_async_context(served(app))
         self.url = f"http://127.0.0.1:{port}"
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        assert self.runner is not None
-        await self.runner.cleanup()
+        await self._serving.aclose()
 
 
 async def test_retries_reuse_the_key_honour_retry_after_and_send_the_api_key() -> None:
@@ -400,16 +398,10 @@ async def test_the_api_key_goes_with_the_websocket_handshake() -> None:
 
     app = web.Application()
     app.router.add_get("/v1/sessions/{sid}/ws", ws)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
+    async with served(app) as port:
         async with AgentHostClient(f"http://127.0.0.1:{port}", api_key="k1") as client:
             result = await client.stream("s", "hi", transport="ws").collect()
         assert result.response == "r" and seen == ["Bearer k1"]
-    finally:
-        await runner.cleanup()
 
 
 def test_bad_arguments_are_refused() -> None:
