@@ -216,22 +216,13 @@ async def test_window_returns_only_the_newest_messages_oldest_first(store: Sessi
     assert none.history == [] and none.message_count == 12
 
 
-# Stores that answer a caller's mark with only the newer messages (the window cache); one
-# that does not must answer the whole window whatever the mark says.
-DELTA_STORES = (
-    "memory",
-    "sqlite",
-    "redis",
-    "redis-cluster",
-    "postgres",
-    "postgres-batched",
-    "postgres+cache",
-    "postgres+cluster-cache",
-)
+# Every backend answers a caller's mark with only the newer messages (the window cache),
+# except those named here, which must answer the whole window whatever the mark says.
+WHOLE_WINDOW_STORES: frozenset[str] = frozenset()
 
 
 def answers_deltas(request: pytest.FixtureRequest) -> bool:
-    return bool(request.node.callspec.params["store"] in DELTA_STORES)
+    return request.node.callspec.params["store"] not in WHOLE_WINDOW_STORES
 
 
 async def test_a_valid_mark_gets_only_the_messages_after_it(
