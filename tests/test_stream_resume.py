@@ -194,10 +194,14 @@ async def test_a_websocket_turn_frame_sent_again_reruns_a_killed_turn(
             while frames[-1]["type"] not in ("done", "error"):
                 frames.append(json.loads((await ws.receive(timeout=15)).data))
         kinds = [f["type"] for f in frames]
-        assert kinds[3] == "reset" and kinds[-1] == "done", kinds
+        # A may have published a few more chunks between the third frame's arrival and its
+        # death: B replays those, then the re-run's reset, then the whole new answer.
+        assert "reset" in kinds[3:] and kinds[-1] == "done", kinds
+        reset = kinds.index("reset", 3)
+        assert set(kinds[3:reset]) <= {"chunk"} and "reset" not in kinds[reset + 1 :], kinds
         seqs = [f["seq"] for f in frames]
         assert seqs == sorted(set(seqs))
-        text = "".join(f["text"] for f in frames[4:] if f["type"] == "chunk")
+        text = "".join(f["text"] for f in frames[reset + 1 :] if f["type"] == "chunk")
         record = await committed(http, b.url, s, tid)
         assert text == record["response"] == frames[-1]["response"]
 
