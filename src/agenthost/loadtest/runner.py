@@ -25,6 +25,7 @@ import msgspec
 
 from agenthost.loadtest.client import Attempt, send_turn
 from agenthost.loadtest.config import LoadConfig
+from agenthost.loadtest.lean_http import LeanHttpClient, lean_http_usable
 from agenthost.loadtest.report import LoadReport, percentiles, timeline
 from agenthost.loadtest.verify import Acked, Verification, merge_verifications, verify
 
@@ -152,6 +153,11 @@ async def collect(
         cookie_jar=aiohttp.DummyCookieJar(),
     ) as http:
         sender = config.mode if config.background == "off" else f"background-{config.background}"
+        lean = (
+            LeanHttpClient(config.url, headers, config.request_timeout)
+            if config.client == "lean" and sender == "http" and lean_http_usable(config.url)
+            else None
+        )
 
         async def one_turn(sid: str, n: int) -> None:
             tid = f"{sid}-t{n}"
@@ -162,7 +168,11 @@ async def collect(
             progress.inflight += 1
             try:
                 for attempt in range(config.max_retries + 1):
-                    result: Attempt = await send_turn(sender, http, config.url, sid, tid, body)
+                    result: Attempt = await (
+                        lean.send(sid, tid, body)
+                        if lean is not None
+                        else send_turn(sender, http, config.url, sid, tid, body)
+                    )
                     if result.status == 200 and result.error is None:
                         answered_at = time.monotonic()
                         latency = (answered_at - t0) * 1000
@@ -216,6 +226,8 @@ async def collect(
         finally:
             tick.cancel()
             lag_probe.cancel()
+            if lean is not None:
+                lean.close()
         ended = time.monotonic()
         cpu = time.process_time() - cpu0
         verification = await verify(http, config.url, acked) if config.verify else None
