@@ -115,21 +115,56 @@ class _Exchange(asyncio.Protocol):
         if not self.complete:
             self._end("timeout")
 
-    async def exchange(self, request: bytes, timeout: float) -> None:
+    async def exchange(self, request: bytes, deadlines: _Deadlines) -> None:
         """Send `request` and wait for its whole answer (or the reason it did not come)."""
         assert self.transport is not None
         self.received = self.complete = False
         self.chunks = []
         self.retry_after = self.failure = None
-        loop = asyncio.get_running_loop()
-        self.waiter = loop.create_future()
-        timer = loop.call_later(timeout, self.timed_out)
+        self.waiter = asyncio.get_running_loop().create_future()
+        deadlines.add(self)
         self.transport.write(request)
         try:
             await self.waiter
         finally:
-            timer.cancel()
+            deadlines.discard(self)
             self.waiter = None
+
+
+class _Deadlines:
+    """The request timeout of every exchange in flight, kept by one sweep: a timer per
+    request (a handle, a libuv timer and a copied context, started and cancelled) would cost
+    more than the rest of the turn's client work. An exchange times out within a quarter of
+    the timeout (at most a second) after it is due."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.period = min(1.0, timeout / 4)
+        self.due: dict[_Exchange, float] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def add(self, exchange: _Exchange) -> None:
+        loop = asyncio.get_running_loop()
+        self.due[exchange] = loop.time() + self.timeout
+        if self._sweeper is None:
+            self._sweeper = loop.create_task(self._sweep())
+
+    def discard(self, exchange: _Exchange) -> None:
+        self.due.pop(exchange, None)
+
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.period)
+            now = loop.time()
+            for exchange in [e for e, due in self.due.items() if due <= now]:
+                del self.due[exchange]
+                exchange.timed_out()
+
+    def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
 
 
 class LeanHttpClient:
@@ -148,6 +183,7 @@ class LeanHttpClient:
             "latin-1"
         )
         self._idle: dict[str, _Exchange] = {}
+        self._deadlines = _Deadlines(timeout)
 
     def _request(self, sid: str, tid: str, body: dict[str, Any]) -> bytes:
         payload = _encode(body)
@@ -176,13 +212,13 @@ class LeanHttpClient:
         conn = self._idle.pop(sid, None)
         try:
             if conn is not None and not conn.closed:
-                await conn.exchange(request, self.timeout)
+                await conn.exchange(request, self._deadlines)
                 if conn.failure is None or conn.received or conn.failure == "timeout":
                     return self._attempt(sid, conn)
                 # The server closed the idle connection as this request went out: nothing
                 # was read, so send it again (same Idempotency-Key) on a new connection.
             conn = await self._connect()
-            await conn.exchange(request, self.timeout)
+            await conn.exchange(request, self._deadlines)
         except TimeoutError:
             return Attempt(0, error="timeout")
         except OSError as exc:
@@ -207,7 +243,8 @@ class LeanHttpClient:
             return Attempt(0, error="DecodeError")
 
     def close(self) -> None:
-        """Close every idle connection."""
+        """Close every idle connection (and stop keeping time)."""
+        self._deadlines.stop()
         for conn in self._idle.values():
             if conn.transport is not None:
                 conn.transport.close()

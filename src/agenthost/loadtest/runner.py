@@ -199,8 +199,6 @@ async def collect(
                 progress.inflight -= 1
 
         async def session(i: int) -> None:
-            if config.ramp:
-                await _pause(stop, config.ramp * i / config.sessions)
             sid = f"{config.session_prefix}-{run_id}-{i}"
             n = 0
             while not stop.is_set() and (
@@ -210,6 +208,22 @@ async def collect(
                 n += 1
                 if config.think:
                     await _pause(stop, config.think * rng.uniform(0.5, 1.5))
+
+        async def ramped() -> None:
+            """Start each session at its point of the ramp. One starter sleeps for all of
+            them: thousands of sessions each asleep on its own timer would be thousands of
+            live objects for the garbage collector to walk while the load runs."""
+            begun = time.monotonic()
+            running = []
+            for i in range(config.sessions):
+                if config.ramp:
+                    due = begun + config.ramp * i / config.sessions - time.monotonic()
+                    if due > 0.001:
+                        await _pause(stop, due)
+                if stop.is_set():
+                    break
+                running.append(asyncio.ensure_future(session(i)))
+            await asyncio.gather(*running)
 
         async def ticker() -> None:
             while True:
@@ -222,7 +236,7 @@ async def collect(
         lag_probe = asyncio.create_task(_loop_lag(lags))
         try:
             with _stop_on_signals(stop), _gc_pauses() as pauses:
-                await asyncio.gather(*(session(i) for i in range(config.sessions)))
+                await ramped()
         finally:
             tick.cancel()
             lag_probe.cancel()
