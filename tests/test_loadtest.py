@@ -3,6 +3,7 @@ same Idempotency-Key, and report in the shapes it promises."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import signal
@@ -268,3 +269,16 @@ def test_sigterm_stops_every_process_early_and_all_is_verified(
     stopped_by_signal(
         server, tmp_path / "report.json", signal.SIGTERM, 16, "--sessions", "8", "--processes", "2"
     )
+
+
+async def test_sessions_not_yet_due_on_the_ramp_hold_no_task() -> None:
+    # One starter sleeps for the ramp: 2,000 sessions over 3 s are not 2,000 live tasks
+    # (each asleep on its own timer) for the client's garbage collector to walk.
+    alive: list[int] = []
+    with serving() as (url, stats):
+        report = await run_load(
+            LoadConfig(url=url, sessions=2000, turns=1, ramp=3.0, verify=False),
+            on_tick=lambda: alive.append(len(asyncio.all_tasks())),
+        )
+    assert report.answered == 2000 and stats["turns"] == 2000
+    assert alive and alive[0] < 1000, alive
