@@ -10,12 +10,12 @@ several times that on a busy machine, and finds almost nothing to free: all of i
 Every turn whose answer is due during the walk waits for it.
 
 The cost of the walks is set by how many objects live to see one, not by how often they run,
-so collecting at 10,000 allocations instead walks a fraction as much each time for more
-walks: measured with `benchmarks/concurrent_sessions.py` (10,000 sessions, `--workers 2`), the
-longest pause was a third to a quarter as long, for about a third more collector CPU in all. A middle-generation collection
-walks everything that survived a young one (every connection and turn in flight, hundreds of
-milliseconds): the middle threshold keeps it as rare as before (once per 2,000,000 net
-allocations rather than 1,000,000).
+so collecting at 10,000 allocations instead walks a fraction as much each time, more
+often: measured with `benchmarks/concurrent_sessions.py` (10,000 sessions, `--workers 2`),
+the longest pause was a third to a quarter as long, for about a third more collector CPU
+in all. A middle-generation collection walks everything that survived a young one (every
+connection and turn in flight, hundreds of milliseconds): the middle threshold keeps it at
+least as rare as before (once per 2,000,000 net allocations rather than 1,000,000).
 """
 
 from __future__ import annotations
