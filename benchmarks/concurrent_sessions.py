@@ -174,6 +174,11 @@ def measure(
         "store": store.split("://")[0],
         # The server's CPU over the load test, as a share of the cores its processes may use.
         "server_cpu_pct_of_cores": round(100 * server_cpu / max(wall * workers, 1e-9), 1),
+        # CPU per answered turn: unlike latency, barely moved by other load on the machine.
+        "server_cpu_ms_per_turn": round(1000 * server_cpu / max(report["answered"], 1), 4),
+        "client_cpu_ms_per_turn": round(
+            1000 * report["client_cpu_s"] / max(report["answered"], 1), 4
+        ),
         "turns_per_session": turns,
         "llm_latency_ms": latency_ms,
         "answered": report["answered"],
