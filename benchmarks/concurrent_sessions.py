@@ -130,6 +130,7 @@ def measure(
     tmp: Path,
     workers: int = 1,
     client_processes: int = 1,
+    client: str = "lean",
 ) -> dict[str, Any]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -152,6 +153,7 @@ def measure(
             subprocess.run(
                 [AGENTHOST, "loadtest", "--url", url, "--sessions", str(sessions), "--turns",
                  str(turns), "--ramp", str(ramp), "--processes", str(client_processes),
+                 "--client", client,
                  "--quiet", "--json", str(out)],
                 check=False, stdout=subprocess.DEVNULL, timeout=900,
             )  # fmt: skip
@@ -168,9 +170,15 @@ def measure(
         "sessions": sessions,
         "workers": workers,
         "client_processes": client_processes,
+        "client": client,
         "store": store.split("://")[0],
         # The server's CPU over the load test, as a share of the cores its processes may use.
         "server_cpu_pct_of_cores": round(100 * server_cpu / max(wall * workers, 1e-9), 1),
+        # CPU per answered turn: unlike latency, barely moved by other load on the machine.
+        "server_cpu_ms_per_turn": round(1000 * server_cpu / max(report["answered"], 1), 4),
+        "client_cpu_ms_per_turn": round(
+            1000 * report["client_cpu_s"] / max(report["answered"], 1), 4
+        ),
         "turns_per_session": turns,
         "llm_latency_ms": latency_ms,
         "answered": report["answered"],
@@ -218,6 +226,12 @@ def main() -> None:
         default=1,
         help="agenthost loadtest --processes: client processes the sessions are spread over",
     )
+    parser.add_argument(
+        "--client",
+        choices=["lean", "aiohttp"],
+        default="lean",
+        help="agenthost loadtest --client: its own keep-alive HTTP client, or aiohttp",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -234,6 +248,7 @@ def main() -> None:
                     Path(tmp),
                     args.workers,
                     args.client_processes,
+                    args.client,
                 )
             )
         print(json.dumps(rows[-1]), file=sys.stderr)

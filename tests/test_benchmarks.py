@@ -149,6 +149,8 @@ def test_concurrent_sessions_reports_what_the_p99_may_wait_on(tmp_path: Path) ->
     assert row["server_loop_lag_probes"] > 0 and row["server_loop_lag_p99_ms_at_most"] > 0
     assert set(row["server_gc"]) == {"0", "1", "2"}
     assert row["client_loop_lag_ms"]["max"] >= 0 and row["client_gc_pauses"] >= 0
+    assert row["client"] == "lean"
+    assert row["server_cpu_ms_per_turn"] > 0 and row["client_cpu_ms_per_turn"] > 0
 
 
 def test_idle_websockets_runs_and_reports_memory_per_connection(tmp_path: Path) -> None:

@@ -196,7 +196,7 @@ async def test_the_autoscaler_reads_each_replicas_metric(cluster_dir: str) -> No
         parse_spec("min=3,max=2,target=1")
 
 
-@pytest.mark.parametrize("mode", ["sse", "ws"])
+@pytest.mark.parametrize("mode", ["http", "sse", "ws"])
 async def test_loadtest_through_haproxy_during_a_rollout_is_clean(
     cluster_dir: str, mode: str
 ) -> None:

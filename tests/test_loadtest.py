@@ -3,6 +3,7 @@ same Idempotency-Key, and report in the shapes it promises."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import signal
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 
 from agenthost.loadtest import LoadConfig, run_load
+from agenthost.loadtest.config import ClientKind
 from agenthost.loadtest.processes import shares
 from agenthost.loadtest.report import timeline
 from agenthost.loadtest.verify import Acked, Verification, check_session
@@ -31,9 +33,12 @@ AGENTHOST = str(Path(sys.executable).with_name("agenthost"))
     [("drop", "lost"), ("duplicate", "duplicated"), ("reorder", "out_of_order"),
      ("mismatch", "mismatched")],
 )  # fmt: skip
-async def test_the_verifier_catches_a_broken_server(fault: str, counter: str) -> None:
+@pytest.mark.parametrize("client", ["lean", "aiohttp"])
+async def test_the_verifier_catches_a_broken_server(
+    fault: str, counter: str, client: ClientKind
+) -> None:
     with serving(fault) as (url, _):
-        report = await run_load(LoadConfig(url=url, sessions=1, turns=6))
+        report = await run_load(LoadConfig(url=url, client=client, sessions=1, turns=6))
     assert report.verification is not None
     assert getattr(report.verification, counter) >= 1, report.verification
     assert not report.ok
@@ -58,17 +63,19 @@ async def test_the_verifier_catches_a_broken_server_with_background_turns(
     assert clean.ok and clean.answered == 12, clean.verification
 
 
-async def test_a_correct_server_passes_clean() -> None:
+@pytest.mark.parametrize("client", ["lean", "aiohttp"])
+async def test_a_correct_server_passes_clean(client: ClientKind) -> None:
     with serving() as (url, stats):
-        report = await run_load(LoadConfig(url=url, sessions=20, turns=4))
+        report = await run_load(LoadConfig(url=url, client=client, sessions=20, turns=4))
     assert report.ok and report.answered == 80 and report.failed == 0
     assert report.verification is not None and report.verification.acknowledged == 80
     assert stats["turns"] == 80
 
 
-async def test_503_is_retried_after_retry_after_with_the_same_key() -> None:
+@pytest.mark.parametrize("client", ["lean", "aiohttp"])
+async def test_503_is_retried_after_retry_after_with_the_same_key(client: ClientKind) -> None:
     with serving("flaky") as (url, stats):
-        report = await run_load(LoadConfig(url=url, sessions=5, turns=2))
+        report = await run_load(LoadConfig(url=url, client=client, sessions=5, turns=2))
     assert report.ok and report.retries == 10
     assert report.retried_by_kind == {"unavailable": 10}
     assert set(stats["keys"].values()) == {2}  # every key sent exactly twice
@@ -262,3 +269,16 @@ def test_sigterm_stops_every_process_early_and_all_is_verified(
     stopped_by_signal(
         server, tmp_path / "report.json", signal.SIGTERM, 16, "--sessions", "8", "--processes", "2"
     )
+
+
+async def test_sessions_not_yet_due_on_the_ramp_hold_no_task() -> None:
+    # One starter sleeps for the ramp: 2,000 sessions over 3 s are not 2,000 live tasks
+    # (each asleep on its own timer) for the client's garbage collector to walk.
+    alive: list[int] = []
+    with serving() as (url, stats):
+        report = await run_load(
+            LoadConfig(url=url, sessions=2000, turns=1, ramp=3.0, verify=False),
+            on_tick=lambda: alive.append(len(asyncio.all_tasks())),
+        )
+    assert report.answered == 2000 and stats["turns"] == 2000
+    assert alive and alive[0] < 1000, alive

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from agenthost.loadtest.config import Background, LoadConfig, Mode
+from agenthost.loadtest.config import Background, ClientKind, LoadConfig, Mode
 from agenthost.loadtest.plot import write_plot
 from agenthost.loadtest.processes import run_in_processes, tune_client_process
 from agenthost.loadtest.report import LoadReport, report_table
@@ -44,6 +44,14 @@ def loadtest(
             "by polling its status or from its stream; off: --mode."
         ),
     ] = "off",
+    client: Annotated[
+        ClientKind,
+        typer.Option(
+            help="lean: --mode http turns to an http:// URL go over agenthost's own "
+            "keep-alive client (a fraction of aiohttp's CPU per turn); aiohttp: every turn "
+            "over aiohttp."
+        ),
+    ] = "lean",
     sessions: Annotated[int, typer.Option(help="Concurrent sessions.")] = 100,
     turns: Annotated[int, typer.Option(help="Turns per session (unless --duration).")] = 3,
     duration: Annotated[
@@ -86,7 +94,8 @@ def loadtest(
     Ctrl-C (or SIGTERM) ends the run early: the turns in flight finish and are verified."""
     try:
         config = LoadConfig(
-            url=url, mode=mode, background=background, sessions=sessions, turns=turns,
+            url=url, mode=mode, background=background, client=client, sessions=sessions,
+            turns=turns,
             duration=duration, think=think,
             ramp=ramp, on_busy=on_busy, payload_bytes=payload_bytes,  # type: ignore[arg-type]
             api_key=api_key, max_retries=max_retries, verify=verify, seed=seed,

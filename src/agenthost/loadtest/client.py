@@ -8,13 +8,14 @@ for network trouble.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
 import aiohttp
 import msgspec
 
-__all__ = ["Attempt", "send_turn"]
+__all__ = ["Attempt", "error_code_attempt", "send_turn"]
 
 _decode = msgspec.json.decode
 
@@ -48,22 +49,22 @@ class Attempt(msgspec.Struct):
     first_chunk_s: float | None = None
 
 
-def _retry_after(headers: Any) -> float | None:
-    value = headers.get("Retry-After")
+def error_code_attempt(status: int, body: bytes, retry_after: str | None) -> Attempt:
+    """A refused turn: the error code of the body (`{"error": {"code": ...}}`, else
+    `http_<status>`) and the Retry-After header's seconds, if any."""
+    code = f"http_{status}"
+    with contextlib.suppress(msgspec.DecodeError, KeyError, TypeError):
+        code = str(_decode(body)["error"]["code"])
     try:
-        return float(value) if value is not None else None
+        seconds = float(retry_after) if retry_after is not None else None
     except ValueError:
-        return None
+        seconds = None
+    return Attempt(status, error=code, retry_after=seconds)
 
 
 async def _error_attempt(resp: aiohttp.ClientResponse) -> Attempt:
-    code = f"http_{resp.status}"
-    try:
-        body = await resp.json(content_type=None)
-        code = str(body["error"]["code"])
-    except (ValueError, KeyError, TypeError, aiohttp.ContentTypeError):
-        pass
-    return Attempt(resp.status, error=code, retry_after=_retry_after(resp.headers))
+    body = await resp.read()
+    return error_code_attempt(resp.status, body, resp.headers.get("Retry-After"))
 
 
 async def send_http(

@@ -6,10 +6,11 @@ from typing import Literal
 
 import msgspec
 
-__all__ = ["Background", "LoadConfig", "Mode"]
+__all__ = ["Background", "ClientKind", "LoadConfig", "Mode"]
 
 Mode = Literal["http", "sse", "ws"]
 Background = Literal["off", "poll", "stream"]
+ClientKind = Literal["lean", "aiohttp"]
 
 
 class LoadConfig(msgspec.Struct, kw_only=True):
@@ -20,6 +21,9 @@ class LoadConfig(msgspec.Struct, kw_only=True):
     background: Background = "off"
     """`poll` or `stream`: every turn is a background turn (202), whose answer is read by
     polling GET .../turns/{id} or from its stream; `mode` is then not used."""
+    client: ClientKind = "lean"
+    """`lean`: `--mode http` turns to an http:// URL go over agenthost's own keep-alive
+    client (`agenthost.loadtest.lean_http`), the rest over aiohttp; `aiohttp`: all of them."""
     sessions: int = 100
     turns: int = 3
     duration: float | None = None  # seconds; when set, sessions send turns until it ends
@@ -48,6 +52,8 @@ class LoadConfig(msgspec.Struct, kw_only=True):
             problems.append("think, ramp and payload_bytes must be >= 0")
         if self.background not in ("off", "poll", "stream"):
             problems.append("background must be off, poll or stream")
+        if self.client not in ("lean", "aiohttp"):
+            problems.append("client must be lean or aiohttp")
         if self.max_retries < 0:
             problems.append("max_retries must be >= 0")
         if problems:

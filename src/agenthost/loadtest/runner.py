@@ -25,6 +25,7 @@ import msgspec
 
 from agenthost.loadtest.client import Attempt, send_turn
 from agenthost.loadtest.config import LoadConfig
+from agenthost.loadtest.lean_http import LeanHttpClient, lean_http_usable
 from agenthost.loadtest.report import LoadReport, percentiles, timeline
 from agenthost.loadtest.verify import Acked, Verification, merge_verifications, verify
 
@@ -152,6 +153,11 @@ async def collect(
         cookie_jar=aiohttp.DummyCookieJar(),
     ) as http:
         sender = config.mode if config.background == "off" else f"background-{config.background}"
+        lean = (
+            LeanHttpClient(config.url, headers, config.request_timeout)
+            if config.client == "lean" and sender == "http" and lean_http_usable(config.url)
+            else None
+        )
 
         async def one_turn(sid: str, n: int) -> None:
             tid = f"{sid}-t{n}"
@@ -162,7 +168,11 @@ async def collect(
             progress.inflight += 1
             try:
                 for attempt in range(config.max_retries + 1):
-                    result: Attempt = await send_turn(sender, http, config.url, sid, tid, body)
+                    result: Attempt = await (
+                        lean.send(sid, tid, body)
+                        if lean is not None
+                        else send_turn(sender, http, config.url, sid, tid, body)
+                    )
                     if result.status == 200 and result.error is None:
                         answered_at = time.monotonic()
                         latency = (answered_at - t0) * 1000
@@ -189,8 +199,6 @@ async def collect(
                 progress.inflight -= 1
 
         async def session(i: int) -> None:
-            if config.ramp:
-                await _pause(stop, config.ramp * i / config.sessions)
             sid = f"{config.session_prefix}-{run_id}-{i}"
             n = 0
             while not stop.is_set() and (
@@ -200,6 +208,22 @@ async def collect(
                 n += 1
                 if config.think:
                     await _pause(stop, config.think * rng.uniform(0.5, 1.5))
+
+        async def ramped() -> None:
+            """Start each session at its point of the ramp. One starter sleeps for all of
+            them: thousands of sessions each asleep on its own timer would be thousands of
+            live objects for the garbage collector to walk while the load runs."""
+            begun = time.monotonic()
+            running = []
+            for i in range(config.sessions):
+                if config.ramp:
+                    due = begun + config.ramp * i / config.sessions - time.monotonic()
+                    if due > 0.001:
+                        await _pause(stop, due)
+                if stop.is_set():
+                    break
+                running.append(asyncio.ensure_future(session(i)))
+            await asyncio.gather(*running)
 
         async def ticker() -> None:
             while True:
@@ -212,10 +236,12 @@ async def collect(
         lag_probe = asyncio.create_task(_loop_lag(lags))
         try:
             with _stop_on_signals(stop), _gc_pauses() as pauses:
-                await asyncio.gather(*(session(i) for i in range(config.sessions)))
+                await ramped()
         finally:
             tick.cancel()
             lag_probe.cancel()
+            if lean is not None:
+                lean.close()
         ended = time.monotonic()
         cpu = time.process_time() - cpu0
         verification = await verify(http, config.url, acked) if config.verify else None

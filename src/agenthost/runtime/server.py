@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import gc
 import logging
 import math
 import socket
@@ -19,6 +18,7 @@ from agenthost.core.settings import Settings
 from agenthost.observability.logs import configure_logging
 from agenthost.runtime.accept import BatchAcceptor
 from agenthost.runtime.assembly import assemble
+from agenthost.runtime.collector import tune_collector
 from agenthost.runtime.connection_limits import ConnectionLimits, OverCapacityGate, raise_file_limit
 from agenthost.runtime.protocols import choose_protocols
 from agenthost.runtime.worker_slot import WorkerSlot
@@ -73,12 +73,9 @@ def run(settings: Settings, *, worker: WorkerSlot | None = None) -> None:
         log_level=settings.log_level,
         timeout_graceful_shutdown=math.ceil(settings.turn_timeout),
     )
-    # Everything loaded so far lives as long as the process: keep it out of the garbage
-    # collector's full passes, whose pauses would otherwise land on some turn's latency.
-    gc.freeze()
-    # Thousands of turns in flight keep many young objects alive; collecting them 700
-    # allocations at a time costs more than the garbage it finds. Collect less often.
-    gc.set_threshold(50_000, 20, 100)
+    # Everything loaded so far is frozen; young objects are collected in short walks
+    # (agenthost.runtime.collector says why and what they cost).
+    tune_collector()
     server = DrainingServer(
         config, assembly.drain, batch_accept=protocols.batch_accept, listen_socket=sock
     )
