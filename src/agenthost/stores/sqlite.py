@@ -136,6 +136,11 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"sqlite: {exc}") from exc
 
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """`fn` on the store's connection, in a transaction (as `_run`): for the process
+        registry, whose tables are in the same file (see `registry/sqlite.py`)."""
+        return await self._run(fn)
+
     async def open(self) -> None:
         worker = _Worker(self._connect)
         try:
