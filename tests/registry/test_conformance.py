@@ -95,19 +95,21 @@ async def test_decisions_newest_first_and_capped(registry: ProcessRegistry) -> N
     assert everything[-1].inputs["n"] == 5
 
 
-async def test_two_registries_on_one_store_see_each_other(registry_url: str) -> None:
+async def test_two_registries_on_one_store_see_each_other(
+    registry: ProcessRegistry, registry_url: str
+) -> None:
+    """Another process's registry of the same store sees this one's beat (for SQLite: also
+    one written through this process's store connection, `sqlite+store`)."""
     shared = not registry_url.startswith("memory")  # memory:// is one process's own
-    one, two = create_registry(registry_url), create_registry(registry_url)
-    await one.open()
-    await two.open()
+    other = create_registry(registry_url)
+    await other.open()
     try:
         mine = record(1.0)
-        await one.beat(mine, 30)
-        assert (mine.process_id in {r.process_id for r in await two.processes()}) == shared
-        await one.remove(mine.process_id)
+        await registry.beat(mine, 30)
+        assert (mine.process_id in {r.process_id for r in await other.processes()}) == shared
+        await registry.remove(mine.process_id)
     finally:
-        await one.close()
-        await two.close()
+        await other.close()
 
 
 def _fields(r: ProcessRecord) -> dict[str, object]:

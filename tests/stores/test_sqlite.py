@@ -1,8 +1,9 @@
 """What the SQLite store promises beyond the shared contract: a database made by an older
 release (sessions without the agent state column; messages and turns in WITHOUT ROWID tables)
 opens, is migrated and keeps its sessions; one of a newer schema is refused; a database larger
-than SQLite's default page cache is not read back from the file every turn; a 1 KB message
-takes no overflow page."""
+than SQLite's default page cache is not read back from the file every turn; the WAL runs
+well past SQLite's default 1,000 pages before a checkpoint; a 1 KB message takes no
+overflow page."""
 
 from __future__ import annotations
 
@@ -119,6 +120,39 @@ async def test_turns_on_a_database_past_sqlites_default_cache_do_not_read_their_
     finally:
         await store.close()
     assert reads_per_turn < 20
+
+
+async def test_the_wal_runs_past_sqlites_default_checkpoint_of_1000_pages(
+    tmp_path: Path,
+) -> None:
+    """A checkpoint copies each page the WAL holds once: the longer the WAL runs, the more
+    rewrites of a session's pages it folds into one copy. At SQLite's default the WAL was
+    checkpointed, and started again from its beginning, every 1,000 pages."""
+    path = tmp_path / "wal.db"
+    store = SQLiteStore(f"sqlite:///{path}")
+    await store.open()
+    text = "x" * 1024
+    try:
+        for round_ in range(10):  # 1,000 turns, 4 KB of rows each: 1,000 pages and more
+            for i in range(100):
+                turn_id = f"t{round_}-{i}"
+                started = await store.begin_turn(
+                    f"s{i}", turn_id, text, metadata_patch=None, lease_ms=10_000, window=0,
+                    ttl_s=60,
+                )  # fmt: skip
+                assert isinstance(started, Started)
+                n = started.message_count
+                await store.commit_turn(
+                    started.lease,
+                    user=Message("user", text, turn_id, 0.0, n),
+                    assistant=Message("assistant", text, turn_id, 0.0, n + 1),
+                    metadata={},
+                    ttl_s=60,
+                )
+        wal_pages = (path.with_name("wal.db-wal").stat().st_size - 32) // (4096 + 24)
+    finally:
+        await store.close()
+    assert wal_pages > 2000
 
 
 # The schema of releases before versions were kept (`PRAGMA user_version` 0): messages and

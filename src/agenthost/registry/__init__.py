@@ -7,9 +7,14 @@ store URL's scheme, so the registry lives wherever the fleet's sessions do.
 | `sqlite:///path/to.db` | two tables in the store's file (processes sharing it see each other) |
 | `redis://...`, `redis+cluster://...` | a hash and a list on one slot (`{ah:fleet}`) |
 | `postgresql://...` | two tables in the store's database |
+
+A SQLite registry given the process's own store of the file writes through that store's
+connection (`registry/sqlite.py` says why).
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from agenthost.connections.redis import is_redis_url
 from agenthost.core.settings import is_postgres_url
@@ -20,6 +25,9 @@ from agenthost.registry.base import (
     Sample,
 )
 
+if TYPE_CHECKING:
+    from agenthost.stores.base import SessionStore
+
 __all__ = [
     "AutoscaleDecision",
     "ProcessRecord",
@@ -29,8 +37,11 @@ __all__ = [
 ]
 
 
-def create_registry(url: str) -> ProcessRegistry:
-    """Build (not open) the registry for the store `url`; ValueError for an unknown scheme."""
+def create_registry(url: str, store: SessionStore | None = None) -> ProcessRegistry:
+    """Build (not open) the registry for the store `url`; ValueError for an unknown scheme.
+    `store` is this process's store of `url`, if it has one: a SQLite registry writes through
+    its connection (see `registry/sqlite.py`), so it must be opened after the store and
+    closed before it."""
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme == "memory" or (scheme == "sqlite" and url.endswith(":memory:")):
         from agenthost.registry.memory import MemoryRegistry
@@ -38,8 +49,10 @@ def create_registry(url: str) -> ProcessRegistry:
         return MemoryRegistry()
     if scheme == "sqlite":
         from agenthost.registry.sqlite import SQLiteRegistry
+        from agenthost.stores.sqlite import SQLiteStore
 
-        return SQLiteRegistry(url)
+        shared = store if isinstance(store, SQLiteStore) and store.url == url else None
+        return SQLiteRegistry(url, store=shared)
     if is_redis_url(url):
         from agenthost.registry.redis import RedisRegistry
 

@@ -1,14 +1,23 @@
 """`sqlite:///path.db`: the registry in the store's file (two tables beside the sessions),
-so processes that share the file see each other. Each call is one short statement run on a
-worker thread; SQLite's WAL lets readers and the one writer proceed together."""
+so processes that share the file see each other. Each call is one short statement.
+
+Given the process's own `SQLiteStore` of the same file, the statements run on the store's
+connection, in its group commits. Through a second connection, every heartbeat (one each
+`--heartbeat-interval`, 2 s) would be a write by another connection, and SQLite empties a
+connection's whole page cache when it finds that another one changed the WAL since its
+last transaction: the store's next turns then read back from the file every page they
+touch. Without a store (another process, `agenthost fleet`'s autoscaler), each call opens
+its own connection on a worker thread; SQLite's WAL lets readers and the one writer proceed
+together."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from agenthost.core.errors import StoreUnavailable
 from agenthost.registry.base import (
@@ -21,19 +30,28 @@ from agenthost.registry.base import (
     order,
 )
 
-__all__ = ["SQLiteRegistry"]
+__all__ = ["SQLiteRegistry", "SharedConnection"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS agenthost_processes (
+T = TypeVar("T")
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS agenthost_processes (
     process_id TEXT PRIMARY KEY,
     expires_at REAL NOT NULL,
     record BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS agenthost_autoscale (
+)""",
+    """CREATE TABLE IF NOT EXISTS agenthost_autoscale (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     record BLOB NOT NULL
-);
-"""
+)""",
+)
+
+
+class SharedConnection(Protocol):
+    """What the registry needs of the store that owns the file's connection (`SQLiteStore`):
+    run a function on that connection, inside a transaction, raising StoreUnavailable."""
+
+    def run(self, fn: Callable[[sqlite3.Connection], T]) -> Awaitable[T]: ...
 
 
 def sqlite_path(url: str) -> str:
@@ -42,19 +60,24 @@ def sqlite_path(url: str) -> str:
 
 
 class SQLiteRegistry:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, store: SharedConnection | None = None) -> None:
         self.path = sqlite_path(url)
+        self.store = store
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         return conn
 
-    async def _run(self, statement: str, *args: Any) -> list[Any]:
-        def run() -> list[Any]:
+    async def _on_connection(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """`fn` on the store's connection if there is one, else on a connection of its own."""
+        if self.store is not None:
+            return await self.store.run(fn)
+
+        def run() -> T:
             conn = self._connect()
             try:
-                return conn.execute(statement, args).fetchall()
+                return fn(conn)
             finally:
                 conn.close()
 
@@ -63,20 +86,17 @@ class SQLiteRegistry:
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"sqlite registry: {exc}") from None
 
-    async def open(self) -> None:
-        def create() -> None:
-            if self.path != ":memory:":
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            conn = self._connect()
-            try:
-                conn.executescript(_SCHEMA)
-            finally:
-                conn.close()
+    async def _run(self, statement: str, *args: Any) -> list[Any]:
+        return await self._on_connection(lambda conn: conn.execute(statement, args).fetchall())
 
-        try:
-            await asyncio.to_thread(create)
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"sqlite registry: {exc}") from None
+    async def open(self) -> None:
+        def create(conn: sqlite3.Connection) -> None:
+            for statement in _SCHEMA:
+                conn.execute(statement)
+
+        if self.store is None and self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        await self._on_connection(create)
 
     async def close(self) -> None:
         return None

@@ -212,7 +212,7 @@ def assemble(
     open_websockets = OpenWebSockets(metrics)
     registry: ProcessRegistry
     with blame("store"):
-        registry = create_registry(settings.store)
+        registry = create_registry(settings.store, the_store)
     heartbeat = Heartbeat(
         registry,
         metrics,
