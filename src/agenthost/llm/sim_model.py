@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl, urlsplit
 import msgspec
 
 from agenthost.llm.errors import LLMError, LLMRateLimited, LLMTimeout, LLMUpstreamError
+from agenthost.llm.sim_pacing import ticker
 
 __all__ = [
     "DEFAULT_SIM_MODEL",
@@ -307,10 +308,14 @@ class SimulatedModel:
             text = self.respond(messages, model)
         first_due = start + self.stream_ttft_s
         interval = self._token_interval_s
+        # The loop's shared ticker (`sim_pacing`): one timer per millisecond with tokens due,
+        # not one per token of every stream.
+        pacer = ticker()
+        monotonic = time.monotonic
         for i, token in enumerate(split_tokens(text)):
-            # Each token is due at a fixed offset from the start, so sleep overshoot does not
+            # Each token is due at a fixed offset from the start, so a late wake-up does not
             # accumulate into a slower pace.
-            delay = first_due + i * interval - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            due = first_due + i * interval
+            while monotonic() < due:
+                await pacer.at(due)
             yield token
