@@ -18,9 +18,11 @@ import math
 import time
 import weakref
 
-__all__ = ["PacingTicker", "ticker"]
+__all__ = ["TICK_S", "PacingTicker", "ticker"]
 
 _RESOLUTION = 1000  # slots per second: a slot is one millisecond of due times
+TICK_S = 1 / _RESOLUTION
+"""The ticker's resolution: a model faster than a token per tick is paced otherwise."""
 
 
 class PacingTicker:
