@@ -11,11 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import hiredis
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agenthost.brokers import StreamBroker, StreamEvent, create_broker
 from agenthost.brokers.base import forward
+from agenthost.brokers.redis import _commands, _packed_xadd
 from agenthost.core.errors import StoreUnavailable
 from agenthost.turns.chunks import ChunkFlusher, TurnStream
 from tests.fixtures.agenthost import AgentHostProcess
@@ -413,6 +417,20 @@ async def test_a_redis_broker_writes_chunks_without_a_task_and_another_broker_re
     finally:
         await writer.close()
         await reader.close()
+
+
+@given(
+    session_id=st.text(min_size=1, max_size=40),
+    turn_id=st.text(min_size=1, max_size=40),
+    seq=st.integers(min_value=2, max_value=2**62),
+    data=st.binary(max_size=300),
+)
+def test_a_chunks_prepacked_xadd_is_the_packed_command(
+    session_id: str, turn_id: str, seq: int, data: bytes
+) -> None:
+    event = StreamEvent(seq, "chunk", data)
+    (xadd,) = _commands(session_id, turn_id, event, 300.0)
+    assert _packed_xadd(session_id, turn_id, event) == hiredis.pack_command(xadd)
 
 
 async def test_a_redis_outage_while_streaming_is_logged_once_and_local_readers_go_on(

@@ -263,6 +263,17 @@ class RedisWire:
         conn.send_nowait(_pack(args), on_reply)
         return True
 
+    def call_packed_nowait(
+        self, packed: bytes, on_reply: Callable[[Any], None] = _drop_reply
+    ) -> bool:
+        """`call_nowait` of a command already in the Redis protocol (`packed`), for a caller
+        that builds it cheaper than packing its arguments."""
+        conn = self._conn
+        if conn is None or conn.closed:
+            return False
+        conn.send_nowait(packed, on_reply)
+        return True
+
     async def evalsha(self, sha: str, script: str, keys: list[str], args: list[Any]) -> Any:
         """EVALSHA, loading the script on NOSCRIPT (after a restart or a SCRIPT FLUSH)."""
         conn = self._conn

@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl, urlsplit
 import msgspec
 
 from agenthost.llm.errors import LLMError, LLMRateLimited, LLMTimeout, LLMUpstreamError
+from agenthost.llm.sim_pacing import TICK_S, ticker
 
 __all__ = [
     "DEFAULT_SIM_MODEL",
@@ -307,10 +308,25 @@ class SimulatedModel:
             text = self.respond(messages, model)
         first_due = start + self.stream_ttft_s
         interval = self._token_interval_s
-        for i, token in enumerate(split_tokens(text)):
-            # Each token is due at a fixed offset from the start, so sleep overshoot does not
+        monotonic = time.monotonic
+        tokens = split_tokens(text)
+        if 0 < interval < TICK_S:
+            # Faster than the ticker's resolution (a flood, for tests): a sleep per token, so
+            # each token still gets a pass of the loop of its own rather than a millisecond's
+            # worth leaving together.
+            for i, token in enumerate(tokens):
+                delay = first_due + i * interval - monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                yield token
+            return
+        # The loop's shared ticker (`sim_pacing`): one timer per millisecond with tokens due,
+        # not one per token of every stream.
+        pacer = ticker()
+        for i, token in enumerate(tokens):
+            # Each token is due at a fixed offset from the start, so a late wake-up does not
             # accumulate into a slower pace.
-            delay = first_due + i * interval - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            due = first_due + i * interval
+            while monotonic() < due:
+                await pacer.at(due)
             yield token
