@@ -12,12 +12,24 @@ from agenthost.runtime.lean_protocols import ConnectionGuard, Deadlines
 from tests.fixtures.agenthost import async_wait_until
 
 
-class FakeGuard:
+class FakeTransport:
     def __init__(self) -> None:
+        self.aborted = False
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+class FakeGuard:
+    def __init__(self, fails: bool = False) -> None:
         self.expired: list[tuple[str, float]] = []
+        self.fails = fails
+        self.transport = FakeTransport()
 
     def _expired(self, reason: str) -> None:
         self.expired.append((reason, time.monotonic()))
+        if self.fails:
+            raise RuntimeError("the cut failed")
 
 
 class CountingLoop:
@@ -70,3 +82,15 @@ async def test_many_deadlines_share_one_timer_and_fire_after_they_are_due() -> N
         assert reason == ("body_timeout" if i % 2 else "headers_timeout")
         assert when - armed_at >= 0.4  # never before it is due
     assert deadlines._sweep_timer is None  # nothing pending: no timer runs
+
+
+async def test_a_cut_that_fails_aborts_its_connection_and_the_others_still_expire() -> None:
+    deadlines = Deadlines(asyncio.get_running_loop(), _limits(0.2))
+    failing, early, late = FakeGuard(fails=True), FakeGuard(), FakeGuard()
+    deadlines.arm(_guard(failing), 0.2, "headers_timeout")
+    deadlines.arm(_guard(early), 0.2, "headers_timeout")
+    deadlines.arm(_guard(late), 0.6, "body_timeout")  # due at a later sweep
+    await async_wait_until(lambda: not deadlines.due, 10, "every deadline to pass")
+    assert failing.transport.aborted and [r for r, _ in failing.expired] == ["headers_timeout"]
+    assert [r for r, _ in early.expired] == ["headers_timeout"] and not early.transport.aborted
+    assert [r for r, _ in late.expired] == ["body_timeout"]

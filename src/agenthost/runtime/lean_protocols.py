@@ -24,7 +24,9 @@ falls back to uvicorn's stock protocols when the import or the check fails.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
+import logging
 import struct
 import weakref
 from collections.abc import Callable
@@ -41,6 +43,8 @@ from websockets.streams import StreamReader
 from agenthost.observability.metrics import Metrics
 from agenthost.runtime.connection_limits import OVER_CAPACITY_KEY, ConnectionLimits
 from agenthost.web.direct_write import DIRECT_WRITER_KEY
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "ConnectionGuard",
@@ -174,11 +178,19 @@ class Deadlines:
         self._sweep_timer = None
         now = self.loop.time()
         expired = [(guard, reason) for guard, (when, reason) in self.due.items() if when <= now]
-        for guard, reason in expired:
+        for guard, _ in expired:
             del self.due[guard]
-            guard._expired(reason)
+        # The next sweep is set before any connection is cut, so that one whose cut fails
+        # cannot leave the others' deadlines without a timer.
         if self.due:
             self._sweep_timer = self.loop.call_later(self.period, self._sweep)
+        for guard, reason in expired:
+            try:
+                guard._expired(reason)
+            except Exception:
+                log.exception("cutting a connection past its %s failed: aborting it", reason)
+                with contextlib.suppress(Exception):
+                    guard.transport.abort()
 
 
 def _raw_response(status: bytes, body: bytes, *extra: bytes) -> bytes:
