@@ -76,6 +76,22 @@ async def test_a_database_without_the_state_column_gains_it_and_keeps_its_sessio
         await store.close()
 
 
+async def _one_turn(store: SQLiteStore, session_id: str, turn_id: str, text: str) -> None:
+    """Begin and commit a turn whose message and answer are both `text`."""
+    started = await store.begin_turn(
+        session_id, turn_id, text, metadata_patch=None, lease_ms=10_000, window=0, ttl_s=60
+    )
+    assert isinstance(started, Started)
+    count = started.message_count
+    await store.commit_turn(
+        started.lease,
+        user=Message("user", text, turn_id, 0.0, count),
+        assistant=Message("assistant", text, turn_id, 0.0, count + 1),
+        metadata={},
+        ttl_s=60,
+    )
+
+
 def _read_calls() -> int:
     """Read system calls this process has made (Linux's /proc/self/io)."""
     with open("/proc/self/io") as f:
@@ -96,19 +112,7 @@ async def test_turns_on_a_database_past_sqlites_default_cache_do_not_read_their_
     async def turn(session_id: str) -> None:
         nonlocal done
         done += 1
-        turn_id = f"t{done}"
-        started = await store.begin_turn(
-            session_id, turn_id, text, metadata_patch=None, lease_ms=10_000, window=0, ttl_s=60
-        )
-        assert isinstance(started, Started)
-        count = started.message_count
-        await store.commit_turn(
-            started.lease,
-            user=Message("user", text, turn_id, 0.0, count),
-            assistant=Message("assistant", text, turn_id, 0.0, count + 1),
-            metadata={},
-            ttl_s=60,
-        )
+        await _one_turn(store, session_id, f"t{done}", text)
 
     try:
         for _ in range(10):  # 1,000 turns: about 20 MB of rows
@@ -135,20 +139,7 @@ async def test_the_wal_runs_past_sqlites_default_checkpoint_of_1000_pages(
     try:
         for round_ in range(10):  # 1,000 turns, 4 KB of rows each: 1,000 pages and more
             for i in range(100):
-                turn_id = f"t{round_}-{i}"
-                started = await store.begin_turn(
-                    f"s{i}", turn_id, text, metadata_patch=None, lease_ms=10_000, window=0,
-                    ttl_s=60,
-                )  # fmt: skip
-                assert isinstance(started, Started)
-                n = started.message_count
-                await store.commit_turn(
-                    started.lease,
-                    user=Message("user", text, turn_id, 0.0, n),
-                    assistant=Message("assistant", text, turn_id, 0.0, n + 1),
-                    metadata={},
-                    ttl_s=60,
-                )
+                await _one_turn(store, f"s{i}", f"t{round_}-{i}", text)
         wal_pages = (path.with_name("wal.db-wal").stat().st_size - 32) // (4096 + 24)
     finally:
         await store.close()
