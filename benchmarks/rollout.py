@@ -26,6 +26,14 @@ AGENTHOST = str(Path(sys.executable).with_name("agenthost"))
 LLM = "sim://?ttft_ms=200&tokens_per_s=50&words=20"
 
 
+def during_rollout(
+    timeline: list[dict[str, Any]], start_s: float, end_s: float
+) -> list[dict[str, Any]]:
+    """The load test's timeline points (`agenthost.loadtest.report.timeline`: slices of
+    `width_s` from `start_s`) that overlap the rollout's seconds since the load began."""
+    return [p for p in timeline if p["start_s"] <= end_s and p["start_s"] + p["width_s"] >= start_s]
+
+
 def run_mode(mode: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     directory = tmp / f"cluster-{mode}"
     port = free_port()
@@ -55,7 +63,7 @@ def run_mode(mode: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     finally:
         subprocess.run([AGENTHOST, "cluster", "down", "--dir", str(directory)],
                        stdout=subprocess.DEVNULL, timeout=300)  # fmt: skip
-    during = [p for p in report["timeline"] if rollout_start <= p["second"] <= rollout_end]
+    during = during_rollout(report["timeline"], rollout_start, rollout_end)
     v = report["verification"] or {}
     return {
         "mode": mode,
@@ -69,7 +77,9 @@ def run_mode(mode: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "retries": report["retries"],
         "p50_ms": report["latency_ms"]["p50"],
         "p99_ms": report["latency_ms"]["p99"],
-        "p99_during_rollout_ms": max((p["p99_ms"] for p in during), default=None),
+        "p99_during_rollout_ms": max(
+            (p["p99_ms"] for p in during if p["p99_ms"] is not None), default=None
+        ),
         "rollout_s": round(rollout_end - rollout_start, 1),
         "client_saturated": report["saturated"],
     }

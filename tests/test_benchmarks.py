@@ -387,3 +387,23 @@ def test_queue_split_compares_all_with_api_and_worker(tmp_path: Path) -> None:
     assert result["settings"]["latency_ramp_s"] == 0.05
     assert all(r["burst_p99_ms"] >= 50 and r["burst_turns"] == 6 for r in rows.values())
     assert "evenly over 0.05 s" in rendered and "Burst (every session's first turn" in rendered
+
+
+def test_rollout_reads_the_slices_of_the_load_tests_own_timeline_that_overlap_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The rollout's p99 is read off the points `agenthost loadtest` writes: a change of their
+    format must show here rather than in the next quiet-machine run (it did once)."""
+    import msgspec
+
+    from agenthost.loadtest.report import timeline
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # the script imports its siblings
+    rollout = load_script("rollout")
+    # Turns answered over 10 s: slices of 0.5 s; the slow ones between 4 and 6 s.
+    done = [(t / 10, 3000.0 if 40 <= t < 60 else 100.0) for t in range(100)]
+    points = msgspec.json.decode(msgspec.json.encode(timeline(done, span_s=10.0)))
+    during = rollout.during_rollout(points, 4.6, 5.4)
+    assert [p["start_s"] for p in during] == [4.5, 5.0]
+    assert max(p["p99_ms"] for p in during) == 3000.0
+    assert rollout.during_rollout(points, 20.0, 21.0) == []
