@@ -238,14 +238,22 @@ def concurrent_sessions(result: dict[str, Any]) -> str:
 
 
 def rollout(result: dict[str, Any]) -> str:
+    workers = result.get("workers", 0)
+    fleet = (
+        f"`agenthost cluster up --replicas 3 --workers {workers}` (HAProxy, redis-server, "
+        f"3 `--role api` processes and {workers} `--role worker` processes"
+        if workers
+        else "`agenthost cluster up --replicas 3` (HAProxy, redis-server, 3 processes"
+    )
+    replaced = "every replica, then every worker" if workers else "every replica"
     lines = [
-        "## A rolling replacement under load (`benchmarks/rollout.py`)",
+        "## A rolling replacement under load (`benchmarks/rollout.py`"
+        + (f", {workers} workers)" if workers else ")"),
         "",
         f"Command: `{result['command']}` — {result['date']}, commit `{result['git_commit']}`, "
         f"{result['machine'].get('cpu', 'CPU unknown')}, {result['machine'].get('cores')} "
-        "cores. `agenthost cluster up --replicas 3` (HAProxy, redis-server, 3 processes, "
-        f"`--llm {result['llm']}`), driven by `agenthost loadtest` while "
-        "`agenthost cluster rollout` replaces every replica (maxSurge 1, maxUnavailable 0).",
+        f"cores. {fleet}, `--llm {result['llm']}`), driven by `agenthost loadtest` while "
+        f"`agenthost cluster rollout` replaces {replaced} (maxSurge 1, maxUnavailable 0).",
         "",
         "| mode | sessions | answered | failed | lost | dup | reordered | mismatched "
         "| retries | p50 ms | p99 ms | p99 during rollout ms | rollout s |",

@@ -1,11 +1,13 @@
 """A rolling replacement of a 3-replica fleet under load: does any turn fail or go missing,
 and what does it do to latency?
 
-Starts `agenthost cluster up --replicas 3` (redis-server, HAProxy, 3 processes), drives it
-with `agenthost loadtest` (SSE, then WebSocket), runs `agenthost cluster rollout` in the
-middle, and reads the load test's verified report. Prints one JSON object.
+Starts `agenthost cluster up --replicas 3` (redis-server, HAProxy, 3 processes; with
+`--workers N`, the 3 run `--role api` and N `--role worker` processes run the turns), drives
+it with `agenthost loadtest` (SSE, then WebSocket), runs `agenthost cluster rollout` (every
+replica, then every worker) in the middle, and reads the load test's verified report.
+Prints one JSON object.
 
-    python benchmarks/rollout.py --sessions 500 --duration 40
+    python benchmarks/rollout.py --sessions 500 --duration 40 [--workers 2]
 """
 
 from __future__ import annotations
@@ -38,8 +40,8 @@ def run_mode(mode: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     directory = tmp / f"cluster-{mode}"
     port = free_port()
     subprocess.run(
-        [AGENTHOST, "cluster", "up", "--replicas", "3", "--port", str(port), "--llm", LLM,
-         "--dir", str(directory)],
+        [AGENTHOST, "cluster", "up", "--replicas", "3", "--workers", str(args.workers),
+         "--port", str(port), "--llm", LLM, "--dir", str(directory)],
         check=True, stdout=subprocess.DEVNULL, timeout=120,
     )  # fmt: skip
     try:
@@ -92,6 +94,9 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=500)
     parser.add_argument("--duration", type=float, default=40.0)
     parser.add_argument("--modes", default="sse,ws")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="worker processes (0: the replicas run turns)"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     rows = []
@@ -102,6 +107,7 @@ def main() -> None:
     result = {
         **result_header("rollout"),
         "llm": LLM,
+        "workers": args.workers,
         "results": rows,
     }
     text = json.dumps(result, indent=2)

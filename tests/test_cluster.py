@@ -136,7 +136,9 @@ async def test_scale_up_and_down_under_load_fails_nothing(cluster_dir: str) -> N
     assert len(load(cluster_dir).replicas) == 1
 
 
-async def test_workers_scaled_up_and_down_under_load_fail_nothing(cluster_dir: str) -> None:
+async def test_workers_scaled_up_and_down_and_rolled_out_under_load_fail_nothing(
+    cluster_dir: str,
+) -> None:
     port = free_port()
     fleet.up(cluster_dir, replicas=1, workers=1, port=port, store=None,
              serve_env={"AGENTHOST_LLM": "sim://?latency_ms=100"}, drain_timeout=20,
@@ -152,12 +154,19 @@ async def test_workers_scaled_up_and_down_under_load_fail_nothing(cluster_dir: s
         state = load(cluster_dir)
         for worker in sorted(state.workers, key=lambda w: w.pid != first)[:2]:
             fleet._drain_worker(state, worker, lambda _: None)
+        # Then a rollout replaces the replica and the last worker, under the same load.
+        before = load(cluster_dir)
+        replaced.extend([before.replicas[0].pid, before.workers[0].pid])
+        fleet.rollout(cluster_dir, log=lambda _: None)
 
+    replaced: list[int] = []
     result = await run_with_load(cluster_dir, port, workers_up_then_down, sessions=40)
     assert result.failed == []
     state = load(cluster_dir)
     assert len(state.workers) == 1 and not alive(first)
-    assert all(r.pid for r in state.replicas)
+    assert len(state.replicas) == 1 and all(r.pid for r in state.replicas)
+    now = [state.replicas[0].pid, state.workers[0].pid]
+    assert not set(now) & set(replaced) and not any(alive(pid) for pid in replaced)
 
 
 async def test_the_autoscaler_reads_each_replicas_metric(cluster_dir: str) -> None:

@@ -121,7 +121,7 @@ def scale_command(
 
 @cluster_app.command()
 def rollout(directory: Dir = ".agenthost-cluster") -> None:
-    """Replace every replica one by one (maxSurge 1, maxUnavailable 0)."""
+    """Replace every replica, then every worker, one by one (maxSurge 1, maxUnavailable 0)."""
     try:
         fleet.rollout(directory)
     except (FileNotFoundError, RuntimeError) as exc:

@@ -251,14 +251,19 @@ def scale(directory: str, replicas: int, log: Log = print) -> ClusterState:
 
 
 def rollout(directory: str, log: Log = print) -> ClusterState:
-    """Replace every replica, one at a time: start the new one, wait ready, drain the old."""
+    """Replace every replica, then every worker, one at a time: start the new one, wait
+    ready, drain the old (a worker hands back what it could not finish)."""
     state = load(directory)
     old = list(state.replicas)
+    old_workers = list(state.workers)
     state.generation += 1
     save(state)
     for replica in old:
         _start_replica(state, log)
         _drain_replica(state, replica, log)
+    for worker in old_workers:
+        _start_worker(state, log)
+        _drain_worker(state, worker, log)
     return state
 
 
