@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import httptools
 import msgspec
 
+from agenthost.core.deadline_sweep import DeadlineSweep
 from agenthost.loadtest.client import Attempt, error_code_attempt
 
 __all__ = ["LeanHttpClient", "lean_http_usable"]
@@ -115,56 +116,26 @@ class _Exchange(asyncio.Protocol):
         if not self.complete:
             self._end("timeout")
 
-    async def exchange(self, request: bytes, deadlines: _Deadlines) -> None:
+    async def exchange(
+        self, request: bytes, deadlines: DeadlineSweep[_Exchange], timeout: float
+    ) -> None:
         """Send `request` and wait for its whole answer (or the reason it did not come)."""
         assert self.transport is not None
         self.received = self.complete = False
         self.chunks = []
         self.retry_after = self.failure = None
         self.waiter = asyncio.get_running_loop().create_future()
-        deadlines.add(self)
+        deadlines.arm(self, timeout)
         self.transport.write(request)
         try:
             await self.waiter
         finally:
-            deadlines.discard(self)
+            deadlines.disarm(self)
             self.waiter = None
 
 
-class _Deadlines:
-    """The request timeout of every exchange in flight, kept by one sweep: a timer per
-    request (a handle, a libuv timer and a copied context, started and cancelled: a few us,
-    three more live objects per turn) is a visible share of a turn's client work. An exchange
-    times out within a quarter of the timeout (at most a second) after it is due."""
-
-    def __init__(self, timeout: float) -> None:
-        self.timeout = timeout
-        self.period = min(1.0, timeout / 4)
-        self.due: dict[_Exchange, float] = {}
-        self._sweeper: asyncio.Task[None] | None = None
-
-    def add(self, exchange: _Exchange) -> None:
-        loop = asyncio.get_running_loop()
-        self.due[exchange] = loop.time() + self.timeout
-        if self._sweeper is None:
-            self._sweeper = loop.create_task(self._sweep())
-
-    def discard(self, exchange: _Exchange) -> None:
-        self.due.pop(exchange, None)
-
-    async def _sweep(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(self.period)
-            now = loop.time()
-            for exchange in [e for e, due in self.due.items() if due <= now]:
-                del self.due[exchange]
-                exchange.timed_out()
-
-    def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
+def _expire(exchange: _Exchange, _reason: str) -> None:
+    exchange.timed_out()
 
 
 class LeanHttpClient:
@@ -183,7 +154,8 @@ class LeanHttpClient:
             "latin-1"
         )
         self._idle: dict[str, _Exchange] = {}
-        self._deadlines = _Deadlines(timeout)
+        # Every exchange's timeout, kept by one sweep (at most a second late), not a timer each.
+        self._deadlines: DeadlineSweep[_Exchange] = DeadlineSweep(min(1.0, timeout / 4), _expire)
 
     def _request(self, sid: str, tid: str, body: dict[str, Any]) -> bytes:
         payload = _encode(body)
@@ -212,13 +184,13 @@ class LeanHttpClient:
         conn = self._idle.pop(sid, None)
         try:
             if conn is not None and not conn.closed:
-                await conn.exchange(request, self._deadlines)
+                await conn.exchange(request, self._deadlines, self.timeout)
                 if conn.failure is None or conn.received or conn.failure == "timeout":
                     return self._attempt(sid, conn)
                 # The server closed the idle connection as this request went out: nothing
                 # was read, so send it again (same Idempotency-Key) on a new connection.
             conn = await self._connect()
-            await conn.exchange(request, self._deadlines)
+            await conn.exchange(request, self._deadlines, self.timeout)
         except TimeoutError:
             return Attempt(0, error="timeout")
         except OSError as exc:

@@ -40,6 +40,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.protocol import OPEN, Protocol
 from websockets.streams import StreamReader
 
+from agenthost.core.deadline_sweep import DeadlineSweep
 from agenthost.observability.metrics import Metrics
 from agenthost.runtime.connection_limits import OVER_CAPACITY_KEY, ConnectionLimits
 from agenthost.web.direct_write import DIRECT_WRITER_KEY
@@ -150,47 +151,24 @@ class ConnectionGuard(HttpToolsProtocol):
             self.metrics.connection_refused(reason)
 
 
-class Deadlines:
-    """The header and body deadlines of one event loop's connections, kept by one sweep.
-
-    A timer per deadline would be started and cancelled about twice a request (headers, then
-    body), each a handle, a libuv timer and a copied context: about 6 us of a turn's CPU, and
-    three more objects in flight for the garbage collector. Here arming is a dict entry, and
-    one timer runs while any deadline is pending. A deadline is enforced within a sweep period
-    after it is due (a quarter of the shortest timeout, at most 0.25 s), never before."""
+class Deadlines(DeadlineSweep[ConnectionGuard]):
+    """The header and body deadlines of one event loop's connections, kept by one sweep
+    (`agenthost.core.deadline_sweep`): enforced within a quarter of the shortest timeout
+    (at most 0.25 s) after they are due, never before."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, limits: ConnectionLimits) -> None:
-        self.loop = loop
         shortest = min(limits.header_timeout, limits.body_timeout, limits.probe_header_timeout)
-        self.period = min(0.25, shortest / 4)
-        self.due: dict[ConnectionGuard, tuple[float, str]] = {}
-        self._sweep_timer: asyncio.TimerHandle | None = None
+        super().__init__(min(0.25, shortest / 4), _cut, loop)
 
-    def arm(self, guard: ConnectionGuard, delay: float, reason: str) -> None:
-        self.due[guard] = (self.loop.time() + delay, reason)
-        if self._sweep_timer is None:
-            self._sweep_timer = self.loop.call_later(self.period, self._sweep)
 
-    def disarm(self, guard: ConnectionGuard) -> None:
-        self.due.pop(guard, None)
-
-    def _sweep(self) -> None:
-        self._sweep_timer = None
-        now = self.loop.time()
-        expired = [(guard, reason) for guard, (when, reason) in self.due.items() if when <= now]
-        for guard, _ in expired:
-            del self.due[guard]
-        # The next sweep is set before any connection is cut, so that one whose cut fails
-        # cannot leave the others' deadlines without a timer.
-        if self.due:
-            self._sweep_timer = self.loop.call_later(self.period, self._sweep)
-        for guard, reason in expired:
-            try:
-                guard._expired(reason)
-            except Exception:
-                log.exception("cutting a connection past its %s failed: aborting it", reason)
-                with contextlib.suppress(Exception):
-                    guard.transport.abort()
+def _cut(guard: ConnectionGuard, reason: str) -> None:
+    """Answer 408 and close; a cut that fails aborts the connection instead."""
+    try:
+        guard._expired(reason)
+    except Exception:
+        log.exception("cutting a connection past its %s failed: aborting it", reason)
+        with contextlib.suppress(Exception):
+            guard.transport.abort()
 
 
 def _raw_response(status: bytes, body: bytes, *extra: bytes) -> bytes:
