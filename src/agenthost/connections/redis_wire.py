@@ -257,11 +257,7 @@ class RedisWire:
         value, a ReplyError, or a StoreUnavailable if the connection failed first); by
         default it is dropped, for clean-ups that may fail. False if no connection is open
         to send it on."""
-        conn = self._conn
-        if conn is None or conn.closed:
-            return False
-        conn.send_nowait(_pack(args), on_reply)
-        return True
+        return self.call_packed_nowait(_pack(args), on_reply)
 
     def call_packed_nowait(
         self, packed: bytes, on_reply: Callable[[Any], None] = _drop_reply
