@@ -20,6 +20,7 @@ from agenthost.core.errors import (
 )
 from agenthost.llm import create_llm
 from agenthost.stores import SessionStore, Started, create_store
+from agenthost.stores.memory import MemoryStore
 from agenthost.turns.agents import Turn, wrap_agent
 from agenthost.turns.engine import TurnEngine
 
@@ -174,6 +175,32 @@ async def test_interrupt_cancels_the_running_turn_and_keeps_its_user_message(
     assert failed.message == "slow"
     messages = await store.list_messages(s, 100)
     assert messages is not None and [m.content for m in messages] == ["fast", "echo: fast"]
+
+
+async def test_an_interrupt_that_arrives_before_the_lease_reply_still_interrupts_the_turn() -> None:
+    # On a fleet, a process sees the turn running (its lease is in the store) and asks to
+    # interrupt it while the process that took the lease still waits for the store's reply.
+    class InterruptedWhileLeasing(MemoryStore):
+        async def begin_turn(self, session_id: str, turn_id: str, *a: Any, **kw: Any) -> Any:
+            result = await super().begin_turn(session_id, turn_id, *a, **kw)
+            if isinstance(result, Started):
+                await self.request_interrupt(session_id, turn_id)
+            return result
+
+    store = InterruptedWhileLeasing("memory://")
+    await store.open()
+    agent = GatedAgent()
+    agent.gate.set()
+    engine = make_engine(store, agent)
+    s = sid()
+    with pytest.raises(TurnInterrupted):
+        await engine.run_turn(s, "slow", turn_id="t1")
+    assert agent.calls == 0, "the agent never ran"
+    failed = await store.get_turn(s, "t1")
+    assert failed is not None and failed.status == "failed"
+    assert failed.error is not None and failed.error.code == "interrupted"
+    assert (await store.list_messages(s, 10) or []) == []
+    await store.close()
 
 
 async def test_agent_error_fails_the_turn_and_a_retry_runs_it_again(store: SessionStore) -> None:

@@ -122,6 +122,9 @@ class TurnEngine:
         # Off unless given one: each turn then reads its whole window from the store.
         self.window_cache = WindowCache(0) if window_cache is None else window_cache
         self._running: dict[tuple[str, str], _Running] = {}
+        # Turns whose `begin_turn` is awaiting the store's reply here, with the reason of an
+        # interrupt requested meanwhile (None: none yet).
+        self._leasing: dict[tuple[str, str], str | None] = {}
         self._admitted = 0
         self._renewer: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
@@ -267,20 +270,31 @@ class TurnEngine:
         """
         deadline: float | None = None
         interrupted: str | None = None
+        key = (session_id, turn_id)
         while True:
             cached = self.window_cache.get(session_id)
-            result = await self.store.begin_turn(
-                session_id,
-                turn_id,
-                message,
-                metadata_patch=metadata,
-                lease_ms=self.lease_ms,
-                window=self.history_window,
-                ttl_s=self.session_ttl,
-                fingerprint=fingerprint,
-                known=None if cached is None else cached.mark,
-            )
+            # The store may hand out the lease, and another process see the turn running and
+            # ask to interrupt it, before this process reads the reply: `_on_interrupt` notes
+            # such a request here, and the turn ends interrupted as soon as it is ours.
+            self._leasing[key] = None
+            try:
+                result = await self.store.begin_turn(
+                    session_id,
+                    turn_id,
+                    message,
+                    metadata_patch=metadata,
+                    lease_ms=self.lease_ms,
+                    window=self.history_window,
+                    ttl_s=self.session_ttl,
+                    fingerprint=fingerprint,
+                    known=None if cached is None else cached.mark,
+                )
+            finally:
+                early_interrupt = self._leasing.pop(key, None)
             if type(result) is Started:
+                if early_interrupt is not None:
+                    await self._fail_quietly(result.lease, "interrupted", early_interrupt)
+                    raise TurnInterrupted(early_interrupt)
                 result.history = self.window_cache.window(cached, result, self.history_window)
                 result.delta = False
                 return result
@@ -408,7 +422,11 @@ class TurnEngine:
     # -- interrupts and lease renewal -------------------------------------------------------
 
     def _on_interrupt(self, session_id: str, turn_id: str) -> None:
-        self.cancel_turn(session_id, turn_id, "interrupted by a newer turn")
+        reason = "interrupted by a newer turn"
+        if not self.cancel_turn(session_id, turn_id, reason):
+            key = (session_id, turn_id)
+            if key in self._leasing:  # its lease may be ours already: see `_lease`
+                self._leasing[key] = reason
 
     def runs(self, session_id: str, turn_id: str) -> bool:
         """Whether this process runs the turn now (it holds its lease)."""
