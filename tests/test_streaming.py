@@ -79,6 +79,38 @@ async def test_forgetting_a_session_deletes_its_streams_and_ends_their_readers(
         assert await broker.exists(other, tid)  # another session's streams stay
 
 
+@pytest.mark.parametrize("url_fixture", ["redis_url", "redis_cluster_url"])
+async def test_forgetting_a_session_leaves_a_running_stream_to_its_publisher_on_redis(
+    request: pytest.FixtureRequest, url_fixture: str
+) -> None:
+    """A reader on another process (reading Redis, not the publisher's memory) of a turn
+    still running when its session is deleted gets that turn's error, however long the
+    publisher takes to notice: the stream stays until its end is published."""
+    url = request.getfixturevalue(url_fixture)
+    publisher, elsewhere = (create_broker(url, stream_ttl=60) for _ in range(2))
+    await publisher.open()
+    await elsewhere.open()
+    try:
+        sid = f"s-{uuid.uuid4().hex[:8]}"
+        publisher.start(sid, "running")
+        await publisher.publish(sid, "running", StreamEvent(1, "chunk", b'{"text":"x"}'))
+        publisher.start(sid, "ended")
+        await publisher.publish(sid, "ended", StreamEvent(1, "done", b"{}"))
+        reader = asyncio.create_task(collect(elsewhere, sid, "running", 1, wait=30))
+        await publisher.forget(sid)
+        assert not await elsewhere.exists(sid, "ended")
+        assert await elsewhere.exists(sid, "running")
+        assert not reader.done()
+        error = StreamEvent(2, "error", b'{"code":"interrupted","message":"deleted"}')
+        await publisher.publish(sid, "running", error)
+        assert await asyncio.wait_for(reader, 10) == [error]
+        await publisher.forget(sid, "running")  # its publisher, after its end
+        assert not await elsewhere.exists(sid, "running")
+    finally:
+        await publisher.close()
+        await elsewhere.close()
+
+
 async def test_a_stream_nobody_publishes_ends_after_the_wait(broker: StreamBroker) -> None:
     t0 = time.monotonic()
     assert await collect(broker, "nobody", "t", 0, wait=0.3) == []

@@ -89,8 +89,10 @@ class StreamBroker(Protocol):
         ...
 
     async def forget(self, session_id: str, turn_id: str | None = None) -> None:
-        """Delete the stream of `turn_id`, or every stream of the session (None): here and,
-        for shared brokers, wherever it is stored. Readers of it here end."""
+        """Delete the stream of `turn_id`, or every ended stream of the session (None; a
+        running one is its publisher's to delete once it has published its end, so that
+        its readers, here or elsewhere, get that end): here and, for shared brokers,
+        wherever it is stored. Readers of a deleted stream here end."""
         ...
 
     def drop_stale(self, session_id: str, turn_id: str) -> None:

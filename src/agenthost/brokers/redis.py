@@ -116,6 +116,26 @@ def _event(entry_id: bytes | str, fields: dict[bytes, bytes]) -> StreamEvent:
     return StreamEvent(int(raw.split("-", 1)[1]), kind, fields[b"d"])
 
 
+# Delete the session's ended streams (their last event is `done` or `error`, or they are
+# empty) and drop them from its index; the index goes once no running stream is left in it.
+_FORGET_ENDED = """
+local running = 0
+for _, turn in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local key = ARGV[1] .. turn
+  local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1]
+  local kind = last and last[2][2]
+  if kind and kind ~= 'done' and kind ~= 'error' then
+    running = running + 1
+  else
+    redis.call('DEL', key)
+    redis.call('SREM', KEYS[1], turn)
+  end
+end
+if running == 0 then redis.call('DEL', KEYS[1]) end
+return running
+"""
+
+
 class RedisBroker(MemoryBroker):
     def __init__(self, url: str, *, stream_ttl: float = 300.0) -> None:
         super().__init__(stream_ttl=stream_ttl)
@@ -376,9 +396,9 @@ class RedisBroker(MemoryBroker):
                     pipe.srem(index, turn_id)
                     await pipe.execute()
                 return
-            turn_ids = await self._client.smembers(index)
-            keys = [_key(session_id, t.decode() if isinstance(t, bytes) else t) for t in turn_ids]
-            await self._client.delete(index, *keys)  # one slot: the session's hash tag
+            # One slot (the session's hash tag), one script: a running stream stays for its
+            # publisher, whose error ends it for its readers (as in the memory broker).
+            await self._client.eval(_FORGET_ENDED, 1, index, _key(session_id, ""))
         except _FAILURES as exc:
             raise StoreUnavailable(f"redis broker: {exc}") from None
 
