@@ -3,9 +3,12 @@ round-robin's list, the mark of a turn alone in its session, and the wake tokens
 
 from __future__ import annotations
 
+import pytest
+
 from agenthost.brokers.base import StreamEvent
 from agenthost.brokers.redis import RedisBroker
-from agenthost.queue import Delivery, QueuedTurn, create_queue
+from agenthost.queue import Delivery, QueuedTurn, WorkQueue, create_queue
+from agenthost.queue.base import Withdrawn
 from agenthost.stores.redis import RedisStore
 from tests.fixtures.redis import command_calls, port_of, redis_cli
 
@@ -16,6 +19,14 @@ def reads_processed(port: int) -> int:
         if line.startswith("total_reads_processed:"):
             return int(line.split(":", 1)[1])
     raise AssertionError("no total_reads_processed in INFO stats")
+
+
+async def past_the_look_for_stopped_turns(queue: WorkQueue) -> None:
+    """A first take also looks for stopped turns, the Cluster's way: one turn through it, so
+    the next takes are the single server's script."""
+    await queue.enqueue(QueuedTurn("z/s0", "t0", "m"))
+    [done] = await queue.take("w", 1, wait=0)
+    await queue.ack(done)
 
 
 async def test_a_tenant_leaves_the_round_robin_when_nothing_of_it_is_queued(
@@ -44,23 +55,52 @@ async def test_a_turn_alone_in_its_session_needs_no_look_up_for_earlier_turns(
     redis_url: str,
 ) -> None:
     """Marked at enqueue: nothing of its session was queued or running, so no turn of it
-    can be earlier, and `earlier` asks Redis nothing for it."""
+    can be earlier, and `earlier` asks Redis nothing for it: the take read its marker (not
+    withdrawn) with it."""
     queue = create_queue(redis_url, claim_after=10.0)
     await queue.open()
     try:
         port = port_of(redis_url)
+        await past_the_look_for_stopped_turns(queue)
         for turn_id, session in (("t1", "acme/s1"), ("t2", "acme/s1"), ("t3", "acme/s2")):
             await queue.enqueue(QueuedTurn(session, turn_id, "m"))
         taken = {d.turn.turn_id: d for d in await queue.take("w", 3, wait=5)}
         assert {t: d.alone for t, d in taken.items()} == {"t1": True, "t2": False, "t3": True}
-        looked_up = command_calls(port, "hgetall")
+        looked_up = command_calls(port, "hgetall"), command_calls(port, "hget")
         assert not await queue.earlier(taken["t1"]) and not await queue.earlier(taken["t3"])
-        assert command_calls(port, "hgetall") == looked_up
+        assert (command_calls(port, "hgetall"), command_calls(port, "hget")) == looked_up
         assert await queue.earlier(taken["t2"])  # t1 still runs
         await queue.ack(taken["t1"])
         await queue.enqueue(QueuedTurn("acme/s1", "t4", "m"))  # t2 still runs
         [t4] = await queue.take("w", 1, wait=5)
         assert not t4.alone and await queue.earlier(t4)
+    finally:
+        await queue.close()
+
+
+async def test_a_turn_alone_withdrawn_before_its_take_is_found_withdrawn(
+    redis_url: str,
+) -> None:
+    """The take reads an alone turn's marker with the entry: one withdrawn while a worker
+    already held it (the marker gone, the entry left) is found so by `earlier`, as is one
+    cancelled after the take (its worker's engine hears the interrupt instead)."""
+    queue = create_queue(redis_url, claim_after=10.0)
+    await queue.open()
+    try:
+        port = port_of(redis_url)
+        await past_the_look_for_stopped_turns(queue)
+        await queue.enqueue(QueuedTurn("acme/s1", "t1", "m"))
+        # A Cluster-style withdrawal of a held turn: the marker goes, the entry stays.
+        redis_cli(port, "HDEL", "ah:{acme/s1}:queued", "t1")
+        [taken] = await queue.take("w", 1, wait=5)
+        assert taken.alone and not taken.marked  # read by the script: gone
+        with pytest.raises(Withdrawn):
+            await queue.earlier(taken)
+        await queue.ack(taken)
+        await queue.enqueue(QueuedTurn("acme/s2", "t2", "m"))
+        [kept] = await queue.take("w", 1, wait=5)
+        assert kept.alone and kept.marked and not await queue.earlier(kept)
+        await queue.ack(kept)
     finally:
         await queue.close()
 

@@ -78,6 +78,9 @@ class Delivery(msgspec.Struct, frozen=True):
     alone: bool = False
     """No other turn of its session was queued or running when it was queued: no turn of
     the session can be earlier (`earlier` answers False without asking the store)."""
+    marked: bool = False
+    """An `alone` turn whose queued marker the take found in place (not withdrawn) as it
+    took the turn: its first `earlier` answers False without reading the marker again."""
 
 
 class QueueStats(msgspec.Struct, frozen=True):

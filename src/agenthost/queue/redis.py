@@ -9,7 +9,9 @@
 - `ah:{sid}:queued`, a hash on the session's slot: turn id -> its entry id, while the turn
   is queued or running (a session's turns share their tenant's stream, so entry ids order
   them). A turn queued while nothing of its session is queued or running is marked `a`
-  ("alone") in its entry: its worker need not look for earlier turns of its session.
+  ("alone") in its entry: its worker need not look for earlier turns of its session. On a
+  single server such an entry also names its marker (`q`, `t`), and the take reads the
+  marker as it takes the entry: the worker need not read it to find the turn withdrawn.
 
 A worker takes with `XREADGROUP ... >` (one entry per tenant stream, tenants in rotation;
 on a single server one XREADGROUP over every tenant's stream per pass);
@@ -71,24 +73,21 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 # On a single server every key is on the one node: the whole enqueue is one script, one
 # round trip. KEYS: queued hash, tenant stream, tenants set, wake list. With ARGV[6] "1" (a
 # turn with on_busy=reject), a session with another turn queued or running gets that hash
-# back instead (busy: nothing queued).
+# back instead (busy: nothing queued). Atomic, so the marker is set once, to the entry id (no
+# "" placeholder as on a Cluster). An entry alone in its session names its marker (`q`, `t`):
+# the take reads the marker with the entry, in its own script.
 _ENQUEUE_ONE_NODE = """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
-if ARGV[6] == '1' and redis.call('HLEN', KEYS[1]) > 0 then
-  return redis.call('HGETALL', KEYS[1])
-end
-redis.call('HSET', KEYS[1], ARGV[1], '')
+local held = redis.call('HLEN', KEYS[1])
+if ARGV[6] == '1' and held > 0 then return redis.call('HGETALL', KEYS[1]) end
 local n = redis.call('XLEN', KEYS[2])
-if tonumber(ARGV[2]) > 0 and n >= tonumber(ARGV[2]) then
-  redis.call('HDEL', KEYS[1], ARGV[1])
-  return -1
-end
+if tonumber(ARGV[2]) > 0 and n >= tonumber(ARGV[2]) then return -1 end
 if n == 0 and redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('XGROUP', 'CREATE', KEYS[2], 'workers', '$', 'MKSTREAM')
 end
 local entry
-if redis.call('HLEN', KEYS[1]) == 1 then
-  entry = redis.call('XADD', KEYS[2], '*', 'j', ARGV[3], 'a', '1')
+if held == 0 then
+  entry = redis.call('XADD', KEYS[2], '*', 'j', ARGV[3], 'a', '1', 'q', KEYS[1], 't', ARGV[1])
 else
   entry = redis.call('XADD', KEYS[2], '*', 'j', ARGV[3])
 end
@@ -154,8 +153,11 @@ return removed
 # `_tenants` sorts it, "-" being the tenant ""), rotated by ARGV[4], then the passes of the
 # round-robin as `_take_now` makes them on a Cluster. KEYS: tenants set; ARGV: group,
 # consumer, count, rotation. The streams are named from the set, not passed as KEYS: the
-# script runs on a single server only, where every key is on it. Returns a flat list:
-# stream, entry id, fields, for each entry.
+# script runs on a single server only, where every key is on it. An entry that names its
+# queued marker (`q`, `t`: a turn alone in its session) has the marker read here too, in the
+# same step as the read that takes it: 1 if the marker names the entry (not withdrawn), else
+# 0 (the worker reads it again: `earlier`). Returns a flat list: stream, entry id, fields,
+# that 1 or 0, for each entry.
 _TAKE_ONE_NODE = """
 local tenants = redis.call('SMEMBERS', KEYS[1])
 local n = #tenants
@@ -180,6 +182,14 @@ local function add(reply)
       out[#out + 1] = stream[1]
       out[#out + 1] = entry[1]
       out[#out + 1] = entry[2]
+      local fields, queued, turn = entry[2], nil, nil
+      for i = 1, #fields, 2 do
+        if fields[i] == 'q' then queued = fields[i + 1] elseif fields[i] == 't' then
+          turn = fields[i + 1]
+        end
+      end
+      out[#out + 1] = (queued and turn and redis.call('HGET', queued, turn) == entry[1])
+        and 1 or 0
       taken = taken + 1
       got[stream[1]] = true
     end
@@ -426,9 +436,9 @@ class RedisWorkQueue:
             flat = await self._wire.evalsha(
                 _TAKE_SHA, _TAKE_ONE_NODE, [TENANTS], [GROUP, consumer, count, rotation]
             )
-            for i in range(0, len(flat), 3):
+            for i in range(0, len(flat), 4):
                 key, entry_id, fields = _text(flat[i]), flat[i + 1], _pairs(flat[i + 2])
-                taken.append(self._delivery(key, entry_id, fields, 1))
+                taken.append(self._delivery(key, entry_id, fields, 1, marked=flat[i + 3] == 1))
             return taken
         keys = await self._tenant_keys()
         if not keys:
@@ -515,10 +525,12 @@ class RedisWorkQueue:
         return deliveries
 
     @staticmethod
-    def _delivery(key: str, entry_id: bytes | str, fields: Any, attempt: int) -> Delivery:
+    def _delivery(
+        key: str, entry_id: bytes | str, fields: Any, attempt: int, *, marked: bool = False
+    ) -> Delivery:
         turn = _decode(fields[b"j"] if b"j" in fields else fields["j"])
         alone = b"a" in fields or "a" in fields
-        return Delivery(turn, f"{key} {_text(entry_id)}", attempt, alone)
+        return Delivery(turn, f"{key} {_text(entry_id)}", attempt, alone, marked and alone)
 
     async def touch(self, consumer: str, deliveries: list[Delivery]) -> None:
         by_key: dict[str, list[str]] = {}
@@ -564,8 +576,11 @@ class RedisWorkQueue:
         _, entry_id = delivery.receipt.split(" ")
         if delivery.alone:
             # Nothing of its session was queued before it: only its own marker is read, to
-            # find it withdrawn (cancelled, or its session deleted).
-            await self._check_marker(delivery, entry_id)
+            # find it withdrawn (cancelled, or its session deleted), unless the take read it
+            # (as fresh: the read that took the turn, as this one would, is a round trip
+            # before the worker's next command).
+            if not delivery.marked:
+                await self._check_marker(delivery, entry_id)
             return False
         ours = _entry_order(entry_id)
         try:
