@@ -226,6 +226,31 @@ async def test_closing_the_broker_ends_its_local_readers() -> None:
     await asyncio.wait_for(forwarding, 5)
 
 
+def test_ended_streams_go_after_the_stream_ttl_oldest_first_without_a_scan(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A process keeps its copy of each ended stream `stream_ttl` seconds (a queue worker
+    one per plain turn it ran): the next new stream drops those past it, looking at the
+    oldest ended ones only; a stream that ended again later is kept for that later end."""
+    from agenthost.brokers.memory import MemoryBroker
+
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    broker = MemoryBroker(stream_ttl=10)
+    done = StreamEvent(1, "done", b"{}")
+    for n in range(3):
+        broker.publish_local("s", f"t{n}", done)
+        now[0] += 1
+    broker.publish_local("s", "t0", StreamEvent(2, "error", b"{}"))  # t0 ends again at 1003
+    now[0] = 1012.5  # t1 (ended 1001) and t2 (1002) are past the ttl; t0 is not
+    broker.start("s", "new")
+    assert [t for t in ("t0", "t1", "t2", "new") if broker.local("s", t)] == ["t0", "new"]
+    # Not ended, a stream stays however old.
+    now[0] = 2000.0
+    broker.start("s", "newer")
+    assert [t for t in ("t0", "new", "newer") if broker.local("s", t)] == ["new", "newer"]
+
+
 async def test_a_redis_stream_is_readable_from_another_broker(redis_url: str) -> None:
     writer, reader = create_broker(redis_url), create_broker(redis_url)
     await writer.open()
