@@ -51,6 +51,34 @@ async def test_a_tenant_leaves_the_round_robin_when_nothing_of_it_is_queued(
         await queue.close()
 
 
+async def test_an_enqueue_asks_only_what_it_cannot_know(redis_url: str) -> None:
+    """A session with nothing queued has no turn of that id queued (no HEXISTS); a tenant
+    whose stream holds turns is in the tenants set already (only an empty stream's enqueue
+    adds it, and a take still serves every tenant)."""
+    queue = create_queue(redis_url, claim_after=10.0)
+    await queue.open()
+    try:
+        port = port_of(redis_url)
+        before = {c: command_calls(port, c) for c in ("hexists", "sadd")}
+        for n in range(3):
+            assert await queue.enqueue(QueuedTurn(f"acme/s{n}", f"t{n}", "m"))
+        assert command_calls(port, "hexists") == before["hexists"]
+        assert command_calls(port, "sadd") == before["sadd"] + 1  # the first turn's
+        assert not await queue.enqueue(QueuedTurn("acme/s0", "t0", "m"))  # queued already
+        assert await queue.enqueue(QueuedTurn("acme/s0", "t3", "m"))
+        assert command_calls(port, "hexists") == before["hexists"] + 2
+        taken: list[Delivery] = []
+        while len(taken) < 4:
+            taken += await queue.take("w", 4, wait=5)
+        for delivery in taken:
+            await queue.ack(delivery)
+        assert redis_cli(port, "SMEMBERS", "ahq:tenants").split() == []
+        assert await queue.enqueue(QueuedTurn("acme/s9", "t9", "m"))  # back in the list
+        assert redis_cli(port, "SMEMBERS", "ahq:tenants").split() == ["acme"]
+    finally:
+        await queue.close()
+
+
 async def test_a_turn_alone_in_its_session_needs_no_look_up_for_earlier_turns(
     redis_url: str,
 ) -> None:

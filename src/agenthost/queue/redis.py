@@ -75,15 +75,23 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 # turn with on_busy=reject), a session with another turn queued or running gets that hash
 # back instead (busy: nothing queued). Atomic, so the marker is set once, to the entry id (no
 # "" placeholder as on a Cluster). An entry alone in its session names its marker (`q`, `t`):
-# the take reads the marker with the entry, in its own script.
+# the take reads the marker with the entry, in its own script. A session with nothing queued
+# has no turn of that id queued (no HEXISTS); a tenant whose stream holds entries is in the
+# tenants set already (every single-server script that empties a stream takes the tenant
+# out in the same step, and only this one puts it back), so only an empty stream's SADDs.
 _ENQUEUE_ONE_NODE = """
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
 local held = redis.call('HLEN', KEYS[1])
-if ARGV[6] == '1' and held > 0 then return redis.call('HGETALL', KEYS[1]) end
+if held > 0 then
+  if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+  if ARGV[6] == '1' then return redis.call('HGETALL', KEYS[1]) end
+end
 local n = redis.call('XLEN', KEYS[2])
 if tonumber(ARGV[2]) > 0 and n >= tonumber(ARGV[2]) then return -1 end
-if n == 0 and redis.call('EXISTS', KEYS[2]) == 0 then
-  redis.call('XGROUP', 'CREATE', KEYS[2], 'workers', '$', 'MKSTREAM')
+if n == 0 then
+  if redis.call('EXISTS', KEYS[2]) == 0 then
+    redis.call('XGROUP', 'CREATE', KEYS[2], 'workers', '$', 'MKSTREAM')
+  end
+  redis.call('SADD', KEYS[3], ARGV[5])
 end
 local entry
 if held == 0 then
@@ -93,7 +101,6 @@ else
 end
 redis.call('HSET', KEYS[1], ARGV[1], entry)
 redis.call('EXPIRE', KEYS[1], ARGV[4])
-redis.call('SADD', KEYS[3], ARGV[5])
 if redis.call('LPUSH', KEYS[4], 1) > 1000 then redis.call('LTRIM', KEYS[4], 0, 999) end
 return 1
 """
