@@ -3,14 +3,17 @@ round-robin's list, the mark of a turn alone in its session, and the wake tokens
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from agenthost.brokers.base import StreamEvent
 from agenthost.brokers.redis import RedisBroker
+from agenthost.core.errors import StoreUnavailable
 from agenthost.queue import Delivery, QueuedTurn, WorkQueue, create_queue
 from agenthost.queue.base import Withdrawn
 from agenthost.stores.redis import RedisStore
-from tests.fixtures.redis import command_calls, port_of, redis_cli
+from tests.fixtures.redis import RedisServer, command_calls, port_of, redis_cli
 
 
 def reads_processed(port: int) -> int:
@@ -129,6 +132,58 @@ async def test_a_turn_alone_withdrawn_before_its_take_is_found_withdrawn(
         [kept] = await queue.take("w", 1, wait=5)
         assert kept.alone and kept.marked and not await queue.earlier(kept)
         await queue.ack(kept)
+    finally:
+        await queue.close()
+
+
+async def test_the_acknowledgements_of_one_iteration_are_one_script(redis_url: str) -> None:
+    """A worker ends the turns of one take together: their acknowledgements leave as one
+    script with one XACK and one XDEL per stream, in the write of that iteration's other
+    commands (its turns' endings). Each still waits for the reply."""
+    queue = create_queue(redis_url, claim_after=10.0)
+    await queue.open()
+    try:
+        port = port_of(redis_url)
+        await past_the_look_for_stopped_turns(queue)
+        sessions = ["acme/s1", "acme/s2", "acme/s3", "beta/s1"]
+        for n, session in enumerate(sessions):
+            await queue.enqueue(QueuedTurn(session, f"t{n}", "m"))
+        taken: list[Delivery] = []
+        while len(taken) < 4:
+            taken += await queue.take("w", 4, wait=5)
+        before = {c: command_calls(port, c) for c in ("evalsha", "xack", "xdel", "hdel")}
+        await asyncio.gather(*(queue.ack(delivery) for delivery in taken))
+        after = {c: command_calls(port, c) for c in before}
+        assert {c: after[c] - before[c] for c in before} == {
+            "evalsha": 1, "xack": 2, "xdel": 2, "hdel": 4,
+        }  # fmt: skip
+        assert redis_cli(port, "SMEMBERS", "ahq:tenants").split() == []
+        assert [await queue.is_queued(s, f"t{n}") for n, s in enumerate(sessions)] == [False] * 4
+        assert int(redis_cli(port, "XLEN", "ahq:{t:acme}:turns")) == 0
+    finally:
+        await queue.close()
+
+
+async def test_an_acknowledgement_fails_as_a_store_outage_when_the_connection_does(
+    redis_server: RedisServer,
+) -> None:
+    """Sent as its iteration's commands leave: a connection that fails first fails it (the
+    worker logs it; the turn is delivered again and answered from its record)."""
+    queue = create_queue(redis_server.url, claim_after=10.0)
+    await queue.open()
+    try:
+        redis_server.flushall()
+        await past_the_look_for_stopped_turns(queue)
+        await queue.enqueue(QueuedTurn("acme/s1", "t1", "m"))
+        [delivery] = await queue.take("w", 1, wait=5)
+        acking = asyncio.ensure_future(queue.ack(delivery))
+        await asyncio.sleep(0)  # asked for: waiting for the iteration's write
+        assert queue._wire is not None
+        await queue._wire.close()  # the connection fails before the write
+        with pytest.raises(StoreUnavailable):
+            await acking
+        await queue.ack(delivery)  # a new connection: the script is sent on it
+        assert not await queue.is_queued("acme/s1", "t1")
     finally:
         await queue.close()
 

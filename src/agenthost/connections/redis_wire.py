@@ -59,6 +59,9 @@ class _Connection(asyncio.Protocol):
         self.pending = collections.deque()
         self.outgoing: list[bytes] = []
         self.flush_scheduled = False
+        # Called as this iteration's commands leave, before they are joined: what they send
+        # leaves with them (`RedisWire.before_write`).
+        self.before_write: list[Callable[[], None]] = []
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.error: str = "connection closed"
@@ -117,7 +120,20 @@ class _Connection(asyncio.Protocol):
             self.flush_scheduled = True
             self.loop.call_soon(self._flush)
 
+    def schedule_before_write(self, callback: Callable[[], None]) -> None:
+        self.before_write.append(callback)
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _run_before_write(self) -> None:
+        callbacks, self.before_write = self.before_write, []
+        for callback in callbacks:
+            callback()
+
     def _flush(self) -> None:
+        if self.before_write:
+            self._run_before_write()  # still scheduled: their commands only join the list
         self.flush_scheduled = False
         if self.outgoing and self.transport is not None and not self.closed:
             data = b"".join(self.outgoing) if len(self.outgoing) > 1 else self.outgoing[0]
@@ -141,6 +157,8 @@ class _Connection(asyncio.Protocol):
             self.watchdog.cancel()
         if self.transport is not None:
             self.transport.abort()
+        # Callers waiting to send learn of the failure as they send (`send_nowait`).
+        self._run_before_write()
         error = StoreUnavailable(f"redis: {why}")
         while self.pending:
             target, _ = self.pending.popleft()
@@ -231,7 +249,9 @@ class RedisWire:
             raise StoreUnavailable(f"redis: connection set-up refused: {reply}")
 
     @staticmethod
-    def _check(reply: Any) -> Any:
+    def check(reply: Any) -> Any:
+        """A reply as `call` returns it: error replies raised (transient ones as
+        StoreUnavailable, any other as RuntimeError)."""
         if isinstance(reply, ReplyError):
             text = str(reply)
             if text.startswith(_TRANSIENT_PREFIXES):
@@ -244,7 +264,7 @@ class RedisWire:
         conn = self._conn
         if conn is None or conn.closed:
             conn = await self._connection()
-        return self._check(await conn.send(_pack(args)))
+        return self.check(await conn.send(_pack(args)))
 
     @property
     def connected(self) -> bool:
@@ -258,6 +278,18 @@ class RedisWire:
         default it is dropped, for clean-ups that may fail. False if no connection is open
         to send it on."""
         return self.call_packed_nowait(_pack(args), on_reply)
+
+    def before_write(self, callback: Callable[[], None]) -> bool:
+        """Call `callback` as the commands sent in this loop iteration leave (in one write),
+        before they are joined: the commands it sends (`call_nowait`) leave with them, last.
+        A caller that gathers the requests of one iteration into one command sends it so
+        (the queue's acknowledgements). If the connection fails first, `callback` is called
+        as it fails, and what it sends fails at once. False if no connection is open."""
+        conn = self._conn
+        if conn is None or conn.closed:
+            return False
+        conn.schedule_before_write(callback)
+        return True
 
     def call_packed_nowait(
         self, packed: bytes, on_reply: Callable[[Any], None] = _drop_reply
@@ -279,7 +311,7 @@ class RedisWire:
         if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
             await self.call("SCRIPT", "LOAD", script)
             return await self.call("EVALSHA", sha, len(keys), *keys, *args)
-        return self._check(reply)
+        return self.check(reply)
 
     async def evalsha_then(
         self, sha: str, script: str, keys: list[str], args: list[Any], then: tuple[Any, ...]
@@ -301,7 +333,7 @@ class RedisWire:
             return await self.evalsha_then(sha, script, keys, args, then)
         if isinstance(after[0], BaseException) and not isinstance(after[0], ReplyError):
             raise after[0]
-        return self._check(reply), after[0]
+        return self.check(reply), after[0]
 
     async def close(self) -> None:
         """Close the connection; a shared client closes when its last user closes it."""

@@ -16,11 +16,12 @@
 A worker takes with `XREADGROUP ... >` (one entry per tenant stream, tenants in rotation;
 on a single server one XREADGROUP over every tenant's stream per pass);
 the entry stays in the group's pending list, owned by that worker, until `XACK` (+ `XDEL`)
-after the turn's fenced commit. The worker touches what it runs (`XCLAIM` to itself,
-`JUSTID`: its idle time restarts); an entry idle for `claim_after` (its worker was killed or
-paused) is taken over with `XAUTOCLAIM`. A draining worker hands a turn back by setting its
-idle time past `claim_after` (`XCLAIM ... IDLE`), so the next worker's `XAUTOCLAIM` takes it
-at once, in its place in the stream.
+after the turn's fenced commit (on a single server the acknowledgements of one loop
+iteration go as one script, in that iteration's write). The worker touches what it runs
+(`XCLAIM` to itself, `JUSTID`: its idle time restarts); an entry idle for `claim_after` (its
+worker was killed or paused) is taken over with `XAUTOCLAIM`. A draining worker hands a
+turn back by setting its idle time past `claim_after` (`XCLAIM ... IDLE`), so the next
+worker's `XAUTOCLAIM` takes it at once, in its place in the stream.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import msgspec
 import redis.exceptions as rexc
 
 from agenthost.connections.redis import RedisSettings, close_clients
-from agenthost.connections.redis_wire import RedisWire
+from agenthost.connections.redis_wire import RedisWire, ReplyError
 from agenthost.core.errors import QueueFull, SessionBusy, StoreUnavailable
 from agenthost.queue.base import Delivery, QueuedTurn, QueueStats, Withdrawn, tenant_of
 
@@ -105,14 +106,27 @@ if redis.call('LPUSH', KEYS[4], 1) > 1000 then redis.call('LTRIM', KEYS[4], 0, 9
 return 1
 """
 
-# Acknowledge on a single server: KEYS tenant stream, queued hash, tenants set. A tenant with
-# nothing queued or running leaves the round-robin's list (its next enqueue adds it again, in
-# a script too, so the two never interleave).
+# Acknowledge on a single server, every turn acknowledged in one loop iteration at once:
+# KEYS tenants set; ARGV, five per turn: tenant stream, entry id, queued hash, turn id,
+# tenant. Each stream's entries go in one XACK and one XDEL; a tenant with nothing queued or
+# running leaves the round-robin's list (its next enqueue adds it again, in a script too, so
+# the two never interleave). The keys not in KEYS are on the one server.
 _ACK_ONE_NODE = """
-redis.call('XACK', KEYS[1], 'workers', ARGV[1])
-redis.call('XDEL', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[2])
-if redis.call('XLEN', KEYS[1]) == 0 then redis.call('SREM', KEYS[3], ARGV[3]) end
+local ids, tenants, order = {}, {}, {}
+for i = 1, #ARGV, 5 do
+  local stream = ARGV[i]
+  if not ids[stream] then
+    ids[stream], tenants[stream] = {}, ARGV[i + 4]
+    order[#order + 1] = stream
+  end
+  table.insert(ids[stream], ARGV[i + 1])
+  redis.call('HDEL', ARGV[i + 2], ARGV[i + 3])
+end
+for _, stream in ipairs(order) do
+  redis.call('XACK', stream, 'workers', unpack(ids[stream]))
+  redis.call('XDEL', stream, unpack(ids[stream]))
+  if redis.call('XLEN', stream) == 0 then redis.call('SREM', KEYS[1], tenants[stream]) end
+end
 """
 
 # A Cluster's reject check, on the session's own slot: the turn's placeholder is set only if
@@ -272,6 +286,26 @@ def _marks(place: bytes | str | None, entry_id: str) -> bool:
     return place is not None and (not place or _text(place) == entry_id)
 
 
+def _settle(waiting: list[asyncio.Future[None]], reply: Any) -> None:
+    """End the waits of acknowledgements sent together, with their script's reply: done, or
+    failed as `RedisWire.call` fails (a transient error reply or a lost connection as
+    StoreUnavailable, any other error reply as RuntimeError)."""
+    error: BaseException | None = None
+    if isinstance(reply, ReplyError):
+        try:
+            RedisWire.check(reply)
+        except (StoreUnavailable, RuntimeError) as exc:
+            error = exc
+    elif isinstance(reply, BaseException):
+        error = reply
+    for future in waiting:
+        if not future.done():
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+
 def _busy(places: dict[Any, Any]) -> SessionBusy:
     """The reject of a turn whose session has these turns (id -> entry) queued or running,
     worded as the engine words it: the first of them (by queue order) is the one running."""
@@ -304,6 +338,11 @@ class RedisWorkQueue:
         self._placehold_alone: Any = None
         self._rotation = 0
         self._reclaimed_at = 0.0
+        # Acknowledgements asked for in this loop iteration, sent as one script as its
+        # commands leave (`RedisWire.before_write`): their ARGV, and who waits for each.
+        self._acks: list[Any] = []
+        self._acked: list[asyncio.Future[None]] = []
+        self._retrying: set[asyncio.Task[None]] = set()
         # The last take found fewer turns than it asked for: none was left to take.
         self._drained = False
 
@@ -553,13 +592,18 @@ class RedisWorkQueue:
     async def ack(self, delivery: Delivery) -> None:
         key, entry_id = delivery.receipt.split(" ")
         turn = delivery.turn
-        if self._wire is not None:
-            await self._wire.evalsha(
-                _ACK_SHA,
-                _ACK_ONE_NODE,
-                [key, _queued_key(turn.session_id), TENANTS],
-                [entry_id, turn.turn_id, turn.tenant or "-"],
-            )
+        wire = self._wire
+        if wire is not None:
+            args = (key, entry_id, _queued_key(turn.session_id), turn.turn_id, turn.tenant or "-")
+            if not self._acked and not wire.before_write(self._send_acks):
+                await wire.evalsha(_ACK_SHA, _ACK_ONE_NODE, [TENANTS], list(args))  # connects
+                return
+            # With the others of this iteration, in its write (measured: one script and one
+            # XACK + XDEL per stream for the turns a worker ends together, not per turn).
+            acked = asyncio.get_running_loop().create_future()
+            self._acks += args
+            self._acked.append(acked)
+            await acked
             return
         try:
             async with self._client.pipeline(transaction=False) as pipe:
@@ -569,6 +613,35 @@ class RedisWorkQueue:
             await self._client.hdel(_queued_key(turn.session_id), turn.turn_id)
         except _FAILURES as exc:
             raise StoreUnavailable(f"redis queue: {exc}") from None
+
+    def _send_acks(self) -> None:
+        """Send this iteration's acknowledgements, one script (`RedisWire.before_write`)."""
+        args, self._acks = self._acks, []
+        waiting, self._acked = self._acked, []
+        wire = self._wire
+
+        def replied(reply: Any) -> None:
+            if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
+                task = asyncio.ensure_future(self._acks_again(args, waiting))
+                self._retrying.add(task)
+                task.add_done_callback(self._retrying.discard)
+                return
+            _settle(waiting, reply)
+
+        sent = wire is not None and wire.call_nowait(
+            "EVALSHA", _ACK_SHA, 1, TENANTS, *args, on_reply=replied
+        )
+        if not sent:
+            _settle(waiting, StoreUnavailable("redis queue: not connected"))
+
+    async def _acks_again(self, args: list[Any], waiting: list[asyncio.Future[None]]) -> None:
+        """The script was not loaded (a restarted server): load it and send it again."""
+        assert self._wire is not None
+        try:
+            reply = await self._wire.evalsha(_ACK_SHA, _ACK_ONE_NODE, [TENANTS], args)
+        except (StoreUnavailable, RuntimeError) as exc:
+            reply = exc
+        _settle(waiting, reply)
 
     async def release(self, consumer: str, delivery: Delivery) -> None:
         key, entry_id = delivery.receipt.split(" ")
