@@ -1,10 +1,11 @@
 """`agenthost serve --workers N` on real processes: N servers on one port under a supervisor
 that drains them all on SIGTERM (and when one of them is drained), restarts one that is
 killed, answers /metrics for all of them, drains them if it dies itself, and refuses a store
-its processes could not share."""
+its processes could not share, and spreads new connections evenly over its processes."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import signal
 import subprocess
@@ -90,6 +91,49 @@ def test_metrics_cover_every_process_of_the_group(
     assert text.count("# TYPE agenthost_turns_total counter") == 1
     family = text.split("# TYPE agenthost_inflight_turns gauge\n", 1)[1].split("#", 1)[0]
     assert family.splitlines() == [f'agenthost_inflight_turns{{process="{i}"}} 0' for i in range(3)]
+
+
+async def hold_connections(port: int, count: int) -> list[asyncio.StreamWriter]:
+    """`count` kept-alive connections, each asked /healthz once (so each was accepted)."""
+
+    async def one() -> asyncio.StreamWriter:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        return writer
+
+    return list(await asyncio.gather(*(one() for _ in range(count))))
+
+
+def held_by(process: psutil.Process, port: int) -> int:
+    return sum(
+        1
+        for c in process.net_connections(kind="tcp")
+        if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port
+    )
+
+
+async def test_each_process_takes_its_share_of_new_connections(
+    agenthost_factory: Callable[..., AgentHostProcess], redis_url: str
+) -> None:
+    server = agenthost_factory(store=redis_url, workers=2)
+    await async_wait_until(lambda: every_process_answers(server, 2), 30, "both processes")
+    first, second = children(server)
+    second.suspend()  # its loop stands still: the first still serves every new connection
+    try:
+        writers = await hold_connections(server.port, 200)
+    finally:
+        second.resume()
+    assert (held_by(first, server.port), held_by(second, server.port)) == (200, 0)
+    # Both wake for each new one; the second takes them until it holds as many.
+    writers += await hold_connections(server.port, 200)
+    held = held_by(first, server.port), held_by(second, server.port)
+    assert sum(held) == 400
+    # Evenly: 200 each, give or take the slack and what a busy machine lets the first take
+    # after a pause in which the second did not run; both taking new ones alike: 300 / 100.
+    assert held[1] >= 160, held
+    for writer in writers:
+        writer.close()
 
 
 def test_a_killed_process_is_started_again(
