@@ -169,6 +169,11 @@ def test_concurrent_sessions_with_workers_reports_each_process(tmp_path: Path) -
     assert sum(p["turns"] for p in processes.values()) == 80  # this run's, not the probes'
     assert all(p["cpu_pct_of_core"] > 0 for p in processes.values())
     assert all(p["loop_lag_p99_ms_at_most"] is not None for p in processes.values())
+    rendered = load_script("render_docs").concurrent_sessions(
+        {"command": "c", "date": "d", "git_commit": "g", "machine": {}, "results": [row]}
+    )
+    turns = " / ".join(f"{processes[p]['turns']:,}" for p in ("0", "1"))
+    assert f"| {turns} |" in rendered and "{" not in rendered
 
 
 def test_idle_websockets_runs_and_reports_memory_per_connection(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import logging
 import socket
 from collections.abc import Callable
 
-from agenthost.runtime.connection_shares import FLOOR, PAUSE_S, ConnectionShares
+from agenthost.runtime.connection_shares import FLOOR, PAUSE_S, STUCK_S, ConnectionShares
 
 __all__ = ["BatchAcceptor"]
 
@@ -50,7 +50,8 @@ class BatchAcceptor:
         self._connecting: set[asyncio.Task[object]] = set()
         self._floor = 0  # connections to accept next time whatever the shares say
         self._siblings = b""  # what the siblings had published when this one last stood back
-        self._stalled = 0  # the floor of the last pause in which no sibling woke
+        self._siblings_moved = 0.0  # when this one last saw that change
+        self._stalled = 0  # the floor of the last pause after siblings stopped waking
         sock.setblocking(False)
         if shares is not None:
             shares.publish()
@@ -65,18 +66,13 @@ class BatchAcceptor:
         allowed = shares.allowance(shares.publish(len(self._connecting)))
         limit = BATCH if allowed is None else min(BATCH, max(allowed, self._floor))
         self._floor = 0
-        if self._accept_up_to(limit) and limit < BATCH and not self._closed:
-            # Over this process's share, and connections may be waiting.
-            siblings = shares.siblings()
-            if siblings != self._siblings:
-                # A sibling woke since this one last stood back: it takes them (this one is
-                # called again while any wait).
-                self._siblings = siblings
-                self._stalled = 0
-            else:
-                # None did: stop watching for a moment rather than spin, then see.
-                self.loop.remove_reader(self.sock.fileno())
-                self.loop.call_later(PAUSE_S, self._resume_after_pause)
+        # Over this process's share with connections maybe waiting: while a sibling wakes it
+        # takes them (this one is called again while any wait); else stop watching for a
+        # moment rather than spin.
+        took_all = self._accept_up_to(limit)
+        if took_all and limit < BATCH and not self._closed and not self._siblings_woke():
+            self.loop.remove_reader(self.sock.fileno())
+            self.loop.call_later(PAUSE_S, self._resume_after_pause)
         shares.publish(len(self._connecting))
 
     def _accept_up_to(self, limit: int) -> bool:
@@ -110,15 +106,24 @@ class BatchAcceptor:
         if not self._closed:
             self.loop.add_reader(self.sock.fileno(), self._accept)
 
-    def _resume_after_pause(self) -> None:
+    def _siblings_woke(self) -> bool:
+        """Whether a sibling published since this process last looked (and note it)."""
         assert self.shares is not None
+        siblings = self.shares.siblings()
+        if siblings == self._siblings:
+            return False
+        self._siblings = siblings
+        self._siblings_moved = self.loop.time()
+        self._stalled = 0
+        return True
+
+    def _resume_after_pause(self) -> None:
         if self._closed:
             return
         self.loop.add_reader(self.sock.fileno(), self._accept)
-        if self.shares.siblings() != self._siblings:
-            self._stalled = 0
-            return
-        # Still no sibling woke: take some of what waits now, more each pause in a row.
+        if self._siblings_woke() or self.loop.time() - self._siblings_moved < STUCK_S:
+            return  # called again if connections still wait
+        # No sibling has woken for a while: take some of what waits now, more each pause.
         self._stalled = min(BATCH, 2 * self._stalled or FLOOR)
         self._floor = self._stalled
         self._accept()

@@ -16,14 +16,18 @@ only while it holds at most `SLACK` more than the fewest of its siblings. Every 
 woken for every new connection, and publishes whenever it is, so the counts are as fresh as
 the last connection that arrived (a count made stale by connections closing since is too
 high, which errs toward the others accepting). A process over its share leaves what waits
-to its siblings while one of them has published since it last stood back; if none has (its
-loop is stuck or busy, or it died before its supervisor noticed), it stops watching the
-socket for `PAUSE_S`, and if still none has, takes `FLOOR` of what waits, twice as many
-after each further such pause: a sibling that does not accept delays new connections by a
-pause or a few, never stops them. Measured with 5,000 connections opened at once on two
-processes (`ss -tnp`): 2,494 / 2,506, 2,497 / 2,503, 2,497 / 2,503 and 2,494 / 2,506, where
-without the table the same bursts ended 2,080 / 2,920, 2,264 / 2,736, 2,162 / 2,838 and
-2,472 / 2,528.
+to its siblings while one of them has published since it last stood back; if none has, it
+stops watching the socket for `PAUSE_S` rather than spin. Once none has for `STUCK_S` (its
+loop is stuck, or it died before its supervisor noticed), it takes `FLOOR` of what waits
+after each pause, twice as many each time: a sibling that does not accept delays new
+connections by `STUCK_S` and a few pauses, never stops them. (Taking them after a single
+quiet pause let a descheduled sibling lose hundreds of its share on a loaded machine.)
+Measured on a loaded 2-core machine (`--workers 2`), 5,000 connections opened at once
+(`ss -tnp`): 2,500 / 2,500, 2,498 / 2,502, 2,499 / 2,501, 2,499 / 2,501; without the table
+2,018 / 2,982, 1,688 / 3,312, 2,269 / 2,731, 2,005 / 2,995. Turns of
+`benchmarks/concurrent_sessions.py --sessions 10000 --turns 3 --workers 2`: 15,249 / 14,751
+(twice) and 15,099 / 14,901; without, 15,411 / 14,589, 16,407 / 13,593, 14,364 / 15,636 and
+18,024 / 11,976 (loops lagging past `STUCK_S` there let the other process take a few).
 """
 
 from __future__ import annotations
@@ -33,14 +37,17 @@ import os
 import struct
 from collections.abc import Callable
 
-__all__ = ["FLOOR", "NO_PROCESS", "PAUSE_S", "SLACK", "ConnectionShares"]
+__all__ = ["FLOOR", "NO_PROCESS", "PAUSE_S", "SLACK", "STUCK_S", "ConnectionShares"]
 
 SLACK = 8
 """Connections a process may hold above the fewest of its siblings and still accept."""
 PAUSE_S = 0.005
 """How long a process over its share, whose siblings did not wake, stops watching."""
+STUCK_S = 0.05
+"""How long no sibling may publish before a process over its share accepts anyway."""
 FLOOR = 16
-"""Connections a process accepts after a pause in which no sibling published anything."""
+"""Connections such a process then accepts after its first pause, twice as many after each
+further one."""
 NO_PROCESS = -1
 
 _COUNT = struct.Struct("=q")
