@@ -8,8 +8,10 @@ read back and verified. With `--workers N` (above 1) the server is `agenthost se
 server's CPU over the run (its whole process tree) is reported as a share of the cores it
 may use, so headroom shows. What the p99 may wait on is measured, not guessed: the server's
 event-loop lag and garbage-collection pauses (its /metrics, summed over its processes) and the
-load client's own loop lag and collections (its report). Prints one JSON object (also to
-`--json FILE`).
+load client's own loop lag and collections (its report). With `--workers`, `per_process`
+gives each process's turns, CPU (as a share of one core) and loop lag over the run, from
+/metrics scraped before and after it, so an uneven spread of connections shows. Prints one
+JSON object (also to `--json FILE`).
 
     python benchmarks/concurrent_sessions.py --sessions 2000 --turns 3
     python benchmarks/concurrent_sessions.py --sessions 10000 --turns 3 --workers 2 \
@@ -92,12 +94,51 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 3)
 
 
-def server_waits(url: str) -> dict[str, Any]:
-    """The server's event-loop lag and GC pauses over its life (the load is most of it)."""
+def scrape(url: str) -> str:
+    """The server's /metrics (every process's, under a `process` label, with --workers)."""
     try:
         with urllib.request.urlopen(url + "/metrics", timeout=10) as resp:
-            text = resp.read().decode()
+            return str(resp.read().decode())
     except OSError:
+        return ""
+
+
+def per_process(text: str) -> dict[str, dict[str, float]]:
+    """By the `process` label (with --workers): turns finished and CPU seconds, so an uneven
+    spread of connections over the processes shows (difference two scrapes for a run)."""
+    out: dict[str, dict[str, float]] = {}
+    for key, name in (
+        ("turns", "agenthost_turns_total"),
+        ("cpu_s", "agenthost_process_cpu_seconds_total"),
+    ):
+        for process, series in histogram(text, name, "process").items():
+            out.setdefault(process, {})[key] = series.get("", 0.0)
+    return out
+
+
+def spread(before: str, after: str, wall: float) -> dict[str, Any]:
+    """Each process's share of the run's turns, its CPU as a share of one core, and the
+    p99 of its event loop's lag (over its life) — with one process, {}."""
+    start, end = per_process(before), per_process(after)
+    lags = histogram(after, "agenthost_event_loop_lag_seconds", "process")
+    if set(end) <= {""}:
+        return {}
+    rows = {}
+    for process in sorted(end):
+        e, b = end[process], start.get(process, {})
+        rows[process] = {
+            "turns": int(e.get("turns", 0) - b.get("turns", 0)),
+            "cpu_pct_of_core": round(
+                100 * (e.get("cpu_s", 0) - b.get("cpu_s", 0)) / max(wall, 1e-9), 1
+            ),
+            "loop_lag_p99_ms_at_most": _ms(bucket_quantile(lags.get(process, {}), 0.99)),
+        }
+    return {"per_process": rows}
+
+
+def server_waits(text: str) -> dict[str, Any]:
+    """The server's event-loop lag and GC pauses over its life (the load is most of it)."""
+    if not text:
         return {}
     lag = histogram(text, "agenthost_event_loop_lag_seconds").get("")
     pauses = histogram(text, "agenthost_gc_pause_seconds", "generation")
@@ -149,6 +190,7 @@ def measure(
         try:
             wait_ready(url)
             out = tmp / f"load-{sessions}.json"
+            metrics_before = scrape(url)
             cpu_before, started = cpu_seconds(server.pid), time.monotonic()
             subprocess.run(
                 [AGENTHOST, "loadtest", "--url", url, "--sessions", str(sessions), "--turns",
@@ -159,7 +201,8 @@ def measure(
             )  # fmt: skip
             server_cpu = cpu_seconds(server.pid) - cpu_before
             wall = time.monotonic() - started
-            waits = server_waits(url)
+            metrics_after = scrape(url)
+            waits = {**server_waits(metrics_after), **spread(metrics_before, metrics_after, wall)}
             report = json.loads(out.read_text())
         finally:
             server.terminate()

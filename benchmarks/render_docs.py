@@ -220,8 +220,9 @@ def concurrent_sessions(result: dict[str, Any]) -> str:
         "",
         "| processes (store) | sessions | turns answered | failed | lost | dup | reordered "
         "| mismatched | p50 ms | p99 ms | **added p99 ms** | turns/s | server CPU % of cores "
+        "| turns by process | CPU % of a core by process "
         "| client processes | client CPU (busiest) | client loop lag p99 ms |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["results"]:
         lines.append(
@@ -230,11 +231,19 @@ def concurrent_sessions(result: dict[str, Any]) -> str:
             f"| {r['duplicated']} | {r['out_of_order']} | {r['mismatched']} | {r['p50_ms']} "
             f"| {r['p99_ms']} | **{r['p99_added_ms']}** | {r['turns_per_s']} "
             f"| {r.get('server_cpu_pct_of_cores', '—')} "
+            f"| {_by_process(r, 'turns', '{:,}')} | {_by_process(r, 'cpu_pct_of_core', '{}')} "
             f"| {r.get('client_processes', 1)} "
             f"| {r['client_cpu_pct']}%{' (saturated)' if r['client_saturated'] else ''} "
             f"| {_client_lag_p99(r)} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _by_process(row: dict[str, Any], key: str, form: str) -> str:
+    """`key` of each server process, ` / `-separated ("—" with one process, or a result from
+    before the benchmark reported them)."""
+    processes = row.get("per_process") or {}
+    return " / ".join(form.format(p[key]) for _, p in sorted(processes.items())) or "—"
 
 
 def rollout(result: dict[str, Any]) -> str:

@@ -153,6 +153,29 @@ def test_concurrent_sessions_reports_what_the_p99_may_wait_on(tmp_path: Path) ->
     assert row["server_cpu_ms_per_turn"] > 0 and row["client_cpu_ms_per_turn"] > 0
 
 
+def test_concurrent_sessions_with_workers_reports_each_process(tmp_path: Path) -> None:
+    out = tmp_path / "sessions.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/concurrent_sessions.py", "--sessions", "40", "--turns",
+         "2", "--llm-latency-ms", "200", "--ramp", "0.2", "--workers", "2",
+         "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    (row,) = json.loads(out.read_text())["results"]
+    assert row["answered"] == 80 and row["lost"] == 0
+    processes = row["per_process"]
+    assert set(processes) == {"0", "1"}
+    assert sum(p["turns"] for p in processes.values()) == 80  # this run's, not the probes'
+    assert all(p["cpu_pct_of_core"] > 0 for p in processes.values())
+    assert all(p["loop_lag_p99_ms_at_most"] is not None for p in processes.values())
+    rendered = load_script("render_docs").concurrent_sessions(
+        {"command": "c", "date": "d", "git_commit": "g", "machine": {}, "results": [row]}
+    )
+    turns = " / ".join(f"{processes[p]['turns']:,}" for p in ("0", "1"))
+    assert f"| {turns} |" in rendered and "{" not in rendered
+
+
 def test_idle_websockets_runs_and_reports_memory_per_connection(tmp_path: Path) -> None:
     out = tmp_path / "idle_websockets.json"
     proc = subprocess.run(

@@ -132,6 +132,7 @@ def test_every_family_is_exported_after_a_turn(client: TestClient) -> None:
             check_histogram(family)
     turns = families["agenthost_turns_total"]
     assert turns.value(outcome="completed") == 2
+    assert families["agenthost_process_cpu_seconds_total"].value() > 0
     assert families["agenthost_turn_duration_seconds"].value("_count") == 2
     # The demo agent asks the LLM once per turn; the streamed turn streams it.
     assert families["agenthost_llm_request_duration_seconds"].value("_count") == 2

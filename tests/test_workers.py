@@ -1,10 +1,11 @@
 """`agenthost serve --workers N` on real processes: N servers on one port under a supervisor
 that drains them all on SIGTERM (and when one of them is drained), restarts one that is
 killed, answers /metrics for all of them, drains them if it dies itself, and refuses a store
-its processes could not share."""
+its processes could not share, and spreads new connections evenly over its processes."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import signal
 import subprocess
@@ -90,6 +91,46 @@ def test_metrics_cover_every_process_of_the_group(
     assert text.count("# TYPE agenthost_turns_total counter") == 1
     family = text.split("# TYPE agenthost_inflight_turns gauge\n", 1)[1].split("#", 1)[0]
     assert family.splitlines() == [f'agenthost_inflight_turns{{process="{i}"}} 0' for i in range(3)]
+
+
+async def held_connection(port: int) -> asyncio.StreamWriter:
+    """A kept-alive connection, asked /healthz once (so it was accepted)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+    await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    return writer
+
+
+def held_by(process: psutil.Process, port: int) -> int:
+    return sum(
+        1
+        for c in process.net_connections(kind="tcp")
+        if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port
+    )
+
+
+async def test_each_process_takes_its_share_of_new_connections(
+    agenthost_factory: Callable[..., AgentHostProcess], redis_url: str
+) -> None:
+    server = agenthost_factory(store=redis_url, workers=2)
+    await async_wait_until(lambda: every_process_answers(server, 2), 30, "both processes")
+    first, second = children(server)
+    second.suspend()  # its loop stands still: the first still serves every new connection
+    try:
+        writers = await asyncio.gather(*(held_connection(server.port) for _ in range(200)))
+    finally:
+        second.resume()
+    assert (held_by(first, server.port), held_by(second, server.port)) == (200, 0)
+    # One at a time: both wake for each, and the second takes it until it holds as many.
+    for _ in range(200):
+        writers.append(await held_connection(server.port))
+    held = held_by(first, server.port), held_by(second, server.port)
+    assert sum(held) == 400
+    # 200 each, give or take the slack and what the first takes if the second does not run
+    # for 50 ms (a loaded machine); whichever woke first taking each: about 300 / 100.
+    assert held[1] >= 175, held
+    for writer in writers:
+        writer.close()
 
 
 def test_a_killed_process_is_started_again(

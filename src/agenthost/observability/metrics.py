@@ -10,6 +10,7 @@ docs/observability.md and docs/grafana/agenthost-dashboard.json use.
 from __future__ import annotations
 
 import bisect
+import time
 from collections.abc import Callable, Iterable
 
 from agenthost.observability.activity import Activity
@@ -89,6 +90,7 @@ METRIC_NAMES = (
     "agenthost_worker_busy",
     "agenthost_event_loop_lag_seconds",
     "agenthost_gc_pause_seconds",
+    "agenthost_process_cpu_seconds_total",
 )
 """Every metric family `Metrics.render` exports (histograms add _bucket, _sum, _count)."""
 
@@ -369,6 +371,12 @@ class Metrics:
         )
         for generation, histogram in self.gc_pauses.items():
             histogram.render(out, "agenthost_gc_pause_seconds", f'generation="{generation}",')
+        out += [
+            "# HELP agenthost_process_cpu_seconds_total CPU time (user and system) this process "
+            "has used.",
+            "# TYPE agenthost_process_cpu_seconds_total counter",
+            f"agenthost_process_cpu_seconds_total {time.process_time():.3f}",
+        ]
         return ("\n".join(out) + "\n").encode()  # fmt: skip
 
 

@@ -20,6 +20,7 @@ from agenthost.runtime.accept import BatchAcceptor
 from agenthost.runtime.assembly import assemble
 from agenthost.runtime.collector import tune_collector
 from agenthost.runtime.connection_limits import ConnectionLimits, OverCapacityGate, raise_file_limit
+from agenthost.runtime.connection_shares import ConnectionShares
 from agenthost.runtime.protocols import choose_protocols
 from agenthost.runtime.worker_slot import WorkerSlot
 from agenthost.turns.drain import Drain
@@ -77,7 +78,11 @@ def run(settings: Settings, *, worker: WorkerSlot | None = None) -> None:
     # (agenthost.runtime.collector says why and what they cost).
     tune_collector()
     server = DrainingServer(
-        config, assembly.drain, batch_accept=protocols.batch_accept, listen_socket=sock
+        config,
+        assembly.drain,
+        batch_accept=protocols.batch_accept,
+        listen_socket=sock,
+        worker=worker,
     )
     log.info(
         "agenthost %sserving on http://%s:%d (agent %s, store %s, llm %s)",
@@ -129,11 +134,13 @@ class DrainingServer(uvicorn.Server):
         *,
         batch_accept: bool,
         listen_socket: socket.socket | None = None,
+        worker: WorkerSlot | None = None,
     ) -> None:
         super().__init__(config)
         self.drain = drain
         self.batch_accept = batch_accept
         self.listen_socket = listen_socket  # bound already (`bind`); None: uvicorn binds
+        self.worker = worker  # one of a `--workers` group: accept only this process's share
         self._exit_when_drained: asyncio.Task[None] | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
@@ -164,7 +171,17 @@ class DrainingServer(uvicorn.Server):
             )
             return made
 
-        self.servers = [BatchAcceptor(asyncio.get_running_loop(), sock, protocol)]  # type: ignore[list-item]
+        shares = None
+        if self.worker is not None:
+            connections = self.server_state.connections
+            shares = ConnectionShares(
+                self.worker.connections_path(),
+                self.worker.index,
+                self.worker.count,
+                lambda: len(connections),
+            )
+        acceptor = BatchAcceptor(asyncio.get_running_loop(), sock, protocol, shares)
+        self.servers = [acceptor]  # type: ignore[list-item]
         self.started = True
 
     async def _exit_after_drain(self) -> None:

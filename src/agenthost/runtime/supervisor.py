@@ -14,6 +14,8 @@ session so a terminal's Ctrl-C reaches only the supervisor, which passes it on o
 - A process that exits on its own with status 0 has drained (POST /admin/drain reached it):
   the supervisor drains the others and exits, so a drain means the same with one process or N.
 - If the supervisor itself dies, its processes see their lifeline pipe close and drain.
+- Each process takes only its share of new connections: a file in the group's directory
+  holds every process's open connections (`agenthost.runtime.connection_shares`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import msgspec
 from agenthost.core.settings import Settings, worker_count
 from agenthost.observability.logs import configure_logging
 from agenthost.runtime.assembly import assemble
+from agenthost.runtime.connection_shares import ConnectionShares
 from agenthost.runtime.server import bind, bind_problem
 from agenthost.runtime.worker_slot import WorkerSlot
 
@@ -90,6 +93,8 @@ class Supervisor:
         self.starts = [0] * count  # processes started in each slot
         self.stopping = False
         self.peers_dir = tempfile.mkdtemp(prefix="agenthost-workers-")
+        self.shares_path = os.path.join(self.peers_dir, "connections")
+        ConnectionShares.create(self.shares_path, count)
         # Never written: its read end, held by every process, closes only with this one.
         self.lifeline_r, self.lifeline_w = os.pipe()
         self.wake_r, self.wake_w = os.pipe()  # signal numbers, written by the interpreter
@@ -181,6 +186,7 @@ class Supervisor:
             if code is None:
                 continue
             del self.processes[index]
+            ConnectionShares.vacate(self.shares_path, index)  # the others stop leaving it any
             if self.stopping:
                 continue
             if code == 0:

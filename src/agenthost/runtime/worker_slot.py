@@ -40,6 +40,10 @@ class WorkerSlot(msgspec.Struct, frozen=True):
     restarts: int = 0
     """How many times the supervisor started this slot again after a process in it died."""
 
+    def connections_path(self) -> str:
+        """The group's table of open connections (`agenthost.runtime.connection_shares`)."""
+        return os.path.join(self.peers_dir, "connections")
+
     def socket_path(self, index: int) -> str:
         """Where the process in slot `index` serves its metrics to its siblings."""
         return os.path.join(self.peers_dir, f"{index}.sock")
