@@ -53,6 +53,7 @@ __all__ = ["RedisBroker"]
 _FAILURES = (rexc.ConnectionError, rexc.TimeoutError, rexc.ClusterDownError, OSError)
 MAX_EVENTS = 100_000  # a stream longer than this keeps its newest events
 RUNNING_TTL_S = 3600  # a turn whose process died leaves no stream behind for longer
+ENDED_GRACE_S = 30  # a stream its publisher forgets goes this long after, not at once
 INBOX_TTL_S = 600  # a dead process's inbox of turn endings goes after this
 INBOX_EXPIRE_EVERY_S = 1.0  # an inbox's TTL is set again at most this often
 ENDINGS_PER_READ = 1000
@@ -391,8 +392,11 @@ class RedisBroker(MemoryBroker):
         index = _index(session_id)
         try:
             if turn_id is not None:
+                # Its publisher, after its end: a reader elsewhere between two XREADs when
+                # that end was added has not read it yet, and would find the stream gone;
+                # it goes soon, not at once.
                 async with self._client.pipeline(transaction=False) as pipe:
-                    pipe.delete(_key(session_id, turn_id))
+                    pipe.expire(_key(session_id, turn_id), ENDED_GRACE_S)
                     pipe.srem(index, turn_id)
                     await pipe.execute()
                 return
