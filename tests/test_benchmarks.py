@@ -33,7 +33,7 @@ def test_turn_cpu_runs_and_reports_each_target_against_the_baseline(tmp_path: Pa
     proc = subprocess.run(
         [sys.executable, "benchmarks/turn_cpu.py", "--targets", "baseline,sqlite,redis",
          "--turns", "50", "--sessions", "10", "--warmup", "20", "--histories", "5,10",
-         "--max-seconds", "30", "--json", str(out)],
+         "--repeats", "2", "--max-seconds", "30", "--json", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=150,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -52,6 +52,8 @@ def test_turn_cpu_runs_and_reports_each_target_against_the_baseline(tmp_path: Pa
     for row in rows.values():
         assert row["errors"] == 0 and row["turns"] == 50
         assert row["cpu_ms_per_turn"] > 0
+        assert row["cpu_ms_per_turn_median_of"] == 2
+        assert row["cpu_ms_per_turn"] in row["cpu_ms_per_turn_runs"]
         assert row["cpu_ms_per_turn"] == pytest.approx(
             row["server_cpu_ms_per_turn"] + row["redis_cpu_ms_per_turn"], abs=1e-3
         )

@@ -23,6 +23,7 @@ from agenthost.cluster.autoscaler import parse_spec, read_metric, run_autoscaler
 from agenthost.cluster.hpa import Autoscaler, Behavior, ScalingPolicy, ScalingRules
 from agenthost.cluster.state import alive, load
 from agenthost.loadtest import LoadConfig, run_load
+from agenthost.loadtest.config import Mode
 from agenthost.loadtest.runner import Progress
 from agenthost.registry import create_registry
 from tests.fixtures.agenthost import free_port
@@ -101,23 +102,6 @@ async def run_with_load(directory: str, port: int, action: Any, sessions: int = 
         for sid, turns in load_.acked.items():
             assert_history_is(await messages_of(http, load_.base, sid), turns)
     return load_
-
-
-async def test_rollout_under_load_fails_and_loses_nothing(cluster_dir: str) -> None:
-    port = free_port()
-    fleet.up(cluster_dir, replicas=3, port=port, store=None,
-             serve_env={"AGENTHOST_LLM": "sim://?latency_ms=100"}, drain_timeout=20,
-             log=lambda _: None)  # fmt: skip
-    old_pids = {r.pid for r in load(cluster_dir).replicas}
-    result = await run_with_load(
-        cluster_dir, port, lambda: fleet.rollout(cluster_dir, log=lambda _: None)
-    )
-    assert result.failed == []
-    state = load(cluster_dir)
-    assert len(state.replicas) == 3
-    assert not {r.pid for r in state.replicas} & old_pids
-    assert not any(alive(pid) for pid in old_pids)
-    assert result.answered() > 600
 
 
 async def test_scale_up_and_down_under_load_fails_nothing(cluster_dir: str) -> None:
@@ -205,27 +189,52 @@ async def test_the_autoscaler_reads_each_replicas_metric(cluster_dir: str) -> No
         parse_spec("min=3,max=2,target=1")
 
 
-@pytest.mark.parametrize("mode", ["http", "sse", "ws"])
-async def test_loadtest_through_haproxy_during_a_rollout_is_clean(
-    cluster_dir: str, mode: str
-) -> None:
+async def test_a_rollout_under_load_of_every_kind_fails_and_loses_nothing(cluster_dir: str) -> None:
+    # One fleet, one rollout, a load of each kind (plain HTTP, SSE, WebSocket) at once; the
+    # load tests' verifiers read every session's history back.
     port = free_port()
     fleet.up(cluster_dir, replicas=3, port=port, store=None,
              serve_env={"AGENTHOST_LLM": "sim://?ttft_ms=50&tokens_per_s=100&words=10"},
              drain_timeout=20, log=lambda _: None)  # fmt: skip
-    config = LoadConfig(url=f"http://127.0.0.1:{port}", mode=mode,  # type: ignore[arg-type]
-                        sessions=150, duration=14.0, think=0.3, ramp=1.0)  # fmt: skip
-    progress = Progress()
-    load_task = asyncio.create_task(run_load(config, progress))
-    deadline = time.monotonic() + 10
-    while progress.answered < 300:  # the load is flowing before the fleet is replaced
+    modes: tuple[Mode, ...] = ("http", "sse", "ws")
+    progress = {mode: Progress() for mode in modes}
+    loads = {
+        mode: asyncio.create_task(
+            run_load(
+                LoadConfig(
+                    url=f"http://127.0.0.1:{port}",
+                    mode=mode,
+                    sessions=50,
+                    duration=14.0,
+                    think=0.3,
+                    ramp=1.0,
+                ),
+                progress[mode],
+            )
+        )
+        for mode in modes
+    }
+    deadline = time.monotonic() + 20
+    # Every kind of load is flowing before the fleet is replaced.
+    while min(p.answered for p in progress.values()) < 100:
         assert time.monotonic() < deadline, "the load never got going"
         await asyncio.sleep(0.05)
+    old_pids = {r.pid for r in load(cluster_dir).replicas}
     await asyncio.to_thread(fleet.rollout, cluster_dir, log=lambda _: None)
-    report = await load_task
-    assert report.failed == 0, report.failed_by_kind
-    assert report.verification is not None and report.verification.clean, report.verification
-    assert report.answered > 500
+    state = load(cluster_dir)
+    assert len(state.replicas) == 3
+    assert not {r.pid for r in state.replicas} & old_pids
+    assert not any(alive(pid) for pid in old_pids)
+    rolled_out = {mode: p.answered for mode, p in progress.items()}
+    for mode, load_task in loads.items():
+        report = await load_task
+        assert report.answered > rolled_out[mode], f"{mode}: no service after the rollout"
+        assert report.failed == 0, (mode, report.failed_by_kind)
+        assert report.verification is not None and report.verification.clean, (
+            mode,
+            report.verification,
+        )
+        assert report.answered > 170, mode
 
 
 async def test_the_autoscaler_follows_load_up_and_back_down(cluster_dir: str) -> None:

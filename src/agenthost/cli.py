@@ -14,13 +14,10 @@ import shlex
 import textwrap
 import typing
 from collections.abc import Callable
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 from urllib.parse import urlsplit
 
 import typer
-from rich.console import Console
-from rich.panel import Panel
-from rich.text import Text
 from typer.core import TyperCommand, TyperGroup
 
 from agenthost.core.settings import (
@@ -30,6 +27,9 @@ from agenthost.core.settings import (
     env_name,
     parse_setting,
 )
+
+if TYPE_CHECKING:
+    from rich.text import Text
 
 __all__ = ["SERVE_PANELS", "app", "main"]
 
@@ -288,6 +288,10 @@ class _ServeCommand(TyperCommand):
     variable on one line (whole), its description and default under it."""
 
     def format_help(self, ctx: Any, formatter: Any) -> None:  # typer's own click types
+        # rich only here: a server that starts does not pay for its import.
+        from rich.console import Console
+        from rich.panel import Panel
+
         width = min(Console().width, 100)
         console = Console(width=width, highlight=False, soft_wrap=False)
         name = ctx.info_name or "serve"
@@ -328,6 +332,8 @@ def _shown_default(field: str, default: object) -> str:
 
 
 def _panel_body(fields: tuple[str, ...], inner: int) -> Text:
+    from rich.text import Text
+
     body = Text()
     for n, field in enumerate(fields):
         head, env = _option_head(field), env_name(field)

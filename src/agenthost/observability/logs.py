@@ -34,8 +34,14 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any, TextIO
 
 import msgspec
-import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from agenthost.observability.structlog_loader import load_structlog
+
+if TYPE_CHECKING:
+    import structlog
+else:
+    structlog = load_structlog()
 
 if TYPE_CHECKING:
     from agenthost.core.settings import Settings
