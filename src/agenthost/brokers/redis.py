@@ -56,6 +56,9 @@ RUNNING_TTL_S = 3600  # a turn whose process died leaves no stream behind for lo
 INBOX_TTL_S = 600  # a dead process's inbox of turn endings goes after this
 INBOX_EXPIRE_EVERY_S = 1.0  # an inbox's TTL is set again at most this often
 ENDINGS_PER_READ = 1000
+# What a reply to a write is when the write failed (a tuple: isinstance checks it faster than
+# a union, and it runs for the reply to every chunk).
+_NOT_WRITTEN = (ReplyError, StoreUnavailable)
 
 log = logging.getLogger("agenthost.streams")
 
@@ -270,7 +273,7 @@ class RedisBroker(MemoryBroker):
         return True
 
     def _written(self, session_id: str, turn_id: str, reply: Any) -> None:
-        if isinstance(reply, ReplyError | StoreUnavailable):
+        if isinstance(reply, _NOT_WRITTEN):
             if not self._failing:
                 self._failing = True  # one warning per outage, not one per chunk
                 in_turn_context(
@@ -368,7 +371,7 @@ class RedisBroker(MemoryBroker):
             self._ending_sent(session_id, turn_id, StoreUnavailable(f"redis broker: {exc}"))
 
     def _ending_sent(self, session_id: str, turn_id: str, reply: Any) -> None:
-        if isinstance(reply, ReplyError | StoreUnavailable):
+        if isinstance(reply, _NOT_WRITTEN):
             in_turn_context(
                 session_id,
                 turn_id,
