@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import aiohttp
 import hiredis
@@ -18,11 +18,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agenthost.brokers import StreamBroker, StreamEvent, create_broker
-from agenthost.brokers.base import forward
+from agenthost.brokers import redis as redis_broker
+from agenthost.brokers.base import EventKind, forward
 from agenthost.brokers.memory import MemoryBroker
 from agenthost.brokers.redis import ENDED_GRACE_S, _commands, _packed_xadd
 from agenthost.core.errors import StoreUnavailable
 from agenthost.turns.chunks import ChunkFlusher, TurnStream
+from agenthost.web.sse import native_frame
 from tests.fixtures.agenthost import AgentHostProcess
 from tests.fixtures.redis import RedisServer, command_calls, port_of, redis_cli
 
@@ -384,9 +386,16 @@ async def test_one_window_flushes_every_stream_that_wrote_in_it() -> None:
     flusher = ChunkFlusher(1.0)  # the window: wide, so a stalled loop still writes inside it
     published: dict[str, float] = {}
     readers = []
+
+    def stamp(sid: str) -> Callable[[StreamEvent], None]:
+        def emit(event: StreamEvent) -> None:
+            published.setdefault(sid, time.monotonic())
+
+        return emit
+
     for i in range(3):
         broker.start(f"s{i}", "t")
-        emit = (lambda sid: lambda event: published.setdefault(sid, time.monotonic()))(f"s{i}")
+        emit = stamp(f"s{i}")
         readers.append(asyncio.ensure_future(forward(broker.read(f"s{i}", "t", 0, 5.0), emit)))
     first = time.monotonic()
     for i in range(3):  # the streams write 0.1 s apart, all within the first one's window
@@ -494,6 +503,47 @@ def test_a_chunks_prepacked_xadd_is_the_packed_command(
     event = StreamEvent(seq, "chunk", data)
     (xadd,) = _commands(session_id, turn_id, event, 300.0)
     assert _packed_xadd(session_id, turn_id, event) == hiredis.pack_command(xadd)
+
+
+async def test_a_redis_broker_packs_a_streams_key_once_not_per_chunk(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk's XADD reuses its stream's packed head (key and fixed words): at thousands of
+    streams this formatting ran for every chunk of every stream."""
+    heads: list[tuple[str, str]] = []
+    make_head = redis_broker._xadd_head
+
+    def counted(session_id: str, turn_id: str) -> bytes:
+        heads.append((session_id, turn_id))
+        return make_head(session_id, turn_id)
+
+    monkeypatch.setattr(redis_broker, "_xadd_head", counted)
+    writer, reader = create_broker(redis_url), create_broker(redis_url)
+    await writer.open()
+    await reader.open()
+    try:
+        sid = f"s-{uuid.uuid4().hex[:8]}"
+        for tid in ("t1", "t2"):
+            writer.start(sid, tid)
+            await writer.publish(sid, tid, chunk(1))  # connects the pipelining client
+            for seq in range(2, 12):
+                assert writer.publish_nowait(sid, tid, chunk(seq))
+            assert writer.publish_nowait(sid, tid, StreamEvent(12, "done", b"{}"))
+        assert heads == [(sid, "t1"), (sid, "t2")]
+        for tid in ("t1", "t2"):  # and every chunk is in Redis, in order
+            remote = await collect(reader, sid, tid, 0)
+            assert [e.seq for e in remote] == list(range(1, 13))
+            assert remote[5].data == chunk(6).data
+    finally:
+        await writer.close()
+        await reader.close()
+
+
+@given(seq=st.integers(min_value=1, max_value=2**62), data=st.binary(max_size=300))
+def test_an_sse_frame_has_its_id_event_and_data_lines(seq: int, data: bytes) -> None:
+    for kind in get_args(EventKind):
+        frame = native_frame(StreamEvent(seq, kind, data))
+        assert frame == f"id: {seq}\nevent: {kind}\ndata: ".encode() + data + b"\n\n"
 
 
 async def test_a_redis_outage_while_streaming_is_logged_once_and_local_readers_go_on(

@@ -8,7 +8,8 @@ import asyncio
 import collections
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 from agenthost.brokers.base import Emit, StreamEvent
 from agenthost.brokers.endings import Ending, TurnEndings
@@ -18,7 +19,7 @@ __all__ = ["LocalEvents", "MemoryBroker"]
 
 
 class _Stream:
-    __slots__ = ("closed", "ended_at", "events", "listeners", "waiters")
+    __slots__ = ("closed", "ended_at", "events", "listeners", "remote", "waiters")
 
     def __init__(self) -> None:
         self.events: list[StreamEvent] = []
@@ -26,6 +27,9 @@ class _Stream:
         self.listeners: list[LocalEvents] = []
         self.ended_at: float | None = None
         self.closed = False
+        # What a shared broker keeps for writing this stream elsewhere, made with its first
+        # write there and gone with the stream (the Redis broker: its chunks' XADD head).
+        self.remote: Any = None
 
     def wake(self) -> None:
         waiters, self.waiters = self.waiters, []
@@ -68,6 +72,7 @@ class LocalEvents:
     """
 
     __slots__ = (
+        "_clock",
         "_deadline",
         "_done",
         "_emit",
@@ -97,6 +102,7 @@ class LocalEvents:
         self._puller: AsyncIterator[StreamEvent] | None = None
         self._ended = False
         self._last_at = 0.0
+        self._clock: Callable[[], float] = time.monotonic  # the loop's clock, once pushed
 
     def __aiter__(self) -> LocalEvents:
         return self
@@ -147,6 +153,7 @@ class LocalEvents:
         if stream is None:
             return
         loop = self._loop = asyncio.get_running_loop()
+        self._clock = loop.time  # looked up once: `deliver` reads it for every event
         while True:
             # What is already there goes out first, waiting for the consumer as needed.
             for event in self._unread(stream):
@@ -195,7 +202,7 @@ class LocalEvents:
         if event.kind != "chunk" and event.final:
             self._ended = True
         elif rest is None:
-            self._last_at = done.get_loop().time()
+            self._last_at = self._clock()
             return True
         self._rest = rest
         self.listening = False
@@ -295,7 +302,9 @@ class MemoryBroker:
         self.publish_local(session_id, turn_id, event)
         return True
 
-    def publish_local(self, session_id: str, turn_id: str, event: StreamEvent) -> None:
+    def publish_local(self, session_id: str, turn_id: str, event: StreamEvent) -> _Stream:
+        """Append `event` to this process's copy of the stream and hand it to the readers
+        here; the stream (its `remote` is the shared broker's to use)."""
         stream = self._streams.get((session_id, turn_id))
         if stream is None:
             self.start(session_id, turn_id)
@@ -308,6 +317,7 @@ class MemoryBroker:
             stream.deliver(event)
         if stream.waiters:
             stream.wake()
+        return stream
 
     async def forget(self, session_id: str, turn_id: str | None = None) -> None:
         self.forget_local(session_id, turn_id)

@@ -40,6 +40,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.protocol import OPEN, Protocol
 from websockets.streams import StreamReader
 
+from agenthost.core import write_batch
 from agenthost.core.deadline_sweep import DeadlineSweep
 from agenthost.observability.metrics import Metrics
 from agenthost.runtime.connection_limits import OVER_CAPACITY_KEY, ConnectionLimits
@@ -216,7 +217,8 @@ class LeanHttpToolsProtocol(ConnectionGuard):
             or self.flow.write_paused
         ):
             return False
-        self.transport.write(b"%x\r\n%s\r\n" % (len(body), body))
+        # Held to the end of the flusher's pass, if in one (`core.write_batch`).
+        write_batch.write(self.transport, b"%x\r\n%s\r\n" % (len(body), body))
         return True
 
     def handle_websocket_upgrade(self) -> None:

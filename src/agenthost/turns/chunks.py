@@ -5,6 +5,8 @@ however fast the model writes).
 One `ChunkFlusher` per process times the windows of all streams: a stream with text waiting
 joins the flusher's current window, and one timer per window flushes every stream in it
 (at most `coalesce_s` after its first token), instead of one timer per chunk of every stream.
+The SSE writes of a window's streams are held until all of them are published, then made
+back to back (`agenthost.core.write_batch`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import msgspec
 
 from agenthost.brokers.base import EventKind, StreamBroker, StreamEvent
+from agenthost.core import write_batch
 from agenthost.core.errors import AgentHostError
 from agenthost.observability.logs import in_turn_context
 
@@ -54,18 +57,21 @@ class ChunkFlusher:
     def _flush_all(self) -> None:
         self._handle = None
         waiting, self._waiting = self._waiting, []
-        for stream in waiting:
-            try:
-                stream.flush()
-            except Exception:  # one stream's failure must not hold back the others
-                # This timer runs in the context of the stream that opened the window.
-                in_turn_context(
-                    stream.session_id,
-                    stream.turn_id,
-                    log.exception,
-                    "could not publish a chunk of turn %s",
-                    stream.turn_id,
-                )
+        # The SSE chunks of the pass leave back to back once every stream is published
+        # (`core.write_batch`: cheaper for this process and for the readers').
+        with write_batch.held():
+            for stream in waiting:
+                try:
+                    stream.flush()
+                except Exception:  # one stream's failure must not hold back the others
+                    # This timer runs in the context of the stream that opened the window.
+                    in_turn_context(
+                        stream.session_id,
+                        stream.turn_id,
+                        log.exception,
+                        "could not publish a chunk of turn %s",
+                        stream.turn_id,
+                    )
 
 
 class TurnStream:
