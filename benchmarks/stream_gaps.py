@@ -168,8 +168,17 @@ class SSEClient(StreamClient):
             self.record.done = True
             self.finish()
         elif self.ERROR in window:
-            self.fail("error event")
+            self.fail(f"error event: {error_code(window[window.index(self.ERROR) :])}")
         self.tail = window[-self.KEEP :]
+
+
+def error_code(event: bytes) -> str:
+    """The `code` of an SSE `error` event that starts `event` ("?" if it is cut or not JSON)."""
+    for line in event.split(b"\n"):
+        if line.startswith(b"data: "):
+            with contextlib.suppress(ValueError, AttributeError):
+                return str(json.loads(line[6:]).get("code", "?"))
+    return "?"
 
 
 def masked_frame(opcode: int, payload: bytes) -> bytes:

@@ -432,3 +432,10 @@ def test_rollout_reads_the_slices_of_the_load_tests_own_timeline_that_overlap_it
     assert [p["start_s"] for p in during] == [4.5, 5.0]
     assert max(p["p99_ms"] for p in during) == 3000.0
     assert rollout.during_rollout(points, 20.0, 21.0) == []
+
+
+def test_stream_gaps_names_the_code_of_an_error_event() -> None:
+    error_code = load_script("stream_gaps").error_code
+    event = b'event: error\ndata: {"code": "lease_lost", "message": "gone"}\n\n'
+    assert error_code(event) == "lease_lost"
+    assert error_code(event[:20]) == "?"  # cut by a read boundary
