@@ -434,7 +434,8 @@ def test_rollout_reads_the_slices_of_the_load_tests_own_timeline_that_overlap_it
     assert rollout.during_rollout(points, 20.0, 21.0) == []
 
 
-def test_stream_gaps_names_the_code_of_an_error_event() -> None:
+def test_stream_gaps_names_the_code_of_an_error_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # it imports its sibling turn_cpu
     error_code = load_script("stream_gaps").error_code
     event = b'event: error\ndata: {"code": "lease_lost", "message": "gone"}\n\n'
     assert error_code(event) == "lease_lost"
