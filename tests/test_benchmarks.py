@@ -435,8 +435,8 @@ def test_rollout_reads_the_slices_of_the_load_tests_own_timeline_that_overlap_it
 
 
 def test_stream_gaps_names_the_code_of_an_error_event(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # it imports its sibling turn_cpu
-    error_code = load_script("stream_gaps").error_code
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # as its own run finds its siblings
+    error_code = importlib.import_module("stream_gaps").error_code
     event = b'event: error\ndata: {"code": "lease_lost", "message": "gone"}\n\n'
     assert error_code(event) == "lease_lost"
     assert error_code(event[:20]) == "?"  # cut by a read boundary
