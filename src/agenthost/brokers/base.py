@@ -92,9 +92,9 @@ class StreamBroker(Protocol):
         """Delete the stream of `turn_id`, or every ended stream of the session (None; a
         running one is its publisher's to delete once it has published its end, so that
         its readers, here or elsewhere, get that end): here and, for shared brokers,
-        wherever it is stored (a shared broker keeps a stream forgotten by `turn_id` a
-        few seconds more, for readers elsewhere to read its end). Readers of a deleted
-        stream here end."""
+        wherever it is stored (a reader elsewhere that finds the stream gone before its
+        final event ends with an `interrupted` error). Readers of a deleted stream here
+        end."""
         ...
 
     def drop_stale(self, session_id: str, turn_id: str) -> None:

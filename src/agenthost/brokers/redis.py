@@ -53,7 +53,6 @@ __all__ = ["RedisBroker"]
 _FAILURES = (rexc.ConnectionError, rexc.TimeoutError, rexc.ClusterDownError, OSError)
 MAX_EVENTS = 100_000  # a stream longer than this keeps its newest events
 RUNNING_TTL_S = 3600  # a turn whose process died leaves no stream behind for longer
-ENDED_GRACE_S = 30  # a stream its publisher forgets goes this long after, not at once
 INBOX_TTL_S = 600  # a dead process's inbox of turn endings goes after this
 INBOX_EXPIRE_EVERY_S = 1.0  # an inbox's TTL is set again at most this often
 ENDINGS_PER_READ = 1000
@@ -62,6 +61,12 @@ ENDINGS_PER_READ = 1000
 _NOT_WRITTEN = (ReplyError, StoreUnavailable)
 
 log = logging.getLogger("agenthost.streams")
+
+
+_STREAM_DELETED = msgspec.json.encode(
+    {"code": "interrupted", "message": "the turn's stream was deleted with its session"}
+)
+"""The end a reader gives a stream deleted before it read its final event."""
 
 
 def _key(session_id: str, turn_id: str) -> str:
@@ -421,11 +426,8 @@ class RedisBroker(MemoryBroker):
         index = _index(session_id)
         try:
             if turn_id is not None:
-                # Its publisher, after its end: a reader elsewhere between two XREADs when
-                # that end was added has not read it yet, and would find the stream gone;
-                # it goes soon, not at once.
                 async with self._client.pipeline(transaction=False) as pipe:
-                    pipe.expire(_key(session_id, turn_id), ENDED_GRACE_S)
+                    pipe.delete(_key(session_id, turn_id))
                     pipe.srem(index, turn_id)
                     await pipe.execute()
                 return
@@ -466,7 +468,10 @@ class RedisBroker(MemoryBroker):
                 raise asyncio.CancelledError
             if not reply:
                 if last != "0-0" and not await self._exists(key):
-                    return  # the stream was deleted (its session was)
+                    # Deleted with its session, after an end this reader may not have read
+                    # (its publisher deletes it right after its error): it ends with one.
+                    yield StreamEvent(int(last[2:]) + 1, "error", _STREAM_DELETED)
+                    return
                 continue  # a quiet turn (the model thinks): ask again
             quiet_until = loop.time() + wait
             for _, entries in reply:
