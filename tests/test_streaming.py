@@ -21,7 +21,7 @@ from agenthost.brokers import StreamBroker, StreamEvent, create_broker
 from agenthost.brokers import redis as redis_broker
 from agenthost.brokers.base import EventKind, forward
 from agenthost.brokers.memory import MemoryBroker
-from agenthost.brokers.redis import _commands, _packed_xadd
+from agenthost.brokers.redis import _commands, _xadd_chunk, _xadd_head
 from agenthost.core.errors import StoreUnavailable
 from agenthost.turns.chunks import ChunkFlusher, TurnStream
 from agenthost.web.sse import native_frame
@@ -502,7 +502,8 @@ def test_a_chunks_prepacked_xadd_is_the_packed_command(
 ) -> None:
     event = StreamEvent(seq, "chunk", data)
     (xadd,) = _commands(session_id, turn_id, event, 300.0)
-    assert _packed_xadd(session_id, turn_id, event) == hiredis.pack_command(xadd)
+    packed = _xadd_chunk(_xadd_head(session_id, turn_id), event)
+    assert packed == hiredis.pack_command(xadd)
 
 
 async def test_a_redis_broker_packs_a_streams_key_once_not_per_chunk(

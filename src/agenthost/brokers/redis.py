@@ -123,11 +123,6 @@ def _xadd_chunk(head: bytes, event: StreamEvent) -> bytes:
     return _XADD_CHUNK % (head, len(seq), seq, len(data), data)
 
 
-def _packed_xadd(session_id: str, turn_id: str, event: StreamEvent) -> bytes:
-    """The XADD of a `chunk` event, already in the Redis protocol."""
-    return _xadd_chunk(_xadd_head(session_id, turn_id), event)
-
-
 class _ChunkWrites:
     """What the broker keeps for writing one stream's chunks to Redis, so a chunk costs the
     format of its entry id and data and nothing else: the stream key's part of the command,
