@@ -4,6 +4,7 @@ tokens, every token keeps its exact offset from the stream's start and none come
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -101,3 +102,28 @@ async def test_a_due_time_in_the_past_fires_on_the_next_pass() -> None:
     pacer = PacingTicker(asyncio.get_running_loop())
     await asyncio.wait_for(pacer.at(time.monotonic() - 1.0), 5)
     assert pacer.slots == 0
+
+
+async def test_a_flood_stream_behind_its_pace_still_yields_the_loop_before_every_token() -> None:
+    """Faster than the ticker (a flood), a stream that runs late hands out its due tokens one
+    loop pass apart, not as a run in one pass that a writer would send as one frame."""
+    sim = SimulatedModel(SimSettings(tokens_per_s=50_000))
+    text = " ".join(["word"] * 200)
+    passes = 0
+
+    async def count_passes() -> None:
+        nonlocal passes
+        while True:
+            await asyncio.sleep(0)
+            passes += 1
+
+    counter = asyncio.create_task(count_passes())
+    await asyncio.sleep(0)  # the counter is running
+    seen: list[int] = []
+    # Started a second ago: every token is already due.
+    async for _ in sim.pace(text, time.monotonic() - 1.0):
+        seen.append(passes)
+    counter.cancel()
+    assert len(seen) == len(split_tokens(text))
+    # Each token came at least one of the counter's passes after the one before it.
+    assert all(later > earlier for earlier, later in itertools.pairwise(seen))

@@ -26,10 +26,11 @@ from tests.fixtures.agenthost import AgentHostProcess, async_wait_until, http_st
 # kernel's socket buffers and no bound is ever reached.
 pytestmark = pytest.mark.xdist_group("slow_consumer")
 
-# 80,000 fast tokens, one frame each (no coalescing), under the longest turn id allowed:
-# about 17 MB of frames for a 0.5 MB answer, four times what Linux lets a loopback
+# 50,000 fast tokens, one frame each (no coalescing, and the simulated model yields the loop
+# before every token, however late it runs), under the longest turn id allowed: about
+# 10.6 MB of frames for a 0.3 MB answer, two and a half times what Linux lets a loopback
 # socket's send buffer absorb (net.ipv4.tcp_wmem's maximum, 4 MB): the server must give up.
-FLOOD_LLM = "sim://?tokens_per_s=50000&words=80000"
+FLOOD_LLM = "sim://?tokens_per_s=50000&words=50000"
 FLOOD_TURN_ID = "slow-" + "t" * 123  # 128 characters, repeated in every chunk frame
 SEND_BUFFER = 8  # frames queued per connection before the client counts as too slow
 

@@ -313,11 +313,12 @@ class SimulatedModel:
         if 0 < interval < TICK_S:
             # Faster than the ticker's resolution (a flood, for tests): a sleep per token, so
             # each token still gets a pass of the loop of its own rather than a millisecond's
-            # worth leaving together.
+            # worth leaving together. A token already due yields the loop too (a bare
+            # `sleep(0)`): on a loaded machine a stream behind its pace would otherwise hand
+            # its reader a run of tokens in one pass, and they would leave as one frame.
             for i, token in enumerate(tokens):
                 delay = first_due + i * interval - monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
+                await asyncio.sleep(delay if delay > 0 else 0)
                 yield token
             return
         # The loop's shared ticker (`sim_pacing`): one timer per millisecond with tokens due,
