@@ -43,8 +43,17 @@ unit: $(VENV)/.dev-installed
 # The suite starts some 400 Python processes (servers, workers, commands); each would compile
 # agenthost's modules again where the environment sets PYTHONDONTWRITEBYTECODE (a quarter of
 # a server's start-up CPU): the tests keep the bytecode, as a plain `python` would.
-test: system-deps js-deps lint
-	PYTHONDONTWRITEBYTECODE= $(BIN)/pytest $(ARGS)
+# mypy, the slowest lint step on a clean clone (some 40 s of one core with no cache), runs
+# beside the suite, whose workers spend part of their time waiting on the processes they
+# start; its report follows the suite's, and either one failing fails `make test`.
+test: system-deps js-deps $(VENV)/.dev-installed
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	@report=$$(mktemp); $(BIN)/mypy > $$report 2>&1 & types=$$!; \
+	echo "$(BIN)/mypy (beside the suite)"; \
+	PYTHONDONTWRITEBYTECODE= $(BIN)/pytest $(ARGS); tests=$$?; \
+	wait $$types; typed=$$?; echo "$(BIN)/mypy:"; cat $$report; rm -f $$report; \
+	test $$tests -eq 0 && test $$typed -eq 0
 
 bench: system-deps $(VENV)/.dev-installed
 	$(BIN)/python benchmarks/run_all.py
