@@ -18,6 +18,11 @@ to `--json FILE`).
 
 The clients speak HTTP/1.1 and WebSocket through bare asyncio protocols rather than a client
 library, so that reading 60,000 chunks/s costs them a fraction of a core.
+
+A gap is timed when the client's event loop reads the chunk, so a busy client adds its own
+lag to it. `--socket-timestamps` also times every chunk by the kernel's receive time of its
+read (`SO_TIMESTAMPNS`) and reports those gaps (`socket_gap_ms`: what the server delivered)
+and the clients' delay in reading (`client_read_delay_ms`), to tell the two apart.
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ import itertools
 import json
 import os
 import resource
+import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -79,6 +86,9 @@ class StreamRecord:
 
     sent: float = 0.0
     arrivals: list[float] = field(default_factory=list)
+    # The kernel's receive time of the read that brought each chunk (SO_TIMESTAMPNS), in
+    # the same clock: when the bytes reached this client's socket, before its loop saw them.
+    socket_arrivals: list[float] = field(default_factory=list)
     done: bool = False
     error: str | None = None
     close_code: int | None = None
@@ -86,6 +96,8 @@ class StreamRecord:
 
 class StreamClient(asyncio.Protocol):
     """The part every transport shares: connection, header block, completion."""
+
+    timestamped = False  # read through a `TimestampedSocket`: `socket_arrivals` too
 
     def __init__(self, record: StreamRecord, request: bytes) -> None:
         self.record = record
@@ -117,8 +129,11 @@ class StreamClient(asyncio.Protocol):
             self.record.error = reason
         self.finish()
 
-    def data_received(self, data: bytes) -> None:
+    def data_received(self, data: bytes, at: float | None = None) -> None:
+        """`at`: the kernel's receive time of `data`, where the socket reports it."""
         now = time.monotonic()
+        if at is None:
+            at = now
         if not self.headers_done:
             self.buffer += data
             end = self.buffer.find(b"\r\n\r\n")
@@ -133,11 +148,11 @@ class StreamClient(asyncio.Protocol):
                 return
             if not data:
                 return
-        self.body_received(data, now)
+        self.body_received(data, now, at)
 
     expected_status = b"200"
 
-    def body_received(self, data: bytes, now: float) -> None:
+    def body_received(self, data: bytes, now: float, at: float) -> None:
         raise NotImplementedError
 
 
@@ -160,10 +175,13 @@ class SSEClient(StreamClient):
         super().__init__(record, request)
         self.tail = b""
 
-    def body_received(self, data: bytes, now: float) -> None:
+    def body_received(self, data: bytes, now: float, at: float) -> None:
         window = self.tail + data
         chunks = window.count(self.CHUNK)
-        self.record.arrivals.extend([now] * chunks)
+        if chunks:
+            self.record.arrivals.extend([now] * chunks)
+            if self.timestamped:
+                self.record.socket_arrivals.extend([at] * chunks)
         if self.DONE in window:
             self.record.done = True
             self.finish()
@@ -243,9 +261,9 @@ class WebSocketClient(StreamClient):
         frame = json.dumps({"type": "turn", "message": message}).encode()
         self.transport.write(masked_frame(0x1, frame))
 
-    def data_received(self, data: bytes) -> None:
+    def data_received(self, data: bytes, at: float | None = None) -> None:
         was_open = self.headers_done
-        super().data_received(data)
+        super().data_received(data, at)
         if self.headers_done and not was_open and self.record.error is None:
             if not self.open.done():
                 self.open.set_result(None)
@@ -262,7 +280,7 @@ class WebSocketClient(StreamClient):
         self.turn_ended()
         super().finish()
 
-    def body_received(self, data: bytes, now: float) -> None:
+    def body_received(self, data: bytes, now: float, at: float) -> None:
         self.frames += data
         buf = self.frames
         pos = 0
@@ -284,13 +302,15 @@ class WebSocketClient(StreamClient):
             if buf[pos] & 0x40 and self.inflater is not None:
                 payload = self.inflater.decompress(payload + b"\x00\x00\xff\xff")
             pos = start + size
-            self.frame_received(opcode, payload, now)
+            self.frame_received(opcode, payload, now, at)
         self.frames = buf[pos:]
 
-    def frame_received(self, opcode: int, payload: bytes, now: float) -> None:
+    def frame_received(self, opcode: int, payload: bytes, now: float, at: float) -> None:
         if opcode == 0x1:
             if b'"type":"chunk"' in payload:
                 self.record.arrivals.append(now)
+                if self.timestamped:
+                    self.record.socket_arrivals.append(at)
             elif b'"type":"done"' in payload:
                 self.record.done = True
                 self.turn_ended()
@@ -305,6 +325,107 @@ class WebSocketClient(StreamClient):
             if not self.record.done:
                 self.fail(f"closed with {self.record.close_code}")
             self.finish()
+
+
+_TIMESPEC = struct.Struct("@qq")  # Linux's struct timespec on a 64-bit machine
+# Linux's value (Python's socket module does not name it): a read's receive time in ns.
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35 if sys.platform == "linux" else None)
+
+
+class TimestampedSocket:
+    """A connected socket that feeds a `StreamClient` as an asyncio transport would, read
+    with `recvmsg` for the kernel's receive time of each read (`SO_TIMESTAMPNS`): the time
+    a chunk reached the client, however late the client's own loop got to it. `offset` turns
+    the kernel's wall-clock time into `time.monotonic()`'s."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        protocol: StreamClient,
+        offset: float,
+    ) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.protocol = protocol
+        self.offset = offset
+        self.closed = False
+        self.ancillary = socket.CMSG_SPACE(_TIMESPEC.size)
+
+    def start(self) -> None:
+        self.loop.add_reader(self.sock.fileno(), self.readable)
+        self.protocol.timestamped = True
+        self.protocol.connection_made(cast(asyncio.Transport, self))
+
+    def write(self, data: bytes) -> None:
+        if self.closed:
+            return
+        try:
+            sent = self.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self.lost(exc)
+            return
+        if sent < len(data):  # a full send buffer: rare for these few small writes
+            rest = self.loop.sock_sendall(self.sock, data[sent:])
+            asyncio.ensure_future(rest).add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+
+    def lost(self, exc: Exception | None) -> None:
+        if not self.closed:
+            self.close()
+            self.protocol.connection_lost(exc)
+
+    def readable(self) -> None:
+        try:
+            data, ancillary, _, _ = self.sock.recvmsg(262144, self.ancillary)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.lost(exc)
+            return
+        if not data:
+            self.lost(None)
+            return
+        at = None
+        for level, kind, raw in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                seconds, nanoseconds = _TIMESPEC.unpack(raw[: _TIMESPEC.size])
+                at = seconds + nanoseconds / 1e9 - self.offset
+        self.protocol.data_received(data, at)
+
+
+async def connect(
+    loop: asyncio.AbstractEventLoop,
+    client: StreamClient,
+    host: str,
+    port: int,
+    offset: float | None,
+) -> None:
+    """Connect `client`: with an `offset` (`TimestampedSocket`), on a kernel-timestamped
+    socket where the system offers one; else through the loop's own transport."""
+    if offset is None or SO_TIMESTAMPNS is None:
+        await loop.create_connection(lambda: client, host, port)
+        return
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await loop.sock_connect(sock, (host, port))
+    except BaseException:
+        sock.close()
+        raise
+    TimestampedSocket(loop, sock, client, offset).start()
 
 
 # -- one load-client process ------------------------------------------------------------------
@@ -328,6 +449,8 @@ async def run_client(args: argparse.Namespace) -> dict[str, Any]:
     probe = asyncio.create_task(loop_lag_probe(stop, lags))
     cpu_before = time.process_time()
     wall_before = time.monotonic()
+    # The kernel stamps reads in wall-clock time.
+    offset = time.time() - time.monotonic() if args.socket_timestamps else None
 
     async def one(index: int, record: StreamRecord) -> None:
         delay = args.start_at + args.ramp * index / total - time.monotonic()
@@ -342,7 +465,7 @@ async def run_client(args: argparse.Namespace) -> dict[str, Any]:
                 client = WebSocketClient(
                     record, args.host, args.port, session_id, f"stream {session_id}"
                 )
-            await loop.create_connection(lambda: client, args.host, args.port)
+            await connect(loop, client, args.host, args.port, offset)
             await asyncio.wait_for(client.finished, args.stream_timeout)
         except (OSError, TimeoutError) as exc:
             record.error = record.error or f"{type(exc).__name__}: {exc}"
@@ -353,6 +476,8 @@ async def run_client(args: argparse.Namespace) -> dict[str, Any]:
     cpu = time.process_time() - cpu_before
     wall = time.monotonic() - wall_before
     gaps: list[float] = []
+    socket_gaps: list[float] = []
+    read_delays: list[float] = []
     first_chunk: list[float] = []
     durations: list[float] = []
     lengths: list[float] = []
@@ -366,12 +491,21 @@ async def run_client(args: argparse.Namespace) -> dict[str, Any]:
             durations.append(r.arrivals[-1] - r.sent)
             lengths.append(round(r.arrivals[-1] - r.sent, 3))
             gaps.extend(round((b - a) * 1000, 2) for a, b in itertools.pairwise(r.arrivals))
+        if r.socket_arrivals:
+            pairs = itertools.pairwise(r.socket_arrivals)
+            socket_gaps.extend(round((b - a) * 1000, 2) for a, b in pairs)
+            read_delays.extend(
+                round((seen - at) * 1000, 2)
+                for seen, at in zip(r.arrivals, r.socket_arrivals, strict=True)
+            )
     return {
         "streams": len(records),
         "completed": sum(1 for r in records if r.done and r.error is None),
         "chunks": sum(len(r.arrivals) for r in records),
         "errors": errors,
         "gaps_ms": gaps,
+        "socket_gaps_ms": socket_gaps,
+        "read_delays_ms": read_delays,
         "first_chunk_ms": first_chunk,
         "stream_seconds": round(sum(durations), 3),
         "stream_s": lengths,
@@ -457,6 +591,8 @@ def start_client(
     argv = [sys.executable, __file__, "--client-worker"]
     for flag, value in flags.items():
         argv += [flag, value]
+    if args.socket_timestamps:
+        argv.append("--socket-timestamps")
     return subprocess.Popen(argv, stdout=subprocess.PIPE, cwd=ROOT)
 
 
@@ -507,6 +643,9 @@ def measure(
         load_after = os.getloadavg()[0]
         alive = server.poll() is None
     gaps = sorted(g for p in parts for g in p["gaps_ms"])
+    socket_gaps = sorted(g for p in parts for g in p["socket_gaps_ms"])
+    read_delays = sorted(d for p in parts for d in p["read_delays_ms"])
+    stamped = bool(args.socket_timestamps and SO_TIMESTAMPNS is not None)
     first = sorted(f for p in parts for f in p["first_chunk_ms"])
     lengths = sorted(s for p in parts for s in p["stream_s"])
     errors: dict[str, int] = {}
@@ -543,6 +682,25 @@ def measure(
             "max": gaps[-1] if gaps else 0.0,
             "mean": round(statistics.fmean(gaps), 2) if gaps else 0.0,
         },
+        # With --socket-timestamps: the same gaps between the kernel's receive times
+        # (`TimestampedSocket`): what the server delivered, without the clients' own loop
+        # lag; and how long after a chunk reached the client's socket its loop read it.
+        "socket_gap_ms": {
+            "p50": percentile(socket_gaps, 50),
+            "p90": percentile(socket_gaps, 90),
+            "p99": percentile(socket_gaps, 99),
+            "p999": percentile(socket_gaps, 99.9),
+            "max": socket_gaps[-1] if socket_gaps else 0.0,
+        }
+        if stamped
+        else None,
+        "client_read_delay_ms": {
+            "p50": percentile(read_delays, 50),
+            "p99": percentile(read_delays, 99),
+            "max": read_delays[-1] if read_delays else 0.0,
+        }
+        if stamped
+        else None,
         "first_chunk_ms": {
             "p50": percentile(first, 50),
             "p99": percentile(first, 99),
@@ -621,6 +779,14 @@ def main() -> None:
         default="memory",
         help="comma-separated: memory (in-process broker), redis (a redis-server of its own "
         "on a free port: the Redis Streams broker), or a store URL",
+    )
+    parser.add_argument(
+        "--socket-timestamps",
+        action="store_true",
+        help="also time each chunk by the kernel's receive time of the read that brought it "
+        "(SO_TIMESTAMPNS, Linux): reports socket_gap_ms, the gaps without the clients' own "
+        "loop lag, and client_read_delay_ms. The clients then read through recvmsg in "
+        "Python, at about twice their CPU per chunk, so leave it off for the headline figure",
     )
     parser.add_argument("--json", type=Path, help="also write the result here")
     # A load-client process (started by this script, not by hand).
