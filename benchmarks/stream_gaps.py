@@ -9,10 +9,12 @@ redis-server of its own), then opens `--streams` streamed turns (SSE: POST .../t
 load-client processes, and records the arrival time of every chunk. Reports the gap between
 consecutive chunks of a stream (p50/p99/max; the time to the first chunk is reported on its
 own), chunks/s, server (and redis-server) CPU per stream-second, the clients' own CPU and
-event-loop lag (a lagging client would inflate the gaps), and errors. The server's share of
-its cores is its CPU over the run divided by the wall time and by N (one core per process).
-One row per store, transport and `--chunk-coalesce-ms` value. Prints one JSON object (also
-to `--json FILE`).
+event-loop lag (a lagging client would inflate the gaps), and errors; and from the server's
+/metrics over the row (`server_waits`), what held its event loops: the chunk flusher's
+passes (how long, how many streams each), garbage collections, the loop-lag probe. The
+server's share of its cores is its CPU over the run divided by the wall time and by N (one
+core per process). One row per store, transport and `--chunk-coalesce-ms` value. Prints one
+JSON object (also to `--json FILE`).
 
     python benchmarks/stream_gaps.py --streams 2000 --stores memory,redis --transport sse,ws
 
@@ -49,6 +51,7 @@ from typing import Any, cast
 
 import psutil
 
+from concurrent_sessions import bucket_quantile, histogram, scrape
 from turn_cpu import cpu_seconds, free_port, process, redis_server, result_header, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -561,6 +564,53 @@ def user_system_seconds(pid: int) -> tuple[float, float]:
     return user, system
 
 
+def _series_delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {key: value - before.get(key, 0.0) for key, value in after.items()}
+
+
+def _bound_ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 2)
+
+
+def server_waits(before: str, after: str) -> dict[str, Any]:
+    """What held the server's event loops during the row, from its /metrics (summed over
+    its processes, the difference of two scrapes): the chunk flusher's passes, garbage
+    collections and the loop-lag probe. A histogram gives bucket bounds: "at most"."""
+    if not after:
+        return {}
+    name = "agenthost_chunk_flush_seconds"
+    passes = _series_delta(histogram(after, name).get("", {}), histogram(before, name).get("", {}))
+    streams = sum(
+        float(line.rsplit(" ", 1)[1]) for line in after.splitlines()
+        if line.startswith("agenthost_chunk_flush_streams_total")
+    ) - sum(
+        float(line.rsplit(" ", 1)[1]) for line in before.splitlines()
+        if line.startswith("agenthost_chunk_flush_streams_total")
+    )  # fmt: skip
+    name = "agenthost_event_loop_lag_seconds"
+    lag = _series_delta(histogram(after, name).get("", {}), histogram(before, name).get("", {}))
+    name = "agenthost_gc_pause_seconds"
+    gc_before = histogram(before, name, "generation")
+    count = passes.get("_count", 0.0)
+    return {
+        "flush_passes": int(count),
+        "flush_pass_mean_ms": round(1000 * passes.get("_sum", 0.0) / count, 2) if count else None,
+        "flush_pass_p99_ms_at_most": _bound_ms(bucket_quantile(passes, 0.99)),
+        "streams_per_flush_pass": round(streams / count, 1) if count else None,
+        "loop_lag_p50_ms_at_most": _bound_ms(bucket_quantile(lag, 0.5)),
+        "loop_lag_p99_ms_at_most": _bound_ms(bucket_quantile(lag, 0.99)),
+        "gc": {
+            generation: {
+                "collections": int(delta.get("_count", 0)),
+                "total_ms": round(1000 * delta.get("_sum", 0.0), 1),
+                "p99_ms_at_most": _bound_ms(bucket_quantile(delta, 0.99)),
+            }
+            for generation, series in sorted(histogram(after, name, "generation").items())
+            for delta in [_series_delta(series, gc_before.get(generation, {}))]
+        },
+    }
+
+
 def llm_url(tokens_per_s: float, answer_s: float) -> str:
     words = max(1, round(tokens_per_s * answer_s) - ECHO_TOKENS)
     return f"sim://?tokens_per_s={tokens_per_s:g}&words={words}"
@@ -623,6 +673,7 @@ def measure(
         per_process_before = server_processes_cpu(server.pid)
         user_before, system_before = user_system_seconds(server.pid)
         redis_before = sum(cpu_seconds(pid) for pid in redis_pids)
+        metrics_before = scrape(url)
         start_at = time.monotonic() + 1.0  # every client is up before the first stream
         workers = [
             start_client(port, transport, streams, w, start_at, f"{transport}{coalesce_ms:g}", args)
@@ -633,6 +684,7 @@ def measure(
             out, _ = worker.communicate(timeout=args.answer_s * 4 + args.ramp + 120)
             parts.append(json.loads(out.decode().strip().splitlines()[-1]))
         cpu_after = cpu_seconds(server.pid)  # with --workers: the supervisor and its processes
+        metrics_after = scrape(url)
         user_after, system_after = user_system_seconds(server.pid)
         per_process = [
             cpu - per_process_before.get(pid, 0.0)
@@ -746,6 +798,7 @@ def measure(
             "max": max(p["loop_lag_ms"]["max"] for p in parts),
         },
         "load_average_1m": {"before": round(load_before, 2), "after": round(load_after, 2)},
+        "server_waits": server_waits(metrics_before, metrics_after),
         "llm": llm,
     }
 

@@ -105,6 +105,12 @@ def test_stream_gaps_runs_both_transports_and_stores_and_reports_gaps(tmp_path: 
         assert isinstance(row["meets_p99_gap_target"], bool)
         # Kernel receive times only when asked for (they cost the clients CPU).
         assert row["socket_gap_ms"] is None and row["client_read_delay_ms"] is None
+        # What held the server's loop, from its /metrics over the row: every chunk left
+        # through a pass of the flusher (coalescing off: one per turn of the loop).
+        waits = row["server_waits"]
+        assert waits["flush_passes"] > 0 and waits["streams_per_flush_pass"] >= 1
+        assert waits["flush_pass_mean_ms"] > 0 and set(waits["gc"]) == {"0", "1", "2"}
+        assert waits["loop_lag_p99_ms_at_most"] is not None
     rendered = load_script("render_docs").stream_gaps(result)
     assert "| memory | sse | 0 | 20 | 0 |" in rendered and result["command"] in rendered
     assert "| redis | ws | 0 | 20 | 0 |" in rendered and "(+ redis: " in rendered

@@ -90,6 +90,8 @@ METRIC_NAMES = (
     "agenthost_worker_busy",
     "agenthost_event_loop_lag_seconds",
     "agenthost_gc_pause_seconds",
+    "agenthost_chunk_flush_seconds",
+    "agenthost_chunk_flush_streams_total",
     "agenthost_process_cpu_seconds_total",
 )
 """Every metric family `Metrics.render` exports (histograms add _bucket, _sum, _count)."""
@@ -174,6 +176,15 @@ class Metrics:
         """How much later than asked the event loop ran a timer (observability.loop_health)."""
         self.gc_pauses = {str(generation): Histogram(FAST_BUCKETS) for generation in range(3)}
         """Garbage collections by generation, and how long each stopped the process."""
+        self.chunk_flushes = Histogram(FAST_BUCKETS)
+        """Passes of the chunk flusher (`turns.chunks`), and how long each held the loop."""
+        self.chunk_flush_streams = 0
+        """Streams those passes published a chunk of."""
+
+    def chunk_flush(self, seconds: float, streams: int) -> None:
+        """One pass of the chunk flusher: it published `streams` streams' text."""
+        self.chunk_flushes.observe(seconds)
+        self.chunk_flush_streams += streams
 
     def watch_engine(self, inflight: Callable[[], int], draining: Callable[[], bool]) -> None:
         """Read the turn engine's in-flight count and drain state when rendering (the engine
@@ -371,6 +382,18 @@ class Metrics:
         )
         for generation, histogram in self.gc_pauses.items():
             histogram.render(out, "agenthost_gc_pause_seconds", f'generation="{generation}",')
+        _histogram_head(
+            out,
+            "agenthost_chunk_flush_seconds",
+            "Passes of the chunk flusher, and how long each held the event loop.",
+        )
+        self.chunk_flushes.render(out, "agenthost_chunk_flush_seconds")
+        out += [
+            "# HELP agenthost_chunk_flush_streams_total Streams the chunk flusher's passes "
+            "published a chunk of.",
+            "# TYPE agenthost_chunk_flush_streams_total counter",
+            f"agenthost_chunk_flush_streams_total {self.chunk_flush_streams}",
+        ]
         out += [
             "# HELP agenthost_process_cpu_seconds_total CPU time (user and system) this process "
             "has used.",

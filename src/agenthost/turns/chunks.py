@@ -6,7 +6,10 @@ One `ChunkFlusher` per process times the windows of all streams: a stream with t
 joins the flusher's current window, and one timer per window flushes every stream in it
 (at most `coalesce_s` after its first token), instead of one timer per chunk of every stream.
 The SSE writes of a window's streams are held until all of them are published, then made
-back to back (`agenthost.core.write_batch`).
+back to back (`agenthost.core.write_batch`). Each pass is timed (`on_pass`, the server's
+`agenthost_chunk_flush_seconds`): under thousands of streams a pass holds the event loop for
+milliseconds, and the next window opens only after it, so its length is part of every
+stream's gap between chunks.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
+import time
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import msgspec
@@ -37,10 +41,15 @@ class ChunkFlusher:
     no window: once per pass of the event loop, so tokens written in the same pass still
     leave as one event)."""
 
-    __slots__ = ("_handle", "_waiting", "coalesce_s")
+    __slots__ = ("_handle", "_waiting", "coalesce_s", "on_pass")
 
-    def __init__(self, coalesce_s: float) -> None:
+    def __init__(
+        self, coalesce_s: float, on_pass: Callable[[float, int], None] | None = None
+    ) -> None:
+        """`on_pass(seconds, streams)` is told of each pass: how long it took (publishing,
+        then the held writes) and how many streams it published."""
         self.coalesce_s = coalesce_s
+        self.on_pass = on_pass
         self._waiting: list[TurnStream] = []
         self._handle: asyncio.Handle | None = None
 
@@ -57,6 +66,15 @@ class ChunkFlusher:
     def _flush_all(self) -> None:
         self._handle = None
         waiting, self._waiting = self._waiting, []
+        if self.on_pass is None:
+            self._publish(waiting)
+            return
+        started = time.perf_counter()
+        self._publish(waiting)
+        self.on_pass(time.perf_counter() - started, len(waiting))
+
+    @staticmethod
+    def _publish(waiting: list[TurnStream]) -> None:
         # The SSE chunks of the pass leave back to back once every stream is published
         # (`core.write_batch`: cheaper for this process and for the readers').
         with write_batch.held():
