@@ -11,7 +11,8 @@ consecutive chunks of a stream (p50/p99/max; the time to the first chunk is repo
 own), chunks/s, server (and redis-server) CPU per stream-second, the clients' own CPU and
 event-loop lag (a lagging client would inflate the gaps), and errors; and from the server's
 /metrics over the row (`server_waits`), what held its event loops: the chunk flusher's
-passes (how long, how many streams each), garbage collections, the loop-lag probe. The
+passes (how long, how many streams each, and how long each window's first text waited to be
+written: the server's part of a gap), garbage collections, the loop-lag probe. The
 server's share of its cores is its CPU over the run divided by the wall time and by N (one
 core per process). One row per store, transport and `--chunk-coalesce-ms` value. Prints one
 JSON object (also to `--json FILE`).
@@ -587,6 +588,8 @@ def server_waits(before: str, after: str) -> dict[str, Any]:
         float(line.rsplit(" ", 1)[1]) for line in before.splitlines()
         if line.startswith("agenthost_chunk_flush_streams_total")
     )  # fmt: skip
+    name = "agenthost_chunk_window_seconds"
+    windows = _series_delta(histogram(after, name).get("", {}), histogram(before, name).get("", {}))
     name = "agenthost_event_loop_lag_seconds"
     lag = _series_delta(histogram(after, name).get("", {}), histogram(before, name).get("", {}))
     name = "agenthost_gc_pause_seconds"
@@ -595,8 +598,13 @@ def server_waits(before: str, after: str) -> dict[str, Any]:
     return {
         "flush_passes": int(count),
         "flush_pass_mean_ms": round(1000 * passes.get("_sum", 0.0) / count, 2) if count else None,
+        "flush_pass_p50_ms_at_most": _bound_ms(bucket_quantile(passes, 0.5)),
         "flush_pass_p99_ms_at_most": _bound_ms(bucket_quantile(passes, 0.99)),
         "streams_per_flush_pass": round(streams / count, 1) if count else None,
+        # From a window's first text to the end of its pass: the server's part of a gap.
+        "window_p50_ms_at_most": _bound_ms(bucket_quantile(windows, 0.5)),
+        "window_p90_ms_at_most": _bound_ms(bucket_quantile(windows, 0.9)),
+        "window_p99_ms_at_most": _bound_ms(bucket_quantile(windows, 0.99)),
         "loop_lag_p50_ms_at_most": _bound_ms(bucket_quantile(lag, 0.5)),
         "loop_lag_p99_ms_at_most": _bound_ms(bucket_quantile(lag, 0.99)),
         "gc": {

@@ -111,6 +111,7 @@ def test_stream_gaps_runs_both_transports_and_stores_and_reports_gaps(tmp_path: 
         assert waits["flush_passes"] > 0 and waits["streams_per_flush_pass"] >= 1
         assert waits["flush_pass_mean_ms"] > 0 and set(waits["gc"]) == {"0", "1", "2"}
         assert waits["loop_lag_p99_ms_at_most"] is not None
+        assert 0 < waits["window_p50_ms_at_most"] <= waits["window_p99_ms_at_most"]
     rendered = load_script("render_docs").stream_gaps(result)
     assert "| memory | sse | 0 | 20 | 0 |" in rendered and result["command"] in rendered
     assert "| redis | ws | 0 | 20 | 0 |" in rendered and "(+ redis: " in rendered

@@ -426,6 +426,25 @@ async def test_each_flush_pass_is_timed_with_the_streams_it_published() -> None:
     text = metrics.render().decode()
     assert "agenthost_chunk_flush_seconds_count 2" in text
     assert "agenthost_chunk_flush_streams_total 4" in text
+    assert "agenthost_chunk_window_seconds_count 2" in text
+
+
+async def test_a_window_is_timed_from_its_first_text_to_the_end_of_its_pass() -> None:
+    broker = create_broker("memory://")
+    passes: list[tuple[float, int, float]] = []
+    flusher = ChunkFlusher(0.05, lambda *seen: passes.append(seen))
+    first, second = TurnStream(broker, "a", "t", flusher), TurnStream(broker, "b", "t", flusher)
+    opened = time.perf_counter()
+    first.sink("token")
+    await asyncio.sleep(0.02)  # the second joins the window the first opened
+    second.sink("token")
+    await until(lambda: bool(passes), "the window to end")
+    ended = time.perf_counter()
+    ((seconds, streams, window),) = passes
+    assert streams == 2 and 0 < seconds <= window
+    # The window, counted from the first text (a loop that reads its clock once per pass
+    # may start the timer from a moment before that text: a few ms of slack).
+    assert 0.045 <= window <= ended - opened
 
 
 def parse_sse(text: str) -> list[tuple[int, str, dict[str, Any]]]:

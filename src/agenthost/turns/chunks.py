@@ -41,22 +41,26 @@ class ChunkFlusher:
     no window: once per pass of the event loop, so tokens written in the same pass still
     leave as one event)."""
 
-    __slots__ = ("_handle", "_waiting", "coalesce_s", "on_pass")
+    __slots__ = ("_handle", "_opened", "_waiting", "coalesce_s", "on_pass")
 
     def __init__(
-        self, coalesce_s: float, on_pass: Callable[[float, int], None] | None = None
+        self, coalesce_s: float, on_pass: Callable[[float, int, float], None] | None = None
     ) -> None:
-        """`on_pass(seconds, streams)` is told of each pass: how long it took (publishing,
-        then the held writes) and how many streams it published."""
+        """`on_pass(seconds, streams, window)` is told of each pass: how long it took
+        (publishing, then the held writes), how many streams it published, and how long
+        after the window's first text it ended (the longest any of that text waited)."""
         self.coalesce_s = coalesce_s
         self.on_pass = on_pass
         self._waiting: list[TurnStream] = []
         self._handle: asyncio.Handle | None = None
+        self._opened = 0.0  # when the current window's first text arrived (perf_counter)
 
     def add(self, stream: TurnStream) -> None:
         """`stream` has text waiting: flush it at the end of the current window."""
         self._waiting.append(stream)
         if self._handle is None:
+            if self.on_pass is not None:
+                self._opened = time.perf_counter()
             loop = asyncio.get_running_loop()
             if self.coalesce_s > 0:
                 self._handle = loop.call_later(self.coalesce_s, self._flush_all)
@@ -71,7 +75,8 @@ class ChunkFlusher:
             return
         started = time.perf_counter()
         self._publish(waiting)
-        self.on_pass(time.perf_counter() - started, len(waiting))
+        ended = time.perf_counter()
+        self.on_pass(ended - started, len(waiting), ended - self._opened)
 
     @staticmethod
     def _publish(waiting: list[TurnStream]) -> None:
