@@ -25,7 +25,10 @@ library, so that reading 60,000 chunks/s costs them a fraction of a core.
 A gap is timed when the client's event loop reads the chunk, so a busy client adds its own
 lag to it. `--socket-timestamps` also times every chunk by the kernel's receive time of its
 read (`SO_TIMESTAMPNS`) and reports those gaps (`socket_gap_ms`: what the server delivered)
-and the clients' delay in reading (`client_read_delay_ms`), to tell the two apart.
+and the clients' delay in reading (`client_read_delay_ms`), to tell the two apart. The
+chunks of one read share its time (the kernel stamps a read with its newest packet's), so
+the figures hold only while the clients keep up: a client that falls behind reads several
+chunks at once and counts gaps of 0 between them.
 """
 
 from __future__ import annotations
