@@ -9,15 +9,26 @@ redis-server of its own), then opens `--streams` streamed turns (SSE: POST .../t
 load-client processes, and records the arrival time of every chunk. Reports the gap between
 consecutive chunks of a stream (p50/p99/max; the time to the first chunk is reported on its
 own), chunks/s, server (and redis-server) CPU per stream-second, the clients' own CPU and
-event-loop lag (a lagging client would inflate the gaps), and errors. The server's share of
-its cores is its CPU over the run divided by the wall time and by N (one core per process).
-One row per store, transport and `--chunk-coalesce-ms` value. Prints one JSON object (also
-to `--json FILE`).
+event-loop lag (a lagging client would inflate the gaps), and errors; and from the server's
+/metrics over the row (`server_waits`), what held its event loops: the chunk flusher's
+passes (how long, how many streams each, and how long each window's first text waited to be
+written: the server's part of a gap), garbage collections, the loop-lag probe. The
+server's share of its cores is its CPU over the run divided by the wall time and by N (one
+core per process). One row per store, transport and `--chunk-coalesce-ms` value. Prints one
+JSON object (also to `--json FILE`).
 
     python benchmarks/stream_gaps.py --streams 2000 --stores memory,redis --transport sse,ws
 
 The clients speak HTTP/1.1 and WebSocket through bare asyncio protocols rather than a client
 library, so that reading 60,000 chunks/s costs them a fraction of a core.
+
+A gap is timed when the client's event loop reads the chunk, so a busy client adds its own
+lag to it. `--socket-timestamps` also times every chunk by the kernel's receive time of its
+read (`SO_TIMESTAMPNS`) and reports those gaps (`socket_gap_ms`: what the server delivered)
+and the clients' delay in reading (`client_read_delay_ms`), to tell the two apart. The
+chunks of one read share its time (the kernel stamps a read with its newest packet's), so
+the figures hold only while the clients keep up: a client that falls behind reads several
+chunks at once and counts gaps of 0 between them.
 """
 
 from __future__ import annotations
@@ -30,7 +41,9 @@ import itertools
 import json
 import os
 import resource
+import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -42,6 +55,7 @@ from typing import Any, cast
 
 import psutil
 
+from concurrent_sessions import bucket_quantile, histogram, scrape
 from turn_cpu import cpu_seconds, free_port, process, redis_server, result_header, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,6 +93,9 @@ class StreamRecord:
 
     sent: float = 0.0
     arrivals: list[float] = field(default_factory=list)
+    # The kernel's receive time of the read that brought each chunk (SO_TIMESTAMPNS), in
+    # the same clock: when the bytes reached this client's socket, before its loop saw them.
+    socket_arrivals: list[float] = field(default_factory=list)
     done: bool = False
     error: str | None = None
     close_code: int | None = None
@@ -86,6 +103,8 @@ class StreamRecord:
 
 class StreamClient(asyncio.Protocol):
     """The part every transport shares: connection, header block, completion."""
+
+    timestamped = False  # read through a `TimestampedSocket`: `socket_arrivals` too
 
     def __init__(self, record: StreamRecord, request: bytes) -> None:
         self.record = record
@@ -117,8 +136,11 @@ class StreamClient(asyncio.Protocol):
             self.record.error = reason
         self.finish()
 
-    def data_received(self, data: bytes) -> None:
+    def data_received(self, data: bytes, at: float | None = None) -> None:
+        """`at`: the kernel's receive time of `data`, where the socket reports it."""
         now = time.monotonic()
+        if at is None:
+            at = now
         if not self.headers_done:
             self.buffer += data
             end = self.buffer.find(b"\r\n\r\n")
@@ -133,11 +155,11 @@ class StreamClient(asyncio.Protocol):
                 return
             if not data:
                 return
-        self.body_received(data, now)
+        self.body_received(data, now, at)
 
     expected_status = b"200"
 
-    def body_received(self, data: bytes, now: float) -> None:
+    def body_received(self, data: bytes, now: float, at: float) -> None:
         raise NotImplementedError
 
 
@@ -160,10 +182,13 @@ class SSEClient(StreamClient):
         super().__init__(record, request)
         self.tail = b""
 
-    def body_received(self, data: bytes, now: float) -> None:
+    def body_received(self, data: bytes, now: float, at: float) -> None:
         window = self.tail + data
         chunks = window.count(self.CHUNK)
-        self.record.arrivals.extend([now] * chunks)
+        if chunks:
+            self.record.arrivals.extend([now] * chunks)
+            if self.timestamped:
+                self.record.socket_arrivals.extend([at] * chunks)
         if self.DONE in window:
             self.record.done = True
             self.finish()
@@ -243,9 +268,9 @@ class WebSocketClient(StreamClient):
         frame = json.dumps({"type": "turn", "message": message}).encode()
         self.transport.write(masked_frame(0x1, frame))
 
-    def data_received(self, data: bytes) -> None:
+    def data_received(self, data: bytes, at: float | None = None) -> None:
         was_open = self.headers_done
-        super().data_received(data)
+        super().data_received(data, at)
         if self.headers_done and not was_open and self.record.error is None:
             if not self.open.done():
                 self.open.set_result(None)
@@ -262,7 +287,7 @@ class WebSocketClient(StreamClient):
         self.turn_ended()
         super().finish()
 
-    def body_received(self, data: bytes, now: float) -> None:
+    def body_received(self, data: bytes, now: float, at: float) -> None:
         self.frames += data
         buf = self.frames
         pos = 0
@@ -284,13 +309,15 @@ class WebSocketClient(StreamClient):
             if buf[pos] & 0x40 and self.inflater is not None:
                 payload = self.inflater.decompress(payload + b"\x00\x00\xff\xff")
             pos = start + size
-            self.frame_received(opcode, payload, now)
+            self.frame_received(opcode, payload, now, at)
         self.frames = buf[pos:]
 
-    def frame_received(self, opcode: int, payload: bytes, now: float) -> None:
+    def frame_received(self, opcode: int, payload: bytes, now: float, at: float) -> None:
         if opcode == 0x1:
             if b'"type":"chunk"' in payload:
                 self.record.arrivals.append(now)
+                if self.timestamped:
+                    self.record.socket_arrivals.append(at)
             elif b'"type":"done"' in payload:
                 self.record.done = True
                 self.turn_ended()
@@ -305,6 +332,107 @@ class WebSocketClient(StreamClient):
             if not self.record.done:
                 self.fail(f"closed with {self.record.close_code}")
             self.finish()
+
+
+_TIMESPEC = struct.Struct("@qq")  # Linux's struct timespec on a 64-bit machine
+# Linux's value (Python's socket module does not name it): a read's receive time in ns.
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35 if sys.platform == "linux" else None)
+
+
+class TimestampedSocket:
+    """A connected socket that feeds a `StreamClient` as an asyncio transport would, read
+    with `recvmsg` for the kernel's receive time of each read (`SO_TIMESTAMPNS`): the time
+    a chunk reached the client, however late the client's own loop got to it. `offset` turns
+    the kernel's wall-clock time into `time.monotonic()`'s."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        protocol: StreamClient,
+        offset: float,
+    ) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.protocol = protocol
+        self.offset = offset
+        self.closed = False
+        self.ancillary = socket.CMSG_SPACE(_TIMESPEC.size)
+
+    def start(self) -> None:
+        self.loop.add_reader(self.sock.fileno(), self.readable)
+        self.protocol.timestamped = True
+        self.protocol.connection_made(cast(asyncio.Transport, self))
+
+    def write(self, data: bytes) -> None:
+        if self.closed:
+            return
+        try:
+            sent = self.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self.lost(exc)
+            return
+        if sent < len(data):  # a full send buffer: rare for these few small writes
+            rest = self.loop.sock_sendall(self.sock, data[sent:])
+            asyncio.ensure_future(rest).add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+
+    def lost(self, exc: Exception | None) -> None:
+        if not self.closed:
+            self.close()
+            self.protocol.connection_lost(exc)
+
+    def readable(self) -> None:
+        try:
+            data, ancillary, _, _ = self.sock.recvmsg(262144, self.ancillary)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.lost(exc)
+            return
+        if not data:
+            self.lost(None)
+            return
+        at = None
+        for level, kind, raw in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                seconds, nanoseconds = _TIMESPEC.unpack(raw[: _TIMESPEC.size])
+                at = seconds + nanoseconds / 1e9 - self.offset
+        self.protocol.data_received(data, at)
+
+
+async def connect(
+    loop: asyncio.AbstractEventLoop,
+    client: StreamClient,
+    host: str,
+    port: int,
+    offset: float | None,
+) -> None:
+    """Connect `client`: with an `offset` (`TimestampedSocket`), on a kernel-timestamped
+    socket where the system offers one; else through the loop's own transport."""
+    if offset is None or SO_TIMESTAMPNS is None:
+        await loop.create_connection(lambda: client, host, port)
+        return
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await loop.sock_connect(sock, (host, port))
+    except BaseException:
+        sock.close()
+        raise
+    TimestampedSocket(loop, sock, client, offset).start()
 
 
 # -- one load-client process ------------------------------------------------------------------
@@ -328,6 +456,8 @@ async def run_client(args: argparse.Namespace) -> dict[str, Any]:
     probe = asyncio.create_task(loop_lag_probe(stop, lags))
     cpu_before = time.process_time()
     wall_before = time.monotonic()
+    # The kernel stamps reads in wall-clock time.
+    offset = time.time() - time.monotonic() if args.socket_timestamps else None
 
     async def one(index: int, record: StreamRecord) -> None:
         delay = args.start_at + args.ramp * index / total - time.monotonic()
@@ -342,7 +472,7 @@ async def run_client(args: argparse.Namespace) -> dict[str, Any]:
                 client = WebSocketClient(
                     record, args.host, args.port, session_id, f"stream {session_id}"
                 )
-            await loop.create_connection(lambda: client, args.host, args.port)
+            await connect(loop, client, args.host, args.port, offset)
             await asyncio.wait_for(client.finished, args.stream_timeout)
         except (OSError, TimeoutError) as exc:
             record.error = record.error or f"{type(exc).__name__}: {exc}"
@@ -353,6 +483,8 @@ async def run_client(args: argparse.Namespace) -> dict[str, Any]:
     cpu = time.process_time() - cpu_before
     wall = time.monotonic() - wall_before
     gaps: list[float] = []
+    socket_gaps: list[float] = []
+    read_delays: list[float] = []
     first_chunk: list[float] = []
     durations: list[float] = []
     lengths: list[float] = []
@@ -366,12 +498,21 @@ async def run_client(args: argparse.Namespace) -> dict[str, Any]:
             durations.append(r.arrivals[-1] - r.sent)
             lengths.append(round(r.arrivals[-1] - r.sent, 3))
             gaps.extend(round((b - a) * 1000, 2) for a, b in itertools.pairwise(r.arrivals))
+        if r.socket_arrivals:
+            pairs = itertools.pairwise(r.socket_arrivals)
+            socket_gaps.extend(round((b - a) * 1000, 2) for a, b in pairs)
+            read_delays.extend(
+                round((seen - at) * 1000, 2)
+                for seen, at in zip(r.arrivals, r.socket_arrivals, strict=True)
+            )
     return {
         "streams": len(records),
         "completed": sum(1 for r in records if r.done and r.error is None),
         "chunks": sum(len(r.arrivals) for r in records),
         "errors": errors,
         "gaps_ms": gaps,
+        "socket_gaps_ms": socket_gaps,
+        "read_delays_ms": read_delays,
         "first_chunk_ms": first_chunk,
         "stream_seconds": round(sum(durations), 3),
         "stream_s": lengths,
@@ -427,6 +568,60 @@ def user_system_seconds(pid: int) -> tuple[float, float]:
     return user, system
 
 
+def _series_delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {key: value - before.get(key, 0.0) for key, value in after.items()}
+
+
+def _bound_ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 2)
+
+
+def server_waits(before: str, after: str) -> dict[str, Any]:
+    """What held the server's event loops during the row, from its /metrics (summed over
+    its processes, the difference of two scrapes): the chunk flusher's passes, garbage
+    collections and the loop-lag probe. A histogram gives bucket bounds: "at most"."""
+    if not after:
+        return {}
+    name = "agenthost_chunk_flush_seconds"
+    passes = _series_delta(histogram(after, name).get("", {}), histogram(before, name).get("", {}))
+    streams = sum(
+        float(line.rsplit(" ", 1)[1]) for line in after.splitlines()
+        if line.startswith("agenthost_chunk_flush_streams_total")
+    ) - sum(
+        float(line.rsplit(" ", 1)[1]) for line in before.splitlines()
+        if line.startswith("agenthost_chunk_flush_streams_total")
+    )  # fmt: skip
+    name = "agenthost_chunk_window_seconds"
+    windows = _series_delta(histogram(after, name).get("", {}), histogram(before, name).get("", {}))
+    name = "agenthost_event_loop_lag_seconds"
+    lag = _series_delta(histogram(after, name).get("", {}), histogram(before, name).get("", {}))
+    name = "agenthost_gc_pause_seconds"
+    gc_before = histogram(before, name, "generation")
+    count = passes.get("_count", 0.0)
+    return {
+        "flush_passes": int(count),
+        "flush_pass_mean_ms": round(1000 * passes.get("_sum", 0.0) / count, 2) if count else None,
+        "flush_pass_p50_ms_at_most": _bound_ms(bucket_quantile(passes, 0.5)),
+        "flush_pass_p99_ms_at_most": _bound_ms(bucket_quantile(passes, 0.99)),
+        "streams_per_flush_pass": round(streams / count, 1) if count else None,
+        # From a window's first text to the end of its pass: the server's part of a gap.
+        "window_p50_ms_at_most": _bound_ms(bucket_quantile(windows, 0.5)),
+        "window_p90_ms_at_most": _bound_ms(bucket_quantile(windows, 0.9)),
+        "window_p99_ms_at_most": _bound_ms(bucket_quantile(windows, 0.99)),
+        "loop_lag_p50_ms_at_most": _bound_ms(bucket_quantile(lag, 0.5)),
+        "loop_lag_p99_ms_at_most": _bound_ms(bucket_quantile(lag, 0.99)),
+        "gc": {
+            generation: {
+                "collections": int(delta.get("_count", 0)),
+                "total_ms": round(1000 * delta.get("_sum", 0.0), 1),
+                "p99_ms_at_most": _bound_ms(bucket_quantile(delta, 0.99)),
+            }
+            for generation, series in sorted(histogram(after, name, "generation").items())
+            for delta in [_series_delta(series, gc_before.get(generation, {}))]
+        },
+    }
+
+
 def llm_url(tokens_per_s: float, answer_s: float) -> str:
     words = max(1, round(tokens_per_s * answer_s) - ECHO_TOKENS)
     return f"sim://?tokens_per_s={tokens_per_s:g}&words={words}"
@@ -457,6 +652,8 @@ def start_client(
     argv = [sys.executable, __file__, "--client-worker"]
     for flag, value in flags.items():
         argv += [flag, value]
+    if args.socket_timestamps:
+        argv.append("--socket-timestamps")
     return subprocess.Popen(argv, stdout=subprocess.PIPE, cwd=ROOT)
 
 
@@ -487,6 +684,7 @@ def measure(
         per_process_before = server_processes_cpu(server.pid)
         user_before, system_before = user_system_seconds(server.pid)
         redis_before = sum(cpu_seconds(pid) for pid in redis_pids)
+        metrics_before = scrape(url)
         start_at = time.monotonic() + 1.0  # every client is up before the first stream
         workers = [
             start_client(port, transport, streams, w, start_at, f"{transport}{coalesce_ms:g}", args)
@@ -497,6 +695,7 @@ def measure(
             out, _ = worker.communicate(timeout=args.answer_s * 4 + args.ramp + 120)
             parts.append(json.loads(out.decode().strip().splitlines()[-1]))
         cpu_after = cpu_seconds(server.pid)  # with --workers: the supervisor and its processes
+        metrics_after = scrape(url)
         user_after, system_after = user_system_seconds(server.pid)
         per_process = [
             cpu - per_process_before.get(pid, 0.0)
@@ -507,6 +706,9 @@ def measure(
         load_after = os.getloadavg()[0]
         alive = server.poll() is None
     gaps = sorted(g for p in parts for g in p["gaps_ms"])
+    socket_gaps = sorted(g for p in parts for g in p["socket_gaps_ms"])
+    read_delays = sorted(d for p in parts for d in p["read_delays_ms"])
+    stamped = bool(args.socket_timestamps and SO_TIMESTAMPNS is not None)
     first = sorted(f for p in parts for f in p["first_chunk_ms"])
     lengths = sorted(s for p in parts for s in p["stream_s"])
     errors: dict[str, int] = {}
@@ -543,6 +745,25 @@ def measure(
             "max": gaps[-1] if gaps else 0.0,
             "mean": round(statistics.fmean(gaps), 2) if gaps else 0.0,
         },
+        # With --socket-timestamps: the same gaps between the kernel's receive times
+        # (`TimestampedSocket`): what the server delivered, without the clients' own loop
+        # lag; and how long after a chunk reached the client's socket its loop read it.
+        "socket_gap_ms": {
+            "p50": percentile(socket_gaps, 50),
+            "p90": percentile(socket_gaps, 90),
+            "p99": percentile(socket_gaps, 99),
+            "p999": percentile(socket_gaps, 99.9),
+            "max": socket_gaps[-1] if socket_gaps else 0.0,
+        }
+        if stamped
+        else None,
+        "client_read_delay_ms": {
+            "p50": percentile(read_delays, 50),
+            "p99": percentile(read_delays, 99),
+            "max": read_delays[-1] if read_delays else 0.0,
+        }
+        if stamped
+        else None,
         "first_chunk_ms": {
             "p50": percentile(first, 50),
             "p99": percentile(first, 99),
@@ -588,6 +809,7 @@ def measure(
             "max": max(p["loop_lag_ms"]["max"] for p in parts),
         },
         "load_average_1m": {"before": round(load_before, 2), "after": round(load_after, 2)},
+        "server_waits": server_waits(metrics_before, metrics_after),
         "llm": llm,
     }
 
@@ -621,6 +843,14 @@ def main() -> None:
         default="memory",
         help="comma-separated: memory (in-process broker), redis (a redis-server of its own "
         "on a free port: the Redis Streams broker), or a store URL",
+    )
+    parser.add_argument(
+        "--socket-timestamps",
+        action="store_true",
+        help="also time each chunk by the kernel's receive time of the read that brought it "
+        "(SO_TIMESTAMPNS, Linux): reports socket_gap_ms, the gaps without the clients' own "
+        "loop lag, and client_read_delay_ms. The clients then read through recvmsg in "
+        "Python, at about twice their CPU per chunk, so leave it off for the headline figure",
     )
     parser.add_argument("--json", type=Path, help="also write the result here")
     # A load-client process (started by this script, not by hand).

@@ -103,10 +103,40 @@ def test_stream_gaps_runs_both_transports_and_stores_and_reports_gaps(tmp_path: 
         assert row["first_chunk_ms"]["p50"] < row["stream_s"]["p50"] * 1000
         assert row["server_cpu_ms_per_stream_s"] > 0 and row["client_cpu_pct"] > 0
         assert isinstance(row["meets_p99_gap_target"], bool)
+        # Kernel receive times only when asked for (they cost the clients CPU).
+        assert row["socket_gap_ms"] is None and row["client_read_delay_ms"] is None
+        # What held the server's loop, from its /metrics over the row: every chunk left
+        # through a pass of the flusher (coalescing off: one per turn of the loop).
+        waits = row["server_waits"]
+        assert waits["flush_passes"] > 0 and waits["streams_per_flush_pass"] >= 1
+        assert waits["flush_pass_mean_ms"] > 0 and set(waits["gc"]) == {"0", "1", "2"}
+        assert waits["loop_lag_p99_ms_at_most"] is not None
+        assert 0 < waits["window_p50_ms_at_most"] <= waits["window_p99_ms_at_most"]
     rendered = load_script("render_docs").stream_gaps(result)
     assert "| memory | sse | 0 | 20 | 0 |" in rendered and result["command"] in rendered
     assert "| redis | ws | 0 | 20 | 0 |" in rendered and "(+ redis: " in rendered
     assert "{" not in rendered
+
+
+def test_stream_gaps_times_chunks_by_the_kernels_receive_time_when_asked(tmp_path: Path) -> None:
+    out = tmp_path / "stream_gaps.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/stream_gaps.py", "--streams", "20", "--transport",
+         "sse,ws", "--coalesce-ms", "0", "--answer-s", "1", "--ramp", "0.2",
+         "--socket-timestamps", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["errors_total"] == 0
+    for row in result["results"]:
+        assert row["completed"] == 20
+        socket_gap, delay = row["socket_gap_ms"], row["client_read_delay_ms"]
+        assert 0 <= socket_gap["p50"] <= socket_gap["p99"] <= socket_gap["max"]
+        assert 20 < socket_gap["p50"] < 60  # the model's pace, as the sockets received it
+        # Read after the kernel received it, never before: both on one clock (the wall
+        # clock's offset to the monotonic one, taken once, may drift by microseconds).
+        assert -1 < delay["p50"] <= delay["p99"] <= delay["max"] < 1000
 
 
 def test_stream_gaps_with_workers_sums_the_cpu_of_every_server_process(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from agenthost.brokers.base import EventKind, forward
 from agenthost.brokers.memory import MemoryBroker
 from agenthost.brokers.redis import _commands, _xadd_chunk, _xadd_head
 from agenthost.core.errors import StoreUnavailable
+from agenthost.observability.metrics import Metrics
 from agenthost.turns.chunks import ChunkFlusher, TurnStream
 from agenthost.web.sse import native_frame
 from tests.fixtures.agenthost import AgentHostProcess
@@ -408,6 +409,42 @@ async def test_one_window_flushes_every_stream_that_wrote_in_it() -> None:
     assert times[-1] - times[0] < 0.1  # and let go together, by one timer
     for reader in readers:
         reader.cancel()
+
+
+async def test_each_flush_pass_is_timed_with_the_streams_it_published() -> None:
+    broker = create_broker("memory://")
+    metrics = Metrics()
+    flusher = ChunkFlusher(0.0, metrics.chunk_flush)  # a pass per turn of the loop
+    streams = [TurnStream(broker, f"s{i}", "t", flusher) for i in range(3)]
+    for stream in streams:
+        stream.sink("token")
+    await until(lambda: metrics.chunk_flushes.count == 1, "the pass")
+    assert metrics.chunk_flush_streams == 3 and metrics.chunk_flushes.sum > 0
+    streams[0].sink("more")
+    await until(lambda: metrics.chunk_flushes.count == 2, "the second pass")
+    assert metrics.chunk_flush_streams == 4
+    text = metrics.render().decode()
+    assert "agenthost_chunk_flush_seconds_count 2" in text
+    assert "agenthost_chunk_flush_streams_total 4" in text
+    assert "agenthost_chunk_window_seconds_count 2" in text
+
+
+async def test_a_window_is_timed_from_its_first_text_to_the_end_of_its_pass() -> None:
+    broker = create_broker("memory://")
+    passes: list[tuple[float, int, float]] = []
+    flusher = ChunkFlusher(0.05, lambda *seen: passes.append(seen))
+    first, second = TurnStream(broker, "a", "t", flusher), TurnStream(broker, "b", "t", flusher)
+    opened = time.perf_counter()
+    first.sink("token")
+    await asyncio.sleep(0.02)  # the second joins the window the first opened
+    second.sink("token")
+    await until(lambda: bool(passes), "the window to end")
+    ended = time.perf_counter()
+    ((seconds, streams, window),) = passes
+    assert streams == 2 and 0 < seconds <= window
+    # The window, counted from the first text (a loop that reads its clock once per pass
+    # may start the timer from a moment before that text: a few ms of slack).
+    assert 0.045 <= window <= ended - opened
 
 
 def parse_sse(text: str) -> list[tuple[int, str, dict[str, Any]]]:

@@ -38,6 +38,13 @@ FAST_BUCKETS = (
 )  # fmt: skip
 """Store and broker operation buckets, in seconds: most steps take well under a millisecond."""
 
+FLUSH_BUCKETS = (
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.035, 0.04, 0.05, 0.06, 0.07,
+    0.08, 0.09, 0.1, 0.125, 0.15, 0.2, 0.3, 0.5, 1.0,
+)  # fmt: skip
+"""Chunk flusher buckets, in seconds: fine around a coalescing window of tens of ms, where a
+stream's gap between chunks is decided."""
+
 CONNECTION_REFUSALS = ("over_capacity", "headers_timeout", "body_timeout")
 """Why a connection was refused or closed early (agenthost_connections_refused_total)."""
 
@@ -90,6 +97,9 @@ METRIC_NAMES = (
     "agenthost_worker_busy",
     "agenthost_event_loop_lag_seconds",
     "agenthost_gc_pause_seconds",
+    "agenthost_chunk_flush_seconds",
+    "agenthost_chunk_flush_streams_total",
+    "agenthost_chunk_window_seconds",
     "agenthost_process_cpu_seconds_total",
 )
 """Every metric family `Metrics.render` exports (histograms add _bucket, _sum, _count)."""
@@ -174,6 +184,19 @@ class Metrics:
         """How much later than asked the event loop ran a timer (observability.loop_health)."""
         self.gc_pauses = {str(generation): Histogram(FAST_BUCKETS) for generation in range(3)}
         """Garbage collections by generation, and how long each stopped the process."""
+        self.chunk_flushes = Histogram(FLUSH_BUCKETS)
+        """Passes of the chunk flusher (`turns.chunks`), and how long each held the loop."""
+        self.chunk_flush_streams = 0
+        """Streams those passes published a chunk of."""
+        self.chunk_windows = Histogram(FLUSH_BUCKETS)
+        """Each window's text that opened it: how long it waited to be written out."""
+
+    def chunk_flush(self, seconds: float, streams: int, window: float) -> None:
+        """One pass of the chunk flusher: it published `streams` streams' text, `window`
+        seconds after the window's first text arrived."""
+        self.chunk_flushes.observe(seconds)
+        self.chunk_flush_streams += streams
+        self.chunk_windows.observe(window)
 
     def watch_engine(self, inflight: Callable[[], int], draining: Callable[[], bool]) -> None:
         """Read the turn engine's in-flight count and drain state when rendering (the engine
@@ -371,6 +394,24 @@ class Metrics:
         )
         for generation, histogram in self.gc_pauses.items():
             histogram.render(out, "agenthost_gc_pause_seconds", f'generation="{generation}",')
+        _histogram_head(
+            out,
+            "agenthost_chunk_flush_seconds",
+            "Passes of the chunk flusher, and how long each held the event loop.",
+        )
+        self.chunk_flushes.render(out, "agenthost_chunk_flush_seconds")
+        out += [
+            "# HELP agenthost_chunk_flush_streams_total Streams the chunk flusher's passes "
+            "published a chunk of.",
+            "# TYPE agenthost_chunk_flush_streams_total counter",
+            f"agenthost_chunk_flush_streams_total {self.chunk_flush_streams}",
+        ]
+        _histogram_head(
+            out,
+            "agenthost_chunk_window_seconds",
+            "How long the text that opened each chunk window waited to be written out.",
+        )
+        self.chunk_windows.render(out, "agenthost_chunk_window_seconds")
         out += [
             "# HELP agenthost_process_cpu_seconds_total CPU time (user and system) this process "
             "has used.",

@@ -177,7 +177,7 @@ def assemble(
                 claim_after=settings.lease_ttl,
                 max_queued=settings.max_queued_turns,
             )
-    chunk_flusher = ChunkFlusher(settings.chunk_coalesce_ms / 1000)
+    chunk_flusher = ChunkFlusher(settings.chunk_coalesce_ms / 1000, metrics.chunk_flush)
     service = TurnService(
         engine,
         broker,

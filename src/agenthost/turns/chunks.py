@@ -6,7 +6,10 @@ One `ChunkFlusher` per process times the windows of all streams: a stream with t
 joins the flusher's current window, and one timer per window flushes every stream in it
 (at most `coalesce_s` after its first token), instead of one timer per chunk of every stream.
 The SSE writes of a window's streams are held until all of them are published, then made
-back to back (`agenthost.core.write_batch`).
+back to back (`agenthost.core.write_batch`). Each pass is timed (`on_pass`, the server's
+`agenthost_chunk_flush_seconds`): under thousands of streams a pass holds the event loop for
+milliseconds, and the next window opens only after it, so its length is part of every
+stream's gap between chunks.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
+import time
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import msgspec
@@ -37,17 +41,26 @@ class ChunkFlusher:
     no window: once per pass of the event loop, so tokens written in the same pass still
     leave as one event)."""
 
-    __slots__ = ("_handle", "_waiting", "coalesce_s")
+    __slots__ = ("_handle", "_opened", "_waiting", "coalesce_s", "on_pass")
 
-    def __init__(self, coalesce_s: float) -> None:
+    def __init__(
+        self, coalesce_s: float, on_pass: Callable[[float, int, float], None] | None = None
+    ) -> None:
+        """`on_pass(seconds, streams, window)` is told of each pass: how long it took
+        (publishing, then the held writes), how many streams it published, and how long
+        after the window's first text it ended (the longest any of that text waited)."""
         self.coalesce_s = coalesce_s
+        self.on_pass = on_pass
         self._waiting: list[TurnStream] = []
         self._handle: asyncio.Handle | None = None
+        self._opened = 0.0  # when the current window's first text arrived (perf_counter)
 
     def add(self, stream: TurnStream) -> None:
         """`stream` has text waiting: flush it at the end of the current window."""
         self._waiting.append(stream)
         if self._handle is None:
+            if self.on_pass is not None:
+                self._opened = time.perf_counter()
             loop = asyncio.get_running_loop()
             if self.coalesce_s > 0:
                 self._handle = loop.call_later(self.coalesce_s, self._flush_all)
@@ -57,6 +70,16 @@ class ChunkFlusher:
     def _flush_all(self) -> None:
         self._handle = None
         waiting, self._waiting = self._waiting, []
+        if self.on_pass is None:
+            self._publish(waiting)
+            return
+        started = time.perf_counter()
+        self._publish(waiting)
+        ended = time.perf_counter()
+        self.on_pass(ended - started, len(waiting), ended - self._opened)
+
+    @staticmethod
+    def _publish(waiting: list[TurnStream]) -> None:
         # The SSE chunks of the pass leave back to back once every stream is published
         # (`core.write_batch`: cheaper for this process and for the readers').
         with write_batch.held():
