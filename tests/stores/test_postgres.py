@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 
 from agenthost.core.errors import StoreUnavailable
+from agenthost.registry import create_registry
 from agenthost.stores import Message, Started, create_store, pg_schema
 from agenthost.stores.postgres import PostgresStore, split_options
 from tests.fixtures.agenthost import AGENTHOST
@@ -242,3 +243,31 @@ async def test_a_store_opened_while_postgres_is_down_is_unavailable(
     own_postgres.stop()
     with pytest.raises(StoreUnavailable):
         await create_store(url).open()
+
+
+async def test_the_registry_tables_are_migration_10_and_an_earlier_builds_are_adopted(
+    postgres_url: str,
+) -> None:
+    dsn, _ = split_options(postgres_url)
+    conn = await asyncpg.connect(dsn)
+    try:
+        # As an earlier build left a database: migration 10 not recorded, the registry's
+        # tables made by the registry itself, with a heartbeat in them.
+        await pg_schema.migrate_schema(conn)
+        await conn.execute("DELETE FROM agenthost_schema WHERE version = 10")
+        await conn.execute("INSERT INTO agenthost_processes VALUES ('p1', 'Infinity', '\\x00')")
+    finally:
+        await conn.close()
+    registry = create_registry(postgres_url)
+    await registry.open()  # applies 10 and keeps what was there
+    try:
+        conn = await asyncpg.connect(dsn)
+        try:
+            now = await pg_schema.schema_status(conn)
+            assert 10 in [m.version for m in pg_schema.known_migrations()]
+            assert now.pending == [] and now.current >= 10
+            assert await conn.fetchval("SELECT process_id FROM agenthost_processes") == "p1"
+        finally:
+            await conn.close()
+    finally:
+        await registry.close()

@@ -1,12 +1,11 @@
-"""`postgresql://`: the registry in the store's database, two small tables created on first
-open (under an advisory lock, so processes starting together do not race), on a pool of
-its own: heartbeats are a few writes a second per fleet, off the turn's path."""
+"""`postgresql://`: the registry in the store's database, two small tables of the store's
+schema (migration 10, applied on open as the store does, so a registry opened before any
+server works too), on a pool of its own: heartbeats are a few writes a second per fleet,
+off the turn's path."""
 
 from __future__ import annotations
 
 import time
-
-import asyncpg
 
 from agenthost.registry.base import (
     DECISIONS_KEPT,
@@ -18,28 +17,9 @@ from agenthost.registry.base import (
     order,
 )
 from agenthost.stores.pg_pool import PgPool
+from agenthost.stores.pg_schema import migrate_schema
 
 __all__ = ["PostgresRegistry"]
-
-_LOCK = 0x61676831  # "agh1": the advisory lock taken while the tables are created
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS agenthost_processes (
-    process_id text PRIMARY KEY,
-    expires_at double precision NOT NULL,
-    record bytea NOT NULL
-);
-CREATE TABLE IF NOT EXISTS agenthost_autoscale (
-    id bigserial PRIMARY KEY,
-    record bytea NOT NULL
-);
-"""
-
-
-async def _create_schema(conn: asyncpg.Connection) -> None:
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)
-        await conn.execute(_SCHEMA)
 
 
 class PostgresRegistry:
@@ -47,7 +27,7 @@ class PostgresRegistry:
         self._db = PgPool(url, "postgresql registry", max_size=2)
 
     async def open(self) -> None:
-        await self._db.open(_create_schema)
+        await self._db.open(migrate_schema)
 
     async def close(self) -> None:
         await self._db.close()
