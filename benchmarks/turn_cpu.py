@@ -92,7 +92,7 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float
     raise ServerDied(f"{url} did not answer within {timeout} s:\n{log_tail(log)}")
 
 
-def _process_cpu_clock(pid: int) -> float | None:
+def process_cpu_clock(pid: int) -> float | None:
     """CPU seconds of every thread of `pid`, living or exited, at nanosecond resolution.
 
     Linux exposes each process's CPU clock by id (MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED));
@@ -112,7 +112,7 @@ def cpu_seconds(pid: int) -> float:
     proc = psutil.Process(pid)
     total = 0.0
     for p in [proc, *proc.children(recursive=True)]:
-        clock = _process_cpu_clock(p.pid)
+        clock = process_cpu_clock(p.pid)
         if clock is None:
             try:
                 t = p.cpu_times()
@@ -534,7 +534,7 @@ def machine() -> dict[str, Any]:
             ["redis-server", "--version"], capture_output=True, text=True
         ).stdout.strip(),
         "cpu_clock": "per-process CPU clock (ns)"
-        if _process_cpu_clock(os.getpid()) is not None
+        if process_cpu_clock(os.getpid()) is not None
         else "psutil user+system (10 ms ticks)",
     }
 

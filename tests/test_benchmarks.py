@@ -357,6 +357,26 @@ def test_turn_cpu_with_the_cache_counts_two_statements_and_the_caches_cpu(
     assert "| postgres+cache | 5 |" in rendered
 
 
+def test_pg_steps_charges_each_step_and_splits_statement_from_turn(tmp_path: Path) -> None:
+    """pg_steps: each batch size's begins go as one statement and its commits as another,
+    and the fit over the batch sizes splits each step's cost per statement and per turn."""
+    out = tmp_path / "pg_steps.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/pg_steps.py", "--batches", "1,4", "--turns", "40",
+         "--warmup-rounds", "2", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["benchmark"] == "pg_steps" and result["params"]["known"] is True
+    one, four = result["results"]
+    assert (one["batch"], one["turns"], four["batch"], four["turns"]) == (1, 40, 4, 40)
+    assert one["statements_per_turn"] == 2 and four["statements_per_turn"] == 0.5
+    for row in (one, four):
+        assert row["begin_ms_per_turn"] > 0 and row["commit_ms_per_turn"] > 0
+    assert set(result["fit"]["commit"]) == {"per_statement_ms", "per_turn_ms"}
+
+
 def test_durability_with_the_cache_kills_it_mid_run_and_nothing_is_lost(
     tmp_path: Path,
 ) -> None:
