@@ -51,6 +51,10 @@ class QueuedTurn(msgspec.Struct, frozen=True):
     reply_to: str | None = None
     """The inbox (`StreamBroker.inbox`) of the api process waiting for the turn's end: its
     worker sends the final event there (`StreamBroker.notify_end`), one message per turn."""
+    private: bool = False
+    """A plain turn whose id its api process made: no other request can name it, so nobody
+    reads its stream, and its worker publishes none (as `--role all` publishes nothing for a
+    plain turn); its end goes to `reply_to` alone."""
 
     @property
     def tenant(self) -> str:

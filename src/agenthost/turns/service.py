@@ -296,11 +296,13 @@ class TurnService:
         event) and whether this call queued it (False: it was queued already). A turn id
         made here, or `fresh` (the caller made it), names nothing stored yet: no store or
         broker look-up. A plain turn (`streamed` False) has its end sent to this
-        process's inbox, where `broker.expect_end` waits for it."""
+        process's inbox, where `broker.expect_end` waits for it; with an id made here too,
+        nothing else can follow it, and it gets no stream (`QueuedTurn.private`)."""
         assert self.queue is not None
         self.engine.check_admission()
         after = 0
         resume = False
+        made_here = fresh or turn_id is None
         if turn_id is None:
             turn_id = new_turn_id()
         elif not fresh:
@@ -323,7 +325,7 @@ class TurnService:
         queued = await self.queue.enqueue(
             QueuedTurn(
                 session_id, turn_id, message, metadata, on_busy, callback_url, resume,
-                streamed=streamed, reply_to=reply_to,
+                streamed=streamed, reply_to=reply_to, private=made_here and not streamed,
             )
         )  # fmt: skip
         return (turn_id, after, queued), None

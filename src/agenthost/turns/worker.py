@@ -5,7 +5,9 @@ Up to `concurrency` turns run at once; the worker takes only as many as it has f
 A session's turns run in the order they were queued: a turn whose session has an earlier
 turn still on the queue waits for it.
 A plain turn's chunks are not published (its client reads the answer only); its end goes to
-the api process that waits for it (`QueuedTurn.reply_to`, `StreamBroker.notify_end`).
+the api process that waits for it (`QueuedTurn.reply_to`, `StreamBroker.notify_end`), and,
+when the client chose its id (a retry may follow it there), to its stream; one whose id the
+api process made has no stream at all (`QueuedTurn.private`).
 A turn delivered again (its first worker was killed or paused past `claim_after`, or a
 draining one handed it back) waits for the old lease to lapse, then its stream goes on with
 a `reset` event numbered after the newest event, so a reader anywhere sees the text of the
@@ -199,14 +201,15 @@ class TurnWorker:
         while len(self._recent) > _RECENT_INTERRUPTS:
             self._recent.popitem(last=False)
 
-    def _started(self, delivery: Delivery, stream: TurnStream) -> Callable[[], None]:
+    def _started(self, delivery: Delivery, stream: TurnStream | None) -> Callable[[], None]:
         """The engine's `on_start` for a queued turn: from here the engine runs it (and
         interrupts it); one asked to stop meanwhile is interrupted as it starts."""
         turn = delivery.turn
         key = (turn.session_id, turn.turn_id)
 
         def on_start() -> None:
-            stream.started()
+            if stream is not None:
+                stream.started()
             if self._held.get(key) == delivery.receipt:
                 del self._held[key]
             if delivery.receipt in self._cancelled:
@@ -253,14 +256,16 @@ class TurnWorker:
         turn = delivery.turn
         session_id, turn_id = turn.session_id, turn.turn_id
         bind_turn(session_id, turn_id)
-        if delivery.attempt == 1:
-            self.broker.drop_stale(session_id, turn_id)
-        # A first delivery of a turn with no stream numbers from 1; any other continues the
-        # stream after its newest event (a `reset` first, if an attempt ran).
-        resume = turn.resume or delivery.attempt > 1
-        stream = TurnStream(
-            self.broker, session_id, turn_id, self.chunk_flusher, claim=True, resume=resume
-        )
+        stream: TurnStream | None = None
+        if not turn.private:
+            if delivery.attempt == 1:
+                self.broker.drop_stale(session_id, turn_id)
+            # A first delivery of a turn with no stream numbers from 1; any other continues
+            # the stream after its newest event (a `reset` first, if an attempt ran).
+            resume = turn.resume or delivery.attempt > 1
+            stream = TurnStream(
+                self.broker, session_id, turn_id, self.chunk_flusher, claim=True, resume=resume
+            )
         kind: EventKind
         record: TurnRecord | None = None
         error: AgentHostError | None = None
@@ -274,7 +279,7 @@ class TurnWorker:
                 metadata=turn.metadata,
                 on_busy=turn.on_busy,
                 # A plain turn's client reads its answer only (`streamed` False).
-                on_chunk=stream.sink if turn.streamed else None,
+                on_chunk=stream.sink if stream is not None and turn.streamed else None,
                 on_start=self._started(delivery, stream),
                 attach=True,
             )
@@ -310,17 +315,8 @@ class TurnWorker:
                 return
             error = exc
             kind, data = "error", _encode(ErrorDetail(exc.code, exc.message))
-        try:
-            if withdrawn:
-                await stream.end_unrun(kind, data)
-            else:
-                await stream.finish(kind, data)
-            if kind == "error" and await self.engine.store.get_session(session_id) is None:
-                # Its session was deleted (or never made: its first turn was withdrawn):
-                # its readers have the error, and nothing of it stays behind.
-                await self.broker.forget(session_id, turn_id)
-        except AgentHostError as exc:
-            log.warning("could not publish the end of turn %s: %s", turn_id, exc)
+        if stream is not None:  # none: its end goes to its api process alone
+            await self._end_stream(stream, kind, data, withdrawn=withdrawn)
         if self.on_end is not None:
             try:
                 await self.on_end(delivery, record, error)
@@ -331,13 +327,31 @@ class TurnWorker:
             # trip per turn): the api answers, and its client sends the session's next turn,
             # round trips later, by when the acknowledgement is applied; were it not, that
             # turn would only wait for this one (`earlier`), never run before it.
-            event = StreamEvent(max(stream.seq, 1), kind, data)
+            event = StreamEvent(1 if stream is None else max(stream.seq, 1), kind, data)
             self.broker.notify_end(turn.reply_to, session_id, turn_id, event)
         try:
             await self.queue.ack(delivery)
         except AgentHostError as exc:
             # Delivered again later: the store answers the committed turn without a run.
             log.warning("could not acknowledge turn %s: %s", turn_id, exc)
+
+    async def _end_stream(
+        self, stream: TurnStream, kind: EventKind, data: bytes, *, withdrawn: bool
+    ) -> None:
+        """Publish the turn's final event on its stream (after the newest event, for an
+        attempt that never ran)."""
+        try:
+            if withdrawn:
+                await stream.end_unrun(kind, data)
+            else:
+                await stream.finish(kind, data)
+            session_id, turn_id = stream.session_id, stream.turn_id
+            if kind == "error" and await self.engine.store.get_session(session_id) is None:
+                # Its session was deleted (or never made: its first turn was withdrawn):
+                # its readers have the error, and nothing of it stays behind.
+                await self.broker.forget(session_id, turn_id)
+        except AgentHostError as exc:
+            log.warning("could not publish the end of turn %s: %s", stream.turn_id, exc)
 
     async def _taken_over(self, delivery: Delivery) -> bool:
         """After a lost lease: whether the turn is still recorded (another worker took it
