@@ -26,6 +26,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import msgspec
 
+from agenthost.connections.redis_commands import Command
+
 __all__ = ["Delivery", "QueueStats", "QueuedTurn", "Withdrawn", "WorkQueue", "tenant_of"]
 
 OnBusy = Literal["reject", "enqueue", "interrupt"]
@@ -125,6 +127,13 @@ class WorkQueue(Protocol):
 
     async def ack(self, delivery: Delivery) -> None:
         """The turn ended (committed or failed, recorded in the store): remove it."""
+        ...
+
+    def ack_commands(self, delivery: Delivery) -> tuple[object, list[Command]] | None:
+        """`ack` as Redis commands, with the client they are meant for (a Redis server's
+        shared pipelining client), for another part to run in a step of its own on that
+        server (a commit's script: `SessionStore.commit_turn`'s `then`); None where the
+        queue cannot be acknowledged so (call `ack`)."""
         ...
 
     async def release(self, consumer: str, delivery: Delivery) -> None:

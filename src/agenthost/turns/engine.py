@@ -15,9 +15,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
+from agenthost.connections.redis_commands import Command
 from agenthost.core.errors import (
     AgentError,
     AgentHostError,
@@ -174,6 +175,7 @@ class TurnEngine:
         on_start: Callable[[], None] | None = None,
         attach: bool = False,
         on_event: EventSink | None = None,
+        then: Callable[[str], Sequence[Command]] | None = None,
     ) -> TurnRecord:
         """Run one turn to its end and return its committed record.
 
@@ -182,7 +184,9 @@ class TurnEngine:
         holds the lease and is about to run the agent (not for a replayed turn). With
         `attach`, a request for the turn id that is running right now waits for its answer
         whatever `on_busy` says (a resumed stream), and runs it again if its process died
-        (the lease expires).
+        (the lease expires). `then`, given the answer, names Redis commands the commit runs
+        in its own step once it succeeded (`SessionStore.commit_turn`; only for a store that
+        `runs_after_commit`).
 
         A `turn_id` recorded before for another message or metadata raises
         IdempotencyKeyReused (422). Raises SessionBusy (409), TurnInterrupted (409),
@@ -213,7 +217,9 @@ class TurnEngine:
                     return started
                 if on_start is not None:
                     on_start()
-                record = await self._run_leased(session_id, message, started, on_chunk, on_event)
+                record = await self._run_leased(
+                    session_id, message, started, on_chunk, on_event, then
+                )
                 return record
             finally:
                 self._admitted -= 1
@@ -332,6 +338,7 @@ class TurnEngine:
         started: Started,
         on_chunk: ChunkSink | None,
         on_event: EventSink | None = None,
+        then: Callable[[str], Sequence[Command]] | None = None,
     ) -> TurnRecord:
         lease = started.lease
         key = (session_id, lease.turn_id)
@@ -399,6 +406,7 @@ class TurnEngine:
                 metadata=turn.metadata,
                 ttl_s=self.session_ttl,
                 state=turn.new_state,
+                then=() if then is None else then(answer),
             )
             # What the store now holds, so the next turn here reads nothing but news.
             self.window_cache.put(
