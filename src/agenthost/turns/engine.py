@@ -176,6 +176,7 @@ class TurnEngine:
         attach: bool = False,
         on_event: EventSink | None = None,
         then: Callable[[str], Sequence[Command]] | None = None,
+        keyed: bool | None = None,
     ) -> TurnRecord:
         """Run one turn to its end and return its committed record.
 
@@ -186,7 +187,9 @@ class TurnEngine:
         whatever `on_busy` says (a resumed stream), and runs it again if its process died
         (the lease expires). `then`, given the answer, names Redis commands the commit runs
         in its own step once it succeeded (`SessionStore.commit_turn`; only for a store that
-        `runs_after_commit`).
+        `runs_after_commit`). `keyed`: whether `turn_id` is the client's idempotency key,
+        fingerprinted so that it names one request; by default a given turn id is (a queue
+        worker says False for an id its api process made, which no client can send again).
 
         A `turn_id` recorded before for another message or metadata raises
         IdempotencyKeyReused (422). Raises SessionBusy (409), TurnInterrupted (409),
@@ -196,7 +199,9 @@ class TurnEngine:
         started_at = time.monotonic()
         outcome = "completed"
         # A client's turn id is an idempotency key: it names this request and no other.
-        fingerprint = "" if turn_id is None else request_fingerprint(message, metadata)
+        if keyed is None:
+            keyed = turn_id is not None
+        fingerprint = request_fingerprint(message, metadata) if keyed else ""
         turn_id = turn_id or new_turn_id()
         bind_turn(session_id, turn_id)
         span = None

@@ -323,6 +323,7 @@ class TurnWorker:
                 on_start=self._started(delivery, stream),
                 attach=True,
                 then=None if folded is None else folded.commands,
+                keyed=not turn.private,
             )
             kind, data = "done", _encode(turn_out(record))
         except Withdrawn:
