@@ -17,7 +17,7 @@ from agenthost.brokers import StreamBroker, StreamEvent, create_broker
 from agenthost.core.errors import TurnInterrupted
 from agenthost.llm import create_llm
 from agenthost.observability.metrics import Metrics
-from agenthost.queue import WorkQueue, create_queue
+from agenthost.queue import Delivery, WorkQueue, create_queue
 from agenthost.ratelimit import create_limiter
 from agenthost.ratelimit.gate import TurnGate
 from agenthost.stores import create_store
@@ -26,6 +26,7 @@ from agenthost.turns.chunks import ChunkFlusher
 from agenthost.turns.engine import TurnEngine
 from agenthost.turns.payloads import ErrorDetail
 from agenthost.turns.service import TurnService
+from agenthost.turns.worker import TurnWorker
 
 
 async def echo(turn: Turn) -> str:
@@ -117,3 +118,82 @@ async def test_a_waiter_cancelled_between_looks_at_the_record_stops_and_leaves_n
         await answer
     assert len(broker.endings) == 0
     await queue.ack(delivery)
+
+
+@pytest.fixture
+async def api_and_worker(
+    redis_url: str,
+) -> AsyncIterator[tuple[TurnService, TurnWorker, WorkQueue]]:
+    """An api process's service and a worker in one loop, each with a broker and a queue
+    of its own (their inboxes differ) on one Redis server and its one shared client."""
+    store = create_store(redis_url)
+    api_broker, worker_broker = create_broker(redis_url), create_broker(redis_url)
+    api_queue, worker_queue = (create_queue(redis_url, claim_after=10.0) for _ in range(2))
+    parts = (store, api_broker, worker_broker, api_queue, worker_queue)
+    for part in parts:
+        await part.open()
+    engine = TurnEngine(store, wrap_agent(echo), create_llm("sim://"), lease_ttl=1.0)
+    gate = TurnGate(create_limiter("memory://", hold_s=10.0), Metrics())
+    service = TurnService(engine, api_broker, gate, ChunkFlusher(0.0), api_queue)
+    worker = TurnWorker(engine, worker_broker, worker_queue, ChunkFlusher(0.0), concurrency=4)
+    yield service, worker, api_queue
+    await worker.stop()
+    for part in reversed(parts):
+        await part.close()
+
+
+async def test_a_plain_turns_acknowledgement_and_ending_ride_in_its_commit(
+    api_and_worker: tuple[TurnService, TurnWorker, WorkQueue], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain turn whose id the api process made ends in its commit's own script, on a
+    single server where store, queue and broker share one client: the worker sends no
+    acknowledgement and no ending of its own. A turn whose client named it is acknowledged
+    step by step (its final event goes to its stream first)."""
+    service, worker, api_queue = api_and_worker
+    store, worker_queue, worker_broker = service.store, worker.queue, worker.broker
+    acked: list[str] = []
+    ack = worker_queue.ack
+
+    async def counted_ack(delivery: Delivery) -> None:
+        acked.append(delivery.turn.turn_id)
+        await ack(delivery)
+
+    monkeypatch.setattr(worker_queue, "ack", counted_ack)
+    notify_end = worker_broker.notify_end
+    told: list[str] = []
+
+    def counted_notify(inbox: str, session_id: str, turn_id: str, event: StreamEvent) -> None:
+        told.append(turn_id)
+        notify_end(inbox, session_id, turn_id, event)
+
+    monkeypatch.setattr(worker_broker, "notify_end", counted_notify)
+    worker.start()
+    sid = f"s-{uuid.uuid4().hex[:8]}"
+    record = await asyncio.wait_for(service.run(sid, "hi", turn_id=None), 20)
+    assert record.response == "echo: hi"
+    assert (acked, told) == ([], [])
+    assert not await api_queue.is_queued(sid, record.turn_id)
+    stored = await store.get_turn(sid, record.turn_id)
+    assert stored is not None and stored.status == "completed"
+    named = await asyncio.wait_for(service.run(sid, "again", turn_id="named-1"), 20)
+    assert named.response == "echo: again"
+    assert (acked, told) == (["named-1"], ["named-1"])
+    # Its acknowledgement leaves right after its ending, in the same write.
+    deadline = time.monotonic() + 10
+    while await api_queue.is_queued(sid, "named-1"):
+        assert time.monotonic() < deadline, "never acknowledged"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_turn_id_the_api_process_made_is_no_idempotency_key(
+    api_and_worker: tuple[TurnService, TurnWorker, WorkQueue],
+) -> None:
+    """As with `--role all`, a plain turn sent without a key is recorded with no request
+    fingerprint (no client can send its id again); a client's key names its request."""
+    service, worker, _ = api_and_worker
+    worker.start()
+    sid = f"s-{uuid.uuid4().hex[:8]}"
+    made = await asyncio.wait_for(service.run(sid, "hi", turn_id=None), 20)
+    await asyncio.wait_for(service.run(sid, "again", turn_id="named-1"), 20)
+    records = [await service.store.get_turn(sid, tid) for tid in (made.turn_id, "named-1")]
+    assert [r.fingerprint != "" for r in records if r is not None] == [False, True]

@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from tests.fixtures.agenthost import AGENTHOST, AgentHostProcess, async_wait_until, free_port
-from tests.fixtures.redis import command_calls, port_of
+from tests.fixtures.redis import command_calls, port_of, redis_cli
 from tests.test_stream_resume import SLOW_LLM, committed, read_events, sid, text_after_last_reset
 
 Factory = Callable[..., AgentHostProcess]
@@ -82,6 +82,33 @@ async def test_a_plain_turn_ends_with_one_message_to_its_api_process_and_no_chun
             events = await read_events(resp)
         assert [(seq, kind) for seq, kind, _ in events] == [(1, "done")]
         assert events[0][2]["response"] == body["response"]
+
+
+async def test_a_plain_turn_has_a_stream_only_when_its_client_named_it(
+    agenthost_factory: Factory, redis_url: str
+) -> None:
+    """A plain turn whose id the api process made cannot be named by another request: its
+    worker publishes no stream for it (as `--role all` publishes none for a plain turn). One
+    sent with an Idempotency-Key has its final event on its stream, where a retry of it
+    sent while it is queued follows it."""
+    api, _ = fleet(agenthost_factory, redis_url)
+    port, db, s = port_of(redis_url), redis_url.rsplit("/", 1)[1], sid()
+    url = f"{api.url}/v1/sessions/{s}/turns"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, json={"message": "hi"}) as resp:
+            assert resp.status == 200, await resp.text()
+            unnamed = (await resp.json())["turn_id"]
+        named = f"named-{s}"
+        headers = {"Idempotency-Key": named}
+        async with http.post(url, json={"message": "again"}, headers=headers) as resp:
+            assert resp.status == 200, await resp.text()
+        streams = redis_cli(port, "-n", db, "KEYS", f"ah:*{s}*:stream:*").split()
+        assert [key.rsplit(":", 1)[1] for key in streams] == [named]
+        assert unnamed != named
+        # Read back, the unnamed turn's one event comes from its record.
+        async with http.get(f"{url}/{unnamed}/stream") as resp:
+            events = await read_events(resp)
+        assert [(seq, kind) for seq, kind, _ in events] == [(1, "done")]
 
 
 async def test_a_streamed_turn_through_the_queue_streams_from_the_worker(

@@ -15,6 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from agenthost.connections.redis import RedisSettings
+from agenthost.connections.redis_commands import IF_ZERO
 from agenthost.connections.redis_wire import ReplyError
 from agenthost.core.errors import LeaseLost, StoreUnavailable
 from agenthost.stores import Message, SessionStore, Started, TurnError, create_store
@@ -438,3 +439,50 @@ async def test_a_command_sent_without_waiting_hands_its_reply_or_failure_to_a_ca
         assert isinstance(replies[2], StoreUnavailable)
     finally:
         await wire.close()
+
+
+async def test_a_commit_runs_the_commands_it_is_given_once_it_succeeded_and_only_then(
+    store: RedisStore, raw: aioredis.Redis
+) -> None:
+    """`then`: what another part of the process does once a turn is committed (a queued
+    turn's acknowledgement, its ending) runs in the commit's script; a conditional command
+    runs only after a reply of 0; a refused commit runs none of them."""
+    s = sid()
+    assert store.runs_after_commit(store._wire) and not store.runs_after_commit(object())
+    then = [
+        ("RPUSH", f"then:{s}", "ended"),
+        ("LLEN", f"then:{s}:none"),  # 0: the next one runs
+        (IF_ZERO, "SET", f"then:{s}:empty", "1"),
+        ("LLEN", f"then:{s}"),  # 1: the next one does not
+        (IF_ZERO, "SET", f"then:{s}:never", "1"),
+    ]
+    for turn_id, state in (("t1", None), ("t2", b"kept")):
+        st = await store.begin_turn(
+            s, turn_id, "q", metadata_patch=None, lease_ms=5000, window=10, ttl_s=60
+        )
+        assert isinstance(st, Started)
+        n = st.message_count
+        await store.commit_turn(
+            st.lease,
+            user=Message("user", "q", turn_id, time.time(), n),
+            assistant=Message("assistant", "a", turn_id, time.time(), n + 1),
+            metadata={},
+            ttl_s=60,
+            state=state,
+            then=then[:1] if turn_id == "t2" else then,
+        )
+    assert await raw.lrange(f"then:{s}", 0, -1) == [b"ended", b"ended"]
+    assert await raw.get(f"then:{s}:empty") == b"1"
+    assert await raw.exists(f"then:{s}:never") == 0
+    assert await raw.hget(f"ah:{{{s}}}:meta", "state") == b"kept"
+    # A stale lease's commit is refused, and runs nothing.
+    with pytest.raises(LeaseLost):
+        await store.commit_turn(
+            st.lease,
+            user=Message("user", "q", "t2", time.time(), 4),
+            assistant=Message("assistant", "a", "t2", time.time(), 5),
+            metadata={},
+            ttl_s=60,
+            then=[("RPUSH", f"then:{s}", "stale")],
+        )
+    assert await raw.llen(f"then:{s}") == 2

@@ -12,6 +12,8 @@ from typing import Literal, Protocol, runtime_checkable
 
 import msgspec
 
+from agenthost.connections.redis_commands import Command
+
 __all__ = ["Emit", "EventKind", "PushableEvents", "StreamBroker", "StreamEvent", "forward"]
 
 EventKind = Literal["chunk", "tool", "interrupt", "reset", "done", "error"]
@@ -111,6 +113,15 @@ class StreamBroker(Protocol):
         """Send the turn's final `event` to the process whose inbox is `inbox`: one message,
         however many events the turn had. Best effort, never raises: a waiter that misses it
         falls back to the turn's record."""
+        ...
+
+    def ending_commands(
+        self, inbox: str, session_id: str, turn_id: str, event: StreamEvent
+    ) -> tuple[object, list[Command]] | None:
+        """`notify_end` as Redis commands, with the client they are meant for (a Redis
+        server's shared pipelining client), for another part to run in a step of its own on
+        that server (a commit's script); None where it cannot be sent so (an inbox of this
+        process, a broker not on Redis: call `notify_end`)."""
         ...
 
     def read(

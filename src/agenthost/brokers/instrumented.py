@@ -14,6 +14,7 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from agenthost.brokers.base import StreamBroker, StreamEvent
+from agenthost.connections.redis_commands import Command
 from agenthost.observability.metrics import Histogram, Metrics
 
 if TYPE_CHECKING:
@@ -88,6 +89,11 @@ class InstrumentedBroker:
 
     def notify_end(self, inbox: str, session_id: str, turn_id: str, event: StreamEvent) -> None:
         self.inner.notify_end(inbox, session_id, turn_id, event)
+
+    def ending_commands(
+        self, inbox: str, session_id: str, turn_id: str, event: StreamEvent
+    ) -> tuple[object, list[Command]] | None:
+        return self.inner.ending_commands(inbox, session_id, turn_id, event)
 
     def drop_stale(self, session_id: str, turn_id: str) -> None:
         self.inner.drop_stale(session_id, turn_id)

@@ -13,6 +13,7 @@ from typing import Any
 
 from agenthost.brokers.base import Emit, StreamEvent
 from agenthost.brokers.endings import Ending, TurnEndings
+from agenthost.connections.redis_commands import Command
 from agenthost.core.errors import StoreUnavailable
 
 __all__ = ["LocalEvents", "MemoryBroker"]
@@ -262,6 +263,11 @@ class MemoryBroker:
     def notify_end(self, inbox: str, session_id: str, turn_id: str, event: StreamEvent) -> None:
         if inbox == self.inbox:
             self.endings.deliver(Ending(session_id, turn_id, event))
+
+    def ending_commands(
+        self, inbox: str, session_id: str, turn_id: str, event: StreamEvent
+    ) -> tuple[object, list[Command]] | None:
+        return None  # no Redis: `notify_end` delivers here
 
     def _expire(self) -> None:
         """Drop the streams that ended more than `stream_ttl` ago: those at the front of the

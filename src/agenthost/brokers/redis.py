@@ -44,6 +44,7 @@ from agenthost.brokers.base import StreamEvent
 from agenthost.brokers.endings import Ending, decode_ending, encode_ending
 from agenthost.brokers.memory import MemoryBroker
 from agenthost.connections.redis import DEFAULT_SOCKET_TIMEOUT, RedisSettings, close_clients
+from agenthost.connections.redis_commands import Command
 from agenthost.connections.redis_wire import RedisWire, ReplyError
 from agenthost.core.errors import StoreUnavailable
 from agenthost.observability.logs import in_turn_context
@@ -322,19 +323,38 @@ class RedisBroker(MemoryBroker):
         if wire is not None and wire.connected:
             sent = functools.partial(self._ending_sent, session_id, turn_id)
             wire.call_nowait("RPUSH", inbox, payload, on_reply=sent)
-            if inbox in self._inbox_expired:
-                self._inbox_due.add(inbox)  # its TTL is set again as the second ends
-            else:
+            if self._expires_now(inbox):
                 wire.call_nowait("EXPIRE", inbox, INBOX_TTL_S, on_reply=sent)
-                self._inbox_expired.add(inbox)
-                if self._inbox_timer is None:
-                    self._inbox_timer = asyncio.get_running_loop().call_later(
-                        INBOX_EXPIRE_EVERY_S, self._next_inbox_second
-                    )
             return
         task = asyncio.ensure_future(self._send_ending(inbox, session_id, turn_id, payload))
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
+
+    def ending_commands(
+        self, inbox: str, session_id: str, turn_id: str, event: StreamEvent
+    ) -> tuple[object, list[Command]] | None:
+        wire = self._wire
+        if wire is None or inbox == self.inbox:
+            return None  # a Cluster (another node than the session's), or delivered here
+        commands: list[Command] = [
+            ("RPUSH", inbox, encode_ending(Ending(session_id, turn_id, event)))
+        ]
+        if self._expires_now(inbox):
+            commands.append(("EXPIRE", inbox, INBOX_TTL_S))
+        return wire, commands
+
+    def _expires_now(self, inbox: str) -> bool:
+        """Whether an ending sent to `inbox` now sets its TTL: its first in this second; the
+        later ones mark it due, and the TTL is set again as the second ends."""
+        if inbox in self._inbox_expired:
+            self._inbox_due.add(inbox)
+            return False
+        self._inbox_expired.add(inbox)
+        if self._inbox_timer is None:
+            self._inbox_timer = asyncio.get_running_loop().call_later(
+                INBOX_EXPIRE_EVERY_S, self._next_inbox_second
+            )
+        return True
 
     def _next_inbox_second(self) -> None:
         """A second ended: the inboxes sent an ending during it get their TTL set again (and

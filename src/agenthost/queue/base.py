@@ -26,6 +26,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import msgspec
 
+from agenthost.connections.redis_commands import Command
+
 __all__ = ["Delivery", "QueueStats", "QueuedTurn", "Withdrawn", "WorkQueue", "tenant_of"]
 
 OnBusy = Literal["reject", "enqueue", "interrupt"]
@@ -51,6 +53,10 @@ class QueuedTurn(msgspec.Struct, frozen=True):
     reply_to: str | None = None
     """The inbox (`StreamBroker.inbox`) of the api process waiting for the turn's end: its
     worker sends the final event there (`StreamBroker.notify_end`), one message per turn."""
+    private: bool = False
+    """A plain turn whose id its api process made: no other request can name it, so nobody
+    reads its stream, and its worker publishes none (as `--role all` publishes nothing for a
+    plain turn); its end goes to `reply_to` alone."""
 
     @property
     def tenant(self) -> str:
@@ -121,6 +127,13 @@ class WorkQueue(Protocol):
 
     async def ack(self, delivery: Delivery) -> None:
         """The turn ended (committed or failed, recorded in the store): remove it."""
+        ...
+
+    def ack_commands(self, delivery: Delivery) -> tuple[object, list[Command]] | None:
+        """`ack` as Redis commands, with the client they are meant for (a Redis server's
+        shared pipelining client), for another part to run in a step of its own on that
+        server (a commit's script: `SessionStore.commit_turn`'s `then`); None where the
+        queue cannot be acknowledged so (call `ack`)."""
         ...
 
     async def release(self, consumer: str, delivery: Delivery) -> None:

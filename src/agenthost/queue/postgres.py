@@ -26,6 +26,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from agenthost.connections.redis_commands import Command
 from agenthost.core.errors import QueueFull, SessionBusy, StoreUnavailable
 from agenthost.queue.base import Delivery, QueuedTurn, QueueStats, Withdrawn
 from agenthost.stores.pg_pool import PgPool
@@ -198,6 +199,9 @@ class PostgresWorkQueue:
             consumer,
             self.claim_after,
         )
+
+    def ack_commands(self, delivery: Delivery) -> tuple[object, list[Command]] | None:
+        return None  # a row, not a Redis entry: `ack` deletes it
 
     async def ack(self, delivery: Delivery) -> None:
         await self._execute("DELETE FROM agenthost_turn_queue WHERE id = $1", int(delivery.receipt))

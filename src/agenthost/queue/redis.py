@@ -36,6 +36,7 @@ import msgspec
 import redis.exceptions as rexc
 
 from agenthost.connections.redis import RedisSettings, close_clients
+from agenthost.connections.redis_commands import IF_ZERO, Command
 from agenthost.connections.redis_wire import RedisWire, ReplyError
 from agenthost.core.errors import QueueFull, SessionBusy, StoreUnavailable
 from agenthost.queue.base import Delivery, QueuedTurn, QueueStats, Withdrawn, tenant_of
@@ -613,6 +614,22 @@ class RedisWorkQueue:
             await self._client.hdel(_queued_key(turn.session_id), turn.turn_id)
         except _FAILURES as exc:
             raise StoreUnavailable(f"redis queue: {exc}") from None
+
+    def ack_commands(self, delivery: Delivery) -> tuple[object, list[Command]] | None:
+        wire = self._wire
+        if wire is None:
+            return None  # a Cluster: the keys are on other nodes than the session's
+        key, entry_id = delivery.receipt.split(" ")
+        turn = delivery.turn
+        # As `_ACK_ONE_NODE` does for one turn: a tenant with nothing queued or running
+        # leaves the round-robin's list.
+        return wire, [
+            ("XACK", key, GROUP, entry_id),
+            ("XDEL", key, entry_id),
+            ("HDEL", _queued_key(turn.session_id), turn.turn_id),
+            ("XLEN", key),
+            (IF_ZERO, "SREM", TENANTS, turn.tenant or "-"),
+        ]
 
     def _send_acks(self) -> None:
         """Send this iteration's acknowledgements, one script (`RedisWire.before_write`)."""

@@ -23,11 +23,12 @@ and is purged. Times are Unix seconds (float).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import msgspec
 
+from agenthost.connections.redis_commands import Command
 from agenthost.core.errors import IdempotencyKeyReused
 
 __all__ = [
@@ -44,10 +45,18 @@ __all__ = [
     "WindowMark",
     "key_reused",
     "known_holds",
+    "no_commands",
 ]
 
 TurnStatus = Literal["pending", "running", "completed", "failed"]
 Role = Literal["user", "assistant"]
+
+
+def no_commands(then: Sequence[Command]) -> None:
+    """`commit_turn` of a store that runs no Redis commands: it is given none
+    (`runs_after_commit` is False)."""
+    if then:
+        raise ValueError("this store runs no Redis commands in a commit")
 
 
 class Message(msgspec.Struct, frozen=True):
@@ -269,6 +278,7 @@ class SessionStore(Protocol):
         metadata: dict[str, Any],
         ttl_s: float,
         state: bytes | None = None,
+        then: Sequence[Command] = (),
     ) -> TurnRecord:
         """Append both messages, save metadata, complete the turn, release the lease.
 
@@ -276,7 +286,18 @@ class SessionStore(Protocol):
         A failed turn, or one whose process died, never writes it: the next attempt starts
         from the state of the last commit. Deleting the session deletes it.
         Raises LeaseLost (nothing written) if the lease is not held by `lease` any more.
+
+        `then`: Redis commands run in the same atomic step once the commit succeeded, and
+        only then (a refused commit runs none): what the same server's other parts do once
+        a turn is committed (a queued turn's acknowledgement and the message that ends its
+        api process's wait), in the commit's round trip. Only a store that
+        `runs_after_commit` is given any.
         """
+        ...
+
+    def runs_after_commit(self, wire: object) -> bool:
+        """Whether `commit_turn` runs `then` commands meant for `wire` (a Redis server's
+        shared pipelining client, `RedisWire`): a Redis store on that single server."""
         ...
 
     async def fail_turn(self, lease: Lease, error: TurnError, ttl_s: float) -> TurnRecord | None:

@@ -32,7 +32,7 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from agenthost.connections.redis import RedisSettings, close_clients
+from agenthost.connections.redis_commands import Command
 from agenthost.connections.redis_wire import RedisWire
 from agenthost.stores.base import (
     Busy,
@@ -51,6 +52,7 @@ from agenthost.stores.base import (
     TurnError,
     TurnRecord,
     WindowMark,
+    no_commands,
 )
 from agenthost.stores.notify import ReleaseWaiters
 
@@ -359,6 +361,9 @@ class CachedStore:
         self.misses += 1
         return _Pending(result.created_at, result.history, window, False)
 
+    def runs_after_commit(self, wire: object) -> bool:
+        return False
+
     async def commit_turn(
         self,
         lease: Lease,
@@ -368,7 +373,9 @@ class CachedStore:
         metadata: dict[str, Any],
         ttl_s: float,
         state: bytes | None = None,
+        then: Sequence[Command] = (),
     ) -> TurnRecord:
+        no_commands(then)
         record = await self.store.commit_turn(
             lease, user=user, assistant=assistant, metadata=metadata, ttl_s=ttl_s, state=state
         )

@@ -9,10 +9,11 @@ turn, not the store's latency.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from agenthost.connections.redis_commands import Command
 from agenthost.observability.metrics import Histogram, Metrics
 from agenthost.stores.base import (
     Busy,
@@ -107,6 +108,9 @@ class InstrumentedStore:
         finally:
             self._begin_turn.observe(perf_counter() - started)
 
+    def runs_after_commit(self, wire: object) -> bool:
+        return self.inner.runs_after_commit(wire)
+
     async def commit_turn(
         self,
         lease: Lease,
@@ -116,9 +120,16 @@ class InstrumentedStore:
         metadata: dict[str, Any],
         ttl_s: float,
         state: bytes | None = None,
+        then: Sequence[Command] = (),
     ) -> TurnRecord:
         call = self.inner.commit_turn(
-            lease, user=user, assistant=assistant, metadata=metadata, ttl_s=ttl_s, state=state
+            lease,
+            user=user,
+            assistant=assistant,
+            metadata=metadata,
+            ttl_s=ttl_s,
+            state=state,
+            then=then,
         )
         if self._tracing is not None:
             call = self._tracing.traced(call, "store.commit_turn")

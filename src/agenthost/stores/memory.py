@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from agenthost.connections.redis_commands import Command
 from agenthost.core.errors import LeaseLost, SessionExists
 from agenthost.stores.base import (
     Busy,
@@ -24,6 +25,7 @@ from agenthost.stores.base import (
     WindowMark,
     key_reused,
     known_holds,
+    no_commands,
 )
 from agenthost.stores.notify import ReleaseWaiters
 
@@ -213,6 +215,9 @@ class MemoryStore:
             return None
         return session
 
+    def runs_after_commit(self, wire: object) -> bool:
+        return False
+
     async def commit_turn(
         self,
         lease: Lease,
@@ -222,7 +227,9 @@ class MemoryStore:
         metadata: dict[str, Any],
         ttl_s: float,
         state: bytes | None = None,
+        then: Sequence[Command] = (),
     ) -> TurnRecord:
+        no_commands(then)
         now = time.time()
         session = self._held(lease, now)
         if session is None:

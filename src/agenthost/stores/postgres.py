@@ -28,6 +28,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 import msgspec
 
+from agenthost.connections.redis_commands import Command
 from agenthost.core.errors import LeaseLost, SessionExists, StoreUnavailable
 from agenthost.core.settings import is_postgres_url
 from agenthost.stores.base import (
@@ -41,6 +42,7 @@ from agenthost.stores.base import (
     TurnRecord,
     WindowMark,
     key_reused,
+    no_commands,
 )
 from agenthost.stores.notify import ReleaseWaiters
 from agenthost.stores.pg_batch import Batcher
@@ -476,6 +478,9 @@ class PostgresStore:
         )
         return created
 
+    def runs_after_commit(self, wire: object) -> bool:
+        return False
+
     async def commit_turn(
         self,
         lease: Lease,
@@ -485,7 +490,9 @@ class PostgresStore:
         metadata: dict[str, Any],
         ttl_s: float,
         state: bytes | None = None,
+        then: Sequence[Command] = (),
     ) -> TurnRecord:
+        no_commands(then)
         sid, tid = lease.session_id, lease.turn_id
         args: _CommitArgs = (
             sid,

@@ -22,7 +22,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -32,6 +32,7 @@ from redis.backoff import ConstantBackoff
 from redis.retry import Retry
 
 from agenthost.connections.redis import RedisSettings, close_clients
+from agenthost.connections.redis_commands import IF_ZERO, Command
 from agenthost.connections.redis_wire import RedisWire
 from agenthost.core.errors import LeaseLost, SessionExists, StoreUnavailable
 from agenthost.stores.base import (
@@ -315,6 +316,10 @@ class RedisStore:
             raise key_reused(turn_id)
         return Completed(_decode_record(reply[1]))
 
+    def runs_after_commit(self, wire: object) -> bool:
+        # One server, one client shared by its parts: the commands' keys are on it too.
+        return self._wire is not None and wire is self._wire
+
     async def commit_turn(
         self,
         lease: Lease,
@@ -324,6 +329,7 @@ class RedisStore:
         metadata: dict[str, Any],
         ttl_s: float,
         state: bytes | None = None,
+        then: Sequence[Command] = (),
     ) -> TurnRecord:
         now = time.time()
         sid, tid = lease.session_id, lease.turn_id
@@ -337,22 +343,27 @@ class RedisStore:
             assistant.content,
             fingerprint=lease.fingerprint,
         )
-        ok = await self._run(
-            "commit_turn",
-            list(_keys(sid)),
-            [
-                tid,
-                lease.fence,
-                _encode(user),
-                _encode(assistant),
-                _encode(metadata),
-                _encode(record),
-                repr(now),
-                int(ttl_s * 1000),
-                _channel(sid),
-                *(() if state is None else (state,)),
-            ],
-        )
+        args = [
+            tid,
+            lease.fence,
+            _encode(user),
+            _encode(assistant),
+            _encode(metadata),
+            _encode(record),
+            repr(now),
+            int(ttl_s * 1000),
+            _channel(sid),
+            *((0,) if state is None else (1, state)),
+        ]
+        if then:
+            if self._wire is None:
+                raise ValueError("a Redis Cluster store runs no commands in a commit")
+            for command in then:
+                if command[0] == IF_ZERO:
+                    args += (1 - len(command), *command[1:])
+                else:
+                    args += (len(command), *command)
+        ok = await self._run("commit_turn", list(_keys(sid)), args)
         if not ok:
             raise LeaseLost(f"turn {tid} no longer holds its session's lease")
         return record

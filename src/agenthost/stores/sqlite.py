@@ -35,12 +35,13 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
 
+from agenthost.connections.redis_commands import Command
 from agenthost.core.errors import LeaseLost, SessionExists, StoreUnavailable
 from agenthost.stores.base import (
     Busy,
@@ -54,6 +55,7 @@ from agenthost.stores.base import (
     WindowMark,
     key_reused,
     known_holds,
+    no_commands,
 )
 from agenthost.stores.notify import ReleaseWaiters
 from agenthost.stores.sqlite_schema import migrate
@@ -309,6 +311,9 @@ class SQLiteStore:
 
         return await self._run(begin)
 
+    def runs_after_commit(self, wire: object) -> bool:
+        return False
+
     async def commit_turn(
         self,
         lease: Lease,
@@ -318,7 +323,9 @@ class SQLiteStore:
         metadata: dict[str, Any],
         ttl_s: float,
         state: bytes | None = None,
+        then: Sequence[Command] = (),
     ) -> TurnRecord:
+        no_commands(then)
         meta = _encode(metadata)
         sid, tid = lease.session_id, lease.turn_id
 

@@ -15,9 +15,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
+from agenthost.connections.redis_commands import Command
 from agenthost.core.errors import (
     AgentError,
     AgentHostError,
@@ -174,6 +175,8 @@ class TurnEngine:
         on_start: Callable[[], None] | None = None,
         attach: bool = False,
         on_event: EventSink | None = None,
+        then: Callable[[str], Sequence[Command]] | None = None,
+        keyed: bool | None = None,
     ) -> TurnRecord:
         """Run one turn to its end and return its committed record.
 
@@ -182,7 +185,11 @@ class TurnEngine:
         holds the lease and is about to run the agent (not for a replayed turn). With
         `attach`, a request for the turn id that is running right now waits for its answer
         whatever `on_busy` says (a resumed stream), and runs it again if its process died
-        (the lease expires).
+        (the lease expires). `then`, given the answer, names Redis commands the commit runs
+        in its own step once it succeeded (`SessionStore.commit_turn`; only for a store that
+        `runs_after_commit`). `keyed`: whether `turn_id` is the client's idempotency key,
+        fingerprinted so that it names one request; by default a given turn id is (a queue
+        worker says False for an id its api process made, which no client can send again).
 
         A `turn_id` recorded before for another message or metadata raises
         IdempotencyKeyReused (422). Raises SessionBusy (409), TurnInterrupted (409),
@@ -192,7 +199,9 @@ class TurnEngine:
         started_at = time.monotonic()
         outcome = "completed"
         # A client's turn id is an idempotency key: it names this request and no other.
-        fingerprint = "" if turn_id is None else request_fingerprint(message, metadata)
+        if keyed is None:
+            keyed = turn_id is not None
+        fingerprint = request_fingerprint(message, metadata) if keyed else ""
         turn_id = turn_id or new_turn_id()
         bind_turn(session_id, turn_id)
         span = None
@@ -213,7 +222,9 @@ class TurnEngine:
                     return started
                 if on_start is not None:
                     on_start()
-                record = await self._run_leased(session_id, message, started, on_chunk, on_event)
+                record = await self._run_leased(
+                    session_id, message, started, on_chunk, on_event, then
+                )
                 return record
             finally:
                 self._admitted -= 1
@@ -332,6 +343,7 @@ class TurnEngine:
         started: Started,
         on_chunk: ChunkSink | None,
         on_event: EventSink | None = None,
+        then: Callable[[str], Sequence[Command]] | None = None,
     ) -> TurnRecord:
         lease = started.lease
         key = (session_id, lease.turn_id)
@@ -399,6 +411,7 @@ class TurnEngine:
                 metadata=turn.metadata,
                 ttl_s=self.session_ttl,
                 state=turn.new_state,
+                then=() if then is None else then(answer),
             )
             # What the store now holds, so the next turn here reads nothing but news.
             self.window_cache.put(

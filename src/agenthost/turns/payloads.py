@@ -10,7 +10,7 @@ import msgspec
 from agenthost.auth.principal import public_session_id
 from agenthost.stores.base import TurnError, TurnRecord
 
-__all__ = ["ErrorDetail", "TurnOut", "error_event_data", "turn_out"]
+__all__ = ["ErrorDetail", "TurnOut", "answer_out", "error_event_data", "turn_out"]
 
 
 class TurnOut(msgspec.Struct):
@@ -31,7 +31,12 @@ class ErrorDetail(msgspec.Struct):
 def turn_out(record: TurnRecord) -> TurnOut:
     """The answer of a completed turn, with the session id the client knows (not the
     tenant-scoped one the store keeps)."""
-    return TurnOut(public_session_id(record.session_id), record.turn_id, record.response or "")
+    return answer_out(record.session_id, record.turn_id, record.response or "")
+
+
+def answer_out(session_id: str, turn_id: str, response: str) -> TurnOut:
+    """`turn_out` of the turn that commits `response` (before its record is made)."""
+    return TurnOut(public_session_id(session_id), turn_id, response)
 
 
 def error_event_data(record: TurnRecord) -> ErrorDetail:

@@ -26,6 +26,7 @@ import msgspec
 
 from agenthost.auth.principal import Principal, public_session_id
 from agenthost.brokers.base import EventKind, StreamBroker, StreamEvent
+from agenthost.core.deadline_sweep import DeadlineSweep
 from agenthost.core.errors import (
     AgentHostError,
     EventBeyondEnd,
@@ -142,8 +143,10 @@ class TurnService:
         self.chunk_flusher = chunk_flusher
         # A reader waits for the next event at most as long as a turn may run.
         self.stream_wait = engine.turn_timeout + engine.lease_ttl
-        # How often a plain turn's waiter looks at its record (`_await_end`).
+        # How often a plain turn's waiter looks at its record (`_await_end`): one sweep
+        # keeps the looks of every waiter.
         self.recheck_s = max(1.0, engine.lease_ttl)
+        self._rechecks: DeadlineSweep[_EndWait] = DeadlineSweep(self.recheck_s / 4, self._recheck)
         self._background: set[asyncio.Task[None]] = set()
         self._submitted: set[tuple[str, str]] = set()
         # Background turns of each tenant running here (`--role all`): bounded as the
@@ -245,28 +248,21 @@ class TurnService:
         record is looked at every `recheck_s` meanwhile, so an ending lost on its way (a
         Redis restart) costs that much delay, not the answer."""
         deadline = time.monotonic() + self.stream_wait
-        loop = asyncio.get_running_loop()
-        # The wait is the ending's future itself, ended by a timer when the record is due a
-        # look: no waiter future, callbacks or sets per turn, as `asyncio.wait` makes
-        # (measured, a share of the api's CPU per turn).
-        waiting = [ending]
-
-        def recheck() -> None:
-            # The next wait is registered before this one ends: no ending falls between.
-            old, waiting[0] = waiting[0], self.broker.expect_end(session_id, turn_id)
-            old.cancel()
-
+        # The wait is the ending's future itself, ended by the sweep when the record is due
+        # a look: no waiter future, callbacks or sets per turn, as `asyncio.wait` makes, and
+        # no timer per turn (measured, each a share of the api's CPU per turn).
+        waiting = _EndWait(session_id, turn_id, ending)
         try:
             while True:
-                timer = loop.call_later(self.recheck_s, recheck)
+                self._rechecks.arm(waiting, self.recheck_s)
                 try:
-                    return _ended(session_id, turn_id, message, await waiting[0])
+                    return _ended(session_id, turn_id, message, await waiting.future)
                 except asyncio.CancelledError:
                     task = asyncio.current_task()
                     if task is not None and task.cancelling():
-                        raise  # the request's own cancellation, not the timer
+                        raise  # the request's own cancellation, not the sweep
                 finally:
-                    timer.cancel()
+                    self._rechecks.disarm(waiting)
                 record = await self.store.get_turn(session_id, turn_id)
                 if record is not None and record.status == "completed":
                     return record
@@ -277,7 +273,15 @@ class TurnService:
                         "unavailable", f"turn {turn_id} is queued; read it later with its id"
                     )
         finally:
-            waiting[0].cancel()  # one asked for here (the caller cancels the first)
+            waiting.future.cancel()  # one asked for here (the caller cancels the first)
+
+    def _recheck(self, waiting: _EndWait, reason: str) -> None:
+        """A waiting turn's record is due a look: its wait ends (the waiter looks, then
+        waits again). The next wait is registered before this one ends: no ending falls
+        between."""
+        old = waiting.future
+        waiting.future = self.broker.expect_end(waiting.session_id, waiting.turn_id)
+        old.cancel()
 
     async def _dispatch(
         self,
@@ -296,11 +300,13 @@ class TurnService:
         event) and whether this call queued it (False: it was queued already). A turn id
         made here, or `fresh` (the caller made it), names nothing stored yet: no store or
         broker look-up. A plain turn (`streamed` False) has its end sent to this
-        process's inbox, where `broker.expect_end` waits for it."""
+        process's inbox, where `broker.expect_end` waits for it; with an id made here too,
+        nothing else can follow it, and it gets no stream (`QueuedTurn.private`)."""
         assert self.queue is not None
         self.engine.check_admission()
         after = 0
         resume = False
+        made_here = fresh or turn_id is None
         if turn_id is None:
             turn_id = new_turn_id()
         elif not fresh:
@@ -323,7 +329,7 @@ class TurnService:
         queued = await self.queue.enqueue(
             QueuedTurn(
                 session_id, turn_id, message, metadata, on_busy, callback_url, resume,
-                streamed=streamed, reply_to=reply_to,
+                streamed=streamed, reply_to=reply_to, private=made_here and not streamed,
             )
         )  # fmt: skip
         return (turn_id, after, queued), None
@@ -670,6 +676,18 @@ class TurnService:
         """Hold a reference to a background task until it ends."""
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+class _EndWait:
+    """A plain turn's api-side wait for its end (`TurnService._await_end`): the future of
+    its ending, replaced each time the turn's record is due a look."""
+
+    __slots__ = ("future", "session_id", "turn_id")
+
+    def __init__(self, session_id: str, turn_id: str, future: asyncio.Future[StreamEvent]) -> None:
+        self.session_id = session_id
+        self.turn_id = turn_id
+        self.future = future
 
 
 def _ended(session_id: str, turn_id: str, message: str, event: StreamEvent) -> TurnRecord:

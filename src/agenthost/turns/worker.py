@@ -5,7 +5,9 @@ Up to `concurrency` turns run at once; the worker takes only as many as it has f
 A session's turns run in the order they were queued: a turn whose session has an earlier
 turn still on the queue waits for it.
 A plain turn's chunks are not published (its client reads the answer only); its end goes to
-the api process that waits for it (`QueuedTurn.reply_to`, `StreamBroker.notify_end`).
+the api process that waits for it (`QueuedTurn.reply_to`, `StreamBroker.notify_end`), and,
+when the client chose its id (a retry may follow it there), to its stream; one whose id the
+api process made has no stream at all (`QueuedTurn.private`).
 A turn delivered again (its first worker was killed or paused past `claim_after`, or a
 draining one handed it back) waits for the old lease to lapse, then its stream goes on with
 a `reset` event numbered after the newest event, so a reader anywhere sees the text of the
@@ -39,6 +41,7 @@ from collections.abc import Awaitable, Callable
 import msgspec
 
 from agenthost.brokers.base import EventKind, StreamBroker, StreamEvent
+from agenthost.connections.redis_commands import Command
 from agenthost.core.errors import (
     AgentHostError,
     LeaseLost,
@@ -47,11 +50,11 @@ from agenthost.core.errors import (
     Unavailable,
 )
 from agenthost.observability.logs import bind_turn
-from agenthost.queue.base import Delivery, Withdrawn, WorkQueue
+from agenthost.queue.base import Delivery, QueuedTurn, Withdrawn, WorkQueue
 from agenthost.stores.base import TurnRecord
 from agenthost.turns.chunks import ChunkFlusher, TurnStream
 from agenthost.turns.engine import TurnEngine
-from agenthost.turns.payloads import ErrorDetail, turn_out
+from agenthost.turns.payloads import ErrorDetail, answer_out, turn_out
 
 __all__ = ["TurnEnded", "TurnWorker"]
 
@@ -67,6 +70,44 @@ _RECENT_INTERRUPT_S = 10.0  # ...for this long: a take's reply may come after it
 TurnEnded = Callable[[Delivery, TurnRecord | None, AgentHostError | None], Awaitable[None]]
 """Told when a queued turn ended here (committed: the record; failed: the error), before it
 is acknowledged: background turns' callbacks hang on it."""
+
+
+class _FoldedEnd:
+    """A plain turn's end folded into its commit (`TurnEngine.run_turn`'s `then`): its
+    acknowledgement and, where the broker sends it through the same server, its ending run
+    in the commit's own script, one round trip for the three (measured: a write and a read
+    per batch of turns, for the worker and for Redis). `asked`: the commit was about to run
+    with them, so they ran if the engine returned its record; `ended`: the ending was one
+    of them."""
+
+    __slots__ = ("acking", "asked", "broker", "ended", "inbox", "turn", "wire")
+
+    def __init__(
+        self,
+        broker: StreamBroker,
+        turn: QueuedTurn,
+        inbox: str,
+        wire: object,
+        acking: list[Command],
+    ) -> None:
+        self.broker = broker
+        self.turn = turn
+        self.inbox = inbox
+        self.wire = wire
+        self.acking = acking
+        self.asked = False
+        self.ended = False
+
+    def commands(self, answer: str) -> list[Command]:
+        turn = self.turn
+        data = _encode(answer_out(turn.session_id, turn.turn_id, answer))
+        event = StreamEvent(1, "done", data)
+        ending = self.broker.ending_commands(self.inbox, turn.session_id, turn.turn_id, event)
+        self.asked = True
+        if ending is None or ending[0] is not self.wire:
+            return self.acking  # this process's own inbox: told here once committed
+        self.ended = True
+        return [*ending[1], *self.acking]
 
 
 def consumer_name() -> str:
@@ -199,14 +240,15 @@ class TurnWorker:
         while len(self._recent) > _RECENT_INTERRUPTS:
             self._recent.popitem(last=False)
 
-    def _started(self, delivery: Delivery, stream: TurnStream) -> Callable[[], None]:
+    def _started(self, delivery: Delivery, stream: TurnStream | None) -> Callable[[], None]:
         """The engine's `on_start` for a queued turn: from here the engine runs it (and
         interrupts it); one asked to stop meanwhile is interrupted as it starts."""
         turn = delivery.turn
         key = (turn.session_id, turn.turn_id)
 
         def on_start() -> None:
-            stream.started()
+            if stream is not None:
+                stream.started()
             if self._held.get(key) == delivery.receipt:
                 del self._held[key]
             if delivery.receipt in self._cancelled:
@@ -253,14 +295,17 @@ class TurnWorker:
         turn = delivery.turn
         session_id, turn_id = turn.session_id, turn.turn_id
         bind_turn(session_id, turn_id)
-        if delivery.attempt == 1:
-            self.broker.drop_stale(session_id, turn_id)
-        # A first delivery of a turn with no stream numbers from 1; any other continues the
-        # stream after its newest event (a `reset` first, if an attempt ran).
-        resume = turn.resume or delivery.attempt > 1
-        stream = TurnStream(
-            self.broker, session_id, turn_id, self.chunk_flusher, claim=True, resume=resume
-        )
+        stream: TurnStream | None = None
+        if not turn.private:
+            if delivery.attempt == 1:
+                self.broker.drop_stale(session_id, turn_id)
+            # A first delivery of a turn with no stream numbers from 1; any other continues
+            # the stream after its newest event (a `reset` first, if an attempt ran).
+            resume = turn.resume or delivery.attempt > 1
+            stream = TurnStream(
+                self.broker, session_id, turn_id, self.chunk_flusher, claim=True, resume=resume
+            )
+        folded = self._folded(delivery, stream)
         kind: EventKind
         record: TurnRecord | None = None
         error: AgentHostError | None = None
@@ -274,9 +319,11 @@ class TurnWorker:
                 metadata=turn.metadata,
                 on_busy=turn.on_busy,
                 # A plain turn's client reads its answer only (`streamed` False).
-                on_chunk=stream.sink if turn.streamed else None,
+                on_chunk=stream.sink if stream is not None and turn.streamed else None,
                 on_start=self._started(delivery, stream),
                 attach=True,
+                then=None if folded is None else folded.commands,
+                keyed=not turn.private,
             )
             kind, data = "done", _encode(turn_out(record))
         except Withdrawn:
@@ -310,34 +357,62 @@ class TurnWorker:
                 return
             error = exc
             kind, data = "error", _encode(ErrorDetail(exc.code, exc.message))
-        try:
-            if withdrawn:
-                await stream.end_unrun(kind, data)
-            else:
-                await stream.finish(kind, data)
-            if kind == "error" and await self.engine.store.get_session(session_id) is None:
-                # Its session was deleted (or never made: its first turn was withdrawn):
-                # its readers have the error, and nothing of it stays behind.
-                await self.broker.forget(session_id, turn_id)
-        except AgentHostError as exc:
-            log.warning("could not publish the end of turn %s: %s", turn_id, exc)
+        if stream is not None:  # none: its end goes to its api process alone
+            await self._end_stream(stream, kind, data, withdrawn=withdrawn)
         if self.on_end is not None:
             try:
                 await self.on_end(delivery, record, error)
             except Exception:
                 log.exception("the end of turn %s could not be reported", turn_id)
+        if record is not None and folded is not None and folded.asked:
+            # Acknowledged, and its api process told (unless that is this one), by the commit.
+            if not folded.ended and turn.reply_to is not None:
+                self.broker.notify_end(
+                    turn.reply_to, session_id, turn_id, StreamEvent(1, kind, data)
+                )
+            return
         if turn.reply_to is not None:
             # Sent in the same pass as the acknowledgement, not after its reply (a round
             # trip per turn): the api answers, and its client sends the session's next turn,
             # round trips later, by when the acknowledgement is applied; were it not, that
             # turn would only wait for this one (`earlier`), never run before it.
-            event = StreamEvent(max(stream.seq, 1), kind, data)
+            event = StreamEvent(1 if stream is None else max(stream.seq, 1), kind, data)
             self.broker.notify_end(turn.reply_to, session_id, turn_id, event)
         try:
             await self.queue.ack(delivery)
         except AgentHostError as exc:
             # Delivered again later: the store answers the committed turn without a run.
             log.warning("could not acknowledge turn %s: %s", turn_id, exc)
+
+    def _folded(self, delivery: Delivery, stream: TurnStream | None) -> _FoldedEnd | None:
+        """The end of a plain turn with no stream and no callback, folded into its commit
+        where the store, the queue and the broker share one Redis server (else None: the
+        turn ends step by step)."""
+        turn = delivery.turn
+        if stream is not None or turn.reply_to is None or turn.callback_url is not None:
+            return None
+        acking = self.queue.ack_commands(delivery)
+        if acking is None or not self.engine.store.runs_after_commit(acking[0]):
+            return None
+        return _FoldedEnd(self.broker, turn, turn.reply_to, *acking)
+
+    async def _end_stream(
+        self, stream: TurnStream, kind: EventKind, data: bytes, *, withdrawn: bool
+    ) -> None:
+        """Publish the turn's final event on its stream (after the newest event, for an
+        attempt that never ran)."""
+        try:
+            if withdrawn:
+                await stream.end_unrun(kind, data)
+            else:
+                await stream.finish(kind, data)
+            session_id, turn_id = stream.session_id, stream.turn_id
+            if kind == "error" and await self.engine.store.get_session(session_id) is None:
+                # Its session was deleted (or never made: its first turn was withdrawn):
+                # its readers have the error, and nothing of it stays behind.
+                await self.broker.forget(session_id, turn_id)
+        except AgentHostError as exc:
+            log.warning("could not publish the end of turn %s: %s", stream.turn_id, exc)
 
     async def _taken_over(self, delivery: Delivery) -> bool:
         """After a lost lease: whether the turn is still recorded (another worker took it
