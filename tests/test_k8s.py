@@ -6,6 +6,8 @@ is wrong in a broken copy; `agenthost k8s prestop` drains a real server."""
 from __future__ import annotations
 
 import copy
+import functools
+import json
 import os
 import re
 import shutil
@@ -39,8 +41,16 @@ SETTING_ENV_NAMES = {env_name(field) for field in Settings.__struct_fields__}
 Obj = dict[str, Any]
 
 
+@functools.cache
+def _rendered(overlay: str) -> str:
+    return json.dumps(render(K8S / "overlays" / overlay))
+
+
 def rendered(overlay: str) -> list[Obj]:
-    return render(K8S / "overlays" / overlay)
+    """The overlay's objects, each test its own copy; `kubectl kustomize` runs once per
+    overlay and test process (the `k8s check` tests still render through the command)."""
+    objects: list[Obj] = json.loads(_rendered(overlay))
+    return objects
 
 
 def server_container(objects: list[Obj]) -> tuple[Obj, Obj]:
