@@ -171,6 +171,8 @@ class SSEClient(StreamClient):
     DONE = b"event: done\n"
     ERROR = b"event: error\n"
     KEEP = len(CHUNK) - 1  # a marker cut by a read boundary is found in the next one
+    # How the body's chunk of every event (and ping) ends: a read that ends so cut no marker.
+    EVENT_END = b"\n\n\r\n"
 
     def __init__(self, record: StreamRecord, host: str, port: int, session_id: str) -> None:
         body = json.dumps({"message": f"stream {session_id}", "stream": True}).encode()
@@ -183,9 +185,15 @@ class SSEClient(StreamClient):
         self.tail = b""
 
     def body_received(self, data: bytes, now: float, at: float) -> None:
-        window = self.tail + data
+        # Most reads end an event (the server writes each in one piece): nothing is kept from
+        # them, and the next read is searched as it came, not copied after a tail.
+        window = self.tail + data if self.tail else data
         chunks = window.count(self.CHUNK)
-        if chunks:
+        if chunks == 1:
+            self.record.arrivals.append(now)
+            if self.timestamped:
+                self.record.socket_arrivals.append(at)
+        elif chunks:
             self.record.arrivals.extend([now] * chunks)
             if self.timestamped:
                 self.record.socket_arrivals.extend([at] * chunks)
@@ -194,7 +202,7 @@ class SSEClient(StreamClient):
             self.finish()
         elif self.ERROR in window:
             self.fail(f"error event: {error_code(window[window.index(self.ERROR) :])}")
-        self.tail = window[-self.KEEP :]
+        self.tail = b"" if window.endswith(self.EVENT_END) else window[-self.KEEP :]
 
 
 def error_code(event: bytes) -> str:

@@ -118,6 +118,41 @@ def test_stream_gaps_runs_both_transports_and_stores_and_reports_gaps(tmp_path: 
     assert "{" not in rendered
 
 
+async def test_stream_gaps_sse_client_counts_every_chunk_however_the_reads_cut_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The SSE load client keeps nothing from a read that ends an event, and the end of one
+    that does not: every `chunk` event is counted once, at the read that completes it."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # it imports its siblings
+    gaps = importlib.import_module("stream_gaps")
+    events = [
+        b"%x\r\n%s\r\n" % (len(body), body)
+        for body in [
+            b'id: %d\nevent: chunk\ndata: {"text":"t%d"}\n\n' % (seq, seq) for seq in range(1, 9)
+        ]
+        + [b": ping\n\n", b'id: 9\nevent: done\ndata: {"text":"x"}\n\n']
+    ]
+    body = b"".join(events)
+    cuts = [
+        [body],  # all at once
+        events,  # one read per event, as the server writes them
+        [body[i : i + 7] for i in range(0, len(body), 7)],  # markers cut everywhere
+        [events[0] + events[1][:20], events[1][20:] + events[2][:5], *events[2:]],
+    ]
+    for reads in cuts:
+        client = gaps.SSEClient(gaps.StreamRecord(), "127.0.0.1", 1, "s")
+        client.headers_done = True
+        for i, read in enumerate(reads):
+            client.body_received(read, float(i), float(i))
+        assert len(client.record.arrivals) == 8 and client.record.done
+    # The arrival time is that of the read that completes the marker.
+    client = gaps.SSEClient(gaps.StreamRecord(), "127.0.0.1", 1, "s")
+    client.headers_done = True
+    client.body_received(events[0][:12], 1.0, 1.0)  # up to "event: ch"
+    client.body_received(events[0][12:], 2.0, 2.0)
+    assert client.record.arrivals == [2.0]
+
+
 def test_stream_gaps_times_chunks_by_the_kernels_receive_time_when_asked(tmp_path: Path) -> None:
     out = tmp_path / "stream_gaps.json"
     proc = subprocess.run(

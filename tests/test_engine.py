@@ -21,7 +21,7 @@ from agenthost.core.errors import (
 from agenthost.llm import create_llm
 from agenthost.stores import SessionStore, Started, create_store
 from agenthost.stores.memory import MemoryStore
-from agenthost.turns.agents import Turn, wrap_agent
+from agenthost.turns.agents import Turn, demo_agent, load_agent, wrap_agent
 from agenthost.turns.engine import TurnEngine
 
 
@@ -281,6 +281,25 @@ async def test_every_agent_shape_is_accepted_and_streams_chunks(store: SessionSt
     await legacy_engine.run_turn(s, "one")
     record = await legacy_engine.run_turn(s, "two")
     assert record.response == "3 messages, last two"
+
+
+async def test_the_built_in_agent_streams_and_answers_as_the_wrapped_demo_agent(
+    store: SessionStore,
+) -> None:
+    """`load_agent(None)` runs `demo_agent` without its generator hop: the same chunks and
+    answers, streamed or not."""
+    llm = create_llm("sim://?words=12")
+    runners = {"built-in": load_agent(None), "wrapped": wrap_agent(demo_agent)}
+    seen: dict[str, tuple[list[str], str, str]] = {}
+    for name, runner in runners.items():
+        engine = TurnEngine(store, runner, llm)
+        chunks: list[str] = []
+        streamed = await engine.run_turn(sid(), "hello there", on_chunk=chunks.append)
+        plain = await engine.run_turn(sid(), "hello there")
+        seen[name] = (chunks, streamed.response, plain.response)
+    chunks, streamed_answer, plain_answer = seen["built-in"]
+    assert len(chunks) > 3 and "".join(chunks) == streamed_answer == plain_answer
+    assert seen["built-in"] == seen["wrapped"]
 
 
 def test_wrong_agent_shapes_are_refused_with_a_clear_message() -> None:

@@ -24,7 +24,7 @@ from agenthost.brokers.memory import MemoryBroker
 from agenthost.brokers.redis import _commands, _xadd_chunk, _xadd_head
 from agenthost.core.errors import StoreUnavailable
 from agenthost.observability.metrics import Metrics
-from agenthost.turns.chunks import ChunkFlusher, TurnStream
+from agenthost.turns.chunks import ChunkFlusher, TurnStream, chunk_data
 from agenthost.web.sse import native_frame
 from tests.fixtures.agenthost import AgentHostProcess
 from tests.fixtures.redis import RedisServer, command_calls, port_of, redis_cli
@@ -526,6 +526,12 @@ async def test_a_redis_broker_writes_chunks_without_a_task_and_another_broker_re
     finally:
         await writer.close()
         await reader.close()
+
+
+@given(text=st.text(max_size=200))
+def test_a_chunks_data_is_its_text_encoded_as_json(text: str) -> None:
+    assert chunk_data(text) == msgspec.json.encode({"text": text})
+    assert msgspec.json.decode(chunk_data(text)) == {"text": text}
 
 
 @given(

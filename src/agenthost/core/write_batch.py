@@ -62,8 +62,19 @@ def held() -> Iterator[None]:
         yield
     finally:
         _held.writes = None
-        for transport, data in writes:
-            # A transport that cannot write is a connection that is gone: its protocol's
-            # connection_lost ends the response, as if the write had failed in the pass.
-            with contextlib.suppress(Exception):
+        _write_all(writes)
+
+
+def _write_all(writes: list[tuple[Writable, bytes]]) -> None:
+    """Make `writes` in order. A transport that cannot write is a connection that is gone:
+    its protocol's connection_lost ends the response, as if the write had failed in the pass;
+    the writes after it are still made. (One `try` around the loop rather than a context
+    manager per write: this runs for every chunk of every stream.)"""
+    pending = iter(writes)
+    while True:
+        try:
+            for transport, data in pending:
                 transport.write(data)
+        except Exception:  # the iterator is past the failed write: go on
+            continue
+        return

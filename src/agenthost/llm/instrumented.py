@@ -69,6 +69,16 @@ class InstrumentedLLM:
         chunks = self.inner.stream(messages, **options).__aiter__()
         first = True
         try:
+            if span is None:
+                # Untraced: the first chunk is timed, the rest pass through a bare loop (this
+                # runs for every token of every stream).
+                async for chunk in chunks:
+                    self._first_token.observe(perf_counter() - started)
+                    yield chunk
+                    break
+                async for chunk in chunks:
+                    yield chunk
+                return
             while True:
                 # The span is current only while the model is asked: between chunks the
                 # agent's own code runs under the turn's span, not the LLM call's.

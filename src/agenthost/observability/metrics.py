@@ -128,6 +128,13 @@ class Histogram:
         self.sum += value
         self.count += 1
 
+    def observe_for(self, value: float, calls: int) -> None:
+        """Count `value` for `calls` observations: one timed call standing for the untimed
+        ones before it (a sampled histogram)."""
+        self.counts[bisect.bisect_left(self.bounds, value)] += calls
+        self.sum += value * calls
+        self.count += calls
+
     def render(self, out: list[str], name: str, labels: str = "") -> None:
         """Append the _bucket, _sum and _count lines; `labels` like `operation="x",`."""
         cumulative = 0

@@ -113,6 +113,25 @@ async def demo_agent(turn: Turn) -> AsyncIterator[str]:
         yield await turn.llm.complete(turn.messages())
 
 
+async def run_demo_agent(turn: Turn, sink: ChunkSink | None) -> str:
+    """`demo_agent` as `wrap_agent` would run it, without the generator between the model's
+    stream and the sink: one hop less for every token of every stream the server runs with
+    the built-in agent."""
+    if not turn.streaming:
+        answer = await turn.llm.complete(turn.messages())
+        if sink is not None:
+            sink(answer)
+        return answer
+    parts: list[str] = []
+    async for chunk in turn.llm.stream(turn.messages()):
+        if not isinstance(chunk, str):
+            raise TypeError(f"agent yielded {type(chunk).__name__}, expected str")
+        parts.append(chunk)
+        if sink is not None:
+            sink(chunk)
+    return "".join(parts)
+
+
 def load_agent(
     spec: str | None, app_dir: str = ".", llm: FrameworkLLM | None = None
 ) -> AgentRunner:
@@ -125,7 +144,7 @@ def load_agent(
     """
     llm = llm or FrameworkLLM()
     if spec is None:
-        return wrap_agent(demo_agent)
+        return run_demo_agent
     configure(llm)
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:

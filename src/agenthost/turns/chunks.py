@@ -28,12 +28,18 @@ from agenthost.core import write_batch
 from agenthost.core.errors import AgentHostError
 from agenthost.observability.logs import in_turn_context
 
-__all__ = ["ChunkFlusher", "TurnStream"]
+__all__ = ["ChunkFlusher", "TurnStream", "chunk_data"]
 
 log = logging.getLogger("agenthost.streams")
 
 _encode = msgspec.json.encode
 _RESET = _encode({"reason": "the turn is running again after its process stopped"})
+
+
+def chunk_data(text: str) -> bytes:
+    """A chunk event's data, `{"text": ...}` as JSON: the text encoded alone between fixed
+    bytes, about half the cost of encoding the dict (this runs for every chunk)."""
+    return b'{"text":' + _encode(text) + b"}"
 
 
 class ChunkFlusher:
@@ -155,7 +161,7 @@ class TurnStream:
         if self._pending:
             text = "".join(self._pending)
             self._pending.clear()
-            self._enqueue("chunk", _encode({"text": text}))
+            self._enqueue("chunk", chunk_data(text))
 
     def _enqueue(self, kind: EventKind, data: bytes) -> None:
         last = self._last
