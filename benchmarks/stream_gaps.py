@@ -543,7 +543,13 @@ def client_main(args: argparse.Namespace) -> None:
         uvloop.install()
     except ImportError:
         pass
-    print(json.dumps(asyncio.run(run_client(args))))
+    result = json.dumps(asyncio.run(run_client(args)))
+    # Into a file, not a pipe: the result is megabytes of gaps, and a pipe's reader that
+    # does not drain it (the parent waits on the clients one at a time) must never be what
+    # decides whether it arrives whole.
+    partial = args.result_file.with_suffix(".partial")
+    partial.write_text(result)
+    partial.rename(args.result_file)
 
 
 # -- the measurement --------------------------------------------------------------------------
@@ -643,8 +649,10 @@ def start_client(
     start_at: float,
     prefix: str,
     args: argparse.Namespace,
+    result_file: Path,
 ) -> subprocess.Popen[bytes]:
-    """One load-client process: every `--clients`-th stream, from stream `worker` on."""
+    """One load-client process: every `--clients`-th stream, from stream `worker` on; it
+    writes its result to `result_file` as it ends."""
     flags = {
         "--host": "127.0.0.1",
         "--port": str(port),
@@ -656,13 +664,14 @@ def start_client(
         "--start-at": repr(start_at),
         "--prefix": prefix,
         "--stream-timeout": str(args.answer_s * 3 + 30),
+        "--result-file": str(result_file),
     }
     argv = [sys.executable, __file__, "--client-worker"]
     for flag, value in flags.items():
         argv += [flag, value]
     if args.socket_timestamps:
         argv.append("--socket-timestamps")
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, cwd=ROOT)
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, cwd=ROOT)
 
 
 def measure(
@@ -694,14 +703,18 @@ def measure(
         redis_before = sum(cpu_seconds(pid) for pid in redis_pids)
         metrics_before = scrape(url)
         start_at = time.monotonic() + 1.0  # every client is up before the first stream
+        prefix = f"{transport}{coalesce_ms:g}"
+        results = [tmp / f"client-{prefix}-{w}.json" for w in range(args.clients)]
         workers = [
-            start_client(port, transport, streams, w, start_at, f"{transport}{coalesce_ms:g}", args)
+            start_client(port, transport, streams, w, start_at, prefix, args, results[w])
             for w in range(args.clients)
         ]
         parts = []
-        for worker in workers:
-            out, _ = worker.communicate(timeout=args.answer_s * 4 + args.ramp + 120)
-            parts.append(json.loads(out.decode().strip().splitlines()[-1]))
+        for w, worker in enumerate(workers):
+            code = worker.wait(timeout=args.answer_s * 4 + args.ramp + 120)
+            if code != 0:
+                raise RuntimeError(f"load client {w} exited with code {code} (its stderr above)")
+            parts.append(json.loads(results[w].read_text()))
         cpu_after = cpu_seconds(server.pid)  # with --workers: the supervisor and its processes
         metrics_after = scrape(url)
         user_after, system_after = user_system_seconds(server.pid)
@@ -870,6 +883,7 @@ def main() -> None:
     parser.add_argument("--start-at", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--prefix", default="gaps", help=argparse.SUPPRESS)
     parser.add_argument("--stream-timeout", type=float, default=60.0, help=argparse.SUPPRESS)
+    parser.add_argument("--result-file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client_worker:
         client_main(args)
