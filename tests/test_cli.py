@@ -264,3 +264,15 @@ def test_a_verb_s_help_is_the_one_the_command_list_shows(verb: str) -> None:
     line = next(line for line in listed.splitlines() if f" {verb} " in line)
     text = line.split(f" {verb} ", 1)[1].strip(" │")
     assert text and text in " ".join(own.split())
+
+
+def test_a_supervisor_checks_the_settings_without_loading_the_server() -> None:
+    """`serve --workers N`: the supervisor builds the app once to check it and serves
+    nothing, so it does not import uvicorn or the protocols its processes run."""
+    code = (
+        "from agenthost.core.settings import Settings\n"
+        "from agenthost.runtime.assembly import assemble\n"
+        "import agenthost.cli, agenthost.runtime.supervisor\n"
+        "assemble(Settings(store='memory://'))"
+    )
+    assert _loaded(code, ("uvicorn", "websockets", "agenthost.runtime.server")) == []

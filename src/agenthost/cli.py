@@ -231,15 +231,19 @@ def _fail(
 def _serve(**values: Any) -> None:
     """Run the agenthost server (uvicorn, uvloop, httptools) for the agent APP."""
     from agenthost.core.settings import worker_count
-    from agenthost.runtime.server import run
-    from agenthost.runtime.supervisor import supervise
 
     environ = dict(os.environ)
     settings = _settings_from(values, environ)
     try:
+        # Each imported only where it runs: a supervisor serves nothing, so it does not load
+        # uvicorn and the protocols.
         if worker_count(settings) > 1:
+            from agenthost.runtime.supervisor import supervise
+
             supervise(settings)
         else:
+            from agenthost.runtime.server import run
+
             run(settings)
     except SettingsError as exc:
         flags = {k: v for k, v in values.items() if v is not None}
