@@ -221,3 +221,58 @@ def test_the_serve_path_leaves_optional_clients_unimported() -> None:
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.split() == []
+
+
+def _loaded(code: str, names: tuple[str, ...]) -> list[str]:
+    """Which of `names` a fresh interpreter has imported after running `code`."""
+    probe = code + f"\nimport sys; print(' '.join(m for m in {names!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+def test_building_the_app_leaves_the_api_documents_for_their_first_request() -> None:
+    """The OpenAPI document and the /docs page are built when first asked for (their tests:
+    test_app), not by every start."""
+    code = (
+        "from agenthost.core.settings import Settings\n"
+        "from agenthost.runtime.assembly import assemble\n"
+        "assemble(Settings(store='memory://'))"
+    )
+    documents = ("agenthost.web.openapi", "agenthost.web.docs_page")
+    assert _loaded(code, documents) == []
+
+
+def test_the_command_list_imports_no_verb_s_module() -> None:
+    """`agenthost --help` lists every verb by the help `agenthost.cli` keeps for it."""
+    code = (
+        "from typer.testing import CliRunner\n"
+        "from agenthost.cli import app\n"
+        "result = CliRunner().invoke(app, ['--help'], env={'COLUMNS': '200'})\n"
+        "assert result.exit_code == 0, result.output\n"
+        "for verb in ('serve', 'worker', 'llm-sim', 'loadtest', 'cluster', 'k8s', 'keys', 'db'):\n"
+        "    assert f' {verb} ' in result.output, verb"
+    )
+    modules = ("agenthost.llm.cli", "agenthost.loadtest.cli", "agenthost.cluster.cli",
+               "agenthost.k8s.cli", "agenthost.auth.cli", "agenthost.stores.db_cli")  # fmt: skip
+    assert _loaded(code, modules) == []
+
+
+@pytest.mark.parametrize("verb", ["llm-sim", "loadtest", "cluster", "k8s", "keys", "db"])
+def test_a_verb_s_help_is_the_one_the_command_list_shows(verb: str) -> None:
+    listed = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "400"}).output
+    own = CliRunner().invoke(app, [verb, "--help"], env={"COLUMNS": "400"}).output
+    line = next(line for line in listed.splitlines() if f" {verb} " in line)
+    text = line.split(f" {verb} ", 1)[1].strip(" │")
+    assert text and text in " ".join(own.split())
+
+
+def test_a_supervisor_checks_the_settings_without_loading_the_server() -> None:
+    """`serve --workers N`: the supervisor builds the app once to check it and serves
+    nothing, so it does not import uvicorn or the protocols its processes run."""
+    code = (
+        "from agenthost.core.settings import Settings\n"
+        "from agenthost.runtime.assembly import assemble\n"
+        "import agenthost.cli, agenthost.runtime.supervisor\n"
+        "assemble(Settings(store='memory://'))"
+    )
+    assert _loaded(code, ("uvicorn", "websockets", "agenthost.runtime.server")) == []

@@ -6,6 +6,8 @@ No server is needed: building a client opens no connection."""
 from __future__ import annotations
 
 import ssl
+import subprocess
+import sys
 
 import pytest
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -277,3 +279,23 @@ def test_only_a_redis_store_is_shared_and_lends_its_url_to_the_broker_and_limite
         assert broker_url(pg) == limiter_url(pg) == "memory://"
     embedded = Settings(store="sqlite:///x.db")
     assert broker_url(embedded) == limiter_url(embedded) == "memory://"
+
+
+def test_redis_py_is_imported_without_opentelemetry_unless_it_is_loaded() -> None:
+    """A part built on Redis imports redis-py as it is where OpenTelemetry is not installed
+    (its metrics SDK is a large import redis-py never uses here), and as it is where the
+    process has loaded OpenTelemetry already (`--otel`)."""
+
+    def loaded(first: str) -> list[str]:
+        probe = (
+            f"{first}\nimport sys\nfrom agenthost.stores import create_store\n"
+            "create_store('redis://127.0.0.1:1/0')\n"
+            "print(' '.join(m for m in ('redis', 'opentelemetry.sdk.metrics', 'psutil')"
+            " if m in sys.modules))"
+        )
+        run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        return run.stdout.split()
+
+    assert loaded("") == ["redis"]
+    assert loaded("import opentelemetry.trace") == ["redis", "opentelemetry.sdk.metrics", "psutil"]

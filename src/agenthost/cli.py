@@ -7,6 +7,7 @@ both with the default.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import os
@@ -41,45 +42,42 @@ def _function_command(module_name: str, attr: str, name: str, text: str) -> Any:
     return typer.main.get_command(single)
 
 
-def _typer_command(module_name: str, attr: str, name: str) -> Any:
+def _typer_command(module_name: str, attr: str, name: str, text: str) -> Any:
     """The click group of a typer app in `module_name`, as `agenthost <name>`."""
     outer = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    outer.add_typer(getattr(importlib.import_module(module_name), attr), name=name)
+    outer.add_typer(getattr(importlib.import_module(module_name), attr), name=name, help=text)
     group: Any = typer.main.get_command(outer)
     return group.commands[name]
 
 
-# Verbs that live in their own modules, imported when asked for (or listed by --help): a
-# `serve` does not load the load tester's HTTP client, the key stores or the fleet tools.
-_LAZY_COMMANDS: dict[str, Callable[[], Any]] = {
-    "llm-sim": lambda: _function_command(
-        "agenthost.llm.cli", "llm_sim", "llm-sim",
-        "Run an OpenAI-compatible simulated LLM server.",
-    ),
-    "loadtest": lambda: _function_command(
-        "agenthost.loadtest.cli", "loadtest", "loadtest",
-        "Drive load and verify nothing was lost.",
-    ),
-    "cluster": lambda: _typer_command("agenthost.cluster.cli", "cluster_app", "cluster"),
-    "k8s": lambda: _typer_command("agenthost.k8s.cli", "k8s_app", "k8s"),
-    "keys": lambda: _typer_command("agenthost.auth.cli", "keys_app", "keys"),
-    "db": lambda: _typer_command("agenthost.stores.db_cli", "db_app", "db"),
-}  # fmt: skip
-
-
 class _LazyGroup(TyperGroup):
-    """The `agenthost` group: `serve` and `worker` defined here, the other verbs built from
-    their modules on first use."""
+    """The `agenthost` group: every verb built on first use (`_LAZY_COMMANDS`); its help
+    lists them by their help alone."""
+
+    _listing = False  # within format_help: a verb not built yet is shown, not built
 
     def list_commands(self, ctx: Any) -> list[str]:
-        return [*super().list_commands(ctx), *(n for n in _LAZY_COMMANDS if n not in self.commands)]
+        return [
+            *_LAZY_COMMANDS,
+            *(n for n in super().list_commands(ctx) if n not in _LAZY_COMMANDS),
+        ]
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         found = super().get_command(ctx, cmd_name)
         if found is None and cmd_name in _LAZY_COMMANDS:
-            found = _LAZY_COMMANDS[cmd_name]()
+            text, build = _LAZY_COMMANDS[cmd_name]
+            if self._listing:
+                return TyperCommand(cmd_name, help=text)
+            found = build(cmd_name, text)
             self.add_command(found, cmd_name)
         return found
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
 
 
 app = typer.Typer(
@@ -233,15 +231,19 @@ def _fail(
 def _serve(**values: Any) -> None:
     """Run the agenthost server (uvicorn, uvloop, httptools) for the agent APP."""
     from agenthost.core.settings import worker_count
-    from agenthost.runtime.server import run
-    from agenthost.runtime.supervisor import supervise
 
     environ = dict(os.environ)
     settings = _settings_from(values, environ)
     try:
+        # Each imported only where it runs: a supervisor serves nothing, so it does not load
+        # uvicorn and the protocols.
         if worker_count(settings) > 1:
+            from agenthost.runtime.supervisor import supervise
+
             supervise(settings)
         else:
+            from agenthost.runtime.server import run
+
             run(settings)
     except SettingsError as exc:
         flags = {k: v for k, v in values.items() if v is not None}
@@ -352,19 +354,55 @@ def _panel_body(fields: tuple[str, ...], inner: int) -> Text:
     return body
 
 
-_serve.__signature__ = inspect.Signature(_serve_parameters())  # type: ignore[attr-defined]
-_serve.__annotations__ = {p.name: p.annotation for p in _serve_parameters()}
-serve = app.command("serve", cls=_ServeCommand)(_serve)
-
-
 def _worker(**values: Any) -> None:
     """Run queued turns: `agenthost serve --role worker`, with every serve option."""
     _serve(**{**values, "role": "worker"})
 
 
-_worker.__signature__ = _serve.__signature__  # type: ignore[attr-defined]
-_worker.__annotations__ = _serve.__annotations__
-worker = app.command("worker", cls=_ServeCommand)(_worker)
+def _serve_command(function: Callable[..., None]) -> Callable[[str, str], Any]:
+    """The builder of `serve` or `worker`: one option per setting, made when that verb runs
+    (its 150 options are not built for another verb)."""
+
+    def build(name: str, text: str) -> Any:
+        params = _serve_parameters()
+        function.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        function.__annotations__ = {p.name: p.annotation for p in params}
+        single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+        single.command(name, cls=_ServeCommand, help=text)(function)
+        return typer.main.get_command(single)
+
+    return build
+
+
+def _from_module(module_name: str, attr: str, *, group: bool) -> Callable[[str, str], Any]:
+    """The builder of a verb that lives in its own module, imported when the verb runs."""
+    if group:
+        return functools.partial(_typer_command, module_name, attr)
+    return functools.partial(_function_command, module_name, attr)
+
+
+# Each verb's help, and how to build it: `agenthost --help` lists them by their help alone,
+# and a verb is built (its module imported) only when it runs, so a `serve` does not load the
+# load tester's HTTP client, the key stores or the fleet tools.
+_LAZY_COMMANDS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
+    "serve": (inspect.getdoc(_serve) or "", _serve_command(_serve)),
+    "worker": (inspect.getdoc(_worker) or "", _serve_command(_worker)),
+    "llm-sim": ("Run an OpenAI-compatible simulated LLM server.",
+                _from_module("agenthost.llm.cli", "llm_sim", group=False)),
+    "loadtest": ("Drive load and verify nothing was lost.",
+                 _from_module("agenthost.loadtest.cli", "loadtest", group=False)),
+    "cluster": ("A local fleet on real parts: N agenthost processes, redis-server and HAProxy "
+                "(least connections, health checks on /readyz, retries of 503s and refused "
+                "connections).", _from_module("agenthost.cluster.cli", "cluster_app", group=True)),
+    "k8s": ("Kubernetes: check the manifests in deploy/kubernetes; the pods' preStop hook.",
+            _from_module("agenthost.k8s.cli", "k8s_app", group=True)),
+    "keys": ("API keys for --auth keys: create (shown once), list, revoke. Keys are stored as "
+             "SHA-256 hashes in the session store's backend, with the tenant and its limits.",
+             _from_module("agenthost.auth.cli", "keys_app", group=True)),
+    "db": ("The PostgreSQL store's schema: migrate applies the pending versions (under an "
+           "advisory lock), status shows what is applied.",
+           _from_module("agenthost.stores.db_cli", "db_app", group=True)),
+}  # fmt: skip
 
 
 def main() -> None:

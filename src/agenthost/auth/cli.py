@@ -22,11 +22,7 @@ __all__ = ["keys_app"]
 
 T = TypeVar("T")
 
-keys_app = typer.Typer(
-    help="API keys for --auth keys: create (shown once), list, revoke. Keys are stored as "
-    "SHA-256 hashes in the session store's backend, with the tenant and its limits.",
-    no_args_is_help=True,
-)
+keys_app = typer.Typer(no_args_is_help=True)  # its help: agenthost.cli
 console = Console()
 
 Store = Annotated[

@@ -22,6 +22,7 @@ import msgspec
 
 from agenthost.auth.keys import KeyRecord, KeyStore
 from agenthost.connections.redis import RedisSettings, close_clients, is_redis_url
+from agenthost.connections.redis_py import load_redis_py
 from agenthost.core.errors import StoreUnavailable
 from agenthost.core.settings import is_postgres_url
 
@@ -184,6 +185,7 @@ class RedisKeyStore:
 
     def __init__(self, url: str) -> None:
         # redis-py is imported by the key store that uses it, not by `import agenthost`.
+        load_redis_py()
         import redis.exceptions as rexc
 
         self.url = url

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from agenthost.brokers.base import StreamBroker, StreamEvent
 from agenthost.connections.redis import is_redis_url
+from agenthost.connections.redis_py import load_redis_py
 
 __all__ = ["StreamBroker", "StreamEvent", "create_broker"]
 
@@ -22,6 +23,7 @@ def create_broker(url: str, *, stream_ttl: float = 300.0) -> StreamBroker:
 
         return MemoryBroker(stream_ttl=stream_ttl)
     if is_redis_url(url):
+        load_redis_py()  # before the module that imports redis-py
         from agenthost.brokers.redis import RedisBroker
 
         return RedisBroker(url, stream_ttl=stream_ttl)

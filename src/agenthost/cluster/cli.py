@@ -13,11 +13,7 @@ from agenthost.cluster.autoscaler import parse_spec, run_autoscaler
 
 __all__ = ["cluster_app"]
 
-cluster_app = typer.Typer(
-    help="A local fleet on real parts: N agenthost processes, redis-server and HAProxy "
-    "(least connections, health checks on /readyz, retries of 503s and refused connections).",
-    no_args_is_help=True,
-)
+cluster_app = typer.Typer(no_args_is_help=True)  # its help: agenthost.cli
 console = Console()
 
 Dir = Annotated[

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
+from agenthost.connections.redis_py import load_redis_py
+
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.asyncio.cluster import RedisCluster
@@ -174,7 +176,7 @@ class RedisSettings:
     # -- clients ----------------------------------------------------------------------------
     # The clients are imported here, not at the top: `agenthost.core.settings` asks
     # `is_redis_url`, and a process that never talks to Redis should not pay to import
-    # redis-py (about 0.2 s).
+    # redis-py (about 0.2 s); `load_redis_py` says how it is imported.
 
     def light_client(self) -> Redis | RedisCluster:
         """A redis-py client for calls off the turn's hot path (API keys, the limiter on a
@@ -183,6 +185,7 @@ class RedisSettings:
             "socket_connect_timeout": self.connect_timeout or DEFAULT_CONNECT_TIMEOUT,
             "socket_timeout": self.socket_timeout or DEFAULT_SOCKET_TIMEOUT,
         }
+        load_redis_py()
         if self.cluster:
             from redis.asyncio.cluster import RedisCluster
 
@@ -217,6 +220,7 @@ class RedisSettings:
             options["retry"] = retry
         if health_check_interval is not None:
             options["health_check_interval"] = health_check_interval
+        load_redis_py()
         if self.cluster:
             from redis.asyncio.cluster import RedisCluster
 

@@ -12,10 +12,7 @@ from agenthost.k8s.prestop import DEFAULT_DELAY
 
 __all__ = ["k8s_app"]
 
-k8s_app = typer.Typer(
-    help="Kubernetes: check the manifests in deploy/kubernetes; the pods' preStop hook.",
-    no_args_is_help=True,
-)
+k8s_app = typer.Typer(no_args_is_help=True)  # its help: agenthost.cli
 
 
 @k8s_app.command()

@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, urlsplit
 import msgspec
 
 from agenthost.connections.redis import RedisSettings, close_clients, is_redis_url
+from agenthost.connections.redis_py import load_redis_py
 
 __all__ = [
     "DEFAULT_MAX_ENTRIES",
@@ -190,6 +191,7 @@ class RedisCacheBackend:
             raise ValueError(f"LLM cache TTL must be > 0 s, not {ttl_s}")
         # redis-py is imported by the backend that uses it (a server without a Redis LLM
         # cache starts without it: it is the largest import of agenthost's start-up).
+        load_redis_py()
         import redis.exceptions as rexc
 
         self._failures: tuple[type[BaseException], ...] = (rexc.RedisError, OSError)

@@ -12,6 +12,7 @@ engine.
 from __future__ import annotations
 
 from agenthost.connections.redis import is_redis_url
+from agenthost.connections.redis_py import load_redis_py
 from agenthost.queue.base import Delivery, QueuedTurn, QueueStats, WorkQueue
 
 __all__ = ["Delivery", "QueueStats", "QueuedTurn", "WorkQueue", "create_queue"]
@@ -21,6 +22,7 @@ def create_queue(url: str, *, claim_after: float, max_queued: int = 0) -> WorkQu
     """Build (not open) the queue on the store `url`; ValueError for a store that cannot
     carry one (SQLite, memory)."""
     if is_redis_url(url):
+        load_redis_py()  # before the module that imports redis-py
         from agenthost.queue.redis import RedisWorkQueue
 
         return RedisWorkQueue(url, claim_after=claim_after, max_queued=max_queued)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from agenthost.connections.redis import is_redis_url
+from agenthost.connections.redis_py import load_redis_py
 from agenthost.core.settings import is_postgres_url
 from agenthost.registry.base import (
     AutoscaleDecision,
@@ -54,6 +55,7 @@ def create_registry(url: str, store: SessionStore | None = None) -> ProcessRegis
         shared = store if isinstance(store, SQLiteStore) and store.url == url else None
         return SQLiteRegistry(url, store=shared)
     if is_redis_url(url):
+        load_redis_py()  # before the module that imports redis-py
         from agenthost.registry.redis import RedisRegistry
 
         return RedisRegistry(url)

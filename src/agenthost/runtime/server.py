@@ -5,7 +5,6 @@ on the first SIGTERM and exits when the drain completes."""
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import math
 import socket
@@ -21,11 +20,12 @@ from agenthost.runtime.assembly import assemble
 from agenthost.runtime.collector import tune_collector
 from agenthost.runtime.connection_limits import ConnectionLimits, OverCapacityGate, raise_file_limit
 from agenthost.runtime.connection_shares import ConnectionShares
+from agenthost.runtime.listen import bind, bind_problem
 from agenthost.runtime.protocols import choose_protocols
 from agenthost.runtime.worker_slot import WorkerSlot
 from agenthost.turns.drain import Drain
 
-__all__ = ["DrainingServer", "bind", "bind_problem", "run"]
+__all__ = ["DrainingServer", "run"]
 
 _STARTUP_FAILURE = 3  # uvicorn's exit status when the app's start-up fails
 
@@ -94,32 +94,6 @@ def run(settings: Settings, *, worker: WorkerSlot | None = None) -> None:
         settings.llm,
     )
     server.run()
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """The listening address, taken before anything is announced, so a port in use fails
-    in one line rather than after a "serving on" line (OSError as the OS says it)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-def bind_problem(settings: Settings, exc: OSError) -> str:
-    where = f"{settings.host}:{settings.port}"
-    if exc.errno == errno.EADDRINUSE:
-        return (
-            f"port {settings.port} is taken on {settings.host} (another server is listening "
-            f"there); choose another with --port or AGENTHOST_PORT"
-        )
-    if exc.errno == errno.EADDRNOTAVAIL:
-        return f"cannot listen on {where}: no such local address; change --host or AGENTHOST_HOST"
-    return f"cannot listen on {where}: {exc.strerror or exc}"
 
 
 class DrainingServer(uvicorn.Server):

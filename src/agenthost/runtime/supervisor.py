@@ -39,7 +39,7 @@ from agenthost.core.settings import Settings, worker_count
 from agenthost.observability.logs import configure_logging
 from agenthost.runtime.assembly import assemble
 from agenthost.runtime.connection_shares import ConnectionShares
-from agenthost.runtime.server import bind, bind_problem
+from agenthost.runtime.listen import bind, bind_problem
 from agenthost.runtime.worker_slot import WorkerSlot
 
 __all__ = ["WORKER_ENV", "Supervisor", "WorkerSpec", "supervise"]

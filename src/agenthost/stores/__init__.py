@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from agenthost.connections.redis import is_redis_url
+from agenthost.connections.redis_py import load_redis_py
 from agenthost.core.settings import is_postgres_url
 from agenthost.stores.base import (
     Busy,
@@ -69,6 +70,7 @@ def create_store(
 
         return SQLiteStore(url, **options)
     if is_redis_url(url):
+        load_redis_py()  # before the module that imports redis-py
         from agenthost.stores.redis import RedisStore
 
         return RedisStore(url, **options)

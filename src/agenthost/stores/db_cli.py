@@ -21,11 +21,7 @@ __all__ = ["db_app"]
 
 T = TypeVar("T")
 
-db_app = typer.Typer(
-    help="The PostgreSQL store's schema: migrate applies the pending versions (under an "
-    "advisory lock), status shows what is applied.",
-    no_args_is_help=True,
-)
+db_app = typer.Typer(no_args_is_help=True)  # its help: agenthost.cli
 
 Store = Annotated[
     str,

@@ -45,10 +45,8 @@ from agenthost.web.adapters.openai_responses import (
 )
 from agenthost.web.cors import cors_middleware
 from agenthost.web.dashboard_routes import DashboardRoutes, FleetOut
-from agenthost.web.docs_page import docs_html
 from agenthost.web.endpoints import Endpoint, Param
 from agenthost.web.error_responses import ErrorHandler
-from agenthost.web.openapi import openapi_document
 from agenthost.web.pages import PageRoutes
 from agenthost.web.process_routes import ProcessRoutes
 from agenthost.web.requests import AFTER_SCHEMA, LAST_EVENT_ID_SCHEMA, MAX_BEFORE
@@ -426,15 +424,25 @@ def build_web_app(
     version: str,
     cors_origins: Sequence[str] = (),
 ) -> Starlette:
-    """The ASGI app serving `endpoints`, `/openapi.json` and `/docs`."""
-    openapi = openapi_document(endpoints, title=title, version=version)
-    docs = docs_html(endpoints, title=f"{title} API")
+    """The ASGI app serving `endpoints`, `/openapi.json` and `/docs`. Both documents are
+    built on their first request (then kept): every start would otherwise pay for their
+    JSON schemas, and most processes are never asked for them."""
+    pages: dict[str, bytes] = {}
 
     async def openapi_json(request: Request) -> Response:
-        return Response(openapi, media_type="application/json")
+        if "openapi" not in pages:
+            # Imported here: its schema generation is loaded only by a process asked for it.
+            from agenthost.web.openapi import openapi_document
+
+            pages["openapi"] = openapi_document(endpoints, title=title, version=version)
+        return Response(pages["openapi"], media_type="application/json")
 
     async def docs_page(request: Request) -> Response:
-        return Response(docs, media_type="text/html")
+        if "docs" not in pages:
+            from agenthost.web.docs_page import docs_html  # as openapi_document above
+
+            pages["docs"] = docs_html(endpoints, title=f"{title} API")
+        return Response(pages["docs"], media_type="text/html")
 
     routes = _routes(endpoints)
     routes += [
