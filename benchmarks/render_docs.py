@@ -236,6 +236,8 @@ def concurrent_sessions(result: dict[str, Any]) -> str:
             f"| {r['client_cpu_pct']}%{' (saturated)' if r['client_saturated'] else ''} "
             f"| {_client_lag_p99(r)} |"
         )
+    if result.get("notes"):
+        lines += ["", result["notes"]]
     return "\n".join(lines) + "\n"
 
 
@@ -656,6 +658,8 @@ def queue_split(result: dict[str, Any]) -> str:
         f"{_verdict(ratio <= target_ratio)}), **{added:+.1f} ms** at p99 (within "
         f"{target_added:g} ms: {_verdict(added <= target_added)}).",
     ]
+    if result.get("notes"):
+        lines += ["", result["notes"]]
     return "\n".join(lines) + "\n"
 
 

@@ -525,3 +525,16 @@ def test_stream_gaps_names_the_code_of_an_error_event(monkeypatch: pytest.Monkey
     event = b'event: error\ndata: {"code": "lease_lost", "message": "gone"}\n\n'
     assert error_code(event) == "lease_lost"
     assert error_code(event[:20]) == "?"  # cut by a read boundary
+
+
+def test_recorded_notes_follow_the_concurrent_sessions_and_queue_split_tables() -> None:
+    render_docs = load_script("render_docs")
+    for name, render in (
+        ("concurrent_sessions_workers2", render_docs.concurrent_sessions),
+        ("queue_split", render_docs.queue_split),
+    ):
+        result = json.loads((ROOT / "benchmarks" / "results" / f"{name}.json").read_text())
+        result["notes"] = "A note on this run."
+        assert render(result).rstrip().endswith("A note on this run.")
+        del result["notes"]
+        assert "A note on this run." not in render(result)
