@@ -334,8 +334,23 @@ def stream_gaps(result: dict[str, Any]) -> str:
             f"| {r['client_loop_lag_ms']['p99']} | {_verdict(r['meets_p99_gap_target'])} "
             f"| {_headroom(r)} |"
         )
+    waits = [_server_waits(r) for r in result["results"] if r.get("server_waits")]
+    if waits:
+        lines += ["", "The server's side of the gap (from its /metrics): " + "; ".join(waits) + "."]
     lines += ["", result.get("notes") or STREAM_GAPS_NOTES]
     return "\n".join(lines) + "\n"
+
+
+def _server_waits(row: dict[str, Any]) -> str:
+    """One row's flush passes and windows, as `stream_gaps` reads them from the server's
+    histograms (upper bucket bounds, hence "at most")."""
+    w = row["server_waits"]
+    return (
+        f"{row.get('store', 'memory')} {row['transport']}: a window (text waiting to be "
+        f"written) p50 / p99 at most {w['window_p50_ms_at_most']:g} / "
+        f"{w['window_p99_ms_at_most']:g} ms, a flush pass {w['flush_pass_mean_ms']:g} ms on "
+        f"average over {w['streams_per_flush_pass']:g} streams"
+    )
 
 
 def _headroom(row: dict[str, Any]) -> str:

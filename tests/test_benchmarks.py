@@ -538,3 +538,15 @@ def test_recorded_notes_follow_the_concurrent_sessions_and_queue_split_tables() 
         assert render(result).rstrip().endswith("A note on this run.")
         del result["notes"]
         assert "A note on this run." not in render(result)
+
+
+def test_the_stream_gaps_section_says_the_servers_windows_when_recorded() -> None:
+    render_docs = load_script("render_docs")
+    path = ROOT / "benchmarks" / "results" / "stream_gaps_workers2.json"
+    result = json.loads(path.read_text())
+    assert all("server_waits" in r for r in result["results"])
+    rendered = render_docs.stream_gaps(result)
+    assert "The server's side of the gap" in rendered and "redis ws: a window" in rendered
+    for r in result["results"]:
+        del r["server_waits"]
+    assert "The server's side of the gap" not in render_docs.stream_gaps(result)
