@@ -171,9 +171,7 @@ def turn_cpu(result: dict[str, Any]) -> str:
             f"| {_verdict(s.get('meets_cpu_target'))} "
             f"| {_verdict(s.get('meets_flatness_target'))} |"
         )
-    notes = result.get("notes")
-    if notes:
-        lines += ["", notes]
+    lines += _notes(result)
     return "\n".join(lines) + "\n"
 
 
@@ -201,6 +199,12 @@ def _servers(result: dict[str, Any], llm: str = "") -> str:
 def _client_lag_p99(row: dict[str, Any]) -> str:
     lag = row.get("client_loop_lag_ms")
     return "—" if not isinstance(lag, dict) else str(lag.get("p99", "—"))
+
+
+def _notes(result: dict[str, Any]) -> list[str]:
+    """The recorded run's own notes, as a paragraph after its table (none: nothing)."""
+    notes = result.get("notes")
+    return ["", notes] if notes else []
 
 
 def concurrent_sessions(result: dict[str, Any]) -> str:
@@ -236,8 +240,7 @@ def concurrent_sessions(result: dict[str, Any]) -> str:
             f"| {r['client_cpu_pct']}%{' (saturated)' if r['client_saturated'] else ''} "
             f"| {_client_lag_p99(r)} |"
         )
-    if result.get("notes"):
-        lines += ["", result["notes"]]
+    lines += _notes(result)
     return "\n".join(lines) + "\n"
 
 
@@ -673,8 +676,7 @@ def queue_split(result: dict[str, Any]) -> str:
         f"{_verdict(ratio <= target_ratio)}), **{added:+.1f} ms** at p99 (within "
         f"{target_added:g} ms: {_verdict(added <= target_added)}).",
     ]
-    if result.get("notes"):
-        lines += ["", result["notes"]]
+    lines += _notes(result)
     return "\n".join(lines) + "\n"
 
 

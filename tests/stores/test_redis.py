@@ -7,7 +7,7 @@ import asyncio
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +15,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from agenthost.connections.redis import RedisSettings
-from agenthost.connections.redis_commands import IF_ZERO
+from agenthost.connections.redis_commands import IF_ZERO, Command
 from agenthost.connections.redis_wire import ReplyError
 from agenthost.core.errors import LeaseLost, StoreUnavailable
 from agenthost.stores import Message, SessionStore, Started, TurnError, create_store
+from agenthost.stores.base import Lease
 from agenthost.stores.redis import RedisStore
 from tests.fixtures.agenthost import free_port
 from tests.fixtures.redis import REDIS_SERVER, RedisCluster, RedisServer
@@ -61,7 +62,15 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float, what: 
         await asyncio.sleep(0.02)
 
 
-async def one_turn(store: SessionStore, session_id: str, turn_id: str, ttl_s: float = 60) -> None:
+async def one_turn(
+    store: SessionStore,
+    session_id: str,
+    turn_id: str,
+    ttl_s: float = 60,
+    state: bytes | None = None,
+    then: Sequence[Command] = (),
+) -> Lease:
+    """Begin and commit a turn; the lease it committed under."""
     st = await store.begin_turn(
         session_id, turn_id, "q", metadata_patch=None, lease_ms=5000, window=10, ttl_s=ttl_s
     )
@@ -73,7 +82,10 @@ async def one_turn(store: SessionStore, session_id: str, turn_id: str, ttl_s: fl
         assistant=Message("assistant", "a", turn_id, time.time(), n + 1),
         metadata={},
         ttl_s=ttl_s,
+        state=state,
+        then=then,
     )
+    return st.lease
 
 
 async def test_every_key_of_a_session_shares_the_ttl_and_the_hash_tag(
@@ -456,21 +468,8 @@ async def test_a_commit_runs_the_commands_it_is_given_once_it_succeeded_and_only
         ("LLEN", f"then:{s}"),  # 1: the next one does not
         (IF_ZERO, "SET", f"then:{s}:never", "1"),
     ]
-    for turn_id, state in (("t1", None), ("t2", b"kept")):
-        st = await store.begin_turn(
-            s, turn_id, "q", metadata_patch=None, lease_ms=5000, window=10, ttl_s=60
-        )
-        assert isinstance(st, Started)
-        n = st.message_count
-        await store.commit_turn(
-            st.lease,
-            user=Message("user", "q", turn_id, time.time(), n),
-            assistant=Message("assistant", "a", turn_id, time.time(), n + 1),
-            metadata={},
-            ttl_s=60,
-            state=state,
-            then=then[:1] if turn_id == "t2" else then,
-        )
+    await one_turn(store, s, "t1", then=then)
+    lease = await one_turn(store, s, "t2", state=b"kept", then=then[:1])
     assert await raw.lrange(f"then:{s}", 0, -1) == [b"ended", b"ended"]
     assert await raw.get(f"then:{s}:empty") == b"1"
     assert await raw.exists(f"then:{s}:never") == 0
@@ -478,7 +477,7 @@ async def test_a_commit_runs_the_commands_it_is_given_once_it_succeeded_and_only
     # A stale lease's commit is refused, and runs nothing.
     with pytest.raises(LeaseLost):
         await store.commit_turn(
-            st.lease,
+            lease,
             user=Message("user", "q", "t2", time.time(), 4),
             assistant=Message("assistant", "a", "t2", time.time(), 5),
             metadata={},
